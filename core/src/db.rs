@@ -1,0 +1,124 @@
+//! The storage pool: one `AnyPool` over SQLite (embedded default) or PostgreSQL.
+//!
+//! Queries are portable SQL: `$1` placeholders, `ON CONFLICT`, `RETURNING`, `BIGINT` unix
+//! milliseconds, `TEXT`, and bytes (`BLOB`/`BYTEA`). Each backend has its own migration
+//! folder, `migrations/<backend>/`, embedded at build time and run at start.
+
+use crate::CoreError;
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+use std::path::Path;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the node's database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// The SQLite URL of a database file, created if missing.
+    pub fn sqlite_url(path: &Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    /// Connect to `url` (`sqlite://…` or `postgres://…`). Does not migrate.
+    pub async fn connect(url: &str) -> Result<Self, CoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(CoreError::Database(sqlx::Error::Configuration(
+                "database URL must start with sqlite:// or postgres://".into(),
+            )));
+        };
+        // SQLite allows one writer; one connection avoids lock-upgrade failures and keeps
+        // the footprint small. PostgreSQL gets a real pool.
+        let options = match backend {
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).min_connections(1),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16).min_connections(0),
+        };
+        let pool = options
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Connect and bring the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, CoreError> {
+        let db = Self::connect(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub async fn migrate(&self) -> Result<(), CoreError> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<(), CoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_: AnyQueryResult| ())?;
+        Ok(())
+    }
+
+    /// A consistent copy of an SQLite database (`VACUUM INTO`).
+    pub async fn backup_sqlite(&self, dest: &Path) -> Result<(), CoreError> {
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Whether an error is a unique-constraint violation (a name or key already taken).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() || db.code().is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+        }
+        _ => false,
+    }
+}

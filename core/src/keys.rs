@@ -1,0 +1,236 @@
+//! Key pairs and their public encodings.
+//!
+//! Public keys travel as Multikey `publicKeyMultibase` values: base58btc (`z…`) over a
+//! multicodec prefix (`0xed01` Ed25519, `0xec01` X25519), as `did:key` uses them.
+
+use crate::ids::{b64url, b64url_decode, random_bytes};
+use crate::CoreError;
+use ed25519_dalek::{Signer, Verifier};
+use std::fmt;
+use zeroize::Zeroizing;
+
+const ED25519_CODEC: [u8; 2] = [0xed, 0x01];
+const X25519_CODEC: [u8; 2] = [0xec, 0x01];
+
+fn multibase(codec: [u8; 2], key: &[u8; 32]) -> String {
+    let mut buf = Vec::with_capacity(34);
+    buf.extend_from_slice(&codec);
+    buf.extend_from_slice(key);
+    format!("z{}", bs58::encode(buf).into_string())
+}
+
+fn from_multibase(codec: [u8; 2], s: &str, what: &str) -> Result<[u8; 32], CoreError> {
+    let body = s
+        .strip_prefix('z')
+        .ok_or_else(|| CoreError::InvalidKey(format!("{what} must be base58btc multibase (start with 'z')")))?;
+    let raw = bs58::decode(body)
+        .into_vec()
+        .map_err(|_| CoreError::InvalidKey(format!("{what} is not valid base58btc")))?;
+    if raw.len() != 34 || raw[..2] != codec {
+        return Err(CoreError::InvalidKey(format!("{what} is not a multicodec {what} public key")));
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&raw[2..]);
+    Ok(key)
+}
+
+/// An Ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ed25519Public(ed25519_dalek::VerifyingKey);
+
+impl Ed25519Public {
+    pub fn from_multibase(s: &str) -> Result<Self, CoreError> {
+        let bytes = from_multibase(ED25519_CODEC, s, "Ed25519")?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| CoreError::InvalidKey("not a valid Ed25519 point".into()))
+    }
+
+    pub fn to_multibase(&self) -> String {
+        multibase(ED25519_CODEC, self.0.as_bytes())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
+    pub(crate) fn montgomery_bytes(&self) -> [u8; 32] {
+        self.0.to_montgomery().to_bytes()
+    }
+
+    /// The public JWK (`kty: OKP`, `crv: Ed25519`).
+    pub fn to_jwk(&self) -> serde_json::Value {
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64url(self.0.as_bytes())})
+    }
+
+    /// Strict verification (rejects small-order and non-canonical encodings).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
+            return false;
+        };
+        self.0.verify_strict(message, &sig).is_ok() && self.0.verify(message, &sig).is_ok()
+    }
+}
+
+impl fmt::Debug for Ed25519Public {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ed25519Public({})", self.to_multibase())
+    }
+}
+
+/// An Ed25519 signing key. Its secret half never appears in `Debug` output.
+pub struct Ed25519KeyPair(ed25519_dalek::SigningKey);
+
+impl Ed25519KeyPair {
+    pub fn generate() -> Self {
+        Self(ed25519_dalek::SigningKey::from_bytes(&random_bytes::<32>()))
+    }
+
+    pub fn from_secret(secret: &[u8]) -> Result<Self, CoreError> {
+        let seed: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| CoreError::InvalidKey("an Ed25519 secret is 32 bytes".into()))?;
+        Ok(Self(ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+
+    /// The 32-byte seed, for sealing. Wrapped so it is wiped when dropped.
+    pub fn secret(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.to_bytes().to_vec())
+    }
+
+    pub fn public(&self) -> Ed25519Public {
+        Ed25519Public(self.0.verifying_key())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+
+    /// The private JWK, for handing to `josekit`. Kept in `Zeroizing`.
+    pub(crate) fn private_jwk(&self) -> Zeroizing<String> {
+        Zeroizing::new(
+            serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519",
+                "x": b64url(self.0.verifying_key().as_bytes()),
+                "d": b64url(&self.0.to_bytes()),
+            })
+            .to_string(),
+        )
+    }
+}
+
+impl fmt::Debug for Ed25519KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ed25519KeyPair(public: {})", self.public().to_multibase())
+    }
+}
+
+/// An X25519 public key (for key agreement).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct X25519Public(x25519_dalek::PublicKey);
+
+impl X25519Public {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(x25519_dalek::PublicKey::from(bytes))
+    }
+
+    pub fn from_multibase(s: &str) -> Result<Self, CoreError> {
+        from_multibase(X25519_CODEC, s, "X25519").map(|b| Self(x25519_dalek::PublicKey::from(b)))
+    }
+
+    pub fn to_multibase(&self) -> String {
+        multibase(X25519_CODEC, self.0.as_bytes())
+    }
+
+    pub fn to_jwk(&self) -> serde_json::Value {
+        serde_json::json!({"kty": "OKP", "crv": "X25519", "x": b64url(self.0.as_bytes())})
+    }
+}
+
+impl fmt::Debug for X25519Public {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "X25519Public({})", self.to_multibase())
+    }
+}
+
+/// An X25519 key pair.
+pub struct X25519KeyPair(x25519_dalek::StaticSecret);
+
+impl X25519KeyPair {
+    pub fn generate() -> Self {
+        Self(x25519_dalek::StaticSecret::from(random_bytes::<32>()))
+    }
+
+    pub fn from_secret(secret: &[u8]) -> Result<Self, CoreError> {
+        let bytes: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| CoreError::InvalidKey("an X25519 secret is 32 bytes".into()))?;
+        Ok(Self(x25519_dalek::StaticSecret::from(bytes)))
+    }
+
+    pub fn secret(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.to_bytes().to_vec())
+    }
+
+    pub fn public(&self) -> X25519Public {
+        X25519Public(x25519_dalek::PublicKey::from(&self.0))
+    }
+}
+
+impl fmt::Debug for X25519KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "X25519KeyPair(public: {})", self.public().to_multibase())
+    }
+}
+
+/// Decode a base64url secret (as stored in wallets) into bytes.
+pub fn decode_secret(s: &str) -> Result<Zeroizing<Vec<u8>>, CoreError> {
+    b64url_decode(s)
+        .map(Zeroizing::new)
+        .ok_or_else(|| CoreError::InvalidKey("secret is not base64url".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multibase_round_trips_and_has_did_key_prefixes() {
+        let ed = Ed25519KeyPair::generate().public();
+        let mb = ed.to_multibase();
+        assert!(mb.starts_with("z6Mk"), "{mb}");
+        assert_eq!(Ed25519Public::from_multibase(&mb).unwrap(), ed);
+
+        let x = X25519KeyPair::generate().public();
+        let mb = x.to_multibase();
+        assert!(mb.starts_with("z6LS"), "{mb}");
+        assert_eq!(X25519Public::from_multibase(&mb).unwrap(), x);
+    }
+
+    #[test]
+    fn wrong_codec_and_garbage_are_refused() {
+        let x = X25519KeyPair::generate().public().to_multibase();
+        assert!(Ed25519Public::from_multibase(&x).is_err());
+        assert!(Ed25519Public::from_multibase("z0OIl").is_err());
+        assert!(Ed25519Public::from_multibase("").is_err());
+        assert!(Ed25519Public::from_multibase("u6Mk").is_err());
+    }
+
+    #[test]
+    fn signatures_verify_and_tampering_fails() {
+        let k = Ed25519KeyPair::generate();
+        let sig = k.sign(b"hello");
+        assert!(k.public().verify(b"hello", &sig));
+        assert!(!k.public().verify(b"hellO", &sig));
+        assert!(!k.public().verify(b"hello", &sig[..63]));
+        let again = Ed25519KeyPair::from_secret(&k.secret()).unwrap();
+        assert_eq!(again.public(), k.public());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let k = Ed25519KeyPair::generate();
+        let secret = b64url(&k.secret());
+        assert!(!format!("{k:?}").contains(&secret));
+    }
+}

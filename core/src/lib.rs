@@ -1,0 +1,20 @@
+//! Shared foundations of every Sichat crate.
+//!
+//! - [`keys`]: Ed25519 and X25519 key pairs and their multibase (Multikey) encodings.
+//! - [`did`]: `did:key` and `did:web` identifiers and DID documents.
+//! - [`jws`]: compact JWS (EdDSA) signing and verification through `josekit`.
+//! - [`seal`]: secrets sealed at rest with XChaCha20-Poly1305 under a master key.
+//! - [`db`]: the storage pool (SQLite or PostgreSQL) and its migrations.
+//! - [`node`]: the node's own identity: its `did:web` and its sealed node key.
+//! - [`ids`]: time-ordered ids, random tokens and clock helpers.
+
+pub mod db;
+pub mod did;
+mod error;
+pub mod ids;
+pub mod jws;
+pub mod keys;
+pub mod node;
+pub mod seal;
+
+pub use error::CoreError;
