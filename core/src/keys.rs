@@ -183,6 +183,11 @@ impl fmt::Debug for X25519KeyPair {
     }
 }
 
+/// Base58btc (Bitcoin alphabet), for codes people copy by hand.
+pub fn base58(bytes: &[u8]) -> String {
+    bs58::encode(bytes).into_string()
+}
+
 /// Decode a base64url secret (as stored in wallets) into bytes.
 pub fn decode_secret(s: &str) -> Result<Zeroizing<Vec<u8>>, CoreError> {
     b64url_decode(s)

@@ -6,11 +6,13 @@
 //! - [`seal`]: secrets sealed at rest with XChaCha20-Poly1305 under a master key.
 //! - [`db`]: the storage pool (SQLite or PostgreSQL) and its migrations.
 //! - [`node`]: the node's own identity: its `did:web` and its sealed node key.
+//! - [`http`]: the error body and JSON extractor every HTTP API shares.
 //! - [`ids`]: time-ordered ids, random tokens and clock helpers.
 
 pub mod db;
 pub mod did;
 mod error;
+pub mod http;
 pub mod ids;
 pub mod jws;
 pub mod keys;

@@ -27,6 +27,7 @@ CREATE TABLE acct_invites (
     code_hash  TEXT NOT NULL UNIQUE,
     inviter_id TEXT REFERENCES acct_users (id),
     quota      BIGINT NOT NULL,
+    label      TEXT,
     status     TEXT NOT NULL DEFAULT 'open',
     used_by    TEXT REFERENCES acct_users (id),
     created_at BIGINT NOT NULL,

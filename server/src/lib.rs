@@ -1,1 +1,16 @@
+//! `sichatd`, the Sichat node: configuration, startup, the composed HTTP app, admin
+//! commands and metrics.
+//!
+//! - [`config`]: layered configuration (defaults, TOML, `SICHAT_*`, flags).
+//! - [`startup`]: opening a node (data directory, master key, database, keys).
+//! - [`app`]: the axum app with its limits.
+//! - [`serve`]: running it until SIGTERM or Ctrl-C.
 
+pub mod app;
+pub mod config;
+mod metrics;
+pub mod serve;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::Node;

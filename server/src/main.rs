@@ -1,1 +1,207 @@
-fn main(){}
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sichat_accounts::protocol::CreateInvite;
+use sichat_core::db::Backend;
+use sichat_server::config::{LogFormat, Overrides};
+use sichat_server::{serve, Config, Node};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use url::Url;
+
+/// sichatd: your own identity server. Issues, holds and verifies credentials, logs you in
+/// elsewhere, and keeps your messages while you are offline.
+#[derive(Parser)]
+#[command(name = "sichatd", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (unknown keys are errors).
+    #[arg(long, global = true, env = "SICHAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./sichat-data].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Database URL: postgres://… for PostgreSQL [default: SQLite in the data directory].
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// External base URL; its host and port make the node's did:web.
+    #[arg(long, global = true)]
+    public_url: Option<Url>,
+    /// Log format.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node (creates the data directory, keys and database on first start).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Operator commands that work on the data directory, with or without a running node.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Mint an invite from the node itself (a new top of the invite tree).
+    Invite {
+        /// How many accounts the invite's subtree may hold, the invitee included.
+        #[arg(long)]
+        quota: i64,
+        /// A note for yourself ("for Bob").
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every account.
+    Users {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an account. The accounts it invited move up to its inviter.
+    Remove { name: String },
+    /// Write a consistent copy of the database to PATH.
+    Backup { path: PathBuf },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let log_format = match cli.log_format.as_deref() {
+        Some("json") => Some(LogFormat::Json),
+        Some(_) => Some(LogFormat::Text),
+        None => None,
+    };
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        Command::Admin(_) => None,
+    };
+    let flags = Overrides {
+        data_dir: cli.data_dir,
+        listen,
+        public_url: cli.public_url,
+        database_url: cli.database_url,
+        log_format,
+    };
+    let config = Config::load(cli.config.as_deref(), &flags).map_err(anyhow::Error::msg)?;
+    init_tracing(config.log_format, matches!(cli.command, Command::Serve { .. }));
+    match cli.command {
+        Command::Serve { .. } => serve_node(config).await,
+        Command::Admin(cmd) => admin(config, cmd).await,
+    }
+}
+
+fn init_tracing(format: LogFormat, serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sqlx=warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve_node(config: Config) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}: is another process using it? Try --listen", config.listen))?;
+    let public_url = config.public_url_for(listener.local_addr()?);
+    let node = Node::open(config, public_url).await?;
+    let invite = node.owner_invite().await?;
+    let url = node.identity.public_url().as_str().trim_end_matches('/').to_owned();
+    println!("sichatd {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  URL:  {url}");
+    println!("  DID:  {}", node.identity.did());
+    println!("  data: {} (master key: {})", node.config.data_dir.display(), node.master_key_source);
+    if let Some(invite) = invite {
+        println!();
+        println!("No accounts yet. One-time owner invite (quota {}):", invite.quota);
+        println!("  {}", invite.code);
+        println!("Join with:");
+        println!("  sichat init --server {url} --invite {} --name <your-name>", invite.code);
+    }
+    tracing::info!(url = %url, did = %node.identity.did(), backend = ?node.db.backend(), "listening");
+    serve::serve(node, listener, serve::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn admin(config: Config, cmd: Admin) -> Result<()> {
+    let public_url = config.public_url_for(config.listen);
+    let node = Node::open(config, public_url).await?;
+    match cmd {
+        Admin::Invite { quota, label, json } => {
+            let created = node
+                .accounts
+                .create_invite(None, CreateInvite { quota, label, expires_in_hours: None })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                let url = node.identity.public_url().as_str().trim_end_matches('/');
+                println!("Invite (quota {}, id {}):", created.quota, created.id);
+                println!("  {}", created.code);
+                println!("Join with:");
+                println!("  sichat init --server {url} --invite {} --name <name>", created.code);
+            }
+        }
+        Admin::Users { json } => {
+            let users = node.accounts.users().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else if users.is_empty() {
+                println!("No accounts yet. Mint an invite with: sichatd admin invite --quota 10");
+            } else {
+                println!("{:<20} {:<8} {:>5} {:>7}  {:<16} DID", "NAME", "STATUS", "QUOTA", "DEVICES", "INVITED BY");
+                for u in users {
+                    let by = u.invited_by.unwrap_or_else(|| "(node)".into());
+                    println!("{:<20} {:<8} {:>5} {:>7}  {:<16} {}", u.name, u.status, u.quota, u.devices, by, u.did);
+                }
+            }
+        }
+        Admin::Remove { name } => {
+            node.accounts.remove_user(None, &name).await?;
+            println!("Removed {name}. Accounts it invited now hang under its inviter.");
+        }
+        Admin::Backup { path } => {
+            if path.exists() {
+                bail!("{} already exists: choose a new path", path.display());
+            }
+            match node.db.backend() {
+                Backend::Sqlite => {
+                    node.db.backup_sqlite(&path).await?;
+                    println!("Wrote a consistent copy of the SQLite database to {}", path.display());
+                }
+                Backend::Postgres => {
+                    let url = node.config.database_url();
+                    let status = tokio::process::Command::new("pg_dump")
+                        .args(["--format=custom", "--file"])
+                        .arg(&path)
+                        .arg(&url)
+                        .status()
+                        .await
+                        .context("PostgreSQL backups use pg_dump; install the postgresql-client package")?;
+                    if !status.success() {
+                        bail!("pg_dump failed ({status}); run `pg_dump --format=custom --file PATH DATABASE_URL` yourself");
+                    }
+                    println!("Wrote a pg_dump (custom format) to {}; restore with pg_restore", path.display());
+                }
+            }
+        }
+    }
+    node.db.close().await;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! HTTP endpoints of the accounts service. Handlers parse, call [`Accounts`], and map.
+
+use crate::protocol::*;
+use crate::service::{Accounts, AuthDevice};
+use crate::AccountError;
+use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use sichat_core::http::{ApiError, ApiJson};
+use std::sync::Arc;
+
+type AppState = Arc<Accounts>;
+
+/// Every accounts route, under `/api/v1` plus the users' DID documents.
+pub fn router(accounts: Arc<Accounts>) -> Router {
+    Router::new()
+        .route("/api/v1/challenges", post(challenge))
+        .route("/api/v1/accounts", post(register))
+        .route("/api/v1/sessions/challenge", post(login_challenge))
+        .route("/api/v1/sessions", post(login))
+        .route("/api/v1/sessions/current", delete(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/root-operations", post(root_operation))
+        .route("/api/v1/invites", post(create_invite).get(list_invites))
+        .route("/api/v1/invites/{id}", delete(revoke_invite))
+        .route("/api/v1/users/{name}", delete(remove_user))
+        .route("/users/{name}/did.json", get(did_document))
+        .with_state(accounts)
+}
+
+impl<S> FromRequestParts<S> for AuthDevice
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AccountError::Unauthorized)?;
+        Ok(AppState::from_ref(state).authenticate(token.trim()).await?)
+    }
+}
+
+async fn challenge(State(a): State<AppState>) -> Result<Json<Challenge>, ApiError> {
+    Ok(Json(a.challenge().await?))
+}
+
+async fn register(State(a): State<AppState>, ApiJson(body): ApiJson<SignedRequest>) -> Result<impl IntoResponse, ApiError> {
+    Ok((StatusCode::CREATED, Json(a.register(&body.request).await?)))
+}
+
+async fn login_challenge(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<LoginChallengeRequest>,
+) -> Result<Json<LoginChallenge>, ApiError> {
+    Ok(Json(a.login_challenge(&body.certificate).await?))
+}
+
+async fn login(State(a): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) -> Result<Json<Session>, ApiError> {
+    Ok(Json(a.login(&body.response).await?))
+}
+
+async fn logout(State(a): State<AppState>, me: AuthDevice) -> Result<StatusCode, ApiError> {
+    a.logout(&me).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(a): State<AppState>, me: AuthDevice) -> Result<Json<Account>, ApiError> {
+    Ok(Json(a.account(&me.user_id).await?))
+}
+
+async fn devices(State(a): State<AppState>, me: AuthDevice) -> Result<Json<Vec<Device>>, ApiError> {
+    Ok(Json(a.devices(&me).await?))
+}
+
+async fn root_operation(State(a): State<AppState>, ApiJson(body): ApiJson<SignedRequest>) -> Result<Json<Account>, ApiError> {
+    Ok(Json(a.root_operation(&body.request).await?))
+}
+
+async fn create_invite(
+    State(a): State<AppState>,
+    me: AuthDevice,
+    ApiJson(body): ApiJson<CreateInvite>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((StatusCode::CREATED, Json(a.create_invite(Some(&me), body).await?)))
+}
+
+async fn list_invites(State(a): State<AppState>, me: AuthDevice) -> Result<Json<Vec<Invite>>, ApiError> {
+    Ok(Json(a.list_invites(Some(&me)).await?))
+}
+
+async fn revoke_invite(State(a): State<AppState>, me: AuthDevice, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    a.revoke_invite(Some(&me), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_user(State(a): State<AppState>, me: AuthDevice, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    a.remove_user(Some(&me), &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn did_document(State(a): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let doc = a.did_document(&name).await?;
+    Ok(([(header::CONTENT_TYPE, "application/did+json"), (header::CACHE_CONTROL, "no-cache")], Json(doc)))
+}

@@ -1,0 +1,338 @@
+//! The wire protocol between a wallet and its node: signed requests, device certificates,
+//! the login handshake, and the JSON bodies of the HTTP API.
+//!
+//! Both `sichatd` and the `sichat` wallet use these types, so the two cannot drift apart.
+//! Times inside JWS payloads are unix seconds (`iat`, `exp`); times in API bodies are unix
+//! milliseconds.
+
+use crate::AccountError;
+use serde::{Deserialize, Serialize};
+use sichat_core::did::Did;
+use sichat_core::jws;
+use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519Public};
+use std::fmt;
+
+/// `typ` of each JWS, so none can be replayed as another.
+pub const TYP_DEVICE_CERT: &str = "sichat-device-cert+jwt";
+pub const TYP_REGISTER: &str = "sichat-register+jwt";
+pub const TYP_ROOT_OP: &str = "sichat-root-op+jwt";
+pub const TYP_LOGIN_CHALLENGE: &str = "sichat-login-challenge+jwt";
+pub const TYP_LOGIN: &str = "sichat-login+jwt";
+
+/// Clock skew tolerated on `iat`.
+pub const MAX_SKEW_SECS: i64 = 300;
+/// Longest a device certificate may run.
+pub const MAX_CERT_LIFETIME_SECS: i64 = 3 * 366 * 24 * 3600;
+
+pub fn now_secs() -> i64 {
+    sichat_core::ids::now_ms() / 1000
+}
+
+/// A user name: 2–32 of `a-z 0-9 -`, starting with a letter, not ending with `-`.
+/// It becomes a `did:web` path segment, so nothing needs escaping.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UserName(String);
+
+const RESERVED_NAMES: &[&str] = &["admin", "api", "node", "root", "users", "well-known", "did"];
+
+impl UserName {
+    pub fn parse(s: &str) -> Result<Self, AccountError> {
+        let bad = |why: &str| AccountError::InvalidName(format!("{s:?} {why}"));
+        if !(2..=32).contains(&s.len()) {
+            return Err(bad("must be 2 to 32 characters long"));
+        }
+        if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(bad("must start with a lowercase letter"));
+        }
+        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') || s.ends_with('-') {
+            return Err(bad("may only hold a-z, 0-9 and '-', and may not end with '-'"));
+        }
+        if RESERVED_NAMES.contains(&s) {
+            return Err(bad("is reserved"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for UserName {
+    type Error = AccountError;
+    fn try_from(s: String) -> Result<Self, AccountError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<UserName> for String {
+    fn from(n: UserName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserName({})", self.0)
+    }
+}
+
+/// A device certificate: the root key's JWS over a device's keys and an expiry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCertificate {
+    /// The user's DID.
+    pub iss: String,
+    /// The device id.
+    pub sub: String,
+    /// A name for people ("laptop").
+    pub name: String,
+    /// Ed25519 signing key, multibase.
+    pub sign_key: String,
+    /// X25519 key agreement key, multibase.
+    pub agree_key: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+impl DeviceCertificate {
+    /// Bless a device with the root key.
+    pub fn issue(
+        root: &Ed25519KeyPair,
+        user_did: &Did,
+        device_id: &str,
+        name: &str,
+        sign_key: &Ed25519Public,
+        agree_key: &X25519Public,
+        lifetime_secs: i64,
+    ) -> Result<String, AccountError> {
+        let now = now_secs();
+        let cert = Self {
+            iss: user_did.to_string(),
+            sub: device_id.to_owned(),
+            name: name.to_owned(),
+            sign_key: sign_key.to_multibase(),
+            agree_key: agree_key.to_multibase(),
+            iat: now,
+            exp: now + lifetime_secs,
+        };
+        Ok(jws::sign(root, TYP_DEVICE_CERT, None, &cert)?)
+    }
+
+    /// Check a certificate's signature by `root`, its expiry and its keys.
+    pub fn verify(token: &str, root: &Ed25519Public) -> Result<Self, AccountError> {
+        let cert: Self = jws::verify(token, root, TYP_DEVICE_CERT).map_err(|e| match e {
+            sichat_core::CoreError::BadSignature => {
+                AccountError::InvalidCertificate("not signed by the account's root key".into())
+            }
+            other => AccountError::InvalidCertificate(other.to_string()),
+        })?;
+        let now = now_secs();
+        if cert.exp <= now {
+            return Err(AccountError::CertificateExpired);
+        }
+        if cert.iat > now + MAX_SKEW_SECS || cert.exp - cert.iat > MAX_CERT_LIFETIME_SECS {
+            return Err(AccountError::InvalidCertificate("iat is in the future or the lifetime exceeds 3 years".into()));
+        }
+        if cert.sub.is_empty() || cert.sub.len() > 64 || !cert.sub.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(AccountError::InvalidCertificate("sub must be 1-64 of [A-Za-z0-9-]".into()));
+        }
+        if cert.name.is_empty() || cert.name.len() > 64 {
+            return Err(AccountError::InvalidCertificate("name must be 1-64 characters".into()));
+        }
+        Ed25519Public::from_multibase(&cert.sign_key).map_err(|e| AccountError::InvalidCertificate(e.to_string()))?;
+        X25519Public::from_multibase(&cert.agree_key).map_err(|e| AccountError::InvalidCertificate(e.to_string()))?;
+        Ok(cert)
+    }
+}
+
+/// Payload of a registration request, signed by the new root key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationClaims {
+    /// The node's DID.
+    pub aud: String,
+    pub challenge: String,
+    pub invite: String,
+    pub name: String,
+    pub root_key: String,
+    pub device_certificate: String,
+    pub iat: i64,
+}
+
+/// What a root-key-signed request asks for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RootOperation {
+    AddDevice { certificate: String },
+    RevokeDevice { device_id: String },
+    /// The new root key, and every device to keep, re-blessed by the new key.
+    RotateRoot { new_root_key: String, certificates: Vec<String> },
+}
+
+/// Payload of a root-key-signed request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RootOpClaims {
+    /// The user's DID.
+    pub iss: String,
+    pub aud: String,
+    pub challenge: String,
+    pub iat: i64,
+    #[serde(flatten)]
+    pub op: RootOperation,
+}
+
+/// The node's signed login challenge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginChallengeClaims {
+    /// The node's DID.
+    pub iss: String,
+    /// The device id.
+    pub aud: String,
+    pub nonce: String,
+    pub exp: i64,
+}
+
+/// The device's answer, bound to the nonce and to the node's DID.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginClaims {
+    /// The user's DID.
+    pub iss: String,
+    /// The device id.
+    pub sub: String,
+    /// The node's DID.
+    pub aud: String,
+    pub nonce: String,
+    pub iat: i64,
+}
+
+// ---- HTTP bodies ----
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Challenge {
+    pub challenge: String,
+    /// The node's DID: the `aud` of the signed request.
+    pub audience: String,
+    pub expires_at: i64,
+}
+
+/// A body carrying one compact JWS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRequest {
+    pub request: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Account {
+    pub name: String,
+    pub did: String,
+    pub node_did: String,
+    pub did_document_url: String,
+    /// How many accounts this user's invites may hold in all.
+    pub quota: i64,
+    /// What is left of it.
+    pub quota_available: i64,
+    /// The user who invited this one; `None` when the node did.
+    pub invited_by: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginChallengeRequest {
+    pub certificate: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginChallenge {
+    /// A JWS by the node key over [`LoginChallengeClaims`].
+    pub challenge: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// A JWS by the device key over [`LoginClaims`].
+    pub response: String,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub token: String,
+    pub expires_at: i64,
+    pub did: String,
+    pub device_id: String,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("did", &self.did).field("device_id", &self.device_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvite {
+    pub quota: i64,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub expires_in_hours: Option<i64>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct InviteCreated {
+    pub id: String,
+    /// Shown once; the node keeps only its hash.
+    pub code: String,
+    pub quota: i64,
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for InviteCreated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InviteCreated").field("id", &self.id).field("quota", &self.quota).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Invite {
+    pub id: String,
+    pub quota: i64,
+    pub label: Option<String>,
+    /// `open`, `used`, `expired` or `revoked`.
+    pub status: String,
+    pub used_by: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub sign_key: String,
+    pub agree_key: String,
+    pub created_at: i64,
+    pub cert_expires_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserSummary {
+    pub name: String,
+    pub did: String,
+    pub status: String,
+    pub quota: i64,
+    pub invited_by: Option<String>,
+    pub devices: i64,
+    pub created_at: i64,
+}

@@ -1,0 +1,511 @@
+//! The rules: registration by invite, the invite tree and its quotas, device certificates,
+//! the mutual login handshake, sessions, and root-key operations. No HTTP here.
+
+use crate::protocol::*;
+use crate::store::{self, NewDevice, NewInvite, NewUser};
+use crate::AccountError;
+use sichat_core::db::{is_unique_violation, Backend, Db};
+use sichat_core::did::{Did, DidDocument, Relationships};
+use sichat_core::ids::{new_id, now_ms, random_bytes, random_token, token_hash};
+use sichat_core::jws;
+use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
+use sichat_core::node::NodeIdentity;
+use sichat_core::seal::MasterKey;
+use std::sync::Arc;
+
+const CHALLENGE_PURPOSE_REQUEST: &str = "signed-request";
+const CHALLENGE_PURPOSE_LOGIN: &str = "login";
+/// Label of the invite `sichatd` prints at start while the node has no accounts.
+pub const OWNER_INVITE_LABEL: &str = "owner";
+
+/// Tunables, with the defaults a small node wants.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub session_ttl_ms: i64,
+    pub challenge_ttl_ms: i64,
+    pub invite_ttl_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { session_ttl_ms: 15 * 60 * 1000, challenge_ttl_ms: 5 * 60 * 1000, invite_ttl_ms: 7 * 24 * 3600 * 1000 }
+    }
+}
+
+/// Who a request comes from, once its session checks out.
+#[derive(Debug, Clone)]
+pub struct AuthDevice {
+    pub user_id: String,
+    pub user_name: String,
+    pub device_id: String,
+    pub token_hash: String,
+}
+
+/// The accounts service of one node.
+pub struct Accounts {
+    db: Db,
+    node: Arc<NodeIdentity>,
+    master: Arc<MasterKey>,
+    settings: Settings,
+}
+
+impl Accounts {
+    pub fn new(db: Db, node: Arc<NodeIdentity>, master: Arc<MasterKey>, settings: Settings) -> Self {
+        Self { db, node, master, settings }
+    }
+
+    pub fn node(&self) -> &NodeIdentity {
+        &self.node
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AccountError> {
+        Ok(self.db.pool().acquire().await?)
+    }
+
+    /// The user name in a DID of this node (`<node did>:users:<name>`).
+    fn name_in_did(&self, did: &str) -> Result<UserName, AccountError> {
+        let prefix = format!("{}:users:", self.node.did());
+        let name = did
+            .strip_prefix(&prefix)
+            .ok_or_else(|| AccountError::Forbidden(format!("{did} is not an account of this node")))?;
+        UserName::parse(name)
+    }
+
+    fn check_audience(&self, aud: &str) -> Result<(), AccountError> {
+        if aud != self.node.did().as_str() {
+            return Err(AccountError::WrongAudience { expected: self.node.did().to_string(), got: aud.into() });
+        }
+        Ok(())
+    }
+
+    fn check_fresh(iat: i64) -> Result<(), AccountError> {
+        if (iat - now_secs()).abs() > MAX_SKEW_SECS {
+            return Err(AccountError::InvalidRequest("iat is more than 5 minutes off the node's clock".into()));
+        }
+        Ok(())
+    }
+
+    /// A single-use challenge for a signed request (registration, root operations).
+    pub async fn challenge(&self) -> Result<Challenge, AccountError> {
+        let challenge = random_token();
+        let expires_at = now_ms() + self.settings.challenge_ttl_ms;
+        store::insert_challenge(&mut *self.conn().await?, &challenge, CHALLENGE_PURPOSE_REQUEST, None, expires_at).await?;
+        Ok(Challenge { challenge, audience: self.node.did().to_string(), expires_at })
+    }
+
+    // ---- invites ----
+
+    /// Mint an invite. `inviter` None: from the node itself (`sichatd admin invite`).
+    pub async fn create_invite(&self, inviter: Option<&AuthDevice>, req: CreateInvite) -> Result<InviteCreated, AccountError> {
+        if req.quota < 1 {
+            return Err(AccountError::InvalidRequest("quota must be at least 1 (the invitee's own account)".into()));
+        }
+        if let Some(label) = &req.label {
+            if label.len() > 100 {
+                return Err(AccountError::InvalidRequest("label must be at most 100 characters".into()));
+            }
+        }
+        let ttl = match req.expires_in_hours {
+            Some(h) if !(1..=24 * 90).contains(&h) => {
+                return Err(AccountError::InvalidRequest("expires_in_hours must be between 1 and 2160".into()))
+            }
+            Some(h) => h * 3600 * 1000,
+            None => self.settings.invite_ttl_ms,
+        };
+        let now = now_ms();
+        let code = bs58_code();
+        let id = new_id();
+        let mut tx = self.db.pool().begin().await?;
+        if let Some(me) = inviter {
+            store::lock_user(&mut tx, &me.user_id, self.db.backend() == Backend::Postgres).await?;
+            let user = store::user_by_id(&mut tx, &me.user_id).await?.ok_or(AccountError::Unauthorized)?;
+            let available = user.quota - store::quota_given(&mut tx, &me.user_id, now).await?;
+            if req.quota > available {
+                return Err(AccountError::QuotaExceeded { available, requested: req.quota });
+            }
+        } else if req.label.as_deref() == Some(OWNER_INVITE_LABEL) {
+            store::revoke_open_invites_labelled(&mut tx, OWNER_INVITE_LABEL).await?;
+        }
+        store::insert_invite(
+            &mut tx,
+            NewInvite {
+                id: &id,
+                code_hash: &token_hash(&code),
+                inviter_id: inviter.map(|d| d.user_id.as_str()),
+                quota: req.quota,
+                label: req.label.as_deref(),
+                now,
+                expires_at: now + ttl,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("sichat_invites_created_total").increment(1);
+        Ok(InviteCreated { id, code, quota: req.quota, expires_at: now + ttl })
+    }
+
+    pub async fn list_invites(&self, inviter: Option<&AuthDevice>) -> Result<Vec<Invite>, AccountError> {
+        let now = now_ms();
+        let rows = store::invites_by(&mut *self.conn().await?, inviter.map(|d| d.user_id.as_str())).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Invite {
+                status: if r.status == "open" && r.expires_at <= now { "expired".into() } else { r.status },
+                id: r.id,
+                quota: r.quota,
+                label: r.label,
+                used_by: r.used_by,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+            })
+            .collect())
+    }
+
+    pub async fn revoke_invite(&self, inviter: Option<&AuthDevice>, id: &str) -> Result<(), AccountError> {
+        let mut conn = self.conn().await?;
+        if !store::revoke_invite(&mut conn, id, inviter.map(|d| d.user_id.as_str())).await? {
+            return Err(AccountError::NotFound(format!("no open invite {id} of yours")));
+        }
+        Ok(())
+    }
+
+    /// At start: while the node has no accounts, mint a fresh owner invite (replacing any
+    /// earlier unused one) for the operator to see.
+    pub async fn owner_invite_if_needed(&self, quota: i64) -> Result<Option<InviteCreated>, AccountError> {
+        if store::count_active_users(&mut *self.conn().await?).await? > 0 {
+            return Ok(None);
+        }
+        let req = CreateInvite { quota, label: Some(OWNER_INVITE_LABEL.into()), expires_in_hours: None };
+        self.create_invite(None, req).await.map(Some)
+    }
+
+    // ---- registration ----
+
+    /// Create an account from a registration request signed by the new root key.
+    pub async fn register(&self, request: &str) -> Result<Account, AccountError> {
+        let unverified: RegistrationClaims = jws::unverified_payload(request)?;
+        let root = Ed25519Public::from_multibase(&unverified.root_key)?;
+        let claims: RegistrationClaims = jws::verify(request, &root, TYP_REGISTER)?;
+        self.check_audience(&claims.aud)?;
+        Self::check_fresh(claims.iat)?;
+        let name = UserName::parse(&claims.name)?;
+        let did = self.node.user_did(name.as_str())?;
+        let cert = DeviceCertificate::verify(&claims.device_certificate, &root)?;
+        if cert.iss != did.as_str() {
+            return Err(AccountError::InvalidCertificate(format!("issued for {}, not for {did}", cert.iss)));
+        }
+
+        let now = now_ms();
+        let user_id = new_id();
+        let issuing = Ed25519KeyPair::generate();
+        let issuing_id = new_id();
+        let mut tx = self.db.pool().begin().await?;
+        if !store::take_challenge(&mut tx, &claims.challenge, CHALLENGE_PURPOSE_REQUEST, None, now).await? {
+            return Err(AccountError::ChallengeInvalid);
+        }
+        let invite = store::invite_by_code_hash(&mut tx, &token_hash(&claims.invite))
+            .await?
+            .ok_or(AccountError::InviteNotFound)?;
+        match invite.status.as_str() {
+            "used" => return Err(AccountError::InviteUsed),
+            "open" if invite.expires_at > now => {}
+            _ => return Err(AccountError::InviteExpired),
+        }
+        if store::user_by_name(&mut tx, name.as_str()).await?.is_some() {
+            return Err(AccountError::NameTaken(name.to_string()));
+        }
+        let new_user = NewUser {
+            id: &user_id,
+            name: name.as_str(),
+            root_key: &claims.root_key,
+            quota: invite.quota - 1,
+            invite_id: &invite.id,
+            now,
+        };
+        store::insert_user(&mut tx, new_user).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                AccountError::NameTaken(name.to_string())
+            } else {
+                e.into()
+            }
+        })?;
+        if !store::use_invite(&mut tx, &invite.id, &user_id, now).await? {
+            return Err(AccountError::InviteUsed);
+        }
+        let sealed = self.master.seal(&issuing.secret(), &format!("acct_issuing_keys:{issuing_id}"));
+        store::insert_issuing_key(&mut tx, &issuing_id, &user_id, &issuing.public().to_multibase(), sealed, now).await?;
+        self.insert_device(&mut tx, &user_id, &cert, &claims.device_certificate, now).await?;
+        tx.commit().await?;
+        metrics::counter!("sichat_registrations_total").increment(1);
+        tracing::info!(user = %name, did = %did, "account registered");
+        self.account(&user_id).await
+    }
+
+    async fn insert_device(&self, c: &mut store::Conn, user_id: &str, cert: &DeviceCertificate, token: &str, now: i64) -> Result<(), AccountError> {
+        let d = NewDevice {
+            id: &cert.sub,
+            user_id,
+            name: &cert.name,
+            sign_key: &cert.sign_key,
+            agree_key: &cert.agree_key,
+            certificate: token,
+            cert_expires_at: cert.exp * 1000,
+            now,
+        };
+        store::insert_device(c, d).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                AccountError::Conflict("a device with this id or key is already registered".into())
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// An account's public summary.
+    pub async fn account(&self, user_id: &str) -> Result<Account, AccountError> {
+        let mut conn = self.conn().await?;
+        let user = store::user_by_id(&mut conn, user_id).await?.ok_or_else(|| AccountError::NotFound("no such account".into()))?;
+        let given = store::quota_given(&mut conn, user_id, now_ms()).await?;
+        let did = self.node.user_did(&user.name)?;
+        Ok(Account {
+            did_document_url: self.node.url(&format!("users/{}/did.json", user.name)),
+            did: did.to_string(),
+            node_did: self.node.did().to_string(),
+            quota_available: user.quota - given,
+            quota: user.quota,
+            name: user.name,
+            invited_by: user.invited_by,
+            created_at: user.created_at,
+        })
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserSummary>, AccountError> {
+        let rows = store::all_users(&mut *self.conn().await?).await?;
+        rows.into_iter()
+            .map(|(u, devices)| {
+                Ok(UserSummary {
+                    did: self.node.user_did(&u.name)?.to_string(),
+                    name: u.name,
+                    status: u.status,
+                    quota: u.quota,
+                    invited_by: u.invited_by,
+                    devices,
+                    created_at: u.created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Remove `name`. `actor` None: the node operator. Otherwise the actor must be above
+    /// the account in the invite tree. The accounts it invited move up to its inviter.
+    pub async fn remove_user(&self, actor: Option<&AuthDevice>, name: &str) -> Result<(), AccountError> {
+        let name = UserName::parse(name)?;
+        let mut tx = self.db.pool().begin().await?;
+        let target = store::user_by_name(&mut tx, name.as_str())
+            .await?
+            .ok_or_else(|| AccountError::NotFound(format!("no account named {name}")))?;
+        if target.status != "active" {
+            return Err(AccountError::AccountRemoved(name.to_string()));
+        }
+        if let Some(me) = actor {
+            if !store::is_ancestor(&mut tx, &me.user_id, &target.id).await? {
+                return Err(AccountError::Forbidden(format!(
+                    "only accounts above {name} in the invite tree may remove it"
+                )));
+            }
+        }
+        store::remove_user(&mut tx, &target.id, now_ms()).await?;
+        tx.commit().await?;
+        tracing::info!(user = %name, by = actor.map(|a| a.user_name.as_str()).unwrap_or("operator"), "account removed");
+        Ok(())
+    }
+
+    // ---- DID documents ----
+
+    /// The DID document of `name`: root key, issuing keys, and every active device.
+    pub async fn did_document(&self, name: &str) -> Result<DidDocument, AccountError> {
+        let name = UserName::parse(name).map_err(|_| AccountError::NotFound("no such account".into()))?;
+        let mut conn = self.conn().await?;
+        let user = store::user_by_name(&mut conn, name.as_str())
+            .await?
+            .ok_or_else(|| AccountError::NotFound(format!("no account named {name}")))?;
+        if user.status != "active" {
+            return Err(AccountError::AccountRemoved(name.to_string()));
+        }
+        let mut doc = DidDocument::new(self.node.user_did(name.as_str())?);
+        let control = Relationships { capability: true, ..Default::default() };
+        doc.add_key("root", user.root_key, control);
+        for (id, key) in store::issuing_keys(&mut conn, &user.id).await? {
+            doc.add_key(&format!("issuing-{id}"), key, Relationships { assertion_method: true, ..Default::default() });
+        }
+        for d in store::active_devices(&mut conn, &user.id).await? {
+            doc.add_key(&format!("device-{}", d.id), d.sign_key, Relationships { authentication: true, ..Default::default() });
+            doc.add_key(&format!("device-{}-x25519", d.id), d.agree_key, Relationships { key_agreement: true, ..Default::default() });
+        }
+        Ok(doc)
+    }
+
+    // ---- devices and sessions ----
+
+    /// Step 1 of login: check the device certificate and answer with a node-signed nonce.
+    pub async fn login_challenge(&self, certificate: &str) -> Result<LoginChallenge, AccountError> {
+        let unverified: DeviceCertificate = jws::unverified_payload(certificate)?;
+        let name = self.name_in_did(&unverified.iss)?;
+        let mut conn = self.conn().await?;
+        let user = store::user_by_name(&mut conn, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
+        if user.status != "active" {
+            return Err(AccountError::AccountRemoved(name.to_string()));
+        }
+        let root = Ed25519Public::from_multibase(&user.root_key)?;
+        let cert = DeviceCertificate::verify(certificate, &root)?;
+        let device = store::device(&mut conn, &cert.sub).await?;
+        match device {
+            Some(d) if d.user_id == user.id && d.revoked_at.is_none() && d.sign_key == cert.sign_key => {}
+            _ => return Err(AccountError::InvalidCertificate("this device is not registered, or was revoked".into())),
+        }
+        let nonce = random_token();
+        let exp = now_ms() + self.settings.challenge_ttl_ms;
+        store::insert_challenge(&mut conn, &nonce, CHALLENGE_PURPOSE_LOGIN, Some(&cert.sub), exp).await?;
+        let claims = LoginChallengeClaims { iss: self.node.did().to_string(), aud: cert.sub, nonce, exp: exp / 1000 };
+        Ok(LoginChallenge { challenge: self.node.sign_jws(TYP_LOGIN_CHALLENGE, &claims)? })
+    }
+
+    /// Step 2 of login: the device's signature over the nonce and the node's DID.
+    pub async fn login(&self, response: &str) -> Result<Session, AccountError> {
+        let unverified: LoginClaims = jws::unverified_payload(response)?;
+        let mut conn = self.conn().await?;
+        let device = store::device(&mut conn, &unverified.sub).await?.ok_or(AccountError::Unauthorized)?;
+        let key = Ed25519Public::from_multibase(&device.sign_key)?;
+        let claims: LoginClaims = jws::verify(response, &key, TYP_LOGIN)?;
+        self.check_audience(&claims.aud)?;
+        Self::check_fresh(claims.iat)?;
+        let user = store::user_by_id(&mut conn, &device.user_id).await?.ok_or(AccountError::Unauthorized)?;
+        let now = now_ms();
+        if user.status != "active" || device.revoked_at.is_some() {
+            return Err(AccountError::Unauthorized);
+        }
+        if device.cert_expires_at <= now {
+            return Err(AccountError::CertificateExpired);
+        }
+        if claims.iss != self.node.user_did(&user.name)?.as_str() {
+            return Err(AccountError::InvalidRequest("iss is not the device's account".into()));
+        }
+        if !store::take_challenge(&mut conn, &claims.nonce, CHALLENGE_PURPOSE_LOGIN, Some(&device.id), now).await? {
+            return Err(AccountError::ChallengeInvalid);
+        }
+        let token = random_token();
+        let expires_at = now + self.settings.session_ttl_ms;
+        store::insert_session(&mut conn, &token_hash(&token), &user.id, &device.id, now, expires_at).await?;
+        metrics::counter!("sichat_logins_total").increment(1);
+        Ok(Session { token, expires_at, did: claims.iss, device_id: device.id })
+    }
+
+    /// The device behind a bearer token, if its session, device and account are all live.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthDevice, AccountError> {
+        let hash = token_hash(token);
+        let found = store::session(&mut *self.conn().await?, &hash, now_ms()).await?;
+        let (user_id, user_name, device_id) = found.ok_or(AccountError::Unauthorized)?;
+        Ok(AuthDevice { user_id, user_name, device_id, token_hash: hash })
+    }
+
+    pub async fn logout(&self, me: &AuthDevice) -> Result<(), AccountError> {
+        store::delete_session(&mut *self.conn().await?, &me.token_hash).await?;
+        Ok(())
+    }
+
+    pub async fn devices(&self, me: &AuthDevice) -> Result<Vec<Device>, AccountError> {
+        let rows = store::active_devices(&mut *self.conn().await?, &me.user_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(|d| Device {
+                id: d.id,
+                name: d.name,
+                sign_key: d.sign_key,
+                agree_key: d.agree_key,
+                created_at: d.created_at,
+                cert_expires_at: d.cert_expires_at,
+            })
+            .collect())
+    }
+
+    /// A request signed by the account's root key: add or revoke a device, rotate the root.
+    pub async fn root_operation(&self, request: &str) -> Result<Account, AccountError> {
+        let unverified: RootOpClaims = jws::unverified_payload(request)?;
+        let name = self.name_in_did(&unverified.iss)?;
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let user = store::user_by_name(&mut tx, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
+        if user.status != "active" {
+            return Err(AccountError::AccountRemoved(name.to_string()));
+        }
+        store::lock_user(&mut tx, &user.id, self.db.backend() == Backend::Postgres).await?;
+        let root = Ed25519Public::from_multibase(&user.root_key)?;
+        let claims: RootOpClaims = jws::verify(request, &root, TYP_ROOT_OP)?;
+        self.check_audience(&claims.aud)?;
+        Self::check_fresh(claims.iat)?;
+        if !store::take_challenge(&mut tx, &claims.challenge, CHALLENGE_PURPOSE_REQUEST, None, now).await? {
+            return Err(AccountError::ChallengeInvalid);
+        }
+        let did = self.node.user_did(name.as_str())?;
+        match &claims.op {
+            RootOperation::AddDevice { certificate } => {
+                let cert = DeviceCertificate::verify(certificate, &root)?;
+                if cert.iss != did.as_str() {
+                    return Err(AccountError::InvalidCertificate(format!("issued for {}, not for {did}", cert.iss)));
+                }
+                self.insert_device(&mut tx, &user.id, &cert, certificate, now).await?;
+            }
+            RootOperation::RevokeDevice { device_id } => {
+                if !store::revoke_device(&mut tx, device_id, &user.id, now).await? {
+                    return Err(AccountError::NotFound(format!("no active device {device_id} on this account")));
+                }
+            }
+            RootOperation::RotateRoot { new_root_key, certificates } => {
+                let new_root = Ed25519Public::from_multibase(new_root_key)?;
+                if new_root == root {
+                    return Err(AccountError::InvalidRequest("the new root key is the current one".into()));
+                }
+                let active = store::active_devices(&mut tx, &user.id).await?;
+                let mut kept = Vec::new();
+                for token in certificates {
+                    let cert = DeviceCertificate::verify(token, &new_root)?;
+                    let known = active.iter().find(|d| d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key);
+                    if cert.iss != did.as_str() || known.is_none() {
+                        return Err(AccountError::InvalidCertificate(format!("{} is not an active device of {did}", cert.sub)));
+                    }
+                    store::recertify_device(&mut tx, &cert.sub, token, cert.exp * 1000).await?;
+                    kept.push(cert.sub);
+                }
+                for d in active.iter().filter(|d| !kept.contains(&d.id)) {
+                    store::revoke_device(&mut tx, &d.id, &user.id, now).await?;
+                }
+                store::set_root_key(&mut tx, &user.id, new_root_key).await?;
+            }
+        }
+        tx.commit().await?;
+        tracing::info!(user = %name, op = op_name(&claims.op), "root operation");
+        self.account(&user.id).await
+    }
+
+    /// Housekeeping: drop expired challenges and sessions.
+    pub async fn purge_expired(&self) -> Result<u64, AccountError> {
+        Ok(store::purge_expired(&mut *self.conn().await?, now_ms()).await?)
+    }
+
+    pub fn user_did(&self, name: &str) -> Result<Did, AccountError> {
+        Ok(self.node.user_did(name)?)
+    }
+}
+
+fn op_name(op: &RootOperation) -> &'static str {
+    match op {
+        RootOperation::AddDevice { .. } => "add_device",
+        RootOperation::RevokeDevice { .. } => "revoke_device",
+        RootOperation::RotateRoot { .. } => "rotate_root",
+    }
+}
+
+/// An invite code: 128 random bits in base58, easy to read out and paste.
+fn bs58_code() -> String {
+    sichat_core::keys::base58(&random_bytes::<16>())
+}

@@ -1,0 +1,106 @@
+//! The HTTP application: every crate's router under one axum app, with the limits that
+//! apply to every request (body size, time, rate) and the node's own endpoints.
+
+use crate::metrics;
+use crate::startup::Node;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sichat_core::http::ApiError;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub type Limiter = Arc<DefaultKeyedRateLimiter<IpAddr>>;
+
+pub fn rate_limiter(per_second: u32, burst: u32) -> Limiter {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)))
+}
+
+/// The whole app of a node.
+pub fn router(node: &Node, limiter: Limiter) -> Router {
+    let node_routes = Router::new()
+        .route("/.well-known/did.json", get(node_did_document))
+        .route("/healthz", get(healthz))
+        .with_state(node.clone());
+    Router::new()
+        .merge(sichat_accounts::api::router(node.accounts.clone()))
+        .merge(node_routes)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(node.config.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        .route("/metrics", get(metrics_endpoint))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(node.config.request_timeout_secs),
+        ))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn node_did_document(State(node): State<Node>) -> impl IntoResponse {
+    let doc = node.identity.did_document();
+    ([(header::CONTENT_TYPE, "application/did+json"), (header::CACHE_CONTROL, "max-age=300")], Json(doc))
+}
+
+async fn healthz(State(node): State<Node>) -> Response {
+    match node.db.ping().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "database unreachable"}))).into_response()
+        }
+    }
+}
+
+async fn metrics_endpoint() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Per-client-address rate limit. `/healthz` and `/metrics` are outside it.
+async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(ip) = ip {
+        if limiter.check_key(&ip).is_err() {
+            ::metrics::counter!("sichat_rate_limited_total").increment(1);
+            let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests: slow down and retry")
+                .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+async fn record_metrics(req: Request<Body>, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    ::metrics::counter!("sichat_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    ::metrics::histogram!("sichat_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}

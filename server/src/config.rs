@@ -1,0 +1,176 @@
+//! Configuration: defaults that run out of the box, then a TOML file, then `SICHAT_*`
+//! environment variables, then command-line flags. Unknown keys in the file are errors.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use url::Url;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the node keeps its SQLite database and master key.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The external base URL. Its host (and port) make the node's `did:web`.
+    pub public_url: Option<Url>,
+    /// `postgres://…` for PostgreSQL. Default: SQLite in the data directory.
+    pub database_url: Option<String>,
+    pub log_format: LogFormat,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// Requests per second per client address, and the burst allowed above it.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub session_ttl_secs: i64,
+    pub invite_ttl_hours: i64,
+    /// Quota of the owner invite printed at first start.
+    pub owner_quota: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./sichat-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            database_url: None,
+            log_format: LogFormat::Text,
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            rate_limit_per_second: 20,
+            rate_limit_burst: 60,
+            session_ttl_secs: 15 * 60,
+            invite_ttl_hours: 7 * 24,
+            owner_quota: 50,
+        }
+    }
+}
+
+/// Keys read from `SICHAT_<KEY>`. Other `SICHAT_*` variables belong to other tools
+/// (the wallet's `SICHAT_PASSPHRASE`, the secret `SICHAT_MASTER_KEY`) and are not config.
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "public_url",
+    "database_url",
+    "log_format",
+    "body_limit_bytes",
+    "request_timeout_secs",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "session_ttl_secs",
+    "invite_ttl_hours",
+    "owner_quota",
+];
+
+/// Flags given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<Url>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Layer defaults, `file`, the environment and `flags`.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Self, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(Env::prefixed("SICHAT_").only(ENV_KEYS))
+            .merge(Serialized::defaults(flags));
+        let config: Config = fig.extract().map_err(|e| format!("configuration error: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.public_url {
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(format!("public_url {url} must be an http(s) URL with a host"));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err("public_url may not have a query or fragment".into());
+            }
+        }
+        if self.body_limit_bytes < 1024 {
+            return Err("body_limit_bytes must be at least 1024".into());
+        }
+        if self.rate_limit_per_second == 0 || self.rate_limit_burst == 0 {
+            return Err("rate_limit_per_second and rate_limit_burst must be at least 1".into());
+        }
+        if self.owner_quota < 1 || self.session_ttl_secs < 60 || self.invite_ttl_hours < 1 {
+            return Err("owner_quota ≥ 1, session_ttl_secs ≥ 60 and invite_ttl_hours ≥ 1 are required".into());
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to `sichat.db` in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| sichat_core::db::Db::sqlite_url(&self.data_dir.join("sichat.db")))
+    }
+
+    /// The public URL: configured, or made from the address actually bound.
+    pub fn public_url_for(&self, bound: SocketAddr) -> Url {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let host = if bound.ip().is_unspecified() { "localhost".to_string() } else { bound.ip().to_string() };
+        let host = if bound.is_ipv6() && host != "localhost" { format!("[{host}]") } else { host };
+        Url::parse(&format!("http://{host}:{}", bound.port())).expect("a socket address makes a valid URL")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = std::env::temp_dir().join(format!("sichat-cfg-{}", sichat_core::ids::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sichat.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nlisten_adress = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(err.contains("listen_adress"), "{err}");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npublic_url = \"https://id.example.org\"\n").unwrap();
+        let c = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        let flags = Overrides { listen: Some("127.0.0.1:9001".parse().unwrap()), ..Default::default() };
+        assert_eq!(Config::load(Some(&file), &flags).unwrap().listen.port(), 9001, "flags win over the file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn public_url_defaults_to_the_bound_address() {
+        let c = Config::default();
+        assert_eq!(c.public_url_for("127.0.0.1:8080".parse().unwrap()).as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(c.public_url_for("0.0.0.0:80".parse().unwrap()).as_str(), "http://localhost/");
+    }
+}

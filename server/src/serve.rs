@@ -1,0 +1,55 @@
+//! Running a node until it is told to stop.
+
+use crate::app;
+use crate::startup::Node;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Serve `node` on `listener` until `shutdown` resolves, then drain in-flight requests.
+pub async fn serve(node: Node, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    crate::metrics::install();
+    let limiter = app::rate_limiter(node.config.rate_limit_per_second, node.config.rate_limit_burst);
+    let app = app::router(&node, limiter.clone());
+    let housekeeping = tokio::spawn(housekeeping(node.clone(), limiter));
+    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    housekeeping.abort();
+    node.db.close().await;
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn housekeeping(node: Node, limiter: app::Limiter) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        limiter.retain_recent();
+        match node.accounts.purge_expired().await {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired challenges and sessions"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+    }
+}

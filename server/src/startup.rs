@@ -1,0 +1,64 @@
+//! Opening a node: data directory, master key, database, node key, services.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use sichat_accounts::protocol::InviteCreated;
+use sichat_accounts::{Accounts, Settings};
+use sichat_core::db::Db;
+use sichat_core::node::NodeIdentity;
+use sichat_core::seal::{MasterKey, MasterKeySource};
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use url::Url;
+
+/// An open node: everything handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub identity: Arc<NodeIdentity>,
+    pub accounts: Arc<Accounts>,
+    pub master_key_source: MasterKeySource,
+}
+
+impl Node {
+    /// Open (or create) the node described by `config`, reachable at `public_url`.
+    pub async fn open(config: Config, public_url: Url) -> Result<Self> {
+        if !config.data_dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.data_dir)
+                .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        }
+        let env_key = std::env::var("SICHAT_MASTER_KEY").ok().filter(|v| !v.is_empty());
+        let (master, master_key_source) = MasterKey::load_or_create(&config.data_dir, env_key.as_deref())?;
+        let url = config.database_url();
+        let db = Db::open(&url).await.with_context(|| format!("cannot open the database at {}", redact(&url)))?;
+        let (identity, _) = NodeIdentity::load_or_create(&db, &master, &public_url).await?;
+        let settings = Settings {
+            session_ttl_ms: config.session_ttl_secs * 1000,
+            invite_ttl_ms: config.invite_ttl_hours * 3600 * 1000,
+            ..Settings::default()
+        };
+        let identity = Arc::new(identity);
+        let accounts = Arc::new(Accounts::new(db.clone(), identity.clone(), Arc::new(master), settings));
+        Ok(Self { config: Arc::new(config), db, identity, accounts, master_key_source })
+    }
+
+    /// While the node has no accounts, a fresh one-time owner invite.
+    pub async fn owner_invite(&self) -> Result<Option<InviteCreated>> {
+        Ok(self.accounts.owner_invite_if_needed(self.config.owner_quota).await?)
+    }
+}
+
+/// A database URL with any password removed, for messages.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
