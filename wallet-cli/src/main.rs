@@ -1,1 +1,502 @@
-fn main(){}
+//! `sichat`, the Sichat wallet: your keys, your DID, and your client for your own node.
+//! It also works with no server at all (a `did:key` identity).
+
+mod client;
+mod wallet;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use client::{Client, ServerError};
+use serde::Serialize;
+use serde_json::json;
+use sichat_accounts::protocol::*;
+use sichat_core::did::{Did, DidDocument};
+use sichat_core::ids::{new_id, now_ms};
+use sichat_core::jws;
+use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use wallet::{Profile, Wallet};
+
+const CERT_LIFETIME_SECS: i64 = 365 * 24 * 3600;
+
+/// sichat: your sovereign identity wallet.
+///
+/// Start with `sichat init` (alone, as a did:key) or
+/// `sichat init --server URL --invite CODE --name NAME` (an account on your node).
+#[derive(Parser)]
+#[command(name = "sichat", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Wallet directory [default: your data directory, e.g. ~/.local/share/sichat].
+    #[arg(long, global = true, env = "SICHAT_WALLET")]
+    wallet: Option<PathBuf>,
+    /// Read the passphrase from this file (else SICHAT_PASSPHRASE, else a prompt).
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a new wallet: a root key, this device's keys, and a DID.
+    Init {
+        /// Your node's URL. Without it, the wallet is a did:key identity that works alone.
+        #[arg(long, requires = "invite")]
+        server: Option<String>,
+        /// The invite code you were given.
+        #[arg(long, requires = "server")]
+        invite: Option<String>,
+        /// Your user name on the node (a-z, 0-9, '-'); it becomes part of your DID.
+        #[arg(long)]
+        name: Option<String>,
+        /// A name for this device.
+        #[arg(long, default_value = "first device")]
+        device_name: String,
+    },
+    /// Show who this wallet is.
+    Whoami,
+    /// Your DID.
+    #[command(subcommand)]
+    Did(DidCmd),
+    /// Your devices.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Invite friends to your node.
+    #[command(subcommand)]
+    Invite(InviteCmd),
+    /// Accounts below you in the invite tree.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Your root key.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand)]
+enum DidCmd {
+    /// Print your DID document (fetched from your node, or derived for did:key).
+    Show,
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// List the devices listed in your DID document.
+    List,
+    /// Bless a new device with your root key and write its wallet to --out.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Directory for the new device's wallet; copy it to the new device.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a device: its keys leave your DID document and its sessions end.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum InviteCmd {
+    /// Create an invite. Its quota is split off yours.
+    Create {
+        /// How many accounts the invite's subtree may hold, the invitee included.
+        #[arg(long)]
+        quota: i64,
+        /// A note for yourself ("for Bob").
+        #[arg(long)]
+        label: Option<String>,
+        /// Hours until the invite expires [default: the node's, 7 days].
+        #[arg(long)]
+        expires_in_hours: Option<i64>,
+    },
+    /// List the invites you made.
+    List,
+    /// Revoke an unused invite; its quota comes back to you.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Remove an account below you in the invite tree. Accounts it invited move up to its inviter.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Replace your root key. The old key signs the change; your devices are re-blessed.
+    Rotate,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    let json = cli.global.json;
+    if let Err(e) = run(cli).await {
+        if json {
+            let code = e.downcast_ref::<ServerError>().map(|s| s.code.clone()).unwrap_or_else(|| "error".into());
+            eprintln!("{}", json!({"error": code, "message": format!("{e:#}")}));
+        } else {
+            eprintln!("error: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}
+
+struct Ctx {
+    dir: PathBuf,
+    passphrase_file: Option<PathBuf>,
+    json: bool,
+}
+
+impl Ctx {
+    fn passphrase(&self, confirm: bool) -> Result<String> {
+        if let Some(path) = &self.passphrase_file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            return non_empty(text.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        if let Ok(p) = std::env::var("SICHAT_PASSPHRASE") {
+            return non_empty(p);
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!("no passphrase: set SICHAT_PASSPHRASE or pass --passphrase-file FILE");
+        }
+        let p = rpassword::prompt_password("Wallet passphrase: ")?;
+        if confirm && rpassword::prompt_password("Repeat passphrase: ")? != p {
+            bail!("the passphrases differ: run the command again");
+        }
+        non_empty(p)
+    }
+
+    fn open(&self) -> Result<(Wallet, String)> {
+        wallet::read_profile(&self.dir)?;
+        let pass = self.passphrase(false)?;
+        if std::io::stderr().is_terminal() && !self.json {
+            eprint!("Unlocking wallet…\r");
+        }
+        let w = Wallet::open(&self.dir, &pass)?;
+        Ok((w, pass))
+    }
+
+    /// Unlock the wallet and log in to its node.
+    async fn session(&self) -> Result<(Wallet, Client)> {
+        let (w, _) = self.open()?;
+        let server = w.profile.server.clone().ok_or_else(no_server)?;
+        let mut client = Client::new(&server)?;
+        client.login(&w).await?;
+        Ok((w, client))
+    }
+
+    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            human(value);
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(p: String) -> Result<String> {
+    if p.is_empty() {
+        bail!("the passphrase is empty");
+    }
+    Ok(p)
+}
+
+fn no_server() -> anyhow::Error {
+    anyhow!("this wallet has no server (a did:key identity); make a wallet with `sichat init --server URL --invite CODE --name NAME`")
+}
+
+fn need_root(w: &Wallet) -> Result<&Ed25519KeyPair> {
+    w.root.as_ref().ok_or_else(|| {
+        anyhow!("this wallet holds only a device key; run this from the wallet that holds your root key (where you ran `sichat init`)")
+    })
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx {
+        dir: cli.global.wallet.unwrap_or_else(wallet::default_dir),
+        passphrase_file: cli.global.passphrase_file,
+        json: cli.global.json,
+    };
+    match cli.command {
+        Command::Init { server, invite, name, device_name } => init(&ctx, server, invite, name, device_name).await,
+        Command::Whoami => whoami(&ctx),
+        Command::Did(DidCmd::Show) => did_show(&ctx).await,
+        Command::Device(cmd) => device(&ctx, cmd).await,
+        Command::Invite(cmd) => invite(&ctx, cmd).await,
+        Command::User(UserCmd::Remove { name }) => {
+            let (_, mut c) = ctx.session().await?;
+            let result = c.delete(&format!("/api/v1/users/{name}")).await;
+            c.logout().await;
+            result?;
+            ctx.print(&json!({"removed": name}), |_| println!("Removed {name}. Accounts it invited now hang under its inviter."))
+        }
+        Command::Key(KeyCmd::Rotate) => rotate(&ctx).await,
+    }
+}
+
+async fn init(ctx: &Ctx, server: Option<String>, invite: Option<String>, name: Option<String>, device_name: String) -> Result<()> {
+    if wallet::exists(&ctx.dir) {
+        bail!("a wallet already exists in {}: use it, or pass --wallet DIR for another", ctx.dir.display());
+    }
+    let root = Ed25519KeyPair::generate();
+    let sign = Ed25519KeyPair::generate();
+    let agree = X25519KeyPair::generate();
+    let device_id = new_id();
+
+    let Some(server) = server else {
+        // Alone: a did:key identity, with this device blessed by the root key.
+        let did = Did::key(&root.public());
+        let certificate =
+            DeviceCertificate::issue(&root, &did, &device_id, &device_name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
+        let profile = Profile {
+            did: did.to_string(),
+            name,
+            server: None,
+            node_did: None,
+            node_key: None,
+            device_id,
+            device_name,
+            has_root_key: true,
+            created_at: now_ms(),
+        };
+        let w = Wallet { profile, root: Some(root), device_sign: sign, device_agree: agree, certificate };
+        w.save(&ctx.dir, &ctx.passphrase(true)?)?;
+        return ctx.print(&w.profile, |p| {
+            println!("Made a wallet in {} for {}", ctx.dir.display(), p.did);
+            println!("It works alone. To join a node later, make a new wallet with --server and --invite.");
+        });
+    };
+
+    let invite = invite.ok_or_else(|| anyhow!("--server needs --invite CODE"))?;
+    let name = name.ok_or_else(|| anyhow!("choose a user name with --name NAME (a-z, 0-9, '-')"))?;
+    UserName::parse(&name).map_err(|e| anyhow!("{e}"))?;
+    let client = Client::new(&server)?;
+    let (node_doc, node_key) = client.node().await?;
+    let did = node_doc.id.web_child(&["users", &name])?;
+    let certificate =
+        DeviceCertificate::issue(&root, &did, &device_id, &device_name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
+    let profile = Profile {
+        did: did.to_string(),
+        name: Some(name.clone()),
+        server: Some(server.trim_end_matches('/').to_owned()),
+        node_did: Some(node_doc.id.to_string()),
+        node_key: Some(node_key.to_multibase()),
+        device_id,
+        device_name,
+        has_root_key: true,
+        created_at: now_ms(),
+    };
+    let w = Wallet { profile, root: Some(root), device_sign: sign, device_agree: agree, certificate };
+    // Keep the keys on disk before the node learns of them: an account whose root key
+    // was never saved could not be recovered.
+    let pending = w.write_pending(&ctx.dir, &ctx.passphrase(true)?)?;
+    let registered = register(&client, &w, &invite).await;
+    let account = match registered {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pending);
+            return Err(e);
+        }
+    };
+    wallet::commit_pending(&pending, &ctx.dir)?;
+    ctx.print(&account, |a| {
+        println!("Welcome, {}! Your wallet is in {}", a.name, ctx.dir.display());
+        println!("  DID:          {}", a.did);
+        println!("  DID document: {}", a.did_document_url);
+        println!("  Invite quota: {} (see `sichat invite create --help`)", a.quota);
+    })
+}
+
+async fn register(client: &Client, w: &Wallet, invite: &str) -> Result<Account> {
+    let root = need_root(w)?;
+    let ch: Challenge = client.post("/api/v1/challenges", &json!({})).await?;
+    let claims = RegistrationClaims {
+        aud: ch.audience,
+        challenge: ch.challenge,
+        invite: invite.trim().to_owned(),
+        name: w.profile.name.clone().unwrap_or_default(),
+        root_key: root.public().to_multibase(),
+        device_certificate: w.certificate.clone(),
+        iat: now_secs(),
+    };
+    let request = jws::sign(root, TYP_REGISTER, None, &claims)?;
+    client.post("/api/v1/accounts", &SignedRequest { request }).await
+}
+
+fn whoami(ctx: &Ctx) -> Result<()> {
+    let p = wallet::read_profile(&ctx.dir)?;
+    ctx.print(&p, |p| {
+        println!("DID:     {}", p.did);
+        if let Some(name) = &p.name {
+            println!("name:    {name}");
+        }
+        match &p.server {
+            Some(s) => println!("server:  {s} ({})", p.node_did.as_deref().unwrap_or("?")),
+            None => println!("server:  none (did:key, works alone)"),
+        }
+        println!("device:  {} ({})", p.device_name, p.device_id);
+        println!("wallet:  {}{}", ctx.dir.display(), if p.has_root_key { "" } else { " (device only, no root key)" });
+    })
+}
+
+async fn did_show(ctx: &Ctx) -> Result<()> {
+    let p = wallet::read_profile(&ctx.dir)?;
+    let doc: DidDocument = match &p.server {
+        None => DidDocument::for_did_key(&Did::parse(&p.did)?.key_ed25519()?),
+        Some(server) => {
+            let name = p.name.clone().unwrap_or_default();
+            Client::new(server)?.get(&format!("/users/{name}/did.json")).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
+    match cmd {
+        DeviceCmd::List => {
+            let (w, mut c) = ctx.session().await?;
+            let devices: Vec<Device> = c.get("/api/v1/devices").await?;
+            c.logout().await;
+            ctx.print(&devices, |ds| {
+                for d in ds {
+                    let this = if d.id == w.profile.device_id { " (this device)" } else { "" };
+                    println!("{}  {}{}  expires {}", d.id, d.name, this, date(d.cert_expires_at));
+                }
+            })
+        }
+        DeviceCmd::Add { name, out } => {
+            if wallet::exists(&out) {
+                bail!("{} already holds a wallet: choose another --out", out.display());
+            }
+            let (w, pass) = ctx.open()?;
+            let root = need_root(&w)?;
+            let server = w.profile.server.clone().ok_or_else(no_server)?;
+            let did = Did::parse(&w.profile.did)?;
+            let sign = Ed25519KeyPair::generate();
+            let agree = X25519KeyPair::generate();
+            let id = new_id();
+            let certificate = DeviceCertificate::issue(root, &did, &id, &name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
+            let profile = Profile { device_id: id.clone(), device_name: name.clone(), has_root_key: false, ..w.profile.clone() };
+            let new = Wallet { profile, root: None, device_sign: sign, device_agree: agree, certificate: certificate.clone() };
+            let pending = new.write_pending(&out, &pass)?;
+            let client = Client::new(&server)?;
+            if let Err(e) = client.root_operation(&w, root, RootOperation::AddDevice { certificate }).await {
+                let _ = std::fs::remove_file(&pending);
+                return Err(e);
+            }
+            wallet::commit_pending(&pending, &out)?;
+            ctx.print(&json!({"device_id": id, "name": name, "wallet": out}), |_| {
+                println!("Blessed device {name} ({id}). Its wallet is in {}", out.display());
+                println!("Copy that directory to the new device; it opens with the same passphrase.");
+            })
+        }
+        DeviceCmd::Revoke { id } => {
+            let (w, _) = ctx.open()?;
+            let root = need_root(&w)?;
+            let client = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
+            client.root_operation(&w, root, RootOperation::RevokeDevice { device_id: id.clone() }).await?;
+            ctx.print(&json!({"revoked": id}), |_| {
+                println!("Revoked {id}: its keys are gone from your DID document and its sessions ended.");
+            })
+        }
+    }
+}
+
+async fn invite(ctx: &Ctx, cmd: InviteCmd) -> Result<()> {
+    let (w, mut c) = ctx.session().await?;
+    let result = match cmd {
+        InviteCmd::Create { quota, label, expires_in_hours } => {
+            let created: Result<InviteCreated> = c.post("/api/v1/invites", &CreateInvite { quota, label, expires_in_hours }).await;
+            created.and_then(|i| {
+                let server = w.profile.server.clone().unwrap_or_default();
+                ctx.print(&i, |i| {
+                    println!("Invite {} (quota {}, expires {}):", i.id, i.quota, date(i.expires_at));
+                    println!("  {}", i.code);
+                    println!("Your friend joins with:");
+                    println!("  sichat init --server {server} --invite {} --name <their-name>", i.code);
+                })
+            })
+        }
+        InviteCmd::List => {
+            let listed: Result<Vec<Invite>> = c.get("/api/v1/invites").await;
+            let me: Result<Account> = c.get("/api/v1/me").await;
+            listed.and_then(|invites| {
+                let me = me?;
+                ctx.print(&json!({"quota": me.quota, "quota_available": me.quota_available, "invites": invites}), |_| {
+                    println!("Quota {} ({} left to give)", me.quota, me.quota_available);
+                    for i in &invites {
+                        let by = i.used_by.as_deref().map(|u| format!(" by {u}")).unwrap_or_default();
+                        let label = i.label.as_deref().map(|l| format!(" \"{l}\"")).unwrap_or_default();
+                        println!("{}  quota {}  {}{}{}  expires {}", i.id, i.quota, i.status, by, label, date(i.expires_at));
+                    }
+                })
+            })
+        }
+        InviteCmd::Revoke { id } => c
+            .delete(&format!("/api/v1/invites/{id}"))
+            .await
+            .and_then(|_| ctx.print(&json!({"revoked": id}), |_| println!("Revoked invite {id}; its quota is yours again."))),
+    };
+    c.logout().await;
+    result
+}
+
+async fn rotate(ctx: &Ctx) -> Result<()> {
+    let (w, pass) = ctx.open()?;
+    let old_root = need_root(&w)?;
+    let server = w.profile.server.clone().ok_or_else(|| anyhow!("a did:key identity is its key: it cannot be rotated"))?;
+    let mut c = Client::new(&server)?;
+    c.login(&w).await?;
+    let devices: Vec<Device> = c.get("/api/v1/devices").await?;
+    c.logout().await;
+    let new_root = Ed25519KeyPair::generate();
+    let did = Did::parse(&w.profile.did)?;
+    let mut certificates = Vec::new();
+    let mut own_certificate = None;
+    for d in &devices {
+        let sign = sichat_core::keys::Ed25519Public::from_multibase(&d.sign_key)?;
+        let agree = sichat_core::keys::X25519Public::from_multibase(&d.agree_key)?;
+        let cert = DeviceCertificate::issue(&new_root, &did, &d.id, &d.name, &sign, &agree, CERT_LIFETIME_SECS)?;
+        if d.id == w.profile.device_id {
+            own_certificate = Some(cert.clone());
+        }
+        certificates.push(cert);
+    }
+    let own_certificate = own_certificate.ok_or_else(|| anyhow!("this device is not active on the node"))?;
+    let op = RootOperation::RotateRoot { new_root_key: new_root.public().to_multibase(), certificates };
+    // Save the new key first, as a pending file, so a crash cannot lose it.
+    let updated = Wallet {
+        profile: w.profile.clone(),
+        root: Some(Ed25519KeyPair::from_secret(&new_root.secret())?),
+        device_sign: Ed25519KeyPair::from_secret(&w.device_sign.secret())?,
+        device_agree: X25519KeyPair::from_secret(&w.device_agree.secret())?,
+        certificate: own_certificate,
+    };
+    let pending = updated.write_pending(&ctx.dir, &pass)?;
+    if let Err(e) = c.root_operation(&w, old_root, op).await {
+        let _ = std::fs::remove_file(&pending);
+        return Err(e);
+    }
+    wallet::commit_pending(&pending, &ctx.dir)?;
+    let key = new_root.public().to_multibase();
+    ctx.print(&json!({"did": w.profile.did, "root_key": key, "devices_recertified": devices.len()}), |_| {
+        println!("Rotated the root key of {}; {} device(s) re-blessed.", w.profile.did, devices.len());
+    })
+}
+
+fn date(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| ms.to_string())
+}

@@ -1,0 +1,148 @@
+//! Talking to the wallet's own node: plain JSON over HTTP, the login handshake, and
+//! root-key-signed requests.
+
+use crate::wallet::Wallet;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sichat_accounts::protocol::*;
+use sichat_core::did::DidDocument;
+use sichat_core::http::ErrorBody;
+use sichat_core::jws;
+use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
+use std::time::Duration;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(server: &str) -> Result<Self> {
+        let url = url::Url::parse(server).with_context(|| format!("{server:?} is not a URL (e.g. https://id.example.org)"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("the server URL must start with https:// (or http:// for a local node)");
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("sichat/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, base: url.as_str().trim_end_matches('/').to_owned(), token: None })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await.map_err(|e| {
+            anyhow!("cannot reach the server at {}: {e}. Is sichatd running, and is the URL right?", self.base)
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("the server's answer was cut short")?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => anyhow!(ServerError { status: status.as_u16(), code: e.error, message: e.message }),
+                Err(_) => anyhow!("the server answered {status}"),
+            });
+        }
+        let body = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
+        serde_json::from_slice(body).with_context(|| format!("unexpected answer from the server ({status})"))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send::<serde_json::Value>(self.http.delete(format!("{}{path}", self.base))).await.map(|_| ())
+    }
+
+    /// The node's DID document, and its node key.
+    pub async fn node(&self) -> Result<(DidDocument, Ed25519Public)> {
+        let doc: DidDocument = self.get("/.well-known/did.json").await.context("fetching the node's DID document")?;
+        let key = doc
+            .verification_method
+            .iter()
+            .find(|vm| vm.id == doc.id.url("node-key-1"))
+            .map(|vm| Ed25519Public::from_multibase(&vm.public_key_multibase))
+            .transpose()?
+            .ok_or_else(|| anyhow!("the node's DID document has no node key: is this a Sichat node?"))?;
+        Ok((doc, key))
+    }
+
+    /// Mutual login: the node proves its key by signing our nonce request's challenge,
+    /// we prove the device key by signing the nonce bound to the node's DID.
+    pub async fn login(&mut self, wallet: &Wallet) -> Result<()> {
+        let (node_did, node_key) = pinned_node(wallet)?;
+        let req = LoginChallengeRequest { certificate: wallet.certificate.clone() };
+        let LoginChallenge { challenge } = self.post("/api/v1/sessions/challenge", &req).await?;
+        let claims: LoginChallengeClaims = jws::verify(&challenge, &node_key, TYP_LOGIN_CHALLENGE)
+            .map_err(|e| anyhow!("the server failed to prove it holds the node key pinned at init ({e}): refusing to log in"))?;
+        if claims.iss != node_did || claims.aud != wallet.profile.device_id || claims.exp < now_secs() {
+            bail!("the server's login challenge is not for this device or has expired: refusing to log in");
+        }
+        let answer = LoginClaims {
+            iss: wallet.profile.did.clone(),
+            sub: wallet.profile.device_id.clone(),
+            aud: node_did,
+            nonce: claims.nonce,
+            iat: now_secs(),
+        };
+        let response = jws::sign(&wallet.device_sign, TYP_LOGIN, Some(&device_kid(wallet)), &answer)?;
+        let session: Session = self.post("/api/v1/sessions", &LoginRequest { response }).await?;
+        self.token = Some(session.token);
+        Ok(())
+    }
+
+    /// End the session (best effort: it expires by itself anyway).
+    pub async fn logout(&mut self) {
+        if self.token.is_some() {
+            let _ = self.delete("/api/v1/sessions/current").await;
+            self.token = None;
+        }
+    }
+
+    /// Send a request signed by the root key, over a fresh challenge.
+    pub async fn root_operation(&self, wallet: &Wallet, root: &Ed25519KeyPair, op: RootOperation) -> Result<Account> {
+        let (node_did, _) = pinned_node(wallet)?;
+        let ch: Challenge = self.post("/api/v1/challenges", &serde_json::json!({})).await?;
+        let claims = RootOpClaims { iss: wallet.profile.did.clone(), aud: node_did, challenge: ch.challenge, iat: now_secs(), op };
+        let request = jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#root", wallet.profile.did)), &claims)?;
+        self.post("/api/v1/root-operations", &SignedRequest { request }).await
+    }
+}
+
+fn pinned_node(wallet: &Wallet) -> Result<(String, Ed25519Public)> {
+    let did = wallet.profile.node_did.clone();
+    let key = wallet.profile.node_key.as_deref().map(Ed25519Public::from_multibase).transpose()?;
+    match (did, key) {
+        (Some(d), Some(k)) => Ok((d, k)),
+        _ => bail!("this wallet has no server (a did:key identity): run `sichat init --server URL --invite CODE` in a new wallet"),
+    }
+}
+
+fn device_kid(wallet: &Wallet) -> String {
+    format!("{}#device-{}", wallet.profile.did, wallet.profile.device_id)
+}
+
+/// An error the server reported, with its stable code.
+#[derive(Debug)]
+pub struct ServerError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the server refused ({}, {}): {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
