@@ -54,7 +54,10 @@ async fn challenge(State(a): State<AppState>) -> Result<Json<Challenge>, ApiErro
     Ok(Json(a.challenge().await?))
 }
 
-async fn register(State(a): State<AppState>, ApiJson(body): ApiJson<SignedRequest>) -> Result<impl IntoResponse, ApiError> {
+async fn register(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<SignedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok((StatusCode::CREATED, Json(a.register(&body.request).await?)))
 }
 
@@ -82,7 +85,10 @@ async fn devices(State(a): State<AppState>, me: AuthDevice) -> Result<Json<Vec<D
     Ok(Json(a.devices(&me).await?))
 }
 
-async fn root_operation(State(a): State<AppState>, ApiJson(body): ApiJson<SignedRequest>) -> Result<Json<Account>, ApiError> {
+async fn root_operation(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<SignedRequest>,
+) -> Result<Json<Account>, ApiError> {
     Ok(Json(a.root_operation(&body.request).await?))
 }
 
@@ -98,12 +104,20 @@ async fn list_invites(State(a): State<AppState>, me: AuthDevice) -> Result<Json<
     Ok(Json(a.list_invites(Some(&me)).await?))
 }
 
-async fn revoke_invite(State(a): State<AppState>, me: AuthDevice, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn revoke_invite(
+    State(a): State<AppState>,
+    me: AuthDevice,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     a.revoke_invite(Some(&me), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove_user(State(a): State<AppState>, me: AuthDevice, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove_user(
+    State(a): State<AppState>,
+    me: AuthDevice,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     a.remove_user(Some(&me), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

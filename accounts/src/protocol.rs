@@ -139,9 +139,14 @@ impl DeviceCertificate {
             return Err(AccountError::CertificateExpired);
         }
         if cert.iat > now + MAX_SKEW_SECS || cert.exp - cert.iat > MAX_CERT_LIFETIME_SECS {
-            return Err(AccountError::InvalidCertificate("iat is in the future or the lifetime exceeds 3 years".into()));
+            return Err(AccountError::InvalidCertificate(
+                "iat is in the future or the lifetime exceeds 3 years".into(),
+            ));
         }
-        if cert.sub.is_empty() || cert.sub.len() > 64 || !cert.sub.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if cert.sub.is_empty()
+            || cert.sub.len() > 64
+            || !cert.sub.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(AccountError::InvalidCertificate("sub must be 1-64 of [A-Za-z0-9-]".into()));
         }
         if cert.name.is_empty() || cert.name.len() > 64 {
@@ -171,10 +176,17 @@ pub struct RegistrationClaims {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RootOperation {
-    AddDevice { certificate: String },
-    RevokeDevice { device_id: String },
+    AddDevice {
+        certificate: String,
+    },
+    RevokeDevice {
+        device_id: String,
+    },
     /// The new root key, and every device to keep, re-blessed by the new key.
-    RotateRoot { new_root_key: String, certificates: Vec<String> },
+    RotateRoot {
+        new_root_key: String,
+        certificates: Vec<String>,
+    },
 }
 
 /// Payload of a root-key-signed request.
@@ -256,6 +268,10 @@ pub struct LoginChallengeRequest {
 pub struct LoginChallenge {
     /// A JWS by the node key over [`LoginChallengeClaims`].
     pub challenge: String,
+    /// The device's current certificate, when it differs from the one presented (the
+    /// root key was rotated and the device re-blessed). The wallet should keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -89,14 +89,19 @@ impl Accounts {
     pub async fn challenge(&self) -> Result<Challenge, AccountError> {
         let challenge = random_token();
         let expires_at = now_ms() + self.settings.challenge_ttl_ms;
-        store::insert_challenge(&mut *self.conn().await?, &challenge, CHALLENGE_PURPOSE_REQUEST, None, expires_at).await?;
+        store::insert_challenge(&mut *self.conn().await?, &challenge, CHALLENGE_PURPOSE_REQUEST, None, expires_at)
+            .await?;
         Ok(Challenge { challenge, audience: self.node.did().to_string(), expires_at })
     }
 
     // ---- invites ----
 
     /// Mint an invite. `inviter` None: from the node itself (`sichatd admin invite`).
-    pub async fn create_invite(&self, inviter: Option<&AuthDevice>, req: CreateInvite) -> Result<InviteCreated, AccountError> {
+    pub async fn create_invite(
+        &self,
+        inviter: Option<&AuthDevice>,
+        req: CreateInvite,
+    ) -> Result<InviteCreated, AccountError> {
         if req.quota < 1 {
             return Err(AccountError::InvalidRequest("quota must be at least 1 (the invitee's own account)".into()));
         }
@@ -233,7 +238,8 @@ impl Accounts {
             return Err(AccountError::InviteUsed);
         }
         let sealed = self.master.seal(&issuing.secret(), &format!("acct_issuing_keys:{issuing_id}"));
-        store::insert_issuing_key(&mut tx, &issuing_id, &user_id, &issuing.public().to_multibase(), sealed, now).await?;
+        store::insert_issuing_key(&mut tx, &issuing_id, &user_id, &issuing.public().to_multibase(), sealed, now)
+            .await?;
         self.insert_device(&mut tx, &user_id, &cert, &claims.device_certificate, now).await?;
         tx.commit().await?;
         metrics::counter!("sichat_registrations_total").increment(1);
@@ -241,7 +247,14 @@ impl Accounts {
         self.account(&user_id).await
     }
 
-    async fn insert_device(&self, c: &mut store::Conn, user_id: &str, cert: &DeviceCertificate, token: &str, now: i64) -> Result<(), AccountError> {
+    async fn insert_device(
+        &self,
+        c: &mut store::Conn,
+        user_id: &str,
+        cert: &DeviceCertificate,
+        token: &str,
+        now: i64,
+    ) -> Result<(), AccountError> {
         let d = NewDevice {
             id: &cert.sub,
             user_id,
@@ -264,7 +277,9 @@ impl Accounts {
     /// An account's public summary.
     pub async fn account(&self, user_id: &str) -> Result<Account, AccountError> {
         let mut conn = self.conn().await?;
-        let user = store::user_by_id(&mut conn, user_id).await?.ok_or_else(|| AccountError::NotFound("no such account".into()))?;
+        let user = store::user_by_id(&mut conn, user_id)
+            .await?
+            .ok_or_else(|| AccountError::NotFound("no such account".into()))?;
         let given = store::quota_given(&mut conn, user_id, now_ms()).await?;
         let did = self.node.user_did(&user.name)?;
         Ok(Account {
@@ -339,8 +354,16 @@ impl Accounts {
             doc.add_key(&format!("issuing-{id}"), key, Relationships { assertion_method: true, ..Default::default() });
         }
         for d in store::active_devices(&mut conn, &user.id).await? {
-            doc.add_key(&format!("device-{}", d.id), d.sign_key, Relationships { authentication: true, ..Default::default() });
-            doc.add_key(&format!("device-{}-x25519", d.id), d.agree_key, Relationships { key_agreement: true, ..Default::default() });
+            doc.add_key(
+                &format!("device-{}", d.id),
+                d.sign_key,
+                Relationships { authentication: true, ..Default::default() },
+            );
+            doc.add_key(
+                &format!("device-{}-x25519", d.id),
+                d.agree_key,
+                Relationships { key_agreement: true, ..Default::default() },
+            );
         }
         Ok(doc)
     }
@@ -348,26 +371,30 @@ impl Accounts {
     // ---- devices and sessions ----
 
     /// Step 1 of login: check the device certificate and answer with a node-signed nonce.
+    ///
+    /// The presented certificate names the device; what is checked is the certificate the
+    /// node holds for it, against the account's current root key. After a root rotation
+    /// those differ, and the fresh one is handed back.
     pub async fn login_challenge(&self, certificate: &str) -> Result<LoginChallenge, AccountError> {
-        let unverified: DeviceCertificate = jws::unverified_payload(certificate)?;
-        let name = self.name_in_did(&unverified.iss)?;
+        let presented: DeviceCertificate = jws::unverified_payload(certificate)?;
+        let name = self.name_in_did(&presented.iss)?;
         let mut conn = self.conn().await?;
         let user = store::user_by_name(&mut conn, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
         if user.status != "active" {
             return Err(AccountError::AccountRemoved(name.to_string()));
         }
-        let root = Ed25519Public::from_multibase(&user.root_key)?;
-        let cert = DeviceCertificate::verify(certificate, &root)?;
-        let device = store::device(&mut conn, &cert.sub).await?;
-        match device {
-            Some(d) if d.user_id == user.id && d.revoked_at.is_none() && d.sign_key == cert.sign_key => {}
+        let device = match store::device(&mut conn, &presented.sub).await? {
+            Some(d) if d.user_id == user.id && d.revoked_at.is_none() && d.sign_key == presented.sign_key => d,
             _ => return Err(AccountError::InvalidCertificate("this device is not registered, or was revoked".into())),
-        }
+        };
+        let root = Ed25519Public::from_multibase(&user.root_key)?;
+        let cert = DeviceCertificate::verify(&device.certificate, &root)?;
         let nonce = random_token();
         let exp = now_ms() + self.settings.challenge_ttl_ms;
         store::insert_challenge(&mut conn, &nonce, CHALLENGE_PURPOSE_LOGIN, Some(&cert.sub), exp).await?;
         let claims = LoginChallengeClaims { iss: self.node.did().to_string(), aud: cert.sub, nonce, exp: exp / 1000 };
-        Ok(LoginChallenge { challenge: self.node.sign_jws(TYP_LOGIN_CHALLENGE, &claims)? })
+        let refreshed = (device.certificate != certificate).then_some(device.certificate);
+        Ok(LoginChallenge { challenge: self.node.sign_jws(TYP_LOGIN_CHALLENGE, &claims)?, certificate: refreshed })
     }
 
     /// Step 2 of login: the device's signature over the nonce and the node's DID.
@@ -469,9 +496,14 @@ impl Accounts {
                 let mut kept = Vec::new();
                 for token in certificates {
                     let cert = DeviceCertificate::verify(token, &new_root)?;
-                    let known = active.iter().find(|d| d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key);
+                    let known = active
+                        .iter()
+                        .find(|d| d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key);
                     if cert.iss != did.as_str() || known.is_none() {
-                        return Err(AccountError::InvalidCertificate(format!("{} is not an active device of {did}", cert.sub)));
+                        return Err(AccountError::InvalidCertificate(format!(
+                            "{} is not an active device of {did}",
+                            cert.sub
+                        )));
                     }
                     store::recertify_device(&mut tx, &cert.sub, token, cert.exp * 1000).await?;
                     kept.push(cert.sub);

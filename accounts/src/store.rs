@@ -95,7 +95,13 @@ pub async fn set_root_key(c: &mut Conn, user_id: &str, root_key: &str) -> Result
 
 // ---- challenges ----
 
-pub async fn insert_challenge(c: &mut Conn, id: &str, purpose: &str, subject: Option<&str>, expires_at: i64) -> Result<(), sqlx::Error> {
+pub async fn insert_challenge(
+    c: &mut Conn,
+    id: &str,
+    purpose: &str,
+    subject: Option<&str>,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO acct_challenges (id, purpose, subject, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(purpose)
@@ -107,7 +113,13 @@ pub async fn insert_challenge(c: &mut Conn, id: &str, purpose: &str, subject: Op
 }
 
 /// Consume a live challenge. True when it existed, matched, and had not expired.
-pub async fn take_challenge(c: &mut Conn, id: &str, purpose: &str, subject: Option<&str>, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn take_challenge(
+    c: &mut Conn,
+    id: &str,
+    purpose: &str,
+    subject: Option<&str>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "DELETE FROM acct_challenges WHERE id = $1 AND purpose = $2 AND expires_at > $3 \
          AND (subject = $4 OR (subject IS NULL AND $4 IS NULL))",
@@ -205,12 +217,14 @@ pub async fn insert_invite(c: &mut Conn, i: NewInvite<'_>) -> Result<(), sqlx::E
 
 /// Mark an open invite used. False if someone else used it first.
 pub async fn use_invite(c: &mut Conn, id: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("UPDATE acct_invites SET status = 'used', used_by = $1, used_at = $2 WHERE id = $3 AND status = 'open'")
-        .bind(user_id)
-        .bind(now)
-        .bind(id)
-        .execute(c)
-        .await?;
+    let r = sqlx::query(
+        "UPDATE acct_invites SET status = 'used', used_by = $1, used_at = $2 WHERE id = $3 AND status = 'open'",
+    )
+    .bind(user_id)
+    .bind(now)
+    .bind(id)
+    .execute(c)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 
@@ -227,10 +241,12 @@ pub async fn revoke_invite(c: &mut Conn, id: &str, inviter_id: Option<&str>) -> 
 }
 
 pub async fn revoke_open_invites_labelled(c: &mut Conn, label: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE acct_invites SET status = 'revoked' WHERE inviter_id IS NULL AND label = $1 AND status = 'open'")
-        .bind(label)
-        .execute(c)
-        .await?;
+    sqlx::query(
+        "UPDATE acct_invites SET status = 'revoked' WHERE inviter_id IS NULL AND label = $1 AND status = 'open'",
+    )
+    .bind(label)
+    .execute(c)
+    .await?;
     Ok(())
 }
 
@@ -255,15 +271,14 @@ pub async fn is_ancestor(c: &mut Conn, ancestor_id: &str, user_id: &str) -> Resu
 /// Remove an account: tombstone it, end its devices and sessions, destroy its issuing key,
 /// revoke its open invites, and hand the accounts it invited to its own inviter.
 pub async fn remove_user(c: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
-    let parent: Option<String> = sqlx::query(
-        "SELECT i.inviter_id FROM acct_users u JOIN acct_invites i ON i.id = u.invite_id WHERE u.id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut *c)
-    .await?
-    .map(|r| r.try_get("inviter_id"))
-    .transpose()?
-    .flatten();
+    let parent: Option<String> =
+        sqlx::query("SELECT i.inviter_id FROM acct_users u JOIN acct_invites i ON i.id = u.invite_id WHERE u.id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *c)
+            .await?
+            .map(|r| r.try_get("inviter_id"))
+            .transpose()?
+            .flatten();
     sqlx::query("UPDATE acct_invites SET status = 'revoked' WHERE inviter_id = $1 AND status = 'open'")
         .bind(user_id)
         .execute(&mut *c)
@@ -290,7 +305,14 @@ pub async fn remove_user(c: &mut Conn, user_id: &str, now: i64) -> Result<(), sq
 
 // ---- issuing keys ----
 
-pub async fn insert_issuing_key(c: &mut Conn, id: &str, user_id: &str, public_key: &str, sealed: Vec<u8>, now: i64) -> Result<(), sqlx::Error> {
+pub async fn insert_issuing_key(
+    c: &mut Conn,
+    id: &str,
+    user_id: &str,
+    public_key: &str,
+    sealed: Vec<u8>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO acct_issuing_keys (id, user_id, public_key, sealed_secret, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(id)
         .bind(user_id)
@@ -319,6 +341,7 @@ pub struct DeviceRow {
     pub name: String,
     pub sign_key: String,
     pub agree_key: String,
+    pub certificate: String,
     pub cert_expires_at: i64,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
@@ -331,13 +354,15 @@ fn device_row(r: &AnyRow) -> Result<DeviceRow, sqlx::Error> {
         name: r.try_get("name")?,
         sign_key: r.try_get("sign_key")?,
         agree_key: r.try_get("agree_key")?,
+        certificate: r.try_get("certificate")?,
         cert_expires_at: r.try_get("cert_expires_at")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
     })
 }
 
-const DEVICE_COLUMNS: &str = "id, user_id, name, sign_key, agree_key, cert_expires_at, created_at, revoked_at";
+const DEVICE_COLUMNS: &str =
+    "id, user_id, name, sign_key, agree_key, certificate, cert_expires_at, created_at, revoked_at";
 
 pub async fn device(c: &mut Conn, id: &str) -> Result<Option<DeviceRow>, sqlx::Error> {
     let sql = format!("SELECT {DEVICE_COLUMNS} FROM acct_devices WHERE id = $1");
@@ -345,7 +370,9 @@ pub async fn device(c: &mut Conn, id: &str) -> Result<Option<DeviceRow>, sqlx::E
 }
 
 pub async fn active_devices(c: &mut Conn, user_id: &str) -> Result<Vec<DeviceRow>, sqlx::Error> {
-    let sql = format!("SELECT {DEVICE_COLUMNS} FROM acct_devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at");
+    let sql = format!(
+        "SELECT {DEVICE_COLUMNS} FROM acct_devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at"
+    );
     let rows = sqlx::query(&sql).bind(user_id).fetch_all(c).await?;
     rows.iter().map(device_row).collect()
 }
@@ -379,7 +406,12 @@ pub async fn insert_device(c: &mut Conn, d: NewDevice<'_>) -> Result<(), sqlx::E
     Ok(())
 }
 
-pub async fn recertify_device(c: &mut Conn, id: &str, certificate: &str, cert_expires_at: i64) -> Result<(), sqlx::Error> {
+pub async fn recertify_device(
+    c: &mut Conn,
+    id: &str,
+    certificate: &str,
+    cert_expires_at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE acct_devices SET certificate = $1, cert_expires_at = $2 WHERE id = $3")
         .bind(certificate)
         .bind(cert_expires_at)
@@ -391,19 +423,27 @@ pub async fn recertify_device(c: &mut Conn, id: &str, certificate: &str, cert_ex
 
 /// Revoke a device and end its sessions. False if it was not active.
 pub async fn revoke_device(c: &mut Conn, id: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("UPDATE acct_devices SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .bind(user_id)
-        .execute(&mut *c)
-        .await?;
+    let r =
+        sqlx::query("UPDATE acct_devices SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .bind(user_id)
+            .execute(&mut *c)
+            .await?;
     sqlx::query("DELETE FROM acct_sessions WHERE device_id = $1").bind(id).execute(&mut *c).await?;
     Ok(r.rows_affected() == 1)
 }
 
 // ---- sessions ----
 
-pub async fn insert_session(c: &mut Conn, token_hash: &str, user_id: &str, device_id: &str, now: i64, expires_at: i64) -> Result<(), sqlx::Error> {
+pub async fn insert_session(
+    c: &mut Conn,
+    token_hash: &str,
+    user_id: &str,
+    device_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO acct_sessions (token_hash, user_id, device_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(token_hash)
         .bind(user_id)
@@ -416,7 +456,11 @@ pub async fn insert_session(c: &mut Conn, token_hash: &str, user_id: &str, devic
 }
 
 /// The live session of a token hash: (user id, user name, device id).
-pub async fn session(c: &mut Conn, token_hash: &str, now: i64) -> Result<Option<(String, String, String)>, sqlx::Error> {
+pub async fn session(
+    c: &mut Conn,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<(String, String, String)>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT s.user_id, u.name, s.device_id FROM acct_sessions s \
          JOIN acct_users u ON u.id = s.user_id JOIN acct_devices d ON d.id = s.device_id \

@@ -101,10 +101,7 @@ impl Db {
 
     /// A consistent copy of an SQLite database (`VACUUM INTO`).
     pub async fn backup_sqlite(&self, dest: &Path) -> Result<(), CoreError> {
-        sqlx::query("VACUUM INTO $1")
-            .bind(dest.display().to_string())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("VACUUM INTO $1").bind(dest.display().to_string()).execute(&self.pool).await?;
         Ok(())
     }
 

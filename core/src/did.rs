@@ -63,9 +63,7 @@ impl Did {
 
     /// The `did:web` of a base URL: the host, its port percent-encoded, then the path.
     pub fn web(base: &Url) -> Result<Self, CoreError> {
-        let host = base
-            .host_str()
-            .ok_or_else(|| CoreError::InvalidDid(format!("{base} has no host")))?;
+        let host = base.host_str().ok_or_else(|| CoreError::InvalidDid(format!("{base} has no host")))?;
         let mut did = format!("did:web:{host}");
         if let Some(port) = base.port() {
             did.push_str(&format!("%3A{port}"));
@@ -178,10 +176,7 @@ pub struct Relationships {
 impl DidDocument {
     pub fn new(id: Did) -> Self {
         Self {
-            context: vec![
-                "https://www.w3.org/ns/did/v1".into(),
-                "https://w3id.org/security/multikey/v1".into(),
-            ],
+            context: vec!["https://www.w3.org/ns/did/v1".into(), "https://w3id.org/security/multikey/v1".into()],
             id,
             verification_method: Vec::new(),
             authentication: Vec::new(),
@@ -263,7 +258,9 @@ mod tests {
 
     #[test]
     fn parse_rejects_malformed_dids() {
-        for bad in ["", "did:", "did:web", "did:web:", "did:Web:x", "did:web:a b", "did:web:x%2", "did:web:x:", "urn:x:y"] {
+        for bad in
+            ["", "did:", "did:web", "did:web:", "did:Web:x", "did:web:a b", "did:web:x%2", "did:web:x:", "urn:x:y"]
+        {
             assert!(Did::parse(bad).is_err(), "{bad} should be refused");
         }
         assert!(Did::parse("did:web:example.com%3A443:users:bob").is_ok());

@@ -7,7 +7,7 @@ use crate::ids::b64url_decode;
 use crate::keys::{Ed25519KeyPair, Ed25519Public};
 use crate::CoreError;
 use josekit::jwk::Jwk;
-use josekit::jws::{JwsHeader, EdDSA};
+use josekit::jws::{EdDSA, JwsHeader};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -23,9 +23,8 @@ fn from_multibase(codec: [u8; 2], s: &str, what: &str) -> Result<[u8; 32], CoreE
     let body = s
         .strip_prefix('z')
         .ok_or_else(|| CoreError::InvalidKey(format!("{what} must be base58btc multibase (start with 'z')")))?;
-    let raw = bs58::decode(body)
-        .into_vec()
-        .map_err(|_| CoreError::InvalidKey(format!("{what} is not valid base58btc")))?;
+    let raw =
+        bs58::decode(body).into_vec().map_err(|_| CoreError::InvalidKey(format!("{what} is not valid base58btc")))?;
     if raw.len() != 34 || raw[..2] != codec {
         return Err(CoreError::InvalidKey(format!("{what} is not a multicodec {what} public key")));
     }
@@ -87,9 +86,8 @@ impl Ed25519KeyPair {
     }
 
     pub fn from_secret(secret: &[u8]) -> Result<Self, CoreError> {
-        let seed: [u8; 32] = secret
-            .try_into()
-            .map_err(|_| CoreError::InvalidKey("an Ed25519 secret is 32 bytes".into()))?;
+        let seed: [u8; 32] =
+            secret.try_into().map_err(|_| CoreError::InvalidKey("an Ed25519 secret is 32 bytes".into()))?;
         Ok(Self(ed25519_dalek::SigningKey::from_bytes(&seed)))
     }
 
@@ -162,9 +160,8 @@ impl X25519KeyPair {
     }
 
     pub fn from_secret(secret: &[u8]) -> Result<Self, CoreError> {
-        let bytes: [u8; 32] = secret
-            .try_into()
-            .map_err(|_| CoreError::InvalidKey("an X25519 secret is 32 bytes".into()))?;
+        let bytes: [u8; 32] =
+            secret.try_into().map_err(|_| CoreError::InvalidKey("an X25519 secret is 32 bytes".into()))?;
         Ok(Self(x25519_dalek::StaticSecret::from(bytes)))
     }
 
@@ -190,9 +187,7 @@ pub fn base58(bytes: &[u8]) -> String {
 
 /// Decode a base64url secret (as stored in wallets) into bytes.
 pub fn decode_secret(s: &str) -> Result<Zeroizing<Vec<u8>>, CoreError> {
-    b64url_decode(s)
-        .map(Zeroizing::new)
-        .ok_or_else(|| CoreError::InvalidKey("secret is not base64url".into()))
+    b64url_decode(s).map(Zeroizing::new).ok_or_else(|| CoreError::InvalidKey("secret is not base64url".into()))
 }
 
 #[cfg(test)]

@@ -101,8 +101,8 @@ impl MasterKey {
                         path.display()
                     )));
                 }
-                let key = Self::from_base64(&text)
-                    .map_err(|e| CoreError::Sealed(format!("{}: {e}", path.display())))?;
+                let key =
+                    Self::from_base64(&text).map_err(|e| CoreError::Sealed(format!("{}: {e}", path.display())))?;
                 Ok((key, MasterKeySource::File(path)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -60,7 +60,8 @@ async fn healthz(State(node): State<Node>) -> Response {
         Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "database unreachable"}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "database unreachable"})))
+                .into_response()
         }
     }
 }
@@ -79,8 +80,9 @@ async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next) ->
     if let Some(ip) = ip {
         if limiter.check_key(&ip).is_err() {
             ::metrics::counter!("sichat_rate_limited_total").increment(1);
-            let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests: slow down and retry")
-                .into_response();
+            let mut resp =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests: slow down and retry")
+                    .into_response();
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return resp;
         }
@@ -91,11 +93,8 @@ async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next) ->
 async fn record_metrics(req: Request<Body>, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
     ::metrics::counter!("sichat_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)

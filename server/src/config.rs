@@ -100,9 +100,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig = fig
-            .merge(Env::prefixed("SICHAT_").only(ENV_KEYS))
-            .merge(Serialized::defaults(flags));
+        fig = fig.merge(Env::prefixed("SICHAT_").only(ENV_KEYS)).merge(Serialized::defaults(flags));
         let config: Config = fig.extract().map_err(|e| format!("configuration error: {e}"))?;
         config.validate()?;
         Ok(config)
@@ -131,9 +129,7 @@ impl Config {
 
     /// The database URL, defaulting to `sichat.db` in the data directory.
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| sichat_core::db::Db::sqlite_url(&self.data_dir.join("sichat.db")))
+        self.database_url.clone().unwrap_or_else(|| sichat_core::db::Db::sqlite_url(&self.data_dir.join("sichat.db")))
     }
 
     /// The public URL: configured, or made from the address actually bound.
@@ -141,8 +137,16 @@ impl Config {
         if let Some(url) = &self.public_url {
             return url.clone();
         }
-        let host = if bound.ip().is_unspecified() { "localhost".to_string() } else { bound.ip().to_string() };
-        let host = if bound.is_ipv6() && host != "localhost" { format!("[{host}]") } else { host };
+        // Loopback becomes `localhost`: did:web resolvers (ssi's among them) fetch
+        // `did:web:localhost…` over plain HTTP, and every other host over HTTPS only.
+        let ip = bound.ip();
+        let host = if ip.is_loopback() || ip.is_unspecified() {
+            "localhost".to_string()
+        } else if bound.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
         Url::parse(&format!("http://{host}:{}", bound.port())).expect("a socket address makes a valid URL")
     }
 }
@@ -170,7 +174,8 @@ mod tests {
     #[test]
     fn public_url_defaults_to_the_bound_address() {
         let c = Config::default();
-        assert_eq!(c.public_url_for("127.0.0.1:8080".parse().unwrap()).as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(c.public_url_for("127.0.0.1:8080".parse().unwrap()).as_str(), "http://localhost:8080/");
+        assert_eq!(c.public_url_for("192.0.2.7:8080".parse().unwrap()).as_str(), "http://192.0.2.7:8080/");
         assert_eq!(c.public_url_for("0.0.0.0:80".parse().unwrap()).as_str(), "http://localhost/");
     }
 }

@@ -144,10 +144,8 @@ async fn admin(config: Config, cmd: Admin) -> Result<()> {
     let node = Node::open(config, public_url).await?;
     match cmd {
         Admin::Invite { quota, label, json } => {
-            let created = node
-                .accounts
-                .create_invite(None, CreateInvite { quota, label, expires_in_hours: None })
-                .await?;
+            let created =
+                node.accounts.create_invite(None, CreateInvite { quota, label, expires_in_hours: None }).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&created)?);
             } else {

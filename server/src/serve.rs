@@ -8,7 +8,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Serve `node` on `listener` until `shutdown` resolves, then drain in-flight requests.
-pub async fn serve(node: Node, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    node: Node,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     crate::metrics::install();
     let limiter = app::rate_limiter(node.config.rate_limit_per_second, node.config.rate_limit_burst);
     let app = app::router(&node, limiter.clone());

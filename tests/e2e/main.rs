@@ -1,1 +1,7 @@
+//! End-to-end tests: a real node over HTTP, the real `sichat` and `sichatd` binaries,
+//! SQLite and PostgreSQL. One binary, one link step.
 
+mod accounts;
+mod bad_input;
+mod cli;
+mod process;

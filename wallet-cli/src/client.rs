@@ -20,7 +20,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str) -> Result<Self> {
-        let url = url::Url::parse(server).with_context(|| format!("{server:?} is not a URL (e.g. https://id.example.org)"))?;
+        let url = url::Url::parse(server)
+            .with_context(|| format!("{server:?} is not a URL (e.g. https://id.example.org)"))?;
         if !matches!(url.scheme(), "http" | "https") {
             bail!("the server URL must start with https:// (or http:// for a local node)");
         }
@@ -76,14 +77,16 @@ impl Client {
         Ok((doc, key))
     }
 
-    /// Mutual login: the node proves its key by signing our nonce request's challenge,
-    /// we prove the device key by signing the nonce bound to the node's DID.
-    pub async fn login(&mut self, wallet: &Wallet) -> Result<()> {
+    /// Mutual login: the node proves its key by signing the challenge, the device proves
+    /// its key by signing the nonce bound to the node's DID. Returns a fresher device
+    /// certificate when the node has one (after a root rotation).
+    pub async fn login(&mut self, wallet: &Wallet) -> Result<Option<String>> {
         let (node_did, node_key) = pinned_node(wallet)?;
         let req = LoginChallengeRequest { certificate: wallet.certificate.clone() };
-        let LoginChallenge { challenge } = self.post("/api/v1/sessions/challenge", &req).await?;
-        let claims: LoginChallengeClaims = jws::verify(&challenge, &node_key, TYP_LOGIN_CHALLENGE)
-            .map_err(|e| anyhow!("the server failed to prove it holds the node key pinned at init ({e}): refusing to log in"))?;
+        let LoginChallenge { challenge, certificate } = self.post("/api/v1/sessions/challenge", &req).await?;
+        let claims: LoginChallengeClaims = jws::verify(&challenge, &node_key, TYP_LOGIN_CHALLENGE).map_err(|e| {
+            anyhow!("the server failed to prove it holds the node key pinned at init ({e}): refusing to log in")
+        })?;
         if claims.iss != node_did || claims.aud != wallet.profile.device_id || claims.exp < now_secs() {
             bail!("the server's login challenge is not for this device or has expired: refusing to log in");
         }
@@ -97,7 +100,12 @@ impl Client {
         let response = jws::sign(&wallet.device_sign, TYP_LOGIN, Some(&device_kid(wallet)), &answer)?;
         let session: Session = self.post("/api/v1/sessions", &LoginRequest { response }).await?;
         self.token = Some(session.token);
-        Ok(())
+        // Keep a newer certificate only if it really is this device's, by the current root.
+        Ok(certificate.filter(|c| {
+            jws::unverified_payload::<DeviceCertificate>(c).is_ok_and(|d| {
+                d.sub == wallet.profile.device_id && d.sign_key == wallet.device_sign.public().to_multibase()
+            })
+        }))
     }
 
     /// End the session (best effort: it expires by itself anyway).
@@ -112,7 +120,13 @@ impl Client {
     pub async fn root_operation(&self, wallet: &Wallet, root: &Ed25519KeyPair, op: RootOperation) -> Result<Account> {
         let (node_did, _) = pinned_node(wallet)?;
         let ch: Challenge = self.post("/api/v1/challenges", &serde_json::json!({})).await?;
-        let claims = RootOpClaims { iss: wallet.profile.did.clone(), aud: node_did, challenge: ch.challenge, iat: now_secs(), op };
+        let claims = RootOpClaims {
+            iss: wallet.profile.did.clone(),
+            aud: node_did,
+            challenge: ch.challenge,
+            iat: now_secs(),
+            op,
+        };
         let request = jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#root", wallet.profile.did)), &claims)?;
         self.post("/api/v1/root-operations", &SignedRequest { request }).await
     }

@@ -188,10 +188,13 @@ impl Ctx {
 
     /// Unlock the wallet and log in to its node.
     async fn session(&self) -> Result<(Wallet, Client)> {
-        let (w, _) = self.open()?;
+        let (mut w, pass) = self.open()?;
         let server = w.profile.server.clone().ok_or_else(no_server)?;
         let mut client = Client::new(&server)?;
-        client.login(&w).await?;
+        if let Some(fresh) = client.login(&w).await? {
+            w.certificate = fresh;
+            w.save(&self.dir, &pass)?;
+        }
         Ok((w, client))
     }
 
@@ -239,13 +242,21 @@ async fn run(cli: Cli) -> Result<()> {
             let result = c.delete(&format!("/api/v1/users/{name}")).await;
             c.logout().await;
             result?;
-            ctx.print(&json!({"removed": name}), |_| println!("Removed {name}. Accounts it invited now hang under its inviter."))
+            ctx.print(&json!({"removed": name}), |_| {
+                println!("Removed {name}. Accounts it invited now hang under its inviter.")
+            })
         }
         Command::Key(KeyCmd::Rotate) => rotate(&ctx).await,
     }
 }
 
-async fn init(ctx: &Ctx, server: Option<String>, invite: Option<String>, name: Option<String>, device_name: String) -> Result<()> {
+async fn init(
+    ctx: &Ctx,
+    server: Option<String>,
+    invite: Option<String>,
+    name: Option<String>,
+    device_name: String,
+) -> Result<()> {
     if wallet::exists(&ctx.dir) {
         bail!("a wallet already exists in {}: use it, or pass --wallet DIR for another", ctx.dir.display());
     }
@@ -257,8 +268,15 @@ async fn init(ctx: &Ctx, server: Option<String>, invite: Option<String>, name: O
     let Some(server) = server else {
         // Alone: a did:key identity, with this device blessed by the root key.
         let did = Did::key(&root.public());
-        let certificate =
-            DeviceCertificate::issue(&root, &did, &device_id, &device_name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
+        let certificate = DeviceCertificate::issue(
+            &root,
+            &did,
+            &device_id,
+            &device_name,
+            &sign.public(),
+            &agree.public(),
+            CERT_LIFETIME_SECS,
+        )?;
         let profile = Profile {
             did: did.to_string(),
             name,
@@ -284,8 +302,15 @@ async fn init(ctx: &Ctx, server: Option<String>, invite: Option<String>, name: O
     let client = Client::new(&server)?;
     let (node_doc, node_key) = client.node().await?;
     let did = node_doc.id.web_child(&["users", &name])?;
-    let certificate =
-        DeviceCertificate::issue(&root, &did, &device_id, &device_name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
+    let certificate = DeviceCertificate::issue(
+        &root,
+        &did,
+        &device_id,
+        &device_name,
+        &sign.public(),
+        &agree.public(),
+        CERT_LIFETIME_SECS,
+    )?;
     let profile = Profile {
         did: did.to_string(),
         name: Some(name.clone()),
@@ -387,9 +412,17 @@ async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
             let sign = Ed25519KeyPair::generate();
             let agree = X25519KeyPair::generate();
             let id = new_id();
-            let certificate = DeviceCertificate::issue(root, &did, &id, &name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
-            let profile = Profile { device_id: id.clone(), device_name: name.clone(), has_root_key: false, ..w.profile.clone() };
-            let new = Wallet { profile, root: None, device_sign: sign, device_agree: agree, certificate: certificate.clone() };
+            let certificate =
+                DeviceCertificate::issue(root, &did, &id, &name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
+            let profile =
+                Profile { device_id: id.clone(), device_name: name.clone(), has_root_key: false, ..w.profile.clone() };
+            let new = Wallet {
+                profile,
+                root: None,
+                device_sign: sign,
+                device_agree: agree,
+                certificate: certificate.clone(),
+            };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;
             if let Err(e) = client.root_operation(&w, root, RootOperation::AddDevice { certificate }).await {
@@ -418,7 +451,8 @@ async fn invite(ctx: &Ctx, cmd: InviteCmd) -> Result<()> {
     let (w, mut c) = ctx.session().await?;
     let result = match cmd {
         InviteCmd::Create { quota, label, expires_in_hours } => {
-            let created: Result<InviteCreated> = c.post("/api/v1/invites", &CreateInvite { quota, label, expires_in_hours }).await;
+            let created: Result<InviteCreated> =
+                c.post("/api/v1/invites", &CreateInvite { quota, label, expires_in_hours }).await;
             created.and_then(|i| {
                 let server = w.profile.server.clone().unwrap_or_default();
                 ctx.print(&i, |i| {
@@ -434,20 +468,30 @@ async fn invite(ctx: &Ctx, cmd: InviteCmd) -> Result<()> {
             let me: Result<Account> = c.get("/api/v1/me").await;
             listed.and_then(|invites| {
                 let me = me?;
-                ctx.print(&json!({"quota": me.quota, "quota_available": me.quota_available, "invites": invites}), |_| {
-                    println!("Quota {} ({} left to give)", me.quota, me.quota_available);
-                    for i in &invites {
-                        let by = i.used_by.as_deref().map(|u| format!(" by {u}")).unwrap_or_default();
-                        let label = i.label.as_deref().map(|l| format!(" \"{l}\"")).unwrap_or_default();
-                        println!("{}  quota {}  {}{}{}  expires {}", i.id, i.quota, i.status, by, label, date(i.expires_at));
-                    }
-                })
+                ctx.print(
+                    &json!({"quota": me.quota, "quota_available": me.quota_available, "invites": invites}),
+                    |_| {
+                        println!("Quota {} ({} left to give)", me.quota, me.quota_available);
+                        for i in &invites {
+                            let by = i.used_by.as_deref().map(|u| format!(" by {u}")).unwrap_or_default();
+                            let label = i.label.as_deref().map(|l| format!(" \"{l}\"")).unwrap_or_default();
+                            println!(
+                                "{}  quota {}  {}{}{}  expires {}",
+                                i.id,
+                                i.quota,
+                                i.status,
+                                by,
+                                label,
+                                date(i.expires_at)
+                            );
+                        }
+                    },
+                )
             })
         }
-        InviteCmd::Revoke { id } => c
-            .delete(&format!("/api/v1/invites/{id}"))
-            .await
-            .and_then(|_| ctx.print(&json!({"revoked": id}), |_| println!("Revoked invite {id}; its quota is yours again."))),
+        InviteCmd::Revoke { id } => c.delete(&format!("/api/v1/invites/{id}")).await.and_then(|_| {
+            ctx.print(&json!({"revoked": id}), |_| println!("Revoked invite {id}; its quota is yours again."))
+        }),
     };
     c.logout().await;
     result
@@ -456,7 +500,8 @@ async fn invite(ctx: &Ctx, cmd: InviteCmd) -> Result<()> {
 async fn rotate(ctx: &Ctx) -> Result<()> {
     let (w, pass) = ctx.open()?;
     let old_root = need_root(&w)?;
-    let server = w.profile.server.clone().ok_or_else(|| anyhow!("a did:key identity is its key: it cannot be rotated"))?;
+    let server =
+        w.profile.server.clone().ok_or_else(|| anyhow!("a did:key identity is its key: it cannot be rotated"))?;
     let mut c = Client::new(&server)?;
     c.login(&w).await?;
     let devices: Vec<Device> = c.get("/api/v1/devices").await?;

@@ -83,13 +83,13 @@ fn read_file(dir: &Path) -> Result<WalletFile> {
     let path = dir.join(FILE);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no wallet at {}: run `sichat init` to make one, or pass --wallet DIR",
-            dir.display()
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no wallet at {}: run `sichat init` to make one, or pass --wallet DIR", dir.display())
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let file: WalletFile = serde_json::from_str(&text).with_context(|| format!("{} is not a Sichat wallet", path.display()))?;
+    let file: WalletFile =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a Sichat wallet", path.display()))?;
     if file.version != 1 {
         bail!("{} has wallet format {}, this sichat reads 1: upgrade sichat", path.display(), file.version);
     }
@@ -112,7 +112,11 @@ impl Wallet {
             .map_err(|_| anyhow::anyhow!("wrong passphrase (or the wallet file was altered)"))?;
         let s: Secrets = serde_json::from_slice(&plain).context("wallet secrets are corrupt")?;
         Ok(Self {
-            root: s.root.as_deref().map(|r| decode_secret(r).and_then(|b| Ed25519KeyPair::from_secret(&b))).transpose()?,
+            root: s
+                .root
+                .as_deref()
+                .map(|r| decode_secret(r).and_then(|b| Ed25519KeyPair::from_secret(&b)))
+                .transpose()?,
             device_sign: Ed25519KeyPair::from_secret(&decode_secret(&s.device_sign)?)?,
             device_agree: X25519KeyPair::from_secret(&decode_secret(&s.device_agree)?)?,
             certificate: s.certificate,

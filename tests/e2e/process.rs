@@ -1,0 +1,181 @@
+//! The real `sichatd` process: first start, restart, signals, configuration, admin.
+
+use sichat_e2e::{binary, sichat, stderr, stdout, Backend, TempDir, TestDb};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn sichatd(data: &Path, db: &str) -> Command {
+    let mut c = Command::new(binary("sichatd"));
+    c.arg("--data-dir").arg(data).arg("--database-url").arg(db).env_remove("SICHAT_MASTER_KEY").stdin(Stdio::null());
+    c
+}
+
+/// Start `sichatd serve` and read its banner: through the join command when a fresh
+/// node prints an owner invite, else through the data line.
+async fn start(data: &Path, db: &str, port: u16, expect_invite: bool) -> (Child, Vec<String>) {
+    let mut child = sichatd(data, db)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sichatd");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let last = if expect_invite { "sichat init --server" } else { "master key:" };
+    let mut banner = Vec::new();
+    let read = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let done = line.contains(last);
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("sichatd printed its banner");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, banner)
+}
+
+async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits on SIGTERM").expect("wait")
+}
+
+fn field(banner: &[String], label: &str) -> String {
+    banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {label} in {banner:?}"))
+}
+
+async fn first_start_restart_and_admin(backend: Backend) {
+    let dir = TempDir::new("proc");
+    let Some(db) = TestDb::create(backend, dir.path()).await else { return };
+    let data = dir.path().join("data");
+    let port = free_port();
+    let (mut node, banner) = start(&data, &db.url, port, true).await;
+    let url = field(&banner, "URL:");
+    let did = field(&banner, "DID:");
+    assert_eq!(url, format!("http://localhost:{port}"));
+    assert_eq!(did, format!("did:web:localhost%3A{port}"));
+    let idx = banner.iter().position(|l| l.contains("owner invite")).expect("owner invite printed");
+    let invite = banner[idx + 1].trim().to_owned();
+
+    // The data directory and its master key are private.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(data.join("master.key")).expect("key").permissions().mode() & 0o777, 0o600);
+
+    let health = reqwest::get(format!("{url}/healthz")).await.expect("healthz");
+    assert_eq!(health.status().as_u16(), 200);
+    let metrics = reqwest::get(format!("{url}/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("sichat_http_requests_total"), "{metrics}");
+
+    let wallet = dir.path().join("alice");
+    let out = sichat(&wallet, &["init", "--server", &url, "--invite", &invite, "--name", "alice"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc_before =
+        reqwest::get(format!("{url}/users/alice/did.json")).await.expect("doc").text().await.expect("text");
+
+    // SIGTERM: a clean exit.
+    let status = sigterm(&mut node).await;
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+
+    // Restart: same DIDs, same document, no new owner invite.
+    let (mut node, banner) = start(&data, &db.url, port, false).await;
+    assert_eq!(field(&banner, "DID:"), did);
+    assert!(!banner.iter().any(|l| l.contains("owner invite")), "{banner:?}");
+    let doc_after = reqwest::get(format!("{url}/users/alice/did.json")).await.expect("doc").text().await.expect("text");
+    assert_eq!(doc_before, doc_after);
+    assert!(sichat(&wallet, &["device", "list"]).await.status.success(), "the wallet still logs in");
+
+    // Admin works on the data directory beside the running node.
+    let admin = |args: &[&str]| {
+        let mut c = sichatd(&data, &db.url);
+        c.arg("--public-url").arg(&url).args(args);
+        c.output()
+    };
+    let users = admin(&["admin", "users", "--json"]).await.expect("admin users");
+    let users: serde_json::Value = serde_json::from_slice(&users.stdout).expect("json");
+    assert_eq!(users[0]["name"], "alice");
+    assert_eq!(users[0]["did"], format!("{did}:users:alice"));
+    let inv = admin(&["admin", "invite", "--quota", "3", "--json"]).await.expect("admin invite");
+    let code: serde_json::Value = serde_json::from_slice(&inv.stdout).expect("json");
+    let bob = dir.path().join("bob");
+    let code = code["code"].as_str().expect("code");
+    let out = sichat(&bob, &["init", "--server", &url, "--invite", code, "--name", "bob"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let removed = admin(&["admin", "remove", "bob"]).await.expect("admin remove");
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let gone = reqwest::get(format!("{url}/users/bob/did.json")).await.expect("doc");
+    assert_eq!(gone.status().as_u16(), 410);
+
+    if backend == Backend::Sqlite {
+        let copy = dir.path().join("backup.db");
+        let out = admin(&["admin", "backup", copy.to_str().expect("path")]).await.expect("backup");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let db = sichat_core::db::Db::open(&sichat_core::db::Db::sqlite_url(&copy)).await.expect("backup opens");
+        let n: i64 = sqlx::Row::get(
+            &sqlx::query("SELECT COUNT(*) AS n FROM acct_users").fetch_one(db.pool()).await.expect("q"),
+            "n",
+        );
+        assert_eq!(n, 2, "the copy holds alice and bob's tombstone");
+        let again = admin(&["admin", "backup", copy.to_str().expect("path")]).await.expect("backup");
+        assert!(stderr(&again).contains("already exists"));
+    }
+    sigterm(&mut node).await;
+
+    // The wrong master key is a clear error, and changes nothing.
+    let out = sichatd(&data, &db.url)
+        .env("SICHAT_MASTER_KEY", "A".repeat(43))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("master key does not open"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_restart_and_admin_sqlite() {
+    first_start_restart_and_admin(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_restart_and_admin_postgres() {
+    first_start_restart_and_admin(Backend::Postgres).await
+}
+
+#[tokio::test]
+async fn configuration_errors_are_clear() {
+    let dir = TempDir::new("cfg");
+    let file = dir.path().join("sichat.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\npublic_ulr = \"https://typo.example\"\n").expect("write");
+    let out = Command::new(binary("sichatd")).arg("--config").arg(&file).arg("serve").output().await.expect("run");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("public_ulr"), "{}", stderr(&out));
+
+    let out =
+        Command::new(binary("sichatd")).args(["--config", "/nonexistent.toml", "serve"]).output().await.expect("run");
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+
+    let out = Command::new(binary("sichatd"))
+        .args(["--data-dir"])
+        .arg(dir.path().join("d"))
+        .args(["--database-url", "mysql://nope", "serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .expect("run");
+    assert!(stderr(&out).contains("sqlite:// or postgres://"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
