@@ -9,7 +9,11 @@ use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair};
 use sichat_e2e::{storage_tests, Backend, TestApp};
 use sqlx::Row;
 
-storage_tests!(registration_rejects_bad_input_without_side_effects, login_is_mutual_single_use_and_hashed);
+storage_tests!(
+    registration_rejects_bad_input_without_side_effects,
+    login_is_mutual_single_use_and_hashed,
+    expired_invites_and_rate_limits
+);
 
 /// A would-be user with fresh keys.
 struct Joiner {
@@ -275,5 +279,38 @@ async fn login_is_mutual_single_use_and_hashed(backend: Backend) {
     let (status, body) =
         app.post_json("/api/v1/sessions/challenge", &json!({ "certificate": stranger.cert(&did, 3600) })).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_certificate")));
+    app.stop().await;
+}
+
+async fn expired_invites_and_rate_limits(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |c| {
+        c.rate_limit_per_second = 1;
+        c.rate_limit_burst = 8;
+    })
+    .await
+    else {
+        return;
+    };
+    // An invite past its expiry is refused as expired.
+    sqlx::query("UPDATE acct_invites SET expires_at = 0").execute(app.node.db.pool()).await.expect("expire");
+    let j = Joiner::new();
+    let (status, body) =
+        register(&app, &j.sign(&j.claims(&app, &challenge(&app).await, &app.owner_invite, "alice"))).await;
+    assert_eq!((status, body["error"].as_str()), (410, Some("invite_expired")), "{body}");
+
+    // One address gets its burst, then 429 with Retry-After; health checks stay outside.
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = app.http.get(format!("{}/api/v1/me", app.url)).send().await.expect("send");
+        if r.status().as_u16() == 429 {
+            limited = Some((r.headers().get("retry-after").is_some(), r.json::<Value>().await.expect("json")));
+            break;
+        }
+    }
+    let (retry_after, body) = limited.expect("the rate limit answers 429 within 20 requests");
+    assert!(retry_after);
+    assert_eq!(body["error"], "rate_limited");
+    let (status, _) = app.get_json("/healthz").await;
+    assert_eq!(status, 200);
     app.stop().await;
 }
