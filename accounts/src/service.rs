@@ -519,6 +519,19 @@ impl Accounts {
         self.account(&user.id).await
     }
 
+    /// The user's issuing key, unsealed, with its verification method id
+    /// (`<user did>#issuing-<id>`). For the issuer; never leaves the node.
+    pub async fn issuing_key(&self, user_id: &str) -> Result<(String, Ed25519KeyPair), AccountError> {
+        let mut conn = self.conn().await?;
+        let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AccountError::Unauthorized)?;
+        let (id, sealed) = store::current_issuing_key(&mut conn, user_id)
+            .await?
+            .ok_or_else(|| AccountError::NotFound("this account has no issuing key".into()))?;
+        let secret = self.master.open(&sealed, &format!("acct_issuing_keys:{id}"))?;
+        let kid = self.node.user_did(&user.name)?.url(&format!("issuing-{id}"));
+        Ok((kid, Ed25519KeyPair::from_secret(&secret)?))
+    }
+
     /// Housekeeping: drop expired challenges and sessions.
     pub async fn purge_expired(&self) -> Result<u64, AccountError> {
         Ok(store::purge_expired(&mut *self.conn().await?, now_ms()).await?)

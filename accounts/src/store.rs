@@ -332,6 +332,16 @@ pub async fn issuing_keys(c: &mut Conn, user_id: &str) -> Result<Vec<(String, St
     rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("public_key")?))).collect()
 }
 
+pub async fn current_issuing_key(c: &mut Conn, user_id: &str) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, sealed_secret FROM acct_issuing_keys WHERE user_id = $1 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(c)
+    .await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("sealed_secret")?))).transpose()
+}
+
 // ---- devices ----
 
 #[derive(Debug, Clone)]

@@ -30,17 +30,22 @@ pub fn rate_limiter(per_second: u32, burst: u32) -> Limiter {
 
 /// The whole app of a node.
 pub fn router(node: &Node, limiter: Limiter) -> Router {
-    let node_routes = Router::new()
+    let limited = Router::new()
         .route("/.well-known/did.json", get(node_did_document))
-        .route("/healthz", get(healthz))
-        .with_state(node.clone());
-    Router::new()
+        // A public URL with a path (https://host/sichat) makes did:web:host:sichat, whose
+        // document lives at /sichat/did.json: behind a proxy that strips the prefix, here.
+        .route("/did.json", get(node_did_document))
+        .with_state(node.clone())
         .merge(sichat_accounts::api::router(node.accounts.clone()))
-        .merge(node_routes)
+        .merge(sichat_issuer::api::router(node.issuer.clone(), node.accounts.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(node.config.body_limit_bytes))
-        .layer(middleware::from_fn_with_state(limiter, rate_limit))
-        .route("/metrics", get(metrics_endpoint))
+        .layer(middleware::from_fn_with_state(limiter, rate_limit));
+    // Probes and scrapers are never rate limited.
+    let operations =
+        Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics_endpoint)).with_state(node.clone());
+    limited
+        .merge(operations)
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -74,7 +79,7 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-/// Per-client-address rate limit. `/healthz` and `/metrics` are outside it.
+/// Per-client-address rate limit.
 async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
     let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let Some(ip) = ip {

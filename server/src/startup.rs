@@ -7,6 +7,7 @@ use sichat_accounts::{Accounts, Settings};
 use sichat_core::db::Db;
 use sichat_core::node::NodeIdentity;
 use sichat_core::seal::{MasterKey, MasterKeySource};
+use sichat_issuer::Issuer;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use url::Url;
@@ -18,6 +19,7 @@ pub struct Node {
     pub db: Db,
     pub identity: Arc<NodeIdentity>,
     pub accounts: Arc<Accounts>,
+    pub issuer: Arc<Issuer>,
     pub master_key_source: MasterKeySource,
 }
 
@@ -43,7 +45,8 @@ impl Node {
         };
         let identity = Arc::new(identity);
         let accounts = Arc::new(Accounts::new(db.clone(), identity.clone(), Arc::new(master), settings));
-        Ok(Self { config: Arc::new(config), db, identity, accounts, master_key_source })
+        let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone()));
+        Ok(Self { config: Arc::new(config), db, identity, accounts, issuer, master_key_source })
     }
 
     /// While the node has no accounts, a fresh one-time owner invite.

@@ -3,5 +3,5 @@
 
 mod accounts;
 mod bad_input;
-mod cli;
+mod issuer;
 mod process;

@@ -2,6 +2,7 @@
 //! It also works with no server at all (a `did:key` identity).
 
 mod client;
+mod credential;
 mod wallet;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -80,6 +81,9 @@ enum Command {
     /// Your root key.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Issue credentials to friends, and revoke them.
+    #[command(subcommand)]
+    Credential(credential::CredentialCmd),
 }
 
 #[derive(Subcommand)]
@@ -151,7 +155,7 @@ async fn main() {
     }
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     dir: PathBuf,
     passphrase_file: Option<PathBuf>,
     json: bool,
@@ -187,7 +191,7 @@ impl Ctx {
     }
 
     /// Unlock the wallet and log in to its node.
-    async fn session(&self) -> Result<(Wallet, Client)> {
+    pub(crate) async fn session(&self) -> Result<(Wallet, Client)> {
         let (mut w, pass) = self.open()?;
         let server = w.profile.server.clone().ok_or_else(no_server)?;
         let mut client = Client::new(&server)?;
@@ -198,7 +202,7 @@ impl Ctx {
         Ok((w, client))
     }
 
-    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> Result<()> {
+    pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {
@@ -247,7 +251,17 @@ async fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Key(KeyCmd::Rotate) => rotate(&ctx).await,
+        Command::Credential(cmd) => credential::run(&ctx, cmd).await,
     }
+}
+
+/// A node being joined by `init`.
+struct Joining {
+    client: Client,
+    server: String,
+    invite: String,
+    node_did: Did,
+    node_key: sichat_core::keys::Ed25519Public,
 }
 
 async fn init(
@@ -260,48 +274,27 @@ async fn init(
     if wallet::exists(&ctx.dir) {
         bail!("a wallet already exists in {}: use it, or pass --wallet DIR for another", ctx.dir.display());
     }
+    let joining = match server {
+        None => None,
+        Some(server) => {
+            let invite = invite.ok_or_else(|| anyhow!("--server needs --invite CODE"))?;
+            let name = name.as_deref().ok_or_else(|| anyhow!("choose a user name with --name NAME (a-z, 0-9, '-')"))?;
+            UserName::parse(name).map_err(|e| anyhow!("{e}"))?;
+            let client = Client::new(&server)?;
+            let (node_doc, node_key) = client.node().await?;
+            let server = server.trim_end_matches('/').to_owned();
+            Some(Joining { client, server, invite, node_did: node_doc.id, node_key })
+        }
+    };
     let root = Ed25519KeyPair::generate();
     let sign = Ed25519KeyPair::generate();
     let agree = X25519KeyPair::generate();
     let device_id = new_id();
-
-    let Some(server) = server else {
-        // Alone: a did:key identity, with this device blessed by the root key.
-        let did = Did::key(&root.public());
-        let certificate = DeviceCertificate::issue(
-            &root,
-            &did,
-            &device_id,
-            &device_name,
-            &sign.public(),
-            &agree.public(),
-            CERT_LIFETIME_SECS,
-        )?;
-        let profile = Profile {
-            did: did.to_string(),
-            name,
-            server: None,
-            node_did: None,
-            node_key: None,
-            device_id,
-            device_name,
-            has_root_key: true,
-            created_at: now_ms(),
-        };
-        let w = Wallet { profile, root: Some(root), device_sign: sign, device_agree: agree, certificate };
-        w.save(&ctx.dir, &ctx.passphrase(true)?)?;
-        return ctx.print(&w.profile, |p| {
-            println!("Made a wallet in {} for {}", ctx.dir.display(), p.did);
-            println!("It works alone. To join a node later, make a new wallet with --server and --invite.");
-        });
+    // Alone: a did:key. On a node: did:web:<node>:users:<name>.
+    let did = match (&joining, &name) {
+        (Some(j), Some(name)) => j.node_did.web_child(&["users", name])?,
+        _ => Did::key(&root.public()),
     };
-
-    let invite = invite.ok_or_else(|| anyhow!("--server needs --invite CODE"))?;
-    let name = name.ok_or_else(|| anyhow!("choose a user name with --name NAME (a-z, 0-9, '-')"))?;
-    UserName::parse(&name).map_err(|e| anyhow!("{e}"))?;
-    let client = Client::new(&server)?;
-    let (node_doc, node_key) = client.node().await?;
-    let did = node_doc.id.web_child(&["users", &name])?;
     let certificate = DeviceCertificate::issue(
         &root,
         &did,
@@ -313,21 +306,29 @@ async fn init(
     )?;
     let profile = Profile {
         did: did.to_string(),
-        name: Some(name.clone()),
-        server: Some(server.trim_end_matches('/').to_owned()),
-        node_did: Some(node_doc.id.to_string()),
-        node_key: Some(node_key.to_multibase()),
+        name,
+        server: joining.as_ref().map(|j| j.server.clone()),
+        node_did: joining.as_ref().map(|j| j.node_did.to_string()),
+        node_key: joining.as_ref().map(|j| j.node_key.to_multibase()),
         device_id,
         device_name,
         has_root_key: true,
         created_at: now_ms(),
     };
     let w = Wallet { profile, root: Some(root), device_sign: sign, device_agree: agree, certificate };
+    let passphrase = ctx.passphrase(true)?;
+
+    let Some(joining) = joining else {
+        w.save(&ctx.dir, &passphrase)?;
+        return ctx.print(&w.profile, |p| {
+            println!("Made a wallet in {} for {}", ctx.dir.display(), p.did);
+            println!("It works alone. To join a node later, make a new wallet with --server and --invite.");
+        });
+    };
     // Keep the keys on disk before the node learns of them: an account whose root key
     // was never saved could not be recovered.
-    let pending = w.write_pending(&ctx.dir, &ctx.passphrase(true)?)?;
-    let registered = register(&client, &w, &invite).await;
-    let account = match registered {
+    let pending = w.write_pending(&ctx.dir, &passphrase)?;
+    let account = match register(&joining.client, &w, &joining.invite).await {
         Ok(a) => a,
         Err(e) => {
             let _ = std::fs::remove_file(&pending);
@@ -541,7 +542,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
     })
 }
 
-fn date(ms: i64) -> String {
+pub(crate) fn date(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| ms.to_string())
 }

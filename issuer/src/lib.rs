@@ -1,0 +1,21 @@
+//! The issuer: W3C Verifiable Credentials (Data Model 2.0) signed with a user's issuing
+//! key, so the node issues while the user is offline.
+//!
+//! - [`types`]: credential types and their JSON Schemas.
+//! - [`credential`]: building a credential and securing it as `vc+jwt`.
+//! - [`status`]: Bitstring Status List encoding.
+//! - [`service`]: issuing, the issuance log, revocation and suspension, served lists.
+//! - [`api`]: the axum router.
+//!
+//! Tables: `issuer_*`.
+
+pub mod api;
+pub mod credential;
+mod error;
+pub mod service;
+pub mod status;
+mod store;
+pub mod types;
+
+pub use error::IssuerError;
+pub use service::Issuer;

@@ -1,0 +1,369 @@
+//! Issuing: types, signing with the user's issuing key, status lists, the issuance log.
+
+use crate::credential::{self, Draft, StatusEntry};
+use crate::status::{Bitstring, Purpose, LIST_SIZE};
+use crate::store::{self, CredentialRow};
+use crate::types::{self, CredentialType};
+use crate::IssuerError;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use sichat_accounts::{Accounts, AuthDevice};
+use sichat_core::db::{is_unique_violation, Backend, Db};
+use sichat_core::did::Did;
+use sichat_core::ids::{new_id, now_ms, random_bytes};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    /// A credential type name, e.g. `FriendCredential`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The holder's DID: the credential subject.
+    pub subject: String,
+    pub claims: Map<String, Value>,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub valid_until: Option<i64>,
+    /// Give it a suspension entry too, so it can be suspended and resumed.
+    #[serde(default)]
+    pub suspendable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Issued {
+    pub id: String,
+    pub format: String,
+    pub credential: String,
+}
+
+/// One line of the issuance log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub subject: String,
+    pub claims: Value,
+    /// `active`, `suspended` or `revoked`.
+    pub status: String,
+    pub issued_at: i64,
+    pub valid_until: Option<i64>,
+    pub suspendable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusAction {
+    Revoke,
+    Suspend,
+    Resume,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewType {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub schema: Value,
+}
+
+/// A signed status list credential and its entity tag.
+#[derive(Debug, Clone)]
+pub struct ServedList {
+    pub etag: String,
+    pub jwt: String,
+}
+
+pub struct Issuer {
+    db: Db,
+    accounts: Arc<Accounts>,
+    /// Signed status lists by list id, re-signed only when the bits change.
+    lists: Mutex<HashMap<String, ServedList>>,
+}
+
+impl Issuer {
+    pub fn new(db: Db, accounts: Arc<Accounts>) -> Self {
+        Self { db, accounts, lists: Mutex::new(HashMap::new()) }
+    }
+
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, IssuerError> {
+        Ok(self.db.pool().acquire().await?)
+    }
+
+    fn postgres(&self) -> bool {
+        self.db.backend() == Backend::Postgres
+    }
+
+    fn base_url(&self, user_name: &str) -> String {
+        self.accounts.node().url(&format!("users/{user_name}"))
+    }
+
+    pub fn schema_url(&self, user_name: &str, type_name: &str) -> String {
+        format!("{}/credential-types/{type_name}/schema.json", self.base_url(user_name))
+    }
+
+    pub fn list_url(&self, user_name: &str, list_id: &str) -> String {
+        format!("{}/status/{list_id}", self.base_url(user_name))
+    }
+
+    // ---- types ----
+
+    pub async fn types(&self, user_id: &str) -> Result<Vec<CredentialType>, IssuerError> {
+        let mut all = types::builtin();
+        for (name, display_name, schema) in store::user_types(&mut *self.conn().await?, user_id).await? {
+            let schema = serde_json::from_str(&schema).map_err(|e| IssuerError::Internal(e.to_string()))?;
+            all.push(CredentialType { name, display_name, schema, builtin: false });
+        }
+        Ok(all)
+    }
+
+    async fn find_type(&self, user_id: &str, name: &str) -> Result<CredentialType, IssuerError> {
+        self.types(user_id)
+            .await?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| IssuerError::UnknownType(name.into()))
+    }
+
+    pub async fn add_type(&self, me: &AuthDevice, new: NewType) -> Result<CredentialType, IssuerError> {
+        types::check_name(&new.name)?;
+        if types::builtin().iter().any(|t| t.name == new.name) {
+            return Err(IssuerError::Conflict(format!("{} is a built-in type", new.name)));
+        }
+        types::subject_schema(&new.schema)?;
+        let display_name = new.display_name.unwrap_or_else(|| new.name.clone());
+        if display_name.is_empty() || display_name.len() > 100 {
+            return Err(IssuerError::InvalidType("display name must be 1-100 characters".into()));
+        }
+        let schema = serde_json::to_string(&new.schema).map_err(|e| IssuerError::Internal(e.to_string()))?;
+        let mut conn = self.conn().await?;
+        store::insert_type(&mut conn, &new_id(), &me.user_id, &new.name, &display_name, &schema, now_ms())
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    IssuerError::Conflict(format!("you already have a type named {}", new.name))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(CredentialType { name: new.name, display_name, schema: new.schema, builtin: false })
+    }
+
+    /// The JSON Schema a credential's `credentialSchema` points at.
+    pub async fn schema_document(&self, user_name: &str, type_name: &str) -> Result<Value, IssuerError> {
+        let user_id = self.user_id(user_name).await?;
+        let t = self.find_type(&user_id, type_name).await?;
+        types::credential_schema(&self.schema_url(user_name, type_name), &t)
+    }
+
+    async fn user_id(&self, name: &str) -> Result<String, IssuerError> {
+        let row = sqlx::query("SELECT id FROM acct_users WHERE name = $1 AND status = 'active'")
+            .bind(name)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| IssuerError::NotFound(format!("no account named {name}")))?;
+        Ok(sqlx::Row::try_get(&row, "id")?)
+    }
+
+    // ---- issuing ----
+
+    /// Sign a credential for `req.subject` with the user's issuing key and log it.
+    pub async fn issue(&self, me: &AuthDevice, req: IssueRequest) -> Result<Issued, IssuerError> {
+        let holder = Did::parse(&req.subject)?;
+        let t = self.find_type(&me.user_id, &req.type_name).await?;
+        if req.claims.contains_key("id") {
+            return Err(IssuerError::InvalidRequest(
+                "claims may not contain \"id\": the subject's id is the holder DID".into(),
+            ));
+        }
+        let mut subject = Map::new();
+        subject.insert("id".into(), json!(holder.as_str()));
+        subject.extend(req.claims.clone());
+        let subject = Value::Object(subject);
+        types::check_subject(&t, &subject)?;
+        let now = now_ms();
+        if let Some(until) = req.valid_until {
+            if until <= now {
+                return Err(IssuerError::InvalidRequest("valid_until must be in the future".into()));
+            }
+        }
+        let (kid, key) = self.accounts.issuing_key(&me.user_id).await?;
+        let issuer_did = kid.split('#').next().unwrap_or_default().to_owned();
+        let id = new_id();
+
+        let mut tx = self.db.pool().begin().await?;
+        let (rev_list, rev_index) = self.allocate(&mut tx, &me.user_id, Purpose::Revocation, now).await?;
+        let suspension = match req.suspendable {
+            true => Some(self.allocate(&mut tx, &me.user_id, Purpose::Suspension, now).await?),
+            false => None,
+        };
+        let mut statuses = vec![StatusEntry {
+            purpose: Purpose::Revocation.as_str(),
+            list_url: self.list_url(&me.user_name, &rev_list),
+            index: rev_index,
+        }];
+        if let Some((list, index)) = &suspension {
+            statuses.push(StatusEntry {
+                purpose: Purpose::Suspension.as_str(),
+                list_url: self.list_url(&me.user_name, list),
+                index: *index,
+            });
+        }
+        let schema_url = self.schema_url(&me.user_name, &t.name);
+        let vc = credential::build(&Draft {
+            id: &id,
+            issuer: &issuer_did,
+            type_name: &t.name,
+            subject: &subject,
+            schema_url: &schema_url,
+            statuses: &statuses,
+            valid_from_ms: now,
+            valid_until_ms: req.valid_until,
+        });
+        let jwt = credential::sign_vc_jwt(&key, &kid, &vc)?;
+        let row = CredentialRow {
+            id: id.clone(),
+            user_id: me.user_id.clone(),
+            type_name: t.name.clone(),
+            subject: holder.to_string(),
+            claims: Value::Object(req.claims).to_string(),
+            revocation_list: rev_list,
+            revocation_index: rev_index as i64,
+            suspension_list: suspension.as_ref().map(|s| s.0.clone()),
+            suspension_index: suspension.map(|s| s.1 as i64),
+            status: "active".into(),
+            issued_at: now,
+            valid_until: req.valid_until,
+        };
+        store::insert_credential(&mut tx, &row).await?;
+        tx.commit().await?;
+        metrics::counter!("sichat_credentials_issued_total").increment(1);
+        tracing::info!(issuer = %issuer_did, credential = %id, r#type = %t.name, "credential issued");
+        Ok(Issued { id, format: "vc+jwt".into(), credential: jwt })
+    }
+
+    /// A free index, chosen at random, in the user's current list for `purpose` (a new
+    /// list when it is crowded). Random indexes keep neighbours from learning order.
+    async fn allocate(
+        &self,
+        c: &mut store::Conn,
+        user_id: &str,
+        purpose: Purpose,
+        now: i64,
+    ) -> Result<(String, usize), IssuerError> {
+        if let Some((list, _)) = store::current_list(c, user_id, purpose).await? {
+            for _ in 0..32 {
+                let index = (u32::from_le_bytes(random_bytes::<4>()) as usize) % LIST_SIZE;
+                if !store::index_taken(c, &list, index as i64).await? {
+                    return Ok((list, index));
+                }
+            }
+        }
+        let list = new_id();
+        store::insert_list(c, &list, user_id, purpose, Bitstring::new(LIST_SIZE).as_bytes(), now).await?;
+        let index = (u32::from_le_bytes(random_bytes::<4>()) as usize) % LIST_SIZE;
+        Ok((list, index))
+    }
+
+    pub async fn issued(&self, me: &AuthDevice) -> Result<Vec<IssuedRecord>, IssuerError> {
+        let rows = store::credentials(&mut *self.conn().await?, &me.user_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| IssuedRecord {
+                claims: serde_json::from_str(&r.claims).unwrap_or(Value::Null),
+                suspendable: r.suspension_list.is_some(),
+                id: r.id,
+                type_name: r.type_name,
+                subject: r.subject,
+                status: r.status,
+                issued_at: r.issued_at,
+                valid_until: r.valid_until,
+            })
+            .collect())
+    }
+
+    /// Revoke (for good), suspend or resume one of the user's credentials. The served
+    /// status list changes at once.
+    pub async fn set_status(
+        &self,
+        me: &AuthDevice,
+        id: &str,
+        action: StatusAction,
+    ) -> Result<IssuedRecord, IssuerError> {
+        let mut tx = self.db.pool().begin().await?;
+        let row = store::credential(&mut tx, id, &me.user_id)
+            .await?
+            .ok_or_else(|| IssuerError::NotFound(format!("you issued no credential {id}")))?;
+        if row.status == "revoked" {
+            return Err(IssuerError::Conflict("this credential is revoked; revocation is final".into()));
+        }
+        let (list, index, bit, status) = match action {
+            StatusAction::Revoke => (row.revocation_list.clone(), row.revocation_index, true, "revoked"),
+            StatusAction::Suspend | StatusAction::Resume => {
+                let (Some(list), Some(index)) = (row.suspension_list.clone(), row.suspension_index) else {
+                    return Err(IssuerError::Conflict("this credential was not issued as suspendable".into()));
+                };
+                match action {
+                    StatusAction::Suspend => (list, index, true, "suspended"),
+                    _ => (list, index, false, "active"),
+                }
+            }
+        };
+        let (_, _, _, bytes, _) = store::list(&mut tx, &list, self.postgres())
+            .await?
+            .ok_or_else(|| IssuerError::Internal("status list missing".into()))?;
+        let mut bits = Bitstring::from_bytes(bytes);
+        bits.set(index as usize, bit)?;
+        store::save_bits(&mut tx, &list, bits.as_bytes(), now_ms()).await?;
+        store::set_status(&mut tx, id, status).await?;
+        tx.commit().await?;
+        tracing::info!(credential = %id, status, "credential status changed");
+        let mut records = self.issued(me).await?;
+        records.retain(|r| r.id == id);
+        records.pop().ok_or_else(|| IssuerError::Internal("credential vanished".into()))
+    }
+
+    // ---- serving status lists ----
+
+    /// The signed status list credential, re-signed only when its bits have changed.
+    pub async fn status_list(&self, user_name: &str, list_id: &str) -> Result<ServedList, IssuerError> {
+        let found = store::list(&mut *self.conn().await?, list_id, false).await?;
+        let (user_id, name, purpose, bytes, updated_at) =
+            found.filter(|l| l.1 == user_name).ok_or_else(|| IssuerError::NotFound("no such status list".into()))?;
+        let etag = format!("\"{}\"", &hex(&Sha256::digest(&bytes))[..32]);
+        if let Some(hit) = self.cached(list_id).filter(|c| c.etag == etag) {
+            return Ok(hit);
+        }
+        let (kid, key) = self.accounts.issuing_key(&user_id).await?;
+        let url = self.list_url(&name, list_id);
+        let vc = json!({
+            "@context": [credential::VCDM2_CONTEXT],
+            "id": url,
+            "type": ["VerifiableCredential", "BitstringStatusListCredential"],
+            "issuer": kid.split('#').next().unwrap_or_default(),
+            "validFrom": credential::rfc3339(updated_at),
+            "credentialSubject": {
+                "id": format!("{url}#list"),
+                "type": "BitstringStatusList",
+                "statusPurpose": purpose,
+                "encodedList": Bitstring::from_bytes(bytes).encode(),
+            }
+        });
+        let served = ServedList { etag, jwt: credential::sign_vc_jwt(&key, &kid, &vc)? };
+        if let Ok(mut cache) = self.lists.lock() {
+            cache.insert(list_id.to_owned(), served.clone());
+        }
+        Ok(served)
+    }
+
+    fn cached(&self, list_id: &str) -> Option<ServedList> {
+        self.lists.lock().ok().and_then(|c| c.get(list_id).cloned())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

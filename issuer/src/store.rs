@@ -1,0 +1,195 @@
+//! The issuer's tables (`issuer_*`) and every query on them.
+
+use crate::status::Purpose;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+pub type Conn = AnyConnection;
+
+pub async fn user_types(c: &mut Conn, user_id: &str) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, display_name, schema FROM issuer_types WHERE user_id = $1 ORDER BY name")
+        .bind(user_id)
+        .fetch_all(c)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("display_name")?, r.try_get("schema")?))).collect()
+}
+
+pub async fn insert_type(
+    c: &mut Conn,
+    id: &str,
+    user_id: &str,
+    name: &str,
+    display_name: &str,
+    schema: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO issuer_types (id, user_id, name, display_name, schema, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(name)
+    .bind(display_name)
+    .bind(schema)
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The newest list of a user for a purpose: (id, bits).
+pub async fn current_list(
+    c: &mut Conn,
+    user_id: &str,
+    purpose: Purpose,
+) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, bits FROM issuer_status_lists WHERE user_id = $1 AND purpose = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(purpose.as_str())
+    .fetch_optional(c)
+    .await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("bits")?))).transpose()
+}
+
+pub async fn insert_list(
+    c: &mut Conn,
+    id: &str,
+    user_id: &str,
+    purpose: Purpose,
+    bits: &[u8],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO issuer_status_lists (id, user_id, purpose, bits, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(purpose.as_str())
+    .bind(bits.to_vec())
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// A list with its owner's name: (user id, user name, purpose, bits, updated_at).
+pub async fn list(
+    c: &mut Conn,
+    id: &str,
+    lock: bool,
+) -> Result<Option<(String, String, String, Vec<u8>, i64)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT l.user_id, u.name, l.purpose, l.bits, l.updated_at FROM issuer_status_lists l \
+         JOIN acct_users u ON u.id = l.user_id WHERE l.id = $1{}",
+        if lock { " FOR UPDATE OF l" } else { "" }
+    );
+    let row = sqlx::query(&sql).bind(id).fetch_optional(c).await?;
+    row.map(|r| {
+        Ok((
+            r.try_get("user_id")?,
+            r.try_get("name")?,
+            r.try_get("purpose")?,
+            r.try_get("bits")?,
+            r.try_get("updated_at")?,
+        ))
+    })
+    .transpose()
+}
+
+pub async fn save_bits(c: &mut Conn, id: &str, bits: &[u8], now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE issuer_status_lists SET bits = $1, updated_at = $2 WHERE id = $3")
+        .bind(bits.to_vec())
+        .bind(now)
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn index_taken(c: &mut Conn, list_id: &str, index: i64) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM issuer_credentials WHERE (revocation_list = $1 AND revocation_index = $2) \
+         OR (suspension_list = $1 AND suspension_index = $2)",
+    )
+    .bind(list_id)
+    .bind(index)
+    .fetch_one(c)
+    .await?;
+    Ok(row.try_get::<i64, _>("n")? > 0)
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialRow {
+    pub id: String,
+    pub user_id: String,
+    pub type_name: String,
+    pub subject: String,
+    pub claims: String,
+    pub revocation_list: String,
+    pub revocation_index: i64,
+    pub suspension_list: Option<String>,
+    pub suspension_index: Option<i64>,
+    pub status: String,
+    pub issued_at: i64,
+    pub valid_until: Option<i64>,
+}
+
+fn credential_row(r: &AnyRow) -> Result<CredentialRow, sqlx::Error> {
+    Ok(CredentialRow {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        type_name: r.try_get("type_name")?,
+        subject: r.try_get("subject")?,
+        claims: r.try_get("claims")?,
+        revocation_list: r.try_get("revocation_list")?,
+        revocation_index: r.try_get("revocation_index")?,
+        suspension_list: r.try_get("suspension_list")?,
+        suspension_index: r.try_get("suspension_index")?,
+        status: r.try_get("status")?,
+        issued_at: r.try_get("issued_at")?,
+        valid_until: r.try_get("valid_until")?,
+    })
+}
+
+const CREDENTIAL_COLUMNS: &str = "id, user_id, type_name, subject, claims, revocation_list, revocation_index, \
+     suspension_list, suspension_index, status, issued_at, valid_until";
+
+pub async fn insert_credential(c: &mut Conn, r: &CredentialRow) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO issuer_credentials ({CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    );
+    sqlx::query(&sql)
+        .bind(&r.id)
+        .bind(&r.user_id)
+        .bind(&r.type_name)
+        .bind(&r.subject)
+        .bind(&r.claims)
+        .bind(&r.revocation_list)
+        .bind(r.revocation_index)
+        .bind(&r.suspension_list)
+        .bind(r.suspension_index)
+        .bind(&r.status)
+        .bind(r.issued_at)
+        .bind(r.valid_until)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn credential(c: &mut Conn, id: &str, user_id: &str) -> Result<Option<CredentialRow>, sqlx::Error> {
+    let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM issuer_credentials WHERE id = $1 AND user_id = $2");
+    sqlx::query(&sql).bind(id).bind(user_id).fetch_optional(c).await?.as_ref().map(credential_row).transpose()
+}
+
+pub async fn credentials(c: &mut Conn, user_id: &str) -> Result<Vec<CredentialRow>, sqlx::Error> {
+    let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM issuer_credentials WHERE user_id = $1 ORDER BY issued_at, id");
+    let rows = sqlx::query(&sql).bind(user_id).fetch_all(c).await?;
+    rows.iter().map(credential_row).collect()
+}
+
+pub async fn set_status(c: &mut Conn, id: &str, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE issuer_credentials SET status = $1 WHERE id = $2").bind(status).bind(id).execute(c).await?;
+    Ok(())
+}

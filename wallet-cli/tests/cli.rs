@@ -1,0 +1,139 @@
+//! The wallet on its own: no server needed. Runs the real `sichat` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PASSPHRASE: &str = "test passphrase, not a secret";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("sichat-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sichat_env(wallet: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sichat"));
+    cmd.arg("--wallet").arg(wallet).args(args).env_remove("SICHAT_PASSPHRASE").stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run sichat")
+}
+
+fn sichat(wallet: &Path, args: &[&str]) -> Output {
+    sichat_env(wallet, args, &[("SICHAT_PASSPHRASE", PASSPHRASE)])
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[test]
+fn init_without_a_server_makes_a_did_key_identity() {
+    let dir = TempDir::new("wallet");
+    let w = dir.path().join("w");
+    let out = sichat(&w, &["--json", "init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let profile = json(&out);
+    let did = profile["did"].as_str().expect("did").to_owned();
+    assert!(did.starts_with("did:key:z6Mk"), "{did}");
+    assert!(profile["server"].is_null());
+
+    // whoami needs no passphrase; did show derives the did:key document offline.
+    let who = json(&sichat_env(&w, &["--json", "whoami"], &[]));
+    assert_eq!(who["did"], did.as_str());
+    let doc = json(&sichat(&w, &["did", "show"]));
+    assert_eq!(doc["id"], did.as_str());
+    assert_eq!(doc["keyAgreement"].as_array().map(Vec::len), Some(1));
+
+    // The wallet file is private and holds no key in the clear.
+    let file = w.join("wallet.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(text.contains("argon2id"));
+    assert!(!text.contains("\"d\""), "no JWK private parts");
+
+    // A second init refuses to overwrite; server commands say there is no server.
+    let again = sichat(&w, &["init"]);
+    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    let no_server = sichat(&w, &["invite", "list"]);
+    assert!(stderr(&no_server).contains("no server"), "{}", stderr(&no_server));
+}
+
+#[test]
+fn passphrase_mistakes_are_explained() {
+    let dir = TempDir::new("wallet");
+    let w = dir.path().join("w");
+    assert!(sichat(&w, &["init"]).status.success());
+    let wrong = sichat_env(&w, &["device", "list"], &[("SICHAT_PASSPHRASE", "wrong")]);
+    assert!(stderr(&wrong).contains("wrong passphrase"), "{}", stderr(&wrong));
+    let none = sichat_env(&w, &["did", "show"], &[]);
+    assert!(none.status.success(), "did show needs no passphrase");
+    let none = sichat_env(&w, &["key", "rotate"], &[]);
+    assert!(stderr(&none).contains("SICHAT_PASSPHRASE"), "{}", stderr(&none));
+    // --passphrase-file works, and --json errors are JSON.
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "wrong\n").expect("write");
+    let out = sichat_env(&w, &["--json", "--passphrase-file", pass.to_str().expect("p"), "device", "list"], &[]);
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr).expect("JSON error");
+    assert!(err["message"].as_str().is_some_and(|m| m.contains("wrong passphrase")));
+    let missing = sichat(&dir.path().join("nowhere"), &["whoami"]);
+    assert!(stderr(&missing).contains("sichat init"), "{}", stderr(&missing));
+}
+
+#[test]
+fn every_command_has_help() {
+    let cmds: &[&[&str]] = &[
+        &[],
+        &["init"],
+        &["whoami"],
+        &["did"],
+        &["did", "show"],
+        &["device"],
+        &["device", "list"],
+        &["device", "add"],
+        &["device", "revoke"],
+        &["invite"],
+        &["invite", "create"],
+        &["invite", "list"],
+        &["invite", "revoke"],
+        &["user", "remove"],
+        &["key", "rotate"],
+        &["credential"],
+        &["credential", "type", "list"],
+        &["credential", "type", "add"],
+        &["credential", "issue"],
+        &["credential", "issued"],
+        &["credential", "revoke"],
+        &["credential", "suspend"],
+        &["credential", "resume"],
+    ];
+    for cmd in cmds {
+        let out = Command::new(env!("CARGO_BIN_EXE_sichat")).args(*cmd).arg("--help").output().expect("run");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "sichat {cmd:?} --help"
+        );
+    }
+}
