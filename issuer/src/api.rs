@@ -1,8 +1,10 @@
 //! HTTP endpoints of the issuer. Handlers parse, call [`Issuer`], and map.
 
+use crate::oid4vci::{CredentialRequest, NewOffer, OAuthError, OfferCreated, TokenRequest};
 use crate::service::{IssueRequest, Issued, IssuedRecord, Issuer, NewType, StatusAction};
 use crate::types::CredentialType;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{Form, FromRef, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,6 +30,13 @@ pub fn router(issuer: Arc<Issuer>, accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/issuer/types", get(list_types).post(add_type))
         .route("/api/v1/issuer/credentials", get(issued).post(issue))
         .route("/api/v1/issuer/credentials/{id}/{action}", post(set_status))
+        .route("/api/v1/issuer/offers", get(offers).post(create_offer))
+        .route("/.well-known/openid-credential-issuer/users/{name}", get(issuer_metadata))
+        .route("/.well-known/oauth-authorization-server/users/{name}", get(as_metadata))
+        .route("/users/{name}/oid4vci/offers/{code}", get(offer_by_reference))
+        .route("/users/{name}/oid4vci/token", post(token))
+        .route("/users/{name}/oid4vci/nonce", post(nonce))
+        .route("/users/{name}/oid4vci/credential", post(credential))
         .route("/users/{name}/status/{list}", get(status_list))
         .route("/users/{name}/credential-types/{type_name}/schema.json", get(schema))
         .with_state(AppState { issuer, accounts })
@@ -103,4 +112,86 @@ async fn schema(
 ) -> Result<impl IntoResponse, ApiError> {
     let doc = s.issuer.schema_document(&name, &type_name).await?;
     Ok(([(header::CONTENT_TYPE, "application/schema+json")], Json(doc)))
+}
+
+// ---- OpenID4VCI ----
+
+const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store");
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({"error": self.error, "error_description": self.description}));
+        let mut resp = (self.status, [NO_STORE], body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = format!("Bearer error=\"{}\"", self.error);
+            if let Ok(v) = challenge.parse() {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        resp
+    }
+}
+
+async fn create_offer(
+    State(s): State<AppState>,
+    me: AuthDevice,
+    ApiJson(offer): ApiJson<NewOffer>,
+) -> Result<impl IntoResponse, ApiError> {
+    let created: OfferCreated = s.issuer.create_offer(&me, offer).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn offers(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    Ok(Json(s.issuer.offers(&me).await?))
+}
+
+async fn issuer_metadata(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.issuer_metadata(&name).await?))
+}
+
+async fn as_metadata(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.issuer.authorization_server_metadata(&name).await?))
+}
+
+async fn offer_by_reference(
+    State(s): State<AppState>,
+    Path((name, code)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(([NO_STORE], Json(s.issuer.offer_by_reference(&name, &code).await?)))
+}
+
+async fn token(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Result<impl IntoResponse, OAuthError> {
+    let Form(req) = form.map_err(|e| OAuthError {
+        status: StatusCode::BAD_REQUEST,
+        error: "invalid_request",
+        description: e.body_text(),
+    })?;
+    Ok(([NO_STORE], Json(s.issuer.token(&name, req).await?)))
+}
+
+async fn nonce(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(([NO_STORE], Json(s.issuer.nonce(&name).await?)))
+}
+
+async fn credential(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<CredentialRequest>, JsonRejection>,
+) -> Result<impl IntoResponse, OAuthError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Json(req) = body.map_err(|e| OAuthError {
+        status: StatusCode::BAD_REQUEST,
+        error: "invalid_credential_request",
+        description: e.body_text(),
+    })?;
+    Ok(([NO_STORE], Json(s.issuer.credential(&name, token, req).await?)))
 }

@@ -77,9 +77,21 @@ pub struct ServedList {
     pub jwt: String,
 }
 
+/// A credential ready to be signed: checked, with its key unsealed.
+pub(crate) struct Prepared {
+    user_id: String,
+    user_name: String,
+    holder: Did,
+    t: CredentialType,
+    subject: Value,
+    req: IssueRequest,
+    kid: String,
+    key: sichat_core::keys::Ed25519KeyPair,
+}
+
 pub struct Issuer {
-    db: Db,
-    accounts: Arc<Accounts>,
+    pub(crate) db: Db,
+    pub(crate) accounts: Arc<Accounts>,
     /// Signed status lists by list id, re-signed only when the bits change.
     lists: Mutex<HashMap<String, ServedList>>,
 }
@@ -97,7 +109,7 @@ impl Issuer {
         self.db.backend() == Backend::Postgres
     }
 
-    fn base_url(&self, user_name: &str) -> String {
+    pub(crate) fn base_url(&self, user_name: &str) -> String {
         self.accounts.node().url(&format!("users/{user_name}"))
     }
 
@@ -120,7 +132,7 @@ impl Issuer {
         Ok(all)
     }
 
-    async fn find_type(&self, user_id: &str, name: &str) -> Result<CredentialType, IssuerError> {
+    pub(crate) async fn find_type(&self, user_id: &str, name: &str) -> Result<CredentialType, IssuerError> {
         self.types(user_id)
             .await?
             .into_iter()
@@ -159,7 +171,7 @@ impl Issuer {
         types::credential_schema(&self.schema_url(user_name, type_name), &t)
     }
 
-    async fn user_id(&self, name: &str) -> Result<String, IssuerError> {
+    pub(crate) async fn user_id(&self, name: &str) -> Result<String, IssuerError> {
         let row = sqlx::query("SELECT id FROM acct_users WHERE name = $1 AND status = 'active'")
             .bind(name)
             .fetch_optional(self.db.pool())
@@ -172,8 +184,22 @@ impl Issuer {
 
     /// Sign a credential for `req.subject` with the user's issuing key and log it.
     pub async fn issue(&self, me: &AuthDevice, req: IssueRequest) -> Result<Issued, IssuerError> {
+        let prepared = self.prepare(&me.user_id, &me.user_name, req).await?;
+        let mut tx = self.db.pool().begin().await?;
+        let issued = self.issue_prepared(&mut tx, prepared).await?;
+        tx.commit().await?;
+        Ok(issued)
+    }
+
+    /// Everything that needs no transaction: the type, the schema check, the key.
+    pub(crate) async fn prepare(
+        &self,
+        user_id: &str,
+        user_name: &str,
+        req: IssueRequest,
+    ) -> Result<Prepared, IssuerError> {
         let holder = Did::parse(&req.subject)?;
-        let t = self.find_type(&me.user_id, &req.type_name).await?;
+        let t = self.find_type(user_id, &req.type_name).await?;
         if req.claims.contains_key("id") {
             return Err(IssuerError::InvalidRequest(
                 "claims may not contain \"id\": the subject's id is the holder DID".into(),
@@ -184,64 +210,66 @@ impl Issuer {
         subject.extend(req.claims.clone());
         let subject = Value::Object(subject);
         types::check_subject(&t, &subject)?;
-        let now = now_ms();
         if let Some(until) = req.valid_until {
-            if until <= now {
+            if until <= now_ms() {
                 return Err(IssuerError::InvalidRequest("valid_until must be in the future".into()));
             }
         }
-        let (kid, key) = self.accounts.issuing_key(&me.user_id).await?;
-        let issuer_did = kid.split('#').next().unwrap_or_default().to_owned();
-        let id = new_id();
+        let (kid, key) = self.accounts.issuing_key(user_id).await?;
+        Ok(Prepared { user_id: user_id.into(), user_name: user_name.into(), holder, t, subject, req, kid, key })
+    }
 
-        let mut tx = self.db.pool().begin().await?;
-        let (rev_list, rev_index) = self.allocate(&mut tx, &me.user_id, Purpose::Revocation, now).await?;
-        let suspension = match req.suspendable {
-            true => Some(self.allocate(&mut tx, &me.user_id, Purpose::Suspension, now).await?),
+    /// Allocate status entries, sign, and log, inside the caller's transaction.
+    pub(crate) async fn issue_prepared(&self, tx: &mut store::Conn, p: Prepared) -> Result<Issued, IssuerError> {
+        let now = now_ms();
+        let issuer_did = p.kid.split('#').next().unwrap_or_default().to_owned();
+        let id = new_id();
+        let (rev_list, rev_index) = self.allocate(tx, &p.user_id, Purpose::Revocation, now).await?;
+        let suspension = match p.req.suspendable {
+            true => Some(self.allocate(tx, &p.user_id, Purpose::Suspension, now).await?),
             false => None,
         };
         let mut statuses = vec![StatusEntry {
             purpose: Purpose::Revocation.as_str(),
-            list_url: self.list_url(&me.user_name, &rev_list),
+            list_url: self.list_url(&p.user_name, &rev_list),
             index: rev_index,
         }];
         if let Some((list, index)) = &suspension {
             statuses.push(StatusEntry {
                 purpose: Purpose::Suspension.as_str(),
-                list_url: self.list_url(&me.user_name, list),
+                list_url: self.list_url(&p.user_name, list),
                 index: *index,
             });
         }
-        let schema_url = self.schema_url(&me.user_name, &t.name);
+        let schema_url = self.schema_url(&p.user_name, &p.t.name);
         let vc = credential::build(&Draft {
             id: &id,
             issuer: &issuer_did,
-            type_name: &t.name,
-            subject: &subject,
+            type_name: &p.t.name,
+            subject: &p.subject,
             schema_url: &schema_url,
             statuses: &statuses,
             valid_from_ms: now,
-            valid_until_ms: req.valid_until,
+            valid_until_ms: p.req.valid_until,
         });
-        let jwt = credential::sign_vc_jwt(&key, &kid, &vc)?;
+        let jwt = credential::sign_vc_jwt(&p.key, &p.kid, &vc)?;
         let row = CredentialRow {
             id: id.clone(),
-            user_id: me.user_id.clone(),
-            type_name: t.name.clone(),
-            subject: holder.to_string(),
-            claims: Value::Object(req.claims).to_string(),
+            user_id: p.user_id.clone(),
+            type_name: p.t.name.clone(),
+            subject: p.holder.to_string(),
+            claims: Value::Object(p.req.claims).to_string(),
             revocation_list: rev_list,
             revocation_index: rev_index as i64,
             suspension_list: suspension.as_ref().map(|s| s.0.clone()),
             suspension_index: suspension.map(|s| s.1 as i64),
             status: "active".into(),
             issued_at: now,
-            valid_until: req.valid_until,
+            valid_until: p.req.valid_until,
         };
-        store::insert_credential(&mut tx, &row).await?;
-        tx.commit().await?;
+        store::insert_credential(tx, &row).await?;
         metrics::counter!("sichat_credentials_issued_total").increment(1);
-        tracing::info!(issuer = %issuer_did, credential = %id, r#type = %t.name, "credential issued");
+        tracing::info!(issuer = %issuer_did, credential = %id, r#type = %p.t.name, "credential issued");
         Ok(Issued { id, format: "vc+jwt".into(), credential: jwt })
     }
 

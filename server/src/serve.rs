@@ -55,5 +55,8 @@ async fn housekeeping(node: Node, limiter: app::Limiter) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
+        if let Err(e) = node.issuer.purge_expired().await {
+            tracing::warn!(error = %e, "housekeeping failed");
+        }
     }
 }

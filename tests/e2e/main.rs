@@ -4,4 +4,5 @@
 mod accounts;
 mod bad_input;
 mod issuer;
+mod oid4vci;
 mod process;

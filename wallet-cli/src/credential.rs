@@ -1,9 +1,11 @@
 //! `sichat credential …`: issuing from your node with your issuing key.
 
+use crate::wallet::HeldCredential;
 use crate::{date, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
+use sichat_holder::{check, oid4vci, resolve};
 use sichat_issuer::service::{IssueRequest, Issued, IssuedRecord};
 use sichat_issuer::types::CredentialType;
 use std::path::PathBuf;
@@ -36,6 +38,40 @@ pub enum CredentialCmd {
     },
     /// The credentials you have issued, with their status.
     Issued,
+    /// Offer a credential over OpenID4VCI: prints an openid-credential-offer:// URI and a
+    /// QR code. Your node signs it when the holder redeems it, even if you are offline.
+    Offer {
+        #[arg(long = "type")]
+        type_name: String,
+        /// The holder's DID, or "anyone" (whoever redeems it first).
+        #[arg(long)]
+        to: String,
+        /// A claim: key=text, or key:=JSON. Repeat for more.
+        #[arg(long = "claim", value_name = "KEY=VALUE")]
+        claims: Vec<String>,
+        /// Require a 6-digit PIN; give it to the holder over another channel.
+        #[arg(long)]
+        pin: bool,
+        #[arg(long)]
+        valid_days: Option<i64>,
+        #[arg(long)]
+        suspendable: bool,
+        /// Put the whole offer in the URI instead of a reference to it.
+        #[arg(long)]
+        by_value: bool,
+    },
+    /// Redeem a credential offer (any OpenID4VCI issuer) into this wallet.
+    Receive {
+        /// The openid-credential-offer:// URI.
+        offer: String,
+        /// The PIN, if the offer asks for one.
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// The credentials this wallet holds, with their status checked live.
+    List,
+    /// One held credential in full.
+    Show { id: String },
     /// Revoke a credential you issued. Final.
     Revoke { id: String },
     /// Suspend a credential you issued (it must have been issued --suspendable).
@@ -80,6 +116,12 @@ pub fn parse_claims(items: &[String]) -> Result<Map<String, Value>> {
 }
 
 pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
+    let cmd = match cmd {
+        CredentialCmd::Receive { offer, pin } => return receive(ctx, &offer, pin.as_deref()).await,
+        CredentialCmd::List => return list(ctx, None).await,
+        CredentialCmd::Show { id } => return list(ctx, Some(&id)).await,
+        other => other,
+    };
     let (_, mut c) = ctx.session().await?;
     let result = match cmd {
         CredentialCmd::Type(TypeCmd::List) => {
@@ -102,12 +144,13 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
             ctx.print(&t, |t| println!("Added {}; issue it with `sichat credential issue --type {}`", t.name, t.name))
         }
         CredentialCmd::Issue { type_name, to, claims, valid_days, suspendable, out } => {
-            let valid_until = match valid_days {
-                Some(d) if d < 1 => return Err(anyhow!("--valid-days must be at least 1")),
-                Some(d) => Some(sichat_core::ids::now_ms() + d * 24 * 3600 * 1000),
-                None => None,
+            let req = IssueRequest {
+                type_name,
+                subject: to,
+                claims: parse_claims(&claims)?,
+                valid_until: valid_until(valid_days)?,
+                suspendable,
             };
-            let req = IssueRequest { type_name, subject: to, claims: parse_claims(&claims)?, valid_until, suspendable };
             let issued: Issued = c.post("/api/v1/issuer/credentials", &req).await?;
             if let Some(path) = &out {
                 std::fs::write(path, &issued.credential).with_context(|| format!("cannot write {}", path.display()))?;
@@ -125,12 +168,157 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
                 }
             })
         }
+        CredentialCmd::Offer { type_name, to, claims, pin, valid_days, suspendable, by_value } => {
+            let body = json!({
+                "type": type_name,
+                "subject": to,
+                "claims": parse_claims(&claims)?,
+                "pin": pin,
+                "valid_until": valid_until(valid_days)?,
+                "suspendable": suspendable,
+            });
+            let offer: Value = c.post("/api/v1/issuer/offers", &body).await?;
+            let uri =
+                offer[if by_value { "offer_by_value" } else { "offer_uri" }].as_str().unwrap_or_default().to_owned();
+            ctx.print(&offer, |o| {
+                println!("{uri}");
+                if let Some(qr) = qr(&uri) {
+                    println!("{qr}");
+                }
+                if let Some(pin) = o["tx_code"].as_str() {
+                    println!("PIN: {pin}  (send it to the holder another way than the offer)");
+                }
+                println!(
+                    "Expires {}. The holder runs: sichat credential receive '<the URI above>'",
+                    date(o["expires_at"].as_i64().unwrap_or(0))
+                );
+            })
+        }
         CredentialCmd::Revoke { id } => status(ctx, &c, &id, "revoke").await,
         CredentialCmd::Suspend { id } => status(ctx, &c, &id, "suspend").await,
         CredentialCmd::Resume { id } => status(ctx, &c, &id, "resume").await,
+        CredentialCmd::Receive { .. } | CredentialCmd::List | CredentialCmd::Show { .. } => {
+            unreachable!("handled above")
+        }
     };
     c.logout().await;
     result
+}
+
+fn valid_until(days: Option<i64>) -> Result<Option<i64>> {
+    match days {
+        Some(d) if d < 1 => Err(anyhow!("--valid-days must be at least 1")),
+        Some(d) => Ok(Some(sichat_core::ids::now_ms() + d * 24 * 3600 * 1000)),
+        None => Ok(None),
+    }
+}
+
+fn qr(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build())
+}
+
+/// Redeem an offer: the proof of possession is signed by this device's key (a did:web
+/// wallet) or by the did:key itself, so the credential is bound to this wallet's DID.
+async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
+    let (mut w, pass) = ctx.open()?;
+    let http = resolve::client()?;
+    let offer = oid4vci::resolve_offer(&http, uri).await?;
+    let pin = match (&offer.tx_code, pin) {
+        (Some(_), None) if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            Some(rpassword::prompt_password("PIN from the issuer: ")?)
+        }
+        (_, p) => p.map(str::to_owned),
+    };
+    let (kid, key) = match &w.profile.server {
+        Some(_) => (format!("{}#device-{}", w.profile.did, w.profile.device_id), &w.device_sign),
+        None => {
+            let root = w.root.as_ref().ok_or_else(|| anyhow!("this wallet has no key for its DID"))?;
+            (format!("{}#{}", w.profile.did, root.public().to_multibase()), root)
+        }
+    };
+    if !ctx.json {
+        eprintln!("Redeeming {} from {} …", offer.configuration_ids[0], offer.credential_issuer);
+    }
+    let jwt = oid4vci::receive(&http, &offer, oid4vci::ProofKey { kid, key }, pin.as_deref()).await?;
+    let vc = check::verify_vc_jwt(&http, &jwt).await.context("the issued credential does not verify")?;
+    if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
+        bail!("the issued credential is about someone else, not {}: not stored", w.profile.did);
+    }
+    let id = vc["id"].as_str().unwrap_or_default().trim_start_matches("urn:uuid:").to_owned();
+    let held = HeldCredential {
+        id: id.clone(),
+        format: "vc+jwt".into(),
+        credential: jwt,
+        received_at: sichat_core::ids::now_ms(),
+    };
+    w.credentials.retain(|c| c.id != id);
+    w.credentials.push(held);
+    w.save(&ctx.dir, &pass)?;
+    let summary = summarize(&http, &vc).await;
+    ctx.print(&summary, |s| {
+        println!("Stored {} from {}", s["type"].as_str().unwrap_or("?"), s["issuer"].as_str().unwrap_or("?"));
+        println!("  id: {id}\n  status: {}", s["status"]["state"].as_str().unwrap_or("?"));
+    })
+}
+
+async fn summarize(http: &reqwest::Client, vc: &Value) -> Value {
+    let status = check::status(http, vc, sichat_core::ids::now_ms()).await;
+    let types: Vec<&str> =
+        vc["type"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let mut claims = vc["credentialSubject"].clone();
+    if let Some(o) = claims.as_object_mut() {
+        o.remove("id");
+    }
+    json!({
+        "id": vc["id"].as_str().unwrap_or_default().trim_start_matches("urn:uuid:"),
+        "type": types.iter().find(|t| **t != "VerifiableCredential").copied().unwrap_or("VerifiableCredential"),
+        "issuer": vc["issuer"],
+        "subject": vc["credentialSubject"]["id"],
+        "claims": claims,
+        "valid_from": vc["validFrom"],
+        "valid_until": vc["validUntil"],
+        "status": status,
+    })
+}
+
+async fn list(ctx: &Ctx, only: Option<&str>) -> Result<()> {
+    let (w, _) = ctx.open()?;
+    let http = resolve::client()?;
+    let mut out = Vec::new();
+    for held in &w.credentials {
+        if only.is_some_and(|id| id != held.id) {
+            continue;
+        }
+        let vc: Value = sichat_core::jws::unverified_payload(&held.credential)?;
+        let mut summary = summarize(&http, &vc).await;
+        if only.is_some() {
+            summary["credential"] = json!(held.credential);
+            summary["document"] = vc;
+        }
+        out.push(summary);
+    }
+    if let Some(id) = only {
+        let one =
+            out.pop().ok_or_else(|| anyhow!("this wallet holds no credential {id}: see `sichat credential list`"))?;
+        return ctx.print(&one, |s| println!("{}", serde_json::to_string_pretty(&s["document"]).unwrap_or_default()));
+    }
+    ctx.print(&out, |items| {
+        if items.is_empty() {
+            println!("No credentials yet. Redeem an offer with `sichat credential receive '<offer URI>'`.");
+        }
+        for s in items {
+            let until = s["valid_until"].as_str().map(|u| format!(", until {u}")).unwrap_or_default();
+            println!(
+                "{}  {}  from {}  [{}]{until}",
+                s["id"].as_str().unwrap_or(""),
+                s["type"].as_str().unwrap_or(""),
+                s["issuer"].as_str().unwrap_or(""),
+                s["status"]["state"].as_str().unwrap_or("")
+            );
+            println!("    {}", s["claims"]);
+        }
+    })
 }
 
 async fn status(ctx: &Ctx, c: &crate::client::Client, id: &str, action: &str) -> Result<()> {

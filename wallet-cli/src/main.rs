@@ -156,9 +156,9 @@ async fn main() {
 }
 
 pub(crate) struct Ctx {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     passphrase_file: Option<PathBuf>,
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl Ctx {
@@ -180,7 +180,7 @@ impl Ctx {
         non_empty(p)
     }
 
-    fn open(&self) -> Result<(Wallet, String)> {
+    pub(crate) fn open(&self) -> Result<(Wallet, String)> {
         wallet::read_profile(&self.dir)?;
         let pass = self.passphrase(false)?;
         if std::io::stderr().is_terminal() && !self.json {
@@ -315,7 +315,14 @@ async fn init(
         has_root_key: true,
         created_at: now_ms(),
     };
-    let w = Wallet { profile, root: Some(root), device_sign: sign, device_agree: agree, certificate };
+    let w = Wallet {
+        profile,
+        root: Some(root),
+        device_sign: sign,
+        device_agree: agree,
+        certificate,
+        credentials: Vec::new(),
+    };
     let passphrase = ctx.passphrase(true)?;
 
     let Some(joining) = joining else {
@@ -423,6 +430,7 @@ async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 device_sign: sign,
                 device_agree: agree,
                 certificate: certificate.clone(),
+                credentials: Vec::new(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;
@@ -529,6 +537,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         device_sign: Ed25519KeyPair::from_secret(&w.device_sign.secret())?,
         device_agree: X25519KeyPair::from_secret(&w.device_agree.secret())?,
         certificate: own_certificate,
+        credentials: w.credentials.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -39,6 +39,17 @@ struct Secrets {
     device_sign: String,
     device_agree: String,
     certificate: String,
+    #[serde(default)]
+    credentials: Vec<HeldCredential>,
+}
+
+/// A credential this wallet holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldCredential {
+    pub id: String,
+    pub format: String,
+    pub credential: String,
+    pub received_at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,6 +75,7 @@ pub struct Wallet {
     pub device_sign: Ed25519KeyPair,
     pub device_agree: X25519KeyPair,
     pub certificate: String,
+    pub credentials: Vec<HeldCredential>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -120,6 +132,7 @@ impl Wallet {
             device_sign: Ed25519KeyPair::from_secret(&decode_secret(&s.device_sign)?)?,
             device_agree: X25519KeyPair::from_secret(&decode_secret(&s.device_agree)?)?,
             certificate: s.certificate,
+            credentials: s.credentials,
             profile: file.profile,
         })
     }
@@ -146,6 +159,7 @@ impl Wallet {
             device_sign: b64url(&self.device_sign.secret()),
             device_agree: b64url(&self.device_agree.secret()),
             certificate: self.certificate.clone(),
+            credentials: self.credentials.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {

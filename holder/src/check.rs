@@ -1,0 +1,167 @@
+//! Checking a received `vc+jwt`: the issuer's key, the subject, and the status lists.
+
+use crate::resolve;
+use crate::HolderError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sichat_core::did::{Did, DidDocument};
+use sichat_core::jws;
+use sichat_core::keys::Ed25519Public;
+use sichat_issuer::status::{Bitstring, LIST_SIZE};
+
+/// The key an issuer's DID lists for `kid` under `assertionMethod`.
+pub async fn issuer_key(http: &reqwest::Client, kid: &str) -> Result<Ed25519Public, HolderError> {
+    let (did, _) = kid
+        .split_once('#')
+        .ok_or_else(|| HolderError::BadCredential("kid must be a DID URL with a fragment".into()))?;
+    let did = Did::parse(did)?;
+    let doc: DidDocument = match did.method() {
+        "web" => resolve::did_web(http, &did).await?,
+        "key" => DidDocument::for_did_key(&did.key_ed25519()?),
+        other => return Err(HolderError::BadCredential(format!("issuer DID method {other} is not supported"))),
+    };
+    if !doc.assertion_method.iter().any(|m| m == kid) {
+        return Err(HolderError::BadCredential(format!("{kid} is not an assertionMethod of {did}")));
+    }
+    let vm = doc
+        .verification_method
+        .iter()
+        .find(|m| m.id == kid)
+        .ok_or_else(|| HolderError::BadCredential(format!("{kid} is not in {did}'s document")))?;
+    Ok(Ed25519Public::from_multibase(&vm.public_key_multibase)?)
+}
+
+fn header(jwt: &str) -> Result<Value, HolderError> {
+    let part = jwt.split('.').next().unwrap_or_default();
+    sichat_core::ids::b64url_decode(part)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| HolderError::BadCredential("not a compact JWS".into()))
+}
+
+/// Verify a `vc+jwt` signed by its issuer's assertion key; returns the credential.
+pub async fn verify_vc_jwt(http: &reqwest::Client, jwt: &str) -> Result<Value, HolderError> {
+    let kid = header(jwt)?
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| HolderError::BadCredential("the credential names no kid".into()))?;
+    let key = issuer_key(http, &kid).await?;
+    let vc: Value =
+        jws::verify(jwt, &key, "vc+jwt").map_err(|e| HolderError::BadCredential(format!("signature: {e}")))?;
+    let issuer = vc.get("issuer").and_then(|i| i.as_str().or_else(|| i.get("id").and_then(Value::as_str)));
+    if issuer != kid.split('#').next() {
+        return Err(HolderError::BadCredential("the credential's issuer is not the signer's DID".into()));
+    }
+    Ok(vc)
+}
+
+/// The status of a credential, from its status list entries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// `active`, `revoked`, `suspended`, `expired`, `not yet valid`, or `unknown (…)`.
+    pub state: String,
+    pub revoked: bool,
+    pub suspended: bool,
+}
+
+/// Fetch every status list a credential points at, check each list's signature by the
+/// credential's issuer, and read the bits. Validity dates count too.
+pub async fn status(http: &reqwest::Client, vc: &Value, now_ms: i64) -> Status {
+    match status_inner(http, vc).await {
+        Ok((revoked, suspended)) => {
+            let date = |k: &str| vc.get(k).and_then(Value::as_str).and_then(parse_rfc3339_ms);
+            let state = if revoked {
+                "revoked"
+            } else if suspended {
+                "suspended"
+            } else if date("validUntil").is_some_and(|t| t <= now_ms) {
+                "expired"
+            } else if date("validFrom").is_some_and(|t| t > now_ms) {
+                "not yet valid"
+            } else {
+                "active"
+            };
+            Status { state: state.into(), revoked, suspended }
+        }
+        Err(e) => Status { state: format!("unknown ({e})"), revoked: false, suspended: false },
+    }
+}
+
+async fn status_inner(http: &reqwest::Client, vc: &Value) -> Result<(bool, bool), HolderError> {
+    let issuer = vc.get("issuer").and_then(Value::as_str).unwrap_or_default();
+    let entries = match vc.get("credentialStatus") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(one @ Value::Object(_)) => vec![one.clone()],
+        _ => Vec::new(),
+    };
+    let (mut revoked, mut suspended) = (false, false);
+    for e in entries {
+        let url = e
+            .get("statusListCredential")
+            .and_then(Value::as_str)
+            .ok_or_else(|| HolderError::BadCredential("status entry without a list".into()))?;
+        let index: usize = e
+            .get("statusListIndex")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| HolderError::BadCredential("status entry without a valid index".into()))?;
+        let purpose = e.get("statusPurpose").and_then(Value::as_str).unwrap_or_default();
+        let jwt = String::from_utf8(resolve::get_bytes(http, url, "application/vc+jwt").await?)
+            .map_err(|_| HolderError::BadCredential("status list is not text".into()))?;
+        let list = verify_vc_jwt(http, &jwt).await?;
+        if list.get("issuer").and_then(Value::as_str) != Some(issuer) {
+            return Err(HolderError::BadCredential("the status list has another issuer".into()));
+        }
+        let subject = &list["credentialSubject"];
+        if subject.get("statusPurpose").and_then(Value::as_str) != Some(purpose) {
+            return Err(HolderError::BadCredential("the status list's purpose does not match the entry".into()));
+        }
+        let encoded = subject.get("encodedList").and_then(Value::as_str).unwrap_or_default();
+        let bits =
+            Bitstring::decode(encoded, 16 * LIST_SIZE / 8).map_err(|e| HolderError::BadCredential(e.to_string()))?;
+        let set = bits.get(index).ok_or_else(|| HolderError::BadCredential("status index beyond the list".into()))?;
+        match purpose {
+            "revocation" => revoked |= set,
+            "suspension" => suspended |= set,
+            _ => {}
+        }
+    }
+    Ok((revoked, suspended))
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (with optional fraction) to unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || !s.ends_with('Z')
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2000-03-01T00:00:01Z"), Some(951_868_801_000));
+        assert_eq!(parse_rfc3339_ms("2000-03-01"), None);
+    }
+}

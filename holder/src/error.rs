@@ -1,0 +1,21 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum HolderError {
+    #[error("{0}")]
+    BadOffer(String),
+    #[error("the issuer refused: {0}")]
+    Issuer(String),
+    #[error("{0}")]
+    BadCredential(String),
+    #[error("cannot fetch {url}: {why}")]
+    Fetch { url: String, why: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<sichat_core::CoreError> for HolderError {
+    fn from(e: sichat_core::CoreError) -> Self {
+        Self::BadCredential(e.to_string())
+    }
+}

@@ -1,0 +1,569 @@
+//! OpenID for Verifiable Credential Issuance 1.0, pre-authorized code flow.
+//!
+//! One Credential Issuer per user: `<public url>/users/<name>`. Its metadata lives at
+//! `/.well-known/openid-credential-issuer/users/<name>` and it is its own Authorization
+//! Server (`/.well-known/oauth-authorization-server/users/<name>`).
+//!
+//! Credentials are W3C VCDM 2.0 secured with VC-JOSE-COSE. OpenID4VCI 1.0's `jwt_vc_json`
+//! profile describes VCDM 1.1 JWTs, so, as the specification recommends for new profiles,
+//! the format identifier is the credential's media type: `vc+jwt`.
+
+use crate::service::{IssueRequest, Issuer};
+use crate::types::CredentialType;
+use crate::IssuerError;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sichat_accounts::AuthDevice;
+use sichat_core::did::Did;
+use sichat_core::ids::{b64url, b64url_decode, new_id, now_ms, random_bytes, random_token, token_hash};
+use sichat_core::jws;
+use sichat_core::keys::Ed25519Public;
+use sqlx::Row;
+
+pub const FORMAT: &str = "vc+jwt";
+pub const PRE_AUTH_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
+pub const PROOF_TYP: &str = "openid4vci-proof+jwt";
+const OFFER_TTL_MS: i64 = 60 * 60 * 1000;
+const TOKEN_TTL_MS: i64 = 5 * 60 * 1000;
+const NONCE_TTL_MS: i64 = 5 * 60 * 1000;
+const MAX_PIN_ATTEMPTS: i64 = 5;
+const PROOF_MAX_AGE_SECS: i64 = 300;
+
+/// An OAuth-style error: `{"error", "error_description"}` with its HTTP status.
+#[derive(Debug)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self { status, error, description: description.into() }
+    }
+    fn bad(error: &'static str, description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, description)
+    }
+}
+
+impl From<IssuerError> for OAuthError {
+    fn from(e: IssuerError) -> Self {
+        match e {
+            IssuerError::Internal(d) => {
+                tracing::error!(error = %d, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+            }
+            IssuerError::Account(a) if a.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %a, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+            }
+            IssuerError::UnknownType(t) => {
+                Self::bad("unknown_credential_configuration", format!("unknown configuration {t}"))
+            }
+            other => Self::bad("credential_request_denied", other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for OAuthError {
+    fn from(e: sqlx::Error) -> Self {
+        IssuerError::from(e).into()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOffer {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The holder's DID, or `None` for whoever redeems the offer.
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub claims: Map<String, Value>,
+    /// Require a 6-digit transaction code (PIN), shown only to the issuer.
+    #[serde(default)]
+    pub pin: bool,
+    #[serde(default)]
+    pub valid_until: Option<i64>,
+    #[serde(default)]
+    pub suspendable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferCreated {
+    pub id: String,
+    /// `openid-credential-offer://?credential_offer_uri=…` (by reference).
+    pub offer_uri: String,
+    /// `openid-credential-offer://?credential_offer=…` (by value).
+    pub offer_by_value: String,
+    /// The PIN to pass to the holder over another channel.
+    pub tx_code: Option<String>,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    #[serde(rename = "pre-authorized_code")]
+    pub pre_authorized_code: Option<String>,
+    pub tx_code: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CredentialRequest {
+    pub credential_configuration_id: Option<String>,
+    pub credential_identifier: Option<String>,
+    pub proofs: Option<Value>,
+}
+
+impl Issuer {
+    pub fn issuer_id(&self, user_name: &str) -> String {
+        self.base_url(user_name)
+    }
+
+    fn endpoint(&self, user_name: &str, path: &str) -> String {
+        format!("{}/oid4vci/{path}", self.base_url(user_name))
+    }
+
+    /// A credential configuration per credential type of the user.
+    fn configuration(t: &CredentialType) -> Value {
+        let claims: Vec<Value> = t.schema["properties"]
+            .as_object()
+            .map(|p| p.keys().map(|k| json!({"path": ["credentialSubject", k]})).collect())
+            .unwrap_or_default();
+        let mut metadata = json!({"display": [{"name": t.display_name, "locale": "en"}]});
+        if !claims.is_empty() {
+            metadata["claims"] = Value::Array(claims);
+        }
+        json!({
+            "format": FORMAT,
+            "scope": t.name,
+            "credential_definition": {"type": ["VerifiableCredential", t.name]},
+            "credential_signing_alg_values_supported": ["EdDSA"],
+            "cryptographic_binding_methods_supported": ["did:key", "did:jwk", "did:web"],
+            "proof_types_supported": {"jwt": {"proof_signing_alg_values_supported": ["EdDSA"]}},
+            "credential_metadata": metadata,
+        })
+    }
+
+    /// Credential Issuer Metadata.
+    pub async fn issuer_metadata(&self, user_name: &str) -> Result<Value, IssuerError> {
+        let user_id = self.user_id(user_name).await?;
+        let configs: Map<String, Value> =
+            self.types(&user_id).await?.iter().map(|t| (t.name.clone(), Self::configuration(t))).collect();
+        Ok(json!({
+            "credential_issuer": self.issuer_id(user_name),
+            "credential_endpoint": self.endpoint(user_name, "credential"),
+            "nonce_endpoint": self.endpoint(user_name, "nonce"),
+            "display": [{"name": format!("{user_name} on {}", self.accounts.node().public_url().host_str().unwrap_or("sichat")), "locale": "en"}],
+            "credential_configurations_supported": configs,
+        }))
+    }
+
+    /// OAuth 2.0 Authorization Server Metadata of the per-user issuer.
+    pub async fn authorization_server_metadata(&self, user_name: &str) -> Result<Value, IssuerError> {
+        self.user_id(user_name).await?;
+        Ok(json!({
+            "issuer": self.issuer_id(user_name),
+            "token_endpoint": self.endpoint(user_name, "token"),
+            "grant_types_supported": [PRE_AUTH_GRANT],
+            "pre-authorized_grant_anonymous_access_supported": true,
+            "token_endpoint_auth_methods_supported": ["none"],
+        }))
+    }
+
+    /// Make an offer: the claims are checked now, the credential is signed on redemption.
+    pub async fn create_offer(&self, me: &AuthDevice, offer: NewOffer) -> Result<OfferCreated, IssuerError> {
+        let holder = match offer.subject.as_deref() {
+            None | Some("anyone") => None,
+            Some(did) => Some(Did::parse(did)?.to_string()),
+        };
+        // Validate against the schema with the real holder, or a stand-in for "anyone".
+        let check = IssueRequest {
+            type_name: offer.type_name.clone(),
+            subject: holder.clone().unwrap_or_else(|| "did:key:anyone".into()),
+            claims: offer.claims.clone(),
+            valid_until: offer.valid_until,
+            suspendable: offer.suspendable,
+        };
+        self.prepare(&me.user_id, &me.user_name, check).await?;
+        let now = now_ms();
+        let id = new_id();
+        let code = random_token();
+        let pin = offer.pin.then(|| format!("{:06}", u32::from_le_bytes(random_bytes::<4>()) % 1_000_000));
+        let expires_at = now + OFFER_TTL_MS;
+        sqlx::query(
+            "INSERT INTO issuer_offers (id, user_id, type_name, subject, claims, suspendable, valid_until, code_hash, \
+             tx_code_hash, status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'offered', $10, $11)",
+        )
+        .bind(&id)
+        .bind(&me.user_id)
+        .bind(&offer.type_name)
+        .bind(holder)
+        .bind(Value::Object(offer.claims).to_string())
+        .bind(offer.suspendable as i64)
+        .bind(offer.valid_until)
+        .bind(token_hash(&code))
+        .bind(pin.as_deref().map(|p| pin_hash(&code, p)))
+        .bind(now)
+        .bind(expires_at)
+        .execute(self.db.pool())
+        .await?;
+        let object = self.offer_object(&me.user_name, &offer.type_name, &code, pin.is_some());
+        let reference = self.endpoint(&me.user_name, &format!("offers/{code}"));
+        Ok(OfferCreated {
+            id,
+            offer_uri: format!("openid-credential-offer://?credential_offer_uri={}", enc(&reference)),
+            offer_by_value: format!("openid-credential-offer://?credential_offer={}", enc(&object.to_string())),
+            tx_code: pin,
+            expires_at,
+        })
+    }
+
+    fn offer_object(&self, user_name: &str, type_name: &str, code: &str, pin: bool) -> Value {
+        let mut grant = json!({"pre-authorized_code": code});
+        if pin {
+            grant["tx_code"] =
+                json!({"input_mode": "numeric", "length": 6, "description": "The PIN the issuer gave you"});
+        }
+        json!({
+            "credential_issuer": self.issuer_id(user_name),
+            "credential_configuration_ids": [type_name],
+            "grants": {PRE_AUTH_GRANT: grant},
+        })
+    }
+
+    /// The offer object, by reference. The URL carries the pre-authorized code itself.
+    pub async fn offer_by_reference(&self, user_name: &str, code: &str) -> Result<Value, IssuerError> {
+        let row = sqlx::query(
+            "SELECT o.type_name, o.tx_code_hash FROM issuer_offers o JOIN acct_users u ON u.id = o.user_id \
+             WHERE o.code_hash = $1 AND u.name = $2 AND o.status = 'offered' AND o.expires_at > $3",
+        )
+        .bind(token_hash(code))
+        .bind(user_name)
+        .bind(now_ms())
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| IssuerError::NotFound("no such offer, or it expired or was used".into()))?;
+        let type_name: String = row.try_get("type_name")?;
+        let pin: Option<String> = row.try_get("tx_code_hash")?;
+        Ok(self.offer_object(user_name, &type_name, code, pin.is_some()))
+    }
+
+    /// Token Endpoint: a pre-authorized code (and PIN) for a short-lived access token.
+    pub async fn token(&self, user_name: &str, req: TokenRequest) -> Result<Value, OAuthError> {
+        match req.grant_type.as_deref() {
+            Some(PRE_AUTH_GRANT) => {}
+            Some(other) => return Err(OAuthError::bad("unsupported_grant_type", format!("{other} is not supported"))),
+            None => return Err(OAuthError::bad("invalid_request", "grant_type is missing")),
+        }
+        let code = req
+            .pre_authorized_code
+            .ok_or_else(|| OAuthError::bad("invalid_request", "pre-authorized_code is missing"))?;
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT o.id, o.tx_code_hash, o.tx_attempts, o.status, o.expires_at FROM issuer_offers o \
+             JOIN acct_users u ON u.id = o.user_id WHERE o.code_hash = $1 AND u.name = $2",
+        )
+        .bind(token_hash(&code))
+        .bind(user_name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| OAuthError::bad("invalid_grant", "unknown pre-authorized code"))?;
+        let id: String = row.try_get("id")?;
+        let status: String = row.try_get("status")?;
+        let expected_pin: Option<String> = row.try_get("tx_code_hash")?;
+        if status != "offered" {
+            return Err(OAuthError::bad("invalid_grant", "this pre-authorized code was already used"));
+        }
+        if row.try_get::<i64, _>("expires_at")? <= now {
+            return Err(OAuthError::bad("invalid_grant", "this offer has expired: ask the issuer for a new one"));
+        }
+        match (expected_pin, req.tx_code.as_deref()) {
+            (None, Some(_)) => return Err(OAuthError::bad("invalid_request", "this offer takes no tx_code")),
+            (Some(_), None) => return Err(OAuthError::bad("invalid_request", "this offer needs its tx_code (PIN)")),
+            (Some(expected), Some(pin)) if expected != pin_hash(&code, pin) => {
+                // Count the miss outside the failing transaction; five misses burn the offer.
+                drop(tx);
+                let attempts: i64 = sqlx::query(
+                    "UPDATE issuer_offers SET tx_attempts = tx_attempts + 1, \
+                     status = CASE WHEN tx_attempts + 1 >= $1 THEN 'burned' ELSE status END WHERE id = $2 RETURNING tx_attempts",
+                )
+                .bind(MAX_PIN_ATTEMPTS)
+                .bind(&id)
+                .fetch_one(self.db.pool())
+                .await?
+                .try_get("tx_attempts")?;
+                let left = (MAX_PIN_ATTEMPTS - attempts).max(0);
+                return Err(OAuthError::bad("invalid_grant", format!("wrong tx_code (PIN); {left} attempts left")));
+            }
+            _ => {}
+        }
+        let token = random_token();
+        let updated = sqlx::query(
+            "UPDATE issuer_offers SET status = 'redeemed', token_hash = $1, token_expires_at = $2 WHERE id = $3 AND status = 'offered'",
+        )
+        .bind(token_hash(&token))
+        .bind(now + TOKEN_TTL_MS)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(OAuthError::bad("invalid_grant", "this pre-authorized code was already used"));
+        }
+        tx.commit().await?;
+        Ok(json!({"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL_MS / 1000}))
+    }
+
+    /// Nonce Endpoint: a fresh single-use `c_nonce`.
+    pub async fn nonce(&self, user_name: &str) -> Result<Value, IssuerError> {
+        let user_id = self.user_id(user_name).await?;
+        let nonce = random_token();
+        sqlx::query("INSERT INTO issuer_nonces (nonce, user_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(&nonce)
+            .bind(&user_id)
+            .bind(now_ms() + NONCE_TTL_MS)
+            .execute(self.db.pool())
+            .await?;
+        Ok(json!({"c_nonce": nonce}))
+    }
+
+    /// Credential Endpoint: check the access token and the proof of possession, then sign.
+    pub async fn credential(
+        &self,
+        user_name: &str,
+        token: Option<&str>,
+        req: CredentialRequest,
+    ) -> Result<Value, OAuthError> {
+        let token = token.ok_or_else(|| {
+            OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_token", "a Bearer access token is required")
+        })?;
+        let now = now_ms();
+        let offer = sqlx::query(
+            "SELECT o.id, o.user_id, o.type_name, o.subject, o.claims, o.suspendable, o.valid_until, o.status, o.token_expires_at \
+             FROM issuer_offers o JOIN acct_users u ON u.id = o.user_id WHERE o.token_hash = $1 AND u.name = $2",
+        )
+        .bind(token_hash(token))
+        .bind(user_name)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_token", "unknown access token"))?;
+        let status: String = offer.try_get("status")?;
+        if status != "redeemed" || offer.try_get::<Option<i64>, _>("token_expires_at")?.unwrap_or(0) <= now {
+            return Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token was used or has expired",
+            ));
+        }
+        if req.credential_identifier.is_some() {
+            return Err(OAuthError::bad(
+                "unknown_credential_identifier",
+                "this issuer does not use credential identifiers",
+            ));
+        }
+        let type_name: String = offer.try_get("type_name")?;
+        let config = req
+            .credential_configuration_id
+            .ok_or_else(|| OAuthError::bad("invalid_credential_request", "credential_configuration_id is missing"))?;
+        if config != type_name {
+            return Err(OAuthError::bad(
+                "unknown_credential_configuration",
+                format!("this access token is for {type_name}, not {config}"),
+            ));
+        }
+        let proofs = req.proofs.ok_or_else(|| OAuthError::bad("invalid_proof", "proofs is missing"))?;
+        let jwts = proofs
+            .get("jwt")
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == 1 && proofs.as_object().is_some_and(|o| o.len() == 1))
+            .ok_or_else(|| OAuthError::bad("invalid_proof", "proofs must hold exactly one jwt proof"))?;
+        let proof =
+            jwts[0].as_str().ok_or_else(|| OAuthError::bad("invalid_proof", "the jwt proof must be a string"))?;
+        let (holder, nonce) = self.check_proof(user_name, proof).await?;
+        let wanted: Option<String> = offer.try_get("subject")?;
+        if wanted.as_deref().is_some_and(|w| w != holder) {
+            return Err(OAuthError::bad("credential_request_denied", "this offer was made for another holder"));
+        }
+        let user_id: String = offer.try_get("user_id")?;
+        let claims: Map<String, Value> =
+            serde_json::from_str(&offer.try_get::<String, _>("claims")?).unwrap_or_default();
+        let req = IssueRequest {
+            type_name,
+            subject: holder,
+            claims,
+            valid_until: offer.try_get("valid_until")?,
+            suspendable: offer.try_get::<i64, _>("suspendable")? != 0,
+        };
+        let prepared = self.prepare(&user_id, user_name, req).await?;
+        let offer_id: String = offer.try_get("id")?;
+
+        let mut tx = self.db.pool().begin().await?;
+        let taken = sqlx::query("DELETE FROM issuer_nonces WHERE nonce = $1 AND user_id = $2 AND expires_at > $3")
+            .bind(&nonce)
+            .bind(&user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if taken.rows_affected() != 1 {
+            return Err(OAuthError::bad(
+                "invalid_nonce",
+                "unknown, expired or used c_nonce: get a new one from the nonce endpoint",
+            ));
+        }
+        let issued = self.issue_prepared(&mut tx, prepared).await?;
+        let done = sqlx::query(
+            "UPDATE issuer_offers SET status = 'issued', credential_id = $1 WHERE id = $2 AND status = 'redeemed'",
+        )
+        .bind(&issued.id)
+        .bind(&offer_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token was already used",
+            ));
+        }
+        tx.commit().await?;
+        Ok(json!({"credentials": [{"credential": issued.credential}]}))
+    }
+
+    /// Check a `jwt` key proof: type, key, signature, audience, age and nonce. Returns the
+    /// holder's DID (the credential subject) and the proof's `c_nonce`.
+    async fn check_proof(&self, user_name: &str, proof: &str) -> Result<(String, String), OAuthError> {
+        let bad = |why: String| OAuthError::bad("invalid_proof", why);
+        let header = proof_header(proof).map_err(|e| bad(e.to_string()))?;
+        if header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP) {
+            return Err(bad(format!("typ must be {PROOF_TYP}")));
+        }
+        if header.get("alg").and_then(Value::as_str) != Some("EdDSA") {
+            return Err(bad("alg must be EdDSA (see proof_signing_alg_values_supported)".into()));
+        }
+        let (holder, key) = match (header.get("kid").and_then(Value::as_str), header.get("jwk")) {
+            (Some(kid), None) => self.resolve_kid(kid).await.map_err(|e| bad(e.to_string()))?,
+            (None, Some(jwk)) => {
+                let key = ed25519_from_jwk(jwk).ok_or_else(|| bad("jwk must be an Ed25519 OKP public key".into()))?;
+                (did_jwk(&key), key)
+            }
+            _ => return Err(bad("exactly one of kid or jwk must identify the key".into())),
+        };
+        let claims: Value = jws::verify(proof, &key, PROOF_TYP).map_err(|e| bad(format!("signature: {e}")))?;
+        if claims.get("aud").and_then(Value::as_str) != Some(self.issuer_id(user_name).as_str()) {
+            return Err(bad(format!("aud must be the credential issuer {}", self.issuer_id(user_name))));
+        }
+        let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| bad("iat is missing".into()))?;
+        if (now_ms() / 1000 - iat).abs() > PROOF_MAX_AGE_SECS {
+            return Err(bad("iat is more than 5 minutes off".into()));
+        }
+        let nonce =
+            claims.get("nonce").and_then(Value::as_str).ok_or_else(|| bad("nonce (a c_nonce) is missing".into()))?;
+        Ok((holder, nonce.to_owned()))
+    }
+
+    /// The key a DID URL names: `did:key`, `did:jwk`, or a `did:web` of this node's users.
+    async fn resolve_kid(&self, kid: &str) -> Result<(String, Ed25519Public), IssuerError> {
+        let (did, _) = kid.split_once('#').unwrap_or((kid, ""));
+        let parsed = Did::parse(did)?;
+        match parsed.method() {
+            "key" => Ok((did.to_owned(), parsed.key_ed25519()?)),
+            "jwk" => {
+                let jwk: Value = b64url_decode(did.trim_start_matches("did:jwk:"))
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not base64url JSON".into()))?;
+                let key = ed25519_from_jwk(&jwk)
+                    .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not Ed25519".into()))?;
+                Ok((did.to_owned(), key))
+            }
+            "web" => {
+                let prefix = format!("{}:users:", self.accounts.node().did());
+                let name = did.strip_prefix(&prefix).ok_or_else(|| {
+                    IssuerError::InvalidRequest("did:web holders on other nodes are not supported yet".into())
+                })?;
+                let doc = self.accounts.did_document(name).await?;
+                let key = doc.authentication_key(kid).ok_or_else(|| {
+                    IssuerError::InvalidRequest(format!("{kid} is not an authentication key of {did}"))
+                })?;
+                Ok((did.to_owned(), key))
+            }
+            other => Err(IssuerError::InvalidRequest(format!("did:{other} is not supported for holder binding"))),
+        }
+    }
+
+    /// Offers of the user, newest first.
+    pub async fn offers(&self, me: &AuthDevice) -> Result<Vec<Value>, IssuerError> {
+        let rows = sqlx::query(
+            "SELECT id, type_name, subject, status, credential_id, created_at, expires_at FROM issuer_offers \
+             WHERE user_id = $1 ORDER BY created_at DESC",
+        )
+        .bind(&me.user_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        let now = now_ms();
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let expires_at: i64 = r.try_get("expires_at")?;
+                let status = if status == "offered" && expires_at <= now { "expired".to_owned() } else { status };
+                Ok(json!({
+                    "id": r.try_get::<String, _>("id")?,
+                    "type": r.try_get::<String, _>("type_name")?,
+                    "subject": r.try_get::<Option<String>, _>("subject")?,
+                    "status": status,
+                    "credential_id": r.try_get::<Option<String>, _>("credential_id")?,
+                    "created_at": r.try_get::<i64, _>("created_at")?,
+                    "expires_at": expires_at,
+                }))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Housekeeping: drop expired nonces.
+    pub async fn purge_expired(&self) -> Result<u64, IssuerError> {
+        let r = sqlx::query("DELETE FROM issuer_nonces WHERE expires_at <= $1")
+            .bind(now_ms())
+            .execute(self.db.pool())
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn proof_header(jwt: &str) -> Result<Value, IssuerError> {
+    let part = jwt.split('.').next().filter(|_| jwt.split('.').count() == 3).unwrap_or("");
+    b64url_decode(part)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(Value::is_object)
+        .ok_or_else(|| IssuerError::InvalidRequest("the proof is not a compact JWS".into()))
+}
+
+fn ed25519_from_jwk(jwk: &Value) -> Option<Ed25519Public> {
+    if jwk.get("kty")? != "OKP" || jwk.get("crv")? != "Ed25519" || jwk.get("d").is_some() {
+        return None;
+    }
+    let x = b64url_decode(jwk.get("x")?.as_str()?)?;
+    let mut mb = vec![0xed, 0x01];
+    mb.extend_from_slice(&x);
+    Ed25519Public::from_multibase(&format!("z{}", sichat_core::keys::base58(&mb))).ok()
+}
+
+/// `did:jwk` of an Ed25519 key: base64url of its public JWK.
+pub fn did_jwk(key: &Ed25519Public) -> String {
+    format!("did:jwk:{}", b64url(key.to_jwk().to_string().as_bytes()))
+}
+
+fn pin_hash(code: &str, pin: &str) -> String {
+    token_hash(&format!("{code}:{pin}"))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

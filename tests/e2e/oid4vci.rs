@@ -1,0 +1,350 @@
+//! OpenID4VCI: offers redeemed by real wallets, and every bad request refused cleanly.
+
+use serde_json::{json, Value};
+use sichat_core::ids::now_ms;
+use sichat_core::jws;
+use sichat_core::keys::Ed25519KeyPair;
+use sichat_e2e::{json, sichat, stderr, stdout, storage_tests, Backend, TestApp};
+use sichat_holder::oid4vci;
+use sqlx::Row;
+
+storage_tests!(offer_receive_list_revoke_with_two_wallets, bad_token_and_credential_requests_change_nothing);
+
+async fn did(app: &TestApp, wallet: &std::path::Path) -> String {
+    let _ = app;
+    json(&sichat(wallet, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned()
+}
+
+async fn offer_receive_list_revoke_with_two_wallets(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let code = app.invite(&alice, 1).await;
+    let bob = app.join("bob", &code).await;
+    let bob_did = did(&app, &bob).await;
+
+    // Alice offers; the QR code and the PIN go to the terminal.
+    let out = sichat(
+        &alice,
+        &["credential", "offer", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob", "--pin"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let uri = text.lines().next().expect("uri").to_owned();
+    assert!(uri.starts_with("openid-credential-offer://?credential_offer_uri="), "{uri}");
+    assert!(text.contains('█') || text.contains('▀'), "a QR code is printed");
+    let pin = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PIN: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("pin")
+        .to_owned();
+    assert_eq!(pin.len(), 6);
+
+    // Bob: no PIN (non-interactive), a wrong PIN, then the right one.
+    let out = sichat(&bob, &["credential", "receive", &uri]).await;
+    assert!(stderr(&out).contains("--pin"), "{}", stderr(&out));
+    let out = sichat(&bob, &["credential", "receive", &uri, "--pin", "000000"]).await;
+    assert!(stderr(&out).contains("invalid_grant") && stderr(&out).contains("4 attempts left"), "{}", stderr(&out));
+    let out = sichat(&bob, &["--json", "credential", "receive", &uri, "--pin", &pin]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = json(&out);
+    assert_eq!((got["type"].as_str(), got["status"]["state"].as_str()), (Some("FriendCredential"), Some("active")));
+    assert_eq!(got["subject"], bob_did.as_str());
+    let id = got["id"].as_str().expect("id").to_owned();
+
+    // The offer is single-use.
+    let out = sichat(&bob, &["credential", "receive", &uri, "--pin", &pin]).await;
+    assert!(stderr(&out).contains("already redeemed or has expired"), "{}", stderr(&out));
+
+    // list and show, status fetched live; then Alice revokes and Bob sees it.
+    let listed = json(&sichat(&bob, &["--json", "credential", "list"]).await);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["claims"], json!({"name": "Bob"}));
+    assert_eq!(listed[0]["status"]["state"], "active");
+    let shown = json(&sichat(&bob, &["--json", "credential", "show", &id]).await);
+    assert_eq!(shown["document"]["credentialSubject"]["id"], bob_did.as_str());
+    assert!(sichat(&alice, &["credential", "revoke", &id]).await.status.success());
+    let listed = json(&sichat(&bob, &["--json", "credential", "list"]).await);
+    assert_eq!(
+        (listed[0]["status"]["state"].as_str(), listed[0]["status"]["revoked"].as_bool()),
+        (Some("revoked"), Some(true))
+    );
+
+    // An offer to "anyone", by value, redeemed by a did:key wallet with no server.
+    let carol = app.wallet("carol");
+    assert!(sichat(&carol, &["init"]).await.status.success());
+    let carol_did = did(&app, &carol).await;
+    let out = sichat(
+        &alice,
+        &[
+            "--json",
+            "credential",
+            "offer",
+            "--type",
+            "ProfileCredential",
+            "--to",
+            "anyone",
+            "--claim",
+            "name=Carol",
+            "--by-value",
+        ],
+    )
+    .await;
+    let by_value = json(&out)["offer_by_value"].as_str().expect("uri").to_owned();
+    assert!(by_value.contains("credential_offer=%7B"), "{by_value}");
+    let out = sichat(&carol, &["--json", "credential", "receive", &by_value]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["subject"], carol_did.as_str());
+
+    // An offer made for Bob cannot be redeemed by Carol.
+    let out = sichat(
+        &alice,
+        &["--json", "credential", "offer", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob"],
+    )
+    .await;
+    let for_bob = json(&out)["offer_uri"].as_str().expect("uri").to_owned();
+    let out = sichat(&carol, &["credential", "receive", &for_bob]).await;
+    assert!(stderr(&out).contains("credential_request_denied"), "{}", stderr(&out));
+
+    // Claims that fail the schema are refused when the offer is made.
+    let out = sichat(
+        &alice,
+        &["credential", "offer", "--type", "FriendCredential", "--to", "anyone", "--claim", "nickname=B"],
+    )
+    .await;
+    assert!(stderr(&out).contains("schema_violation"), "{}", stderr(&out));
+    app.stop().await;
+}
+
+/// Create an offer through the API as alice; returns the offer object.
+async fn offer(app: &TestApp, alice: &std::path::Path, pin: bool) -> (oid4vci::Offer, Option<String>) {
+    let mut args =
+        vec!["--json", "credential", "offer", "--type", "FriendCredential", "--to", "anyone", "--claim", "name=X"];
+    if pin {
+        args.push("--pin");
+    }
+    let created = json(&sichat(alice, &args).await);
+    let http = sichat_holder::resolve::client().expect("client");
+    let _ = app;
+    let offer = oid4vci::resolve_offer(&http, created["offer_uri"].as_str().expect("uri")).await.expect("offer");
+    (offer, created["tx_code"].as_str().map(String::from))
+}
+
+async fn token(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = app.http.post(format!("{}/users/alice/oid4vci/token", app.url)).form(form).send().await.expect("token");
+    assert_eq!(r.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn bad_token_and_credential_requests_change_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let grant = oid4vci::PRE_AUTH_GRANT;
+    let issuer = format!("{}/users/alice", app.url);
+
+    // Token endpoint.
+    let (o, pin) = offer(&app, &alice, true).await;
+    let pin = pin.expect("pin");
+    let code = o.pre_authorized_code.as_str();
+    for (form, status, error) in [
+        (vec![("grant_type", "authorization_code"), ("code", "x")], 400, "unsupported_grant_type"),
+        (vec![("pre-authorized_code", code)], 400, "invalid_request"),
+        (vec![("grant_type", grant), ("pre-authorized_code", "nope"), ("tx_code", "1")], 400, "invalid_grant"),
+        (vec![("grant_type", grant), ("pre-authorized_code", code)], 400, "invalid_request"),
+    ] {
+        let (s, body) = token(&app, &form).await;
+        assert_eq!((s, body["error"].as_str()), (status, Some(error)), "{form:?}: {body}");
+        assert!(body["error_description"].as_str().is_some());
+    }
+    // Five wrong PINs burn the offer; even the right PIN is then refused.
+    for left in (0..5).rev() {
+        let (s, body) =
+            token(&app, &[("grant_type", grant), ("pre-authorized_code", code), ("tx_code", "999999x")]).await;
+        assert_eq!((s, body["error"].as_str()), (400, Some("invalid_grant")));
+        assert!(
+            body["error_description"].as_str().is_some_and(|d| d.contains(&format!("{left} attempts left"))),
+            "{body}"
+        );
+    }
+    let (_, body) = token(&app, &[("grant_type", grant), ("pre-authorized_code", code), ("tx_code", &pin)]).await;
+    assert_eq!(body["error"], "invalid_grant");
+
+    // An expired offer.
+    let (o, _) = offer(&app, &alice, false).await;
+    sqlx::query("UPDATE issuer_offers SET expires_at = 0 WHERE status = 'offered'")
+        .execute(app.node.db.pool())
+        .await
+        .expect("expire");
+    let (_, body) = token(&app, &[("grant_type", grant), ("pre-authorized_code", &o.pre_authorized_code)]).await;
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(body["error_description"].as_str().is_some_and(|d| d.contains("expired")));
+
+    // A good token, then bad credential requests: each refused, none uses it up.
+    let (o, _) = offer(&app, &alice, false).await;
+    let (s, body) = token(&app, &[("grant_type", grant), ("pre-authorized_code", &o.pre_authorized_code)]).await;
+    assert_eq!(s, 200, "{body}");
+    let access = body["access_token"].as_str().expect("token").to_owned();
+    let (s, _) = token(&app, &[("grant_type", grant), ("pre-authorized_code", &o.pre_authorized_code)]).await;
+    assert_eq!(s, 400, "a pre-authorized code works once");
+
+    let holder = Ed25519KeyPair::generate();
+    let holder_kid = format!("did:key:{}#{}", holder.public().to_multibase(), holder.public().to_multibase());
+    let nonce = || async {
+        let r: Value =
+            app.http.post(format!("{issuer}/oid4vci/nonce")).send().await.expect("nonce").json().await.expect("json");
+        r["c_nonce"].as_str().expect("c_nonce").to_owned()
+    };
+    let c_nonce = nonce().await;
+    let proof = |key: &Ed25519KeyPair, kid: &str, claims: Value, typ: &str| {
+        jws::sign(key, typ, Some(kid), &claims).expect("sign")
+    };
+    let good_claims = json!({"aud": issuer, "iat": now_ms() / 1000, "nonce": c_nonce});
+    let request =
+        |proof: String| json!({"credential_configuration_id": "FriendCredential", "proofs": {"jwt": [proof]}});
+    let send = |body: Value, bearer: Option<String>| {
+        let mut r = app.http.post(format!("{issuer}/oid4vci/credential")).json(&body);
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        async move {
+            let resp = r.send().await.expect("credential");
+            let auth = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).map(String::from);
+            (resp.status().as_u16(), auth, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let other = Ed25519KeyPair::generate();
+    let bad_cases: Vec<(Value, Option<String>, u16, &str)> = vec![
+        (request(proof(&holder, &holder_kid, good_claims.clone(), "openid4vci-proof+jwt")), None, 401, "invalid_token"),
+        (
+            request(proof(&holder, &holder_kid, good_claims.clone(), "openid4vci-proof+jwt")),
+            Some("forged".into()),
+            401,
+            "invalid_token",
+        ),
+        (
+            json!({"credential_configuration_id": "ProfileCredential", "proofs": {"jwt": [proof(&holder, &holder_kid, good_claims.clone(), "openid4vci-proof+jwt")]}}),
+            Some(access.clone()),
+            400,
+            "unknown_credential_configuration",
+        ),
+        (json!({"credential_configuration_id": "FriendCredential"}), Some(access.clone()), 400, "invalid_proof"),
+        (request("not.a.jwt".into()), Some(access.clone()), 400, "invalid_proof"),
+        (
+            request(proof(&other, &holder_kid, good_claims.clone(), "openid4vci-proof+jwt")),
+            Some(access.clone()),
+            400,
+            "invalid_proof",
+        ),
+        (request(proof(&holder, &holder_kid, good_claims.clone(), "JWT")), Some(access.clone()), 400, "invalid_proof"),
+        (
+            request(proof(
+                &holder,
+                &holder_kid,
+                json!({"aud": "https://elsewhere.example", "iat": now_ms() / 1000, "nonce": c_nonce}),
+                "openid4vci-proof+jwt",
+            )),
+            Some(access.clone()),
+            400,
+            "invalid_proof",
+        ),
+        (
+            request(proof(
+                &holder,
+                &holder_kid,
+                json!({"aud": issuer, "iat": now_ms() / 1000 - 3600, "nonce": c_nonce}),
+                "openid4vci-proof+jwt",
+            )),
+            Some(access.clone()),
+            400,
+            "invalid_proof",
+        ),
+        (
+            request(proof(
+                &holder,
+                &holder_kid,
+                json!({"aud": issuer, "iat": now_ms() / 1000}),
+                "openid4vci-proof+jwt",
+            )),
+            Some(access.clone()),
+            400,
+            "invalid_proof",
+        ),
+        (
+            request(proof(
+                &holder,
+                &holder_kid,
+                json!({"aud": issuer, "iat": now_ms() / 1000, "nonce": "made-up"}),
+                "openid4vci-proof+jwt",
+            )),
+            Some(access.clone()),
+            400,
+            "invalid_nonce",
+        ),
+        (json!({"proofs": 5}), Some(access.clone()), 400, "invalid_credential_request"),
+    ];
+    for (body, bearer, status, error) in bad_cases {
+        let (s, auth, got) = send(body.clone(), bearer.clone()).await;
+        assert_eq!((s, got["error"].as_str()), (status, Some(error)), "{body}: {got}");
+        if status == 401 {
+            assert!(auth.is_some_and(|a| a.contains("invalid_token")), "WWW-Authenticate on 401");
+        }
+    }
+    let issued: i64 = sqlx::query("SELECT COUNT(*) AS n FROM issuer_credentials")
+        .fetch_one(app.node.db.pool())
+        .await
+        .expect("q")
+        .try_get("n")
+        .expect("n");
+    assert_eq!(issued, 0, "nothing was issued");
+
+    // After all that, the same token and c_nonce still work, once.
+    let (s, _, got) =
+        send(request(proof(&holder, &holder_kid, good_claims.clone(), "openid4vci-proof+jwt")), Some(access.clone()))
+            .await;
+    assert_eq!(s, 200, "{got}");
+    let vc: Value =
+        jws::unverified_payload(got["credentials"][0]["credential"].as_str().expect("credential")).expect("vc");
+    assert_eq!(vc["credentialSubject"]["id"], format!("did:key:{}", holder.public().to_multibase()));
+    let (s, _, got) = send(
+        request(proof(
+            &holder,
+            &holder_kid,
+            json!({"aud": issuer, "iat": now_ms() / 1000, "nonce": nonce().await}),
+            "openid4vci-proof+jwt",
+        )),
+        Some(access),
+    )
+    .await;
+    assert_eq!((s, got["error"].as_str()), (401, Some("invalid_token")), "the token was used up");
+
+    // A jwk-bound proof gives a did:jwk subject.
+    let (o, _) = offer(&app, &alice, false).await;
+    let (_, body) = token(&app, &[("grant_type", grant), ("pre-authorized_code", &o.pre_authorized_code)]).await;
+    let mut header_jwk = serde_json::Map::new();
+    header_jwk.insert("jwk".into(), holder.public().to_jwk());
+    let claims = json!({"aud": issuer, "iat": now_ms() / 1000, "nonce": nonce().await});
+    let proof_jwk = jws_with_jwk(&holder, &claims);
+    let (s, _, got) = send(request(proof_jwk), Some(body["access_token"].as_str().expect("t").to_owned())).await;
+    assert_eq!(s, 200, "{got}");
+    let vc: Value = jws::unverified_payload(got["credentials"][0]["credential"].as_str().expect("c")).expect("vc");
+    assert!(vc["credentialSubject"]["id"].as_str().is_some_and(|d| d.starts_with("did:jwk:")));
+
+    // Metadata is where OpenID4VCI says it is.
+    let (s, meta) = app.get_json("/.well-known/openid-credential-issuer/users/alice").await;
+    assert_eq!(s, 200);
+    assert_eq!(meta["credential_issuer"], issuer.as_str());
+    assert_eq!(meta["credential_configurations_supported"]["FriendCredential"]["format"], "vc+jwt");
+    let (s, asm) = app.get_json("/.well-known/oauth-authorization-server/users/alice").await;
+    assert_eq!((s, asm["token_endpoint"].as_str()), (200, Some(format!("{issuer}/oid4vci/token").as_str())));
+    app.stop().await;
+}
+
+/// A proof JWT whose header carries the public JWK instead of a kid.
+fn jws_with_jwk(key: &Ed25519KeyPair, claims: &Value) -> String {
+    use sichat_core::ids::b64url;
+    let header = json!({"alg": "EdDSA", "typ": "openid4vci-proof+jwt", "jwk": key.public().to_jwk()});
+    let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let sig = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(&sig))
+}
