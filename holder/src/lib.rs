@@ -4,10 +4,13 @@
 //! - [`check`]: checking a received `vc+jwt` against its issuer's DID document, and its
 //!   Bitstring Status List entries, live.
 //! - [`resolve`]: fetching `did:web` documents (bounded in time and size).
+//! - [`store`]: the node's copy of its users' credentials (`holder_credentials`), and its
+//!   axum router, so a lost device loses nothing.
 
 pub mod check;
 mod error;
 pub mod oid4vci;
 pub mod resolve;
+pub mod store;
 
 pub use error::HolderError;

@@ -38,6 +38,7 @@ pub fn router(node: &Node, limiter: Limiter) -> Router {
         .with_state(node.clone())
         .merge(sichat_accounts::api::router(node.accounts.clone()))
         .merge(sichat_issuer::api::router(node.issuer.clone(), node.accounts.clone()))
+        .merge(sichat_holder::store::router(node.db.clone(), node.accounts.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(node.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(limiter, rate_limit));

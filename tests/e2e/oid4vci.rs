@@ -53,6 +53,13 @@ async fn offer_receive_list_revoke_with_two_wallets(backend: Backend) {
     assert_eq!(got["subject"], bob_did.as_str());
     let id = got["id"].as_str().expect("id").to_owned();
 
+    // Bob's node kept a copy: a device blessed later sees the credential too.
+    let phone = app.wallet("bob-phone");
+    let out = sichat(&bob, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("p")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let on_phone = json(&sichat(&phone, &["--json", "credential", "list"]).await);
+    assert_eq!(on_phone[0]["id"], id.as_str(), "synced from the node: {on_phone}");
+
     // The offer is single-use.
     let out = sichat(&bob, &["credential", "receive", &uri, "--pin", &pin]).await;
     assert!(stderr(&out).contains("already redeemed or has expired"), "{}", stderr(&out));
@@ -96,6 +103,17 @@ async fn offer_receive_list_revoke_with_two_wallets(backend: Backend) {
     let out = sichat(&carol, &["--json", "credential", "receive", &by_value]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["subject"], carol_did.as_str());
+
+    // Nobody can park someone else's credential on their node.
+    let carols = json(&sichat(&carol, &["--json", "credential", "show", json(&out)["id"].as_str().expect("id")]).await);
+    let mut c = sichat_e2e::login(&app, &bob).await;
+    let body = json!({"id": "x", "format": "vc+jwt", "credential": carols["credential"], "received_at": 0});
+    let r = c.post(format!("{}/api/v1/holder/credentials", app.url)).json(&body).send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["error"], "invalid_credential");
+    c = reqwest::Client::new();
+    let r = c.post(format!("{}/api/v1/holder/credentials", app.url)).json(&body).send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 401);
 
     // An offer made for Bob cannot be redeemed by Carol.
     let out = sichat(

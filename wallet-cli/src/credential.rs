@@ -253,8 +253,16 @@ async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
         received_at: sichat_core::ids::now_ms(),
     };
     w.credentials.retain(|c| c.id != id);
-    w.credentials.push(held);
+    w.credentials.push(held.clone());
     w.save(&ctx.dir, &pass)?;
+    // A full client keeps a copy on its own node, so a lost device loses nothing.
+    if let Some(server) = w.profile.server.clone() {
+        let mut c = crate::client::Client::new(&server)?;
+        c.login(&w).await?;
+        let kept: Result<Value> = c.post("/api/v1/holder/credentials", &held).await;
+        c.logout().await;
+        kept.context("stored in this wallet, but your node did not keep a copy")?;
+    }
     let summary = summarize(&http, &vc).await;
     ctx.print(&summary, |s| {
         println!("Stored {} from {}", s["type"].as_str().unwrap_or("?"), s["issuer"].as_str().unwrap_or("?"));
@@ -283,7 +291,20 @@ async fn summarize(http: &reqwest::Client, vc: &Value) -> Value {
 }
 
 async fn list(ctx: &Ctx, only: Option<&str>) -> Result<()> {
-    let (w, _) = ctx.open()?;
+    let (mut w, pass) = ctx.open()?;
+    // A full client first takes in what its node holds (received on another device).
+    if let Some(server) = w.profile.server.clone() {
+        let mut c = crate::client::Client::new(&server)?;
+        c.login(&w).await?;
+        let remote: Result<Vec<HeldCredential>> = c.get("/api/v1/holder/credentials").await;
+        c.logout().await;
+        let missing: Vec<HeldCredential> =
+            remote?.into_iter().filter(|r| !w.credentials.iter().any(|l| l.id == r.id)).collect();
+        if !missing.is_empty() {
+            w.credentials.extend(missing);
+            w.save(&ctx.dir, &pass)?;
+        }
+    }
     let http = resolve::client()?;
     let mut out = Vec::new();
     for held in &w.credentials {
