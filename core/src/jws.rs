@@ -6,10 +6,63 @@
 use crate::ids::b64url_decode;
 use crate::keys::{Ed25519KeyPair, Ed25519Public};
 use crate::CoreError;
-use josekit::jwk::Jwk;
-use josekit::jws::{EdDSA, JwsHeader};
+use ed25519_dalek::Signer;
+use josekit::jws::{EdDSA, JwsAlgorithm, JwsHeader, JwsSigner, JwsVerifier};
+use josekit::JoseError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::fmt;
+
+/// josekit's EdDSA, computed by `ed25519-dalek`: josekit builds and parses the JWS,
+/// dalek does the curve arithmetic (no per-call key import, strict verification).
+#[derive(Clone)]
+struct DalekSigner(ed25519_dalek::SigningKey);
+
+impl fmt::Debug for DalekSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DalekSigner(<redacted>)")
+    }
+}
+
+impl JwsSigner for DalekSigner {
+    fn algorithm(&self) -> &dyn JwsAlgorithm {
+        &EdDSA
+    }
+    fn key_id(&self) -> Option<&str> {
+        None
+    }
+    fn signature_len(&self) -> usize {
+        64
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
+        Ok(self.0.sign(message).to_bytes().to_vec())
+    }
+    fn box_clone(&self) -> Box<dyn JwsSigner> {
+        Box::new(self.clone())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct DalekVerifier(Ed25519Public);
+
+impl JwsVerifier for DalekVerifier {
+    fn algorithm(&self) -> &dyn JwsAlgorithm {
+        &EdDSA
+    }
+    fn key_id(&self) -> Option<&str> {
+        None
+    }
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), JoseError> {
+        if self.0.verify(message, signature) {
+            Ok(())
+        } else {
+            Err(JoseError::InvalidSignature(anyhow::anyhow!("Ed25519 signature does not verify")))
+        }
+    }
+    fn box_clone(&self) -> Box<dyn JwsVerifier> {
+        Box::new(self.clone())
+    }
+}
 
 /// Longest compact JWS we will parse.
 pub const MAX_JWS_LEN: usize = 32 * 1024;
@@ -21,8 +74,7 @@ pub fn sign(key: &Ed25519KeyPair, typ: &str, kid: Option<&str>, payload: &impl S
     if let Some(kid) = kid {
         header.set_key_id(kid);
     }
-    let jwk = Jwk::from_bytes(key.private_jwk().as_bytes()).map_err(|e| CoreError::InvalidKey(e.to_string()))?;
-    let signer = EdDSA.signer_from_jwk(&jwk).map_err(|e| CoreError::InvalidKey(e.to_string()))?;
+    let signer = DalekSigner(key.signing_key().clone());
     let body = serde_json::to_vec(payload).map_err(|e| CoreError::MalformedJws(e.to_string()))?;
     josekit::jws::serialize_compact(&body, &header, &signer).map_err(|e| CoreError::MalformedJws(e.to_string()))
 }
@@ -37,9 +89,7 @@ pub fn verify<T: DeserializeOwned>(token: &str, key: &Ed25519Public, typ: &str) 
     if header.get("alg").and_then(|v| v.as_str()) != Some("EdDSA") {
         return Err(CoreError::MalformedJws("alg must be EdDSA".into()));
     }
-    let jwk = Jwk::from_map(key.to_jwk().as_object().cloned().unwrap_or_default())
-        .map_err(|e| CoreError::InvalidKey(e.to_string()))?;
-    let verifier = EdDSA.verifier_from_jwk(&jwk).map_err(|e| CoreError::InvalidKey(e.to_string()))?;
+    let verifier = DalekVerifier(*key);
     let (payload, _) = josekit::jws::deserialize_compact(token, &verifier).map_err(|e| match e {
         josekit::JoseError::InvalidSignature(_) => CoreError::BadSignature,
         other => CoreError::MalformedJws(other.to_string()),

@@ -104,16 +104,8 @@ impl Ed25519KeyPair {
         self.0.sign(message).to_bytes()
     }
 
-    /// The private JWK, for handing to `josekit`. Kept in `Zeroizing`.
-    pub(crate) fn private_jwk(&self) -> Zeroizing<String> {
-        Zeroizing::new(
-            serde_json::json!({
-                "kty": "OKP", "crv": "Ed25519",
-                "x": b64url(self.0.verifying_key().as_bytes()),
-                "d": b64url(&self.0.to_bytes()),
-            })
-            .to_string(),
-        )
+    pub(crate) fn signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.0
     }
 }
 

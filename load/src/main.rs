@@ -1,8 +1,12 @@
-//! `sichat-load`: measures device logins per second against a running node.
+//! `sichat-load`: measures a running node on this machine.
 //!
 //! It registers one account with `--devices` devices (using an invite from
-//! `sichatd admin invite`), then runs `--concurrency` loops, each logging a device in
-//! (challenge, node-signature check, signed answer, session) until `--seconds` pass.
+//! `sichatd admin invite`), then runs `--concurrency` loops until `--seconds` pass:
+//! - `--scenario logins`: a device login each (challenge, node-signature check, signed
+//!   answer, session);
+//! - `--scenario issuance`: a full OpenID4VCI issuance each (offer, offer fetched by
+//!   reference, token, nonce, proof of possession, credential).
+//!
 //! Bounded in time and aimed at loopback only.
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +36,9 @@ struct Args {
     /// Devices to register and log in round-robin.
     #[arg(long, default_value_t = 4)]
     devices: usize,
+    /// What each loop does.
+    #[arg(long, value_parser = ["logins", "issuance"], default_value = "logins")]
+    scenario: String,
     #[arg(long)]
     json: bool,
 }
@@ -58,6 +65,67 @@ async fn post(t: &Target, path: &str, body: &Value) -> Result<Value> {
         bail!("{path}: {status} {v}");
     }
     Ok(v)
+}
+
+/// One full OpenID4VCI issuance to a fresh did:key holder, as the issuer `session`.
+async fn issuance(t: &Target, session: &str, user: &str) -> Result<()> {
+    let offer: Value = t
+        .http
+        .post(format!("{}/api/v1/issuer/offers", t.base))
+        .bearer_auth(session)
+        .json(&json!({"type": "FriendCredential", "subject": "anyone", "claims": {"name": "Load"}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let uri = offer["offer_uri"].as_str().context("offer_uri")?;
+    let reference = url::Url::parse(uri)?
+        .query_pairs()
+        .find(|(k, _)| k == "credential_offer_uri")
+        .map(|(_, v)| v.into_owned())
+        .context("credential_offer_uri")?;
+    let object: Value = t.http.get(&reference).send().await?.json().await?;
+    let code = object
+        .pointer("/grants/urn:ietf:params:oauth:grant-type:pre-authorized_code/pre-authorized_code")
+        .and_then(Value::as_str)
+        .context("pre-authorized_code")?;
+    let issuer = format!("{}/users/{user}", t.base);
+    let form = [("grant_type", "urn:ietf:params:oauth:grant-type:pre-authorized_code"), ("pre-authorized_code", code)];
+    let token: Value = t.http.post(format!("{issuer}/oid4vci/token")).form(&form).send().await?.json().await?;
+    let access = token["access_token"].as_str().context("access_token")?;
+    let nonce = post(t, &format!("/users/{user}/oid4vci/nonce"), &json!({})).await?;
+    let holder = Ed25519KeyPair::generate();
+    let mb = holder.public().to_multibase();
+    let claims = json!({"aud": issuer, "iat": now_secs(), "nonce": nonce["c_nonce"]});
+    let proof = jws::sign(&holder, "openid4vci-proof+jwt", Some(&format!("did:key:{mb}#{mb}")), &claims)?;
+    let r = t
+        .http
+        .post(format!("{issuer}/oid4vci/credential"))
+        .bearer_auth(access)
+        .json(&json!({"credential_configuration_id": "FriendCredential", "proofs": {"jwt": [proof]}}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("credential: {}", r.status());
+    }
+    Ok(())
+}
+
+/// Log `d` in and return the session token.
+async fn session(t: &Target, d: &Device) -> Result<String> {
+    let ch = post(t, "/api/v1/sessions/challenge", &json!({ "certificate": d.cert })).await?;
+    let claims: LoginChallengeClaims =
+        jws::verify(ch["challenge"].as_str().unwrap_or(""), &t.node_key, TYP_LOGIN_CHALLENGE)?;
+    let answer = LoginClaims {
+        iss: t.user_did.clone(),
+        sub: d.id.clone(),
+        aud: t.node_did.clone(),
+        nonce: claims.nonce,
+        iat: now_secs(),
+    };
+    let response = jws::sign(&d.sign, TYP_LOGIN, None, &answer)?;
+    let s = post(t, "/api/v1/sessions", &json!({ "response": response })).await?;
+    Ok(s["token"].as_str().context("token")?.to_owned())
 }
 
 async fn login(t: &Target, d: &Device) -> Result<()> {
@@ -136,20 +204,27 @@ async fn main() -> Result<()> {
         post(&t, "/api/v1/root-operations", &json!({ "request": jws::sign(&root, TYP_ROOT_OP, None, &op)? })).await?;
     }
     let devices = Arc::new(devices);
+    let issuing = args.scenario == "issuance";
+    let token = if issuing { Some(Arc::new(session(&t, &devices[0]).await?)) } else { None };
+    let name = Arc::new(name);
 
     if !args.json {
-        eprintln!("{} loops × {} s of device logins against {} …", args.concurrency, args.seconds, t.base);
+        eprintln!("{} loops × {} s of {} against {} …", args.concurrency, args.seconds, args.scenario, t.base);
     }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let start = Instant::now();
     let mut loops = Vec::new();
     for w in 0..args.concurrency {
-        let (t, devices) = (t.clone(), devices.clone());
+        let (t, devices, token, name) = (t.clone(), devices.clone(), token.clone(), name.clone());
         loops.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, w);
             while Instant::now() < deadline {
                 let began = Instant::now();
-                match login(&t, &devices[i % devices.len()]).await {
+                let done = match &token {
+                    Some(session) => issuance(&t, session, &name).await,
+                    None => login(&t, &devices[i % devices.len()]).await,
+                };
+                match done {
                     Ok(()) => lat.push(began.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -169,10 +244,11 @@ async fn main() -> Result<()> {
     let pct =
         |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
     let report = json!({
-        "logins": lat.len(),
+        "scenario": args.scenario,
+        "operations": lat.len(),
         "errors": errors,
         "seconds": elapsed,
-        "logins_per_second": lat.len() as f64 / elapsed,
+        "per_second": lat.len() as f64 / elapsed,
         "latency_ms": { "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99) },
         "concurrency": args.concurrency,
     });
@@ -180,8 +256,9 @@ async fn main() -> Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{} logins in {:.1} s: {:.0} logins/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {} errors",
+            "{} {} in {:.1} s: {:.0}/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, {} errors",
             lat.len(),
+            args.scenario,
             elapsed,
             lat.len() as f64 / elapsed,
             pct(0.5),
