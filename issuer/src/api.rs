@@ -38,12 +38,17 @@ pub fn router(issuer: Arc<Issuer>, accounts: Arc<Accounts>) -> Router {
         .route("/users/{name}/oid4vci/nonce", post(nonce))
         .route("/users/{name}/oid4vci/credential", post(credential))
         .route("/users/{name}/status/{list}", get(status_list))
+        .route("/api/v1/membership", get(membership))
+        .route("/status/{list}", get(membership_status_list))
+        .route("/credential-types/MembershipCredential/schema.json", get(membership_schema))
         .route("/users/{name}/credential-types/{type_name}/schema.json", get(schema))
         .with_state(AppState { issuer, accounts })
 }
 
 async fn list_types(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<CredentialType>>, ApiError> {
-    Ok(Json(s.issuer.types(&me.user_id).await?))
+    let mut types = s.issuer.types(&me.user_id).await?;
+    types.push(crate::membership::membership_type());
+    Ok(Json(types))
 }
 
 async fn add_type(
@@ -87,23 +92,43 @@ async fn set_status(
     Ok(Json(s.issuer.set_status(&me, &id, action).await?))
 }
 
-/// The signed status list credential. Clients revalidate every time (`no-cache`) and get a
-/// cheap 304 while the list is unchanged, so a revocation is visible at once.
+async fn membership(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Issued>, ApiError> {
+    Ok(Json(s.issuer.membership(&me).await?))
+}
+
+async fn membership_status_list(
+    State(s): State<AppState>,
+    Path(list): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Ok(serve_list(s.issuer.membership_status_list(&list).await?, &headers))
+}
+
+async fn membership_schema(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(([(header::CONTENT_TYPE, "application/schema+json")], Json(s.issuer.membership_schema()?)))
+}
+
+/// A user's status list.
 async fn status_list(
     State(s): State<AppState>,
     Path((name, list)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let served = s.issuer.status_list(&name, &list).await?;
+    Ok(serve_list(s.issuer.status_list(&name, &list).await?, &headers))
+}
+
+/// A signed status list credential. Clients revalidate every time (`no-cache`) and get a
+/// cheap 304 while the list is unchanged, so a revocation is visible at once.
+fn serve_list(served: crate::service::ServedList, headers: &HeaderMap) -> Response {
     let cache = [(header::ETAG, served.etag.clone()), (header::CACHE_CONTROL, "no-cache".to_owned())];
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == served.etag || t.trim() == "*"));
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
     }
-    Ok((cache, [(header::CONTENT_TYPE, "application/vc+jwt")], served.jwt).into_response())
+    (cache, [(header::CONTENT_TYPE, "application/vc+jwt")], served.jwt).into_response()
 }
 
 async fn schema(

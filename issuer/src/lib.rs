@@ -4,6 +4,7 @@
 //! - [`types`]: credential types and their JSON Schemas.
 //! - [`credential`]: building a credential and securing it as `vc+jwt`.
 //! - [`status`]: Bitstring Status List encoding.
+//! - [`membership`]: the node-issued MembershipCredential and its derived status list.
 //! - [`oid4vci`]: OpenID4VCI 1.0 pre-authorized code flow (offers, token, nonce, credential).
 //! - [`service`]: issuing, the issuance log, revocation and suspension, served lists.
 //! - [`api`]: the axum router.
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod credential;
 mod error;
+pub mod membership;
 pub mod oid4vci;
 pub mod service;
 pub mod status;

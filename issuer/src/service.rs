@@ -123,6 +123,7 @@ impl Issuer {
 
     // ---- types ----
 
+    /// The types the user can issue (and the node-issued membership, for reference).
     pub async fn types(&self, user_id: &str) -> Result<Vec<CredentialType>, IssuerError> {
         let mut all = types::builtin();
         for (name, display_name, schema) in store::user_types(&mut *self.conn().await?, user_id).await? {
@@ -142,7 +143,7 @@ impl Issuer {
 
     pub async fn add_type(&self, me: &AuthDevice, new: NewType) -> Result<CredentialType, IssuerError> {
         types::check_name(&new.name)?;
-        if types::builtin().iter().any(|t| t.name == new.name) {
+        if types::builtin().iter().any(|t| t.name == new.name) || new.name == crate::membership::MEMBERSHIP {
             return Err(IssuerError::Conflict(format!("{} is a built-in type", new.name)));
         }
         types::subject_schema(&new.schema)?;
@@ -199,6 +200,12 @@ impl Issuer {
         req: IssueRequest,
     ) -> Result<Prepared, IssuerError> {
         let holder = Did::parse(&req.subject)?;
+        if req.type_name == crate::membership::MEMBERSHIP {
+            return Err(IssuerError::InvalidType(
+                "MembershipCredential is issued by the node itself: get yours with `sichat credential membership`"
+                    .into(),
+            ));
+        }
         let t = self.find_type(user_id, &req.type_name).await?;
         if req.claims.contains_key("id") {
             return Err(IssuerError::InvalidRequest(

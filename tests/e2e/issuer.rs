@@ -9,7 +9,11 @@ use sichat_issuer::status::{Bitstring, LIST_SIZE};
 use sqlx::Row;
 use std::path::Path;
 
-storage_tests!(issued_vc_jwt_verifies_and_revocation_shows_in_the_list, issuing_rejects_bad_input_and_keeps_state);
+storage_tests!(
+    issued_vc_jwt_verifies_and_revocation_shows_in_the_list,
+    issuing_rejects_bad_input_and_keeps_state,
+    membership_follows_the_account
+);
 
 fn decode_part(jwt: &str, i: usize) -> Value {
     let part = jwt.split('.').nth(i).expect("part");
@@ -250,7 +254,9 @@ async fn issuing_rejects_bad_input_and_keeps_state(backend: Backend) {
     assert!(stderr(&add("lowercase", "club.json").await).contains("invalid_type"));
     assert!(stderr(&add("DefinesIdCredential", "bad.json").await).contains("holder's DID"));
     let types = json(&sichat(&alice, &["--json", "credential", "type", "list"]).await);
-    assert_eq!(types.as_array().map(Vec::len), Some(3));
+    assert_eq!(types.as_array().map(Vec::len), Some(4), "Friend, Profile, Membership and BookClub: {types}");
+    let out = issue(a(&["--type", "MembershipCredential", "--to", &bob, "--claim", "name=B"])).await;
+    assert!(stderr(&out).contains("issued by the node"), "{}", stderr(&out));
     let out =
         issue(a(&["--type", "BookClubCredential", "--to", &bob, "--claim", "club=Readers", "--claim", "level:=0"]))
             .await;
@@ -275,5 +281,62 @@ async fn issuing_rejects_bad_input_and_keeps_state(backend: Backend) {
     assert_eq!(status, 404);
     let (status, _) = app.get_json("/users/alice/credential-types/NoSuch/schema.json").await;
     assert_eq!(status, 404);
+    app.stop().await;
+}
+
+async fn membership_follows_the_account(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let code = app.invite(&alice, 1).await;
+    let bob = app.join("bob", &code).await;
+    let bob_did = json(&sichat(&bob, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let node_did = app.node.identity.did().to_string();
+
+    // `init` fetched bob's membership: issued by the node, about bob, active.
+    let listed = json(&sichat(&bob, &["--json", "credential", "list"]).await);
+    let m = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["type"] == "MembershipCredential")
+        .expect("membership")
+        .clone();
+    assert_eq!((m["issuer"].as_str(), m["subject"].as_str()), (Some(node_did.as_str()), Some(bob_did.as_str())));
+    assert_eq!(m["claims"], json!({"memberOf": node_did, "name": "bob"}));
+    assert_eq!(m["status"]["state"], "active");
+
+    // It verifies against the node's DID document and satisfies its schema.
+    let shown = json(&sichat(&bob, &["--json", "credential", "show", m["id"].as_str().expect("id")]).await);
+    let jwt = shown["credential"].as_str().expect("jwt");
+    let vc: Value = jws::verify(jwt, &app.node.identity.public_key(), "vc+jwt").expect("node-signed");
+    let schema: Value = app
+        .http
+        .get(vc["credentialSchema"]["id"].as_str().expect("schema"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(jsonschema::validator_for(&schema).expect("schema").is_valid(&vc));
+    // Asking again returns the same credential.
+    assert!(sichat(&bob, &["credential", "membership"]).await.status.success());
+    assert_eq!(count(&app, "SELECT COUNT(*) AS n FROM issuer_memberships").await, 2);
+
+    // Removing bob revokes his membership, on the node's list, at once.
+    assert!(sichat(&alice, &["user", "remove", "bob"]).await.status.success());
+    let out = sichat(&bob, &["--json", "credential", "list"]).await;
+    assert!(stderr(&out).contains("not synced"), "{}", stderr(&out));
+    let listed = json(&out);
+    let m = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["type"] == "MembershipCredential")
+        .expect("membership")
+        .clone();
+    assert_eq!((m["status"]["state"].as_str(), m["status"]["revoked"].as_bool()), (Some("revoked"), Some(true)));
+    let alice_list = json(&sichat(&alice, &["--json", "credential", "list"]).await);
+    assert_eq!(alice_list[0]["status"]["state"], "active", "alice's membership is untouched");
     app.stop().await;
 }

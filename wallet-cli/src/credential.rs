@@ -72,6 +72,8 @@ pub enum CredentialCmd {
     List,
     /// One held credential in full.
     Show { id: String },
+    /// Get the MembershipCredential your node issues you (done at `init` too).
+    Membership,
     /// Revoke a credential you issued. Final.
     Revoke { id: String },
     /// Suspend a credential you issued (it must have been issued --suspendable).
@@ -120,6 +122,13 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
         CredentialCmd::Receive { offer, pin } => return receive(ctx, &offer, pin.as_deref()).await,
         CredentialCmd::List => return list(ctx, None).await,
         CredentialCmd::Show { id } => return list(ctx, Some(&id)).await,
+        CredentialCmd::Membership => {
+            let (mut w, pass) = ctx.open()?;
+            let summary = membership(ctx, &mut w, &pass).await?;
+            return ctx.print(&summary, |s| {
+                println!("Stored your MembershipCredential ({})", s["status"]["state"].as_str().unwrap_or("?"))
+            });
+        }
         other => other,
     };
     let (_, mut c) = ctx.session().await?;
@@ -197,7 +206,10 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
         CredentialCmd::Revoke { id } => status(ctx, &c, &id, "revoke").await,
         CredentialCmd::Suspend { id } => status(ctx, &c, &id, "suspend").await,
         CredentialCmd::Resume { id } => status(ctx, &c, &id, "resume").await,
-        CredentialCmd::Receive { .. } | CredentialCmd::List | CredentialCmd::Show { .. } => {
+        CredentialCmd::Receive { .. }
+        | CredentialCmd::List
+        | CredentialCmd::Show { .. }
+        | CredentialCmd::Membership => {
             unreachable!("handled above")
         }
     };
@@ -245,6 +257,17 @@ async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
     if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
         bail!("the issued credential is about someone else, not {}: not stored", w.profile.did);
     }
+    let id = keep(ctx, &mut w, &pass, jwt, &vc).await?;
+    let summary = summarize(&http, &vc).await;
+    ctx.print(&summary, |s| {
+        println!("Stored {} from {}", s["type"].as_str().unwrap_or("?"), s["issuer"].as_str().unwrap_or("?"));
+        println!("  id: {id}\n  status: {}", s["status"]["state"].as_str().unwrap_or("?"));
+    })
+}
+
+/// Keep a verified credential: sealed in this wallet and, for a full client, on its node
+/// too, so a lost device loses nothing. Returns its id.
+async fn keep(ctx: &Ctx, w: &mut crate::wallet::Wallet, pass: &str, jwt: String, vc: &Value) -> Result<String> {
     let id = vc["id"].as_str().unwrap_or_default().trim_start_matches("urn:uuid:").to_owned();
     let held = HeldCredential {
         id: id.clone(),
@@ -254,20 +277,32 @@ async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
     };
     w.credentials.retain(|c| c.id != id);
     w.credentials.push(held.clone());
-    w.save(&ctx.dir, &pass)?;
-    // A full client keeps a copy on its own node, so a lost device loses nothing.
+    w.save(&ctx.dir, pass)?;
     if let Some(server) = w.profile.server.clone() {
         let mut c = crate::client::Client::new(&server)?;
-        c.login(&w).await?;
+        c.login(w).await?;
         let kept: Result<Value> = c.post("/api/v1/holder/credentials", &held).await;
         c.logout().await;
         kept.context("stored in this wallet, but your node did not keep a copy")?;
     }
-    let summary = summarize(&http, &vc).await;
-    ctx.print(&summary, |s| {
-        println!("Stored {} from {}", s["type"].as_str().unwrap_or("?"), s["issuer"].as_str().unwrap_or("?"));
-        println!("  id: {id}\n  status: {}", s["status"]["state"].as_str().unwrap_or("?"));
-    })
+    Ok(id)
+}
+
+/// Fetch, check and keep the MembershipCredential the wallet's node issues it.
+pub async fn membership(ctx: &Ctx, w: &mut crate::wallet::Wallet, pass: &str) -> Result<Value> {
+    let server = w.profile.server.clone().ok_or_else(|| anyhow!("a did:key wallet belongs to no node"))?;
+    let mut c = crate::client::Client::new(&server)?;
+    c.login(w).await?;
+    let issued: Result<Value> = c.get("/api/v1/membership").await;
+    c.logout().await;
+    let jwt = issued?["credential"].as_str().unwrap_or_default().to_owned();
+    let http = resolve::client()?;
+    let vc = check::verify_vc_jwt(&http, &jwt).await.context("the node's MembershipCredential does not verify")?;
+    if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
+        bail!("the node issued a membership for someone else");
+    }
+    keep(ctx, w, pass, jwt, &vc).await?;
+    Ok(summarize(&http, &vc).await)
 }
 
 async fn summarize(http: &reqwest::Client, vc: &Value) -> Value {
@@ -290,19 +325,29 @@ async fn summarize(http: &reqwest::Client, vc: &Value) -> Value {
     })
 }
 
+async fn node_copies(server: &str, w: &crate::wallet::Wallet) -> Result<Vec<HeldCredential>> {
+    let mut c = crate::client::Client::new(server)?;
+    c.login(w).await?;
+    let remote = c.get("/api/v1/holder/credentials").await;
+    c.logout().await;
+    remote
+}
+
 async fn list(ctx: &Ctx, only: Option<&str>) -> Result<()> {
     let (mut w, pass) = ctx.open()?;
-    // A full client first takes in what its node holds (received on another device).
+    // A full client first takes in what its node holds (received on another device). If
+    // the node cannot be reached, or refuses, list what this wallet holds.
     if let Some(server) = w.profile.server.clone() {
-        let mut c = crate::client::Client::new(&server)?;
-        c.login(&w).await?;
-        let remote: Result<Vec<HeldCredential>> = c.get("/api/v1/holder/credentials").await;
-        c.logout().await;
-        let missing: Vec<HeldCredential> =
-            remote?.into_iter().filter(|r| !w.credentials.iter().any(|l| l.id == r.id)).collect();
-        if !missing.is_empty() {
-            w.credentials.extend(missing);
-            w.save(&ctx.dir, &pass)?;
+        match node_copies(&server, &w).await {
+            Ok(remote) => {
+                let missing: Vec<HeldCredential> =
+                    remote.into_iter().filter(|r| !w.credentials.iter().any(|l| l.id == r.id)).collect();
+                if !missing.is_empty() {
+                    w.credentials.extend(missing);
+                    w.save(&ctx.dir, &pass)?;
+                }
+            }
+            Err(e) => eprintln!("warning: not synced with your node ({e:#}); showing this wallet's copies"),
         }
     }
     let http = resolve::client()?;

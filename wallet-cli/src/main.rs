@@ -343,8 +343,16 @@ async fn init(
         }
     };
     wallet::commit_pending(&pending, &ctx.dir)?;
+    let mut w = w;
+    let member = credential::membership(ctx, &mut w, &passphrase).await;
+    if let Err(e) = &member {
+        eprintln!("warning: no MembershipCredential yet ({e:#}); get it later with `sichat credential membership`");
+    }
     ctx.print(&account, |a| {
         println!("Welcome, {}! Your wallet is in {}", a.name, ctx.dir.display());
+        if member.is_ok() {
+            println!("  Your node issued you a MembershipCredential (see `sichat credential list`).");
+        }
         println!("  DID:          {}", a.did);
         println!("  DID document: {}", a.did_document_url);
         println!("  Invite quota: {} (see `sichat invite create --help`)", a.quota);
