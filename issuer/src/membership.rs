@@ -41,18 +41,23 @@ impl Issuer {
         self.accounts.node().url(path)
     }
 
+    async fn existing_membership(&self, user_id: &str) -> Result<Option<Issued>, IssuerError> {
+        let row = sqlx::query("SELECT id, credential FROM issuer_memberships WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        match row {
+            Some(r) => {
+                Ok(Some(Issued { id: r.try_get("id")?, format: "vc+jwt".into(), credential: r.try_get("credential")? }))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The session user's MembershipCredential, issued on first request.
     pub async fn membership(&self, me: &AuthDevice) -> Result<Issued, IssuerError> {
-        if let Some(row) = sqlx::query("SELECT id, credential FROM issuer_memberships WHERE user_id = $1")
-            .bind(&me.user_id)
-            .fetch_optional(self.db.pool())
-            .await?
-        {
-            return Ok(Issued {
-                id: row.try_get("id")?,
-                format: "vc+jwt".into(),
-                credential: row.try_get("credential")?,
-            });
+        if let Some(existing) = self.existing_membership(&me.user_id).await? {
+            return Ok(existing);
         }
         let node = self.accounts.node();
         let holder = self.accounts.user_did(&me.user_name)?;
@@ -92,16 +97,8 @@ impl Issuer {
                 Ok(_) => return Ok(Issued { id, format: "vc+jwt".into(), credential: jwt }),
                 // Another request issued it first, or the index was taken: look again.
                 Err(e) if is_unique_violation(&e) && attempt < 31 => {
-                    if let Some(row) = sqlx::query("SELECT id, credential FROM issuer_memberships WHERE user_id = $1")
-                        .bind(&me.user_id)
-                        .fetch_optional(self.db.pool())
-                        .await?
-                    {
-                        return Ok(Issued {
-                            id: row.try_get("id")?,
-                            format: "vc+jwt".into(),
-                            credential: row.try_get("credential")?,
-                        });
+                    if let Some(existing) = self.existing_membership(&me.user_id).await? {
+                        return Ok(existing);
                     }
                 }
                 Err(e) => return Err(e.into()),

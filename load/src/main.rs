@@ -129,19 +129,7 @@ async fn session(t: &Target, d: &Device) -> Result<String> {
 }
 
 async fn login(t: &Target, d: &Device) -> Result<()> {
-    let ch = post(t, "/api/v1/sessions/challenge", &json!({ "certificate": d.cert })).await?;
-    let claims: LoginChallengeClaims =
-        jws::verify(ch["challenge"].as_str().unwrap_or(""), &t.node_key, TYP_LOGIN_CHALLENGE)?;
-    let answer = LoginClaims {
-        iss: t.user_did.clone(),
-        sub: d.id.clone(),
-        aud: t.node_did.clone(),
-        nonce: claims.nonce,
-        iat: now_secs(),
-    };
-    let response = jws::sign(&d.sign, TYP_LOGIN, None, &answer)?;
-    post(t, "/api/v1/sessions", &json!({ "response": response })).await?;
-    Ok(())
+    session(t, d).await.map(|_| ())
 }
 
 #[tokio::main]
