@@ -22,6 +22,50 @@ pub struct NodeIdentity {
     key: Ed25519KeyPair,
 }
 
+/// The public URL a node uses, and what happened to it at this start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicUrl {
+    /// First start: this URL is now the node's.
+    New(Url),
+    /// The URL remembered from earlier starts.
+    Kept(Url),
+    /// Configured to something else than before: every DID of the node changes.
+    Changed { from: Url, to: Url },
+}
+
+impl PublicUrl {
+    pub fn url(&self) -> &Url {
+        match self {
+            Self::New(u) | Self::Kept(u) | Self::Changed { to: u, .. } => u,
+        }
+    }
+}
+
+/// Settle the node's public URL. Its DIDs are made from it, so once chosen it is kept:
+/// a `configured` URL wins (and replaces the remembered one), else the remembered one,
+/// else `derived` (from the listen address) on first start.
+pub async fn settle_public_url(db: &Db, configured: Option<&Url>, derived: &Url) -> Result<PublicUrl, CoreError> {
+    let stored: Option<String> = sqlx::query("SELECT value FROM node_settings WHERE name = 'public_url'")
+        .fetch_optional(db.pool())
+        .await?
+        .map(|r| r.try_get("value"))
+        .transpose()?;
+    let stored = stored.and_then(|s| Url::parse(&s).ok());
+    let outcome = match (stored, configured) {
+        (Some(old), Some(new)) if old != *new => PublicUrl::Changed { from: old, to: new.clone() },
+        (Some(old), _) => return Ok(PublicUrl::Kept(old)),
+        (None, c) => PublicUrl::New(c.unwrap_or(derived).clone()),
+    };
+    sqlx::query(
+        "INSERT INTO node_settings (name, value) VALUES ('public_url', $1) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(outcome.url().as_str())
+    .execute(db.pool())
+    .await?;
+    Ok(outcome)
+}
+
 impl NodeIdentity {
     /// Load the node key, creating it on first start. Returns whether it was created.
     /// A master key that does not open the stored key is a clear error.

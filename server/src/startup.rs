@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use sichat_accounts::protocol::InviteCreated;
 use sichat_accounts::{Accounts, Settings};
 use sichat_core::db::Db;
-use sichat_core::node::NodeIdentity;
+use sichat_core::node::{settle_public_url, NodeIdentity, PublicUrl};
 use sichat_core::seal::{MasterKey, MasterKeySource};
 use sichat_issuer::Issuer;
 use std::os::unix::fs::DirBuilderExt;
@@ -24,8 +24,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// Open (or create) the node described by `config`, reachable at `public_url`.
-    pub async fn open(config: Config, public_url: Url) -> Result<Self> {
+    /// Open (or create) the node described by `config`. `derived_url` (from the address
+    /// bound) is its public URL on first start unless `public_url` is configured; after
+    /// that the remembered one is kept, so its DIDs do not move.
+    pub async fn open(config: Config, derived_url: Url) -> Result<Self> {
         if !config.data_dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -37,6 +39,17 @@ impl Node {
         let (master, master_key_source) = MasterKey::load_or_create(&config.data_dir, env_key.as_deref())?;
         let url = config.database_url();
         let db = Db::open(&url).await.with_context(|| format!("cannot open the database at {}", redact(&url)))?;
+        let public_url = match settle_public_url(&db, config.public_url.as_ref(), &derived_url).await? {
+            PublicUrl::Changed { from, to } => {
+                tracing::warn!(%from, %to, "public_url changed: every DID of this node changes with it");
+                to
+            }
+            PublicUrl::Kept(url) if url != derived_url && config.public_url.is_none() => {
+                tracing::info!(%url, "keeping the public URL from the first start; set public_url to change it");
+                url
+            }
+            other => other.url().clone(),
+        };
         let (identity, _) = NodeIdentity::load_or_create(&db, &master, &public_url).await?;
         let settings = Settings {
             session_ttl_ms: config.session_ttl_secs * 1000,

@@ -100,9 +100,10 @@ async fn first_start_restart_and_admin(backend: Backend) {
     assert!(sichat(&wallet, &["device", "list"]).await.status.success(), "the wallet still logs in");
 
     // Admin works on the data directory beside the running node.
+    // No --public-url: admin uses the URL the node remembered from its first start.
     let admin = |args: &[&str]| {
         let mut c = sichatd(&data, &db.url);
-        c.arg("--public-url").arg(&url).args(args);
+        c.args(args);
         c.output()
     };
     let users = admin(&["admin", "users", "--json"]).await.expect("admin users");
@@ -133,6 +134,12 @@ async fn first_start_restart_and_admin(backend: Backend) {
         let again = admin(&["admin", "backup", copy.to_str().expect("path")]).await.expect("backup");
         assert!(stderr(&again).contains("already exists"));
     }
+    sigterm(&mut node).await;
+
+    // Listening elsewhere does not move the DIDs: the public URL is remembered.
+    let (mut node, banner) = start(&data, &db.url, free_port(), false).await;
+    assert_eq!(field(&banner, "DID:"), did);
+    assert_eq!(field(&banner, "URL:"), url);
     sigterm(&mut node).await;
 
     // The wrong master key is a clear error, and changes nothing.
