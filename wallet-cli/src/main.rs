@@ -142,6 +142,12 @@ enum KeyCmd {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // Like other Unix tools, end quietly when the reader goes away (`sichat … | head`)
+    // instead of panicking on a broken pipe.
+    // SAFETY: setting a signal disposition before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let json = cli.global.json;
     if let Err(e) = run(cli).await {
