@@ -53,7 +53,14 @@ pub fn router(node: &Node, limiter: Limiter) -> Router {
             Duration::from_secs(node.config.request_timeout_secs),
         ))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// Request spans name the route template, never the path itself: some paths carry
+/// secrets (an offer by reference holds its pre-authorized code).
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+    tracing::info_span!("request", method = %req.method(), route)
 }
 
 async fn node_did_document(State(node): State<Node>) -> impl IntoResponse {

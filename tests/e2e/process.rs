@@ -19,11 +19,24 @@ fn sichatd(data: &Path, db: &str) -> Command {
 
 /// Start `sichatd serve` and read its banner: through the join command when a fresh
 /// node prints an owner invite, else through the data line.
+/// Its log (stderr) goes to `<data>/../sichatd-<port>.log`.
 async fn start(data: &Path, db: &str, port: u16, expect_invite: bool) -> (Child, Vec<String>) {
+    start_env(data, db, port, expect_invite, &[]).await
+}
+
+async fn start_env(
+    data: &Path,
+    db: &str,
+    port: u16,
+    expect_invite: bool,
+    env: &[(&str, &str)],
+) -> (Child, Vec<String>) {
+    let log = std::fs::File::create(log_path(data, port)).expect("log file");
     let mut child = sichatd(data, db)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn sichatd");
@@ -43,6 +56,10 @@ async fn start(data: &Path, db: &str, port: u16, expect_invite: bool) -> (Child,
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, banner)
+}
+
+fn log_path(data: &Path, port: u16) -> std::path::PathBuf {
+    data.parent().expect("parent").join(format!("sichatd-{port}.log"))
 }
 
 async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
@@ -161,4 +178,61 @@ async fn first_start_restart_and_admin_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_restart_and_admin_postgres() {
     first_start_restart_and_admin(Backend::Postgres).await
+}
+
+/// Debug logging of a registration and an OpenID4VCI issuance with a PIN: no invite code,
+/// pre-authorized code, master key or passphrase in what sichatd writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_the_logs() {
+    let dir = TempDir::new("logs");
+    let Some(db) = TestDb::create(Backend::Sqlite, dir.path()).await else { return };
+    let data = dir.path().join("data");
+    let port = free_port();
+    let (mut node, banner) = start_env(&data, &db.url, port, true, &[("RUST_LOG", "debug")]).await;
+    let url = field(&banner, "URL:");
+    let idx = banner.iter().position(|l| l.contains("owner invite")).expect("invite");
+    let invite = banner[idx + 1].trim().to_owned();
+
+    let alice = dir.path().join("alice");
+    let out = sichat(&alice, &["init", "--server", &url, "--invite", &invite, "--name", "alice"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sichat(
+        &alice,
+        &[
+            "--json",
+            "credential",
+            "offer",
+            "--type",
+            "FriendCredential",
+            "--to",
+            "anyone",
+            "--claim",
+            "name=C",
+            "--pin",
+        ],
+    )
+    .await;
+    let offer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let uri = offer["offer_uri"].as_str().expect("uri").to_owned();
+    let pin = offer["tx_code"].as_str().expect("pin").to_owned();
+    let code = uri.rsplit("%2F").next().expect("code").to_owned();
+    let carol = dir.path().join("carol");
+    assert!(sichat(&carol, &["init"]).await.status.success());
+    let out = sichat(&carol, &["credential", "receive", &uri, "--pin", &pin]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    sigterm(&mut node).await;
+
+    let log = std::fs::read_to_string(log_path(&data, port)).expect("log");
+    assert!(log.contains("oid4vci/token"), "debug logging was on and saw the token endpoint's route");
+    let master = std::fs::read_to_string(data.join("master.key")).expect("master key");
+    for (what, secret) in [
+        ("invite code", invite.as_str()),
+        ("pre-authorized code", code.as_str()),
+        ("master key", master.trim()),
+        ("wallet passphrase", sichat_e2e::PASSPHRASE),
+        ("PIN", &format!("tx_code={pin}")),
+    ] {
+        assert!(secret.len() >= 6, "{what} is a real value");
+        assert!(!log.contains(secret), "the {what} reached the log");
+    }
 }
