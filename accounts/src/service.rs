@@ -10,6 +10,7 @@ use sichat_core::ids::{new_id, now_ms, random_bytes, random_token, token_hash};
 use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
 use sichat_core::node::NodeIdentity;
+use sichat_core::p256key::{KeyPair, P256KeyPair};
 use sichat_core::seal::MasterKey;
 use std::sync::Arc;
 
@@ -238,8 +239,16 @@ impl Accounts {
             return Err(AccountError::InviteUsed);
         }
         let sealed = self.master.seal(&issuing.secret(), &format!("acct_issuing_keys:{issuing_id}"));
-        store::insert_issuing_key(&mut tx, &issuing_id, &user_id, &issuing.public().to_multibase(), sealed, now)
-            .await?;
+        store::insert_issuing_key(
+            &mut tx,
+            &issuing_id,
+            &user_id,
+            "Ed25519",
+            &issuing.public().to_multibase(),
+            sealed,
+            now,
+        )
+        .await?;
         self.insert_device(&mut tx, &user_id, &cert, &claims.device_certificate, now).await?;
         tx.commit().await?;
         metrics::counter!("sichat_registrations_total").increment(1);
@@ -519,17 +528,46 @@ impl Accounts {
         self.account(&user.id).await
     }
 
-    /// The user's issuing key, unsealed, with its verification method id
+    /// The user's Ed25519 issuing key, unsealed, with its verification method id
     /// (`<user did>#issuing-<id>`). For the issuer; never leaves the node.
     pub async fn issuing_key(&self, user_id: &str) -> Result<(String, Ed25519KeyPair), AccountError> {
+        match self.issuing_key_for(user_id, "EdDSA").await? {
+            (kid, KeyPair::Ed25519(key)) => Ok((kid, key)),
+            _ => Err(AccountError::Internal("an EdDSA issuing key that is not Ed25519".into())),
+        }
+    }
+
+    /// The user's issuing key for a JWS `alg` (`EdDSA` or `ES256`). A P-256 key is made,
+    /// sealed and listed in the DID document the first time it is needed.
+    pub async fn issuing_key_for(&self, user_id: &str, alg: &str) -> Result<(String, KeyPair), AccountError> {
+        let algorithm = match alg {
+            "EdDSA" => "Ed25519",
+            "ES256" => "P-256",
+            other => return Err(AccountError::InvalidRequest(format!("unsupported signing algorithm {other}"))),
+        };
         let mut conn = self.conn().await?;
         let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AccountError::Unauthorized)?;
-        let (id, sealed) = store::current_issuing_key(&mut conn, user_id)
-            .await?
-            .ok_or_else(|| AccountError::NotFound("this account has no issuing key".into()))?;
-        let secret = self.master.open(&sealed, &format!("acct_issuing_keys:{id}"))?;
-        let kid = self.node.user_did(&user.name)?.url(&format!("issuing-{id}"));
-        Ok((kid, Ed25519KeyPair::from_secret(&secret)?))
+        let kid_for = |id: &str| -> Result<String, AccountError> {
+            Ok(self.node.user_did(&user.name)?.url(&format!("issuing-{id}")))
+        };
+        if let Some((id, sealed)) = store::current_issuing_key(&mut conn, user_id, algorithm).await? {
+            let secret = self.master.open(&sealed, &format!("acct_issuing_keys:{id}"))?;
+            let key = match algorithm {
+                "Ed25519" => KeyPair::Ed25519(Ed25519KeyPair::from_secret(&secret)?),
+                _ => KeyPair::P256(P256KeyPair::from_secret(&secret)?),
+            };
+            return Ok((kid_for(&id)?, key));
+        }
+        if algorithm == "Ed25519" {
+            return Err(AccountError::NotFound("this account has no issuing key".into()));
+        }
+        let key = P256KeyPair::generate();
+        let id = new_id();
+        let sealed = self.master.seal(&key.secret(), &format!("acct_issuing_keys:{id}"));
+        store::insert_issuing_key(&mut conn, &id, user_id, algorithm, &key.public().to_multibase(), sealed, now_ms())
+            .await?;
+        tracing::info!(user = %user.name, "made a P-256 issuing key");
+        Ok((kid_for(&id)?, KeyPair::P256(key)))
     }
 
     /// Housekeeping: drop expired challenges and sessions.

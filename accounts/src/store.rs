@@ -309,18 +309,23 @@ pub async fn insert_issuing_key(
     c: &mut Conn,
     id: &str,
     user_id: &str,
+    algorithm: &str,
     public_key: &str,
     sealed: Vec<u8>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO acct_issuing_keys (id, user_id, public_key, sealed_secret, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(user_id)
-        .bind(public_key)
-        .bind(sealed)
-        .bind(now)
-        .execute(c)
-        .await?;
+    sqlx::query(
+        "INSERT INTO acct_issuing_keys (id, user_id, algorithm, public_key, sealed_secret, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(algorithm)
+    .bind(public_key)
+    .bind(sealed)
+    .bind(now)
+    .execute(c)
+    .await?;
     Ok(())
 }
 
@@ -332,11 +337,16 @@ pub async fn issuing_keys(c: &mut Conn, user_id: &str) -> Result<Vec<(String, St
     rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("public_key")?))).collect()
 }
 
-pub async fn current_issuing_key(c: &mut Conn, user_id: &str) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+pub async fn current_issuing_key(
+    c: &mut Conn,
+    user_id: &str,
+    algorithm: &str,
+) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT id, sealed_secret FROM acct_issuing_keys WHERE user_id = $1 ORDER BY created_at DESC LIMIT 1",
+        "SELECT id, sealed_secret FROM acct_issuing_keys WHERE user_id = $1 AND algorithm = $2 ORDER BY created_at DESC LIMIT 1",
     )
     .bind(user_id)
+    .bind(algorithm)
     .fetch_optional(c)
     .await?;
     row.map(|r| Ok((r.try_get("id")?, r.try_get("sealed_secret")?))).transpose()

@@ -5,9 +5,10 @@
 
 use crate::ids::b64url_decode;
 use crate::keys::{Ed25519KeyPair, Ed25519Public};
+use crate::p256key::{KeyPair, PublicKey};
 use crate::CoreError;
 use ed25519_dalek::Signer;
-use josekit::jws::{EdDSA, JwsAlgorithm, JwsHeader, JwsSigner, JwsVerifier};
+use josekit::jws::{EdDSA, JwsAlgorithm, JwsHeader, JwsSigner, JwsVerifier, ES256};
 use josekit::JoseError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,12 +43,45 @@ impl JwsSigner for DalekSigner {
     }
 }
 
-#[derive(Clone, Debug)]
-struct DalekVerifier(Ed25519Public);
+/// josekit's ES256, computed by the `p256` crate (signatures as r ‖ s, as JWS wants).
+#[derive(Clone)]
+struct P256Signer(p256::ecdsa::SigningKey);
 
-impl JwsVerifier for DalekVerifier {
+impl fmt::Debug for P256Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("P256Signer(<redacted>)")
+    }
+}
+
+impl JwsSigner for P256Signer {
     fn algorithm(&self) -> &dyn JwsAlgorithm {
-        &EdDSA
+        &ES256
+    }
+    fn key_id(&self) -> Option<&str> {
+        None
+    }
+    fn signature_len(&self) -> usize {
+        64
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
+        let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&self.0, message);
+        Ok(sig.to_bytes().to_vec())
+    }
+    fn box_clone(&self) -> Box<dyn JwsSigner> {
+        Box::new(self.clone())
+    }
+}
+
+/// Verifies EdDSA (ed25519-dalek, strict) or ES256 (p256) for josekit.
+#[derive(Clone, Debug)]
+struct KeyVerifier(PublicKey);
+
+impl JwsVerifier for KeyVerifier {
+    fn algorithm(&self) -> &dyn JwsAlgorithm {
+        match self.0 {
+            PublicKey::Ed25519(_) => &EdDSA,
+            PublicKey::P256(_) => &ES256,
+        }
     }
     fn key_id(&self) -> Option<&str> {
         None
@@ -56,7 +90,7 @@ impl JwsVerifier for DalekVerifier {
         if self.0.verify(message, signature) {
             Ok(())
         } else {
-            Err(JoseError::InvalidSignature(anyhow::anyhow!("Ed25519 signature does not verify")))
+            Err(JoseError::InvalidSignature(anyhow::anyhow!("{} signature does not verify", self.0.alg())))
         }
     }
     fn box_clone(&self) -> Box<dyn JwsVerifier> {
@@ -67,29 +101,54 @@ impl JwsVerifier for DalekVerifier {
 /// Longest compact JWS we will parse.
 pub const MAX_JWS_LEN: usize = 32 * 1024;
 
-/// Sign `payload` as a compact JWS with `typ` and an optional `kid`.
+/// Sign `payload` as a compact JWS with `typ` and an optional `kid` (EdDSA).
 pub fn sign(key: &Ed25519KeyPair, typ: &str, kid: Option<&str>, payload: &impl Serialize) -> Result<String, CoreError> {
+    sign_compact(&DalekSigner(key.signing_key().clone()), typ, kid, payload)
+}
+
+/// Sign with a key of either algorithm (EdDSA or ES256).
+pub fn sign_with(key: &KeyPair, typ: &str, kid: Option<&str>, payload: &impl Serialize) -> Result<String, CoreError> {
+    match key {
+        KeyPair::Ed25519(k) => sign(k, typ, kid, payload),
+        KeyPair::P256(k) => {
+            let secret = k.secret();
+            let sk = p256::ecdsa::SigningKey::from_slice(&secret).map_err(|e| CoreError::InvalidKey(e.to_string()))?;
+            sign_compact(&P256Signer(sk), typ, kid, payload)
+        }
+    }
+}
+
+fn sign_compact(
+    signer: &dyn JwsSigner,
+    typ: &str,
+    kid: Option<&str>,
+    payload: &impl Serialize,
+) -> Result<String, CoreError> {
     let mut header = JwsHeader::new();
     header.set_token_type(typ);
     if let Some(kid) = kid {
         header.set_key_id(kid);
     }
-    let signer = DalekSigner(key.signing_key().clone());
     let body = serde_json::to_vec(payload).map_err(|e| CoreError::MalformedJws(e.to_string()))?;
-    josekit::jws::serialize_compact(&body, &header, &signer).map_err(|e| CoreError::MalformedJws(e.to_string()))
+    josekit::jws::serialize_compact(&body, &header, signer).map_err(|e| CoreError::MalformedJws(e.to_string()))
 }
 
-/// Verify a compact JWS against `key`, check its `typ`, and decode its payload.
+/// Verify a compact EdDSA JWS against `key`, check its `typ`, and decode its payload.
 pub fn verify<T: DeserializeOwned>(token: &str, key: &Ed25519Public, typ: &str) -> Result<T, CoreError> {
+    verify_with(token, &PublicKey::Ed25519(*key), typ)
+}
+
+/// Verify a compact JWS whose `alg` must be the key's (EdDSA or ES256).
+pub fn verify_with<T: DeserializeOwned>(token: &str, key: &PublicKey, typ: &str) -> Result<T, CoreError> {
     let (header, _) = split(token)?;
     let got = header.get("typ").and_then(|v| v.as_str()).unwrap_or("");
     if got != typ {
         return Err(CoreError::WrongJwsType { expected: typ.into(), got: got.into() });
     }
-    if header.get("alg").and_then(|v| v.as_str()) != Some("EdDSA") {
-        return Err(CoreError::MalformedJws("alg must be EdDSA".into()));
+    if header.get("alg").and_then(|v| v.as_str()) != Some(key.alg()) {
+        return Err(CoreError::MalformedJws(format!("alg must be {} for this key", key.alg())));
     }
-    let verifier = DalekVerifier(*key);
+    let verifier = KeyVerifier(*key);
     let (payload, _) = josekit::jws::deserialize_compact(token, &verifier).map_err(|e| match e {
         josekit::JoseError::InvalidSignature(_) => CoreError::BadSignature,
         other => CoreError::MalformedJws(other.to_string()),
@@ -152,6 +211,24 @@ mod tests {
         for junk in ["", "a.b", "a.b.c", "....", "eyJ9.eyJ9.x"] {
             assert!(verify::<Value>(junk, &k.public(), "test+jwt").is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn es256_round_trips_and_algorithms_do_not_mix() {
+        let p = KeyPair::P256(crate::p256key::P256KeyPair::generate());
+        let t = sign_with(&p, "test+jwt", Some("k"), &json!({"a": 2})).unwrap();
+        let header: Value =
+            serde_json::from_slice(&crate::ids::b64url_decode(t.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["alg"], "ES256");
+        let v: Value = verify_with(&t, &p.public(), "test+jwt").unwrap();
+        assert_eq!(v["a"], 2);
+        let other = crate::p256key::P256KeyPair::generate();
+        assert!(verify_with::<Value>(&t, &PublicKey::P256(other.public()), "test+jwt").is_err());
+        let ed = Ed25519KeyPair::generate();
+        assert!(
+            verify_with::<Value>(&t, &PublicKey::Ed25519(ed.public()), "test+jwt").is_err(),
+            "an ES256 JWS is not EdDSA"
+        );
     }
 
     #[test]

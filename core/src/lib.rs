@@ -1,6 +1,7 @@
 //! Shared foundations of every Sichat crate.
 //!
 //! - [`keys`]: Ed25519 and X25519 key pairs and their multibase (Multikey) encodings.
+//! - [`p256key`]: P-256 (ES256) keys, and the algorithm-generic `PublicKey` / `KeyPair`.
 //! - [`did`]: `did:key` and `did:web` identifiers and DID documents.
 //! - [`jws`]: compact JWS (EdDSA) signing and verification through `josekit`.
 //! - [`seal`]: secrets sealed at rest with XChaCha20-Poly1305 under a master key.
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod jws;
 pub mod keys;
 pub mod node;
+pub mod p256key;
 pub mod seal;
 
 pub use error::CoreError;

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sichat_core::did::{Did, DidDocument};
 use sichat_core::jws;
-use sichat_core::keys::Ed25519Public;
+use sichat_core::p256key::PublicKey;
 use sichat_issuer::status::{Bitstring, LIST_SIZE};
 
 /// The key an issuer's DID lists for `kid` under `assertionMethod`.
-pub async fn issuer_key(http: &reqwest::Client, kid: &str) -> Result<Ed25519Public, HolderError> {
+pub async fn issuer_key(http: &reqwest::Client, kid: &str) -> Result<PublicKey, HolderError> {
     let (did, _) = kid
         .split_once('#')
         .ok_or_else(|| HolderError::BadCredential("kid must be a DID URL with a fragment".into()))?;
@@ -28,7 +28,7 @@ pub async fn issuer_key(http: &reqwest::Client, kid: &str) -> Result<Ed25519Publ
         .iter()
         .find(|m| m.id == kid)
         .ok_or_else(|| HolderError::BadCredential(format!("{kid} is not in {did}'s document")))?;
-    Ok(Ed25519Public::from_multibase(&vm.public_key_multibase)?)
+    Ok(PublicKey::from_multibase(&vm.public_key_multibase)?)
 }
 
 fn header(jwt: &str) -> Result<Value, HolderError> {
@@ -47,7 +47,7 @@ pub async fn verify_vc_jwt(http: &reqwest::Client, jwt: &str) -> Result<Value, H
         .ok_or_else(|| HolderError::BadCredential("the credential names no kid".into()))?;
     let key = issuer_key(http, &kid).await?;
     let vc: Value =
-        jws::verify(jwt, &key, "vc+jwt").map_err(|e| HolderError::BadCredential(format!("signature: {e}")))?;
+        jws::verify_with(jwt, &key, "vc+jwt").map_err(|e| HolderError::BadCredential(format!("signature: {e}")))?;
     let issuer = vc.get("issuer").and_then(|i| i.as_str().or_else(|| i.get("id").and_then(Value::as_str)));
     if issuer != kid.split('#').next() {
         return Err(HolderError::BadCredential("the credential's issuer is not the signer's DID".into()));

@@ -6,11 +6,13 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ed25519_dalek::Signer;
 use serde_json::json;
 use sichat_core::keys::Ed25519KeyPair;
+use sichat_core::p256key::{KeyPair, P256KeyPair};
 use sichat_issuer::credential::{build, sign_vc_jwt, Draft, StatusEntry};
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {
-    let key = Ed25519KeyPair::generate();
+    let key = KeyPair::Ed25519(Ed25519KeyPair::generate());
+    let es256 = KeyPair::P256(P256KeyPair::generate());
     let kid = "did:web:id.example.org:users:alice#issuing-0190a1b2";
     let subject =
         json!({"id": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "name": "Bob", "since": "2024-05-01"});
@@ -45,6 +47,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("vc+jwt build + sign", |b| {
         b.iter(|| sign_vc_jwt(&key, kid, &build(black_box(&draft))).expect("sign"))
     });
+    g.bench_function("vc+jwt sign, ES256", |b| b.iter(|| sign_vc_jwt(&es256, kid, black_box(&vc)).expect("sign")));
     g.finish();
 }
 

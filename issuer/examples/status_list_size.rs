@@ -10,7 +10,7 @@ use sichat_issuer::credential::sign_vc_jwt;
 use sichat_issuer::status::{Bitstring, LIST_SIZE};
 
 fn main() {
-    let key = Ed25519KeyPair::generate();
+    let key = sichat_core::p256key::KeyPair::Ed25519(Ed25519KeyPair::generate());
     println!("{:>10} {:>10} {:>14} {:>16}", "issued", "revoked", "encodedList B", "signed vc+jwt B");
     for revoked_pct in [0.0, 0.1, 1.0, 10.0] {
         let mut bits = Bitstring::new(LIST_SIZE);

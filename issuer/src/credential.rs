@@ -4,7 +4,7 @@
 use crate::IssuerError;
 use serde_json::{json, Map, Value};
 use sichat_core::jws;
-use sichat_core::keys::Ed25519KeyPair;
+use sichat_core::p256key::KeyPair;
 
 pub const VC_JWT_TYP: &str = "vc+jwt";
 pub const VCDM2_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
@@ -67,9 +67,10 @@ pub fn build(d: &Draft) -> Value {
     Value::Object(vc)
 }
 
-/// Secure a credential as a compact JWS with `typ: vc+jwt` and `kid` = the issuing key.
-pub fn sign_vc_jwt(key: &Ed25519KeyPair, kid: &str, credential: &Value) -> Result<String, IssuerError> {
-    Ok(jws::sign(key, VC_JWT_TYP, Some(kid), credential)?)
+/// Secure a credential as a compact JWS with `typ: vc+jwt` and `kid` = the issuing key
+/// (EdDSA or ES256, by the key).
+pub fn sign_vc_jwt(key: &KeyPair, kid: &str, credential: &Value) -> Result<String, IssuerError> {
+    Ok(jws::sign_with(key, VC_JWT_TYP, Some(kid), credential)?)
 }
 
 #[cfg(test)]
@@ -96,9 +97,13 @@ mod tests {
         assert_eq!(vc["validUntil"], "1970-01-02T00:00:00Z");
         assert_eq!(vc["credentialStatus"][0]["statusListIndex"], "42");
         assert_eq!(vc["credentialStatus"][0]["id"], "https://n/users/a/status/1#42");
-        let key = Ed25519KeyPair::generate();
-        let jwt = sign_vc_jwt(&key, "did:web:n:users:a#issuing-1", &vc).unwrap();
-        let back: Value = jws::verify(&jwt, &key.public(), VC_JWT_TYP).unwrap();
-        assert_eq!(back, vc);
+        for key in [
+            KeyPair::Ed25519(sichat_core::keys::Ed25519KeyPair::generate()),
+            KeyPair::P256(sichat_core::p256key::P256KeyPair::generate()),
+        ] {
+            let jwt = sign_vc_jwt(&key, "did:web:n:users:a#issuing-1", &vc).unwrap();
+            let back: Value = jws::verify_with(&jwt, &key.public(), VC_JWT_TYP).unwrap();
+            assert_eq!(back, vc);
+        }
     }
 }

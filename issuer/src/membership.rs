@@ -33,6 +33,7 @@ pub fn membership_type() -> CredentialType {
             "additionalProperties": false
         }),
         builtin: true,
+        alg: "EdDSA".into(),
     }
 }
 

@@ -18,7 +18,7 @@ use sichat_accounts::AuthDevice;
 use sichat_core::did::Did;
 use sichat_core::ids::{b64url, b64url_decode, new_id, now_ms, random_bytes, random_token, token_hash};
 use sichat_core::jws;
-use sichat_core::keys::Ed25519Public;
+use sichat_core::p256key::PublicKey;
 use sqlx::Row;
 
 pub const FORMAT: &str = "vc+jwt";
@@ -140,9 +140,9 @@ impl Issuer {
             "format": FORMAT,
             "scope": t.name,
             "credential_definition": {"type": ["VerifiableCredential", t.name]},
-            "credential_signing_alg_values_supported": ["EdDSA"],
-            "cryptographic_binding_methods_supported": ["did:key", "did:jwk", "did:web"],
-            "proof_types_supported": {"jwt": {"proof_signing_alg_values_supported": ["EdDSA"]}},
+            "credential_signing_alg_values_supported": [t.alg],
+            "cryptographic_binding_methods_supported": ["did:key", "did:jwk", "did:web", "jwk"],
+            "proof_types_supported": {"jwt": {"proof_signing_alg_values_supported": crate::types::ALGORITHMS}},
             "credential_metadata": metadata,
         })
     }
@@ -440,18 +440,23 @@ impl Issuer {
         if header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP) {
             return Err(bad(format!("typ must be {PROOF_TYP}")));
         }
-        if header.get("alg").and_then(Value::as_str) != Some("EdDSA") {
-            return Err(bad("alg must be EdDSA (see proof_signing_alg_values_supported)".into()));
+        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+        if !crate::types::ALGORITHMS.contains(&alg) {
+            return Err(bad("alg must be EdDSA or ES256 (see proof_signing_alg_values_supported)".into()));
         }
         let (holder, key) = match (header.get("kid").and_then(Value::as_str), header.get("jwk")) {
             (Some(kid), None) => self.resolve_kid(kid).await.map_err(|e| bad(e.to_string()))?,
             (None, Some(jwk)) => {
-                let key = ed25519_from_jwk(jwk).ok_or_else(|| bad("jwk must be an Ed25519 OKP public key".into()))?;
+                let key =
+                    PublicKey::from_jwk(jwk).ok_or_else(|| bad("jwk must be an Ed25519 or P-256 public key".into()))?;
                 (did_jwk(&key), key)
             }
             _ => return Err(bad("exactly one of kid or jwk must identify the key".into())),
         };
-        let claims: Value = jws::verify(proof, &key, PROOF_TYP).map_err(|e| bad(format!("signature: {e}")))?;
+        if key.alg() != alg {
+            return Err(bad(format!("alg {alg} does not match the {} key", key.alg())));
+        }
+        let claims: Value = jws::verify_with(proof, &key, PROOF_TYP).map_err(|e| bad(format!("signature: {e}")))?;
         if claims.get("aud").and_then(Value::as_str) != Some(self.issuer_id(user_name).as_str()) {
             return Err(bad(format!("aud must be the credential issuer {}", self.issuer_id(user_name))));
         }
@@ -465,17 +470,17 @@ impl Issuer {
     }
 
     /// The key a DID URL names: `did:key`, `did:jwk`, or a `did:web` of this node's users.
-    async fn resolve_kid(&self, kid: &str) -> Result<(String, Ed25519Public), IssuerError> {
+    async fn resolve_kid(&self, kid: &str) -> Result<(String, PublicKey), IssuerError> {
         let (did, _) = kid.split_once('#').unwrap_or((kid, ""));
         let parsed = Did::parse(did)?;
         match parsed.method() {
-            "key" => Ok((did.to_owned(), parsed.key_ed25519()?)),
+            "key" => Ok((did.to_owned(), PublicKey::from_multibase(did.trim_start_matches("did:key:"))?)),
             "jwk" => {
                 let jwk: Value = b64url_decode(did.trim_start_matches("did:jwk:"))
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not base64url JSON".into()))?;
-                let key = ed25519_from_jwk(&jwk)
-                    .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not Ed25519".into()))?;
+                let key = PublicKey::from_jwk(&jwk)
+                    .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not an Ed25519 or P-256 key".into()))?;
                 Ok((did.to_owned(), key))
             }
             "web" => {
@@ -487,7 +492,7 @@ impl Issuer {
                 let key = doc.authentication_key(kid).ok_or_else(|| {
                     IssuerError::InvalidRequest(format!("{kid} is not an authentication key of {did}"))
                 })?;
-                Ok((did.to_owned(), key))
+                Ok((did.to_owned(), PublicKey::Ed25519(key)))
             }
             other => Err(IssuerError::InvalidRequest(format!("did:{other} is not supported for holder binding"))),
         }
@@ -540,18 +545,8 @@ fn proof_header(jwt: &str) -> Result<Value, IssuerError> {
         .ok_or_else(|| IssuerError::InvalidRequest("the proof is not a compact JWS".into()))
 }
 
-fn ed25519_from_jwk(jwk: &Value) -> Option<Ed25519Public> {
-    if jwk.get("kty")? != "OKP" || jwk.get("crv")? != "Ed25519" || jwk.get("d").is_some() {
-        return None;
-    }
-    let x = b64url_decode(jwk.get("x")?.as_str()?)?;
-    let mut mb = vec![0xed, 0x01];
-    mb.extend_from_slice(&x);
-    Ed25519Public::from_multibase(&format!("z{}", sichat_core::keys::base58(&mb))).ok()
-}
-
-/// `did:jwk` of an Ed25519 key: base64url of its public JWK.
-pub fn did_jwk(key: &Ed25519Public) -> String {
+/// `did:jwk` of a key: base64url of its public JWK.
+pub fn did_jwk(key: &PublicKey) -> String {
     format!("did:jwk:{}", b64url(key.to_jwk().to_string().as_bytes()))
 }
 

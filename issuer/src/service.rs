@@ -12,6 +12,7 @@ use sichat_accounts::{Accounts, AuthDevice};
 use sichat_core::db::{is_unique_violation, Backend, Db};
 use sichat_core::did::Did;
 use sichat_core::ids::{new_id, now_ms, random_bytes};
+use sichat_core::p256key::KeyPair;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -68,6 +69,9 @@ pub struct NewType {
     pub name: String,
     pub display_name: Option<String>,
     pub schema: Value,
+    /// `EdDSA` (default) or `ES256`, which the DIIP and HAIP wallet profiles require.
+    #[serde(default)]
+    pub alg: Option<String>,
 }
 
 /// A signed status list credential and its entity tag.
@@ -86,7 +90,7 @@ pub(crate) struct Prepared {
     subject: Value,
     req: IssueRequest,
     kid: String,
-    key: sichat_core::keys::Ed25519KeyPair,
+    key: sichat_core::p256key::KeyPair,
 }
 
 pub struct Issuer {
@@ -126,9 +130,9 @@ impl Issuer {
     /// The types the user can issue (and the node-issued membership, for reference).
     pub async fn types(&self, user_id: &str) -> Result<Vec<CredentialType>, IssuerError> {
         let mut all = types::builtin();
-        for (name, display_name, schema) in store::user_types(&mut *self.conn().await?, user_id).await? {
+        for (name, display_name, schema, alg) in store::user_types(&mut *self.conn().await?, user_id).await? {
             let schema = serde_json::from_str(&schema).map_err(|e| IssuerError::Internal(e.to_string()))?;
-            all.push(CredentialType { name, display_name, schema, builtin: false });
+            all.push(CredentialType { name, display_name, schema, builtin: false, alg });
         }
         Ok(all)
     }
@@ -147,22 +151,34 @@ impl Issuer {
             return Err(IssuerError::Conflict(format!("{} is a built-in type", new.name)));
         }
         types::subject_schema(&new.schema)?;
+        let alg = new.alg.unwrap_or_else(|| "EdDSA".into());
+        if !types::ALGORITHMS.contains(&alg.as_str()) {
+            return Err(IssuerError::InvalidType(format!("alg {alg:?}: choose EdDSA or ES256")));
+        }
         let display_name = new.display_name.unwrap_or_else(|| new.name.clone());
         if display_name.is_empty() || display_name.len() > 100 {
             return Err(IssuerError::InvalidType("display name must be 1-100 characters".into()));
         }
         let schema = serde_json::to_string(&new.schema).map_err(|e| IssuerError::Internal(e.to_string()))?;
         let mut conn = self.conn().await?;
-        store::insert_type(&mut conn, &new_id(), &me.user_id, &new.name, &display_name, &schema, now_ms())
-            .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    IssuerError::Conflict(format!("you already have a type named {}", new.name))
-                } else {
-                    e.into()
-                }
-            })?;
-        Ok(CredentialType { name: new.name, display_name, schema: new.schema, builtin: false })
+        let id = new_id();
+        let row = store::NewType {
+            id: &id,
+            user_id: &me.user_id,
+            name: &new.name,
+            display_name: &display_name,
+            schema: &schema,
+            alg: &alg,
+            now: now_ms(),
+        };
+        store::insert_type(&mut conn, row).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                IssuerError::Conflict(format!("you already have a type named {}", new.name))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(CredentialType { name: new.name, display_name, schema: new.schema, builtin: false, alg })
     }
 
     /// The JSON Schema a credential's `credentialSchema` points at.
@@ -222,7 +238,7 @@ impl Issuer {
                 return Err(IssuerError::InvalidRequest("valid_until must be in the future".into()));
             }
         }
-        let (kid, key) = self.accounts.issuing_key(user_id).await?;
+        let (kid, key) = self.accounts.issuing_key_for(user_id, &t.alg).await?;
         Ok(Prepared { user_id: user_id.into(), user_name: user_name.into(), holder, t, subject, req, kid, key })
     }
 
@@ -387,7 +403,7 @@ impl Issuer {
                 "encodedList": Bitstring::from_bytes(bytes).encode(),
             }
         });
-        let served = ServedList { etag, jwt: credential::sign_vc_jwt(&key, &kid, &vc)? };
+        let served = ServedList { etag, jwt: credential::sign_vc_jwt(&KeyPair::Ed25519(key), &kid, &vc)? };
         if let Ok(mut cache) = self.lists.lock() {
             cache.insert(list_id.to_owned(), served.clone());
         }

@@ -6,32 +6,38 @@ use sqlx::{AnyConnection, Row};
 
 pub type Conn = AnyConnection;
 
-pub async fn user_types(c: &mut Conn, user_id: &str) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT name, display_name, schema FROM issuer_types WHERE user_id = $1 ORDER BY name")
+/// A user's own types: (name, display name, schema JSON, alg).
+pub async fn user_types(c: &mut Conn, user_id: &str) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, display_name, schema, alg FROM issuer_types WHERE user_id = $1 ORDER BY name")
         .bind(user_id)
         .fetch_all(c)
         .await?;
-    rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("display_name")?, r.try_get("schema")?))).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("display_name")?, r.try_get("schema")?, r.try_get("alg")?)))
+        .collect()
 }
 
-pub async fn insert_type(
-    c: &mut Conn,
-    id: &str,
-    user_id: &str,
-    name: &str,
-    display_name: &str,
-    schema: &str,
-    now: i64,
-) -> Result<(), sqlx::Error> {
+pub struct NewType<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub name: &'a str,
+    pub display_name: &'a str,
+    pub schema: &'a str,
+    pub alg: &'a str,
+    pub now: i64,
+}
+
+pub async fn insert_type(c: &mut Conn, t: NewType<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO issuer_types (id, user_id, name, display_name, schema, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO issuer_types (id, user_id, name, display_name, schema, alg, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(id)
-    .bind(user_id)
-    .bind(name)
-    .bind(display_name)
-    .bind(schema)
-    .bind(now)
+    .bind(t.id)
+    .bind(t.user_id)
+    .bind(t.name)
+    .bind(t.display_name)
+    .bind(t.schema)
+    .bind(t.alg)
+    .bind(t.now)
     .execute(c)
     .await?;
     Ok(())

@@ -12,7 +12,17 @@ pub struct CredentialType {
     /// JSON Schema (2020-12) of the subject's claims.
     pub schema: Value,
     pub builtin: bool,
+    /// JWS algorithm its credentials are signed with: `EdDSA` or `ES256`.
+    #[serde(default = "eddsa")]
+    pub alg: String,
 }
+
+fn eddsa() -> String {
+    "EdDSA".into()
+}
+
+/// The signing algorithms a type may choose.
+pub const ALGORITHMS: &[&str] = &["EdDSA", "ES256"];
 
 /// The types every user starts with.
 pub fn builtin() -> Vec<CredentialType> {
@@ -31,6 +41,7 @@ pub fn builtin() -> Vec<CredentialType> {
                 "additionalProperties": false
             }),
             builtin: true,
+            alg: eddsa(),
         },
         CredentialType {
             name: "ProfileCredential".into(),
@@ -46,6 +57,7 @@ pub fn builtin() -> Vec<CredentialType> {
                 "additionalProperties": false
             }),
             builtin: true,
+            alg: eddsa(),
         },
     ]
 }

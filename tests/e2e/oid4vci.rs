@@ -8,7 +8,11 @@ use sichat_e2e::{json, sichat, stderr, stdout, storage_tests, Backend, TestApp};
 use sichat_holder::oid4vci;
 use sqlx::Row;
 
-storage_tests!(offer_receive_list_revoke_with_two_wallets, bad_token_and_credential_requests_change_nothing);
+storage_tests!(
+    offer_receive_list_revoke_with_two_wallets,
+    bad_token_and_credential_requests_change_nothing,
+    es256_types_and_proofs
+);
 
 async fn did(app: &TestApp, wallet: &std::path::Path) -> String {
     let _ = app;
@@ -366,4 +370,101 @@ fn jws_with_jwk(key: &Ed25519KeyPair, claims: &Value) -> String {
     let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
     let sig = key.sign(signing_input.as_bytes());
     format!("{signing_input}.{}", b64url(&sig))
+}
+
+/// A type signed with ES256: a P-256 issuing key appears in the issuer's DID document,
+/// wallets verify it, and ES256 key proofs are accepted too.
+async fn es256_types_and_proofs(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let schema = app.dir.path().join("club.json");
+    std::fs::write(&schema, r#"{"type":"object","properties":{"club":{"type":"string"}},"required":["club"]}"#)
+        .expect("write");
+    let out = sichat(
+        &alice,
+        &[
+            "credential",
+            "type",
+            "add",
+            "--name",
+            "ClubCredential",
+            "--schema",
+            schema.to_str().expect("p"),
+            "--alg",
+            "ES256",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, meta) = app.get_json("/.well-known/openid-credential-issuer/users/alice").await;
+    let config = &meta["credential_configurations_supported"]["ClubCredential"];
+    assert_eq!(config["credential_signing_alg_values_supported"], json!(["ES256"]));
+    assert_eq!(config["proof_types_supported"]["jwt"]["proof_signing_alg_values_supported"], json!(["EdDSA", "ES256"]));
+
+    // A did:key wallet redeems it; the credential is ES256, by a key in alice's document.
+    let carol = app.wallet("carol");
+    assert!(sichat(&carol, &["init"]).await.status.success());
+    let out = sichat(
+        &alice,
+        &["--json", "credential", "offer", "--type", "ClubCredential", "--to", "anyone", "--claim", "club=Chess"],
+    )
+    .await;
+    let uri = json(&out)["offer_uri"].as_str().expect("uri").to_owned();
+    let out = sichat(&carol, &["--json", "credential", "receive", &uri]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = json(&out)["id"].as_str().expect("id").to_owned();
+    let shown = json(&sichat(&carol, &["--json", "credential", "show", &id]).await);
+    let jwt = shown["credential"].as_str().expect("jwt");
+    let header: Value =
+        serde_json::from_slice(&sichat_core::ids::b64url_decode(jwt.split('.').next().expect("h")).expect("b64"))
+            .expect("json");
+    assert_eq!(header["alg"], "ES256");
+    let kid = header["kid"].as_str().expect("kid");
+    let (_, doc) = app.get_json("/users/alice/did.json").await;
+    assert_eq!(doc["assertionMethod"].as_array().map(Vec::len), Some(2), "Ed25519 and P-256 issuing keys: {doc}");
+    let vm =
+        doc["verificationMethod"].as_array().expect("vms").iter().find(|m| m["id"] == kid).expect("kid listed").clone();
+    assert!(vm["publicKeyMultibase"].as_str().is_some_and(|k| k.starts_with("zDn")), "a P-256 Multikey: {vm}");
+    let key =
+        sichat_core::p256key::PublicKey::from_multibase(vm["publicKeyMultibase"].as_str().expect("mb")).expect("key");
+    let vc: Value = jws::verify_with(jwt, &key, "vc+jwt").expect("verifies with the P-256 key");
+    assert_eq!(vc["credentialSubject"]["club"], "Chess");
+    // Its status list (signed EdDSA by the same issuer) still checks out, and revocation shows.
+    assert_eq!(shown["status"]["state"], "active");
+    assert!(sichat(&alice, &["credential", "revoke", &id]).await.status.success());
+    let listed = json(&sichat(&carol, &["--json", "credential", "list"]).await);
+    assert_eq!(listed[0]["status"]["state"], "revoked");
+
+    // An ES256 key proof with a P-256 jwk: the subject is its did:jwk.
+    let (o, _) = offer(&app, &alice, false).await;
+    let (_, body) =
+        token(&app, &[("grant_type", oid4vci::PRE_AUTH_GRANT), ("pre-authorized_code", &o.pre_authorized_code)]).await;
+    let access = body["access_token"].as_str().expect("token").to_owned();
+    let issuer = format!("{}/users/alice", app.url);
+    let nonce: Value =
+        app.http.post(format!("{issuer}/oid4vci/nonce")).send().await.expect("nonce").json().await.expect("json");
+    let holder = sichat_core::p256key::P256KeyPair::generate();
+    let header = json!({"alg": "ES256", "typ": "openid4vci-proof+jwt", "jwk": holder.public().to_jwk()});
+    let claims = json!({"aud": issuer, "iat": now_ms() / 1000, "nonce": nonce["c_nonce"]});
+    use sichat_core::ids::b64url;
+    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let proof = format!("{input}.{}", b64url(&holder.sign(input.as_bytes())));
+    let body = json!({"credential_configuration_id": "FriendCredential", "proofs": {"jwt": [proof.clone()]}});
+    let r = app
+        .http
+        .post(format!("{issuer}/oid4vci/credential"))
+        .bearer_auth(&access)
+        .json(&body)
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(r.status().as_u16(), 200);
+    let got: Value = r.json().await.expect("json");
+    let vc: Value = jws::unverified_payload(got["credentials"][0]["credential"].as_str().expect("c")).expect("vc");
+    let subject = vc["credentialSubject"]["id"].as_str().expect("subject");
+    let jwk: Value =
+        serde_json::from_slice(&sichat_core::ids::b64url_decode(subject.trim_start_matches("did:jwk:")).expect("b64"))
+            .expect("jwk");
+    assert_eq!((jwk["kty"].as_str(), jwk["crv"].as_str()), (Some("EC"), Some("P-256")));
+    app.stop().await;
 }

@@ -95,6 +95,10 @@ pub enum TypeCmd {
         schema: PathBuf,
         #[arg(long)]
         display_name: Option<String>,
+        /// Signing algorithm of its credentials: EdDSA, or ES256 for wallets that
+        /// follow the DIIP/HAIP profiles.
+        #[arg(long, value_parser = ["EdDSA", "ES256"], default_value = "EdDSA")]
+        alg: String,
     },
 }
 
@@ -140,15 +144,15 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
                     let props =
                         t.schema["properties"].as_object().map(|p| p.keys().cloned().collect::<Vec<_>>().join(", "));
                     let origin = if t.builtin { "built-in" } else { "yours" };
-                    println!("{:<24} {:<10} claims: {}", t.name, origin, props.unwrap_or_default());
+                    println!("{:<24} {:<10} {:<6} claims: {}", t.name, origin, t.alg, props.unwrap_or_default());
                 }
             })
         }
-        CredentialCmd::Type(TypeCmd::Add { name, schema, display_name }) => {
+        CredentialCmd::Type(TypeCmd::Add { name, schema, display_name, alg }) => {
             let text = std::fs::read_to_string(&schema).with_context(|| format!("cannot read {}", schema.display()))?;
             let schema: Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", schema.display()))?;
-            let body = json!({"name": name, "display_name": display_name, "schema": schema});
+            let body = json!({"name": name, "display_name": display_name, "schema": schema, "alg": alg});
             let t: CredentialType = c.post("/api/v1/issuer/types", &body).await?;
             ctx.print(&t, |t| println!("Added {}; issue it with `sichat credential issue --type {}`", t.name, t.name))
         }
