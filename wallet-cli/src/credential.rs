@@ -3,9 +3,10 @@
 use crate::wallet::HeldCredential;
 use crate::{date, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use sichat_holder::{check, oid4vci, resolve};
+use sichat_issuer::oid4vci::NewOffer;
 use sichat_issuer::service::{IssueRequest, Issued, IssuedRecord};
 use sichat_issuer::types::CredentialType;
 use std::path::PathBuf;
@@ -17,21 +18,8 @@ pub enum CredentialCmd {
     Type(TypeCmd),
     /// Sign a credential for a holder with your issuing key (held by your node).
     Issue {
-        /// The credential type, e.g. FriendCredential.
-        #[arg(long = "type")]
-        type_name: String,
-        /// The holder's DID.
-        #[arg(long)]
-        to: String,
-        /// A claim: key=text, or key:=JSON (e.g. age:=42). Repeat for more.
-        #[arg(long = "claim", value_name = "KEY=VALUE")]
-        claims: Vec<String>,
-        /// Days until it expires (default: no expiry).
-        #[arg(long)]
-        valid_days: Option<i64>,
-        /// Also give it a suspension entry, so it can be suspended and resumed.
-        #[arg(long)]
-        suspendable: bool,
+        #[command(flatten)]
+        what: WhatToIssue,
         /// Write the credential (vc+jwt) to this file instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -41,21 +29,11 @@ pub enum CredentialCmd {
     /// Offer a credential over OpenID4VCI: prints an openid-credential-offer:// URI and a
     /// QR code. Your node signs it when the holder redeems it, even if you are offline.
     Offer {
-        #[arg(long = "type")]
-        type_name: String,
-        /// The holder's DID, or "anyone" (whoever redeems it first).
-        #[arg(long)]
-        to: String,
-        /// A claim: key=text, or key:=JSON. Repeat for more.
-        #[arg(long = "claim", value_name = "KEY=VALUE")]
-        claims: Vec<String>,
+        #[command(flatten)]
+        what: WhatToIssue,
         /// Require a 6-digit PIN; give it to the holder over another channel.
         #[arg(long)]
         pin: bool,
-        #[arg(long)]
-        valid_days: Option<i64>,
-        #[arg(long)]
-        suspendable: bool,
         /// Put the whole offer in the URI instead of a reference to it.
         #[arg(long)]
         by_value: bool,
@@ -80,6 +58,38 @@ pub enum CredentialCmd {
     Suspend { id: String },
     /// Lift a suspension.
     Resume { id: String },
+}
+
+/// What a credential says and about whom: shared by `issue` and `offer`.
+#[derive(Args)]
+pub struct WhatToIssue {
+    /// The credential type, e.g. FriendCredential.
+    #[arg(long = "type")]
+    type_name: String,
+    /// The holder's DID (an offer also takes "anyone": whoever redeems it first).
+    #[arg(long)]
+    to: String,
+    /// A claim: key=text, or key:=JSON (e.g. age:=42). Repeat for more.
+    #[arg(long = "claim", value_name = "KEY=VALUE")]
+    claims: Vec<String>,
+    /// Days until it expires (default: no expiry).
+    #[arg(long)]
+    valid_days: Option<i64>,
+    /// Also give it a suspension entry, so it can be suspended and resumed.
+    #[arg(long)]
+    suspendable: bool,
+}
+
+impl WhatToIssue {
+    fn request(self) -> Result<IssueRequest> {
+        Ok(IssueRequest {
+            type_name: self.type_name,
+            subject: self.to,
+            claims: parse_claims(&self.claims)?,
+            valid_until: valid_until(self.valid_days)?,
+            suspendable: self.suspendable,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -156,14 +166,8 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
             let t: CredentialType = c.post("/api/v1/issuer/types", &body).await?;
             ctx.print(&t, |t| println!("Added {}; issue it with `sichat credential issue --type {}`", t.name, t.name))
         }
-        CredentialCmd::Issue { type_name, to, claims, valid_days, suspendable, out } => {
-            let req = IssueRequest {
-                type_name,
-                subject: to,
-                claims: parse_claims(&claims)?,
-                valid_until: valid_until(valid_days)?,
-                suspendable,
-            };
+        CredentialCmd::Issue { what, out } => {
+            let req = what.request()?;
             let issued: Issued = c.post("/api/v1/issuer/credentials", &req).await?;
             if let Some(path) = &out {
                 std::fs::write(path, &issued.credential).with_context(|| format!("cannot write {}", path.display()))?;
@@ -181,15 +185,16 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
                 }
             })
         }
-        CredentialCmd::Offer { type_name, to, claims, pin, valid_days, suspendable, by_value } => {
-            let body = json!({
-                "type": type_name,
-                "subject": to,
-                "claims": parse_claims(&claims)?,
-                "pin": pin,
-                "valid_until": valid_until(valid_days)?,
-                "suspendable": suspendable,
-            });
+        CredentialCmd::Offer { what, pin, by_value } => {
+            let r = what.request()?;
+            let body = NewOffer {
+                type_name: r.type_name,
+                subject: Some(r.subject),
+                claims: r.claims,
+                pin,
+                valid_until: r.valid_until,
+                suspendable: r.suspendable,
+            };
             let offer: Value = c.post("/api/v1/issuer/offers", &body).await?;
             let uri =
                 offer[if by_value { "offer_by_value" } else { "offer_uri" }].as_str().unwrap_or_default().to_owned();
