@@ -1,4 +1,5 @@
-//! Checking a received `vc+jwt`: the issuer's key, the subject, and the status lists.
+//! Checking a received credential (`vc+jwt` or Data Integrity): the issuer's key, the
+//! subject, and the status lists.
 
 use crate::resolve;
 use crate::HolderError;
@@ -7,6 +8,7 @@ use serde_json::Value;
 use sichat_core::did::{Did, DidDocument};
 use sichat_core::jws;
 use sichat_core::p256key::PublicKey;
+use sichat_issuer::data_integrity;
 use sichat_issuer::status::{Bitstring, LIST_SIZE};
 
 /// The key an issuer's DID lists for `kid` under `assertionMethod`.
@@ -50,6 +52,45 @@ pub async fn verify_vc_jwt(http: &reqwest::Client, jwt: &str) -> Result<Value, H
         jws::verify_with(jwt, &key, "vc+jwt").map_err(|e| HolderError::BadCredential(format!("signature: {e}")))?;
     let issuer = vc.get("issuer").and_then(|i| i.as_str().or_else(|| i.get("id").and_then(Value::as_str)));
     if issuer != kid.split('#').next() {
+        return Err(HolderError::BadCredential("the credential's issuer is not the signer's DID".into()));
+    }
+    Ok(vc)
+}
+
+/// A credential's content, unverified: the JWS payload, or the JSON document.
+pub fn unverified(format: &str, credential: &str) -> Result<Value, HolderError> {
+    match format {
+        "vc+jwt" => Ok(jws::unverified_payload(credential)?),
+        "ldp_vc" => serde_json::from_str(credential)
+            .map_err(|e| HolderError::BadCredential(format!("not a JSON credential: {e}"))),
+        other => Err(HolderError::BadCredential(format!("unknown credential format {other}"))),
+    }
+}
+
+/// Verify a credential in either format; returns the credential.
+pub async fn verify_credential(http: &reqwest::Client, format: &str, credential: &str) -> Result<Value, HolderError> {
+    match format {
+        "vc+jwt" => verify_vc_jwt(http, credential).await,
+        "ldp_vc" => verify_ldp_vc(http, credential).await,
+        other => Err(HolderError::BadCredential(format!("unknown credential format {other}"))),
+    }
+}
+
+/// Verify a Data Integrity credential against its issuer's `assertionMethod` key.
+pub async fn verify_ldp_vc(http: &reqwest::Client, text: &str) -> Result<Value, HolderError> {
+    let vc = unverified("ldp_vc", text)?;
+    let (_, method_id) = data_integrity::proof_of(&vc).map_err(HolderError::BadCredential)?;
+    let key = issuer_key(http, &method_id).await?;
+    let mut contexts = data_integrity::Contexts::new();
+    for url in data_integrity::remote_contexts(&vc) {
+        contexts.insert(url.clone(), resolve::get_json(http, &url).await?.to_string());
+    }
+    let method = data_integrity::Method { id: method_id.clone(), key };
+    data_integrity::verify(&vc, &method, data_integrity::ProofPurpose::Assertion, &contexts)
+        .await
+        .map_err(|e| HolderError::BadCredential(format!("proof: {e}")))?;
+    let issuer = vc.get("issuer").and_then(|i| i.as_str().or_else(|| i.get("id").and_then(Value::as_str)));
+    if issuer != method_id.split('#').next() {
         return Err(HolderError::BadCredential("the credential's issuer is not the signer's DID".into()));
     }
     Ok(vc)

@@ -91,21 +91,38 @@ async fn post(req: reqwest::RequestBuilder) -> Result<Value, HolderError> {
     serde_json::from_slice(&body).map_err(|_| HolderError::Issuer(format!("unexpected answer ({status})")))
 }
 
+/// A credential as issued: its format (`vc+jwt` or `ldp_vc`) and its text.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub format: String,
+    pub credential: String,
+}
+
 /// Redeem `offer` (the first configuration) and return the credential as issued.
 pub async fn receive(
     http: &reqwest::Client,
     offer: &Offer,
     proof: ProofKey<'_>,
     tx_code: Option<&str>,
-) -> Result<String, HolderError> {
+) -> Result<Received, HolderError> {
     let issuer = &offer.credential_issuer;
     let meta = resolve::get_json(http, &well_known(issuer, "openid-credential-issuer")?).await?;
     if meta.get("credential_issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
         return Err(HolderError::BadOffer("the issuer's metadata names another issuer".into()));
     }
     let config_id = &offer.configuration_ids[0];
-    if meta.pointer(&format!("/credential_configurations_supported/{config_id}")).is_none() {
-        return Err(HolderError::BadOffer(format!("the issuer does not list {config_id}")));
+    let format = meta
+        .get("credential_configurations_supported")
+        .and_then(|c| c.get(config_id))
+        .ok_or_else(|| HolderError::BadOffer(format!("the issuer does not list {config_id}")))?
+        .get("format")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if !matches!(format.as_str(), "vc+jwt" | "ldp_vc") {
+        return Err(HolderError::BadOffer(format!(
+            "{config_id} is in format {format:?}; this wallet takes vc+jwt and ldp_vc"
+        )));
     }
     let field = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_owned);
     let credential_endpoint =
@@ -150,10 +167,12 @@ pub async fn receive(
     let jwt = jws::sign(proof.key, "openid4vci-proof+jwt", Some(&proof.kid), &claims)?;
     let body = json!({"credential_configuration_id": config_id, "proofs": {"jwt": [jwt]}});
     let resp = post(http.post(credential_endpoint).bearer_auth(access).json(&body)).await?;
-    resp.pointer("/credentials/0/credential")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| HolderError::Issuer("the credential response holds no credential".into()))
+    let credential = match (format.as_str(), resp.pointer("/credentials/0/credential")) {
+        ("vc+jwt", Some(Value::String(jwt))) => jwt.clone(),
+        ("ldp_vc", Some(doc @ Value::Object(_))) => doc.to_string(),
+        _ => return Err(HolderError::Issuer(format!("the credential response holds no {format} credential"))),
+    };
+    Ok(Received { format, credential })
 }
 
 #[cfg(test)]

@@ -49,13 +49,13 @@ async fn put(
     me: AuthDevice,
     ApiJson(c): ApiJson<StoredCredential>,
 ) -> Result<StatusCode, ApiError> {
-    if c.format != "vc+jwt" {
-        return Err(bad("only vc+jwt credentials are kept"));
+    if !matches!(c.format.as_str(), "vc+jwt" | "ldp_vc") {
+        return Err(bad("only vc+jwt and ldp_vc credentials are kept"));
     }
     if c.id.is_empty() || c.id.len() > 128 {
         return Err(bad("id must be 1-128 characters"));
     }
-    let vc: Value = sichat_core::jws::unverified_payload(&c.credential).map_err(|e| bad(e.to_string()))?;
+    let vc: Value = crate::check::unverified(&c.format, &c.credential).map_err(|e| bad(e.to_string()))?;
     let did = s.accounts.user_did(&me.user_name)?;
     if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(did.as_str()) {
         return Err(bad(format!("its subject is not {did}: the node keeps only your own credentials")));

@@ -1,4 +1,5 @@
-//! Signing a `vc+jwt` credential against raw Ed25519 signing of the same bytes.
+//! Signing a credential as `vc+jwt` and with a Data Integrity proof (`eddsa-rdfc-2022`),
+//! against raw Ed25519 signing of the same bytes.
 //!
 //!     cargo bench -p sichat-issuer --bench vc_jwt
 
@@ -8,7 +9,10 @@ use serde_json::json;
 use sichat_core::keys::Ed25519KeyPair;
 use sichat_core::p256key::{KeyPair, P256KeyPair};
 use sichat_issuer::credential::{build, sign_vc_jwt, Draft, StatusEntry};
+use sichat_issuer::data_integrity::{self, Contexts};
 use std::hint::black_box;
+
+const CONTEXT: &str = "https://id.example.org/contexts/v1";
 
 fn bench(c: &mut Criterion) {
     let key = KeyPair::Ed25519(Ed25519KeyPair::generate());
@@ -23,6 +27,7 @@ fn bench(c: &mut Criterion) {
     }];
     let draft = Draft {
         id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+        context: CONTEXT,
         issuer: "did:web:id.example.org:users:alice",
         type_name: "FriendCredential",
         subject: &subject,
@@ -48,6 +53,17 @@ fn bench(c: &mut Criterion) {
         b.iter(|| sign_vc_jwt(&key, kid, &build(black_box(&draft))).expect("sign"))
     });
     g.bench_function("vc+jwt sign, ES256", |b| b.iter(|| sign_vc_jwt(&es256, kid, black_box(&vc)).expect("sign")));
+    let contexts = Contexts::from([(
+        CONTEXT.to_owned(),
+        sichat_issuer::credential::context_document("https://id.example.org").to_string(),
+    )]);
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    g.bench_function("eddsa-rdfc-2022 sign (canonicalize + hash + sign)", |b| {
+        b.iter(|| rt.block_on(data_integrity::sign(&key, kid, black_box(&vc), &contexts)).expect("sign"))
+    });
+    g.bench_function("ecdsa-rdfc-2019 sign, ES256", |b| {
+        b.iter(|| rt.block_on(data_integrity::sign(&es256, kid, black_box(&vc), &contexts)).expect("sign"))
+    });
     g.finish();
 }
 

@@ -40,6 +40,7 @@ pub fn router(issuer: Arc<Issuer>, accounts: Arc<Accounts>) -> Router {
         .route("/users/{name}/status/{list}", get(status_list))
         .route("/api/v1/membership", get(membership))
         .route("/status/{list}", get(membership_status_list))
+        .route(&format!("/{}", crate::credential::CONTEXT_PATH), get(context))
         .route("/credential-types/MembershipCredential/schema.json", get(membership_schema))
         .route("/users/{name}/credential-types/{type_name}/schema.json", get(schema))
         .with_state(AppState { issuer, accounts })
@@ -102,6 +103,15 @@ async fn membership_status_list(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Ok(serve_list(s.issuer.membership_status_list(&list).await?, &headers))
+}
+
+/// The node's JSON-LD context. It never changes: cache it for a day.
+async fn context(State(s): State<AppState>) -> impl IntoResponse {
+    let public = s.issuer.accounts.node().public_url().as_str().to_owned();
+    (
+        [(header::CONTENT_TYPE, "application/ld+json"), (header::CACHE_CONTROL, "public, max-age=86400")],
+        Json(crate::credential::context_document(&public)),
+    )
 }
 
 async fn membership_schema(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {

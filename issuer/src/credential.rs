@@ -8,6 +8,15 @@ use sichat_core::p256key::KeyPair;
 
 pub const VC_JWT_TYP: &str = "vc+jwt";
 pub const VCDM2_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
+/// Path (under the node's public URL) of the node's JSON-LD context.
+pub const CONTEXT_PATH: &str = "contexts/v1";
+
+/// The node's JSON-LD context: every term the VC Data Model 2.0 context leaves undefined
+/// (credential type names, claim names) falls into the node's vocabulary. It never
+/// changes, so Data Integrity proofs over it stay valid.
+pub fn context_document(node_public_url: &str) -> Value {
+    json!({"@context": {"@vocab": format!("{}/vocab#", node_public_url.trim_end_matches('/'))}})
+}
 
 /// One `BitstringStatusListEntry`.
 #[derive(Debug, Clone)]
@@ -21,6 +30,8 @@ pub struct StatusEntry {
 #[derive(Debug, Clone)]
 pub struct Draft<'a> {
     pub id: &'a str,
+    /// The issuing node's context URL (see [`context_document`]).
+    pub context: &'a str,
     pub issuer: &'a str,
     pub type_name: &'a str,
     /// The whole `credentialSubject`, `id` included.
@@ -38,7 +49,7 @@ pub fn rfc3339(ms: i64) -> String {
 
 pub fn build(d: &Draft) -> Value {
     let mut vc = Map::new();
-    vc.insert("@context".into(), json!([VCDM2_CONTEXT]));
+    vc.insert("@context".into(), json!([VCDM2_CONTEXT, d.context]));
     vc.insert("id".into(), json!(format!("urn:uuid:{}", d.id)));
     vc.insert("type".into(), json!(["VerifiableCredential", d.type_name]));
     vc.insert("issuer".into(), json!(d.issuer));
@@ -84,6 +95,7 @@ mod tests {
             [StatusEntry { purpose: "revocation", list_url: "https://n/users/a/status/1".into(), index: 42 }];
         let d = Draft {
             id: "0190-x",
+            context: "https://n/contexts/v1",
             issuer: "did:web:n:users:a",
             type_name: "FriendCredential",
             subject: &subject,

@@ -3,6 +3,7 @@
 //!
 //! - [`types`]: credential types and their JSON Schemas.
 //! - [`credential`]: building a credential and securing it as `vc+jwt`.
+//! - [`data_integrity`]: Data Integrity proofs (`eddsa-rdfc-2022`, `ecdsa-rdfc-2019`) via `ssi`.
 //! - [`status`]: Bitstring Status List encoding.
 //! - [`membership`]: the node-issued MembershipCredential and its derived status list.
 //! - [`oid4vci`]: OpenID4VCI 1.0 pre-authorized code flow (offers, token, nonce, credential).
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod credential;
+pub mod data_integrity;
 mod error;
 pub mod membership;
 pub mod oid4vci;

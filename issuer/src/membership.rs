@@ -48,9 +48,11 @@ impl Issuer {
             .fetch_optional(self.db.pool())
             .await?;
         match row {
-            Some(r) => {
-                Ok(Some(Issued { id: r.try_get("id")?, format: "vc+jwt".into(), credential: r.try_get("credential")? }))
-            }
+            Some(r) => Ok(Some(Issued {
+                id: r.try_get("id")?,
+                format: crate::service::Format::VcJwt,
+                credential: r.try_get("credential")?,
+            })),
             None => Ok(None),
         }
     }
@@ -72,8 +74,10 @@ impl Issuer {
             let list_url = self.node_url(&format!("status/{list}"));
             let statuses = [StatusEntry { purpose: "revocation", list_url, index }];
             let schema_url = self.node_url(&format!("credential-types/{MEMBERSHIP}/schema.json"));
+            let context = self.context_url();
             let vc = credential::build(&Draft {
                 id: &id,
+                context: &context,
                 issuer: node.did().as_str(),
                 type_name: MEMBERSHIP,
                 subject: &subject,
@@ -95,7 +99,7 @@ impl Issuer {
             .execute(self.db.pool())
             .await;
             match inserted {
-                Ok(_) => return Ok(Issued { id, format: "vc+jwt".into(), credential: jwt }),
+                Ok(_) => return Ok(Issued { id, format: crate::service::Format::VcJwt, credential: jwt }),
                 // Another request issued it first, or the index was taken: look again.
                 Err(e) if is_unique_violation(&e) && attempt < 31 => {
                     if let Some(existing) = self.existing_membership(&me.user_id).await? {

@@ -8,7 +8,7 @@
 //! profile describes VCDM 1.1 JWTs, so, as the specification recommends for new profiles,
 //! the format identifier is the credential's media type: `vc+jwt`.
 
-use crate::service::{IssueRequest, Issuer};
+use crate::service::{Format, IssueRequest, Issuer};
 use crate::types::CredentialType;
 use crate::IssuerError;
 use axum::http::StatusCode;
@@ -88,6 +88,8 @@ pub struct NewOffer {
     pub valid_until: Option<i64>,
     #[serde(default)]
     pub suspendable: bool,
+    #[serde(default)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,7 +128,21 @@ impl Issuer {
         format!("{}/oid4vci/{path}", self.base_url(user_name))
     }
 
-    /// A credential configuration per credential type of the user.
+    /// Two credential configurations per credential type of the user: `vc+jwt` under the
+    /// type's name, and Data Integrity under `<name>_ldp_vc`.
+    fn configurations(&self, t: &CredentialType) -> [(String, Value); 2] {
+        let jwt = Self::configuration(t);
+        let mut di = jwt.clone();
+        di["format"] = json!(Format::LdpVc.as_str());
+        di["credential_definition"]["@context"] = json!([crate::credential::VCDM2_CONTEXT, self.context_url()]);
+        let suite = match t.alg.as_str() {
+            "ES256" => crate::data_integrity::ECDSA_RDFC_2019,
+            _ => crate::data_integrity::EDDSA_RDFC_2022,
+        };
+        di["credential_signing_alg_values_supported"] = json!([suite]);
+        [(configuration_id(&t.name, Format::VcJwt), jwt), (configuration_id(&t.name, Format::LdpVc), di)]
+    }
+
     fn configuration(t: &CredentialType) -> Value {
         let claims: Vec<Value> = t.schema["properties"]
             .as_object()
@@ -151,7 +167,7 @@ impl Issuer {
     pub async fn issuer_metadata(&self, user_name: &str) -> Result<Value, IssuerError> {
         let user_id = self.user_id(user_name).await?;
         let configs: Map<String, Value> =
-            self.types(&user_id).await?.iter().map(|t| (t.name.clone(), Self::configuration(t))).collect();
+            self.types(&user_id).await?.iter().flat_map(|t| self.configurations(t)).collect();
         Ok(json!({
             "credential_issuer": self.issuer_id(user_name),
             "credential_endpoint": self.endpoint(user_name, "credential"),
@@ -186,6 +202,7 @@ impl Issuer {
             claims: offer.claims.clone(),
             valid_until: offer.valid_until,
             suspendable: offer.suspendable,
+            format: offer.format,
         };
         self.prepare(&me.user_id, &me.user_name, check).await?;
         let now = now_ms();
@@ -195,7 +212,7 @@ impl Issuer {
         let expires_at = now + OFFER_TTL_MS;
         sqlx::query(
             "INSERT INTO issuer_offers (id, user_id, type_name, subject, claims, suspendable, valid_until, code_hash, \
-             tx_code_hash, status, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'offered', $10, $11)",
+             tx_code_hash, status, created_at, expires_at, format) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'offered', $10, $11, $12)",
         )
         .bind(&id)
         .bind(&me.user_id)
@@ -208,9 +225,11 @@ impl Issuer {
         .bind(pin.as_deref().map(|p| pin_hash(&code, p)))
         .bind(now)
         .bind(expires_at)
+        .bind(offer.format.as_str())
         .execute(self.db.pool())
         .await?;
-        let object = self.offer_object(&me.user_name, &offer.type_name, &code, pin.is_some());
+        let config = configuration_id(&offer.type_name, offer.format);
+        let object = self.offer_object(&me.user_name, &config, &code, pin.is_some());
         let reference = self.endpoint(&me.user_name, &format!("offers/{code}"));
         Ok(OfferCreated {
             id,
@@ -221,7 +240,7 @@ impl Issuer {
         })
     }
 
-    fn offer_object(&self, user_name: &str, type_name: &str, code: &str, pin: bool) -> Value {
+    fn offer_object(&self, user_name: &str, config: &str, code: &str, pin: bool) -> Value {
         let mut grant = json!({"pre-authorized_code": code});
         if pin {
             grant["tx_code"] =
@@ -229,7 +248,7 @@ impl Issuer {
         }
         json!({
             "credential_issuer": self.issuer_id(user_name),
-            "credential_configuration_ids": [type_name],
+            "credential_configuration_ids": [config],
             "grants": {PRE_AUTH_GRANT: grant},
         })
     }
@@ -237,7 +256,7 @@ impl Issuer {
     /// The offer object, by reference. The URL carries the pre-authorized code itself.
     pub async fn offer_by_reference(&self, user_name: &str, code: &str) -> Result<Value, IssuerError> {
         let row = sqlx::query(
-            "SELECT o.type_name, o.tx_code_hash FROM issuer_offers o JOIN acct_users u ON u.id = o.user_id \
+            "SELECT o.type_name, o.format, o.tx_code_hash FROM issuer_offers o JOIN acct_users u ON u.id = o.user_id \
              WHERE o.code_hash = $1 AND u.name = $2 AND o.status = 'offered' AND o.expires_at > $3",
         )
         .bind(token_hash(code))
@@ -247,8 +266,9 @@ impl Issuer {
         .await?
         .ok_or_else(|| IssuerError::NotFound("no such offer, or it expired or was used".into()))?;
         let type_name: String = row.try_get("type_name")?;
+        let format = Format::parse(&row.try_get::<String, _>("format")?)?;
         let pin: Option<String> = row.try_get("tx_code_hash")?;
-        Ok(self.offer_object(user_name, &type_name, code, pin.is_some()))
+        Ok(self.offer_object(user_name, &configuration_id(&type_name, format), code, pin.is_some()))
     }
 
     /// Token Endpoint: a pre-authorized code (and PIN) for a short-lived access token.
@@ -342,7 +362,7 @@ impl Issuer {
         })?;
         let now = now_ms();
         let offer = sqlx::query(
-            "SELECT o.id, o.user_id, o.type_name, o.subject, o.claims, o.suspendable, o.valid_until, o.status, o.token_expires_at \
+            "SELECT o.id, o.user_id, o.type_name, o.format, o.subject, o.claims, o.suspendable, o.valid_until, o.status, o.token_expires_at \
              FROM issuer_offers o JOIN acct_users u ON u.id = o.user_id WHERE o.token_hash = $1 AND u.name = $2",
         )
         .bind(token_hash(token))
@@ -365,13 +385,15 @@ impl Issuer {
             ));
         }
         let type_name: String = offer.try_get("type_name")?;
+        let format = Format::parse(&offer.try_get::<String, _>("format")?)?;
+        let offered = configuration_id(&type_name, format);
         let config = req
             .credential_configuration_id
             .ok_or_else(|| OAuthError::bad("invalid_credential_request", "credential_configuration_id is missing"))?;
-        if config != type_name {
+        if config != offered {
             return Err(OAuthError::bad(
                 "unknown_credential_configuration",
-                format!("this access token is for {type_name}, not {config}"),
+                format!("this access token is for {offered}, not {config}"),
             ));
         }
         let proofs = req.proofs.ok_or_else(|| OAuthError::bad("invalid_proof", "proofs is missing"))?;
@@ -396,6 +418,7 @@ impl Issuer {
             claims,
             valid_until: offer.try_get("valid_until")?,
             suspendable: offer.try_get::<i64, _>("suspendable")? != 0,
+            format,
         };
         let prepared = self.prepare(&user_id, user_name, req).await?;
         let offer_id: String = offer.try_get("id")?;
@@ -429,7 +452,13 @@ impl Issuer {
             ));
         }
         tx.commit().await?;
-        Ok(json!({"credentials": [{"credential": issued.credential}]}))
+        // A Data Integrity credential is returned as a JSON object, never re-encoded.
+        let credential = match format {
+            Format::VcJwt => Value::String(issued.credential),
+            Format::LdpVc => serde_json::from_str(&issued.credential)
+                .map_err(|e| OAuthError::from(IssuerError::Internal(e.to_string())))?,
+        };
+        Ok(json!({"credentials": [{"credential": credential}]}))
     }
 
     /// Check a `jwt` key proof: type, key, signature, audience, age and nonce. Returns the
@@ -534,6 +563,14 @@ impl Issuer {
             .execute(self.db.pool())
             .await?;
         Ok(r.rows_affected())
+    }
+}
+
+/// The credential configuration id of a type in a format.
+pub fn configuration_id(type_name: &str, format: Format) -> String {
+    match format {
+        Format::VcJwt => type_name.to_owned(),
+        Format::LdpVc => format!("{type_name}_ldp_vc"),
     }
 }
 

@@ -16,6 +16,36 @@ use sichat_core::p256key::KeyPair;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// How a credential is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    /// VC-JOSE-COSE: the credential is the payload of a JWS with `typ: vc+jwt`.
+    #[default]
+    #[serde(rename = "vc+jwt")]
+    VcJwt,
+    /// An embedded Data Integrity proof (`eddsa-rdfc-2022`, or `ecdsa-rdfc-2019` for
+    /// ES256 types). `ldp_vc` is its OpenID4VCI format identifier.
+    #[serde(rename = "ldp_vc")]
+    LdpVc,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::VcJwt => "vc+jwt",
+            Format::LdpVc => "ldp_vc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IssuerError> {
+        match s {
+            "vc+jwt" | "jwt" => Ok(Format::VcJwt),
+            "ldp_vc" | "di" => Ok(Format::LdpVc),
+            other => Err(IssuerError::InvalidRequest(format!("unknown format {other:?}: choose vc+jwt or ldp_vc"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
@@ -31,12 +61,15 @@ pub struct IssueRequest {
     /// Give it a suspension entry too, so it can be suspended and resumed.
     #[serde(default)]
     pub suspendable: bool,
+    #[serde(default)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Issued {
     pub id: String,
-    pub format: String,
+    pub format: Format,
+    /// The compact JWS (`vc+jwt`), or the secured document as JSON text (`ldp_vc`).
     pub credential: String,
 }
 
@@ -53,6 +86,7 @@ pub struct IssuedRecord {
     pub issued_at: i64,
     pub valid_until: Option<i64>,
     pub suspendable: bool,
+    pub format: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +149,17 @@ impl Issuer {
 
     pub(crate) fn base_url(&self, user_name: &str) -> String {
         self.accounts.node().url(&format!("users/{user_name}"))
+    }
+
+    /// The node's JSON-LD context, which every credential it issues names.
+    pub fn context_url(&self) -> String {
+        self.accounts.node().url(credential::CONTEXT_PATH)
+    }
+
+    /// Contexts this node serves, by URL, for JSON-LD processing without a fetch.
+    pub fn own_contexts(&self) -> std::collections::HashMap<String, String> {
+        let public = self.accounts.node().public_url().as_str().to_owned();
+        std::collections::HashMap::from([(self.context_url(), credential::context_document(&public).to_string())])
     }
 
     pub fn schema_url(&self, user_name: &str, type_name: &str) -> String {
@@ -265,8 +310,10 @@ impl Issuer {
             });
         }
         let schema_url = self.schema_url(&p.user_name, &p.t.name);
+        let context = self.context_url();
         let vc = credential::build(&Draft {
             id: &id,
+            context: &context,
             issuer: &issuer_did,
             type_name: &p.t.name,
             subject: &p.subject,
@@ -275,7 +322,13 @@ impl Issuer {
             valid_from_ms: now,
             valid_until_ms: p.req.valid_until,
         });
-        let jwt = credential::sign_vc_jwt(&p.key, &p.kid, &vc)?;
+        let secured = match p.req.format {
+            Format::VcJwt => credential::sign_vc_jwt(&p.key, &p.kid, &vc)?,
+            Format::LdpVc => crate::data_integrity::sign(&p.key, &p.kid, &vc, &self.own_contexts())
+                .await
+                .map_err(IssuerError::Internal)?
+                .to_string(),
+        };
         let row = CredentialRow {
             id: id.clone(),
             user_id: p.user_id.clone(),
@@ -289,11 +342,12 @@ impl Issuer {
             status: "active".into(),
             issued_at: now,
             valid_until: p.req.valid_until,
+            format: p.req.format.as_str().into(),
         };
         store::insert_credential(tx, &row).await?;
         metrics::counter!("sichat_credentials_issued_total").increment(1);
         tracing::info!(issuer = %issuer_did, credential = %id, r#type = %p.t.name, "credential issued");
-        Ok(Issued { id, format: "vc+jwt".into(), credential: jwt })
+        Ok(Issued { id, format: p.req.format, credential: secured })
     }
 
     /// A free index, chosen at random, in the user's current list for `purpose` (a new
@@ -332,6 +386,7 @@ impl Issuer {
                 status: r.status,
                 issued_at: r.issued_at,
                 valid_until: r.valid_until,
+                format: r.format,
             })
             .collect())
     }

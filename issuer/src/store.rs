@@ -140,6 +140,7 @@ pub struct CredentialRow {
     pub status: String,
     pub issued_at: i64,
     pub valid_until: Option<i64>,
+    pub format: String,
 }
 
 fn credential_row(r: &AnyRow) -> Result<CredentialRow, sqlx::Error> {
@@ -156,15 +157,16 @@ fn credential_row(r: &AnyRow) -> Result<CredentialRow, sqlx::Error> {
         status: r.try_get("status")?,
         issued_at: r.try_get("issued_at")?,
         valid_until: r.try_get("valid_until")?,
+        format: r.try_get("format")?,
     })
 }
 
 const CREDENTIAL_COLUMNS: &str = "id, user_id, type_name, subject, claims, revocation_list, revocation_index, \
-     suspension_list, suspension_index, status, issued_at, valid_until";
+     suspension_list, suspension_index, status, issued_at, valid_until, format";
 
 pub async fn insert_credential(c: &mut Conn, r: &CredentialRow) -> Result<(), sqlx::Error> {
     let sql = format!(
-        "INSERT INTO issuer_credentials ({CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO issuer_credentials ({CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     );
     sqlx::query(&sql)
         .bind(&r.id)
@@ -179,6 +181,7 @@ pub async fn insert_credential(c: &mut Conn, r: &CredentialRow) -> Result<(), sq
         .bind(&r.status)
         .bind(r.issued_at)
         .bind(r.valid_until)
+        .bind(&r.format)
         .execute(c)
         .await?;
     Ok(())

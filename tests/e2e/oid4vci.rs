@@ -11,7 +11,8 @@ use sqlx::Row;
 storage_tests!(
     offer_receive_list_revoke_with_two_wallets,
     bad_token_and_credential_requests_change_nothing,
-    es256_types_and_proofs
+    es256_types_and_proofs,
+    data_integrity_offers
 );
 
 async fn did(app: &TestApp, wallet: &std::path::Path) -> String {
@@ -467,4 +468,92 @@ async fn es256_types_and_proofs(backend: Backend) {
             .expect("jwk");
     assert_eq!((jwk["kty"].as_str(), jwk["crv"].as_str()), (Some("EC"), Some("P-256")));
     app.stop().await;
+}
+
+/// Data Integrity on request: `eddsa-rdfc-2022` for an EdDSA type and `ecdsa-rdfc-2019` for
+/// an ES256 one, offered as `ldp_vc`, received by a real wallet, verified through the
+/// node's served context, and revoked.
+async fn data_integrity_offers(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let schema = app.dir.path().join("club.json");
+    std::fs::write(&schema, r#"{"type":"object","properties":{"club":{"type":"string"}},"required":["club"]}"#)
+        .expect("write");
+    let s = schema.to_str().expect("p");
+    let out =
+        sichat(&alice, &["credential", "type", "add", "--name", "ClubCredential", "--schema", s, "--alg", "ES256"])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (_, meta) = app.get_json("/.well-known/openid-credential-issuer/users/alice").await;
+    let configs = &meta["credential_configurations_supported"];
+    assert_eq!(configs["FriendCredential_ldp_vc"]["format"], "ldp_vc");
+    assert_eq!(
+        configs["FriendCredential_ldp_vc"]["credential_signing_alg_values_supported"],
+        json!(["eddsa-rdfc-2022"])
+    );
+    assert_eq!(configs["ClubCredential_ldp_vc"]["credential_signing_alg_values_supported"], json!(["ecdsa-rdfc-2019"]));
+    let context = format!("{}/contexts/v1", app.url);
+    assert_eq!(
+        configs["FriendCredential_ldp_vc"]["credential_definition"]["@context"],
+        json!(["https://www.w3.org/ns/credentials/v2", context])
+    );
+    // The context the credentials name is served, and defines every custom term.
+    let (status, served) = app.get_json("/contexts/v1").await;
+    assert_eq!(status, 200);
+    assert_eq!(served["@context"]["@vocab"], format!("{}/vocab#", app.url));
+
+    let carol = app.wallet("carol");
+    assert!(sichat(&carol, &["init"]).await.status.success());
+    for (type_name, claim, suite) in
+        [("FriendCredential", "name=Carol", "eddsa-rdfc-2022"), ("ClubCredential", "club=Chess", "ecdsa-rdfc-2019")]
+    {
+        let out = sichat(
+            &alice,
+            &[
+                "--json",
+                "credential",
+                "offer",
+                "--type",
+                type_name,
+                "--to",
+                "anyone",
+                "--claim",
+                claim,
+                "--format",
+                "ldp_vc",
+            ],
+        )
+        .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let uri = json(&out)["offer_uri"].as_str().expect("uri").to_owned();
+        let offer = oid4vci::resolve_offer(&app.http, &uri).await.expect("offer");
+        assert_eq!(offer.configuration_ids, vec![format!("{type_name}_ldp_vc")]);
+
+        let out = sichat(&carol, &["--json", "credential", "receive", &uri]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id = json(&out)["id"].as_str().expect("id").to_owned();
+        let shown = json(&sichat(&carol, &["--json", "credential", "show", &id]).await);
+        assert_eq!(shown["format"], "ldp_vc");
+        assert_eq!(shown["status"]["state"], "active");
+        let doc = &shown["document"];
+        assert_eq!(doc["proof"]["type"], "DataIntegrityProof");
+        assert_eq!(doc["proof"]["cryptosuite"], suite);
+        assert_eq!(doc["proof"]["proofPurpose"], "assertionMethod");
+        assert_eq!(doc["@context"], json!(["https://www.w3.org/ns/credentials/v2", context]));
+        let text = shown["credential"].as_str().expect("text");
+        sichat_holder::check::verify_credential(&app.http, "ldp_vc", text).await.expect("verifies");
+
+        // A changed claim breaks the proof.
+        let mut forged = doc.clone();
+        forged["credentialSubject"][claim.split('=').next().expect("k")] = json!("Mallory");
+        let e = sichat_holder::check::verify_credential(&app.http, "ldp_vc", &forged.to_string()).await.unwrap_err();
+        assert!(e.to_string().contains("proof"), "{e}");
+
+        assert!(sichat(&alice, &["credential", "revoke", &id]).await.status.success());
+        let shown = json(&sichat(&carol, &["--json", "credential", "show", &id]).await);
+        assert_eq!(shown["status"]["state"], "revoked");
+    }
+    let log = json(&sichat(&alice, &["--json", "credential", "issued"]).await);
+    assert!(log.as_array().expect("log").iter().all(|r| r["format"] == "ldp_vc"), "{log}");
 }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 use sichat_holder::{check, oid4vci, resolve};
 use sichat_issuer::oid4vci::NewOffer;
-use sichat_issuer::service::{IssueRequest, Issued, IssuedRecord};
+use sichat_issuer::service::{Format, IssueRequest, Issued, IssuedRecord};
 use sichat_issuer::types::CredentialType;
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ pub enum CredentialCmd {
     Issue {
         #[command(flatten)]
         what: WhatToIssue,
-        /// Write the credential (vc+jwt) to this file instead of printing it.
+        /// Write the credential to this file instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -78,6 +78,10 @@ pub struct WhatToIssue {
     /// Also give it a suspension entry, so it can be suspended and resumed.
     #[arg(long)]
     suspendable: bool,
+    /// How it is secured: vc+jwt (VC-JOSE-COSE), or ldp_vc (a Data Integrity proof:
+    /// eddsa-rdfc-2022, or ecdsa-rdfc-2019 for ES256 types).
+    #[arg(long, default_value = "vc+jwt", value_parser = ["vc+jwt", "ldp_vc", "di"])]
+    format: String,
 }
 
 impl WhatToIssue {
@@ -88,6 +92,7 @@ impl WhatToIssue {
             claims: parse_claims(&self.claims)?,
             valid_until: valid_until(self.valid_days)?,
             suspendable: self.suspendable,
+            format: Format::parse(&self.format).map_err(|e| anyhow!("{e}"))?,
         })
     }
 }
@@ -173,7 +178,7 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
                 std::fs::write(path, &issued.credential).with_context(|| format!("cannot write {}", path.display()))?;
             }
             ctx.print(&issued, |i| match &out {
-                Some(p) => println!("Issued {} ({}), written to {}", i.id, i.format, p.display()),
+                Some(p) => println!("Issued {} ({}), written to {}", i.id, i.format.as_str(), p.display()),
                 None => println!("{}", i.credential),
             })
         }
@@ -194,6 +199,7 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
                 pin,
                 valid_until: r.valid_until,
                 suspendable: r.suspendable,
+                format: r.format,
             };
             let offer: Value = c.post("/api/v1/issuer/offers", &body).await?;
             let uri =
@@ -261,12 +267,14 @@ async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
     if !ctx.json {
         eprintln!("Redeeming {} from {} …", offer.configuration_ids[0], offer.credential_issuer);
     }
-    let jwt = oid4vci::receive(&http, &offer, oid4vci::ProofKey { kid, key }, pin.as_deref()).await?;
-    let vc = check::verify_vc_jwt(&http, &jwt).await.context("the issued credential does not verify")?;
+    let got = oid4vci::receive(&http, &offer, oid4vci::ProofKey { kid, key }, pin.as_deref()).await?;
+    let vc = check::verify_credential(&http, &got.format, &got.credential)
+        .await
+        .context("the issued credential does not verify")?;
     if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
         bail!("the issued credential is about someone else, not {}: not stored", w.profile.did);
     }
-    let id = keep(ctx, &mut w, &pass, jwt, &vc).await?;
+    let id = keep(ctx, &mut w, &pass, got.format, got.credential, &vc).await?;
     let summary = summarize(&http, &vc).await;
     ctx.print(&summary, |s| {
         println!("Stored {} from {}", s["type"].as_str().unwrap_or("?"), s["issuer"].as_str().unwrap_or("?"));
@@ -276,14 +284,16 @@ async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
 
 /// Keep a verified credential: sealed in this wallet and, for a full client, on its node
 /// too, so a lost device loses nothing. Returns its id.
-async fn keep(ctx: &Ctx, w: &mut crate::wallet::Wallet, pass: &str, jwt: String, vc: &Value) -> Result<String> {
+async fn keep(
+    ctx: &Ctx,
+    w: &mut crate::wallet::Wallet,
+    pass: &str,
+    format: String,
+    credential: String,
+    vc: &Value,
+) -> Result<String> {
     let id = vc["id"].as_str().unwrap_or_default().trim_start_matches("urn:uuid:").to_owned();
-    let held = HeldCredential {
-        id: id.clone(),
-        format: "vc+jwt".into(),
-        credential: jwt,
-        received_at: sichat_core::ids::now_ms(),
-    };
+    let held = HeldCredential { id: id.clone(), format, credential, received_at: sichat_core::ids::now_ms() };
     w.credentials.retain(|c| c.id != id);
     w.credentials.push(held.clone());
     w.save(&ctx.dir, pass)?;
@@ -310,7 +320,7 @@ pub async fn membership(ctx: &Ctx, w: &mut crate::wallet::Wallet, pass: &str) ->
     if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
         bail!("the node issued a membership for someone else");
     }
-    keep(ctx, w, pass, jwt, &vc).await?;
+    keep(ctx, w, pass, "vc+jwt".into(), jwt, &vc).await?;
     Ok(summarize(&http, &vc).await)
 }
 
@@ -365,8 +375,9 @@ async fn list(ctx: &Ctx, only: Option<&str>) -> Result<()> {
         if only.is_some_and(|id| id != held.id) {
             continue;
         }
-        let vc: Value = sichat_core::jws::unverified_payload(&held.credential)?;
+        let vc = check::unverified(&held.format, &held.credential)?;
         let mut summary = summarize(&http, &vc).await;
+        summary["format"] = json!(held.format);
         if only.is_some() {
             summary["credential"] = json!(held.credential);
             summary["document"] = vc;

@@ -1,0 +1,248 @@
+//! Securing a credential with a Data Integrity proof, through `ssi`: `eddsa-rdfc-2022` for
+//! Ed25519 keys and `ecdsa-rdfc-2019` for P-256. The suite is named, never picked by
+//! `ssi`, whose automatic choice for Ed25519 is the legacy 2018 suite.
+//!
+//! JSON-LD processing never fetches: the caller passes every context the document names
+//! beyond those `ssi` carries (the VC Data Model 2.0 context among them), e.g. the node's
+//! own context (`credential::context_document`), fetched beforehand under its own limits.
+
+use serde_json::{json, Value};
+use sichat_core::p256key::{KeyPair, PublicKey};
+use ssi_claims_core::{SignatureEnvironment, VerificationParameters};
+use ssi_data_integrity::suites::{EcdsaRdfc2019, EdDsaRdfc2022};
+use ssi_data_integrity::{CryptographicSuite, DataIntegrity, ProofOptions};
+use ssi_json_ld::ContextLoader;
+use ssi_verification_methods::{Multikey, ProofPurpose as SsiPurpose, ReferenceOrOwned, SingleSecretSigner};
+use std::collections::HashMap;
+
+/// Extra JSON-LD contexts by URL (the document's text).
+pub type Contexts = HashMap<String, String>;
+
+fn loader(contexts: &Contexts) -> Result<ContextLoader, String> {
+    ContextLoader::default().with_context_map_from(contexts.clone()).map_err(|e| format!("JSON-LD context: {e}"))
+}
+
+/// The context URLs a document names (at any depth) that `ssi` does not carry.
+pub fn remote_contexts(document: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                let mut push = |c: &Value| {
+                    if let Some(u) = c.as_str() {
+                        if u != crate::credential::VCDM2_CONTEXT && !out.iter().any(|x| x == u) {
+                            out.push(u.to_owned());
+                        }
+                    }
+                };
+                match o.get("@context") {
+                    Some(Value::Array(a)) => a.iter().for_each(&mut push),
+                    Some(c) => push(c),
+                    None => {}
+                }
+                o.iter().filter(|(k, _)| *k != "@context").for_each(|(_, v)| walk(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(document, &mut out);
+    out
+}
+
+pub const EDDSA_RDFC_2022: &str = "eddsa-rdfc-2022";
+pub const ECDSA_RDFC_2019: &str = "ecdsa-rdfc-2019";
+
+type Credential = ssi_vc::v2::syntax::JsonCredential;
+
+/// The cryptosuite this project uses for a key type.
+pub fn cryptosuite_for(key: &PublicKey) -> &'static str {
+    match key {
+        PublicKey::Ed25519(_) => EDDSA_RDFC_2022,
+        PublicKey::P256(_) => ECDSA_RDFC_2019,
+    }
+}
+
+/// What a proof is for: `assertionMethod` (credentials) or `authentication` (presentations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofPurpose {
+    Assertion,
+    Authentication,
+}
+
+impl ProofPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProofPurpose::Assertion => "assertionMethod",
+            ProofPurpose::Authentication => "authentication",
+        }
+    }
+}
+
+/// A verification method, as a DID document lists it.
+#[derive(Debug, Clone)]
+pub struct Method {
+    /// The DID URL, e.g. `did:web:host:users:alice#issuing-1`.
+    pub id: String,
+    pub key: PublicKey,
+}
+
+impl Method {
+    fn controller(&self) -> &str {
+        self.id.split('#').next().unwrap_or_default()
+    }
+
+    fn resolver(&self) -> Result<HashMap<iref::IriBuf, Multikey>, String> {
+        let multikey: Multikey = serde_json::from_value(json!({
+            "id": self.id,
+            "type": "Multikey",
+            "controller": self.controller(),
+            "publicKeyMultibase": self.key.to_multibase(),
+        }))
+        .map_err(|e| format!("verification method {}: {e}", self.id))?;
+        Ok(HashMap::from([(multikey.id.clone(), multikey)]))
+    }
+
+    fn iri(&self) -> Result<iref::IriBuf, String> {
+        iref::IriBuf::new(self.id.clone()).map_err(|_| format!("{} is not an IRI", self.id))
+    }
+}
+
+fn private_jwk(key: &KeyPair) -> Result<ssi_jwk::JWK, String> {
+    let mut jwk = key.public().to_jwk();
+    jwk["d"] = json!(sichat_core::ids::b64url(&key.secret()));
+    serde_json::from_value(jwk).map_err(|e| format!("key: {e}"))
+}
+
+fn parse_credential(credential: &Value) -> Result<Credential, String> {
+    serde_json::from_value(credential.clone()).map_err(|e| format!("not a VC Data Model 2.0 credential: {e}"))
+}
+
+/// Add an `assertionMethod` proof by `method_id` (whose public key is `key`'s).
+pub async fn sign(key: &KeyPair, method_id: &str, credential: &Value, contexts: &Contexts) -> Result<Value, String> {
+    let method = Method { id: method_id.into(), key: key.public() };
+    let resolver = method.resolver()?;
+    let signer = SingleSecretSigner::new(private_jwk(key)?);
+    let mut options = ProofOptions::from_method(ReferenceOrOwned::Reference(method.iri()?));
+    options.proof_purpose = SsiPurpose::Assertion;
+    let unsecured = parse_credential(credential)?;
+    let env = SignatureEnvironment { json_ld_loader: loader(contexts)?, eip712_loader: () };
+    let signed = match key {
+        KeyPair::Ed25519(_) => to_json(EdDsaRdfc2022.sign_with(env, unsecured, &resolver, signer, options, ()).await),
+        KeyPair::P256(_) => to_json(EcdsaRdfc2019.sign_with(env, unsecured, &resolver, signer, options, ()).await),
+    }?;
+    Ok(signed)
+}
+
+fn to_json<S: serde::Serialize>(r: Result<S, ssi_claims_core::SignatureError>) -> Result<Value, String> {
+    let signed = r.map_err(|e| format!("signing: {e}"))?;
+    serde_json::to_value(signed).map_err(|e| format!("signing: {e}"))
+}
+
+/// The single proof of a secured document: its cryptosuite and verification method.
+pub fn proof_of(document: &Value) -> Result<(String, String), String> {
+    let proof = match document.get("proof") {
+        Some(Value::Object(_)) => &document["proof"],
+        Some(Value::Array(_)) => return Err("more than one proof: this verifier takes exactly one".into()),
+        _ => return Err("no Data Integrity proof".into()),
+    };
+    if proof.get("type").and_then(Value::as_str) != Some("DataIntegrityProof") {
+        return Err("the proof type must be DataIntegrityProof".into());
+    }
+    let field = |k: &str| {
+        proof.get(k).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| format!("the proof has no {k}"))
+    };
+    Ok((field("cryptosuite")?, field("verificationMethod")?))
+}
+
+/// Check a document's proof against `method` for `purpose`, with the suite that fits
+/// the key. Only the proof is checked here: dates and status are the caller's.
+pub async fn verify(
+    document: &Value,
+    method: &Method,
+    purpose: ProofPurpose,
+    contexts: &Contexts,
+) -> Result<(), String> {
+    let (suite, vm) = proof_of(document)?;
+    if vm != method.id {
+        return Err(format!("the proof names {vm}, not {}", method.id));
+    }
+    if suite != cryptosuite_for(&method.key) {
+        return Err(format!("cryptosuite {suite} does not fit the {} key {vm}", method.key.alg()));
+    }
+    if document.pointer("/proof/proofPurpose").and_then(Value::as_str) != Some(purpose.as_str()) {
+        return Err(format!("the proof purpose must be {}", purpose.as_str()));
+    }
+    let params = VerificationParameters::from_resolver(method.resolver()?).with_json_ld_loader(loader(contexts)?);
+    let outcome = match method.key {
+        PublicKey::Ed25519(_) => {
+            let vc: DataIntegrity<Credential, EdDsaRdfc2022> = parse_secured(document)?;
+            vc.verify(params).await
+        }
+        PublicKey::P256(_) => {
+            let vc: DataIntegrity<Credential, EcdsaRdfc2019> = parse_secured(document)?;
+            vc.verify(params).await
+        }
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(invalid)) => Err(invalid.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_secured<T: serde::de::DeserializeOwned>(document: &Value) -> Result<T, String> {
+    serde_json::from_value(document.clone()).map_err(|e| format!("malformed Data Integrity document: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sichat_core::keys::Ed25519KeyPair;
+    use sichat_core::p256key::P256KeyPair;
+
+    const CONTEXT: &str = "https://example.org/contexts/v1";
+
+    fn contexts() -> Contexts {
+        Contexts::from([(CONTEXT.into(), crate::credential::context_document("https://example.org").to_string())])
+    }
+
+    fn credential(issuer: &str) -> Value {
+        json!({
+            "@context": [crate::credential::VCDM2_CONTEXT, CONTEXT],
+            "id": "urn:uuid:0190a1b2-0000-7000-8000-000000000001",
+            "type": ["VerifiableCredential", "FriendCredential"],
+            "issuer": issuer,
+            "validFrom": "2026-01-01T00:00:00Z",
+            "credentialSubject": {"id": "did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r", "name": "Bob"},
+        })
+    }
+
+    #[tokio::test]
+    async fn signs_and_verifies_with_the_named_suites() {
+        for key in [KeyPair::Ed25519(Ed25519KeyPair::generate()), KeyPair::P256(P256KeyPair::generate())] {
+            let issuer = "did:web:example.org:users:alice";
+            let method = Method { id: format!("{issuer}#issuing-1"), key: key.public() };
+            let signed = sign(&key, &method.id, &credential(issuer), &contexts()).await.unwrap();
+            assert_eq!(signed["proof"]["type"], "DataIntegrityProof");
+            assert_eq!(signed["proof"]["cryptosuite"], cryptosuite_for(&key.public()));
+            assert_eq!(signed["proof"]["proofPurpose"], "assertionMethod");
+            verify(&signed, &method, ProofPurpose::Assertion, &contexts()).await.unwrap();
+
+            let mut tampered = signed.clone();
+            tampered["credentialSubject"]["name"] = json!("Mallory");
+            assert!(verify(&tampered, &method, ProofPurpose::Assertion, &contexts()).await.is_err());
+
+            let other = match key {
+                KeyPair::Ed25519(_) => KeyPair::Ed25519(Ed25519KeyPair::generate()),
+                KeyPair::P256(_) => KeyPair::P256(P256KeyPair::generate()),
+            };
+            let wrong = Method { id: method.id.clone(), key: other.public() };
+            assert!(verify(&signed, &wrong, ProofPurpose::Assertion, &contexts()).await.is_err());
+            assert!(verify(&signed, &method, ProofPurpose::Authentication, &contexts()).await.is_err());
+            assert_eq!(remote_contexts(&signed), vec![CONTEXT.to_string()]);
+            let unknown = verify(&signed, &method, ProofPurpose::Assertion, &Contexts::new()).await.unwrap_err();
+            assert!(unknown.contains("context") || unknown.contains("Context"), "{unknown}");
+        }
+    }
+}
