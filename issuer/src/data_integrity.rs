@@ -53,7 +53,8 @@ pub fn remote_contexts(document: &Value) -> Vec<String> {
 pub const EDDSA_RDFC_2022: &str = "eddsa-rdfc-2022";
 pub const ECDSA_RDFC_2019: &str = "ecdsa-rdfc-2019";
 
-type Credential = ssi_vc::v2::syntax::JsonCredential;
+/// Any JSON-LD document, kept as it is: a credential, or a presentation with credentials.
+type Document = ssi_data_integrity::DataIntegrityDocument;
 
 /// The cryptosuite this project uses for a key type.
 pub fn cryptosuite_for(key: &PublicKey) -> &'static str {
@@ -114,18 +115,38 @@ fn private_jwk(key: &KeyPair) -> Result<ssi_jwk::JWK, String> {
     serde_json::from_value(jwk).map_err(|e| format!("key: {e}"))
 }
 
-fn parse_credential(credential: &Value) -> Result<Credential, String> {
-    serde_json::from_value(credential.clone()).map_err(|e| format!("not a VC Data Model 2.0 credential: {e}"))
+fn parse_document(document: &Value) -> Result<Document, String> {
+    serde_json::from_value(document.clone()).map_err(|e| format!("not a JSON-LD document: {e}"))
 }
 
 /// Add an `assertionMethod` proof by `method_id` (whose public key is `key`'s).
 pub async fn sign(key: &KeyPair, method_id: &str, credential: &Value, contexts: &Contexts) -> Result<Value, String> {
+    sign_for(key, method_id, credential, contexts, ProofPurpose::Assertion, None).await
+}
+
+/// Add a proof for `purpose`; a presentation's proof also carries the verifier's
+/// `challenge` (its nonce) and `domain` (its identifier).
+pub async fn sign_for(
+    key: &KeyPair,
+    method_id: &str,
+    document: &Value,
+    contexts: &Contexts,
+    purpose: ProofPurpose,
+    challenge_and_domain: Option<(&str, &str)>,
+) -> Result<Value, String> {
     let method = Method { id: method_id.into(), key: key.public() };
     let resolver = method.resolver()?;
     let signer = SingleSecretSigner::new(private_jwk(key)?);
     let mut options = ProofOptions::from_method(ReferenceOrOwned::Reference(method.iri()?));
-    options.proof_purpose = SsiPurpose::Assertion;
-    let unsecured = parse_credential(credential)?;
+    options.proof_purpose = match purpose {
+        ProofPurpose::Assertion => SsiPurpose::Assertion,
+        ProofPurpose::Authentication => SsiPurpose::Authentication,
+    };
+    if let Some((challenge, domain)) = challenge_and_domain {
+        options.challenge = Some(challenge.to_owned());
+        options.domains = vec![domain.to_owned()];
+    }
+    let unsecured = parse_document(document)?;
     let env = SignatureEnvironment { json_ld_loader: loader(contexts)?, eip712_loader: () };
     let signed = match key {
         KeyPair::Ed25519(_) => to_json(EdDsaRdfc2022.sign_with(env, unsecured, &resolver, signer, options, ()).await),
@@ -176,11 +197,11 @@ pub async fn verify(
     let params = VerificationParameters::from_resolver(method.resolver()?).with_json_ld_loader(loader(contexts)?);
     let outcome = match method.key {
         PublicKey::Ed25519(_) => {
-            let vc: DataIntegrity<Credential, EdDsaRdfc2022> = parse_secured(document)?;
+            let vc: DataIntegrity<Document, EdDsaRdfc2022> = parse_secured(document)?;
             vc.verify(params).await
         }
         PublicKey::P256(_) => {
-            let vc: DataIntegrity<Credential, EcdsaRdfc2019> = parse_secured(document)?;
+            let vc: DataIntegrity<Document, EcdsaRdfc2019> = parse_secured(document)?;
             vc.verify(params).await
         }
     };
@@ -241,6 +262,23 @@ mod tests {
             assert!(verify(&signed, &wrong, ProofPurpose::Assertion, &contexts()).await.is_err());
             assert!(verify(&signed, &method, ProofPurpose::Authentication, &contexts()).await.is_err());
             assert_eq!(remote_contexts(&signed), vec![CONTEXT.to_string()]);
+
+            // A presentation carrying it, with the verifier's challenge and domain.
+            let vp = json!({
+                "@context": [crate::credential::VCDM2_CONTEXT],
+                "type": ["VerifiablePresentation"],
+                "holder": "did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r",
+                "verifiableCredential": [signed.clone()],
+            });
+            let auth = Method { id: format!("{issuer}#device-1"), key: key.public() };
+            let svp = sign_for(&key, &auth.id, &vp, &contexts(), ProofPurpose::Authentication, Some(("n-1", "aud")))
+                .await
+                .unwrap();
+            assert_eq!((svp["proof"]["challenge"].as_str(), svp["proof"]["domain"].as_str()), (Some("n-1"), Some("aud")));
+            verify(&svp, &auth, ProofPurpose::Authentication, &contexts()).await.unwrap();
+            let mut replayed = svp.clone();
+            replayed["proof"]["challenge"] = json!("n-2");
+            assert!(verify(&replayed, &auth, ProofPurpose::Authentication, &contexts()).await.is_err());
             let unknown = verify(&signed, &method, ProofPurpose::Assertion, &Contexts::new()).await.unwrap_err();
             assert!(unknown.contains("context") || unknown.contains("Context"), "{unknown}");
         }

@@ -1,0 +1,275 @@
+//! DID resolution to verification keys: `did:key` (Ed25519, P-256), `did:jwk`, and
+//! `did:web` through the safe [`Fetcher`], with a cache.
+//!
+//! Documents from other implementations are read leniently: keys as `publicKeyMultibase`
+//! or `publicKeyJwk`, relationships as absolute or relative references or embedded methods.
+
+use crate::net::{FetchError, Fetcher};
+use serde_json::Value;
+use sichat_core::did::Did;
+use sichat_core::ids::b64url_decode;
+use sichat_core::p256key::PublicKey;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How long a resolved document is trusted before it is fetched again.
+pub const DOC_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relationship {
+    Authentication,
+    AssertionMethod,
+}
+
+impl Relationship {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relationship::Authentication => "authentication",
+            Relationship::AssertionMethod => "assertionMethod",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum ResolveError {
+    #[error("{0} is not a valid DID")]
+    Invalid(String),
+    #[error("did:{0} is not supported (did:key, did:jwk and did:web are)")]
+    Unsupported(String),
+    #[error("cannot resolve {did}: {why}")]
+    Unresolvable { did: String, why: String },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("{method} is not in {did}'s DID document")]
+    UnknownKey { did: String, method: String },
+    #[error("{method} is in {did}'s DID document but not listed under {relationship}")]
+    NotForRelationship { did: String, method: String, relationship: &'static str },
+}
+
+/// One verification method of a resolved document.
+#[derive(Debug, Clone)]
+pub struct Method {
+    pub id: String,
+    pub key: PublicKey,
+    pub authentication: bool,
+    pub assertion: bool,
+}
+
+/// The verification methods of a DID.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub did: String,
+    pub methods: Vec<Method>,
+}
+
+impl Keys {
+    /// The key `method_id` names, if the document lists it for `rel`.
+    pub fn key_for(&self, method_id: &str, rel: Relationship) -> Result<PublicKey, ResolveError> {
+        let m = self.methods.iter().find(|m| m.id == method_id).ok_or_else(|| ResolveError::UnknownKey {
+            did: self.did.clone(),
+            method: method_id.into(),
+        })?;
+        let listed = match rel {
+            Relationship::Authentication => m.authentication,
+            Relationship::AssertionMethod => m.assertion,
+        };
+        if !listed {
+            return Err(ResolveError::NotForRelationship {
+                did: self.did.clone(),
+                method: method_id.into(),
+                relationship: rel.as_str(),
+            });
+        }
+        Ok(m.key.clone())
+    }
+
+    /// Parse a DID document (JSON) for `did`.
+    pub fn from_document(did: &str, doc: &Value) -> Result<Self, ResolveError> {
+        let bad = |why: String| ResolveError::Unresolvable { did: did.into(), why };
+        if doc.get("id").and_then(Value::as_str) != Some(did) {
+            return Err(bad(format!("the document describes {}, not {did}", doc.get("id").unwrap_or(&Value::Null))));
+        }
+        let absolute = |id: &str| if id.starts_with('#') { format!("{did}{id}") } else { id.to_owned() };
+        let mut methods: Vec<Method> = Vec::new();
+        let mut add = |vm: &Value| -> Result<String, ResolveError> {
+            let id = absolute(vm.get("id").and_then(Value::as_str).ok_or_else(|| bad("a method has no id".into()))?);
+            if !methods.iter().any(|m| m.id == id) {
+                if let Some(key) = method_key(vm) {
+                    methods.push(Method { id: id.clone(), key, authentication: false, assertion: false });
+                }
+            }
+            Ok(id)
+        };
+        for vm in doc.get("verificationMethod").and_then(Value::as_array).into_iter().flatten() {
+            add(vm)?;
+        }
+        let mut listed = |rel: &str| -> Result<Vec<String>, ResolveError> {
+            let mut ids = Vec::new();
+            for r in doc.get(rel).and_then(Value::as_array).into_iter().flatten() {
+                match r {
+                    Value::String(s) => ids.push(absolute(s)),
+                    Value::Object(_) => ids.push(add(r)?),
+                    _ => return Err(bad(format!("{rel} holds something that is neither a reference nor a method"))),
+                }
+            }
+            Ok(ids)
+        };
+        let auth = listed("authentication")?;
+        let assertion = listed("assertionMethod")?;
+        for m in &mut methods {
+            m.authentication = auth.contains(&m.id);
+            m.assertion = assertion.contains(&m.id);
+        }
+        Ok(Keys { did: did.into(), methods })
+    }
+
+    fn single(did: &str, id: String, key: PublicKey) -> Self {
+        Keys { did: did.into(), methods: vec![Method { id, key, authentication: true, assertion: true }] }
+    }
+}
+
+fn method_key(vm: &Value) -> Option<PublicKey> {
+    if let Some(mb) = vm.get("publicKeyMultibase").and_then(Value::as_str) {
+        return PublicKey::from_multibase(mb).ok();
+    }
+    vm.get("publicKeyJwk").and_then(PublicKey::from_jwk)
+}
+
+/// Resolves DIDs, caching documents for [`DOC_TTL`].
+pub struct Resolver {
+    fetcher: Arc<Fetcher>,
+    cache: Mutex<HashMap<String, (Instant, Arc<Keys>)>>,
+}
+
+impl Resolver {
+    pub fn new(fetcher: Arc<Fetcher>) -> Self {
+        Self { fetcher, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
+    pub async fn resolve(&self, did: &str) -> Result<Arc<Keys>, ResolveError> {
+        if let Some((at, keys)) = self.cache.lock().ok().and_then(|c| c.get(did).cloned()) {
+            if at.elapsed() < DOC_TTL {
+                return Ok(keys);
+            }
+        }
+        let parsed = Did::parse(did).map_err(|_| ResolveError::Invalid(did.into()))?;
+        let keys = Arc::new(match parsed.method() {
+            "key" => did_key(did)?,
+            "jwk" => did_jwk(did)?,
+            "web" => {
+                let url = did_web_url(&parsed, self.fetcher.policy().allow_local)?;
+                let doc = self.fetcher.get_json(&url).await?;
+                Keys::from_document(did, &doc)?
+            }
+            other => return Err(ResolveError::Unsupported(other.into())),
+        });
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() > 4096 {
+                c.clear();
+            }
+            c.insert(did.to_owned(), (Instant::now(), keys.clone()));
+        }
+        Ok(keys)
+    }
+}
+
+fn did_key(did: &str) -> Result<Keys, ResolveError> {
+    let mb = did.strip_prefix("did:key:").unwrap_or_default();
+    let key = PublicKey::from_multibase(mb)
+        .map_err(|_| ResolveError::Unresolvable { did: did.into(), why: "not an Ed25519 or P-256 did:key".into() })?;
+    Ok(Keys::single(did, format!("{did}#{mb}"), key))
+}
+
+fn did_jwk(did: &str) -> Result<Keys, ResolveError> {
+    let bad = |why: &str| ResolveError::Unresolvable { did: did.into(), why: why.into() };
+    let jwk: Value = b64url_decode(did.strip_prefix("did:jwk:").unwrap_or_default())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| bad("not a base64url JWK"))?;
+    let key = PublicKey::from_jwk(&jwk).ok_or_else(|| bad("not an Ed25519 or P-256 public JWK"))?;
+    Ok(Keys::single(did, format!("{did}#0"), key))
+}
+
+/// The URL of a `did:web` document: HTTPS, or HTTP for a local host when the local
+/// network is allowed (development and tests).
+pub fn did_web_url(did: &Did, allow_local: bool) -> Result<String, ResolveError> {
+    let id = did.as_str().strip_prefix("did:web:").ok_or_else(|| ResolveError::Invalid(did.to_string()))?;
+    let mut parts = id.split(':');
+    let host = percent_encoding::percent_decode_str(parts.next().unwrap_or_default())
+        .decode_utf8()
+        .map_err(|_| ResolveError::Invalid(did.to_string()))?
+        .into_owned();
+    if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+        return Err(ResolveError::Invalid(did.to_string()));
+    }
+    let path: Vec<&str> = parts.collect();
+    let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+    let local = bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| !crate::net::is_public(ip));
+    let scheme = if allow_local && local { "http" } else { "https" };
+    let path = if path.is_empty() { ".well-known".to_owned() } else { path.join("/") };
+    Ok(format!("{scheme}://{host}/{path}/did.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn web_urls() {
+        let d = |s: &str| Did::parse(s).unwrap();
+        assert_eq!(did_web_url(&d("did:web:example.org"), false).unwrap(), "https://example.org/.well-known/did.json");
+        assert_eq!(
+            did_web_url(&d("did:web:example.org:users:alice"), false).unwrap(),
+            "https://example.org/users/alice/did.json"
+        );
+        assert_eq!(
+            did_web_url(&d("did:web:localhost%3A8080:users:bob"), true).unwrap(),
+            "http://localhost:8080/users/bob/did.json"
+        );
+        assert_eq!(
+            did_web_url(&d("did:web:localhost%3A8080:users:bob"), false).unwrap(),
+            "https://localhost:8080/users/bob/did.json"
+        );
+    }
+
+    #[test]
+    fn documents_from_other_implementations() {
+        let key = sichat_core::keys::Ed25519KeyPair::generate().public();
+        let did = "did:web:example.org";
+        let doc = json!({
+            "id": did,
+            "verificationMethod": [{"id": "#a", "type": "JsonWebKey2020", "controller": did, "publicKeyJwk": key.to_jwk()}],
+            "authentication": ["#a"],
+            "assertionMethod": [{"id": format!("{did}#b"), "type": "Multikey", "controller": did, "publicKeyMultibase": key.to_multibase()}],
+        });
+        let keys = Keys::from_document(did, &doc).unwrap();
+        assert!(keys.key_for("did:web:example.org#a", Relationship::Authentication).is_ok());
+        assert!(keys.key_for("did:web:example.org#b", Relationship::AssertionMethod).is_ok());
+        assert!(matches!(
+            keys.key_for("did:web:example.org#a", Relationship::AssertionMethod),
+            Err(ResolveError::NotForRelationship { .. })
+        ));
+        assert!(matches!(
+            keys.key_for("did:web:example.org#c", Relationship::AssertionMethod),
+            Err(ResolveError::UnknownKey { .. })
+        ));
+        assert!(Keys::from_document("did:web:other.org", &doc).is_err());
+    }
+
+    #[test]
+    fn did_key_and_did_jwk() {
+        let key = sichat_core::p256key::P256KeyPair::generate().public();
+        let did = format!("did:key:{}", key.to_multibase());
+        let keys = did_key(&did).unwrap();
+        assert!(keys.key_for(&format!("{did}#{}", key.to_multibase()), Relationship::AssertionMethod).is_ok());
+        let jwk = format!("did:jwk:{}", sichat_core::ids::b64url(key.to_jwk().to_string().as_bytes()));
+        assert!(did_jwk(&jwk).unwrap().key_for(&format!("{jwk}#0"), Relationship::Authentication).is_ok());
+        assert!(did_jwk("did:jwk:bm90LWpzb24").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! The verifier: credentials and presentations checked the way a careful verifier must,
+//! with a reason for every "no"; and OpenID4VP 1.0 requests and responses.
+//!
+//! - [`net`]: fetching under a network policy (HTTPS, no private addresses, limits, cache).
+//! - [`did`]: DID resolution to keys, with verification relationships.
+//! - [`verify`]: the checks, and a structured [`verify::Report`].
+//! - [`policy`]: which issuers are trusted for which types.
+
+pub mod did;
+pub mod net;
+pub mod policy;
+pub mod verify;
+
+pub use verify::{Options, Report, Verifier};
