@@ -274,7 +274,10 @@ mod tests {
             let svp = sign_for(&key, &auth.id, &vp, &contexts(), ProofPurpose::Authentication, Some(("n-1", "aud")))
                 .await
                 .unwrap();
-            assert_eq!((svp["proof"]["challenge"].as_str(), svp["proof"]["domain"].as_str()), (Some("n-1"), Some("aud")));
+            assert_eq!(
+                (svp["proof"]["challenge"].as_str(), svp["proof"]["domain"].as_str()),
+                (Some("n-1"), Some("aud"))
+            );
             verify(&svp, &auth, ProofPurpose::Authentication, &contexts()).await.unwrap();
             let mut replayed = svp.clone();
             replayed["proof"]["challenge"] = json!("n-2");

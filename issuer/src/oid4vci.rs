@@ -39,10 +39,10 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
         Self { status, error, description: description.into() }
     }
-    fn bad(error: &'static str, description: impl Into<String>) -> Self {
+    pub fn bad(error: &'static str, description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, error, description)
     }
 }

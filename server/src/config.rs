@@ -37,6 +37,10 @@ pub struct Config {
     pub invite_ttl_hours: i64,
     /// Quota of the owner invite printed at first start.
     pub owner_quota: i64,
+    /// Let the verifier reach loopback and private addresses (and plain HTTP there) when
+    /// resolving DIDs and fetching status lists. Default: only when the node's own public
+    /// URL is on loopback (a development node).
+    pub allow_local_network: Option<bool>,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             session_ttl_secs: 15 * 60,
             invite_ttl_hours: 7 * 24,
             owner_quota: 50,
+            allow_local_network: None,
         }
     }
 }
@@ -73,6 +78,7 @@ const ENV_KEYS: &[&str] = &[
     "session_ttl_secs",
     "invite_ttl_hours",
     "owner_quota",
+    "allow_local_network",
 ];
 
 /// Flags given on the command line; `None` leaves the lower layers alone.

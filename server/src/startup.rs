@@ -8,6 +8,9 @@ use sichat_core::db::Db;
 use sichat_core::node::{settle_public_url, NodeIdentity, PublicUrl};
 use sichat_core::seal::{MasterKey, MasterKeySource};
 use sichat_issuer::Issuer;
+use sichat_verifier::net::NetPolicy;
+use sichat_verifier::oid4vp::Presentations;
+use sichat_verifier::Verifier;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use url::Url;
@@ -20,6 +23,8 @@ pub struct Node {
     pub identity: Arc<NodeIdentity>,
     pub accounts: Arc<Accounts>,
     pub issuer: Arc<Issuer>,
+    pub verifier: Arc<Verifier>,
+    pub presentations: Arc<Presentations>,
     pub master_key_source: MasterKeySource,
 }
 
@@ -59,7 +64,23 @@ impl Node {
         let identity = Arc::new(identity);
         let accounts = Arc::new(Accounts::new(db.clone(), identity.clone(), Arc::new(master), settings));
         let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone()));
-        Ok(Self { config: Arc::new(config), db, identity, accounts, issuer, master_key_source })
+        let allow_local = config.allow_local_network.unwrap_or_else(|| is_loopback(&public_url));
+        if allow_local {
+            tracing::info!("the verifier may reach loopback and private addresses (allow_local_network)");
+        }
+        let verifier =
+            Arc::new(Verifier::new(NetPolicy { allow_local }, issuer.own_contexts()).map_err(|e| anyhow::anyhow!(e))?);
+        let presentations = Arc::new(Presentations::new(db.clone(), accounts.clone(), verifier.clone()));
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            identity,
+            accounts,
+            issuer,
+            verifier,
+            presentations,
+            master_key_source,
+        })
     }
 
     /// While the node has no accounts, a fresh one-time owner invite.
@@ -76,5 +97,16 @@ pub fn redact(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+/// A development node (its public URL on loopback): its own DIDs live on the local
+/// network, so its verifier must be able to reach it.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }

@@ -6,3 +6,4 @@ mod bad_input;
 mod issuer;
 mod oid4vci;
 mod process;
+mod verifier;

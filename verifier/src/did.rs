@@ -67,10 +67,11 @@ pub struct Keys {
 impl Keys {
     /// The key `method_id` names, if the document lists it for `rel`.
     pub fn key_for(&self, method_id: &str, rel: Relationship) -> Result<PublicKey, ResolveError> {
-        let m = self.methods.iter().find(|m| m.id == method_id).ok_or_else(|| ResolveError::UnknownKey {
-            did: self.did.clone(),
-            method: method_id.into(),
-        })?;
+        let m = self
+            .methods
+            .iter()
+            .find(|m| m.id == method_id)
+            .ok_or_else(|| ResolveError::UnknownKey { did: self.did.clone(), method: method_id.into() })?;
         let listed = match rel {
             Relationship::Authentication => m.authentication,
             Relationship::AssertionMethod => m.assertion,
@@ -82,7 +83,7 @@ impl Keys {
                 relationship: rel.as_str(),
             });
         }
-        Ok(m.key.clone())
+        Ok(m.key)
     }
 
     /// Parse a DID document (JSON) for `did`.

@@ -5,9 +5,15 @@
 //! - [`did`]: DID resolution to keys, with verification relationships.
 //! - [`verify`]: the checks, and a structured [`verify::Report`].
 //! - [`policy`]: which issuers are trusted for which types.
+//! - [`oid4vp`]: OpenID4VP 1.0 requests (DCQL, signed request objects) and responses.
+//! - [`api`]: the axum router.
+//!
+//! Tables: `verifier_*`.
 
+pub mod api;
 pub mod did;
 pub mod net;
+pub mod oid4vp;
 pub mod policy;
 pub mod verify;
 

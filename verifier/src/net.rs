@@ -167,7 +167,14 @@ impl Fetcher {
             }
         }
         if !resp.status().is_success() {
-            return Err(fail(format!("HTTP {}", resp.status())));
+            let status = resp.status();
+            // Say why, when the server does (an OAuth or API error body).
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let why = ["error_description", "message"].iter().find_map(|k| body.get(k).and_then(|v| v.as_str()));
+            return Err(fail(match why {
+                Some(w) => format!("HTTP {status}: {}", w.chars().take(300).collect::<String>()),
+                None => format!("HTTP {status}"),
+            }));
         }
         if resp.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
             return Err(FetchError::TooLarge { url: url.into() });
@@ -241,7 +248,19 @@ mod tests {
 
     #[test]
     fn public_and_private_addresses() {
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fc00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
         for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {

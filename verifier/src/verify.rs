@@ -84,7 +84,8 @@ impl Report {
     }
 
     fn finish(mut self) -> Self {
-        self.valid = self.checks.iter().all(|c| c.outcome != Outcome::Failed) && self.credentials.iter().all(|c| c.valid);
+        self.valid =
+            self.checks.iter().all(|c| c.outcome != Outcome::Failed) && self.credentials.iter().all(|c| c.valid);
         self
     }
 
@@ -316,7 +317,9 @@ impl Verifier {
                     }
                 }
                 Value::Object(_) => self.verify_credential(LDP_VC, &item.to_string(), &credential_opts(opts)).await,
-                _ => unreadable("a credential in a VC Data Model 2.0 presentation is an object (enveloped or with a proof)"),
+                _ => unreadable(
+                    "a credential in a VC Data Model 2.0 presentation is an object (enveloped or with a proof)",
+                ),
             };
             r.credentials.push(report);
         }
@@ -419,16 +422,18 @@ impl Verifier {
             if e.get("type").and_then(Value::as_str) != Some("BitstringStatusListEntry") {
                 return Err(format!("unsupported status entry type {}", e.get("type").unwrap_or(&Value::Null)));
             }
-            let purpose = e.get("statusPurpose").and_then(Value::as_str).ok_or("a status entry has no statusPurpose")?;
+            let purpose =
+                e.get("statusPurpose").and_then(Value::as_str).ok_or("a status entry has no statusPurpose")?;
             let url = e.get("statusListCredential").and_then(Value::as_str).ok_or("a status entry has no list")?;
             let index: usize = e
                 .get("statusListIndex")
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok())
                 .ok_or("a status entry has no valid statusListIndex")?;
-            let list = self.status_list(url, issuer, purpose, opts).await.map_err(|why| {
-                format!("the status list {url} fails its own check: {why}")
-            })?;
+            let list = self
+                .status_list(url, issuer, purpose, opts)
+                .await
+                .map_err(|why| format!("the status list {url} fails its own check: {why}"))?;
             let set = list.get(index).ok_or_else(|| format!("status index {index} is beyond the list"))?;
             if set {
                 return Err(match purpose {
@@ -448,7 +453,10 @@ impl Verifier {
         let format = if text.trim_start().starts_with('{') { LDP_VC } else { VC_JWT };
         let list = decode(format, text)?;
         if id_of(list.get("issuer")).as_deref() != Some(issuer) {
-            return Err(format!("it is issued by {}, not by the credential's issuer", id_of(list.get("issuer")).unwrap_or_default()));
+            return Err(format!(
+                "it is issued by {}, not by the credential's issuer",
+                id_of(list.get("issuer")).unwrap_or_default()
+            ));
         }
         if !types_of(&list).iter().any(|t| t == "BitstringStatusListCredential") {
             return Err("it is not a BitstringStatusListCredential".into());
@@ -562,7 +570,11 @@ fn answers(format: &str, vp: &Value, e: &Expectation) -> Result<String, String> 
         _ => false,
     };
     if !audience_ok {
-        return Err(format!("the presentation is for another audience ({}), not {}", audience.unwrap_or(&Value::Null), e.audience));
+        return Err(format!(
+            "the presentation is for another audience ({}), not {}",
+            audience.unwrap_or(&Value::Null),
+            e.audience
+        ));
     }
     if nonce.and_then(Value::as_str) != Some(e.nonce.as_str()) {
         return Err("the presentation answers another request: its nonce does not match".into());

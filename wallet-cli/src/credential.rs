@@ -50,6 +50,13 @@ pub enum CredentialCmd {
     List,
     /// One held credential in full.
     Show { id: String },
+    /// Write a held credential as it was issued, for offline `sichat verify`.
+    Export {
+        id: String,
+        /// The file to write [default: standard output].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Get the MembershipCredential your node issues you (done at `init` too).
     Membership,
     /// Revoke a credential you issued. Final.
@@ -141,6 +148,7 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
         CredentialCmd::Receive { offer, pin } => return receive(ctx, &offer, pin.as_deref()).await,
         CredentialCmd::List => return list(ctx, None).await,
         CredentialCmd::Show { id } => return list(ctx, Some(&id)).await,
+        CredentialCmd::Export { id, out } => return export(ctx, &id, out).await,
         CredentialCmd::Membership => {
             let (mut w, pass) = ctx.open()?;
             let summary = membership(ctx, &mut w, &pass).await?;
@@ -224,6 +232,7 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
         CredentialCmd::Receive { .. }
         | CredentialCmd::List
         | CredentialCmd::Show { .. }
+        | CredentialCmd::Export { .. }
         | CredentialCmd::Membership => {
             unreachable!("handled above")
         }
@@ -240,7 +249,7 @@ fn valid_until(days: Option<i64>) -> Result<Option<i64>> {
     }
 }
 
-fn qr(text: &str) -> Option<String> {
+pub(crate) fn qr(text: &str) -> Option<String> {
     let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
     Some(code.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build())
 }
@@ -405,6 +414,33 @@ async fn list(ctx: &Ctx, only: Option<&str>) -> Result<()> {
             println!("    {}", s["claims"]);
         }
     })
+}
+
+async fn export(ctx: &Ctx, id: &str, out: Option<PathBuf>) -> Result<()> {
+    let (w, _) = ctx.open()?;
+    let held = w
+        .credentials
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| anyhow!("this wallet holds no credential {id}: see `sichat credential list`"))?;
+    match out {
+        Some(path) => {
+            std::fs::write(&path, format!("{}\n", held.credential))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            ctx.print(&json!({"id": id, "format": held.format, "file": path}), |_| {
+                eprintln!(
+                    "Wrote {id} ({}) to {}; check it with `sichat verify {}`",
+                    held.format,
+                    path.display(),
+                    path.display()
+                )
+            })
+        }
+        None => {
+            println!("{}", held.credential);
+            Ok(())
+        }
+    }
 }
 
 async fn status(ctx: &Ctx, c: &crate::client::Client, id: &str, action: &str) -> Result<()> {

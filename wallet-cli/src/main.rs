@@ -3,6 +3,8 @@
 
 mod client;
 mod credential;
+mod present;
+mod verify;
 mod wallet;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -84,6 +86,15 @@ enum Command {
     /// Issue credentials to friends, and revoke them.
     #[command(subcommand)]
     Credential(credential::CredentialCmd),
+    /// Check a credential or presentation: signature, key relationship, dates, status,
+    /// schema, holder binding and (optionally) trust. Exits 2 when it is invalid.
+    Verify(verify::VerifyArgs),
+    /// Answer an OpenID4VP request: show who asks for what, choose a credential, confirm,
+    /// and send a presentation signed by this device.
+    Present(present::PresentArgs),
+    /// Ask others for credentials over OpenID4VP, and read the results.
+    #[command(subcommand)]
+    Verifier(present::VerifierCmd),
 }
 
 #[derive(Subcommand)]
@@ -258,6 +269,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Key(KeyCmd::Rotate) => rotate(&ctx).await,
         Command::Credential(cmd) => credential::run(&ctx, cmd).await,
+        Command::Verify(args) => verify::run(&ctx, args).await,
+        Command::Present(args) => present::present(&ctx, args).await,
+        Command::Verifier(cmd) => present::verifier(&ctx, cmd).await,
     }
 }
 

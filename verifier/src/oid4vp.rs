@@ -1,0 +1,330 @@
+//! OpenID4VP 1.0, verifier side: a user asks for a credential with a DCQL query; the
+//! wallet fetches a signed request object by reference and answers with `direct_post`;
+//! the presentation is verified and the result kept for the requester.
+//!
+//! The client identifier is `decentralized_identifier:<the user's DID>`, and the request
+//! object is signed with the user's issuing key (`assertionMethod` of that DID).
+
+use crate::policy::{Issuers, TrustPolicy, TrustRule};
+use crate::verify::{Expectation, Options, Report, Verifier, LDP_VP, VP_JWT};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sichat_accounts::{Accounts, AuthDevice};
+use sichat_core::db::Db;
+use sichat_core::ids::{new_id, now_ms, random_token};
+use sichat_core::jws;
+use sqlx::Row;
+use std::sync::Arc;
+
+/// How long a request may be answered.
+pub const REQUEST_TTL_MS: i64 = 10 * 60 * 1000;
+pub const REQUEST_TYP: &str = "oauth-authz-req+jwt";
+pub const DID_PREFIX: &str = "decentralized_identifier:";
+/// DCQL credential query ids: one per format, either satisfies the request.
+pub const JWT_QUERY: &str = "jwt";
+pub const LDP_QUERY: &str = "ldp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VpError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Replayed(String),
+    #[error(transparent)]
+    Account(#[from] sichat_accounts::AccountError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for VpError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(format!("database: {e}"))
+    }
+}
+
+/// What a user asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequest {
+    /// The credential type, e.g. `FriendCredential`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Accepted issuers (DIDs). Empty: any issuer, unless `holders_of` is set.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Also accept issuers who hold a non-revoked credential of this type that the
+    /// requester issued them ("FriendCredential from anyone I have befriended").
+    #[serde(default)]
+    pub holders_of: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestCreated {
+    pub id: String,
+    /// `openid4vp://?client_id=…&request_uri=…`, for the holder's wallet.
+    pub request_uri: String,
+    /// Where the requester reads the result (authenticated).
+    pub result_url: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestState {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `pending`, `verified`, `rejected` or `expired`.
+    pub status: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub answered_at: Option<i64>,
+    pub result: Option<Report>,
+}
+
+pub struct Presentations {
+    db: Db,
+    accounts: Arc<Accounts>,
+    verifier: Arc<Verifier>,
+}
+
+impl Presentations {
+    pub fn new(db: Db, accounts: Arc<Accounts>, verifier: Arc<Verifier>) -> Self {
+        Self { db, accounts, verifier }
+    }
+
+    pub fn client_id(&self, user_name: &str) -> Result<String, VpError> {
+        Ok(format!("{DID_PREFIX}{}", self.accounts.user_did(user_name)?))
+    }
+
+    fn url(&self, user_name: &str, path: &str) -> String {
+        self.accounts.node().url(&format!("users/{user_name}/oid4vp/{path}"))
+    }
+
+    pub async fn create(&self, me: &AuthDevice, req: NewRequest) -> Result<RequestCreated, VpError> {
+        if req.type_name.is_empty() || !req.type_name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(VpError::InvalidRequest("type must be a credential type name, e.g. FriendCredential".into()));
+        }
+        for did in &req.issuers {
+            sichat_core::did::Did::parse(did).map_err(|_| VpError::InvalidRequest(format!("{did} is not a DID")))?;
+        }
+        let id = new_id();
+        let now = now_ms();
+        let expires_at = now + REQUEST_TTL_MS;
+        sqlx::query(
+            "INSERT INTO verifier_requests (id, user_id, nonce, request, status, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6)",
+        )
+        .bind(&id)
+        .bind(&me.user_id)
+        .bind(random_token())
+        .bind(serde_json::to_string(&req).map_err(|e| VpError::Internal(e.to_string()))?)
+        .bind(now)
+        .bind(expires_at)
+        .execute(self.db.pool())
+        .await?;
+        let client_id = self.client_id(&me.user_name)?;
+        let request_uri = format!(
+            "openid4vp://?client_id={}&request_uri={}",
+            enc(&client_id),
+            enc(&self.url(&me.user_name, &format!("requests/{id}")))
+        );
+        let result_url = self.accounts.node().url(&format!("api/v1/verifier/requests/{id}"));
+        Ok(RequestCreated { id, request_uri, result_url, expires_at })
+    }
+
+    /// The DCQL query for a request: the type in either format, with the accepted
+    /// issuers as a value constraint when they are known up front.
+    pub fn dcql(req: &NewRequest) -> Value {
+        let query = |id: &str, format: &str| {
+            let mut q = json!({"id": id, "format": format, "meta": {"type_values": [[req.type_name]]}});
+            if !req.issuers.is_empty() && req.holders_of.is_none() {
+                q["claims"] = json!([{"path": ["issuer"], "values": req.issuers}]);
+            }
+            q
+        };
+        json!({
+            "credentials": [query(JWT_QUERY, "jwt_vc_json"), query(LDP_QUERY, "ldp_vc")],
+            "credential_sets": [{"options": [[JWT_QUERY], [LDP_QUERY]]}],
+        })
+    }
+
+    async fn pending(&self, user_name: &str, id: &str) -> Result<(String, String, NewRequest), VpError> {
+        let row = sqlx::query(
+            "SELECT r.user_id, r.nonce, r.request, r.status, r.expires_at FROM verifier_requests r \
+             JOIN acct_users u ON u.id = r.user_id WHERE r.id = $1 AND u.name = $2",
+        )
+        .bind(id)
+        .bind(user_name)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| VpError::NotFound("no such presentation request".into()))?;
+        let status: String = row.try_get("status")?;
+        if status != "pending" {
+            return Err(VpError::Replayed(format!(
+                "this request was already answered ({status}); a presentation is accepted once: ask for a new request"
+            )));
+        }
+        if row.try_get::<i64, _>("expires_at")? <= now_ms() {
+            return Err(VpError::NotFound("this presentation request has expired: ask for a new one".into()));
+        }
+        let req: NewRequest = serde_json::from_str(&row.try_get::<String, _>("request")?)
+            .map_err(|e| VpError::Internal(e.to_string()))?;
+        Ok((row.try_get("user_id")?, row.try_get("nonce")?, req))
+    }
+
+    /// The signed request object (`oauth-authz-req+jwt`), fetched by the wallet.
+    pub async fn request_object(&self, user_name: &str, id: &str) -> Result<String, VpError> {
+        let (user_id, nonce, req) = self.pending(user_name, id).await?;
+        let (kid, key) = self.accounts.issuing_key_for(&user_id, "EdDSA").await?;
+        let now = now_ms() / 1000;
+        let host = self.accounts.node().public_url().host_str().unwrap_or("sichat").to_owned();
+        let claims = json!({
+            "iss": self.client_id(user_name)?,
+            "aud": "https://self-issued.me/v2",
+            "client_id": self.client_id(user_name)?,
+            "response_type": "vp_token",
+            "response_mode": "direct_post",
+            "response_uri": self.url(user_name, &format!("responses/{id}")),
+            "nonce": nonce,
+            "state": id,
+            "dcql_query": Self::dcql(&req),
+            "client_metadata": {
+                "client_name": format!("{user_name} on {host}"),
+                "vp_formats_supported": {
+                    "jwt_vc_json": {"alg_values": ["EdDSA", "ES256"]},
+                    "ldp_vc": {
+                        "proof_type_values": ["DataIntegrityProof"],
+                        "cryptosuite_values": ["eddsa-rdfc-2022", "ecdsa-rdfc-2019"]
+                    }
+                }
+            },
+            "iat": now,
+            "exp": now + REQUEST_TTL_MS / 1000,
+        });
+        jws::sign_with(&key, REQUEST_TYP, Some(&kid), &claims).map_err(|e| VpError::Internal(e.to_string()))
+    }
+
+    /// The wallet's `direct_post`: verify the presentation and keep the result. Input
+    /// that cannot be read changes nothing; a presentation that fails verification is
+    /// kept as the request's (negative) answer, with its reasons.
+    pub async fn respond(&self, user_name: &str, id: &str, vp_token: Option<&str>) -> Result<Report, VpError> {
+        let (user_id, nonce, req) = self.pending(user_name, id).await?;
+        let token = vp_token.ok_or_else(|| VpError::InvalidRequest("vp_token is missing".into()))?;
+        let token: Value = serde_json::from_str(token).map_err(|_| {
+            VpError::InvalidRequest("vp_token must be a JSON object keyed by credential query id".into())
+        })?;
+        let entries = token.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+            VpError::InvalidRequest("vp_token must answer exactly one credential query (jwt or ldp)".into())
+        })?;
+        let (query, presentations) = entries.iter().next().map(|(k, v)| (k.as_str(), v)).unwrap_or(("", &Value::Null));
+        let one = presentations.as_array().filter(|a| a.len() == 1).map(|a| &a[0]).ok_or_else(|| {
+            VpError::InvalidRequest("each vp_token entry must be an array of one presentation".into())
+        })?;
+        let (format, text) = match (query, one) {
+            (JWT_QUERY, Value::String(jwt)) => (VP_JWT, jwt.clone()),
+            (LDP_QUERY, Value::Object(_)) => (LDP_VP, one.to_string()),
+            (JWT_QUERY | LDP_QUERY, _) => {
+                return Err(VpError::InvalidRequest(format!("the {query} answer is not a presentation of that format")))
+            }
+            (other, _) => return Err(VpError::InvalidRequest(format!("unknown credential query id {other:?}"))),
+        };
+        let opts = Options {
+            expect: Some(Expectation { nonce, audience: self.client_id(user_name)? }),
+            policy: Some(self.policy(&user_id, &req).await?),
+            ..Options::default()
+        };
+        let report = self.verifier.verify_presentation(format, &text, &opts).await;
+        let status = if report.valid { "verified" } else { "rejected" };
+        let stored = serde_json::to_string(&report).map_err(|e| VpError::Internal(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE verifier_requests SET status = $1, result = $2, answered_at = $3 WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(stored)
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(VpError::Replayed("this request was already answered".into()));
+        }
+        metrics::counter!("sichat_presentations_total", "result" => status).increment(1);
+        tracing::info!(request = %id, result = status, "presentation verified");
+        Ok(report)
+    }
+
+    /// The request's trust policy, with "holders of my X" expanded to their DIDs now.
+    async fn policy(&self, user_id: &str, req: &NewRequest) -> Result<TrustPolicy, VpError> {
+        let issuers = match (&req.holders_of, req.issuers.is_empty()) {
+            (None, true) => Issuers::Any,
+            (None, false) => Issuers::Dids(req.issuers.clone()),
+            (Some(held), _) => {
+                let rows = sqlx::query(
+                    "SELECT DISTINCT subject FROM issuer_credentials WHERE user_id = $1 AND type_name = $2 AND status = 'active' \
+                     AND (valid_until IS NULL OR valid_until > $3)",
+                )
+                .bind(user_id)
+                .bind(held)
+                .bind(now_ms())
+                .fetch_all(self.db.pool())
+                .await?;
+                let mut dids: Vec<String> = rows.iter().map(|r| r.try_get("subject")).collect::<Result<_, _>>()?;
+                dids.extend(req.issuers.iter().cloned());
+                Issuers::Dids(dids)
+            }
+        };
+        Ok(TrustPolicy { rules: vec![TrustRule { type_name: req.type_name.clone(), issuers }] })
+    }
+
+    /// The requester reads the state of one of their requests.
+    pub async fn state(&self, me: &AuthDevice, id: &str) -> Result<RequestState, VpError> {
+        let row = sqlx::query(
+            "SELECT id, request, status, result, created_at, expires_at, answered_at FROM verifier_requests \
+             WHERE id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(&me.user_id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| VpError::NotFound(format!("you made no presentation request {id}")))?;
+        let req: NewRequest = serde_json::from_str(&row.try_get::<String, _>("request")?)
+            .map_err(|e| VpError::Internal(e.to_string()))?;
+        let mut status: String = row.try_get("status")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if status == "pending" && expires_at <= now_ms() {
+            status = "expired".into();
+        }
+        let result = row
+            .try_get::<Option<String>, _>("result")?
+            .map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| VpError::Internal(e.to_string()))?;
+        Ok(RequestState {
+            id: row.try_get("id")?,
+            type_name: req.type_name,
+            status,
+            created_at: row.try_get("created_at")?,
+            expires_at,
+            answered_at: row.try_get("answered_at")?,
+            result,
+        })
+    }
+
+    /// Drop requests that expired a day ago, answered or not.
+    pub async fn purge_expired(&self) -> Result<u64, VpError> {
+        let r = sqlx::query("DELETE FROM verifier_requests WHERE expires_at < $1")
+            .bind(now_ms() - 24 * 3600 * 1000)
+            .execute(self.db.pool())
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// Percent-encode a query component (all but RFC 3986 unreserved characters).
+pub fn enc(s: &str) -> String {
+    const COMPONENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
+}
