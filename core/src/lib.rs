@@ -6,6 +6,8 @@
 //! - [`jws`]: compact JWS (EdDSA) signing and verification through `josekit`.
 //! - [`seal`]: secrets sealed at rest with XChaCha20-Poly1305 under a master key.
 //! - [`db`]: the storage pool (SQLite or PostgreSQL) and its migrations.
+//! - [`net`]: fetching under a network policy (HTTPS, no private addresses, limits, HTTP cache).
+//! - [`resolver`]: DID resolution (`did:key`, `did:jwk`, `did:web`) to keys, with relationships.
 //! - [`node`]: the node's own identity: its `did:web` and its sealed node key.
 //! - [`http`]: the error body and JSON extractor every HTTP API shares.
 //! - [`ids`]: time-ordered ids, random tokens and clock helpers.
@@ -17,8 +19,10 @@ pub mod http;
 pub mod ids;
 pub mod jws;
 pub mod keys;
+pub mod net;
 pub mod node;
 pub mod p256key;
+pub mod resolver;
 pub mod seal;
 
 pub use error::CoreError;

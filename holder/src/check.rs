@@ -1,36 +1,22 @@
 //! Checking a received credential (`vc+jwt` or Data Integrity): the issuer's key, the
 //! subject, and the status lists.
 
-use crate::resolve;
 use crate::HolderError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sichat_core::did::{Did, DidDocument};
 use sichat_core::jws;
 use sichat_core::p256key::PublicKey;
+use sichat_core::resolver::{Relationship, Resolver};
 use sichat_issuer::data_integrity;
 use sichat_issuer::status::{Bitstring, LIST_SIZE};
 
 /// The key an issuer's DID lists for `kid` under `assertionMethod`.
-pub async fn issuer_key(http: &reqwest::Client, kid: &str) -> Result<PublicKey, HolderError> {
+pub async fn issuer_key(resolver: &Resolver, kid: &str) -> Result<PublicKey, HolderError> {
     let (did, _) = kid
         .split_once('#')
         .ok_or_else(|| HolderError::BadCredential("kid must be a DID URL with a fragment".into()))?;
-    let did = Did::parse(did)?;
-    let doc: DidDocument = match did.method() {
-        "web" => resolve::did_web(http, &did).await?,
-        "key" => DidDocument::for_did_key(&did.key_ed25519()?),
-        other => return Err(HolderError::BadCredential(format!("issuer DID method {other} is not supported"))),
-    };
-    if !doc.assertion_method.iter().any(|m| m == kid) {
-        return Err(HolderError::BadCredential(format!("{kid} is not an assertionMethod of {did}")));
-    }
-    let vm = doc
-        .verification_method
-        .iter()
-        .find(|m| m.id == kid)
-        .ok_or_else(|| HolderError::BadCredential(format!("{kid} is not in {did}'s document")))?;
-    Ok(PublicKey::from_multibase(&vm.public_key_multibase)?)
+    let keys = resolver.resolve(did).await.map_err(|e| HolderError::BadCredential(e.to_string()))?;
+    keys.key_for(kid, Relationship::AssertionMethod).map_err(|e| HolderError::BadCredential(e.to_string()))
 }
 
 fn header(jwt: &str) -> Result<Value, HolderError> {
@@ -41,20 +27,24 @@ fn header(jwt: &str) -> Result<Value, HolderError> {
 }
 
 /// Verify a `vc+jwt` signed by its issuer's assertion key; returns the credential.
-pub async fn verify_vc_jwt(http: &reqwest::Client, jwt: &str) -> Result<Value, HolderError> {
+pub async fn verify_vc_jwt(resolver: &Resolver, jwt: &str) -> Result<Value, HolderError> {
     let kid = header(jwt)?
         .get("kid")
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| HolderError::BadCredential("the credential names no kid".into()))?;
-    let key = issuer_key(http, &kid).await?;
+    let key = issuer_key(resolver, &kid).await?;
     let vc: Value =
         jws::verify_with(jwt, &key, "vc+jwt").map_err(|e| HolderError::BadCredential(format!("signature: {e}")))?;
-    let issuer = vc.get("issuer").and_then(|i| i.as_str().or_else(|| i.get("id").and_then(Value::as_str)));
-    if issuer != kid.split('#').next() {
+    if issuer_of(&vc) != kid.split('#').next() {
         return Err(HolderError::BadCredential("the credential's issuer is not the signer's DID".into()));
     }
     Ok(vc)
+}
+
+/// The issuer DID a credential names (`issuer` as a string or as an object's `id`).
+pub fn issuer_of(vc: &Value) -> Option<&str> {
+    vc.get("issuer").and_then(|i| i.as_str().or_else(|| i.get("id").and_then(Value::as_str)))
 }
 
 /// A credential's content, unverified: the JWS payload, or the JSON document.
@@ -68,29 +58,28 @@ pub fn unverified(format: &str, credential: &str) -> Result<Value, HolderError> 
 }
 
 /// Verify a credential in either format; returns the credential.
-pub async fn verify_credential(http: &reqwest::Client, format: &str, credential: &str) -> Result<Value, HolderError> {
+pub async fn verify_credential(resolver: &Resolver, format: &str, credential: &str) -> Result<Value, HolderError> {
     match format {
-        "vc+jwt" => verify_vc_jwt(http, credential).await,
-        "ldp_vc" => verify_ldp_vc(http, credential).await,
+        "vc+jwt" => verify_vc_jwt(resolver, credential).await,
+        "ldp_vc" => verify_ldp_vc(resolver, credential).await,
         other => Err(HolderError::BadCredential(format!("unknown credential format {other}"))),
     }
 }
 
 /// Verify a Data Integrity credential against its issuer's `assertionMethod` key.
-pub async fn verify_ldp_vc(http: &reqwest::Client, text: &str) -> Result<Value, HolderError> {
+pub async fn verify_ldp_vc(resolver: &Resolver, text: &str) -> Result<Value, HolderError> {
     let vc = unverified("ldp_vc", text)?;
     let (_, method_id) = data_integrity::proof_of(&vc).map_err(HolderError::BadCredential)?;
-    let key = issuer_key(http, &method_id).await?;
+    let key = issuer_key(resolver, &method_id).await?;
     let mut contexts = data_integrity::Contexts::new();
     for url in data_integrity::remote_contexts(&vc) {
-        contexts.insert(url.clone(), resolve::get_json(http, &url).await?.to_string());
+        contexts.insert(url.clone(), resolver.fetcher().get_json(&url).await?.to_string());
     }
     let method = data_integrity::Method { id: method_id.clone(), key };
     data_integrity::verify(&vc, &method, data_integrity::ProofPurpose::Assertion, &contexts)
         .await
         .map_err(|e| HolderError::BadCredential(format!("proof: {e}")))?;
-    let issuer = vc.get("issuer").and_then(|i| i.as_str().or_else(|| i.get("id").and_then(Value::as_str)));
-    if issuer != method_id.split('#').next() {
+    if issuer_of(&vc) != method_id.split('#').next() {
         return Err(HolderError::BadCredential("the credential's issuer is not the signer's DID".into()));
     }
     Ok(vc)
@@ -107,8 +96,8 @@ pub struct Status {
 
 /// Fetch every status list a credential points at, check each list's signature by the
 /// credential's issuer, and read the bits. Validity dates count too.
-pub async fn status(http: &reqwest::Client, vc: &Value, now_ms: i64) -> Status {
-    match status_inner(http, vc).await {
+pub async fn status(resolver: &Resolver, vc: &Value, now_ms: i64) -> Status {
+    match status_inner(resolver, vc).await {
         Ok((revoked, suspended)) => {
             let date = |k: &str| vc.get(k).and_then(Value::as_str).and_then(parse_rfc3339_ms);
             let state = if revoked {
@@ -128,8 +117,8 @@ pub async fn status(http: &reqwest::Client, vc: &Value, now_ms: i64) -> Status {
     }
 }
 
-async fn status_inner(http: &reqwest::Client, vc: &Value) -> Result<(bool, bool), HolderError> {
-    let issuer = vc.get("issuer").and_then(Value::as_str).unwrap_or_default();
+async fn status_inner(resolver: &Resolver, vc: &Value) -> Result<(bool, bool), HolderError> {
+    let issuer = issuer_of(vc).unwrap_or_default();
     let entries = match vc.get("credentialStatus") {
         Some(Value::Array(a)) => a.clone(),
         Some(one @ Value::Object(_)) => vec![one.clone()],
@@ -147,9 +136,10 @@ async fn status_inner(http: &reqwest::Client, vc: &Value) -> Result<(bool, bool)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| HolderError::BadCredential("status entry without a valid index".into()))?;
         let purpose = e.get("statusPurpose").and_then(Value::as_str).unwrap_or_default();
-        let jwt = String::from_utf8(resolve::get_bytes(http, url, "application/vc+jwt").await?)
-            .map_err(|_| HolderError::BadCredential("status list is not text".into()))?;
-        let list = verify_vc_jwt(http, &jwt).await?;
+        let body = resolver.fetcher().get(url, "application/vc+jwt").await?;
+        let jwt =
+            std::str::from_utf8(&body).map_err(|_| HolderError::BadCredential("status list is not text".into()))?;
+        let list = verify_vc_jwt(resolver, jwt).await?;
         if list.get("issuer").and_then(Value::as_str) != Some(issuer) {
             return Err(HolderError::BadCredential("the status list has another issuer".into()));
         }

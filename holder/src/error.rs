@@ -10,6 +10,8 @@ pub enum HolderError {
     BadCredential(String),
     #[error("cannot fetch {url}: {why}")]
     Fetch { url: String, why: String },
+    #[error(transparent)]
+    Net(#[from] sichat_core::net::FetchError),
     #[error("{0}")]
     Other(String),
 }

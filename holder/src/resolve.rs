@@ -1,8 +1,8 @@
-//! Fetching JSON documents and `did:web` DID documents: bounded size and time.
+//! The OpenID4VCI client's HTTP: bounded size and time. DIDs, contexts and status lists
+//! go through `sichat_core::resolver` instead, under the wallet's network policy.
 
 use crate::HolderError;
 use serde_json::Value;
-use sichat_core::did::{Did, DidDocument};
 
 /// Largest document we read.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -36,29 +36,4 @@ pub async fn get_bytes(http: &reqwest::Client, url: &str, accept: &str) -> Resul
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, HolderError> {
     let body = get_bytes(http, url, "application/json").await?;
     serde_json::from_slice(&body).map_err(|e| HolderError::Fetch { url: url.to_owned(), why: format!("not JSON: {e}") })
-}
-
-/// The URL of a `did:web` document. HTTPS, except for `localhost` (as did:web resolvers,
-/// `ssi`'s among them, allow for development).
-pub fn did_web_url(did: &Did) -> Result<String, HolderError> {
-    let id = did
-        .as_str()
-        .strip_prefix("did:web:")
-        .ok_or_else(|| HolderError::BadCredential(format!("{did} is not a did:web")))?;
-    let mut parts = id.split(':');
-    let host = parts.next().unwrap_or_default().replacen("%3A", ":", 1).replacen("%3a", ":", 1);
-    let path: Vec<&str> = parts.collect();
-    let scheme = if host.starts_with("localhost") { "http" } else { "https" };
-    let path = if path.is_empty() { ".well-known".to_owned() } else { path.join("/") };
-    Ok(format!("{scheme}://{host}/{path}/did.json"))
-}
-
-pub async fn did_web(http: &reqwest::Client, did: &Did) -> Result<DidDocument, HolderError> {
-    let url = did_web_url(did)?;
-    let doc: DidDocument = serde_json::from_value(get_json(http, &url).await?)
-        .map_err(|e| HolderError::BadCredential(format!("{url} is not a DID document: {e}")))?;
-    if doc.id != *did {
-        return Err(HolderError::BadCredential(format!("{url} describes {}, not {did}", doc.id)));
-    }
-    Ok(doc)
 }

@@ -19,6 +19,7 @@ use sichat_core::did::Did;
 use sichat_core::ids::{b64url, b64url_decode, new_id, now_ms, random_bytes, random_token, token_hash};
 use sichat_core::jws;
 use sichat_core::p256key::PublicKey;
+use sichat_core::resolver::Relationship;
 use sqlx::Row;
 
 pub const FORMAT: &str = "vc+jwt";
@@ -514,14 +515,18 @@ impl Issuer {
             }
             "web" => {
                 let prefix = format!("{}:users:", self.accounts.node().did());
-                let name = did.strip_prefix(&prefix).ok_or_else(|| {
-                    IssuerError::InvalidRequest("did:web holders on other nodes are not supported yet".into())
-                })?;
-                let doc = self.accounts.did_document(name).await?;
-                let key = doc.authentication_key(kid).ok_or_else(|| {
-                    IssuerError::InvalidRequest(format!("{kid} is not an authentication key of {did}"))
-                })?;
-                Ok((did.to_owned(), PublicKey::Ed25519(key)))
+                if let Some(name) = did.strip_prefix(&prefix) {
+                    let doc = self.accounts.did_document(name).await?;
+                    let key = doc.authentication_key(kid).ok_or_else(|| {
+                        IssuerError::InvalidRequest(format!("{kid} is not an authentication key of {did}"))
+                    })?;
+                    return Ok((did.to_owned(), PublicKey::Ed25519(key)));
+                }
+                let keys = self.resolver.resolve(did).await.map_err(|e| IssuerError::InvalidRequest(e.to_string()))?;
+                let key = keys
+                    .key_for(kid, Relationship::Authentication)
+                    .map_err(|e| IssuerError::InvalidRequest(e.to_string()))?;
+                Ok((did.to_owned(), key))
             }
             other => Err(IssuerError::InvalidRequest(format!("did:{other} is not supported for holder binding"))),
         }

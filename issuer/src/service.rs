@@ -13,6 +13,7 @@ use sichat_core::db::{is_unique_violation, Backend, Db};
 use sichat_core::did::Did;
 use sichat_core::ids::{new_id, now_ms, random_bytes};
 use sichat_core::p256key::KeyPair;
+use sichat_core::resolver::Resolver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -130,13 +131,15 @@ pub(crate) struct Prepared {
 pub struct Issuer {
     pub(crate) db: Db,
     pub(crate) accounts: Arc<Accounts>,
+    /// Resolves holders' `did:web` on other nodes, under the node's network policy.
+    pub(crate) resolver: Arc<Resolver>,
     /// Signed status lists by list id, re-signed only when the bits change.
     lists: Mutex<HashMap<String, ServedList>>,
 }
 
 impl Issuer {
-    pub fn new(db: Db, accounts: Arc<Accounts>) -> Self {
-        Self { db, accounts, lists: Mutex::new(HashMap::new()) }
+    pub fn new(db: Db, accounts: Arc<Accounts>, resolver: Arc<Resolver>) -> Self {
+        Self { db, accounts, resolver, lists: Mutex::new(HashMap::new()) }
     }
 
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, IssuerError> {

@@ -6,6 +6,10 @@
 //!   answer, session);
 //! - `--scenario issuance`: a full OpenID4VCI issuance each (offer, offer fetched by
 //!   reference, token, nonce, proof of possession, credential).
+//! - `--scenario presentations`: a full OpenID4VP round each, for one credential issued
+//!   at the start (request created, signed request object fetched, `vp+jwt` signed,
+//!   `direct_post` response verified with DID, signature, status and holder checks, result
+//!   read back as `verified`).
 //!
 //! Bounded in time and aimed at loopback only.
 
@@ -21,7 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "sichat-load", version, about = "Device logins per second against a Sichat node on this machine")]
+#[command(
+    name = "sichat-load",
+    version,
+    about = "Logins, issuances or presentations per second against a Sichat node on this machine"
+)]
 struct Args {
     /// The node, on loopback.
     #[arg(long, default_value = "http://localhost:8080")]
@@ -37,7 +45,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     devices: usize,
     /// What each loop does.
-    #[arg(long, value_parser = ["logins", "issuance"], default_value = "logins")]
+    #[arg(long, value_parser = ["logins", "issuance", "presentations"], default_value = "logins")]
     scenario: String,
     #[arg(long)]
     json: bool,
@@ -67,8 +75,9 @@ async fn post(t: &Target, path: &str, body: &Value) -> Result<Value> {
     Ok(v)
 }
 
-/// One full OpenID4VCI issuance to a fresh did:key holder, as the issuer `session`.
-async fn issuance(t: &Target, session: &str, user: &str) -> Result<()> {
+/// One full OpenID4VCI issuance to `holder` (a did:key), as the issuer `session`; returns
+/// the `vc+jwt` credential.
+async fn issuance(t: &Target, session: &str, user: &str, holder: &Ed25519KeyPair) -> Result<String> {
     let offer: Value = t
         .http
         .post(format!("{}/api/v1/issuer/offers", t.base))
@@ -94,10 +103,9 @@ async fn issuance(t: &Target, session: &str, user: &str) -> Result<()> {
     let token: Value = t.http.post(format!("{issuer}/oid4vci/token")).form(&form).send().await?.json().await?;
     let access = token["access_token"].as_str().context("access_token")?;
     let nonce = post(t, &format!("/users/{user}/oid4vci/nonce"), &json!({})).await?;
-    let holder = Ed25519KeyPair::generate();
     let mb = holder.public().to_multibase();
     let claims = json!({"aud": issuer, "iat": now_secs(), "nonce": nonce["c_nonce"]});
-    let proof = jws::sign(&holder, "openid4vci-proof+jwt", Some(&format!("did:key:{mb}#{mb}")), &claims)?;
+    let proof = jws::sign(holder, "openid4vci-proof+jwt", Some(&format!("did:key:{mb}#{mb}")), &claims)?;
     let r = t
         .http
         .post(format!("{issuer}/oid4vci/credential"))
@@ -107,6 +115,70 @@ async fn issuance(t: &Target, session: &str, user: &str) -> Result<()> {
         .await?;
     if !r.status().is_success() {
         bail!("credential: {}", r.status());
+    }
+    let body: Value = r.json().await?;
+    Ok(body.pointer("/credentials/0/credential").and_then(Value::as_str).context("credential")?.to_owned())
+}
+
+/// A holder and the credential it presents in every OpenID4VP round.
+struct Holder {
+    key: Ed25519KeyPair,
+    credential: String,
+}
+
+/// One full OpenID4VP round, as the requester `session` and the wallet `holder`.
+async fn presentation(t: &Target, session: &str, holder: &Holder) -> Result<()> {
+    let created: Value = t
+        .http
+        .post(format!("{}/api/v1/verifier/requests", t.base))
+        .bearer_auth(session)
+        .json(&json!({"type": "FriendCredential"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let uri = url::Url::parse(created["request_uri"].as_str().context("request_uri")?)?;
+    let reference = uri.query_pairs().find(|(k, _)| k == "request_uri").map(|(_, v)| v.into_owned());
+    let object = t.http.get(reference.context("request_uri in the URI")?).send().await?.text().await?;
+    let req: Value = jws::unverified_payload(&object)?;
+    let query = req
+        .pointer("/dcql_query/credentials")
+        .and_then(Value::as_array)
+        .and_then(|qs| qs.iter().find(|q| q["format"] != "ldp_vc"))
+        .and_then(|q| q["id"].as_str())
+        .context("a JWT credential query")?;
+    let mb = holder.key.public().to_multibase();
+    let did = format!("did:key:{mb}");
+    let now = now_secs();
+    let vp = json!({
+        "@context": ["https://www.w3.org/ns/credentials/v2"],
+        "type": ["VerifiablePresentation"],
+        "holder": did,
+        "verifiableCredential": [{
+            "@context": ["https://www.w3.org/ns/credentials/v2"],
+            "type": "EnvelopedVerifiableCredential",
+            "id": format!("data:application/vc+jwt,{}", holder.credential),
+        }],
+        "nonce": req["nonce"], "aud": req["client_id"], "iat": now, "exp": now + 300,
+    });
+    let signed = jws::sign(&holder.key, "vp+jwt", Some(&format!("{did}#{mb}")), &vp)?;
+    let token = json!({ query: [signed] }).to_string();
+    let state = req["state"].as_str().unwrap_or_default();
+    let response_uri = req["response_uri"].as_str().context("response_uri")?;
+    let r = t.http.post(response_uri).form(&[("vp_token", token.as_str()), ("state", state)]).send().await?;
+    if !r.status().is_success() {
+        bail!("response: {} {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    let result: Value = t
+        .http
+        .get(created["result_url"].as_str().context("result_url")?)
+        .bearer_auth(session)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if result["status"] != "verified" {
+        bail!("presentation not verified: {result}");
     }
     Ok(())
 }
@@ -192,8 +264,18 @@ async fn main() -> Result<()> {
         post(&t, "/api/v1/root-operations", &json!({ "request": jws::sign(&root, TYP_ROOT_OP, None, &op)? })).await?;
     }
     let devices = Arc::new(devices);
-    let issuing = args.scenario == "issuance";
-    let token = if issuing { Some(Arc::new(session(&t, &devices[0]).await?)) } else { None };
+    let token = match args.scenario.as_str() {
+        "logins" => None,
+        _ => Some(Arc::new(session(&t, &devices[0]).await?)),
+    };
+    let holder = match (&token, args.scenario.as_str()) {
+        (Some(session), "presentations") => {
+            let key = Ed25519KeyPair::generate();
+            let credential = issuance(&t, session, &name, &key).await.context("issuing the presented credential")?;
+            Some(Arc::new(Holder { key, credential }))
+        }
+        _ => None,
+    };
     let name = Arc::new(name);
 
     if !args.json {
@@ -203,18 +285,27 @@ async fn main() -> Result<()> {
     let start = Instant::now();
     let mut loops = Vec::new();
     for w in 0..args.concurrency {
-        let (t, devices, token, name) = (t.clone(), devices.clone(), token.clone(), name.clone());
+        let (t, devices, token, name, holder) =
+            (t.clone(), devices.clone(), token.clone(), name.clone(), holder.clone());
         loops.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, w);
             while Instant::now() < deadline {
                 let began = Instant::now();
-                let done = match &token {
-                    Some(session) => issuance(&t, session, &name).await,
-                    None => login(&t, &devices[i % devices.len()]).await,
+                let done = match (&token, &holder) {
+                    (Some(session), Some(h)) => presentation(&t, session, h).await,
+                    (Some(session), None) => {
+                        issuance(&t, session, &name, &Ed25519KeyPair::generate()).await.map(|_| ())
+                    }
+                    _ => login(&t, &devices[i % devices.len()]).await,
                 };
                 match done {
                     Ok(()) => lat.push(began.elapsed()),
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        if errors == 0 {
+                            eprintln!("first error: {e:#}");
+                        }
+                        errors += 1
+                    }
                 }
                 i += 1;
             }

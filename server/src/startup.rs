@@ -5,10 +5,11 @@ use anyhow::{Context, Result};
 use sichat_accounts::protocol::InviteCreated;
 use sichat_accounts::{Accounts, Settings};
 use sichat_core::db::Db;
+use sichat_core::net::{Fetcher, NetPolicy};
 use sichat_core::node::{settle_public_url, NodeIdentity, PublicUrl};
+use sichat_core::resolver::Resolver;
 use sichat_core::seal::{MasterKey, MasterKeySource};
 use sichat_issuer::Issuer;
-use sichat_verifier::net::NetPolicy;
 use sichat_verifier::oid4vp::Presentations;
 use sichat_verifier::Verifier;
 use std::os::unix::fs::DirBuilderExt;
@@ -63,13 +64,13 @@ impl Node {
         };
         let identity = Arc::new(identity);
         let accounts = Arc::new(Accounts::new(db.clone(), identity.clone(), Arc::new(master), settings));
-        let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone()));
         let allow_local = config.allow_local_network.unwrap_or_else(|| is_loopback(&public_url));
         if allow_local {
             tracing::info!("the verifier may reach loopback and private addresses (allow_local_network)");
         }
-        let verifier =
-            Arc::new(Verifier::new(NetPolicy { allow_local }, issuer.own_contexts()).map_err(|e| anyhow::anyhow!(e))?);
+        let resolver = Arc::new(Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?)));
+        let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone(), resolver.clone()));
+        let verifier = Arc::new(Verifier::with_resolver(resolver, issuer.own_contexts()));
         let presentations = Arc::new(Presentations::new(db.clone(), accounts.clone(), verifier.clone()));
         Ok(Self {
             config: Arc::new(config),

@@ -12,7 +12,8 @@ storage_tests!(
     offer_receive_list_revoke_with_two_wallets,
     bad_token_and_credential_requests_change_nothing,
     es256_types_and_proofs,
-    data_integrity_offers
+    data_integrity_offers,
+    holder_on_another_node
 );
 
 async fn did(app: &TestApp, wallet: &std::path::Path) -> String {
@@ -542,12 +543,15 @@ async fn data_integrity_offers(backend: Backend) {
         assert_eq!(doc["proof"]["proofPurpose"], "assertionMethod");
         assert_eq!(doc["@context"], json!(["https://www.w3.org/ns/credentials/v2", context]));
         let text = shown["credential"].as_str().expect("text");
-        sichat_holder::check::verify_credential(&app.http, "ldp_vc", text).await.expect("verifies");
+        let fetcher =
+            sichat_core::net::Fetcher::new(sichat_core::net::NetPolicy { allow_local: true }).expect("fetcher");
+        let resolver = sichat_core::resolver::Resolver::new(std::sync::Arc::new(fetcher));
+        sichat_holder::check::verify_credential(&resolver, "ldp_vc", text).await.expect("verifies");
 
         // A changed claim breaks the proof.
         let mut forged = doc.clone();
         forged["credentialSubject"][claim.split('=').next().expect("k")] = json!("Mallory");
-        let e = sichat_holder::check::verify_credential(&app.http, "ldp_vc", &forged.to_string()).await.unwrap_err();
+        let e = sichat_holder::check::verify_credential(&resolver, "ldp_vc", &forged.to_string()).await.unwrap_err();
         assert!(e.to_string().contains("proof"), "{e}");
 
         assert!(sichat(&alice, &["credential", "revoke", &id]).await.status.success());
@@ -556,4 +560,46 @@ async fn data_integrity_offers(backend: Backend) {
     }
     let log = json(&sichat(&alice, &["--json", "credential", "issued"]).await);
     assert!(log.as_array().expect("log").iter().all(|r| r["format"] == "ldp_vc"), "{log}");
+}
+
+/// Bob's did:web lives on another node: the issuer resolves it over the network, under the
+/// node's network policy, and refuses it when that policy keeps the node off local addresses.
+async fn holder_on_another_node(backend: Backend) {
+    let Some(home) = TestApp::spawn(backend).await else { return };
+    let Some(bobs) = TestApp::spawn(backend).await else { return };
+    let Some(strict) = TestApp::spawn_with(backend, |c| c.allow_local_network = Some(false)).await else { return };
+    let alice = home.join("alice", &home.owner_invite).await;
+    let bob = bobs.join("bob", &bobs.owner_invite).await;
+    let bob_did = did(&bobs, &bob).await;
+    assert_ne!(home.url, bobs.url);
+
+    let out =
+        sichat(&alice, &["credential", "offer", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob"])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let uri = stdout(&out).lines().next().expect("uri").to_owned();
+    let out = sichat(&bob, &["--json", "credential", "receive", &uri]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = json(&out);
+    assert_eq!(
+        (got["subject"].as_str(), got["issuer"].as_str()),
+        (Some(bob_did.as_str()), Some(did(&home, &alice).await.as_str()))
+    );
+
+    // A node that may not reach local addresses cannot resolve Bob's loopback did:web.
+    let carol = strict.join("carol", &strict.owner_invite).await;
+    let out =
+        sichat(&carol, &["credential", "offer", "--type", "FriendCredential", "--to", "anyone", "--claim", "name=Bob"])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let uri = stdout(&out).lines().next().expect("uri").to_owned();
+    let out = sichat(&bob, &["credential", "receive", &uri]).await;
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("invalid_proof") && err.contains("private address"), "{err}");
+    let row = sqlx::query("SELECT status FROM issuer_offers").fetch_one(strict.node.db.pool()).await.expect("offer");
+    assert_eq!(row.get::<String, _>("status"), "redeemed", "the refused proof leaves the token usable");
+
+    strict.stop().await;
+    bobs.stop().await;
+    home.stop().await;
 }

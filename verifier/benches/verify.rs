@@ -6,10 +6,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ed25519_dalek::Verifier as _;
 use serde_json::json;
 use sichat_core::keys::Ed25519KeyPair;
+use sichat_core::net::NetPolicy;
 use sichat_core::p256key::KeyPair;
 use sichat_issuer::credential::{build, sign_vc_jwt, Draft, VCDM2_CONTEXT};
 use sichat_issuer::data_integrity::{self, Contexts};
-use sichat_verifier::net::NetPolicy;
 use sichat_verifier::{Options, Verifier};
 use std::hint::black_box;
 

@@ -1,8 +1,6 @@
 //! The verifier: credentials and presentations checked the way a careful verifier must,
 //! with a reason for every "no"; and OpenID4VP 1.0 requests and responses.
 //!
-//! - [`net`]: fetching under a network policy (HTTPS, no private addresses, limits, cache).
-//! - [`did`]: DID resolution to keys, with verification relationships.
 //! - [`verify`]: the checks, and a structured [`verify::Report`].
 //! - [`policy`]: which issuers are trusted for which types.
 //! - [`oid4vp`]: OpenID4VP 1.0 requests (DCQL, signed request objects) and responses.
@@ -11,8 +9,6 @@
 //! Tables: `verifier_*`.
 
 pub mod api;
-pub mod did;
-pub mod net;
 pub mod oid4vp;
 pub mod policy;
 pub mod verify;

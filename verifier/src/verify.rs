@@ -1,13 +1,13 @@
 //! Verifying credentials and presentations: every check a careful verifier makes, each
 //! with its outcome and a reason a person can read.
 
-use crate::did::{Relationship, ResolveError, Resolver};
-use crate::net::{Fetcher, NetPolicy};
 use crate::policy::TrustPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sichat_core::ids::b64url_decode;
 use sichat_core::jws;
+use sichat_core::net::{Fetcher, NetPolicy};
+use sichat_core::resolver::{Relationship, ResolveError, Resolver};
 use sichat_issuer::credential::VCDM2_CONTEXT;
 use sichat_issuer::data_integrity::{self, Contexts, ProofPurpose};
 use sichat_issuer::status::{Bitstring, LIST_SIZE};
@@ -211,7 +211,7 @@ fn credential_syntax(vc: &Value) -> Result<String, String> {
 }
 
 pub struct Verifier {
-    resolver: Resolver,
+    resolver: Arc<Resolver>,
     /// JSON-LD contexts known without a fetch (this node's own).
     contexts: Contexts,
 }
@@ -219,7 +219,12 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(policy: NetPolicy, contexts: Contexts) -> Result<Self, String> {
         let fetcher = Arc::new(Fetcher::new(policy).map_err(|e| e.to_string())?);
-        Ok(Verifier { resolver: Resolver::new(fetcher), contexts })
+        Ok(Self::with_resolver(Arc::new(Resolver::new(fetcher)), contexts))
+    }
+
+    /// A verifier sharing a resolver (and its caches) with the rest of the node.
+    pub fn with_resolver(resolver: Arc<Resolver>, contexts: Contexts) -> Self {
+        Verifier { resolver, contexts }
     }
 
     pub fn resolver(&self) -> &Resolver {

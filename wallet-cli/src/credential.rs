@@ -5,6 +5,8 @@ use crate::{date, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
+use sichat_core::did::Did;
+use sichat_core::resolver::{did_web_url, Resolver};
 use sichat_holder::{check, oid4vci, resolve};
 use sichat_issuer::oid4vci::NewOffer;
 use sichat_issuer::service::{Format, IssueRequest, Issued, IssuedRecord};
@@ -277,14 +279,15 @@ async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
         eprintln!("Redeeming {} from {} …", offer.configuration_ids[0], offer.credential_issuer);
     }
     let got = oid4vci::receive(&http, &offer, oid4vci::ProofKey { kid, key }, pin.as_deref()).await?;
-    let vc = check::verify_credential(&http, &got.format, &got.credential)
+    let resolver = ctx.resolver(&[w.profile.server.as_deref(), Some(&offer.credential_issuer)])?;
+    let vc = check::verify_credential(&resolver, &got.format, &got.credential)
         .await
         .context("the issued credential does not verify")?;
     if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
         bail!("the issued credential is about someone else, not {}: not stored", w.profile.did);
     }
     let id = keep(ctx, &mut w, &pass, got.format, got.credential, &vc).await?;
-    let summary = summarize(&http, &vc).await;
+    let summary = summarize(&resolver, &vc).await;
     ctx.print(&summary, |s| {
         println!("Stored {} from {}", s["type"].as_str().unwrap_or("?"), s["issuer"].as_str().unwrap_or("?"));
         println!("  id: {id}\n  status: {}", s["status"]["state"].as_str().unwrap_or("?"));
@@ -324,17 +327,17 @@ pub async fn membership(ctx: &Ctx, w: &mut crate::wallet::Wallet, pass: &str) ->
     let issued: Result<Value> = c.get("/api/v1/membership").await;
     c.logout().await;
     let jwt = issued?["credential"].as_str().unwrap_or_default().to_owned();
-    let http = resolve::client()?;
-    let vc = check::verify_vc_jwt(&http, &jwt).await.context("the node's MembershipCredential does not verify")?;
+    let resolver = ctx.resolver(&[Some(&server)])?;
+    let vc = check::verify_vc_jwt(&resolver, &jwt).await.context("the node's MembershipCredential does not verify")?;
     if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
         bail!("the node issued a membership for someone else");
     }
     keep(ctx, w, pass, "vc+jwt".into(), jwt, &vc).await?;
-    Ok(summarize(&http, &vc).await)
+    Ok(summarize(&resolver, &vc).await)
 }
 
-async fn summarize(http: &reqwest::Client, vc: &Value) -> Value {
-    let status = check::status(http, vc, sichat_core::ids::now_ms()).await;
+async fn summarize(resolver: &Resolver, vc: &Value) -> Value {
+    let status = check::status(resolver, vc, sichat_core::ids::now_ms()).await;
     let types: Vec<&str> =
         vc["type"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let mut claims = vc["credentialSubject"].clone();
@@ -378,14 +381,24 @@ async fn list(ctx: &Ctx, only: Option<&str>) -> Result<()> {
             Err(e) => eprintln!("warning: not synced with your node ({e:#}); showing this wallet's copies"),
         }
     }
-    let http = resolve::client()?;
+    // Issuers were vetted under the wallet's policy when their credentials were received.
+    let issuer_urls: Vec<String> = w
+        .credentials
+        .iter()
+        .filter_map(|h| check::unverified(&h.format, &h.credential).ok())
+        .filter_map(|vc| Did::parse(check::issuer_of(&vc)?).ok())
+        .filter_map(|did| did_web_url(&did, true).ok())
+        .collect();
+    let mut chosen: Vec<Option<&str>> = issuer_urls.iter().map(|u| Some(u.as_str())).collect();
+    chosen.push(w.profile.server.as_deref());
+    let resolver = ctx.resolver(&chosen)?;
     let mut out = Vec::new();
     for held in &w.credentials {
         if only.is_some_and(|id| id != held.id) {
             continue;
         }
         let vc = check::unverified(&held.format, &held.credential)?;
-        let mut summary = summarize(&http, &vc).await;
+        let mut summary = summarize(&resolver, &vc).await;
         summary["format"] = json!(held.format);
         if only.is_some() {
             summary["credential"] = json!(held.credential);

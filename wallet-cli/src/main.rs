@@ -17,8 +17,11 @@ use sichat_core::did::{Did, DidDocument};
 use sichat_core::ids::{new_id, now_ms};
 use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair};
+use sichat_core::net::{FetchError, Fetcher, NetPolicy};
+use sichat_core::resolver::Resolver;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use wallet::{Profile, Wallet};
 
 const CERT_LIFETIME_SECS: i64 = 365 * 24 * 3600;
@@ -47,6 +50,11 @@ struct Global {
     /// Print JSON for scripts.
     #[arg(long, global = true)]
     json: bool,
+    /// Let DIDs and links reach loopback and private addresses, over plain HTTP too. On by
+    /// itself when your own node is on such an address; otherwise for development only (a
+    /// document could make the wallet probe your network).
+    #[arg(long, global = true, env = "SICHAT_ALLOW_LOCAL_NETWORK")]
+    allow_local_network: bool,
 }
 
 #[derive(Subcommand)]
@@ -176,9 +184,21 @@ pub(crate) struct Ctx {
     pub(crate) dir: PathBuf,
     passphrase_file: Option<PathBuf>,
     pub(crate) json: bool,
+    allow_local_network: bool,
 }
 
 impl Ctx {
+    /// A DID resolver (and fetcher) under the wallet's network policy: local addresses only
+    /// when asked, or when one of `chosen` (the wallet's own node, an issuer the user picked)
+    /// lives on one.
+    pub(crate) fn resolver(&self, chosen: &[Option<&str>]) -> Result<Resolver> {
+        let strict = Fetcher::new(NetPolicy { allow_local: false })?;
+        let chosen_local =
+            chosen.iter().flatten().any(|url| matches!(strict.check_url(url), Err(FetchError::PrivateAddress { .. })));
+        let policy = NetPolicy { allow_local: self.allow_local_network || chosen_local };
+        Ok(Resolver::new(Arc::new(Fetcher::new(policy)?)))
+    }
+
     fn passphrase(&self, confirm: bool) -> Result<String> {
         if let Some(path) = &self.passphrase_file {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -251,6 +271,7 @@ async fn run(cli: Cli) -> Result<()> {
         dir: cli.global.wallet.unwrap_or_else(wallet::default_dir),
         passphrase_file: cli.global.passphrase_file,
         json: cli.global.json,
+        allow_local_network: cli.global.allow_local_network,
     };
     match cli.command {
         Command::Init { server, invite, name, device_name } => init(&ctx, server, invite, name, device_name).await,

@@ -9,13 +9,12 @@ use serde_json::{json, Value};
 use sichat_core::ids::now_ms;
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
+use sichat_core::net::Fetcher;
 use sichat_core::p256key::KeyPair;
+use sichat_core::resolver::{Relationship, Resolver};
 use sichat_issuer::data_integrity::{self, ProofPurpose};
-use sichat_verifier::did::{Relationship, Resolver};
-use sichat_verifier::net::{Fetcher, NetPolicy};
 use sichat_verifier::oid4vp::{NewRequest, RequestCreated, RequestState, DID_PREFIX, REQUEST_TYP};
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum VerifierCmd {
@@ -52,10 +51,6 @@ pub struct PresentArgs {
     /// Do not ask for confirmation (for scripts).
     #[arg(long)]
     yes: bool,
-    /// Let the verifier's DID and URLs be on loopback or private addresses, over plain
-    /// HTTP too (development only).
-    #[arg(long, env = "SICHAT_ALLOW_LOCAL_NETWORK")]
-    allow_local_network: bool,
 }
 
 pub async fn verifier(ctx: &Ctx, cmd: VerifierCmd) -> Result<()> {
@@ -188,8 +183,8 @@ fn matches(query: &Value, held: &HeldCredential, vc: &Value) -> bool {
 
 pub async fn present(ctx: &Ctx, a: PresentArgs) -> Result<()> {
     let (w, _) = ctx.open()?;
-    let fetcher = Arc::new(Fetcher::new(NetPolicy { allow_local: a.allow_local_network })?);
-    let resolver = Resolver::new(fetcher.clone());
+    let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
+    let fetcher = resolver.fetcher().clone();
     let req = fetch_request(&a.uri, &resolver).await?;
     let queries: Vec<Value> =
         req.claims.pointer("/dcql_query/credentials").and_then(Value::as_array).cloned().unwrap_or_default();

@@ -1,14 +1,14 @@
 //! `sichat verify`: check a credential or presentation offline, with no wallet needed.
 
 use crate::Ctx;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use sichat_verifier::net::NetPolicy;
 use sichat_verifier::policy::{Issuers, TrustPolicy, TrustRule};
 use sichat_verifier::verify::{Expectation, Options, Outcome, Report};
 use sichat_verifier::Verifier;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -31,10 +31,6 @@ pub struct VerifyArgs {
     /// Seconds of clock difference tolerated on validity dates.
     #[arg(long, default_value_t = 60)]
     clock_skew: i64,
-    /// Let DIDs and links reach loopback and private addresses, over plain HTTP too
-    /// (development only: otherwise a document could make you probe your own network).
-    #[arg(long, env = "SICHAT_ALLOW_LOCAL_NETWORK")]
-    allow_local_network: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
@@ -45,8 +41,7 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
     } else {
         std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?
     };
-    let verifier =
-        Verifier::new(NetPolicy { allow_local: a.allow_local_network }, Default::default()).map_err(|e| anyhow!(e))?;
+    let verifier = Verifier::with_resolver(Arc::new(ctx.resolver(&[])?), Default::default());
     let policy = (!a.trust_issuers.is_empty()).then(|| TrustPolicy {
         rules: vec![TrustRule {
             type_name: a.trust_type.clone().unwrap_or_else(|| "VerifiableCredential".into()),

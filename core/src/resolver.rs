@@ -4,11 +4,11 @@
 //! Documents from other implementations are read leniently: keys as `publicKeyMultibase`
 //! or `publicKeyJwk`, relationships as absolute or relative references or embedded methods.
 
+use crate::did::Did;
+use crate::ids::b64url_decode;
 use crate::net::{FetchError, Fetcher};
+use crate::p256key::PublicKey;
 use serde_json::Value;
-use sichat_core::did::Did;
-use sichat_core::ids::b64url_decode;
-use sichat_core::p256key::PublicKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn documents_from_other_implementations() {
-        let key = sichat_core::keys::Ed25519KeyPair::generate().public();
+        let key = crate::keys::Ed25519KeyPair::generate().public();
         let did = "did:web:example.org";
         let doc = json!({
             "id": did,
@@ -265,11 +265,11 @@ mod tests {
 
     #[test]
     fn did_key_and_did_jwk() {
-        let key = sichat_core::p256key::P256KeyPair::generate().public();
+        let key = crate::p256key::P256KeyPair::generate().public();
         let did = format!("did:key:{}", key.to_multibase());
         let keys = did_key(&did).unwrap();
         assert!(keys.key_for(&format!("{did}#{}", key.to_multibase()), Relationship::AssertionMethod).is_ok());
-        let jwk = format!("did:jwk:{}", sichat_core::ids::b64url(key.to_jwk().to_string().as_bytes()));
+        let jwk = format!("did:jwk:{}", crate::ids::b64url(key.to_jwk().to_string().as_bytes()));
         assert!(did_jwk(&jwk).unwrap().key_for(&format!("{jwk}#0"), Relationship::Authentication).is_ok());
         assert!(did_jwk("did:jwk:bm90LWpzb24").is_err());
     }

@@ -115,7 +115,7 @@ impl Fetcher {
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(SafeDns { policy }))
-            .user_agent(concat!("sichat-verifier/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("sichat/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Failed { url: String::new(), why: e.to_string() })?;
         Ok(Self { http, policy, cache: Mutex::new(HashMap::new()) })
