@@ -283,6 +283,13 @@ impl Accounts {
         })
     }
 
+    /// The id of the active account `name`, if there is one.
+    pub async fn active_user_id(&self, name: &str) -> Result<Option<String>, AccountError> {
+        let mut conn = self.conn().await?;
+        let user = store::user_by_name(&mut conn, name).await?;
+        Ok(user.filter(|u| u.status == "active").map(|u| u.id))
+    }
+
     /// An account's public summary.
     pub async fn account(&self, user_id: &str) -> Result<Account, AccountError> {
         let mut conn = self.conn().await?;

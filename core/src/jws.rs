@@ -140,7 +140,14 @@ pub fn verify<T: DeserializeOwned>(token: &str, key: &Ed25519Public, typ: &str) 
 
 /// Verify a compact JWS whose `alg` must be the key's (EdDSA or ES256).
 pub fn verify_with<T: DeserializeOwned>(token: &str, key: &PublicKey, typ: &str) -> Result<T, CoreError> {
-    let (header, _) = split(token)?;
+    let payload = verify_signature(token, key, typ)?;
+    serde_json::from_slice(&payload).map_err(|e| CoreError::MalformedJws(format!("payload: {e}")))
+}
+
+/// Check a compact JWS's `typ`, `alg` and signature against `key`; returns the payload's
+/// bytes, for callers that already hold it parsed.
+pub fn verify_signature(token: &str, key: &PublicKey, typ: &str) -> Result<Vec<u8>, CoreError> {
+    let header = header_of(token)?;
     let got = header.get("typ").and_then(|v| v.as_str()).unwrap_or("");
     if got != typ {
         return Err(CoreError::WrongJwsType { expected: typ.into(), got: got.into() });
@@ -153,36 +160,53 @@ pub fn verify_with<T: DeserializeOwned>(token: &str, key: &PublicKey, typ: &str)
         josekit::JoseError::InvalidSignature(_) => CoreError::BadSignature,
         other => CoreError::MalformedJws(other.to_string()),
     })?;
-    serde_json::from_slice(&payload).map_err(|e| CoreError::MalformedJws(format!("payload: {e}")))
+    Ok(payload)
 }
 
 /// Decode the payload *without* checking the signature: only to find which key to verify
 /// with. Never act on these claims before [`verify`] succeeds.
 pub fn unverified_payload<T: DeserializeOwned>(token: &str) -> Result<T, CoreError> {
-    let (_, payload) = split(token)?;
+    let (_, payload) = unverified_parts(token)?;
     serde_json::from_value(payload).map_err(|e| CoreError::MalformedJws(format!("payload: {e}")))
 }
 
-fn split(token: &str) -> Result<(serde_json::Value, serde_json::Value), CoreError> {
+/// The three parts of a compact JWS, bounded in size.
+fn parts(token: &str) -> Result<[&str; 3], CoreError> {
     if token.len() > MAX_JWS_LEN {
         return Err(CoreError::MalformedJws(format!("longer than {MAX_JWS_LEN} bytes")));
     }
-    let parts: Vec<&str> = token.split('.').collect();
-    let [h, p, s] = parts[..] else {
+    let mut it = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
         return Err(CoreError::MalformedJws("a compact JWS has three dot-separated parts".into()));
     };
     if s.is_empty() {
         return Err(CoreError::MalformedJws("signature part is empty".into()));
     }
-    let decode = |part: &str, what: &str| -> Result<serde_json::Value, CoreError> {
-        let bytes = b64url_decode(part).ok_or_else(|| CoreError::MalformedJws(format!("{what} is not base64url")))?;
-        serde_json::from_slice(&bytes).map_err(|_| CoreError::MalformedJws(format!("{what} is not JSON")))
-    };
-    let header = decode(h, "header")?;
+    Ok([h, p, s])
+}
+
+fn decode_part(part: &str, what: &str) -> Result<serde_json::Value, CoreError> {
+    let bytes = b64url_decode(part).ok_or_else(|| CoreError::MalformedJws(format!("{what} is not base64url")))?;
+    serde_json::from_slice(&bytes).map_err(|_| CoreError::MalformedJws(format!("{what} is not JSON")))
+}
+
+/// The protected header, unverified.
+pub fn header_of(token: &str) -> Result<serde_json::Value, CoreError> {
+    let header = decode_part(parts(token)?[0], "header")?;
     if !header.is_object() {
         return Err(CoreError::MalformedJws("header is not a JSON object".into()));
     }
-    Ok((header, decode(p, "payload")?))
+    Ok(header)
+}
+
+/// Header and payload, both unverified: to find the key, never to act on.
+pub fn unverified_parts(token: &str) -> Result<(serde_json::Value, serde_json::Value), CoreError> {
+    let [h, p, _] = parts(token)?;
+    let header = decode_part(h, "header")?;
+    if !header.is_object() {
+        return Err(CoreError::MalformedJws("header is not a JSON object".into()));
+    }
+    Ok((header, decode_part(p, "payload")?))
 }
 
 #[cfg(test)]

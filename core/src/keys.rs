@@ -5,7 +5,7 @@
 
 use crate::ids::{b64url, b64url_decode, random_bytes};
 use crate::CoreError;
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -40,9 +40,12 @@ pub struct Ed25519Public(ed25519_dalek::VerifyingKey);
 impl Ed25519Public {
     pub fn from_multibase(s: &str) -> Result<Self, CoreError> {
         let bytes = from_multibase(ED25519_CODEC, s, "Ed25519")?;
-        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-            .map(Self)
-            .map_err(|_| CoreError::InvalidKey("not a valid Ed25519 point".into()))
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| CoreError::InvalidKey("not a valid Ed25519 point".into()))?;
+        if key.is_weak() {
+            return Err(CoreError::InvalidKey("a small-order (weak) Ed25519 key".into()));
+        }
+        Ok(Self(key))
     }
 
     pub fn to_multibase(&self) -> String {
@@ -62,12 +65,13 @@ impl Ed25519Public {
         serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64url(self.0.as_bytes())})
     }
 
-    /// Strict verification (rejects small-order and non-canonical encodings).
+    /// RFC 8032 verification with a canonical `s`. Weak (small-order) keys never get here:
+    /// they are refused when parsed.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
             return false;
         };
-        self.0.verify_strict(message, &sig).is_ok() && self.0.verify(message, &sig).is_ok()
+        ed25519_dalek::Verifier::verify(&self.0, message, &sig).is_ok()
     }
 }
 
@@ -185,6 +189,14 @@ pub fn decode_secret(s: &str) -> Result<Zeroizing<Vec<u8>>, CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_keys_are_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1; // the neutral point: every signature "verifies" under it
+        let e = Ed25519Public::from_multibase(&multibase(ED25519_CODEC, &identity)).unwrap_err();
+        assert!(e.to_string().contains("weak"), "{e}");
+    }
 
     #[test]
     fn multibase_round_trips_and_has_did_key_prefixes() {

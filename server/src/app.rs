@@ -40,6 +40,7 @@ pub fn router(node: &Node, limiter: Limiter) -> Router {
         .merge(sichat_issuer::api::router(node.issuer.clone(), node.accounts.clone()))
         .merge(sichat_holder::store::router(node.db.clone(), node.accounts.clone()))
         .merge(sichat_verifier::api::router(node.presentations.clone(), node.accounts.clone()))
+        .merge(sichat_oidc::api::router(node.oidc.clone(), node.accounts.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(node.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(limiter, rate_limit));

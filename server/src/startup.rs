@@ -10,6 +10,7 @@ use sichat_core::node::{settle_public_url, NodeIdentity, PublicUrl};
 use sichat_core::resolver::Resolver;
 use sichat_core::seal::{MasterKey, MasterKeySource};
 use sichat_issuer::Issuer;
+use sichat_oidc::Provider;
 use sichat_verifier::oid4vp::Presentations;
 use sichat_verifier::Verifier;
 use std::os::unix::fs::DirBuilderExt;
@@ -26,6 +27,7 @@ pub struct Node {
     pub issuer: Arc<Issuer>,
     pub verifier: Arc<Verifier>,
     pub presentations: Arc<Presentations>,
+    pub oidc: Arc<Provider>,
     pub master_key_source: MasterKeySource,
 }
 
@@ -63,7 +65,8 @@ impl Node {
             ..Settings::default()
         };
         let identity = Arc::new(identity);
-        let accounts = Arc::new(Accounts::new(db.clone(), identity.clone(), Arc::new(master), settings));
+        let master = Arc::new(master);
+        let accounts = Arc::new(Accounts::new(db.clone(), identity.clone(), master.clone(), settings));
         let allow_local = config.allow_local_network.unwrap_or_else(|| is_loopback(&public_url));
         if allow_local {
             tracing::info!("the verifier may reach loopback and private addresses (allow_local_network)");
@@ -72,6 +75,11 @@ impl Node {
         let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone(), resolver.clone()));
         let verifier = Arc::new(Verifier::with_resolver(resolver, issuer.own_contexts()));
         let presentations = Arc::new(Presentations::new(db.clone(), accounts.clone(), verifier.clone()));
+        let oidc = Arc::new(
+            Provider::open(db.clone(), accounts.clone(), &master)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the OpenID Provider: {e}"))?,
+        );
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -80,6 +88,7 @@ impl Node {
             issuer,
             verifier,
             presentations,
+            oidc,
             master_key_source,
         })
     }

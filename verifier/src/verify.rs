@@ -250,8 +250,8 @@ impl Verifier {
 
     pub async fn verify_credential(&self, format: &str, text: &str, opts: &Options) -> Report {
         let mut r = Report::new("credential", format);
-        let vc = match decode(format, text) {
-            Ok(vc) => vc,
+        let (vc, header) = match decode(format, text) {
+            Ok(decoded) => decoded,
             Err(why) => {
                 r.record("syntax", Err(why));
                 return r.finish();
@@ -264,7 +264,9 @@ impl Verifier {
             return r.finish();
         }
         let issuer = r.issuer.clone().unwrap_or_default();
-        let signed = self.check_signature(format, text, &vc, &issuer, Relationship::AssertionMethod, None).await;
+        let signed = self
+            .check_signature(format, text, &vc, header.as_ref(), &issuer, Relationship::AssertionMethod, None)
+            .await;
         r.record("signature", signed);
         r.record("validity", validity(&vc, opts));
         match vc.get("credentialStatus") {
@@ -292,8 +294,8 @@ impl Verifier {
 
     pub async fn verify_presentation(&self, format: &str, text: &str, opts: &Options) -> Report {
         let mut r = Report::new("presentation", format);
-        let vp = match decode(format, text) {
-            Ok(vp) => vp,
+        let (vp, header) = match decode(format, text) {
+            Ok(decoded) => decoded,
             Err(why) => {
                 r.record("syntax", Err(why));
                 return r.finish();
@@ -305,7 +307,9 @@ impl Verifier {
             return r.finish();
         }
         let holder = r.holder.clone().unwrap_or_default();
-        let signed = self.check_signature(format, text, &vp, &holder, Relationship::Authentication, Some(opts)).await;
+        let signed = self
+            .check_signature(format, text, &vp, header.as_ref(), &holder, Relationship::Authentication, Some(opts))
+            .await;
         r.record("signature", signed);
         match &opts.expect {
             None => r.skip("audience_and_nonce", "no request to answer: audience and nonce were not checked"),
@@ -354,14 +358,15 @@ impl Verifier {
         format: &str,
         text: &str,
         doc: &Value,
+        header: Option<&Value>,
         signer: &str,
         rel: Relationship,
         jwt_times: Option<&Options>,
     ) -> Result<String, String> {
         let method = match format {
             VC_JWT | VP_JWT => {
-                let header = jwt_header(text)?;
-                let kid = header.get("kid").and_then(Value::as_str).ok_or("the JWT header names no kid")?;
+                let kid =
+                    header.and_then(|h| h.get("kid")).and_then(Value::as_str).ok_or("the JWT header names no kid")?;
                 if kid.starts_with('#') {
                     format!("{signer}{kid}")
                 } else {
@@ -377,9 +382,10 @@ impl Verifier {
         let key = keys.key_for(&method, rel).map_err(|e: ResolveError| e.to_string())?;
         match format {
             VC_JWT | VP_JWT => {
-                let claims: Value = jws::verify_with(text, &key, format)
+                // `doc` is this very payload, read before the key was known.
+                jws::verify_signature(text, &key, format)
                     .map_err(|e| format!("the signature does not verify with {method}: {e}"))?;
-                if let (Some(opts), Some(exp)) = (jwt_times, claims.get("exp").and_then(Value::as_i64)) {
+                if let (Some(opts), Some(exp)) = (jwt_times, doc.get("exp").and_then(Value::as_i64)) {
                     if exp.saturating_mul(1000) + opts.clock_skew_ms < opts.now_ms {
                         return Err("the presentation has expired (exp)".into());
                     }
@@ -456,7 +462,7 @@ impl Verifier {
         let body = self.fetcher().get(url, "application/vc+jwt").await.map_err(|e| e.to_string())?;
         let text = std::str::from_utf8(&body).map_err(|_| "not text".to_string())?;
         let format = if text.trim_start().starts_with('{') { LDP_VC } else { VC_JWT };
-        let list = decode(format, text)?;
+        let (list, header) = decode(format, text)?;
         if id_of(list.get("issuer")).as_deref() != Some(issuer) {
             return Err(format!(
                 "it is issued by {}, not by the credential's issuer",
@@ -466,7 +472,7 @@ impl Verifier {
         if !types_of(&list).iter().any(|t| t == "BitstringStatusListCredential") {
             return Err("it is not a BitstringStatusListCredential".into());
         }
-        self.check_signature(format, text, &list, issuer, Relationship::AssertionMethod, None).await?;
+        self.check_signature(format, text, &list, header.as_ref(), issuer, Relationship::AssertionMethod, None).await?;
         validity(&list, opts)?;
         let subject = &list["credentialSubject"];
         if subject.get("statusPurpose").and_then(Value::as_str) != Some(purpose) {
@@ -514,14 +520,15 @@ fn credential_opts(opts: &Options) -> Options {
     Options { expect: None, ..opts.clone() }
 }
 
-/// The document a credential or presentation carries, unverified.
-fn decode(format: &str, text: &str) -> Result<Value, String> {
+/// The document a credential or presentation carries and, for a JWT, its header; both
+/// unverified.
+fn decode(format: &str, text: &str) -> Result<(Value, Option<Value>), String> {
     match format {
         VC_JWT | VP_JWT => {
-            jwt_header(text)?;
-            jws::unverified_payload(text).map_err(|e| format!("malformed JWT: {e}"))
+            let (header, payload) = jws::unverified_parts(text).map_err(|e| format!("malformed JWT: {e}"))?;
+            Ok((payload, Some(header)))
         }
-        _ => serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}")),
+        _ => serde_json::from_str(text).map(|doc| (doc, None)).map_err(|e| format!("malformed JSON: {e}")),
     }
 }
 

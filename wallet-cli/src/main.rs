@@ -3,6 +3,7 @@
 
 mod client;
 mod credential;
+mod oidc;
 mod present;
 mod verify;
 mod wallet;
@@ -103,6 +104,12 @@ enum Command {
     /// Ask others for credentials over OpenID4VP, and read the results.
     #[command(subcommand)]
     Verifier(present::VerifierCmd),
+    /// Your password for signing in to other sites through your node.
+    #[command(subcommand)]
+    Password(oidc::PasswordCmd),
+    /// Signing in to other sites with your node (OpenID Connect): the sites you allowed.
+    #[command(subcommand)]
+    Oidc(oidc::OidcCmd),
 }
 
 #[derive(Subcommand)]
@@ -293,6 +300,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => verify::run(&ctx, args).await,
         Command::Present(args) => present::present(&ctx, args).await,
         Command::Verifier(cmd) => present::verifier(&ctx, cmd).await,
+        Command::Password(cmd) => oidc::password(&ctx, cmd).await,
+        Command::Oidc(cmd) => oidc::oidc(&ctx, cmd).await,
     }
 }
 

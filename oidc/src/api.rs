@@ -1,0 +1,636 @@
+//! HTTP endpoints of the OpenID Provider. Handlers parse, call [`Provider`], and map.
+
+use crate::clients;
+use crate::pages;
+use crate::provider::{AuthParams, Next, Pending, Provider, SESSION_TTL_MS};
+use crate::OidcError;
+use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Form, Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sichat_accounts::{Accounts, AuthDevice};
+use sichat_core::http::{ApiError, ApiJson};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+const SESSION_COOKIE: &str = "sichat_op";
+const CSRF_COOKIE: &str = "sichat_csrf";
+
+#[derive(Clone)]
+struct AppState {
+    op: Arc<Provider>,
+    accounts: Arc<Accounts>,
+}
+
+impl FromRef<AppState> for Arc<Accounts> {
+    fn from_ref(s: &AppState) -> Self {
+        s.accounts.clone()
+    }
+}
+
+pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/webfinger", get(webfinger))
+        .route("/oidc/jwks", get(jwks))
+        .route("/oidc/register", post(register))
+        .route("/oidc/register/{id}", get(read_client))
+        .route("/oidc/authorize", get(authorize))
+        .route("/oidc/login", post(login))
+        .route("/oidc/consent", get(consent_page).post(consent))
+        .route("/oidc/token", post(token))
+        .route("/oidc/userinfo", get(userinfo).post(userinfo))
+        .route("/oidc/revoke", post(revoke))
+        .route("/oidc/introspect", post(introspect))
+        .route("/oidc/logout", get(logout).post(logout_form))
+        .route("/api/v1/password", put(set_password))
+        .route("/api/v1/oidc/consents", get(list_consents))
+        .route("/api/v1/oidc/consents/{client_id}", delete(revoke_consent))
+        .with_state(AppState { op, accounts })
+}
+
+// ---- responses ----
+
+/// An OAuth error as JSON, never cached.
+fn oauth_error(e: OidcError) -> Response {
+    let mut r = (e.status, Json(json!({"error": e.code, "error_description": e.description}))).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if e.status == StatusCode::UNAUTHORIZED {
+        let challenge = match e.code {
+            "invalid_client" => "Basic realm=\"sichat\"".to_owned(),
+            code => format!("Bearer error=\"{code}\""),
+        };
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
+}
+
+fn no_store(v: Value) -> Response {
+    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(v)).into_response()
+}
+
+/// An HTML page with the security headers; forms may post to this origin and, as the
+/// redirect after a post, to `client_origin`.
+fn html(status: StatusCode, body: String, client_origin: Option<&str>) -> Response {
+    let form_action = match client_origin {
+        Some(o) => format!("'self' {o}"),
+        None => "'self'".into(),
+    };
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action {form_action}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    html(status, pages::error(title, message), None)
+}
+
+fn internal_page(e: OidcError) -> Response {
+    error_page(e.status, "Something went wrong", &e.description)
+}
+
+fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            r.headers_mut().insert(header::LOCATION, v);
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(_) => error_page(StatusCode::BAD_REQUEST, "Bad redirect", "the redirect URL is not valid"),
+    }
+}
+
+fn origin_of(uri: &str) -> Option<String> {
+    let u = url::Url::parse(uri).ok()?;
+    Some(u.origin().ascii_serialization())
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn set_cookie(r: &mut Response, op: &Provider, name: &str, value: &str, max_age_secs: i64) {
+    let secure = if op.secure_cookies() { "; Secure" } else { "" };
+    let c = format!("{name}={value}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+async fn browser_session(
+    op: &Provider,
+    headers: &HeaderMap,
+) -> Result<Option<crate::provider::BrowserSession>, OidcError> {
+    match cookie(headers, SESSION_COOKIE) {
+        Some(t) => op.session(&t).await,
+        None => Ok(None),
+    }
+}
+
+// ---- discovery and keys ----
+
+async fn discovery(State(s): State<AppState>) -> Response {
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(s.op.discovery())).into_response()
+}
+
+async fn jwks(State(s): State<AppState>) -> Response {
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(s.op.jwks())).into_response()
+}
+
+#[derive(Deserialize)]
+struct WebFingerQuery {
+    resource: Option<String>,
+}
+
+async fn webfinger(State(s): State<AppState>, Query(q): Query<WebFingerQuery>) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response();
+    let Some(resource) = q.resource else {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "resource is required"}))).into_response();
+    };
+    let public = s.accounts.node().public_url();
+    let host = match public.port() {
+        Some(p) => format!("{}:{p}", public.host_str().unwrap_or_default()),
+        None => public.host_str().unwrap_or_default().to_owned(),
+    };
+    let Some((name, at)) = resource.strip_prefix("acct:").and_then(|a| a.rsplit_once('@')) else {
+        return not_found();
+    };
+    if !at.eq_ignore_ascii_case(&host) {
+        return not_found();
+    }
+    match s.accounts.active_user_id(name).await {
+        Ok(Some(_)) => (
+            [(header::CONTENT_TYPE, "application/jrd+json")],
+            Json(json!({
+                "subject": resource,
+                "links": [{"rel": "http://openid.net/specs/connect/1.0/issuer", "href": s.op.issuer()}],
+            })),
+        )
+            .into_response(),
+        Ok(None) => not_found(),
+        Err(e) => oauth_error(OidcError::from(e)),
+    }
+}
+
+// ---- registration ----
+
+async fn register(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return oauth_error(OidcError::bad("invalid_client_metadata", "the body is not JSON"));
+    };
+    match clients::register(s.op.db(), body, &s.op.url("oidc/register")).await {
+        Ok(r) => {
+            let mut resp = (StatusCode::CREATED, Json(r)).into_response();
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => oauth_error(e),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+async fn read_client(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return oauth_error(OidcError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the registration access token is required",
+        ));
+    };
+    match clients::read(s.op.db(), &id, &token).await {
+        Ok(m) => {
+            let mut v = serde_json::to_value(m).unwrap_or_default();
+            v["client_id"] = json!(id);
+            v["registration_client_uri"] = json!(s.op.url(&format!("oidc/register/{id}")));
+            no_store(v)
+        }
+        Err(e) => oauth_error(e),
+    }
+}
+
+// ---- authorization ----
+
+async fn authorize(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let client_id = q.get("client_id").cloned().unwrap_or_default();
+    let client = match s.op.client(&client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Unknown site",
+                "The site that sent you here is not registered with this node (unknown client_id).",
+            )
+        }
+        Err(e) => return internal_page(e),
+    };
+    let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
+    if !client.metadata.redirect_uris.contains(&redirect_uri) {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Wrong return address",
+            "The site asked to send you back to an address it did not register (redirect_uri mismatch). You were not redirected.",
+        );
+    }
+    let fallback =
+        AuthParams { redirect_uri: redirect_uri.clone(), state: q.get("state").cloned(), ..Default::default() };
+    let params = match Provider::check_request(&client, &q) {
+        Ok(p) => p,
+        Err(e) => return see_other(&s.op.error_redirect(&fallback, &e)),
+    };
+    let session = match browser_session(&s.op, &headers).await {
+        Ok(x) => x,
+        Err(e) => return internal_page(e),
+    };
+    let next = match s.op.next_step(&params, &client, session.as_ref(), false).await {
+        Ok(n) => n,
+        Err(e) => return see_other(&s.op.error_redirect(&params, &e)),
+    };
+    match next {
+        Next::Redirect(url) => see_other(&url),
+        step => {
+            let (id, csrf) = match s.op.save_request(&params).await {
+                Ok(x) => x,
+                Err(e) => return internal_page(e),
+            };
+            let mut r = match step {
+                Next::Login => {
+                    let hint = params.login_hint.as_deref().unwrap_or_default();
+                    let body = pages::login(s.op.issuer(), client.name(), &id, &csrf, hint, None);
+                    html(StatusCode::OK, body, origin_of(&params.redirect_uri).as_deref())
+                }
+                _ => see_other(&format!("/oidc/consent?request={id}")),
+            };
+            set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
+            r
+        }
+    }
+}
+
+/// The pending request a form names, if its CSRF token matches the form and the cookie.
+async fn pending_for(op: &Provider, headers: &HeaderMap, request: &str, csrf: &str) -> Result<Pending, Response> {
+    let expired = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired",
+            "Go back to the site and start signing in again.",
+        )
+    };
+    let pending = match op.pending(request).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(expired()),
+        Err(e) => return Err(internal_page(e)),
+    };
+    let cookie_ok = cookie(headers, CSRF_COOKIE).as_deref() == Some(pending.csrf.as_str());
+    if csrf != pending.csrf || !cookie_ok {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "Form check failed",
+            "This form was not sent from this node's page (CSRF check). Start again from the site.",
+        ));
+    }
+    Ok(pending)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    request: String,
+    csrf: String,
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Bad form",
+            "The sign-in form is incomplete: send username and password.",
+        );
+    };
+    let pending = match pending_for(&s.op, &headers, &f.request, &f.csrf).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let origin = origin_of(&pending.params.redirect_uri);
+    let retry = |status: StatusCode, why: &str| {
+        let body =
+            pages::login(s.op.issuer(), pending.client.name(), &pending.id, &pending.csrf, &f.username, Some(why));
+        html(status, body, origin.as_deref())
+    };
+    let user_id = match s.op.check_password(f.username.trim(), &f.password, &peer.ip().to_string()).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return retry(StatusCode::UNAUTHORIZED, "Wrong user name or password."),
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => return retry(e.status, &e.description),
+        Err(e) => return internal_page(e),
+    };
+    let token = match s.op.start_session(&user_id).await {
+        Ok(t) => t,
+        Err(e) => return internal_page(e),
+    };
+    let session = match s.op.session(&token).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return internal_page(OidcError::internal("the new session is missing")),
+        Err(e) => return internal_page(e),
+    };
+    let mut r = match s.op.next_step(&pending.params, &pending.client, Some(&session), true).await {
+        Ok(Next::Redirect(url)) => {
+            let _ = s.op.finish_request(&pending.id).await;
+            see_other(&url)
+        }
+        Ok(_) => see_other(&format!("/oidc/consent?request={}", pending.id)),
+        Err(e) => see_other(&s.op.error_redirect(&pending.params, &e)),
+    };
+    set_cookie(&mut r, &s.op, SESSION_COOKIE, &token, SESSION_TTL_MS / 1000);
+    r
+}
+
+#[derive(Deserialize)]
+struct ConsentQuery {
+    request: String,
+}
+
+async fn consent_page(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<ConsentQuery>) -> Response {
+    let pending = match s.op.pending(&q.request).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This sign-in has expired",
+                "Go back to the site and start again.",
+            )
+        }
+        Err(e) => return internal_page(e),
+    };
+    let session = match browser_session(&s.op, &headers).await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return error_page(StatusCode::UNAUTHORIZED, "Not signed in", "Go back to the site and sign in again.")
+        }
+        Err(e) => return internal_page(e),
+    };
+    let host = url::Url::parse(&pending.params.redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned));
+    let body = pages::consent(
+        pending.client.name(),
+        host.as_deref().unwrap_or_default(),
+        &session.user_name,
+        &pending.params.scope,
+        &pending.id,
+        &pending.csrf,
+    );
+    html(StatusCode::OK, body, origin_of(&pending.params.redirect_uri).as_deref())
+}
+
+#[derive(Deserialize)]
+struct ConsentForm {
+    request: String,
+    csrf: String,
+    decision: String,
+}
+
+async fn consent(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<ConsentForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return error_page(StatusCode::BAD_REQUEST, "Bad form", "The consent form is incomplete.");
+    };
+    let pending = match pending_for(&s.op, &headers, &f.request, &f.csrf).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let session = match browser_session(&s.op, &headers).await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return error_page(StatusCode::UNAUTHORIZED, "Not signed in", "Go back to the site and sign in again.")
+        }
+        Err(e) => return internal_page(e),
+    };
+    let p = &pending.params;
+    let _ = s.op.finish_request(&pending.id).await;
+    match f.decision.as_str() {
+        "allow" => {
+            if let Err(e) = s.op.consent(&session.user_id, &p.client_id, &p.scope).await {
+                return internal_page(e);
+            }
+            match s.op.next_step(p, &pending.client, Some(&session), true).await {
+                Ok(Next::Redirect(url)) => see_other(&url),
+                Ok(_) => internal_page(OidcError::internal("consent was not recorded")),
+                Err(e) => see_other(&s.op.error_redirect(p, &e)),
+            }
+        }
+        _ => see_other(&s.op.error_redirect(p, &OidcError::bad("access_denied", "the user denied the request"))),
+    }
+}
+
+// ---- token endpoint and friends ----
+
+fn basic_auth(headers: &HeaderMap) -> Result<Option<(String, String)>, OidcError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let bad = || OidcError::invalid_client("malformed Basic authorization");
+    let v = v.to_str().map_err(|_| bad())?;
+    let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else { return Err(bad()) };
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
+    let decode = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    Ok(Some((decode(id).ok_or_else(bad)?, decode(secret).ok_or_else(bad)?)))
+}
+
+type FormMap = Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>;
+
+async fn client_and_form(
+    s: &AppState,
+    headers: &HeaderMap,
+    form: FormMap,
+) -> Result<(clients::Client, HashMap<String, String>), OidcError> {
+    let Form(form) = form.map_err(|e| OidcError::bad("invalid_request", format!("the body must be a form: {e}")))?;
+    let client = s.op.authenticate_client(basic_auth(headers)?, &form).await?;
+    Ok((client, form))
+}
+
+async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
+    let (client, form) = match client_and_form(&s, &headers, form).await {
+        Ok(x) => x,
+        Err(e) => return oauth_error(e),
+    };
+    match s.op.token(&client, &form).await {
+        Ok(v) => no_store(v),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn userinfo(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return oauth_error(OidcError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "send the access token as a Bearer token",
+        ));
+    };
+    match s.op.userinfo(&token).await {
+        Ok(v) => no_store(v),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
+    let (client, form) = match client_and_form(&s, &headers, form).await {
+        Ok(x) => x,
+        Err(e) => return oauth_error(e),
+    };
+    let Some(t) = form.get("token") else {
+        return oauth_error(OidcError::bad("invalid_request", "token is required"));
+    };
+    match s.op.revoke(&client, t).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
+    let (client, form) = match client_and_form(&s, &headers, form).await {
+        Ok(x) => x,
+        Err(e) => return oauth_error(e),
+    };
+    let Some(t) = form.get("token") else {
+        return oauth_error(OidcError::bad("invalid_request", "token is required"));
+    };
+    match s.op.introspect(&client, t).await {
+        Ok(v) => no_store(v),
+        Err(e) => oauth_error(e),
+    }
+}
+
+// ---- logout ----
+
+async fn logout(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    end_session(&s, &headers, q).await
+}
+
+async fn logout_form(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
+    match form {
+        Ok(Form(f)) => end_session(&s, &headers, f).await,
+        Err(_) => error_page(StatusCode::BAD_REQUEST, "Bad request", "The logout request is not a form."),
+    }
+}
+
+async fn end_session(s: &AppState, headers: &HeaderMap, q: HashMap<String, String>) -> Response {
+    let target =
+        match q.get("post_logout_redirect_uri") {
+            None => None,
+            Some(uri) => {
+                let client_id =
+                    q.get("id_token_hint").and_then(|t| s.op.hinted_client(t)).or_else(|| q.get("client_id").cloned());
+                let client = match client_id {
+                    Some(id) => s.op.client(&id).await.ok().flatten(),
+                    None => None,
+                };
+                match client {
+                    Some(c) if c.metadata.post_logout_redirect_uris.contains(uri) => Some(uri.clone()),
+                    _ => return error_page(
+                        StatusCode::BAD_REQUEST,
+                        "Wrong return address",
+                        "post_logout_redirect_uri is not registered for the site named by id_token_hint or client_id.",
+                    ),
+                }
+            }
+        };
+    if let Some(t) = cookie(headers, SESSION_COOKIE) {
+        if let Err(e) = s.op.end_session(&t).await {
+            return internal_page(e);
+        }
+    }
+    let mut r = match target {
+        Some(uri) => {
+            let mut u = match url::Url::parse(&uri) {
+                Ok(u) => u,
+                Err(_) => {
+                    return error_page(StatusCode::BAD_REQUEST, "Bad address", "post_logout_redirect_uri is not a URL")
+                }
+            };
+            if let Some(state) = q.get("state") {
+                u.query_pairs_mut().append_pair("state", state);
+            }
+            see_other(u.as_str())
+        }
+        None => html(StatusCode::OK, pages::signed_out(), None),
+    };
+    set_cookie(&mut r, &s.op, SESSION_COOKIE, "", 0);
+    r
+}
+
+// ---- the account's own API ----
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn set_password(
+    State(s): State<AppState>,
+    me: AuthDevice,
+    ApiJson(b): ApiJson<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    s.op.set_password(&me.user_id, &b.password).await.map_err(api_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_consents(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<Value>>, ApiError> {
+    Ok(Json(s.op.consents(&me.user_id).await.map_err(api_error)?))
+}
+
+async fn revoke_consent(
+    State(s): State<AppState>,
+    me: AuthDevice,
+    Path(client_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match s.op.revoke_consent(&me.user_id, &client_id).await.map_err(api_error)? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "you have not consented to that site")),
+    }
+}
+
+fn api_error(e: OidcError) -> ApiError {
+    ApiError::new(e.status, e.code, e.description)
+}

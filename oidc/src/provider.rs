@@ -1,0 +1,1003 @@
+//! The provider: authorization requests, sign-in, consent, codes, tokens, UserInfo,
+//! revocation and introspection. Everything durable lives in the `oidc_*` tables; codes and
+//! tokens are stored as hashes only.
+
+use crate::clients::{self, Client};
+use crate::keys::{self, SigningKey};
+use crate::OidcError;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sichat_accounts::Accounts;
+use sichat_core::db::Db;
+use sichat_core::ids::{b64url, now_ms, random_bytes, random_token, token_hash};
+use sichat_core::seal::MasterKey;
+use sqlx::Row;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+const CODE_TTL_MS: i64 = 60_000;
+const REQUEST_TTL_MS: i64 = 10 * 60_000;
+pub const SESSION_TTL_MS: i64 = 12 * 3600_000;
+const ACCESS_TTL_MS: i64 = 3600_000;
+const REFRESH_TTL_MS: i64 = 30 * 24 * 3600_000;
+const ID_TOKEN_TTL_SECS: i64 = 3600;
+/// Failed sign-ins allowed per account (and per address, ×4) in a window.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
+
+/// The parameters of an authorization request, kept while the user signs in and consents.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AuthParams {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: String,
+    pub prompt: Option<String>,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+}
+
+/// A pending request, as the pages see it.
+pub struct Pending {
+    pub id: String,
+    pub csrf: String,
+    pub params: AuthParams,
+    pub client: Client,
+}
+
+/// A signed-in browser.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    pub user_id: String,
+    pub user_name: String,
+    pub auth_time: i64,
+}
+
+/// Where an authorization request goes next.
+pub enum Next {
+    Login,
+    Consent,
+    /// Back to the client: the redirect URL with `code` or `error`.
+    Redirect(String),
+}
+
+pub struct Provider {
+    db: Db,
+    accounts: Arc<Accounts>,
+    issuer: String,
+    keys: Vec<SigningKey>,
+    pairwise_salt: Vec<u8>,
+    /// Bounds the memory of concurrent argon2id hashing (19 MiB each).
+    hashing: Semaphore,
+    failures: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+fn argon() -> argon2::Argon2<'static> {
+    // OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+fn scope_set(scope: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = scope.split_whitespace().collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The S256 PKCE challenge of a verifier.
+pub fn s256(verifier: &str) -> String {
+    b64url(&Sha256::digest(verifier.as_bytes()))
+}
+
+fn is_pkce_value(s: &str) -> bool {
+    (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+fn invalid_grant(why: impl Into<String>) -> OidcError {
+    OidcError::bad("invalid_grant", why)
+}
+
+impl Provider {
+    pub async fn open(db: Db, accounts: Arc<Accounts>, master: &MasterKey) -> Result<Self, OidcError> {
+        let keys = keys::load_or_create(&db, master).await?;
+        let salt: Option<String> =
+            sqlx::query_scalar("SELECT value FROM node_settings WHERE name = 'oidc_pairwise_salt'")
+                .fetch_optional(db.pool())
+                .await?;
+        let salt = match salt {
+            Some(s) => s,
+            None => {
+                let s = b64url(&random_bytes::<32>());
+                sqlx::query("INSERT INTO node_settings (name, value) VALUES ('oidc_pairwise_salt', $1)")
+                    .bind(&s)
+                    .execute(db.pool())
+                    .await?;
+                s
+            }
+        };
+        let issuer = accounts.node().public_url().as_str().trim_end_matches('/').to_owned();
+        Ok(Self {
+            db,
+            accounts,
+            issuer,
+            keys,
+            pairwise_salt: salt.into_bytes(),
+            hashing: Semaphore::new(2),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.issuer)
+    }
+
+    /// Cookies may be `Secure` only when the node is served over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+
+    pub fn discovery(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "authorization_endpoint": self.url("oidc/authorize"),
+            "token_endpoint": self.url("oidc/token"),
+            "userinfo_endpoint": self.url("oidc/userinfo"),
+            "jwks_uri": self.url("oidc/jwks"),
+            "registration_endpoint": self.url("oidc/register"),
+            "revocation_endpoint": self.url("oidc/revoke"),
+            "introspection_endpoint": self.url("oidc/introspect"),
+            "end_session_endpoint": self.url("oidc/logout"),
+            "scopes_supported": SCOPES,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": clients::GRANT_TYPES,
+            "subject_types_supported": ["pairwise", "public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": clients::AUTH_METHODS,
+            "revocation_endpoint_auth_methods_supported": clients::AUTH_METHODS,
+            "introspection_endpoint_auth_methods_supported": clients::AUTH_METHODS,
+            "code_challenge_methods_supported": ["S256"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username"],
+            "prompt_values_supported": ["none", "login", "consent"],
+            "claims_parameter_supported": false,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "authorization_response_iss_parameter_supported": true,
+        })
+    }
+
+    pub fn jwks(&self) -> Value {
+        keys::jwks(&self.keys)
+    }
+
+    pub async fn client(&self, id: &str) -> Result<Option<Client>, OidcError> {
+        clients::find(&self.db, id).await
+    }
+
+    // ---- authorization requests ----
+
+    /// Check a request's parameters against its (known) client and redirect URI. Errors
+    /// here go back to the client.
+    pub fn check_request(client: &Client, q: &HashMap<String, String>) -> Result<AuthParams, OidcError> {
+        let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+        if get("request").is_some() || get("request_uri").is_some() {
+            return Err(OidcError::bad("request_not_supported", "request objects are not supported"));
+        }
+        if get("response_type").as_deref() != Some("code") {
+            return Err(OidcError::bad("unsupported_response_type", "response_type must be code"));
+        }
+        if !client.metadata.grant_types.iter().any(|g| g == "authorization_code") {
+            return Err(OidcError::bad("unauthorized_client", "this client may not use the code flow"));
+        }
+        if get("response_mode").is_some_and(|m| m != "query") {
+            return Err(OidcError::bad("invalid_request", "response_mode must be query"));
+        }
+        let scope = get("scope").unwrap_or_default();
+        let scopes = scope_set(&scope);
+        if !scopes.contains(&"openid") {
+            return Err(OidcError::bad("invalid_scope", "scope must include openid"));
+        }
+        let granted: Vec<&str> = scopes.into_iter().filter(|s| SCOPES.contains(s)).collect();
+        let code_challenge = get("code_challenge")
+            .ok_or_else(|| OidcError::bad("invalid_request", "PKCE is required: send code_challenge (S256)"))?;
+        if get("code_challenge_method").as_deref() != Some("S256") {
+            return Err(OidcError::bad("invalid_request", "code_challenge_method must be S256"));
+        }
+        if !is_pkce_value(&code_challenge) {
+            return Err(OidcError::bad("invalid_request", "code_challenge is not a valid S256 challenge"));
+        }
+        let prompt = get("prompt");
+        if let Some(p) = &prompt {
+            let values: Vec<&str> = p.split_whitespace().collect();
+            if values.iter().any(|v| !["none", "login", "consent", "select_account"].contains(v)) {
+                return Err(OidcError::bad("invalid_request", "unknown prompt value"));
+            }
+            if values.contains(&"none") && values.len() > 1 {
+                return Err(OidcError::bad("invalid_request", "prompt=none cannot be combined"));
+            }
+        }
+        let max_age = match get("max_age") {
+            None => None,
+            Some(m) => Some(
+                m.parse::<i64>()
+                    .ok()
+                    .filter(|m| *m >= 0)
+                    .ok_or_else(|| OidcError::bad("invalid_request", "max_age must be a non-negative integer"))?,
+            ),
+        };
+        let too_long = |k: &str| get(k).is_some_and(|v| v.len() > 512);
+        if ["state", "nonce", "login_hint"].iter().any(|k| too_long(k)) {
+            return Err(OidcError::bad("invalid_request", "state, nonce and login_hint are limited to 512 bytes"));
+        }
+        Ok(AuthParams {
+            client_id: client.id.clone(),
+            redirect_uri: get("redirect_uri").unwrap_or_default(),
+            scope: granted.join(" "),
+            state: get("state"),
+            nonce: get("nonce"),
+            code_challenge,
+            prompt,
+            max_age,
+            login_hint: get("login_hint"),
+        })
+    }
+
+    /// The URL that answers the client: `params` (code or error) plus `state` and `iss`.
+    pub fn redirect_url(&self, redirect_uri: &str, state: Option<&str>, params: &[(&str, &str)]) -> String {
+        let mut u = match url::Url::parse(redirect_uri) {
+            Ok(u) => u,
+            Err(_) => return redirect_uri.to_owned(),
+        };
+        {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &self.issuer);
+        }
+        u.into()
+    }
+
+    pub fn error_redirect(&self, p: &AuthParams, e: &OidcError) -> String {
+        self.redirect_url(
+            &p.redirect_uri,
+            p.state.as_deref(),
+            &[("error", e.code), ("error_description", &e.description)],
+        )
+    }
+
+    /// Decide the next step of a request for the current browser session.
+    pub async fn next_step(
+        &self,
+        p: &AuthParams,
+        client: &Client,
+        session: Option<&BrowserSession>,
+        fresh_login: bool,
+    ) -> Result<Next, OidcError> {
+        let prompt: Vec<&str> = p.prompt.as_deref().unwrap_or_default().split_whitespace().collect();
+        let none = prompt.contains(&"none");
+        let needs_login = match session {
+            None => true,
+            Some(s) => {
+                (prompt.contains(&"login") && !fresh_login)
+                    || p.max_age.is_some_and(|m| now_ms() - s.auth_time > m.saturating_mul(1000))
+            }
+        };
+        if needs_login {
+            return Ok(match none {
+                true => Next::Redirect(self.error_redirect(p, &OidcError::bad("login_required", "no signed-in user"))),
+                false => Next::Login,
+            });
+        }
+        let Some(s) = session else { return Ok(Next::Login) };
+        let consented = self.consented(&s.user_id, &client.id, &p.scope).await?;
+        if !consented || prompt.contains(&"consent") {
+            return Ok(match none {
+                true => Next::Redirect(
+                    self.error_redirect(p, &OidcError::bad("consent_required", "the user has not consented")),
+                ),
+                false => Next::Consent,
+            });
+        }
+        let code = self.issue_code(p, s).await?;
+        Ok(Next::Redirect(self.redirect_url(&p.redirect_uri, p.state.as_deref(), &[("code", &code)])))
+    }
+
+    pub async fn save_request(&self, p: &AuthParams) -> Result<(String, String), OidcError> {
+        let (id, csrf) = (random_token(), random_token());
+        sqlx::query("INSERT INTO oidc_requests (id, client_id, params, csrf, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&id)
+            .bind(&p.client_id)
+            .bind(serde_json::to_string(p).map_err(OidcError::internal)?)
+            .bind(&csrf)
+            .bind(now_ms() + REQUEST_TTL_MS)
+            .execute(self.db.pool())
+            .await?;
+        Ok((id, csrf))
+    }
+
+    pub async fn pending(&self, id: &str) -> Result<Option<Pending>, OidcError> {
+        let row = sqlx::query("SELECT params, csrf FROM oidc_requests WHERE id = $1 AND expires_at > $2")
+            .bind(id)
+            .bind(now_ms())
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let params: AuthParams =
+            serde_json::from_str(&row.try_get::<String, _>("params")?).map_err(OidcError::internal)?;
+        let Some(client) = self.client(&params.client_id).await? else { return Ok(None) };
+        Ok(Some(Pending { id: id.to_owned(), csrf: row.try_get("csrf")?, params, client }))
+    }
+
+    pub async fn finish_request(&self, id: &str) -> Result<(), OidcError> {
+        sqlx::query("DELETE FROM oidc_requests WHERE id = $1").bind(id).execute(self.db.pool()).await?;
+        Ok(())
+    }
+
+    // ---- sign-in ----
+
+    /// Too many recent failures for this key (an account or an address)?
+    pub fn throttled(&self, key: &str, limit: u32) -> bool {
+        let now = now_ms();
+        self.failures
+            .lock()
+            .map(|m| m.get(key).is_some_and(|(n, since)| *n >= limit && now - since < FAILURE_WINDOW_MS))
+            .unwrap_or(true)
+    }
+
+    fn note_failure(&self, key: &str) {
+        let now = now_ms();
+        if let Ok(mut m) = self.failures.lock() {
+            if m.len() > 100_000 {
+                m.retain(|_, (_, since)| now - *since < FAILURE_WINDOW_MS);
+            }
+            let e = m.entry(key.to_owned()).or_insert((0, now));
+            if now - e.1 >= FAILURE_WINDOW_MS {
+                *e = (0, now);
+            }
+            e.0 += 1;
+        }
+    }
+
+    /// Check a user name and password. `None` when they do not match (or are throttled);
+    /// the caller says only "wrong user name or password".
+    pub async fn check_password(&self, name: &str, password: &str, ip: &str) -> Result<Option<String>, OidcError> {
+        let (user_key, ip_key) = (format!("user:{name}"), format!("ip:{ip}"));
+        if self.throttled(&user_key, MAX_FAILURES) || self.throttled(&ip_key, MAX_FAILURES * 4) {
+            return Err(OidcError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                "too many failed sign-ins: wait 15 minutes and try again",
+            ));
+        }
+        let user_id = self.accounts.active_user_id(name).await?;
+        let hash: Option<String> = match &user_id {
+            Some(id) => {
+                sqlx::query_scalar("SELECT hash FROM oidc_passwords WHERE user_id = $1")
+                    .bind(id)
+                    .fetch_optional(self.db.pool())
+                    .await?
+            }
+            None => None,
+        };
+        let ok = self.verify_hash(hash, password.to_owned()).await?;
+        if ok {
+            return Ok(user_id);
+        }
+        self.note_failure(&user_key);
+        self.note_failure(&ip_key);
+        metrics::counter!("sichat_oidc_login_failures_total").increment(1);
+        Ok(None)
+    }
+
+    /// Verify against `hash`; with no hash, spend the same effort and fail (no user
+    /// enumeration by timing).
+    async fn verify_hash(&self, hash: Option<String>, password: String) -> Result<bool, OidcError> {
+        let _permit = self.hashing.acquire().await.map_err(OidcError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let a = argon();
+            match hash.as_deref().map(PasswordHash::new) {
+                Some(Ok(h)) => a.verify_password(password.as_bytes(), &h).is_ok(),
+                _ => {
+                    let salt = SaltString::encode_b64(&random_bytes::<16>()).ok();
+                    if let Some(salt) = salt {
+                        let _ = a.hash_password(password.as_bytes(), &salt);
+                    }
+                    false
+                }
+            }
+        })
+        .await
+        .map_err(OidcError::internal)
+    }
+
+    /// Set a user's sign-in password (argon2id).
+    pub async fn set_password(&self, user_id: &str, password: &str) -> Result<(), OidcError> {
+        let n = password.chars().count();
+        if !(12..=256).contains(&n) {
+            return Err(OidcError::bad("invalid_request", "a password must be 12 to 256 characters long"));
+        }
+        let _permit = self.hashing.acquire().await.map_err(OidcError::internal)?;
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || {
+            let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(OidcError::internal)?;
+            argon().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(OidcError::internal)
+        })
+        .await
+        .map_err(OidcError::internal)??;
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("DELETE FROM oidc_passwords WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO oidc_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn start_session(&self, user_id: &str) -> Result<String, OidcError> {
+        let token = random_token();
+        let now = now_ms();
+        sqlx::query("INSERT INTO oidc_sessions (token_hash, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash(&token))
+            .bind(user_id)
+            .bind(now)
+            .bind(now + SESSION_TTL_MS)
+            .execute(self.db.pool())
+            .await?;
+        metrics::counter!("sichat_oidc_logins_total").increment(1);
+        Ok(token)
+    }
+
+    pub async fn session(&self, token: &str) -> Result<Option<BrowserSession>, OidcError> {
+        let row = sqlx::query(
+            "SELECT s.user_id, s.auth_time, u.name FROM oidc_sessions s JOIN acct_users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
+        )
+        .bind(token_hash(token))
+        .bind(now_ms())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| {
+            Ok(BrowserSession {
+                user_id: r.try_get("user_id")?,
+                user_name: r.try_get("name")?,
+                auth_time: r.try_get("auth_time")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn end_session(&self, token: &str) -> Result<(), OidcError> {
+        sqlx::query("DELETE FROM oidc_sessions WHERE token_hash = $1")
+            .bind(token_hash(token))
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    // ---- consent ----
+
+    async fn consented(&self, user_id: &str, client_id: &str, scope: &str) -> Result<bool, OidcError> {
+        let given: Option<String> =
+            sqlx::query_scalar("SELECT scope FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_optional(self.db.pool())
+                .await?;
+        let given = given.unwrap_or_default();
+        let given = scope_set(&given);
+        Ok(scope_set(scope).iter().all(|s| given.contains(s)))
+    }
+
+    /// Remember consent to `scope` (added to what was given before).
+    pub async fn consent(&self, user_id: &str, client_id: &str, scope: &str) -> Result<(), OidcError> {
+        let mut tx = self.db.pool().begin().await?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT scope FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut all = scope_set(before.as_deref().unwrap_or_default());
+        all.extend(scope_set(scope));
+        all.sort_unstable();
+        all.dedup();
+        sqlx::query("DELETE FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
+            .bind(user_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO oidc_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(client_id)
+            .bind(all.join(" "))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The sites a user has consented to.
+    pub async fn consents(&self, user_id: &str) -> Result<Vec<Value>, OidcError> {
+        let rows = sqlx::query(
+            "SELECT c.client_id, c.scope, c.created_at, k.metadata FROM oidc_consents c \
+             JOIN oidc_clients k ON k.id = c.client_id WHERE c.user_id = $1 ORDER BY c.created_at DESC",
+        )
+        .bind(user_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let meta: Value = serde_json::from_str(&r.try_get::<String, _>("metadata")?).unwrap_or_default();
+                Ok(json!({
+                    "client_id": r.try_get::<String, _>("client_id")?,
+                    "client_name": meta.get("client_name"),
+                    "redirect_uris": meta.get("redirect_uris"),
+                    "scope": r.try_get::<String, _>("scope")?,
+                    "created_at": r.try_get::<i64, _>("created_at")?,
+                }))
+            })
+            .collect()
+    }
+
+    /// Withdraw consent: the site must ask again, and its tokens for this user end.
+    pub async fn revoke_consent(&self, user_id: &str, client_id: &str) -> Result<bool, OidcError> {
+        let mut tx = self.db.pool().begin().await?;
+        let gone = sqlx::query("DELETE FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
+            .bind(user_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE oidc_tokens SET revoked_at = $1 WHERE user_id = $2 AND client_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(gone > 0)
+    }
+
+    // ---- codes and tokens ----
+
+    async fn issue_code(&self, p: &AuthParams, s: &BrowserSession) -> Result<String, OidcError> {
+        let code = random_token();
+        sqlx::query(
+            "INSERT INTO oidc_codes (code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, \
+             auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(token_hash(&code))
+        .bind(&p.client_id)
+        .bind(&s.user_id)
+        .bind(&p.redirect_uri)
+        .bind(&p.scope)
+        .bind(&p.nonce)
+        .bind(&p.code_challenge)
+        .bind(s.auth_time)
+        .bind(now_ms() + CODE_TTL_MS)
+        .execute(self.db.pool())
+        .await?;
+        Ok(code)
+    }
+
+    /// Authenticate the client at the token, revocation or introspection endpoint.
+    pub async fn authenticate_client(
+        &self,
+        basic: Option<(String, String)>,
+        form: &HashMap<String, String>,
+    ) -> Result<Client, OidcError> {
+        let posted = (form.get("client_id").cloned(), form.get("client_secret").cloned());
+        let (id, secret, method) = match (basic, posted) {
+            (Some(_), (_, Some(_))) => {
+                return Err(OidcError::bad("invalid_request", "use one client authentication method, not two"))
+            }
+            (Some((id, secret)), _) => (id, Some(secret), "client_secret_basic"),
+            (None, (Some(id), Some(secret))) => (id, Some(secret), "client_secret_post"),
+            (None, (Some(id), None)) => (id, None, "none"),
+            (None, (None, _)) => return Err(OidcError::invalid_client("client authentication is required")),
+        };
+        let client = self.client(&id).await?.ok_or_else(|| OidcError::invalid_client("unknown client"))?;
+        if client.metadata.token_endpoint_auth_method != method {
+            return Err(OidcError::invalid_client(format!(
+                "this client authenticates with {}",
+                client.metadata.token_endpoint_auth_method
+            )));
+        }
+        if let Some(secret) = secret {
+            if client.secret_hash.as_deref() != Some(token_hash(&secret).as_str()) {
+                return Err(OidcError::invalid_client("wrong client secret"));
+            }
+        }
+        Ok(client)
+    }
+
+    fn subject(&self, client: &Client, user_id: &str) -> String {
+        if client.metadata.subject_type == "public" {
+            return user_id.to_owned();
+        }
+        let mut h = Sha256::new();
+        h.update(&self.pairwise_salt);
+        h.update(client.sector().as_bytes());
+        h.update([0]);
+        h.update(user_id.as_bytes());
+        b64url(&h.finalize())
+    }
+
+    async fn insert_token(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        kind: &str,
+        client: &Client,
+        user_id: Option<&str>,
+        scope: &str,
+        family: &str,
+        code_hash: Option<&str>,
+        auth_time: Option<i64>,
+    ) -> Result<String, OidcError> {
+        let token = random_token();
+        let now = now_ms();
+        let ttl = if kind == "refresh" { REFRESH_TTL_MS } else { ACCESS_TTL_MS };
+        sqlx::query(
+            "INSERT INTO oidc_tokens (token_hash, kind, client_id, user_id, scope, family, code_hash, auth_time, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(token_hash(&token))
+        .bind(kind)
+        .bind(&client.id)
+        .bind(user_id)
+        .bind(scope)
+        .bind(family)
+        .bind(code_hash)
+        .bind(auth_time)
+        .bind(now)
+        .bind(now + ttl)
+        .execute(&mut **tx)
+        .await?;
+        Ok(token)
+    }
+
+    /// Access token, ID token and (with `offline_access`) refresh token.
+    #[allow(clippy::too_many_arguments)]
+    async fn token_response(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        client: &Client,
+        user_id: &str,
+        scope: &str,
+        family: &str,
+        code_hash: Option<&str>,
+        auth_time: i64,
+        nonce: Option<&str>,
+    ) -> Result<Value, OidcError> {
+        let access = self
+            .insert_token(&mut tx, "access", client, Some(user_id), scope, family, code_hash, Some(auth_time))
+            .await?;
+        let refresh = match scope_set(scope).contains(&"offline_access") {
+            true => Some(
+                self.insert_token(&mut tx, "refresh", client, Some(user_id), scope, family, code_hash, Some(auth_time))
+                    .await?,
+            ),
+            false => None,
+        };
+        tx.commit().await?;
+        let now = now_ms() / 1000;
+        let digest = Sha256::digest(access.as_bytes());
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": self.subject(client, user_id),
+            "aud": client.id,
+            "azp": client.id,
+            "iat": now,
+            "exp": now + ID_TOKEN_TTL_SECS,
+            "auth_time": auth_time / 1000,
+            "at_hash": b64url(&digest[..16]),
+        });
+        if let Some(n) = nonce {
+            claims["nonce"] = json!(n);
+        }
+        let key = self.keys.first().ok_or_else(|| OidcError::internal("no signing key"))?;
+        let mut out = json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TTL_MS / 1000,
+            "scope": scope,
+            "id_token": key.sign(&claims)?,
+        });
+        if let Some(r) = refresh {
+            out["refresh_token"] = json!(r);
+        }
+        Ok(out)
+    }
+
+    pub async fn token(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
+        if !client.metadata.grant_types.iter().any(|g| g == grant) && !grant.is_empty() {
+            return Err(OidcError::bad("unauthorized_client", format!("this client may not use {grant}")));
+        }
+        let result = match grant {
+            "authorization_code" => self.code_grant(client, form).await,
+            "refresh_token" => self.refresh_grant(client, form).await,
+            "client_credentials" => self.client_credentials(client, form).await,
+            "" => Err(OidcError::bad("invalid_request", "grant_type is required")),
+            other => Err(OidcError::bad("unsupported_grant_type", format!("{other} is not supported"))),
+        };
+        metrics::counter!("sichat_oidc_token_requests_total", "grant" => grant.to_owned(), "ok" => result.is_ok().to_string())
+            .increment(1);
+        result
+    }
+
+    async fn code_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        let code = form.get("code").ok_or_else(|| OidcError::bad("invalid_request", "code is required"))?;
+        let verifier =
+            form.get("code_verifier").ok_or_else(|| OidcError::bad("invalid_request", "code_verifier is required"))?;
+        let hash = token_hash(code);
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, expires_at, used_at \
+             FROM oidc_codes WHERE code_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| invalid_grant("unknown authorization code"))?;
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
+        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+            // A replayed code: everything issued from it ends (RFC 6749 §4.1.2).
+            drop(tx);
+            self.revoke_family(&hash).await?;
+            return Err(invalid_grant("the code was already used; its tokens are revoked"));
+        }
+        let used = sqlx::query("UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        if used.rows_affected() != 1 {
+            return Err(invalid_grant("the code was already used"));
+        }
+        if row.try_get::<i64, _>("expires_at")? <= now {
+            tx.commit().await?;
+            return Err(invalid_grant("the code has expired"));
+        }
+        if form.get("redirect_uri") != Some(&row.try_get::<String, _>("redirect_uri")?) {
+            tx.commit().await?;
+            return Err(invalid_grant("redirect_uri does not match the authorization request"));
+        }
+        if !is_pkce_value(verifier) || s256(verifier) != row.try_get::<String, _>("code_challenge")? {
+            tx.commit().await?;
+            return Err(invalid_grant("code_verifier does not match the code_challenge"));
+        }
+        let user_id: String = row.try_get("user_id")?;
+        let scope: String = row.try_get("scope")?;
+        let nonce: Option<String> = row.try_get("nonce")?;
+        let auth_time: i64 = row.try_get("auth_time")?;
+        self.token_response(tx, client, &user_id, &scope, &hash, Some(&hash), auth_time, nonce.as_deref()).await
+    }
+
+    async fn refresh_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        let token =
+            form.get("refresh_token").ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
+        let hash = token_hash(token);
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT client_id, user_id, scope, family, auth_time, expires_at, used_at, revoked_at FROM oidc_tokens \
+             WHERE token_hash = $1 AND kind = 'refresh'",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| invalid_grant("unknown refresh token"))?;
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Err(invalid_grant("the refresh token was issued to another client"));
+        }
+        let family: String = row.try_get("family")?;
+        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+            // A rotated token came back: someone holds a copy. End the whole family.
+            drop(tx);
+            self.revoke_family(&family).await?;
+            metrics::counter!("sichat_oidc_refresh_reuse_total").increment(1);
+            return Err(invalid_grant("the refresh token was already used; its family is revoked"));
+        }
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() || row.try_get::<i64, _>("expires_at")? <= now {
+            return Err(invalid_grant("the refresh token is revoked or expired"));
+        }
+        let used = sqlx::query("UPDATE oidc_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        if used.rows_affected() != 1 {
+            return Err(invalid_grant("the refresh token was already used"));
+        }
+        let user_id: Option<String> = row.try_get("user_id")?;
+        let user_id = user_id.ok_or_else(|| invalid_grant("not a user's refresh token"))?;
+        if self.accounts.account(&user_id).await.is_err() {
+            return Err(invalid_grant("the account is gone"));
+        }
+        let granted: String = row.try_get("scope")?;
+        let scope = match form.get("scope") {
+            None => granted.clone(),
+            Some(asked) => {
+                let g = scope_set(&granted);
+                if scope_set(asked).iter().any(|s| !g.contains(s)) {
+                    return Err(OidcError::bad("invalid_scope", "a refresh cannot widen the granted scope"));
+                }
+                let mut asked = scope_set(asked);
+                if !asked.contains(&"offline_access") {
+                    asked.push("offline_access");
+                }
+                asked.join(" ")
+            }
+        };
+        let auth_time: Option<i64> = row.try_get("auth_time")?;
+        self.token_response(tx, client, &user_id, &scope, &family, None, auth_time.unwrap_or(now), None).await
+    }
+
+    async fn client_credentials(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        if client.is_public() {
+            return Err(OidcError::bad("unauthorized_client", "client_credentials needs a confidential client"));
+        }
+        let asked = form.get("scope").cloned().unwrap_or_default();
+        let allowed = client.metadata.scope.clone().unwrap_or_default();
+        let allowed = scope_set(&allowed);
+        if let Some(s) = scope_set(&asked).iter().find(|s| !allowed.contains(s)) {
+            return Err(OidcError::bad("invalid_scope", format!("scope {s} is not registered for this client")));
+        }
+        let mut tx = self.db.pool().begin().await?;
+        let family = random_token();
+        let access = self.insert_token(&mut tx, "access", client, None, &asked, &family, None, None).await?;
+        tx.commit().await?;
+        Ok(json!({"access_token": access, "token_type": "Bearer", "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}))
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), OidcError> {
+        sqlx::query("UPDATE oidc_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(family)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A live access token: its user, client and scope.
+    pub async fn access(&self, token: &str) -> Result<Option<(Option<String>, String, String)>, OidcError> {
+        let row = sqlx::query(
+            "SELECT user_id, client_id, scope FROM oidc_tokens WHERE token_hash = $1 AND kind = 'access' \
+             AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash(token))
+        .bind(now_ms())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| Ok((r.try_get("user_id")?, r.try_get("client_id")?, r.try_get("scope")?))).transpose()
+    }
+
+    pub async fn userinfo(&self, token: &str) -> Result<Value, OidcError> {
+        let denied = |why: &str| OidcError::new(StatusCode::UNAUTHORIZED, "invalid_token", why);
+        let (user_id, client_id, scope) =
+            self.access(token).await?.ok_or_else(|| denied("unknown, expired or revoked access token"))?;
+        let user_id = user_id.ok_or_else(|| denied("this token is not a user's"))?;
+        if !scope_set(&scope).contains(&"openid") {
+            return Err(OidcError::new(StatusCode::FORBIDDEN, "insufficient_scope", "the token lacks openid"));
+        }
+        let client = self.client(&client_id).await?.ok_or_else(|| denied("the client is gone"))?;
+        let account = self.accounts.account(&user_id).await.map_err(|_| denied("the account is gone"))?;
+        let mut out = json!({"sub": self.subject(&client, &user_id)});
+        if scope_set(&scope).contains(&"profile") {
+            out["preferred_username"] = json!(account.name);
+            out["name"] = json!(account.name);
+        }
+        Ok(out)
+    }
+
+    /// RFC 7009: revoke a token of this client. Unknown tokens are not an error.
+    pub async fn revoke(&self, client: &Client, token: &str) -> Result<(), OidcError> {
+        let row = sqlx::query("SELECT kind, family, client_id FROM oidc_tokens WHERE token_hash = $1")
+            .bind(token_hash(token))
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(()) };
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Ok(());
+        }
+        if row.try_get::<String, _>("kind")? == "refresh" {
+            return self.revoke_family(&row.try_get::<String, _>("family")?).await;
+        }
+        sqlx::query("UPDATE oidc_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(token_hash(token))
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// RFC 7662: what a token of this client is, if it is live.
+    pub async fn introspect(&self, client: &Client, token: &str) -> Result<Value, OidcError> {
+        let row = sqlx::query(
+            "SELECT kind, client_id, user_id, scope, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1 \
+             AND revoked_at IS NULL AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash(token))
+        .bind(now_ms())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(json!({"active": false})) };
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Ok(json!({"active": false}));
+        }
+        let user_id: Option<String> = row.try_get("user_id")?;
+        let mut out = json!({
+            "active": true,
+            "scope": row.try_get::<String, _>("scope")?,
+            "client_id": client.id,
+            "token_type": if row.try_get::<String, _>("kind")? == "refresh" { "refresh_token" } else { "Bearer" },
+            "iat": row.try_get::<i64, _>("created_at")? / 1000,
+            "exp": row.try_get::<i64, _>("expires_at")? / 1000,
+            "iss": self.issuer,
+        });
+        if let Some(u) = user_id {
+            out["sub"] = json!(self.subject(client, &u));
+        }
+        Ok(out)
+    }
+
+    /// The client an `id_token_hint` was issued to, if we signed it.
+    pub fn hinted_client(&self, id_token: &str) -> Option<String> {
+        let key = self.keys.first()?;
+        let verifier = josekit::jws::RS256
+            .verifier_from_jwk(&josekit::jwk::Jwk::from_map(key.public_jwk.as_object()?.clone()).ok()?)
+            .ok()?;
+        let (payload, _) = josekit::jws::deserialize_compact(id_token, &verifier).ok()?;
+        let claims: Value = serde_json::from_slice(&payload).ok()?;
+        if claims.get("iss")?.as_str()? != self.issuer {
+            return None;
+        }
+        claims.get("aud")?.as_str().map(str::to_owned)
+    }
+
+    /// Housekeeping: expired requests, codes, sessions and tokens.
+    pub async fn purge_expired(&self) -> Result<u64, OidcError> {
+        let now = now_ms();
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM oidc_requests WHERE expires_at <= $1",
+            "DELETE FROM oidc_codes WHERE expires_at <= $1",
+            "DELETE FROM oidc_sessions WHERE expires_at <= $1",
+            "DELETE FROM oidc_tokens WHERE expires_at <= $1",
+        ] {
+            n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,111 @@
+//! Signing in to other sites through your node: your password, and the sites you allowed.
+
+use crate::client::Client;
+use crate::Ctx;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::io::{BufRead, IsTerminal};
+
+#[derive(Subcommand)]
+pub enum PasswordCmd {
+    /// Set (or change) the password you sign in to sites with, on your node's sign-in page.
+    /// Read from --password-stdin, else SICHAT_NEW_PASSWORD, else asked twice.
+    Set(SetArgs),
+}
+
+#[derive(Args)]
+pub struct SetArgs {
+    /// Read the new password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Subcommand)]
+pub enum OidcCmd {
+    /// The sites you allowed to sign you in.
+    #[command(subcommand)]
+    Consents(ConsentsCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ConsentsCmd {
+    /// List the sites you consented to, with the scopes they got.
+    List,
+    /// Withdraw consent from a site: it must ask again, and its tokens stop working.
+    Revoke {
+        /// The site's client_id (see `sichat oidc consents list`).
+        client_id: String,
+    },
+}
+
+async fn session(ctx: &Ctx) -> Result<Client> {
+    let (w, _) = ctx.open()?;
+    let server = w.profile.server.clone().ok_or_else(|| {
+        anyhow!("this wallet has no node (a did:key identity): signing in to sites needs an account on a node")
+    })?;
+    let mut c = Client::new(&server)?;
+    c.login(&w).await?;
+    Ok(c)
+}
+
+fn new_password(a: &SetArgs) -> Result<String> {
+    if a.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        return Ok(line.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    if let Ok(p) = std::env::var("SICHAT_NEW_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the password: use --password-stdin or SICHAT_NEW_PASSWORD");
+    }
+    let first = rpassword::prompt_password("New sign-in password (12 characters or more): ")?;
+    if rpassword::prompt_password("Again: ")? != first {
+        bail!("the two passwords differ: nothing changed");
+    }
+    Ok(first)
+}
+
+pub async fn password(ctx: &Ctx, cmd: PasswordCmd) -> Result<()> {
+    let PasswordCmd::Set(a) = cmd;
+    let password = new_password(&a)?;
+    let mut c = session(ctx).await?;
+    let done: Result<Value> = c.put("/api/v1/password", &json!({ "password": password })).await;
+    c.logout().await;
+    done?;
+    ctx.print(&json!({"password": "set"}), |_| {
+        eprintln!("Password set. Sign in to sites with your user name and this password on your node's page.")
+    })
+}
+
+pub async fn oidc(ctx: &Ctx, cmd: OidcCmd) -> Result<()> {
+    let OidcCmd::Consents(cmd) = cmd;
+    let mut c = session(ctx).await?;
+    let result = match cmd {
+        ConsentsCmd::List => c.get::<Value>("/api/v1/oidc/consents").await.map(|list| {
+            ctx.print(&list, |items| {
+                let items = items.as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    println!("You have not allowed any site to sign you in.");
+                }
+                for i in items {
+                    println!(
+                        "{}  {}  [{}]",
+                        i["client_id"].as_str().unwrap_or(""),
+                        i["client_name"].as_str().unwrap_or("(unnamed site)"),
+                        i["scope"].as_str().unwrap_or("")
+                    );
+                }
+            })
+        }),
+        ConsentsCmd::Revoke { client_id } => c.delete(&format!("/api/v1/oidc/consents/{client_id}")).await.map(|()| {
+            ctx.print(&json!({"revoked": client_id}), |_| {
+                eprintln!("Consent withdrawn; the site's tokens no longer work.")
+            })
+        }),
+    };
+    c.logout().await;
+    result?
+}
