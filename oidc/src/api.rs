@@ -453,9 +453,8 @@ async fn consent(
             if let Err(e) = s.op.consent(&session.user_id, &p.client_id, &p.scope).await {
                 return internal_page(e);
             }
-            match s.op.next_step(p, &pending.client, Some(&session), true).await {
-                Ok(Next::Redirect(url)) => see_other(&url),
-                Ok(_) => internal_page(OidcError::internal("consent was not recorded")),
+            match s.op.issue_code(p, &session).await {
+                Ok(code) => see_other(&s.op.redirect_url(&p.redirect_uri, p.state.as_deref(), &[("code", &code)])),
                 Err(e) => see_other(&s.op.error_redirect(p, &e)),
             }
         }
@@ -484,7 +483,12 @@ async fn client_and_form(
     headers: &HeaderMap,
     form: FormMap,
 ) -> Result<(clients::Client, HashMap<String, String>), OidcError> {
-    let Form(form) = form.map_err(|e| OidcError::bad("invalid_request", format!("the body must be a form: {e}")))?;
+    let Form(form) = form.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            OidcError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large")
+        }
+        _ => OidcError::bad("invalid_request", format!("the body must be a form: {e}")),
+    })?;
     let client = s.op.authenticate_client(basic_auth(headers)?, &form).await?;
     Ok((client, form))
 }

@@ -587,7 +587,8 @@ impl Provider {
 
     // ---- codes and tokens ----
 
-    async fn issue_code(&self, p: &AuthParams, s: &BrowserSession) -> Result<String, OidcError> {
+    /// A single-use code for `p`, for the signed-in user.
+    pub async fn issue_code(&self, p: &AuthParams, s: &BrowserSession) -> Result<String, OidcError> {
         let code = random_token();
         sqlx::query(
             "INSERT INTO oidc_codes (code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, \
@@ -809,13 +810,12 @@ impl Provider {
             form.get("refresh_token").ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
         let hash = token_hash(token);
         let now = now_ms();
-        let mut tx = self.db.pool().begin().await?;
         let row = sqlx::query(
             "SELECT client_id, user_id, scope, family, auth_time, expires_at, used_at, revoked_at FROM oidc_tokens \
              WHERE token_hash = $1 AND kind = 'refresh'",
         )
         .bind(&hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(self.db.pool())
         .await?
         .ok_or_else(|| invalid_grant("unknown refresh token"))?;
         if row.try_get::<String, _>("client_id")? != client.id {
@@ -824,7 +824,6 @@ impl Provider {
         let family: String = row.try_get("family")?;
         if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
             // A rotated token came back: someone holds a copy. End the whole family.
-            drop(tx);
             self.revoke_family(&family).await?;
             metrics::counter!("sichat_oidc_refresh_reuse_total").increment(1);
             return Err(invalid_grant("the refresh token was already used; its family is revoked"));
@@ -832,18 +831,22 @@ impl Provider {
         if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() || row.try_get::<i64, _>("expires_at")? <= now {
             return Err(invalid_grant("the refresh token is revoked or expired"));
         }
-        let used = sqlx::query("UPDATE oidc_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-        if used.rows_affected() != 1 {
-            return Err(invalid_grant("the refresh token was already used"));
-        }
         let user_id: Option<String> = row.try_get("user_id")?;
         let user_id = user_id.ok_or_else(|| invalid_grant("not a user's refresh token"))?;
         if self.accounts.account(&user_id).await.is_err() {
             return Err(invalid_grant("the account is gone"));
+        }
+        // The guarded update is what makes rotation single-use under concurrency.
+        let mut tx = self.db.pool().begin().await?;
+        let used = sqlx::query(
+            "UPDATE oidc_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            return Err(invalid_grant("the refresh token was already used"));
         }
         let granted: String = row.try_get("scope")?;
         let scope = match form.get("scope") {

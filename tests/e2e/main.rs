@@ -5,5 +5,6 @@ mod accounts;
 mod bad_input;
 mod issuer;
 mod oid4vci;
+mod oidc;
 mod process;
 mod verifier;
