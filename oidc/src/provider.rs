@@ -22,9 +22,9 @@ use tokio::sync::Semaphore;
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 const CODE_TTL_MS: i64 = 60_000;
 const REQUEST_TTL_MS: i64 = 10 * 60_000;
-pub const SESSION_TTL_MS: i64 = 12 * 3600_000;
-const ACCESS_TTL_MS: i64 = 3600_000;
-const REFRESH_TTL_MS: i64 = 30 * 24 * 3600_000;
+pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
+const ACCESS_TTL_MS: i64 = 3_600_000;
+const REFRESH_TTL_MS: i64 = 30 * 24 * 3_600_000;
 const ID_TOKEN_TTL_SECS: i64 = 3600;
 /// Failed sign-ins allowed per account (and per address, ×4) in a window.
 const MAX_FAILURES: u32 = 5;
@@ -66,6 +66,16 @@ pub enum Next {
     Consent,
     /// Back to the client: the redirect URL with `code` or `error`.
     Redirect(String),
+}
+
+/// What a token carries: whose, which scope, and the family it belongs to (the code's
+/// hash, so a replayed code and a reused refresh token revoke every descendant).
+struct Grant<'a> {
+    user_id: Option<&'a str>,
+    scope: &'a str,
+    family: &'a str,
+    code_hash: Option<&'a str>,
+    auth_time: Option<i64>,
 }
 
 pub struct Provider {
@@ -656,11 +666,7 @@ impl Provider {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         kind: &str,
         client: &Client,
-        user_id: Option<&str>,
-        scope: &str,
-        family: &str,
-        code_hash: Option<&str>,
-        auth_time: Option<i64>,
+        g: &Grant<'_>,
     ) -> Result<String, OidcError> {
         let token = random_token();
         let now = now_ms();
@@ -672,11 +678,11 @@ impl Provider {
         .bind(token_hash(&token))
         .bind(kind)
         .bind(&client.id)
-        .bind(user_id)
-        .bind(scope)
-        .bind(family)
-        .bind(code_hash)
-        .bind(auth_time)
+        .bind(g.user_id)
+        .bind(g.scope)
+        .bind(g.family)
+        .bind(g.code_hash)
+        .bind(g.auth_time)
         .bind(now)
         .bind(now + ttl)
         .execute(&mut **tx)
@@ -684,27 +690,19 @@ impl Provider {
         Ok(token)
     }
 
-    /// Access token, ID token and (with `offline_access`) refresh token.
-    #[allow(clippy::too_many_arguments)]
+    /// Access token, ID token and (with `offline_access`) refresh token, for a user's grant.
     async fn token_response(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Any>,
         client: &Client,
-        user_id: &str,
-        scope: &str,
-        family: &str,
-        code_hash: Option<&str>,
-        auth_time: i64,
+        g: &Grant<'_>,
         nonce: Option<&str>,
     ) -> Result<Value, OidcError> {
-        let access = self
-            .insert_token(&mut tx, "access", client, Some(user_id), scope, family, code_hash, Some(auth_time))
-            .await?;
+        let (user_id, scope) = (g.user_id.unwrap_or_default(), g.scope);
+        let auth_time = g.auth_time.unwrap_or_else(now_ms);
+        let access = self.insert_token(&mut tx, "access", client, g).await?;
         let refresh = match scope_set(scope).contains(&"offline_access") {
-            true => Some(
-                self.insert_token(&mut tx, "refresh", client, Some(user_id), scope, family, code_hash, Some(auth_time))
-                    .await?,
-            ),
+            true => Some(self.insert_token(&mut tx, "refresh", client, g).await?),
             false => None,
         };
         tx.commit().await?;
@@ -802,7 +800,14 @@ impl Provider {
         let scope: String = row.try_get("scope")?;
         let nonce: Option<String> = row.try_get("nonce")?;
         let auth_time: i64 = row.try_get("auth_time")?;
-        self.token_response(tx, client, &user_id, &scope, &hash, Some(&hash), auth_time, nonce.as_deref()).await
+        let grant = Grant {
+            user_id: Some(&user_id),
+            scope: &scope,
+            family: &hash,
+            code_hash: Some(&hash),
+            auth_time: Some(auth_time),
+        };
+        self.token_response(tx, client, &grant, nonce.as_deref()).await
     }
 
     async fn refresh_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
@@ -864,7 +869,8 @@ impl Provider {
             }
         };
         let auth_time: Option<i64> = row.try_get("auth_time")?;
-        self.token_response(tx, client, &user_id, &scope, &family, None, auth_time.unwrap_or(now), None).await
+        let grant = Grant { user_id: Some(&user_id), scope: &scope, family: &family, code_hash: None, auth_time };
+        self.token_response(tx, client, &grant, None).await
     }
 
     async fn client_credentials(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
@@ -879,7 +885,8 @@ impl Provider {
         }
         let mut tx = self.db.pool().begin().await?;
         let family = random_token();
-        let access = self.insert_token(&mut tx, "access", client, None, &asked, &family, None, None).await?;
+        let grant = Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None };
+        let access = self.insert_token(&mut tx, "access", client, &grant).await?;
         tx.commit().await?;
         Ok(json!({"access_token": access, "token_type": "Bearer", "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}))
     }

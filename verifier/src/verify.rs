@@ -265,7 +265,12 @@ impl Verifier {
         }
         let issuer = r.issuer.clone().unwrap_or_default();
         let signed = self
-            .check_signature(format, text, &vc, header.as_ref(), &issuer, Relationship::AssertionMethod, None)
+            .check_signature(
+                Signed { format, text, doc: &vc, header: header.as_ref() },
+                &issuer,
+                Relationship::AssertionMethod,
+                None,
+            )
             .await;
         r.record("signature", signed);
         r.record("validity", validity(&vc, opts));
@@ -308,7 +313,12 @@ impl Verifier {
         }
         let holder = r.holder.clone().unwrap_or_default();
         let signed = self
-            .check_signature(format, text, &vp, header.as_ref(), &holder, Relationship::Authentication, Some(opts))
+            .check_signature(
+                Signed { format, text, doc: &vp, header: header.as_ref() },
+                &holder,
+                Relationship::Authentication,
+                Some(opts),
+            )
             .await;
         r.record("signature", signed);
         match &opts.expect {
@@ -355,14 +365,12 @@ impl Verifier {
     /// The signature, by a key that `signer`'s DID document lists for `rel`.
     async fn check_signature(
         &self,
-        format: &str,
-        text: &str,
-        doc: &Value,
-        header: Option<&Value>,
+        signed: Signed<'_>,
         signer: &str,
         rel: Relationship,
         jwt_times: Option<&Options>,
     ) -> Result<String, String> {
+        let Signed { format, text, doc, header } = signed;
         let method = match format {
             VC_JWT | VP_JWT => {
                 let kid =
@@ -472,7 +480,13 @@ impl Verifier {
         if !types_of(&list).iter().any(|t| t == "BitstringStatusListCredential") {
             return Err("it is not a BitstringStatusListCredential".into());
         }
-        self.check_signature(format, text, &list, header.as_ref(), issuer, Relationship::AssertionMethod, None).await?;
+        self.check_signature(
+            Signed { format, text, doc: &list, header: header.as_ref() },
+            issuer,
+            Relationship::AssertionMethod,
+            None,
+        )
+        .await?;
         validity(&list, opts)?;
         let subject = &list["credentialSubject"];
         if subject.get("statusPurpose").and_then(Value::as_str) != Some(purpose) {
@@ -518,6 +532,15 @@ fn unreadable(why: &str) -> Report {
 /// Credentials inside a presentation answer no request themselves.
 fn credential_opts(opts: &Options) -> Options {
     Options { expect: None, ..opts.clone() }
+}
+
+/// A signed document: its format, its text, the document it carries and (for a JWT) the
+/// header, both read before the signature is checked.
+struct Signed<'a> {
+    format: &'a str,
+    text: &'a str,
+    doc: &'a Value,
+    header: Option<&'a Value>,
 }
 
 /// The document a credential or presentation carries and, for a JWT, its header; both
