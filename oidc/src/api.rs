@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sichat_accounts::{Accounts, AuthDevice};
 use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::ids::random_token;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -200,11 +201,11 @@ async fn webfinger(State(s): State<AppState>, Query(q): Query<WebFingerQuery>) -
 
 // ---- registration ----
 
-async fn register(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+async fn register(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return oauth_error(OidcError::bad("invalid_client_metadata", "the body is not JSON"));
     };
-    match clients::register(s.op.db(), body, &s.op.url("oidc/register")).await {
+    match s.op.register(body, bearer(&headers).as_deref()).await {
         Ok(r) => {
             let mut resp = (StatusCode::CREATED, Json(r)).into_response();
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -409,6 +410,10 @@ async fn consent_page(State(s): State<AppState>, headers: HeaderMap, Query(q): Q
         Err(e) => return internal_page(e),
     };
     let host = url::Url::parse(&pending.params.redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned));
+    let evidence = match s.op.evidence(&session.user_id, &pending.params.scope).await {
+        Ok(e) => e,
+        Err(e) => return internal_page(e),
+    };
     let body = pages::consent(
         pending.client.name(),
         host.as_deref().unwrap_or_default(),
@@ -416,6 +421,7 @@ async fn consent_page(State(s): State<AppState>, headers: HeaderMap, Query(q): Q
         &pending.params.scope,
         &pending.id,
         &pending.csrf,
+        &evidence,
     );
     html(StatusCode::OK, body, origin_of(&pending.params.redirect_uri).as_deref())
 }
@@ -560,6 +566,20 @@ async fn logout_form(State(s): State<AppState>, headers: HeaderMap, form: FormMa
 }
 
 async fn end_session(s: &AppState, headers: &HeaderMap, q: HashMap<String, String>) -> Response {
+    // Without an ID token we signed, a logout could come from any page (an image tag), so
+    // the user confirms it on a form of ours first.
+    let hinted = q.get("id_token_hint").is_some_and(|t| s.op.hinted_client(t).is_some());
+    let confirmed = q.get("csrf").is_some_and(|c| cookie(headers, CSRF_COOKIE).as_deref() == Some(c.as_str()));
+    if !hinted && !confirmed && cookie(headers, SESSION_COOKIE).is_some() {
+        let csrf = random_token();
+        let keep: Vec<(&str, &str)> = ["post_logout_redirect_uri", "client_id", "state"]
+            .iter()
+            .filter_map(|k| q.get(*k).map(|v| (*k, v.as_str())))
+            .collect();
+        let mut r = html(StatusCode::OK, pages::confirm_logout(&csrf, &keep), None);
+        set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
+        return r;
+    }
     let target =
         match q.get("post_logout_redirect_uri") {
             None => None,

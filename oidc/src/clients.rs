@@ -6,15 +6,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sichat_core::db::Db;
 use sichat_core::ids::{new_id, now_ms, random_token, token_hash};
+use sichat_core::net::Fetcher;
 use sqlx::Row;
 use url::{Host, Url};
 
-pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
+pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
 pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
 
 /// The metadata a client registers, as stored and served back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metadata {
+    /// Required only for redirect-based grants (checked in `validate`).
+    #[serde(default)]
     pub redirect_uris: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_name: Option<String>,
@@ -34,6 +37,13 @@ pub struct Metadata {
     pub post_logout_redirect_uris: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The client's public keys for `private_key_jwt`: inline, or at a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_alg: Option<String>,
 }
 
 fn default_auth_method() -> String {
@@ -65,9 +75,9 @@ impl Client {
 
     /// The pairwise sector: the host every redirect URI shares.
     pub fn sector(&self) -> String {
-        self.metadata
-            .redirect_uris
-            .first()
+        let from_document = is_document_url(&self.id).then_some(&self.id);
+        from_document
+            .or(self.metadata.redirect_uris.first())
             .and_then(|u| Url::parse(u).ok())
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default()
@@ -104,17 +114,39 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), OidcError> {
     if u.fragment().is_some() {
         return Err(bad("must not have a fragment"));
     }
-    let loopback = match u.host() {
+    if u.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&u) => Ok(()),
+        _ => Err(bad("must be https (http only on loopback)")),
+    }
+}
+
+fn is_loopback(u: &Url) -> bool {
+    match u.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
         Some(Host::Domain(d)) => d == "localhost",
-        None => return Err(bad("has no host")),
-    };
-    match u.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(bad("must be https (http only on loopback)")),
+        None => false,
     }
+}
+
+/// An inline JWKS: a few public signing keys.
+fn check_jwks(jwks: &Value) -> Result<(), OidcError> {
+    let keys = jwks.get("keys").and_then(Value::as_array).ok_or_else(|| bad_metadata("jwks must have keys"))?;
+    if keys.is_empty() || keys.len() > 10 {
+        return Err(bad_metadata("jwks must hold between 1 and 10 keys"));
+    }
+    for k in keys {
+        let jwk = josekit::jwk::Jwk::from_map(k.as_object().cloned().unwrap_or_default())
+            .map_err(|e| bad_metadata(format!("jwks holds a bad key: {e}")))?;
+        if jwk.parameter("d").is_some() {
+            return Err(bad_metadata("jwks must hold public keys only; this one has a private part"));
+        }
+    }
+    Ok(())
 }
 
 fn validate(m: &Metadata) -> Result<(), OidcError> {
@@ -147,8 +179,29 @@ fn validate(m: &Metadata) -> Result<(), OidcError> {
     if m.response_types.iter().any(|r| r != "code") {
         return Err(bad_metadata("only response_type code is supported"));
     }
-    if m.id_token_signed_response_alg != "RS256" {
-        return Err(bad_metadata("id_token_signed_response_alg must be RS256"));
+    if !crate::keys::ALGS.contains(&m.id_token_signed_response_alg.as_str()) {
+        return Err(bad_metadata(format!(
+            "id_token_signed_response_alg must be one of {}",
+            crate::keys::ALGS.join(", ")
+        )));
+    }
+    if m.token_endpoint_auth_signing_alg.as_deref().is_some_and(|a| !crate::keys::ALGS.contains(&a)) {
+        return Err(bad_metadata(format!(
+            "token_endpoint_auth_signing_alg must be one of {}",
+            crate::keys::ALGS.join(", ")
+        )));
+    }
+    match (m.token_endpoint_auth_method.as_str(), &m.jwks, &m.jwks_uri) {
+        ("private_key_jwt", Some(_), Some(_)) => return Err(bad_metadata("send jwks or jwks_uri, not both")),
+        ("private_key_jwt", None, None) => return Err(bad_metadata("private_key_jwt needs jwks or jwks_uri")),
+        ("private_key_jwt", Some(jwks), None) => check_jwks(jwks)?,
+        ("private_key_jwt", None, Some(uri)) => {
+            let u = Url::parse(uri).map_err(|_| bad_metadata("jwks_uri is not a URL"))?;
+            if u.scheme() != "https" && !is_loopback(&u) {
+                return Err(bad_metadata("jwks_uri must be https"));
+            }
+        }
+        _ => {}
     }
     if m.client_name.as_ref().is_some_and(|n| n.chars().count() > 100) {
         return Err(bad_metadata("client_name is longer than 100 characters"));
@@ -156,13 +209,100 @@ fn validate(m: &Metadata) -> Result<(), OidcError> {
     Ok(())
 }
 
-pub async fn register(db: &Db, body: Value, registration_base: &str) -> Result<Registered, OidcError> {
+/// Who may register clients on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistrationPolicy {
+    /// Anyone (the default: a site needs no prior arrangement with the node).
+    #[default]
+    Open,
+    /// Nobody; dynamic registration is refused.
+    Off,
+    /// Holders of an initial access token (`sichatd admin client-token`), single-use.
+    InviteOnly,
+    /// Clients whose redirect URIs are all on listed hosts.
+    AllowList,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub policy: RegistrationPolicy,
+    pub allowed_hosts: Vec<String>,
+    /// `pairwise` (the default) or `public`, for clients that do not say.
+    pub default_subject_type: String,
+}
+
+impl Registration {
+    /// May a client with these redirect URIs register (or present a metadata document)?
+    fn admits(&self, m: &Metadata) -> Result<(), OidcError> {
+        match self.policy {
+            RegistrationPolicy::Off => Err(OidcError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "access_denied",
+                "client registration is off on this node; ask its owner to register your client",
+            )),
+            RegistrationPolicy::AllowList => {
+                let uris = m.redirect_uris.iter().chain(&m.post_logout_redirect_uris).chain(&m.jwks_uri);
+                for u in uris {
+                    let host = Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+                    if !host.as_ref().is_some_and(|h| self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h))) {
+                        return Err(OidcError::bad(
+                            "invalid_redirect_uri",
+                            format!("{u}: its host is not on this node's allow-list"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            RegistrationPolicy::Open | RegistrationPolicy::InviteOnly => Ok(()),
+        }
+    }
+}
+
+fn bad_initial_token(why: &str) -> OidcError {
+    OidcError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_token", why)
+}
+
+/// RFC 7591 registration under the node's policy. `initial_token` is the bearer token the
+/// request carried, if any.
+pub async fn register(
+    db: &Db,
+    body: Value,
+    registration_base: &str,
+    policy: &Registration,
+    initial_token: Option<&str>,
+) -> Result<Registered, OidcError> {
+    let mut body = body;
+    if let Some(map) = body.as_object_mut().filter(|_| !policy.default_subject_type.is_empty()) {
+        map.entry("subject_type").or_insert_with(|| policy.default_subject_type.clone().into());
+    }
     let metadata: Metadata = serde_json::from_value(body).map_err(|e| bad_metadata(e.to_string()))?;
     validate(&metadata)?;
+    policy.admits(&metadata)?;
     let id = new_id();
-    let secret = (metadata.token_endpoint_auth_method != "none").then(random_token);
+    let secret = metadata.token_endpoint_auth_method.starts_with("client_secret").then(random_token);
     let registration = random_token();
     let now = now_ms();
+    let mut tx = db.pool().begin().await?;
+    if policy.policy == RegistrationPolicy::InviteOnly {
+        let token = initial_token.ok_or_else(|| {
+            bad_initial_token(
+                "this node registers clients by invitation: send its initial access token as a Bearer token",
+            )
+        })?;
+        let used = sqlx::query(
+            "UPDATE oidc_registration_tokens SET used_at = $1, client_id = $2 \
+             WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(&id)
+        .bind(token_hash(token))
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            return Err(bad_initial_token("the initial access token is unknown, used or expired"));
+        }
+    }
     sqlx::query(
         "INSERT INTO oidc_clients (id, secret_hash, registration_hash, metadata, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -171,8 +311,9 @@ pub async fn register(db: &Db, body: Value, registration_base: &str) -> Result<R
     .bind(token_hash(&registration))
     .bind(serde_json::to_string(&metadata).map_err(OidcError::internal)?)
     .bind(now)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     metrics::counter!("sichat_oidc_clients_registered_total").increment(1);
     Ok(Registered {
         client_secret_expires_at: secret.as_ref().map(|_| 0),
@@ -183,6 +324,100 @@ pub async fn register(db: &Db, body: Value, registration_base: &str) -> Result<R
         client_id: id,
         metadata,
     })
+}
+
+/// A single-use initial access token for registration under `invite-only`.
+pub async fn create_registration_token(db: &Db, ttl_ms: i64) -> Result<String, OidcError> {
+    let token = random_token();
+    sqlx::query("INSERT INTO oidc_registration_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)")
+        .bind(token_hash(&token))
+        .bind(now_ms())
+        .bind(now_ms() + ttl_ms)
+        .execute(db.pool())
+        .await?;
+    Ok(token)
+}
+
+/// Is `id` a client ID metadata document URL rather than a registered id?
+pub fn is_document_url(id: &str) -> bool {
+    id.starts_with("https://") || id.starts_with("http://")
+}
+
+/// How long a fetched metadata document is used before it is fetched again, when the
+/// site's own caching headers do not say longer.
+const DOCUMENT_FRESH_MS: i64 = 5 * 60_000;
+/// How long a stored copy stands in when the site cannot be reached.
+const DOCUMENT_STALE_MS: i64 = 24 * 3_600_000;
+
+/// A client identified by the URL of its metadata document
+/// (draft-ietf-oauth-client-id-metadata-document), fetched through the safe fetcher. The
+/// last good copy is kept in `oidc_clients` (with no secret and no registration token),
+/// so requests, consents and tokens refer to it like to any client; it is fetched again
+/// after five minutes, and stands in for a day if the site is down. Such clients have no
+/// secret, and are refused when registration is `off` or `invite-only`.
+pub async fn from_document(db: &Db, fetcher: &Fetcher, id: &str, policy: &Registration) -> Result<Client, OidcError> {
+    let bad = |why: String| OidcError::bad("invalid_client", format!("client metadata document {id}: {why}"));
+    if !matches!(policy.policy, RegistrationPolicy::Open | RegistrationPolicy::AllowList) {
+        return Err(bad("this node accepts only clients its owner registered".into()));
+    }
+    let u = Url::parse(id).map_err(|_| bad("not a URL".into()))?;
+    if u.path().len() < 2 || u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
+        return Err(bad("the URL needs a path, and no fragment or credentials".into()));
+    }
+    let stored = find(db, id).await?.filter(|c| c.secret_hash.is_none());
+    let stored_at: Option<i64> = match stored {
+        Some(_) => {
+            sqlx::query_scalar("SELECT created_at FROM oidc_clients WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db.pool())
+                .await?
+        }
+        None => None,
+    };
+    let age = stored_at.map(|t| now_ms() - t);
+    if let (Some(c), Some(age)) = (&stored, age) {
+        if age < DOCUMENT_FRESH_MS {
+            return Ok(Client { id: c.id.clone(), secret_hash: None, metadata: c.metadata.clone() });
+        }
+    }
+    let mut doc = match fetcher.get_json(id).await {
+        Ok(doc) => doc,
+        Err(e) => {
+            return match (stored, age) {
+                (Some(c), Some(age)) if age < DOCUMENT_STALE_MS => {
+                    tracing::warn!(client = %id, error = %e, "using the stored client metadata document");
+                    Ok(c)
+                }
+                _ => Err(bad(e.to_string())),
+            }
+        }
+    };
+    if doc.get("client_id").and_then(Value::as_str) != Some(id) {
+        return Err(bad("its client_id is not the URL it was fetched from".into()));
+    }
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("client_id");
+        map.entry("token_endpoint_auth_method").or_insert_with(|| "none".into());
+    }
+    let metadata: Metadata = serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
+    if !["none", "private_key_jwt"].contains(&metadata.token_endpoint_auth_method.as_str()) {
+        return Err(bad("a metadata document client cannot use a shared secret".into()));
+    }
+    validate(&metadata).map_err(|e| bad(e.description))?;
+    policy.admits(&metadata).map_err(|e| bad(e.description))?;
+    // No registration token can match the empty hash, and no secret is stored.
+    sqlx::query(
+        "INSERT INTO oidc_clients (id, secret_hash, registration_hash, metadata, created_at) \
+         VALUES ($1, NULL, '', $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET metadata = excluded.metadata, created_at = excluded.created_at \
+         WHERE oidc_clients.secret_hash IS NULL",
+    )
+    .bind(id)
+    .bind(serde_json::to_string(&metadata).map_err(OidcError::internal)?)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(Client { id: id.to_owned(), secret_hash: None, metadata })
 }
 
 pub async fn find(db: &Db, id: &str) -> Result<Option<Client>, OidcError> {

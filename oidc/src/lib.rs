@@ -1,8 +1,11 @@
 //! The OpenID Provider: every user of the node can sign in to sites that speak OpenID
 //! Connect, with the node as their identity provider.
 //!
-//! - [`keys`]: the ID token signing keys (RS256), sealed at rest, and the JWKS.
-//! - [`clients`]: Dynamic Client Registration (RFC 7591/7592).
+//! - [`keys`]: the ID token signing keys (RS256, EdDSA, ES256), sealed at rest, rotated,
+//!   and the JWKS.
+//! - [`clients`]: Dynamic Client Registration (RFC 7591/7592) under the node's policy, and
+//!   clients identified by a metadata document URL.
+//! - [`claims`]: claims backed by the user's credentials, verified when released.
 //! - [`provider`]: authorization requests, sign-in, consent, codes and tokens.
 //! - [`pages`]: the server-rendered sign-in, consent and error pages.
 //! - [`api`]: the axum router.
@@ -10,6 +13,7 @@
 //! Tables: `oidc_*`.
 
 pub mod api;
+pub mod claims;
 pub mod clients;
 mod error;
 pub mod keys;
@@ -17,4 +21,4 @@ pub mod pages;
 pub mod provider;
 
 pub use error::OidcError;
-pub use provider::Provider;
+pub use provider::{Provider, Settings};

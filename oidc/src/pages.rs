@@ -1,5 +1,7 @@
 //! Server-rendered pages: sign-in, consent, errors. Plain HTML forms, no script.
 
+use crate::claims::{Evidence, BACKED};
+
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -59,21 +61,65 @@ fn describe(scope: &str) -> &'static str {
         "profile" => "your user name",
         "email" => "your email address, if your node knows one",
         "offline_access" => "stay signed in when you are away (a refresh token)",
+        "membership" => "see the nodes you are a member of, from your MembershipCredentials",
+        "friends" => "see who vouches for you as a friend, from your FriendCredentials",
         _ => "",
     }
 }
 
-pub fn consent(client_name: &str, redirect_host: &str, user: &str, scope: &str, request: &str, csrf: &str) -> String {
+/// The consent page: the site, each scope, and for claims backed by credentials, the
+/// credentials that back them.
+pub fn consent(
+    client_name: &str,
+    redirect_host: &str,
+    user: &str,
+    scope: &str,
+    request: &str,
+    csrf: &str,
+    evidence: &[Evidence],
+) -> String {
     let items: String = scope
         .split_whitespace()
-        .map(|s| format!("<li><strong>{}</strong>: {}</li>", esc(s), esc(describe(s))))
+        .map(|s| {
+            let backed = BACKED.iter().find(|b| b.scope == s);
+            let proof = match backed {
+                None => String::new(),
+                Some(b) => {
+                    let rows: Vec<String> = evidence
+                        .iter()
+                        .filter(|e| e.claim == b.claim)
+                        .map(|e| {
+                            format!(
+                                "<li><code>{}</code>: {} <span class=\"muted\">({} {})</span></li>",
+                                esc(b.claim),
+                                esc(&e.value),
+                                esc(e.credential_type),
+                                esc(&e.credential_id)
+                            )
+                        })
+                        .collect();
+                    match rows.is_empty() {
+                        true => format!(
+                            "<ul><li class=\"muted\">You hold no valid {}: nothing will be shared.</li></ul>",
+                            esc(b.credential_type)
+                        ),
+                        false => format!("<ul>{}</ul>", rows.concat()),
+                    }
+                }
+            };
+            format!("<li><strong>{}</strong>: {}{proof}</li>", esc(s), esc(describe(s)))
+        })
         .collect();
+    let note = match scope.split_whitespace().any(|s| BACKED.iter().any(|b| b.scope == s)) {
+        true => "Claims backed by credentials are checked now: only credentials that are valid and not revoked count.",
+        false => "No credential backs these claims: they come from your account.",
+    };
     page(
         "Allow access?",
         &format!(
             "<h1>{site} asks to sign you in</h1><p>Signed in as <strong>{user}</strong>. \
              {site} (at {host}) will be able to:</p><ul>{items}</ul>\
-             <p class=\"muted\">No credential backs these claims: they come from your account.</p>\
+             <p class=\"muted\">{note}</p>\
              <form method=\"post\" action=\"/oidc/consent\">\
              <input type=\"hidden\" name=\"request\" value=\"{request}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
@@ -90,6 +136,22 @@ pub fn consent(client_name: &str, redirect_host: &str, user: &str, scope: &str, 
 
 pub fn error(title: &str, message: &str) -> String {
     page(title, &format!("<h1>{}</h1><p class=\"err\">{}</p>", esc(title), esc(message)))
+}
+
+/// "Sign out of your node?", for a logout request that carries no ID token of ours.
+pub fn confirm_logout(csrf: &str, keep: &[(&str, &str)]) -> String {
+    let hidden: String =
+        keep.iter().map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(k), esc(v))).collect();
+    page(
+        "Sign out?",
+        &format!(
+            "<h1>Sign out of your node?</h1><p>A site asked to end your session on this node.</p>\
+             <form method=\"post\" action=\"/oidc/logout\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{hidden}\
+             <button type=\"submit\">Sign out</button></form>",
+            csrf = esc(csrf),
+        ),
+    )
 }
 
 pub fn signed_out() -> String {

@@ -2,8 +2,9 @@
 //! revocation and introspection. Everything durable lives in the `oidc_*` tables; codes and
 //! tokens are stored as hashes only.
 
+use crate::clients::Registration;
 use crate::clients::{self, Client};
-use crate::keys::{self, SigningKey};
+use crate::keys::{self, KeySet};
 use crate::OidcError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::StatusCode;
@@ -12,20 +13,26 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sichat_accounts::Accounts;
 use sichat_core::db::Db;
-use sichat_core::ids::{b64url, now_ms, random_bytes, random_token, token_hash};
+use sichat_core::ids::{b64url, b64url_decode, now_ms, random_bytes, random_token, token_hash};
+use sichat_core::net::Fetcher;
 use sichat_core::seal::MasterKey;
+use sichat_verifier::Verifier;
 use sqlx::Row;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Semaphore;
 
-pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+/// Every scope we grant; `membership` and `friends` bring claims backed by credentials.
+pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "membership", "friends"];
 const CODE_TTL_MS: i64 = 60_000;
 const REQUEST_TTL_MS: i64 = 10 * 60_000;
 pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
 const ACCESS_TTL_MS: i64 = 3_600_000;
 const REFRESH_TTL_MS: i64 = 30 * 24 * 3_600_000;
-const ID_TOKEN_TTL_SECS: i64 = 3600;
+pub const ID_TOKEN_TTL_SECS: i64 = 3600;
+/// The longest lifetime a `private_key_jwt` client assertion may claim.
+const ASSERTION_MAX_TTL_MS: i64 = 10 * 60_000;
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Failed sign-ins allowed per account (and per address, ×4) in a window.
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
@@ -78,11 +85,23 @@ struct Grant<'a> {
     auth_time: Option<i64>,
 }
 
+/// How the node runs its provider (from the server's configuration).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub registration: Registration,
+    /// Replace signing keys older than this; `None` never rotates on its own.
+    pub key_rotation_ms: Option<i64>,
+}
+
 pub struct Provider {
     db: Db,
     accounts: Arc<Accounts>,
+    master: Arc<MasterKey>,
+    fetcher: Arc<Fetcher>,
+    verifier: Arc<Verifier>,
+    settings: Settings,
     issuer: String,
-    keys: Vec<SigningKey>,
+    keys: RwLock<Arc<KeySet>>,
     pairwise_salt: Vec<u8>,
     /// Bounds the memory of concurrent argon2id hashing (19 MiB each).
     hashing: Semaphore,
@@ -115,31 +134,61 @@ fn invalid_grant(why: impl Into<String>) -> OidcError {
     OidcError::bad("invalid_grant", why)
 }
 
+/// The node's secret for pairwise subjects, sealed under the master key: with it and the
+/// user ids, anyone could link a user's subjects across sites.
+async fn pairwise_salt(db: &Db, master: &MasterKey) -> Result<Vec<u8>, OidcError> {
+    const NAME: &str = "oidc_pairwise_salt_sealed";
+    let read = || async {
+        let sealed: Option<String> = sqlx::query_scalar("SELECT value FROM node_settings WHERE name = $1")
+            .bind(NAME)
+            .fetch_optional(db.pool())
+            .await?;
+        let Some(sealed) = sealed else { return Ok::<_, OidcError>(None) };
+        let bytes = b64url_decode(&sealed).ok_or_else(|| OidcError::internal("the pairwise salt is not base64url"))?;
+        Ok(Some(master.open(&bytes, NAME)?.to_vec()))
+    };
+    if let Some(salt) = read().await? {
+        return Ok(salt);
+    }
+    // Nodes before sealing kept it in clear; keep its value so subjects do not change.
+    let clear: Option<String> = sqlx::query_scalar("SELECT value FROM node_settings WHERE name = 'oidc_pairwise_salt'")
+        .fetch_optional(db.pool())
+        .await?;
+    let salt = clear.map(String::into_bytes).unwrap_or_else(|| b64url(&random_bytes::<32>()).into_bytes());
+    let mut tx = db.pool().begin().await?;
+    // A replica starting at the same time may win the insert; everyone then reads its value.
+    sqlx::query("INSERT INTO node_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(NAME)
+        .bind(b64url(&master.seal(&salt, NAME)))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM node_settings WHERE name = 'oidc_pairwise_salt'").execute(&mut *tx).await?;
+    tx.commit().await?;
+    read().await?.ok_or_else(|| OidcError::internal("the pairwise salt was not stored"))
+}
+
 impl Provider {
-    pub async fn open(db: Db, accounts: Arc<Accounts>, master: &MasterKey) -> Result<Self, OidcError> {
-        let keys = keys::load_or_create(&db, master).await?;
-        let salt: Option<String> =
-            sqlx::query_scalar("SELECT value FROM node_settings WHERE name = 'oidc_pairwise_salt'")
-                .fetch_optional(db.pool())
-                .await?;
-        let salt = match salt {
-            Some(s) => s,
-            None => {
-                let s = b64url(&random_bytes::<32>());
-                sqlx::query("INSERT INTO node_settings (name, value) VALUES ('oidc_pairwise_salt', $1)")
-                    .bind(&s)
-                    .execute(db.pool())
-                    .await?;
-                s
-            }
-        };
+    pub async fn open(
+        db: Db,
+        accounts: Arc<Accounts>,
+        master: Arc<MasterKey>,
+        verifier: Arc<Verifier>,
+        settings: Settings,
+    ) -> Result<Self, OidcError> {
+        let fetcher = verifier.resolver().fetcher().clone();
+        let keys = keys::load(&db, &master).await?;
+        let pairwise_salt = pairwise_salt(&db, &master).await?;
         let issuer = accounts.node().public_url().as_str().trim_end_matches('/').to_owned();
         Ok(Self {
             db,
             accounts,
+            master,
+            fetcher,
+            verifier,
+            settings,
             issuer,
-            keys,
-            pairwise_salt: salt.into_bytes(),
+            keys: RwLock::new(Arc::new(keys)),
+            pairwise_salt,
             hashing: Semaphore::new(2),
             failures: Mutex::new(HashMap::new()),
         })
@@ -178,26 +227,81 @@ impl Provider {
             "response_modes_supported": ["query"],
             "grant_types_supported": clients::GRANT_TYPES,
             "subject_types_supported": ["pairwise", "public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
+            "id_token_signing_alg_values_supported": keys::ALGS,
             "token_endpoint_auth_methods_supported": clients::AUTH_METHODS,
+            "token_endpoint_auth_signing_alg_values_supported": keys::ALGS,
+            "revocation_endpoint_auth_signing_alg_values_supported": keys::ALGS,
+            "introspection_endpoint_auth_signing_alg_values_supported": keys::ALGS,
+            "client_id_metadata_document_supported": true,
             "revocation_endpoint_auth_methods_supported": clients::AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": clients::AUTH_METHODS,
             "code_challenge_methods_supported": ["S256"],
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username"],
+            "claims_supported": [
+                "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username",
+                "sichat_membership", "sichat_friend_of"
+            ],
             "prompt_values_supported": ["none", "login", "consent"],
-            "claims_parameter_supported": false,
+            "claims_parameter_supported": true,
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
             "authorization_response_iss_parameter_supported": true,
         })
     }
 
-    pub fn jwks(&self) -> Value {
-        keys::jwks(&self.keys)
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
+    fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn jwks(&self) -> Value {
+        self.keys().jwks().clone()
+    }
+
+    /// Rotate keys that are due, then pick up keys another process made (a replica, or
+    /// `sichatd admin rotate-keys`). Run by the node's housekeeping.
+    pub async fn maintain_keys(&self) -> Result<(), OidcError> {
+        let current = self.keys();
+        if let Some(period) = self.settings.key_rotation_ms {
+            if current.oldest_active().is_some_and(|t| t < now_ms() - period) {
+                keys::rotate(&self.db, &self.master, now_ms() - period).await?;
+            }
+        }
+        let fresh = keys::load(&self.db, &self.master).await?;
+        if fresh.kids() != current.kids() {
+            if let Ok(mut k) = self.keys.write() {
+                *k = Arc::new(fresh);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace every active key now (`sichatd admin rotate-keys`); returns the new kids.
+    pub async fn rotate_keys(&self) -> Result<Vec<String>, OidcError> {
+        let made = keys::rotate(&self.db, &self.master, now_ms() + 1).await?;
+        let fresh = keys::load(&self.db, &self.master).await?;
+        if let Ok(mut k) = self.keys.write() {
+            *k = Arc::new(fresh);
+        }
+        Ok(made)
+    }
+
+    /// A client by id: registered here, or the URL of its metadata document.
     pub async fn client(&self, id: &str) -> Result<Option<Client>, OidcError> {
+        if clients::is_document_url(id) {
+            return clients::from_document(&self.db, &self.fetcher, id, &self.settings.registration).await.map(Some);
+        }
         clients::find(&self.db, id).await
+    }
+
+    pub async fn register(&self, body: Value, initial_token: Option<&str>) -> Result<clients::Registered, OidcError> {
+        let base = self.url("oidc/register");
+        clients::register(&self.db, body, &base, &self.settings.registration, initial_token).await
     }
 
     // ---- authorization requests ----
@@ -218,7 +322,16 @@ impl Provider {
         if get("response_mode").is_some_and(|m| m != "query") {
             return Err(OidcError::bad("invalid_request", "response_mode must be query"));
         }
-        let scope = get("scope").unwrap_or_default();
+        let mut scope = get("scope").unwrap_or_default();
+        if let Some(claims) = get("claims") {
+            // A backed claim asked for by name needs the same consent as its scope.
+            let extra = crate::claims::scopes_in_claims_parameter(&claims)
+                .map_err(|why| OidcError::bad("invalid_request", why))?;
+            for s in extra {
+                scope.push(' ');
+                scope.push_str(s);
+            }
+        }
         let scopes = scope_set(&scope);
         if !scopes.contains(&"openid") {
             return Err(OidcError::bad("invalid_scope", "scope must include openid"));
@@ -595,6 +708,20 @@ impl Provider {
         Ok(gone > 0)
     }
 
+    /// The credentials that back the claims `scope` asks for, verified now.
+    pub async fn evidence(&self, user_id: &str, scope: &str) -> Result<Vec<crate::claims::Evidence>, OidcError> {
+        crate::claims::evidence(&self.db, &self.verifier, user_id, &scope_set(scope)).await
+    }
+
+    async fn backed_claims(&self, user_id: &str, scope: &str) -> Result<serde_json::Map<String, Value>, OidcError> {
+        let scopes = scope_set(scope);
+        if !crate::claims::scopes().any(|s| scopes.contains(&s)) {
+            return Ok(serde_json::Map::new());
+        }
+        let evidence = crate::claims::evidence(&self.db, &self.verifier, user_id, &scopes).await?;
+        Ok(crate::claims::as_claims(&scopes, &evidence))
+    }
+
     // ---- codes and tokens ----
 
     /// A single-use code for `p`, for the signed-in user.
@@ -624,6 +751,18 @@ impl Provider {
         basic: Option<(String, String)>,
         form: &HashMap<String, String>,
     ) -> Result<Client, OidcError> {
+        if let Some(kind) = form.get("client_assertion_type") {
+            if basic.is_some() || form.contains_key("client_secret") {
+                return Err(OidcError::bad("invalid_request", "use one client authentication method, not two"));
+            }
+            if kind != JWT_BEARER {
+                return Err(OidcError::invalid_client(format!("client_assertion_type must be {JWT_BEARER}")));
+            }
+            let assertion = form
+                .get("client_assertion")
+                .ok_or_else(|| OidcError::invalid_client("client_assertion is required"))?;
+            return self.client_by_assertion(assertion, form.get("client_id").map(String::as_str)).await;
+        }
         let posted = (form.get("client_id").cloned(), form.get("client_secret").cloned());
         let (id, secret, method) = match (basic, posted) {
             (Some(_), (_, Some(_))) => {
@@ -645,6 +784,89 @@ impl Provider {
             if client.secret_hash.as_deref() != Some(token_hash(&secret).as_str()) {
                 return Err(OidcError::invalid_client("wrong client secret"));
             }
+        }
+        Ok(client)
+    }
+
+    /// `private_key_jwt` (RFC 7523 §2.2, OIDC Core §9): a JWT signed by one of the client's
+    /// registered keys, for this provider, short-lived, and used once.
+    async fn client_by_assertion(&self, assertion: &str, posted_id: Option<&str>) -> Result<Client, OidcError> {
+        let bad = |why: &str| OidcError::invalid_client(format!("client assertion: {why}"));
+        let (header, claims) =
+            sichat_core::jws::unverified_parts(assertion).map_err(|_| bad("not a compact JWS with a JSON payload"))?;
+        let id = claims.get("iss").and_then(Value::as_str).ok_or_else(|| bad("iss is missing"))?;
+        if claims.get("sub").and_then(Value::as_str) != Some(id) {
+            return Err(bad("sub must equal iss (the client_id)"));
+        }
+        if posted_id.is_some_and(|p| p != id) {
+            return Err(bad("client_id does not match the assertion's issuer"));
+        }
+        let client = self.client(id).await?.ok_or_else(|| OidcError::invalid_client("unknown client"))?;
+        if client.metadata.token_endpoint_auth_method != "private_key_jwt" {
+            return Err(OidcError::invalid_client(format!(
+                "this client authenticates with {}",
+                client.metadata.token_endpoint_auth_method
+            )));
+        }
+        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+        if !keys::ALGS.contains(&alg)
+            || client.metadata.token_endpoint_auth_signing_alg.as_deref().is_some_and(|a| a != alg)
+        {
+            return Err(bad(&format!("alg {alg} is not accepted for this client")));
+        }
+        let jwks = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
+            (Some(j), _) => j.clone(),
+            (None, Some(uri)) => self.fetcher.get_json(uri).await.map_err(|e| bad(&format!("jwks_uri: {e}")))?,
+            (None, None) => return Err(bad("the client has no keys")),
+        };
+        let kid = header.get("kid").and_then(Value::as_str);
+        let candidates: Vec<&Value> = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|keys| keys.iter().filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid).collect())
+            .unwrap_or_default();
+        let verified = candidates.iter().any(|k| {
+            let Some(jwk) = k.as_object().and_then(|m| josekit::jwk::Jwk::from_map(m.clone()).ok()) else {
+                return false;
+            };
+            keys::verifier_for(alg, &jwk).is_ok_and(|v| josekit::jws::deserialize_compact(assertion, &*v).is_ok())
+        });
+        if !verified {
+            return Err(bad("the signature does not match any of the client's keys"));
+        }
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let ours = [self.issuer.clone(), self.url("oidc/token"), self.url("oidc/revoke"), self.url("oidc/introspect")];
+        if !audiences.iter().any(|a| ours.iter().any(|o| o == a)) {
+            return Err(bad("aud must be this provider's issuer or token endpoint"));
+        }
+        let now = now_ms();
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| bad("exp is missing"))? * 1000;
+        if exp <= now {
+            return Err(bad("it has expired"));
+        }
+        if exp > now + ASSERTION_MAX_TTL_MS {
+            return Err(bad("exp is more than 10 minutes away"));
+        }
+        if claims.get("iat").and_then(Value::as_i64).is_some_and(|iat| iat * 1000 > now + 60_000) {
+            return Err(bad("iat is in the future"));
+        }
+        let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256);
+        let jti = jti.ok_or_else(|| bad("jti is missing or too long"))?;
+        let fresh = sqlx::query(
+            "INSERT INTO oidc_client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(&client.id)
+        .bind(jti)
+        .bind(exp)
+        .execute(self.db.pool())
+        .await?;
+        if fresh.rows_affected() != 1 {
+            return Err(bad("it was already used (jti replay)"));
         }
         Ok(client)
     }
@@ -721,7 +943,11 @@ impl Provider {
         if let Some(n) = nonce {
             claims["nonce"] = json!(n);
         }
-        let key = self.keys.first().ok_or_else(|| OidcError::internal("no signing key"))?;
+        if let Some(map) = claims.as_object_mut() {
+            map.extend(self.backed_claims(user_id, scope).await?);
+        }
+        let keys = self.keys();
+        let key = keys.signer(&client.metadata.id_token_signed_response_alg)?;
         let mut out = json!({
             "access_token": access,
             "token_type": "Bearer",
@@ -928,6 +1154,9 @@ impl Provider {
             out["preferred_username"] = json!(account.name);
             out["name"] = json!(account.name);
         }
+        if let Some(map) = out.as_object_mut() {
+            map.extend(self.backed_claims(&user_id, &scope).await?);
+        }
         Ok(out)
     }
 
@@ -984,12 +1213,7 @@ impl Provider {
 
     /// The client an `id_token_hint` was issued to, if we signed it.
     pub fn hinted_client(&self, id_token: &str) -> Option<String> {
-        let key = self.keys.first()?;
-        let verifier = josekit::jws::RS256
-            .verifier_from_jwk(&josekit::jwk::Jwk::from_map(key.public_jwk.as_object()?.clone()).ok()?)
-            .ok()?;
-        let (payload, _) = josekit::jws::deserialize_compact(id_token, &verifier).ok()?;
-        let claims: Value = serde_json::from_slice(&payload).ok()?;
+        let claims: Value = serde_json::from_slice(&self.keys().verify(id_token)?).ok()?;
         if claims.get("iss")?.as_str()? != self.issuer {
             return None;
         }
@@ -1005,6 +1229,8 @@ impl Provider {
             "DELETE FROM oidc_codes WHERE expires_at <= $1",
             "DELETE FROM oidc_sessions WHERE expires_at <= $1",
             "DELETE FROM oidc_tokens WHERE expires_at <= $1",
+            "DELETE FROM oidc_client_assertions WHERE expires_at <= $1",
+            "DELETE FROM oidc_registration_tokens WHERE expires_at <= $1",
         ] {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }

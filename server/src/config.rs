@@ -4,6 +4,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use sichat_oidc::clients::{Registration, RegistrationPolicy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use url::Url;
@@ -41,6 +42,16 @@ pub struct Config {
     /// resolving DIDs and fetching status lists. Default: only when the node's own public
     /// URL is on loopback (a development node).
     pub allow_local_network: Option<bool>,
+    /// Who may register OpenID clients: `open` (default), `off`, `invite-only` (initial
+    /// access tokens from `sichatd admin client-token`) or `allow-list`.
+    pub oidc_registration: RegistrationPolicy,
+    /// Under `allow-list`: the hosts clients' redirect URIs may use.
+    pub oidc_allowed_hosts: Vec<String>,
+    /// `pairwise` (default: sites cannot correlate a user) or `public`, for clients that do
+    /// not choose.
+    pub oidc_subject_type: String,
+    /// Replace the ID token signing keys after this many days; 0 never rotates on its own.
+    pub oidc_key_rotation_days: u32,
 }
 
 impl Default for Config {
@@ -59,6 +70,10 @@ impl Default for Config {
             invite_ttl_hours: 7 * 24,
             owner_quota: 50,
             allow_local_network: None,
+            oidc_registration: RegistrationPolicy::Open,
+            oidc_allowed_hosts: Vec::new(),
+            oidc_subject_type: "pairwise".into(),
+            oidc_key_rotation_days: 90,
         }
     }
 }
@@ -79,6 +94,10 @@ const ENV_KEYS: &[&str] = &[
     "invite_ttl_hours",
     "owner_quota",
     "allow_local_network",
+    "oidc_registration",
+    "oidc_allowed_hosts",
+    "oidc_subject_type",
+    "oidc_key_rotation_days",
 ];
 
 /// Flags given on the command line; `None` leaves the lower layers alone.
@@ -130,7 +149,26 @@ impl Config {
         if self.owner_quota < 1 || self.session_ttl_secs < 60 || self.invite_ttl_hours < 1 {
             return Err("owner_quota ≥ 1, session_ttl_secs ≥ 60 and invite_ttl_hours ≥ 1 are required".into());
         }
+        if !["pairwise", "public"].contains(&self.oidc_subject_type.as_str()) {
+            return Err("oidc_subject_type must be pairwise or public".into());
+        }
+        if self.oidc_registration == RegistrationPolicy::AllowList && self.oidc_allowed_hosts.is_empty() {
+            return Err("oidc_registration = \"allow-list\" needs oidc_allowed_hosts".into());
+        }
         Ok(())
+    }
+
+    /// The OpenID Provider's part of the configuration.
+    pub fn oidc_settings(&self) -> sichat_oidc::Settings {
+        let days = i64::from(self.oidc_key_rotation_days);
+        sichat_oidc::Settings {
+            registration: Registration {
+                policy: self.oidc_registration,
+                allowed_hosts: self.oidc_allowed_hosts.clone(),
+                default_subject_type: self.oidc_subject_type.clone(),
+            },
+            key_rotation_ms: (days > 0).then_some(days * 24 * 3_600_000),
+        }
     }
 
     /// The database URL, defaulting to `sichat.db` in the data directory.

@@ -67,6 +67,23 @@ enum Admin {
     Remove { name: String },
     /// Write a consistent copy of the database to PATH.
     Backup { path: PathBuf },
+    /// Replace the OpenID Provider's signing keys now. The old ones stay published until the
+    /// ID tokens they signed expire (about an hour); a running node picks the new ones up
+    /// within a minute.
+    RotateKeys {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint a single-use initial access token for OpenID client registration, for nodes with
+    /// `oidc_registration = "invite-only"`. Give it to the site's operator; their client
+    /// sends it as `Authorization: Bearer TOKEN` to the registration endpoint.
+    ClientToken {
+        /// How long the token stays valid.
+        #[arg(long, default_value_t = 168)]
+        ttl_hours: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -168,6 +185,29 @@ async fn admin(config: Config, cmd: Admin) -> Result<()> {
                     let by = u.invited_by.unwrap_or_else(|| "(node)".into());
                     println!("{:<20} {:<8} {:>5} {:>7}  {:<16} {}", u.name, u.status, u.quota, u.devices, by, u.did);
                 }
+            }
+        }
+        Admin::RotateKeys { json } => {
+            let kids = node.oidc.rotate_keys().await?;
+            if json {
+                println!("{}", serde_json::json!({"new_kids": kids}));
+            } else {
+                println!("New signing keys: {}", kids.join(", "));
+                println!("The old keys stay in the JWKS until the ID tokens they signed expire.");
+            }
+        }
+        Admin::ClientToken { ttl_hours, json } => {
+            if !(1..=24 * 365).contains(&ttl_hours) {
+                bail!("--ttl-hours must be between 1 and 8760");
+            }
+            let token = sichat_oidc::clients::create_registration_token(&node.db, ttl_hours * 3_600_000).await?;
+            let endpoint = node.oidc.url("oidc/register");
+            if json {
+                println!("{}", serde_json::json!({"initial_access_token": token, "registration_endpoint": endpoint}));
+            } else {
+                println!("Initial access token (single use, {ttl_hours} h):");
+                println!("  {token}");
+                println!("The client registers at {endpoint} with `Authorization: Bearer <token>`.");
             }
         }
         Admin::Remove { name } => {

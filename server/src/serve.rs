@@ -64,5 +64,8 @@ async fn housekeeping(node: Node, limiter: app::Limiter) {
         if let Err(e) = node.oidc.purge_expired().await {
             tracing::warn!(error = %e, "housekeeping failed");
         }
+        if let Err(e) = node.oidc.maintain_keys().await {
+            tracing::warn!(error = %e, "signing key maintenance failed");
+        }
     }
 }

@@ -76,7 +76,7 @@ impl Node {
         let verifier = Arc::new(Verifier::with_resolver(resolver, issuer.own_contexts()));
         let presentations = Arc::new(Presentations::new(db.clone(), accounts.clone(), verifier.clone()));
         let oidc = Arc::new(
-            Provider::open(db.clone(), accounts.clone(), &master)
+            Provider::open(db.clone(), accounts.clone(), master.clone(), verifier.clone(), config.oidc_settings())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open the OpenID Provider: {e}"))?,
         );

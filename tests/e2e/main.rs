@@ -6,5 +6,6 @@ mod bad_input;
 mod issuer;
 mod oid4vci;
 mod oidc;
+mod oidc_clients;
 mod process;
 mod verifier;

@@ -24,16 +24,17 @@ use std::path::{Path, PathBuf};
 
 storage_tests!(oidc_login_tokens_refresh_revoke, oidc_refuses_bad_requests);
 
-const PASSWORD: &str = "correct horse battery staple";
-const REDIRECT: &str = "http://127.0.0.1:9/cb";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const REDIRECT: &str = "http://127.0.0.1:9/cb";
 
 /// The relying party's HTTP client (openidconnect's own reqwest re-export).
-type Http = openidconnect::reqwest::Client;
+pub(crate) type Http = openidconnect::reqwest::Client;
 
 /// A client with the endpoints this test uses through openidconnect: authorization,
 /// introspection, token and UserInfo. (oauth2's revocation refuses plain http, so revocation
 /// is sent by hand.)
-type Rp = CoreClient<EndpointSet, EndpointNotSet, EndpointSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+pub(crate) type Rp =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
 
 async fn oidc_login_tokens_refresh_revoke(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };
@@ -59,7 +60,7 @@ async fn oidc_login_tokens_refresh_revoke(backend: Backend) {
         assert!(raw[field].as_str().is_some_and(|u| u.starts_with(&app.url)), "{field} in {raw}");
     }
     assert_eq!(raw["code_challenge_methods_supported"], json!(["S256"]));
-    assert_eq!(raw["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    assert_eq!(raw["id_token_signing_alg_values_supported"], json!(["RS256", "EdDSA", "ES256"]));
     assert_eq!(raw["response_types_supported"], json!(["code"]));
     assert_has(&raw["subject_types_supported"], &["pairwise", "public"]);
     assert_has(&raw["scopes_supported"], &["openid", "profile", "email", "offline_access"]);
@@ -253,7 +254,7 @@ async fn oidc_refuses_bad_requests(backend: Backend) {
 }
 
 /// `alice`, the node's owner, with a password for the login form.
-async fn alice_with_password(app: &TestApp) -> PathBuf {
+pub(crate) async fn alice_with_password(app: &TestApp) -> PathBuf {
     let alice = app.join("alice", &app.owner_invite).await;
     let env = [("SICHAT_NEW_PASSWORD", PASSWORD), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
     let out = sichat_env(&alice, &["password", "set"], &env).await;
@@ -261,18 +262,18 @@ async fn alice_with_password(app: &TestApp) -> PathBuf {
     alice
 }
 
-async fn did(wallet: &Path) -> String {
+pub(crate) async fn did(wallet: &Path) -> String {
     json(&sichat(wallet, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned()
 }
 
 /// The relying party's HTTP client never follows redirects (openidconnect's SSRF advice).
-fn rp_http() -> Http {
+pub(crate) fn rp_http() -> Http {
     Http::builder().redirect(openidconnect::reqwest::redirect::Policy::none()).build().expect("http client")
 }
 
 /// Provider metadata through openidconnect, plus the raw document for the endpoints
 /// `CoreProviderMetadata` does not model (revocation, introspection, logout).
-async fn discover(app: &TestApp, http: &Http) -> (CoreProviderMetadata, Value) {
+pub(crate) async fn discover(app: &TestApp, http: &Http) -> (CoreProviderMetadata, Value) {
     let issuer = IssuerUrl::new(app.url.clone()).expect("issuer URL");
     let meta = CoreProviderMetadata::discover_async(issuer, http).await.expect("discovery");
     let (status, raw) = app.get_json("/.well-known/openid-configuration").await;
@@ -280,14 +281,14 @@ async fn discover(app: &TestApp, http: &Http) -> (CoreProviderMetadata, Value) {
     (meta, raw)
 }
 
-fn assert_has(list: &Value, want: &[&str]) {
+pub(crate) fn assert_has(list: &Value, want: &[&str]) {
     for w in want {
         assert!(list.as_array().is_some_and(|l| l.iter().any(|v| v == w)), "{w} missing from {list}");
     }
 }
 
 /// Registers "Test RP": confidential, client_secret_basic, code and refresh grants.
-async fn register(http: &Http, meta: &CoreProviderMetadata) -> CoreClientRegistrationResponse {
+pub(crate) async fn register(http: &Http, meta: &CoreProviderMetadata) -> CoreClientRegistrationResponse {
     let endpoint = meta.registration_endpoint().expect("registration_endpoint");
     CoreClientRegistrationRequest::new(
         vec![RedirectUrl::new(REDIRECT.into()).expect("url")],
@@ -301,7 +302,7 @@ async fn register(http: &Http, meta: &CoreProviderMetadata) -> CoreClientRegistr
     .expect("dynamic registration")
 }
 
-fn rp(meta: &CoreProviderMetadata, raw: &Value, reg: &CoreClientRegistrationResponse) -> Rp {
+pub(crate) fn rp(meta: &CoreProviderMetadata, raw: &Value, reg: &CoreClientRegistrationResponse) -> Rp {
     let endpoint = |field: &str| raw[field].as_str().unwrap_or_else(|| panic!("{field} in {raw}")).to_owned();
     CoreClient::from_provider_metadata(meta.clone(), reg.client_id().clone(), reg.client_secret().cloned())
         .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).expect("url"))
@@ -368,7 +369,7 @@ async fn authorize(app: &TestApp, auth_url: &Url, decision: &str) -> (Url, bool)
 }
 
 /// The code in a redirect back to the client, after checking `state` and `iss` (RFC 9207).
-fn code_from(app: &TestApp, back: &Url, csrf: &CsrfToken) -> AuthorizationCode {
+pub(crate) fn code_from(app: &TestApp, back: &Url, csrf: &CsrfToken) -> AuthorizationCode {
     assert!(back.as_str().starts_with(REDIRECT), "{back}");
     assert_eq!(param(back, "error"), None, "{back}");
     assert_eq!(param(back, "state").as_deref(), Some(csrf.secret().as_str()), "{back}");
@@ -376,12 +377,12 @@ fn code_from(app: &TestApp, back: &Url, csrf: &CsrfToken) -> AuthorizationCode {
     AuthorizationCode::new(param(back, "code").expect("a code"))
 }
 
-fn param(url: &Url, key: &str) -> Option<String> {
+pub(crate) fn param(url: &Url, key: &str) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
 /// An HTML error page, and no redirect to an unverified place.
-fn assert_error_page(page: &Page) {
+pub(crate) fn assert_error_page(page: &Page) {
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.location.is_none(), "no redirect: {:?}", page.location);
     assert!(page.content_type.starts_with("text/html"), "{}", page.content_type);
@@ -398,7 +399,7 @@ fn assert_error_redirect(app: &TestApp, page: &Page, csrf: &CsrfToken, error: &s
 }
 
 /// The value of form field `name` in `html`, whatever the attribute order.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let at = html.find(&format!(r#"name="{name}""#)).unwrap_or_else(|| panic!("no field {name} in {html}"));
     let start = html[..at].rfind('<').expect("tag start");
     let end = at + html[at..].find('>').expect("tag end");
@@ -415,7 +416,7 @@ fn hidden(html: &str, name: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn credentials(reg: &CoreClientRegistrationResponse) -> (&str, &str) {
+pub(crate) fn credentials(reg: &CoreClientRegistrationResponse) -> (&str, &str) {
     (reg.client_id().as_str(), reg.client_secret().expect("client secret").secret().as_str())
 }
 
@@ -499,38 +500,38 @@ fn refused(r: TokenResult) -> CoreErrorResponseType {
 }
 
 /// A browser, by hand: a cookie jar and no automatic redirects.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     cookies: BTreeMap<String, String>,
 }
 
-struct Page {
-    status: u16,
-    location: Option<String>,
-    content_type: String,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: u16,
+    pub(crate) location: Option<String>,
+    pub(crate) content_type: String,
+    pub(crate) body: String,
 }
 
 impl Page {
     /// The `Location` header, resolved against the node's URL.
-    fn location(&self, app: &TestApp) -> Option<Url> {
+    pub(crate) fn location(&self, app: &TestApp) -> Option<Url> {
         let base = Url::parse(&app.url).expect("node URL");
         self.location.as_deref().map(|l| base.join(l).expect("a valid Location"))
     }
 }
 
 impl Browser {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("browser");
         Self { http, cookies: BTreeMap::new() }
     }
 
-    async fn get(&mut self, url: &str) -> Page {
+    pub(crate) async fn get(&mut self, url: &str) -> Page {
         let req = self.http.get(url);
         self.send(req).await
     }
 
-    async fn post(&mut self, url: &str, form: &[(&str, String)]) -> Page {
+    pub(crate) async fn post(&mut self, url: &str, form: &[(&str, String)]) -> Page {
         let req = self.http.post(url).form(form);
         self.send(req).await
     }
