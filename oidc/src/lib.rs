@@ -4,17 +4,24 @@
 //! - [`keys`]: the ID token signing keys (RS256), sealed at rest, and the JWKS.
 //! - [`clients`]: Dynamic Client Registration (RFC 7591/7592).
 //! - [`provider`]: authorization requests, sign-in, consent, codes and tokens.
-//! - [`pages`]: the server-rendered sign-in, consent and error pages.
+//! - [`pages`]: the server-rendered consent and error pages.
+//! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`).
+//! - [`passkeys`]: passkeys (WebAuthn) and their one-time registration links.
+//! - [`signin`], [`signin_pages`]: the sign-in page's other ways in, and the account page.
 //! - [`api`]: the axum router.
 //!
 //! Tables: `oidc_*`.
 
 pub mod api;
+pub mod approval;
 pub mod clients;
 mod error;
 pub mod keys;
 pub mod pages;
+pub mod passkeys;
 pub mod provider;
+pub mod signin;
+pub mod signin_pages;
 
 pub use error::OidcError;
 pub use provider::Provider;

@@ -1005,6 +1005,9 @@ impl Provider {
             "DELETE FROM oidc_codes WHERE expires_at <= $1",
             "DELETE FROM oidc_sessions WHERE expires_at <= $1",
             "DELETE FROM oidc_tokens WHERE expires_at <= $1",
+            "DELETE FROM oidc_approvals WHERE expires_at <= $1",
+            "DELETE FROM oidc_webauthn_ceremonies WHERE expires_at <= $1",
+            "DELETE FROM oidc_passkey_links WHERE expires_at <= $1",
         ] {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }

@@ -7,4 +7,5 @@ mod issuer;
 mod oid4vci;
 mod oidc;
 mod process;
+mod signin;
 mod verifier;
