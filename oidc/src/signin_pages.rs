@@ -7,7 +7,8 @@ use crate::pages::{esc, page};
 use crate::passkeys::PasskeyInfo;
 use serde_json::Value;
 
-const EXTRA_STYLE: &str = "<style>.code{font:600 1.6rem ui-monospace,monospace;letter-spacing:.1em}\
+const EXTRA_STYLE: &str =
+    "<style>h2{font-size:1.1rem}.code{font:600 1.6rem ui-monospace,monospace;letter-spacing:.1em}\
 .qr svg{width:10rem;height:10rem}section{border-top:1px solid #ddd;margin-top:1.5rem}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem .4rem;vertical-align:top}\
 td form{margin:0}td button{margin:0}</style>";

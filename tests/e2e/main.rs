@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bad_input;
+mod browser;
 mod issuer;
 mod oid4vci;
 mod oidc;
