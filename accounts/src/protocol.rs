@@ -352,3 +352,40 @@ pub struct UserSummary {
     pub devices: i64,
     pub created_at: i64,
 }
+
+// ---- signing in to sites with the wallet ----
+
+/// `typ` of a wallet's approval of a sign-in on its node's login page.
+pub const TYP_LOGIN_APPROVAL: &str = "sichat-login-approval+jwt";
+
+/// A device's approval of one sign-in: signed by a device key listed under
+/// `authentication` in the user's DID document (the JWS `kid`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginApprovalClaims {
+    /// The user's DID.
+    pub iss: String,
+    /// The OpenID Provider's issuer: the node's public URL.
+    pub aud: String,
+    /// The short code the sign-in page shows.
+    pub code: String,
+    /// The node's challenge for that code.
+    pub challenge: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// A sign-in waiting for a wallet's approval, as the wallet shows it before signing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub code: String,
+    pub challenge: String,
+    /// The issuer (the node's public URL): the approval's `aud`.
+    pub node: String,
+    /// The site asking, by its registered name; `None` for the node's own account page.
+    pub site: Option<String>,
+    /// Where the site will get the answer: the host of its redirect URI.
+    pub redirect_host: Option<String>,
+    pub scope: Option<String>,
+    pub expires_at: i64,
+}

@@ -577,6 +577,32 @@ impl Accounts {
         Ok((kid_for(&id)?, KeyPair::P256(key)))
     }
 
+    /// The signing key behind a verification method `kid` (`<user did>#device-<id>`) listed
+    /// under `authentication` in an active user's DID document: the user id, the device id
+    /// and the key. Revoked devices, removed users and expired certificates are refused.
+    pub async fn authentication_key(&self, kid: &str) -> Result<(String, String, Ed25519Public), AccountError> {
+        let (did, fragment) =
+            kid.split_once('#').ok_or_else(|| AccountError::InvalidRequest("kid must be a DID URL with #".into()))?;
+        let name = self.name_in_did(did)?;
+        let device_id = fragment
+            .strip_prefix("device-")
+            .ok_or_else(|| AccountError::Forbidden(format!("{kid} is not a device key of {did}")))?;
+        let doc = self.did_document(name.as_str()).await?;
+        let key = doc
+            .authentication_key(kid)
+            .ok_or_else(|| AccountError::Forbidden(format!("{kid} is not listed under authentication in {did}")))?;
+        let mut conn = self.conn().await?;
+        let device = store::device(&mut conn, device_id).await?.ok_or(AccountError::Unauthorized)?;
+        let user = store::user_by_name(&mut conn, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
+        if device.user_id != user.id || device.revoked_at.is_some() || user.status != "active" {
+            return Err(AccountError::Unauthorized);
+        }
+        if device.cert_expires_at <= now_ms() {
+            return Err(AccountError::CertificateExpired);
+        }
+        Ok((user.id, device.id, key))
+    }
+
     /// Housekeeping: drop expired challenges and sessions.
     pub async fn purge_expired(&self) -> Result<u64, AccountError> {
         Ok(store::purge_expired(&mut *self.conn().await?, now_ms()).await?)

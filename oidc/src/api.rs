@@ -2,7 +2,8 @@
 
 use crate::clients;
 use crate::pages;
-use crate::provider::{AuthParams, Next, Pending, Provider, SESSION_TTL_MS};
+use crate::provider::{AuthParams, Next, Pending, Provider};
+use crate::signin::{self, Signin};
 use crate::OidcError;
 use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,13 +20,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-const SESSION_COOKIE: &str = "sichat_op";
-const CSRF_COOKIE: &str = "sichat_csrf";
+pub(crate) const SESSION_COOKIE: &str = "sichat_op";
+pub(crate) const CSRF_COOKIE: &str = "sichat_csrf";
 
 #[derive(Clone)]
 struct AppState {
     op: Arc<Provider>,
     accounts: Arc<Accounts>,
+    signin: Arc<Signin>,
 }
 
 impl FromRef<AppState> for Arc<Accounts> {
@@ -35,6 +37,7 @@ impl FromRef<AppState> for Arc<Accounts> {
 }
 
 pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
+    let signin = Arc::new(Signin::new(op.clone(), accounts.clone()));
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/webfinger", get(webfinger))
@@ -52,7 +55,8 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/password", put(set_password))
         .route("/api/v1/oidc/consents", get(list_consents))
         .route("/api/v1/oidc/consents/{client_id}", delete(revoke_consent))
-        .with_state(AppState { op, accounts })
+        .with_state(AppState { op, accounts, signin: signin.clone() })
+        .merge(crate::signin::router(signin))
 }
 
 // ---- responses ----
@@ -79,13 +83,14 @@ fn no_store(v: Value) -> Response {
 
 /// An HTML page with the security headers; forms may post to this origin and, as the
 /// redirect after a post, to `client_origin`.
-fn html(status: StatusCode, body: String, client_origin: Option<&str>) -> Response {
+pub(crate) fn html(status: StatusCode, body: String, client_origin: Option<&str>) -> Response {
     let form_action = match client_origin {
         Some(o) => format!("'self' {o}"),
         None => "'self'".into(),
     };
     let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action {form_action}; \
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         form-action {form_action}; \
          frame-ancestors 'none'; base-uri 'none'"
     );
     let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
@@ -100,15 +105,15 @@ fn html(status: StatusCode, body: String, client_origin: Option<&str>) -> Respon
     r
 }
 
-fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     html(status, pages::error(title, message), None)
 }
 
-fn internal_page(e: OidcError) -> Response {
+pub(crate) fn internal_page(e: OidcError) -> Response {
     error_page(e.status, "Something went wrong", &e.description)
 }
 
-fn see_other(location: &str) -> Response {
+pub(crate) fn see_other(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(v) => {
             let mut r = StatusCode::SEE_OTHER.into_response();
@@ -120,12 +125,12 @@ fn see_other(location: &str) -> Response {
     }
 }
 
-fn origin_of(uri: &str) -> Option<String> {
+pub(crate) fn origin_of(uri: &str) -> Option<String> {
     let u = url::Url::parse(uri).ok()?;
     Some(u.origin().ascii_serialization())
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -136,15 +141,15 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn set_cookie(r: &mut Response, op: &Provider, name: &str, value: &str, max_age_secs: i64) {
+pub(crate) fn set_cookie(r: &mut Response, op: &Provider, name: &str, value: &str, max_age_secs: i64) {
     let secure = if op.secure_cookies() { "; Secure" } else { "" };
-    let c = format!("{name}={value}; Path=/oidc; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
+    let c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
     if let Ok(v) = HeaderValue::from_str(&c) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
-async fn browser_session(
+pub(crate) async fn browser_session(
     op: &Provider,
     headers: &HeaderMap,
 ) -> Result<Option<crate::provider::BrowserSession>, OidcError> {
@@ -291,8 +296,11 @@ async fn authorize(
             let mut r = match step {
                 Next::Login => {
                     let hint = params.login_hint.as_deref().unwrap_or_default();
-                    let body = pages::login(s.op.issuer(), client.name(), &id, &csrf, hint, None);
-                    html(StatusCode::OK, body, origin_of(&params.redirect_uri).as_deref())
+                    match s.op.pending(&id).await {
+                        Ok(Some(p)) => signin::login_page(&s.signin, &p, hint, None, StatusCode::OK).await,
+                        Ok(None) => internal_page(OidcError::internal("the saved request is missing")),
+                        Err(e) => internal_page(e),
+                    }
                 }
                 _ => see_other(&format!("/oidc/consent?request={id}")),
             };
@@ -352,37 +360,16 @@ async fn login(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let origin = origin_of(&pending.params.redirect_uri);
-    let retry = |status: StatusCode, why: &str| {
-        let body =
-            pages::login(s.op.issuer(), pending.client.name(), &pending.id, &pending.csrf, &f.username, Some(why));
-        html(status, body, origin.as_deref())
+    let retry = |status: StatusCode, why: String| {
+        let (signin, pending, username) = (&s.signin, &pending, &f.username);
+        async move { signin::login_page(signin, pending, username, Some(&why), status).await }
     };
-    let user_id = match s.op.check_password(f.username.trim(), &f.password, &peer.ip().to_string()).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return retry(StatusCode::UNAUTHORIZED, "Wrong user name or password."),
-        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => return retry(e.status, &e.description),
-        Err(e) => return internal_page(e),
-    };
-    let token = match s.op.start_session(&user_id).await {
-        Ok(t) => t,
-        Err(e) => return internal_page(e),
-    };
-    let session = match s.op.session(&token).await {
-        Ok(Some(x)) => x,
-        Ok(None) => return internal_page(OidcError::internal("the new session is missing")),
-        Err(e) => return internal_page(e),
-    };
-    let mut r = match s.op.next_step(&pending.params, &pending.client, Some(&session), true).await {
-        Ok(Next::Redirect(url)) => {
-            let _ = s.op.finish_request(&pending.id).await;
-            see_other(&url)
-        }
-        Ok(_) => see_other(&format!("/oidc/consent?request={}", pending.id)),
-        Err(e) => see_other(&s.op.error_redirect(&pending.params, &e)),
-    };
-    set_cookie(&mut r, &s.op, SESSION_COOKIE, &token, SESSION_TTL_MS / 1000);
-    r
+    match s.op.check_password(f.username.trim(), &f.password, &peer.ip().to_string()).await {
+        Ok(Some(user_id)) => signin::signed_in(&s.op, Some(&pending), &user_id).await,
+        Ok(None) => retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()).await,
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => retry(e.status, e.description).await,
+        Err(e) => internal_page(e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -655,6 +642,6 @@ async fn revoke_consent(
     }
 }
 
-fn api_error(e: OidcError) -> ApiError {
+pub(crate) fn api_error(e: OidcError) -> ApiError {
     ApiError::new(e.status, e.code, e.description)
 }

@@ -7,18 +7,25 @@
 //!   clients identified by a metadata document URL.
 //! - [`claims`]: claims backed by the user's credentials, verified when released.
 //! - [`provider`]: authorization requests, sign-in, consent, codes and tokens.
-//! - [`pages`]: the server-rendered sign-in, consent and error pages.
+//! - [`pages`]: the server-rendered consent and error pages.
+//! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`).
+//! - [`passkeys`]: passkeys (WebAuthn) and their one-time registration links.
+//! - [`signin`], [`signin_pages`]: the sign-in page's other ways in, and the account page.
 //! - [`api`]: the axum router.
 //!
 //! Tables: `oidc_*`.
 
 pub mod api;
+pub mod approval;
 pub mod claims;
 pub mod clients;
 mod error;
 pub mod keys;
 pub mod pages;
+pub mod passkeys;
 pub mod provider;
+pub mod signin;
+pub mod signin_pages;
 
 pub use error::OidcError;
 pub use provider::{Provider, Settings};

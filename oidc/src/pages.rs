@@ -1,8 +1,9 @@
-//! Server-rendered pages: sign-in, consent, errors. Plain HTML forms, no script.
+//! Server-rendered pages: consent and errors. Plain HTML forms, no script. The sign-in and
+//! account pages are in [`crate::signin_pages`].
 
 use crate::claims::{Evidence, BACKED};
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -22,36 +23,12 @@ h1{font-size:1.4rem}label{display:block;margin:.8rem 0 .2rem}input[type=text],in
 padding:.5rem;box-sizing:border-box}button{margin:1rem .5rem 0 0;padding:.5rem 1.2rem}.err{color:#a00}\
 .muted{color:#666;font-size:.9rem}li{margin:.3rem 0}";
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{STYLE}</style></head>\
          <body>{body}</body></html>",
         esc(title)
-    )
-}
-
-pub fn login(node: &str, client_name: &str, request: &str, csrf: &str, username: &str, error: Option<&str>) -> String {
-    let error = error.map(|e| format!("<p class=\"err\" role=\"alert\">{}</p>", esc(e))).unwrap_or_default();
-    page(
-        "Sign in",
-        &format!(
-            "<h1>Sign in to {site}</h1><p class=\"muted\">with your account on {node}</p>{error}\
-             <form method=\"post\" action=\"/oidc/login\">\
-             <input type=\"hidden\" name=\"request\" value=\"{request}\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label for=\"username\">User name</label>\
-             <input type=\"text\" id=\"username\" name=\"username\" value=\"{username}\" autocomplete=\"username\" required autofocus>\
-             <label for=\"password\">Password</label>\
-             <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
-             <button type=\"submit\">Sign in</button></form>\
-             <p class=\"muted\">No password yet? Set one with <code>sichat password set</code>.</p>",
-            site = esc(client_name),
-            node = esc(node),
-            request = esc(request),
-            csrf = esc(csrf),
-            username = esc(username),
-        ),
     )
 }
 

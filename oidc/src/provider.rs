@@ -1231,6 +1231,9 @@ impl Provider {
             "DELETE FROM oidc_tokens WHERE expires_at <= $1",
             "DELETE FROM oidc_client_assertions WHERE expires_at <= $1",
             "DELETE FROM oidc_registration_tokens WHERE expires_at <= $1",
+            "DELETE FROM oidc_approvals WHERE expires_at <= $1",
+            "DELETE FROM oidc_webauthn_ceremonies WHERE expires_at <= $1",
+            "DELETE FROM oidc_passkey_links WHERE expires_at <= $1",
         ] {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }

@@ -3,9 +3,11 @@
 
 mod accounts;
 mod bad_input;
+mod browser;
 mod issuer;
 mod oid4vci;
 mod oidc;
 mod oidc_clients;
 mod process;
+mod signin;
 mod verifier;

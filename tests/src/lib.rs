@@ -316,3 +316,22 @@ pub async fn login(app: &TestApp, wallet: &Path) -> reqwest::Client {
     headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("header"));
     reqwest::Client::builder().default_headers(headers).build().expect("client")
 }
+
+/// The device signing key and public profile of `wallet`, unsealed with [`PASSPHRASE`]: for
+/// tests that sign by hand what the wallet would sign (or forge what it would not).
+pub fn device_key(wallet: &Path) -> (sichat_core::keys::Ed25519KeyPair, serde_json::Value) {
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(wallet.join("wallet.json")).expect("wallet")).expect("json");
+    let profile = file["profile"].clone();
+    let salt = sichat_core::ids::b64url_decode(file["kdf"]["salt"].as_str().expect("salt")).expect("salt");
+    let params: sichat_core::seal::KdfParams = serde_json::from_value(file["kdf"].clone()).expect("params");
+    let key = sichat_core::seal::MasterKey::from_passphrase(PASSPHRASE, &salt, params).expect("kdf");
+    let aad = format!("sichat-wallet:v1:{}", serde_json::to_string(&profile).expect("profile"));
+    let sealed = sichat_core::ids::b64url_decode(file["sealed"].as_str().expect("sealed")).expect("sealed");
+    let secrets: serde_json::Value = serde_json::from_slice(&key.open(&sealed, &aad).expect("open")).expect("secrets");
+    let device = sichat_core::keys::Ed25519KeyPair::from_secret(
+        &sichat_core::keys::decode_secret(secrets["device_sign"].as_str().expect("key")).expect("b64"),
+    )
+    .expect("key");
+    (device, profile)
+}

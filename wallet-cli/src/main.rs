@@ -3,6 +3,7 @@
 
 mod client;
 mod credential;
+mod login;
 mod oidc;
 mod present;
 mod verify;
@@ -110,6 +111,13 @@ enum Command {
     /// Signing in to other sites with your node (OpenID Connect): the sites you allowed.
     #[command(subcommand)]
     Oidc(oidc::OidcCmd),
+    /// Sign in on your node's sign-in page with this wallet: `sichat login approve CODE`.
+    #[command(subcommand)]
+    Login(login::LoginCmd),
+    /// Passkeys for signing in from a browser: add (prints a one-time link to open in the
+    /// browser), list, remove.
+    #[command(subcommand)]
+    Passkey(login::PasskeyCmd),
 }
 
 #[derive(Subcommand)]
@@ -302,6 +310,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Verifier(cmd) => present::verifier(&ctx, cmd).await,
         Command::Password(cmd) => oidc::password(&ctx, cmd).await,
         Command::Oidc(cmd) => oidc::oidc(&ctx, cmd).await,
+        Command::Login(cmd) => login::login(&ctx, cmd).await,
+        Command::Passkey(cmd) => login::passkey(&ctx, cmd).await,
     }
 }
 

@@ -128,6 +128,12 @@ fn every_command_has_help() {
         &["credential", "revoke"],
         &["credential", "suspend"],
         &["credential", "resume"],
+        &["login"],
+        &["login", "approve"],
+        &["passkey"],
+        &["passkey", "add"],
+        &["passkey", "list"],
+        &["passkey", "remove"],
     ];
     for cmd in cmds {
         let out = Command::new(env!("CARGO_BIN_EXE_sichat")).args(*cmd).arg("--help").output().expect("run");
