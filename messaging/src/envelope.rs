@@ -15,7 +15,8 @@
 //! - for a signature, that `kid` is listed under `authentication` in its DID's document,
 //!   that this DID is the message's `from` (checked before resolving anything), and that
 //!   the signature verifies;
-//! - that the DID of every key that opened a layer is in the message's `to`;
+//! - that the DID of every key that opened a layer is in the message's `to` (so a signed
+//!   message for someone else cannot be re-encrypted to us and pass as ours);
 //! - that an unprotected plaintext is refused unless allowed.
 
 use serde::Deserialize;
@@ -308,11 +309,20 @@ pub async fn unpack<R: KeyResolver + ?Sized>(
             )));
         }
     }
-    check_addressed_to_us(&message, &recipient_kids)?;
+    check_addressed_to_us(&message, &recipient_kids, message.kind != crate::forward::FORWARD_TYPE)?;
     Ok(Unpacked { message, recipient_kid: recipient_kids.into_iter().next(), sender_kid, signer_kid, anoncrypted })
 }
 
-pub(crate) fn check_addressed_to_us(message: &Message, kids: &[String]) -> Result<(), EnvelopeError> {
+/// The DID of every key in `kids` must be in `to`. `to` may be absent only where
+/// `to_required` is false (forwards: other implementations leave it out there).
+pub(crate) fn check_addressed_to_us(
+    message: &Message,
+    kids: &[String],
+    to_required: bool,
+) -> Result<(), EnvelopeError> {
+    if message.to.is_empty() && !to_required {
+        return Ok(());
+    }
     for kid in kids {
         let did = did_of(kid).ok_or_else(|| EnvelopeError::RecipientNotInTo { recipient: kid.clone() })?;
         if !message.to.contains(&did) {

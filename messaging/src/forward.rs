@@ -70,7 +70,9 @@ pub fn unwrap_forward(input: &[u8], ours: &[AgreementKey], opts: &UnpackOptions)
     }
     let (kid, plaintext) = jwe.decrypt_anon(ours)?;
     let message = Message::from_json(parse_object(&plaintext)?)?;
-    check_addressed_to_us(&message, std::slice::from_ref(&kid))?;
+    // A forward's `to` is optional (the Python implementation leaves it out); if present,
+    // it must name us.
+    check_addressed_to_us(&message, std::slice::from_ref(&kid), false)?;
     let (next, inner) = forwarded(&message)?;
     Ok(Forward { id: message.id, next, message: inner, recipient_kid: kid })
 }

@@ -203,6 +203,11 @@ async fn a_recipient_missing_from_to_is_refused() {
         Err(EnvelopeError::RecipientNotInTo { recipient }) => assert_eq!(recipient, carol.did.as_str()),
         other => panic!("{other:?}"),
     }
+    // A message with no `to` at all could have been meant for anyone.
+    let mut untargeted = serde_json::to_value(&msg).unwrap();
+    untargeted.as_object_mut().unwrap().remove("to");
+    let packed = jwe::encrypt(untargeted.to_string().as_bytes(), Some(alice.agreement(0)), &bob.recipients()).unwrap();
+    assert!(matches!(open(&packed, &bob, &[&alice]).await, Err(EnvelopeError::RecipientNotInTo { .. })));
 }
 
 #[tokio::test]

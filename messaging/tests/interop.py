@@ -5,7 +5,8 @@ are checked against an implementation we did not write.
 Reads a JSON list of requests on stdin and writes the list of answers on stdout, each
 {"ok": answer} or {"error": "text"}. A request is one of:
   {"op": "pack", "docs": [...], "secrets": [{"kid", "jwk"}], "message": {...},
-   "to": DID, "from": DID or null, "sign_from": DID URL or null, "enc_anon": "A256CBC-HS512"|"XC20P"|"A256GCM"}
+   "to": DID, "from": DID or null, "sign_from": DID URL or null, "enc_anon": "A256CBC-HS512"|"XC20P"|"A256GCM",
+   "forward_via": [mediator key DID URLs] or absent (then wrapped in a Routing 2.0 forward)}
     -> {"packed": "<JSON text>"}
   {"op": "unpack", "docs": [...], "secrets": [...], "packed": "<JSON text>"}
     -> {"message": {...}, "metadata": {...}}
@@ -22,6 +23,7 @@ from didcomm.did_doc.did_doc import DIDDoc
 from didcomm.did_doc.did_resolver_in_memory import DIDResolverInMemory
 from didcomm.message import Message
 from didcomm.pack_encrypted import PackEncryptedConfig, pack_encrypted
+from didcomm.protocols.routing.forward import wrap_in_forward
 from didcomm.secrets.secrets_resolver import Secret
 from didcomm.secrets.secrets_resolver_in_memory import SecretsResolverInMemory
 from didcomm.unpack import UnpackConfig, unpack
@@ -75,6 +77,12 @@ async def handle(req):
                 enc_alg_anon=ANON[req.get("enc_anon", "A256CBC-HS512")], forward=False
             ),
         )
+        if req.get("forward_via"):
+            fwd = await wrap_in_forward(
+                config, json.loads(res.packed_msg), req["to"], req["forward_via"],
+                ANON[req.get("enc_anon", "A256CBC-HS512")],
+            )
+            return {"packed": json.dumps(fwd.msg_encrypted.msg)}
         return {"packed": res.packed_msg}
     elif req["op"] == "unpack":
         res = await unpack(config, req["packed"], UnpackConfig(unwrap_re_wrapping_forward=False))

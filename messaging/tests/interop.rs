@@ -2,7 +2,7 @@
 //! from PyPI (pure Python; JOSE by Authlib), driven through `tests/interop.py`.
 //!
 //! (a) we pack, Python unpacks; (b) Python packs, we unpack: authcrypt (signed and not),
-//! anoncrypt (signed and not; A256CBC-HS512, XC20P and A256GCM), and a forward.
+//! anoncrypt (signed and not; A256CBC-HS512, XC20P and A256GCM), and forwards both ways.
 //!
 //! The interpreter is `$SICHAT_DIDCOMM_PYTHON`, else `~/.cache/sichat-py/bin/python`
 //! (`.ci/run` creates it). Under `CI=true` a missing interpreter or package fails the test;
@@ -13,7 +13,8 @@ mod common;
 use common::{directory, Party};
 use serde_json::{json, Value};
 use sichat_messaging::{
-    pack_anoncrypt, pack_authcrypt, unpack, wrap_forward, EnvelopeError, Message, UnpackOptions, Unpacked,
+    pack_anoncrypt, pack_authcrypt, unpack, unwrap_forward, wrap_forward, EnvelopeError, Message, UnpackOptions,
+    Unpacked,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -113,6 +114,10 @@ async fn python_didcomm_reads_ours_and_we_read_its() {
         ("py anoncrypt+sign A256CBC-HS512", json!({"sign_from": alice.sign_kid, "enc_anon": "A256CBC-HS512"})),
         ("py anoncrypt XC20P", json!({"enc_anon": "XC20P"})),
         ("py anoncrypt A256GCM", json!({"enc_anon": "A256GCM"})),
+        (
+            "py authcrypt+sign in a forward",
+            json!({"from": alice.did, "sign_from": alice.sign_kid, "forward_via": [node.kid(0)]}),
+        ),
     ];
     for (i, (_, opts)) in theirs.iter().enumerate() {
         let mut req = json!({"op": "pack", "docs": docs, "secrets": alice.secrets(), "message": msg(&i.to_string()),
@@ -159,7 +164,14 @@ async fn python_didcomm_reads_ours_and_we_read_its() {
     for (i, (name, _)) in theirs.iter().enumerate() {
         let packed =
             answers[ours.len() + 1 + i].as_ref().unwrap_or_else(|e| panic!("Python could not pack {name}: {e}"));
-        let packed = packed["packed"].as_str().unwrap();
+        let mut packed = packed["packed"].as_str().unwrap().to_owned();
+        if name.contains("forward") {
+            // The node unwraps the forward; the attachment is Python's message to Bob.
+            let fwd = unwrap_forward(packed.as_bytes(), node.all_agreement(), &UnpackOptions::default())
+                .unwrap_or_else(|e| panic!("we could not unwrap {name}: {e}\n{packed}"));
+            assert_eq!(fwd.next, bob.did.as_str(), "{name}");
+            packed = fwd.message_json();
+        }
         // Only the last device's key, again.
         let mine = &bob.all_agreement()[2..];
         let got: Unpacked = unpack(packed.as_bytes(), mine, &dir, &UnpackOptions::default())
