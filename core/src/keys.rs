@@ -136,8 +136,22 @@ impl X25519Public {
         multibase(X25519_CODEC, self.0.as_bytes())
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
     pub fn to_jwk(&self) -> serde_json::Value {
         serde_json::json!({"kty": "OKP", "crv": "X25519", "x": b64url(self.0.as_bytes())})
+    }
+
+    /// A public JWK `{"kty": "OKP", "crv": "X25519", "x": …}`; `None` for anything else,
+    /// including a JWK that carries a private part.
+    pub fn from_jwk(jwk: &serde_json::Value) -> Option<Self> {
+        if jwk.get("kty")? != "OKP" || jwk.get("crv")? != "X25519" || jwk.get("d").is_some() {
+            return None;
+        }
+        let x: [u8; 32] = b64url_decode(jwk.get("x")?.as_str()?)?.try_into().ok()?;
+        Some(Self::from_bytes(x))
     }
 }
 
@@ -167,6 +181,13 @@ impl X25519KeyPair {
 
     pub fn public(&self) -> X25519Public {
         X25519Public(x25519_dalek::PublicKey::from(&self.0))
+    }
+
+    /// X25519 with `their` key. `None` when the result is all zeros (their key is of small
+    /// order), which RFC 7748 §6.1 says to refuse: such a secret is known to anyone.
+    pub fn diffie_hellman(&self, their: &X25519Public) -> Option<Zeroizing<[u8; 32]>> {
+        let shared = self.0.diffie_hellman(&their.0);
+        shared.was_contributory().then(|| Zeroizing::new(shared.to_bytes()))
     }
 }
 
@@ -229,6 +250,17 @@ mod tests {
         assert!(!k.public().verify(b"hello", &sig[..63]));
         let again = Ed25519KeyPair::from_secret(&k.secret()).unwrap();
         assert_eq!(again.public(), k.public());
+    }
+
+    #[test]
+    fn x25519_agreement_matches_and_small_order_keys_are_refused() {
+        let (a, b) = (X25519KeyPair::generate(), X25519KeyPair::generate());
+        let ab = a.diffie_hellman(&b.public()).unwrap();
+        assert_eq!(*ab, *b.diffie_hellman(&a.public()).unwrap());
+        assert!(a.diffie_hellman(&X25519Public::from_bytes([0; 32])).is_none());
+        let jwk = a.public().to_jwk();
+        assert_eq!(X25519Public::from_jwk(&jwk), Some(a.public()));
+        assert_eq!(X25519Public::from_jwk(&Ed25519KeyPair::generate().public().to_jwk()), None);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! DID resolution to verification keys: `did:key` (Ed25519, P-256), `did:jwk`, and
-//! `did:web` through the safe [`Fetcher`], with a cache.
+//! DID resolution to verification keys: `did:key` (Ed25519, P-256, X25519), `did:jwk`, and
+//! `did:web` through the safe [`Fetcher`], with a cache. Signature keys come with their
+//! relationships; X25519 `keyAgreement` keys (for DIDComm encryption) are listed apart.
 //!
 //! Documents from other implementations are read leniently: keys as `publicKeyMultibase`
 //! or `publicKeyJwk`, relationships as absolute or relative references or embedded methods.
 
 use crate::did::Did;
 use crate::ids::b64url_decode;
+use crate::keys::X25519Public;
 use crate::net::{FetchError, Fetcher};
 use crate::p256key::PublicKey;
 use serde_json::Value;
@@ -57,11 +59,21 @@ pub struct Method {
     pub assertion: bool,
 }
 
+/// One X25519 method listed under `keyAgreement`.
+#[derive(Debug, Clone)]
+pub struct AgreementMethod {
+    pub id: String,
+    pub key: X25519Public,
+}
+
 /// The verification methods of a DID.
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub did: String,
+    /// Signature keys (Ed25519, P-256), with the relationships they are listed under.
     pub methods: Vec<Method>,
+    /// X25519 keys listed under `keyAgreement`, in document order.
+    pub agreement: Vec<AgreementMethod>,
 }
 
 impl Keys {
@@ -86,6 +98,21 @@ impl Keys {
         Ok(m.key)
     }
 
+    /// The X25519 key `method_id` names, if the document lists it under `keyAgreement`.
+    pub fn agreement_key(&self, method_id: &str) -> Result<X25519Public, ResolveError> {
+        if let Some(m) = self.agreement.iter().find(|m| m.id == method_id) {
+            return Ok(m.key);
+        }
+        if self.methods.iter().any(|m| m.id == method_id) {
+            return Err(ResolveError::NotForRelationship {
+                did: self.did.clone(),
+                method: method_id.into(),
+                relationship: "keyAgreement",
+            });
+        }
+        Err(ResolveError::UnknownKey { did: self.did.clone(), method: method_id.into() })
+    }
+
     /// Parse a DID document (JSON) for `did`.
     pub fn from_document(did: &str, doc: &Value) -> Result<Self, ResolveError> {
         let bad = |why: String| ResolveError::Unresolvable { did: did.into(), why };
@@ -94,9 +121,14 @@ impl Keys {
         }
         let absolute = |id: &str| if id.starts_with('#') { format!("{did}{id}") } else { id.to_owned() };
         let mut methods: Vec<Method> = Vec::new();
+        let mut x25519: Vec<AgreementMethod> = Vec::new();
         let mut add = |vm: &Value| -> Result<String, ResolveError> {
             let id = absolute(vm.get("id").and_then(Value::as_str).ok_or_else(|| bad("a method has no id".into()))?);
-            if !methods.iter().any(|m| m.id == id) {
+            if let Some(key) = method_x25519(vm) {
+                if !x25519.iter().any(|m| m.id == id) {
+                    x25519.push(AgreementMethod { id: id.clone(), key });
+                }
+            } else if !methods.iter().any(|m| m.id == id) {
                 if let Some(key) = method_key(vm) {
                     methods.push(Method { id: id.clone(), key, authentication: false, assertion: false });
                 }
@@ -119,15 +151,23 @@ impl Keys {
         };
         let auth = listed("authentication")?;
         let assertion = listed("assertionMethod")?;
+        let agreement_ids = listed("keyAgreement")?;
         for m in &mut methods {
             m.authentication = auth.contains(&m.id);
             m.assertion = assertion.contains(&m.id);
         }
-        Ok(Keys { did: did.into(), methods })
+        let agreement = agreement_ids.iter().filter_map(|id| x25519.iter().find(|m| &m.id == id)).cloned().collect();
+        Ok(Keys { did: did.into(), methods, agreement })
     }
 
     fn single(did: &str, id: String, key: PublicKey) -> Self {
-        Keys { did: did.into(), methods: vec![Method { id, key, authentication: true, assertion: true }] }
+        let mut agreement = Vec::new();
+        if let PublicKey::Ed25519(ed) = key {
+            // did:key derives its keyAgreement key from the Ed25519 key (did:key §3.1.2).
+            let x = ed.to_x25519();
+            agreement.push(AgreementMethod { id: format!("{did}#{}", x.to_multibase()), key: x });
+        }
+        Keys { did: did.into(), methods: vec![Method { id, key, authentication: true, assertion: true }], agreement }
     }
 }
 
@@ -136,6 +176,13 @@ fn method_key(vm: &Value) -> Option<PublicKey> {
         return PublicKey::from_multibase(mb).ok();
     }
     vm.get("publicKeyJwk").and_then(PublicKey::from_jwk)
+}
+
+fn method_x25519(vm: &Value) -> Option<X25519Public> {
+    if let Some(mb) = vm.get("publicKeyMultibase").and_then(Value::as_str) {
+        return X25519Public::from_multibase(mb).ok();
+    }
+    vm.get("publicKeyJwk").and_then(X25519Public::from_jwk)
 }
 
 /// Resolves DIDs, caching documents for [`DOC_TTL`].
@@ -182,6 +229,11 @@ impl Resolver {
 
 fn did_key(did: &str) -> Result<Keys, ResolveError> {
     let mb = did.strip_prefix("did:key:").unwrap_or_default();
+    if let Ok(x) = X25519Public::from_multibase(mb) {
+        // An X25519 did:key can only be encrypted to: it has no signature method.
+        let agreement = vec![AgreementMethod { id: format!("{did}#{mb}"), key: x }];
+        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement });
+    }
     let key = PublicKey::from_multibase(mb)
         .map_err(|_| ResolveError::Unresolvable { did: did.into(), why: "not an Ed25519 or P-256 did:key".into() })?;
     Ok(Keys::single(did, format!("{did}#{mb}"), key))
@@ -192,6 +244,10 @@ fn did_jwk(did: &str) -> Result<Keys, ResolveError> {
     let jwk: Value = b64url_decode(did.strip_prefix("did:jwk:").unwrap_or_default())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| bad("not a base64url JWK"))?;
+    if let Some(x) = X25519Public::from_jwk(&jwk) {
+        let agreement = vec![AgreementMethod { id: format!("{did}#0"), key: x }];
+        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement });
+    }
     let key = PublicKey::from_jwk(&jwk).ok_or_else(|| bad("not an Ed25519 or P-256 public JWK"))?;
     Ok(Keys::single(did, format!("{did}#0"), key))
 }
@@ -219,6 +275,7 @@ pub fn did_web_url(did: &Did, allow_local: bool) -> Result<String, ResolveError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::did::DidDocument;
     use serde_json::json;
 
     #[test]
@@ -261,6 +318,40 @@ mod tests {
             Err(ResolveError::UnknownKey { .. })
         ));
         assert!(Keys::from_document("did:web:other.org", &doc).is_err());
+    }
+
+    #[test]
+    fn key_agreement_keys_are_listed_apart() {
+        let x = crate::keys::X25519KeyPair::generate().public();
+        let y = crate::keys::X25519KeyPair::generate().public();
+        let ed = crate::keys::Ed25519KeyPair::generate().public();
+        let did = "did:web:example.org";
+        let doc = json!({
+            "id": did,
+            "verificationMethod": [
+                {"id": "#x", "type": "JsonWebKey2020", "controller": did, "publicKeyJwk": x.to_jwk()},
+                {"id": "#unlisted", "type": "Multikey", "controller": did, "publicKeyMultibase": y.to_multibase()},
+                {"id": "#ed", "type": "Multikey", "controller": did, "publicKeyMultibase": ed.to_multibase()},
+            ],
+            "authentication": ["#ed"],
+            "keyAgreement": ["#x", {"id": "#y", "type": "Multikey", "controller": did, "publicKeyMultibase": y.to_multibase()}],
+        });
+        let keys = Keys::from_document(did, &doc).unwrap();
+        let ids: Vec<&str> = keys.agreement.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["did:web:example.org#x", "did:web:example.org#y"]);
+        assert_eq!(keys.agreement_key("did:web:example.org#x").unwrap(), x);
+        assert!(matches!(keys.agreement_key("did:web:example.org#unlisted"), Err(ResolveError::UnknownKey { .. })));
+        assert!(matches!(keys.agreement_key("did:web:example.org#ed"), Err(ResolveError::NotForRelationship { .. })));
+
+        let did = Did::key(&ed);
+        let keys = did_key(did.as_str()).unwrap();
+        let derived = DidDocument::for_did_key(&ed);
+        assert_eq!(keys.agreement[0].id, derived.key_agreement[0]);
+        assert_eq!(keys.agreement[0].key, ed.to_x25519());
+        let xdid = format!("did:key:{}", x.to_multibase());
+        let keys = did_key(&xdid).unwrap();
+        assert!(keys.methods.is_empty());
+        assert_eq!(keys.agreement_key(&format!("{xdid}#{}", x.to_multibase())).unwrap(), x);
     }
 
     #[test]
