@@ -188,7 +188,7 @@ pub async fn register(db: &Db, body: Value, registration_base: &str) -> Result<R
 pub async fn find(db: &Db, id: &str) -> Result<Option<Client>, OidcError> {
     let row = sqlx::query("SELECT id, secret_hash, metadata FROM oidc_clients WHERE id = $1")
         .bind(id)
-        .fetch_optional(db.pool())
+        .fetch_optional(db.reads())
         .await?;
     row.map(|r| {
         let metadata: String = r.try_get("metadata")?;

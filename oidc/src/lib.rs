@@ -5,6 +5,7 @@
 //! - [`clients`]: Dynamic Client Registration (RFC 7591/7592).
 //! - [`provider`]: authorization requests, sign-in, consent, codes and tokens.
 //! - [`pages`]: the server-rendered sign-in, consent and error pages.
+//! - [`writer`]: codes and tokens written durably, group-committed on SQLite.
 //! - [`api`]: the axum router.
 //!
 //! Tables: `oidc_*`.
@@ -15,6 +16,7 @@ mod error;
 pub mod keys;
 pub mod pages;
 pub mod provider;
+pub mod writer;
 
 pub use error::OidcError;
 pub use provider::Provider;
