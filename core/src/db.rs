@@ -24,8 +24,13 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// SQLite only: read-only connections beside the single writer (see [`Db::reads`]).
+    reads: Option<AnyPool>,
     backend: Backend,
 }
+
+/// Read-only SQLite connections for [`Db::reads`].
+const SQLITE_READERS: u32 = 4;
 
 impl Db {
     /// The SQLite URL of a database file, created if missing.
@@ -67,7 +72,26 @@ impl Db {
             })
             .connect(url)
             .await?;
-        Ok(Self { pool, backend })
+        // Readers open lazily, after the writer has created the file and set WAL mode. (An
+        // in-memory database is private to its connection: it gets no readers.)
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let reads = match backend {
+            Backend::Sqlite if !in_memory => Some(
+                AnyPoolOptions::new()
+                    .max_connections(SQLITE_READERS)
+                    .min_connections(0)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy(url)?,
+            ),
+            _ => None,
+        };
+        Ok(Self { pool, reads, backend })
     }
 
     /// Connect and bring the schema up to date.
@@ -89,6 +113,14 @@ impl Db {
         &self.pool
     }
 
+    /// For hot single-statement reads that must see every committed write but need no
+    /// transaction: on SQLite, a few read-only connections that run beside the one writer
+    /// (WAL lets readers and the writer work at once), instead of queueing behind it; on
+    /// PostgreSQL, the pool itself.
+    pub fn reads(&self) -> &AnyPool {
+        self.reads.as_ref().unwrap_or(&self.pool)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -106,6 +138,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(reads) = &self.reads {
+            reads.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -10,8 +10,15 @@
 //!   at the start (request created, signed request object fetched, `vp+jwt` signed,
 //!   `direct_post` response verified with DID, signature, status and holder checks, result
 //!   read back as `verified`).
+//! - `--scenario oidc-discovery | oidc-client-credentials | oidc-introspect | oidc-refresh |
+//!   oidc-login`: the OpenID Provider (see [`oidc`]). On a Sichat node the tool gives its
+//!   account a password and registers a client; against another provider (`--issuer` with
+//!   `--client-id` and `--client-secret`, e.g. the npm `oidc-provider` of `load/peer/`) it
+//!   needs no invite.
 //!
 //! Bounded in time and aimed at loopback only.
+
+mod oidc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -28,15 +35,16 @@ use std::time::{Duration, Instant};
 #[command(
     name = "sichat-load",
     version,
-    about = "Logins, issuances or presentations per second against a Sichat node on this machine"
+    about = "Logins, issuances, presentations or OpenID Provider requests per second against a node on this machine"
 )]
 struct Args {
     /// The node, on loopback.
     #[arg(long, default_value = "http://localhost:8080")]
     server: String,
-    /// An invite with quota ≥ 1 (sichatd admin invite --quota 1).
-    #[arg(long)]
-    invite: String,
+    /// An invite with quota ≥ 1 (sichatd admin invite --quota 1); not needed against
+    /// another OpenID Provider.
+    #[arg(long, required_unless_present = "client_id")]
+    invite: Option<String>,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     #[arg(long, default_value_t = 10)]
@@ -45,8 +53,24 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     devices: usize,
     /// What each loop does.
-    #[arg(long, value_parser = ["logins", "issuance", "presentations"], default_value = "logins")]
+    #[arg(long, value_parser = [
+        "logins", "issuance", "presentations", "oidc-discovery", "oidc-client-credentials",
+        "oidc-introspect", "oidc-refresh", "oidc-login",
+    ], default_value = "logins")]
     scenario: String,
+    /// oidc-*: another OpenID Provider on this machine (its issuer URL) instead of the
+    /// node's own; needs --client-id and --client-secret.
+    #[arg(long, requires_all = ["client_id", "client_secret"])]
+    issuer: Option<String>,
+    /// oidc-*: a confidential client (client_secret_basic) of --issuer that may use the
+    /// code flow, refresh tokens and client_credentials.
+    #[arg(long, requires = "issuer")]
+    client_id: Option<String>,
+    #[arg(long, requires = "issuer")]
+    client_secret: Option<String>,
+    /// oidc-*: the client's registered redirect URI (never contacted).
+    #[arg(long, default_value = "http://127.0.0.1:9/cb")]
+    redirect_uri: String,
     #[arg(long)]
     json: bool,
 }
@@ -204,14 +228,41 @@ async fn login(t: &Target, d: &Device) -> Result<()> {
     session(t, d).await.map(|_| ())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    let url = url::Url::parse(&args.server).context("--server must be a URL")?;
-    let host = url.host_str().unwrap_or("");
-    if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
-        bail!("sichat-load only targets a node on this machine (localhost, 127.0.0.1 or [::1])");
+/// What every loop repeats.
+#[derive(Clone)]
+enum Work {
+    Logins(Arc<Target>, Arc<Vec<Device>>),
+    Issuance { t: Arc<Target>, session: Arc<String>, name: Arc<String> },
+    Presentations { t: Arc<Target>, session: Arc<String>, holder: Arc<Holder> },
+    Oidc(Arc<oidc::Op>, oidc::Scenario),
+}
+
+impl Work {
+    async fn once(&self, i: usize, state: &mut oidc::Loop) -> Result<()> {
+        match self {
+            Work::Logins(t, devices) => login(t, &devices[i % devices.len()]).await,
+            Work::Issuance { t, session, name } => {
+                issuance(t, session, name, &Ed25519KeyPair::generate()).await.map(|_| ())
+            }
+            Work::Presentations { t, session, holder } => presentation(t, session, holder).await,
+            Work::Oidc(op, scenario) => op.step(*scenario, state).await,
+        }
     }
+}
+
+/// Refuse anything but this machine.
+fn on_loopback(url: &str, flag: &str) -> Result<()> {
+    let url = url::Url::parse(url).with_context(|| format!("{flag} must be a URL"))?;
+    if !matches!(url.host_str().unwrap_or(""), "localhost" | "127.0.0.1" | "[::1]") {
+        bail!("sichat-load only targets this machine: {flag} must be on localhost, 127.0.0.1 or [::1]");
+    }
+    Ok(())
+}
+
+/// Against a Sichat node: register an account with its devices, then what the scenario
+/// needs (a session, a credential, an OpenID Provider client).
+async fn on_node(args: &Args) -> Result<(Work, Vec<oidc::Loop>)> {
+    let invite = args.invite.clone().context("--invite is required against a Sichat node")?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let base = args.server.trim_end_matches('/').to_owned();
     let doc: Value = http.get(format!("{base}/.well-known/did.json")).send().await?.json().await?;
@@ -245,7 +296,7 @@ async fn main() -> Result<()> {
     let claims = RegistrationClaims {
         aud: node_did.clone(),
         challenge: ch["challenge"].as_str().unwrap_or("").into(),
-        invite: args.invite.clone(),
+        invite,
         name: name.clone(),
         root_key: root.public().to_multibase(),
         device_certificate: devices[0].cert.clone(),
@@ -263,42 +314,62 @@ async fn main() -> Result<()> {
         };
         post(&t, "/api/v1/root-operations", &json!({ "request": jws::sign(&root, TYP_ROOT_OP, None, &op)? })).await?;
     }
-    let devices = Arc::new(devices);
-    let token = match args.scenario.as_str() {
-        "logins" => None,
-        _ => Some(Arc::new(session(&t, &devices[0]).await?)),
-    };
-    let holder = match (&token, args.scenario.as_str()) {
-        (Some(session), "presentations") => {
-            let key = Ed25519KeyPair::generate();
-            let credential = issuance(&t, session, &name, &key).await.context("issuing the presented credential")?;
-            Some(Arc::new(Holder { key, credential }))
+    let fresh = || (0..args.concurrency).map(|_| oidc::Loop::default()).collect();
+    if args.scenario == "logins" {
+        return Ok((Work::Logins(t, Arc::new(devices)), fresh()));
+    }
+    let session = session(&t, &devices[0]).await?;
+    if let Some(scenario) = oidc::Scenario::parse(&args.scenario) {
+        let (client, user) = oidc::set_up_on_node(&t.http, &t.base, &session, &name).await?;
+        let mut op = oidc::Op::connect(&t.base, client, Some(user), args.concurrency).await?;
+        let loops = op.prepare(scenario, args.concurrency).await?;
+        return Ok((Work::Oidc(Arc::new(op), scenario), loops));
+    }
+    let (session, name) = (Arc::new(session), Arc::new(name));
+    if args.scenario == "presentations" {
+        let key = Ed25519KeyPair::generate();
+        let credential = issuance(&t, &session, &name, &key).await.context("issuing the presented credential")?;
+        let holder = Arc::new(Holder { key, credential });
+        return Ok((Work::Presentations { t, session, holder }, fresh()));
+    }
+    Ok((Work::Issuance { t, session, name }, fresh()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    on_loopback(&args.server, "--server")?;
+    let scenario = oidc::Scenario::parse(&args.scenario);
+    let (work, states) = match (&args.issuer, &args.client_id, &args.client_secret, scenario) {
+        (Some(issuer), Some(id), Some(secret), Some(scenario)) => {
+            on_loopback(issuer, "--issuer")?;
+            let client = oidc::ClientCredentials {
+                id: id.clone(),
+                secret: secret.clone(),
+                redirect_uri: args.redirect_uri.clone(),
+            };
+            let mut op = oidc::Op::connect(issuer, client, None, args.concurrency).await?;
+            let loops = op.prepare(scenario, args.concurrency).await?;
+            (Work::Oidc(Arc::new(op), scenario), loops)
         }
-        _ => None,
+        (Some(_), ..) => bail!("--issuer is for the oidc-* scenarios, with --client-id and --client-secret"),
+        _ => on_node(&args).await?,
     };
-    let name = Arc::new(name);
+    let target = args.issuer.as_deref().unwrap_or(&args.server);
 
     if !args.json {
-        eprintln!("{} loops × {} s of {} against {} …", args.concurrency, args.seconds, args.scenario, t.base);
+        eprintln!("{} loops × {} s of {} against {target} …", args.concurrency, args.seconds, args.scenario);
     }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let start = Instant::now();
     let mut loops = Vec::new();
-    for w in 0..args.concurrency {
-        let (t, devices, token, name, holder) =
-            (t.clone(), devices.clone(), token.clone(), name.clone(), holder.clone());
+    for (w, mut state) in states.into_iter().enumerate() {
+        let work = work.clone();
         loops.push(tokio::spawn(async move {
             let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, w);
             while Instant::now() < deadline {
                 let began = Instant::now();
-                let done = match (&token, &holder) {
-                    (Some(session), Some(h)) => presentation(&t, session, h).await,
-                    (Some(session), None) => {
-                        issuance(&t, session, &name, &Ed25519KeyPair::generate()).await.map(|_| ())
-                    }
-                    _ => login(&t, &devices[i % devices.len()]).await,
-                };
-                match done {
+                match work.once(i, &mut state).await {
                     Ok(()) => lat.push(began.elapsed()),
                     Err(e) => {
                         if errors == 0 {

@@ -5,6 +5,7 @@ use crate::pages;
 use crate::provider::{AuthParams, Next, Pending, Provider};
 use crate::signin::{self, Signin};
 use crate::OidcError;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,8 @@ struct AppState {
     op: Arc<Provider>,
     accounts: Arc<Accounts>,
     signin: Arc<Signin>,
+    /// The discovery document, serialized once: it changes only with the node's config.
+    discovery: Bytes,
 }
 
 impl FromRef<AppState> for Arc<Accounts> {
@@ -38,6 +41,7 @@ impl FromRef<AppState> for Arc<Accounts> {
 
 pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
     let signin = Arc::new(Signin::new(op.clone(), accounts.clone()));
+    let document = Bytes::from(op.discovery().to_string());
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/webfinger", get(webfinger))
@@ -55,7 +59,7 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/password", put(set_password))
         .route("/api/v1/oidc/consents", get(list_consents))
         .route("/api/v1/oidc/consents/{client_id}", delete(revoke_consent))
-        .with_state(AppState { op, accounts, signin: signin.clone() })
+        .with_state(AppState { op, accounts, signin: signin.clone(), discovery: document })
         .merge(crate::signin::router(signin))
 }
 
@@ -162,7 +166,8 @@ pub(crate) async fn browser_session(
 // ---- discovery and keys ----
 
 async fn discovery(State(s): State<AppState>) -> Response {
-    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(s.op.discovery())).into_response()
+    let headers = [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "public, max-age=300")];
+    (headers, s.discovery).into_response()
 }
 
 async fn jwks(State(s): State<AppState>) -> Response {

@@ -11,6 +11,7 @@
 //! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`).
 //! - [`passkeys`]: passkeys (WebAuthn) and their one-time registration links.
 //! - [`signin`], [`signin_pages`]: the sign-in page's other ways in, and the account page.
+//! - [`writer`]: codes and tokens written durably, group-committed on SQLite.
 //! - [`api`]: the axum router.
 //!
 //! Tables: `oidc_*`.
@@ -26,6 +27,7 @@ pub mod passkeys;
 pub mod provider;
 pub mod signin;
 pub mod signin_pages;
+pub mod writer;
 
 pub use error::OidcError;
 pub use provider::{Provider, Settings};

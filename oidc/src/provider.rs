@@ -5,6 +5,7 @@
 use crate::clients::Registration;
 use crate::clients::{self, Client};
 use crate::keys::{self, KeySet};
+use crate::writer::{CodeRow, Outcome, Spend, TokenRow, Write, Writer};
 use crate::OidcError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::StatusCode;
@@ -106,6 +107,8 @@ pub struct Provider {
     /// Bounds the memory of concurrent argon2id hashing (19 MiB each).
     hashing: Semaphore,
     failures: Mutex<HashMap<String, (u32, i64)>>,
+    /// Codes and tokens, group-committed on SQLite.
+    writer: Writer,
 }
 
 fn argon() -> argon2::Argon2<'static> {
@@ -180,6 +183,7 @@ impl Provider {
         let pairwise_salt = pairwise_salt(&db, &master).await?;
         let issuer = accounts.node().public_url().as_str().trim_end_matches('/').to_owned();
         Ok(Self {
+            writer: Writer::new(db.clone()),
             db,
             accounts,
             master,
@@ -727,21 +731,18 @@ impl Provider {
     /// A single-use code for `p`, for the signed-in user.
     pub async fn issue_code(&self, p: &AuthParams, s: &BrowserSession) -> Result<String, OidcError> {
         let code = random_token();
-        sqlx::query(
-            "INSERT INTO oidc_codes (code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, \
-             auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(token_hash(&code))
-        .bind(&p.client_id)
-        .bind(&s.user_id)
-        .bind(&p.redirect_uri)
-        .bind(&p.scope)
-        .bind(&p.nonce)
-        .bind(&p.code_challenge)
-        .bind(s.auth_time)
-        .bind(now_ms() + CODE_TTL_MS)
-        .execute(self.db.pool())
-        .await?;
+        let row = CodeRow {
+            code_hash: token_hash(&code),
+            client_id: p.client_id.clone(),
+            user_id: s.user_id.clone(),
+            redirect_uri: p.redirect_uri.clone(),
+            scope: p.scope.clone(),
+            nonce: p.nonce.clone(),
+            code_challenge: p.code_challenge.clone(),
+            auth_time: s.auth_time,
+            expires_at: now_ms() + CODE_TTL_MS,
+        };
+        self.writer.write(Write::Code(row)).await?;
         Ok(code)
     }
 
@@ -883,51 +884,50 @@ impl Provider {
         b64url(&h.finalize())
     }
 
-    async fn insert_token(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        kind: &str,
-        client: &Client,
-        g: &Grant<'_>,
-    ) -> Result<String, OidcError> {
+    /// A new token and the row that stores it (hashed).
+    fn new_token(kind: &'static str, client: &Client, g: &Grant<'_>) -> (String, TokenRow) {
         let token = random_token();
         let now = now_ms();
         let ttl = if kind == "refresh" { REFRESH_TTL_MS } else { ACCESS_TTL_MS };
-        sqlx::query(
-            "INSERT INTO oidc_tokens (token_hash, kind, client_id, user_id, scope, family, code_hash, auth_time, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(token_hash(&token))
-        .bind(kind)
-        .bind(&client.id)
-        .bind(g.user_id)
-        .bind(g.scope)
-        .bind(g.family)
-        .bind(g.code_hash)
-        .bind(g.auth_time)
-        .bind(now)
-        .bind(now + ttl)
-        .execute(&mut **tx)
-        .await?;
-        Ok(token)
+        let row = TokenRow {
+            token_hash: token_hash(&token),
+            kind,
+            client_id: client.id.clone(),
+            user_id: g.user_id.map(str::to_owned),
+            scope: g.scope.to_owned(),
+            family: g.family.to_owned(),
+            code_hash: g.code_hash.map(str::to_owned),
+            auth_time: g.auth_time,
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        (token, row)
     }
 
-    /// Access token, ID token and (with `offline_access`) refresh token, for a user's grant.
+    /// Access token, ID token and (with `offline_access`) refresh token, for a user's grant,
+    /// stored in one write with the spending of the code or refresh token redeemed.
     async fn token_response(
         &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        spend: Spend,
         client: &Client,
         g: &Grant<'_>,
         nonce: Option<&str>,
     ) -> Result<Value, OidcError> {
         let (user_id, scope) = (g.user_id.unwrap_or_default(), g.scope);
         let auth_time = g.auth_time.unwrap_or_else(now_ms);
-        let access = self.insert_token(&mut tx, "access", client, g).await?;
+        let (access, access_row) = Self::new_token("access", client, g);
+        let mut rows = vec![access_row];
         let refresh = match scope_set(scope).contains(&"offline_access") {
-            true => Some(self.insert_token(&mut tx, "refresh", client, g).await?),
+            true => {
+                let (refresh, row) = Self::new_token("refresh", client, g);
+                rows.push(row);
+                Some(refresh)
+            }
             false => None,
         };
-        tx.commit().await?;
+        if self.writer.write(Write::Tokens { spend: Some(spend), tokens: rows }).await? == Outcome::AlreadySpent {
+            return Err(invalid_grant("the code or refresh token was already used"));
+        }
         let now = now_ms() / 1000;
         let digest = Sha256::digest(access.as_bytes());
         let mut claims = json!({
@@ -984,13 +984,12 @@ impl Provider {
             form.get("code_verifier").ok_or_else(|| OidcError::bad("invalid_request", "code_verifier is required"))?;
         let hash = token_hash(code);
         let now = now_ms();
-        let mut tx = self.db.pool().begin().await?;
         let row = sqlx::query(
             "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, expires_at, used_at \
              FROM oidc_codes WHERE code_hash = $1",
         )
         .bind(&hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(self.db.pool())
         .await?
         .ok_or_else(|| invalid_grant("unknown authorization code"))?;
         if row.try_get::<String, _>("client_id")? != client.id {
@@ -998,29 +997,25 @@ impl Provider {
         }
         if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
             // A replayed code: everything issued from it ends (RFC 6749 §4.1.2).
-            drop(tx);
             self.revoke_family(&hash).await?;
             return Err(invalid_grant("the code was already used; its tokens are revoked"));
         }
-        let used = sqlx::query("UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-        if used.rows_affected() != 1 {
-            return Err(invalid_grant("the code was already used"));
-        }
+        // A failed redemption spends the code all the same.
+        let refuse = |why: &'static str| {
+            let spend = Write::Tokens { spend: Some(Spend::Code { hash: hash.clone(), at: now }), tokens: vec![] };
+            async move {
+                self.writer.write(spend).await?;
+                Err::<Value, _>(invalid_grant(why))
+            }
+        };
         if row.try_get::<i64, _>("expires_at")? <= now {
-            tx.commit().await?;
-            return Err(invalid_grant("the code has expired"));
+            return refuse("the code has expired").await;
         }
         if form.get("redirect_uri") != Some(&row.try_get::<String, _>("redirect_uri")?) {
-            tx.commit().await?;
-            return Err(invalid_grant("redirect_uri does not match the authorization request"));
+            return refuse("redirect_uri does not match the authorization request").await;
         }
         if !is_pkce_value(verifier) || s256(verifier) != row.try_get::<String, _>("code_challenge")? {
-            tx.commit().await?;
-            return Err(invalid_grant("code_verifier does not match the code_challenge"));
+            return refuse("code_verifier does not match the code_challenge").await;
         }
         let user_id: String = row.try_get("user_id")?;
         let scope: String = row.try_get("scope")?;
@@ -1033,7 +1028,8 @@ impl Provider {
             code_hash: Some(&hash),
             auth_time: Some(auth_time),
         };
-        self.token_response(tx, client, &grant, nonce.as_deref()).await
+        let spend = Spend::Code { hash: hash.clone(), at: now };
+        self.token_response(spend, client, &grant, nonce.as_deref()).await
     }
 
     async fn refresh_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
@@ -1067,18 +1063,6 @@ impl Provider {
         if self.accounts.account(&user_id).await.is_err() {
             return Err(invalid_grant("the account is gone"));
         }
-        // The guarded update is what makes rotation single-use under concurrency.
-        let mut tx = self.db.pool().begin().await?;
-        let used = sqlx::query(
-            "UPDATE oidc_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        if used.rows_affected() != 1 {
-            return Err(invalid_grant("the refresh token was already used"));
-        }
         let granted: String = row.try_get("scope")?;
         let scope = match form.get("scope") {
             None => granted.clone(),
@@ -1096,7 +1080,9 @@ impl Provider {
         };
         let auth_time: Option<i64> = row.try_get("auth_time")?;
         let grant = Grant { user_id: Some(&user_id), scope: &scope, family: &family, code_hash: None, auth_time };
-        self.token_response(tx, client, &grant, None).await
+        // Spending it is guarded (unused, unrevoked): rotation stays single-use under
+        // concurrency.
+        self.token_response(Spend::Refresh { hash, at: now }, client, &grant, None).await
     }
 
     async fn client_credentials(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
@@ -1109,11 +1095,10 @@ impl Provider {
         if let Some(s) = scope_set(&asked).iter().find(|s| !allowed.contains(s)) {
             return Err(OidcError::bad("invalid_scope", format!("scope {s} is not registered for this client")));
         }
-        let mut tx = self.db.pool().begin().await?;
         let family = random_token();
         let grant = Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None };
-        let access = self.insert_token(&mut tx, "access", client, &grant).await?;
-        tx.commit().await?;
+        let (access, row) = Self::new_token("access", client, &grant);
+        self.writer.write(Write::Tokens { spend: None, tokens: vec![row] }).await?;
         Ok(json!({"access_token": access, "token_type": "Bearer", "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}))
     }
 
@@ -1134,7 +1119,7 @@ impl Provider {
         )
         .bind(token_hash(token))
         .bind(now_ms())
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reads())
         .await?;
         row.map(|r| Ok((r.try_get("user_id")?, r.try_get("client_id")?, r.try_get("scope")?))).transpose()
     }
@@ -1189,7 +1174,7 @@ impl Provider {
         )
         .bind(token_hash(token))
         .bind(now_ms())
-        .fetch_optional(self.db.pool())
+        .fetch_optional(self.db.reads())
         .await?;
         let Some(row) = row else { return Ok(json!({"active": false})) };
         if row.try_get::<String, _>("client_id")? != client.id {

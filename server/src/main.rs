@@ -86,12 +86,31 @@ enum Admin {
     },
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    keep_big_buffers_out_of_the_heap();
     let cli = Cli::parse();
-    if let Err(e) = run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Large buffers (argon2id's 19 MiB per password check) get their own mapping, returned to
+/// the system when freed. By default glibc raises its mmap threshold once such a buffer is
+/// freed, so every later one is carved from some thread's heap and stays resident there: RSS
+/// grew by about 40 MB with every burst of sign-ins (BENCHMARKS.md, OpenID Provider).
+fn keep_big_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 
