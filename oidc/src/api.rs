@@ -298,19 +298,19 @@ async fn authorize(
                 Ok(x) => x,
                 Err(e) => return internal_page(e),
             };
-            let mut r = match step {
+            match step {
+                // The page sets the CSRF cookie itself; the request just saved needs no re-read.
                 Next::Login => {
-                    let hint = params.login_hint.as_deref().unwrap_or_default();
-                    match s.op.pending(&id).await {
-                        Ok(Some(p)) => signin::login_page(&s.signin, &p, hint, None, StatusCode::OK).await,
-                        Ok(None) => internal_page(OidcError::internal("the saved request is missing")),
-                        Err(e) => internal_page(e),
-                    }
+                    let hint = params.login_hint.clone().unwrap_or_default();
+                    let pending = Pending { id, csrf, params, client };
+                    signin::login_page(&s.signin, &pending, &hint, None, StatusCode::OK).await
                 }
-                _ => see_other(&format!("/oidc/consent?request={id}")),
-            };
-            set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
-            r
+                _ => {
+                    let mut r = see_other(&format!("/oidc/consent?request={id}"));
+                    set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
+                    r
+                }
+            }
         }
     }
 }
