@@ -45,7 +45,11 @@ impl Client {
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(e) => anyhow!(ServerError { status: status.as_u16(), code: e.error, message: e.message }),
-                Err(_) => anyhow!("the server answered {status}"),
+                Err(_) => anyhow!(ServerError {
+                    status: status.as_u16(),
+                    code: format!("http_{}", status.as_u16()),
+                    message: format!("the server answered {status}"),
+                }),
             });
         }
         let body = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
@@ -66,6 +70,16 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.send::<serde_json::Value>(self.http.delete(format!("{}{path}", self.base))).await.map(|_| ())
+    }
+
+    /// The node's base URL, with no trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The session's bearer token, once logged in.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The node's DID document, and its node key.

@@ -2,9 +2,13 @@
 //! It also works with no server at all (a `did:key` identity).
 
 mod client;
+mod contacts;
 mod credential;
 mod login;
+mod message;
 mod oidc;
+mod pickup;
+mod policy;
 mod present;
 mod verify;
 mod wallet;
@@ -118,6 +122,16 @@ enum Command {
     /// browser), list, remove.
     #[command(subcommand)]
     Passkey(login::PasskeyCmd),
+    /// End-to-end encrypted messages through your node: send, inbox, read, watch, status.
+    #[command(subcommand)]
+    Message(message::MessageCmd),
+    /// Names for the DIDs you message, kept in this wallet only.
+    #[command(subcommand)]
+    Contacts(contacts::ContactsCmd),
+    /// Who may message you: members of your node, holders of credentials you issued,
+    /// everyone else into a requests folder, and blocks.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
 }
 
 #[derive(Subcommand)]
@@ -312,6 +326,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Oidc(cmd) => oidc::oidc(&ctx, cmd).await,
         Command::Login(cmd) => login::login(&ctx, cmd).await,
         Command::Passkey(cmd) => login::passkey(&ctx, cmd).await,
+        Command::Message(cmd) => message::run(&ctx, cmd).await,
+        Command::Contacts(cmd) => contacts::run(&ctx, cmd).await,
+        Command::Policy(cmd) => policy::run(&ctx, cmd).await,
     }
 }
 
@@ -382,6 +399,8 @@ async fn init(
         device_agree: agree,
         certificate,
         credentials: Vec::new(),
+        messages: Vec::new(),
+        contacts: Vec::new(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -499,6 +518,8 @@ async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 device_agree: agree,
                 certificate: certificate.clone(),
                 credentials: Vec::new(),
+                messages: Vec::new(),
+                contacts: Vec::new(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;
@@ -606,6 +627,8 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         device_agree: X25519KeyPair::from_secret(&w.device_agree.secret())?,
         certificate: own_certificate,
         credentials: w.credentials.clone(),
+        messages: w.messages.clone(),
+        contacts: w.contacts.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -257,35 +257,56 @@ pub async fn present(ctx: &Ctx, a: PresentArgs) -> Result<()> {
     ctx.print(&out, |_| println!("Presented {} to {who}: accepted.", held.id))
 }
 
+/// The key this wallet presents with, and its DID URL: a key its DID document lists under
+/// `authentication` (the device key, or the did:key itself).
+fn holder_key(w: &Wallet) -> Result<(String, &Ed25519KeyPair)> {
+    match &w.profile.server {
+        Some(_) => Ok((format!("{}#device-{}", w.profile.did, w.profile.device_id), &w.device_sign)),
+        None => {
+            let root = w.root.as_ref().ok_or_else(|| anyhow!("this wallet has no key for its DID"))?;
+            Ok((format!("{}#{}", w.profile.did, root.public().to_multibase()), root))
+        }
+    }
+}
+
+/// A `vp+jwt` presentation of one held `vc+jwt` credential, for `aud` and bound to `nonce`,
+/// valid five minutes.
+pub(crate) fn vp_jwt(w: &Wallet, held: &HeldCredential, aud: &str, nonce: &str) -> Result<String> {
+    if held.format != "vc+jwt" {
+        bail!("credential {} is {}; only vc+jwt credentials can be presented this way", held.id, held.format);
+    }
+    let (kid, key) = holder_key(w)?;
+    let now = now_ms() / 1000;
+    let vp = json!({
+        "@context": [sichat_issuer::credential::VCDM2_CONTEXT],
+        "type": ["VerifiablePresentation"],
+        "holder": w.profile.did,
+        "verifiableCredential": [{
+            "@context": [sichat_issuer::credential::VCDM2_CONTEXT],
+            "type": "EnvelopedVerifiableCredential",
+            "id": format!("data:application/vc+jwt,{}", held.credential),
+        }],
+        "nonce": nonce,
+        "aud": aud,
+        "iat": now,
+        "exp": now + 300,
+    });
+    Ok(jws::sign(key, "vp+jwt", Some(&kid), &vp)?)
+}
+
 /// A presentation by this wallet's DID, signed with a key its DID document lists under
 /// `authentication`: the device key, or the did:key itself.
 async fn sign_presentation(w: &Wallet, held: &HeldCredential, req: &Request, fetcher: &Fetcher) -> Result<Value> {
-    let (kid, key) = match &w.profile.server {
-        Some(_) => (format!("{}#device-{}", w.profile.did, w.profile.device_id), &w.device_sign),
-        None => {
-            let root = w.root.as_ref().ok_or_else(|| anyhow!("this wallet has no key for its DID"))?;
-            (format!("{}#{}", w.profile.did, root.public().to_multibase()), root)
-        }
-    };
     let nonce = req.claims["nonce"].as_str().unwrap_or_default();
+    if held.format == "vc+jwt" {
+        return Ok(Value::String(vp_jwt(w, held, &req.client_id, nonce)?));
+    }
+    let (kid, key) = holder_key(w)?;
     let mut vp = json!({
         "@context": [sichat_issuer::credential::VCDM2_CONTEXT],
         "type": ["VerifiablePresentation"],
         "holder": w.profile.did,
     });
-    if held.format == "vc+jwt" {
-        vp["verifiableCredential"] = json!([{
-            "@context": [sichat_issuer::credential::VCDM2_CONTEXT],
-            "type": "EnvelopedVerifiableCredential",
-            "id": format!("data:application/vc+jwt,{}", held.credential),
-        }]);
-        let now = now_ms() / 1000;
-        vp["nonce"] = json!(nonce);
-        vp["aud"] = json!(req.client_id);
-        vp["iat"] = json!(now);
-        vp["exp"] = json!(now + 300);
-        return Ok(Value::String(jws::sign(key, "vp+jwt", Some(&kid), &vp)?));
-    }
     let credential: Value = serde_json::from_str(&held.credential)?;
     vp["verifiableCredential"] = json!([credential]);
     let mut contexts = data_integrity::Contexts::new();

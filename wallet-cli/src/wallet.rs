@@ -41,6 +41,10 @@ struct Secrets {
     certificate: String,
     #[serde(default)]
     credentials: Vec<HeldCredential>,
+    #[serde(default)]
+    messages: Vec<StoredMessage>,
+    #[serde(default)]
+    contacts: Vec<Contact>,
 }
 
 /// A credential this wallet holds.
@@ -50,6 +54,53 @@ pub struct HeldCredential {
     pub format: String,
     pub credential: String,
     pub received_at: i64,
+}
+
+/// A message this device received, opened and kept (sealed with the rest of the secrets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredMessage {
+    /// The node's id for it: the id of the forward it came in.
+    pub id: String,
+    /// The sender's own id of the DIDComm message.
+    pub message_id: String,
+    /// The sender, as the envelope proved it (authcrypt and signature); empty if it proved none.
+    pub from: String,
+    /// The sender the delivering node vouched for.
+    pub vouched_from: String,
+    /// The two senders differ: do not trust who this claims to be from.
+    #[serde(default)]
+    pub sender_mismatch: bool,
+    /// `inbox` or `requests`, as the node's policy sorted it.
+    pub folder: String,
+    /// The DIDComm message type.
+    pub kind: String,
+    pub body: serde_json::Value,
+    #[serde(default)]
+    pub thid: Option<String>,
+    /// When the sender says it wrote it (seconds).
+    #[serde(default)]
+    pub created_time: Option<u64>,
+    /// When the node received it (milliseconds).
+    pub received_time: i64,
+    /// The sender attached a credential presentation.
+    #[serde(default)]
+    pub presentation: bool,
+    /// Why it could not be opened on this device, if it could not.
+    #[serde(default)]
+    pub unreadable: Option<String>,
+    #[serde(default)]
+    pub read: bool,
+}
+
+/// A name for a DID, kept in this wallet only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Contact {
+    pub name: String,
+    pub did: String,
+    /// `name@host` when added that way.
+    #[serde(default)]
+    pub address: Option<String>,
+    pub added_at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,6 +127,8 @@ pub struct Wallet {
     pub device_agree: X25519KeyPair,
     pub certificate: String,
     pub credentials: Vec<HeldCredential>,
+    pub messages: Vec<StoredMessage>,
+    pub contacts: Vec<Contact>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -133,6 +186,8 @@ impl Wallet {
             device_agree: X25519KeyPair::from_secret(&decode_secret(&s.device_agree)?)?,
             certificate: s.certificate,
             credentials: s.credentials,
+            messages: s.messages,
+            contacts: s.contacts,
             profile: file.profile,
         })
     }
@@ -160,6 +215,8 @@ impl Wallet {
             device_agree: b64url(&self.device_agree.secret()),
             certificate: self.certificate.clone(),
             credentials: self.credentials.clone(),
+            messages: self.messages.clone(),
+            contacts: self.contacts.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -182,6 +239,116 @@ impl Wallet {
     }
 }
 
+/// Read, change and write the wallet under its lock, so that two `sichat` processes (a
+/// running `message watch` and a `contacts add`) do not lose each other's changes.
+/// Nothing is written when `change` fails.
+pub fn update<T>(dir: &Path, passphrase: &str, change: impl FnOnce(&mut Wallet) -> Result<T>) -> Result<T> {
+    let _lock = Lock::take(dir)?;
+    let mut w = Wallet::open(dir, passphrase)?;
+    let out = change(&mut w)?;
+    w.save(dir, passphrase)?;
+    Ok(out)
+}
+
+/// An exclusive `flock` on `wallet.lock` beside the wallet, released when dropped.
+struct Lock {
+    _file: fs::File,
+}
+
+impl Lock {
+    fn take(dir: &Path) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let path = dir.join(format!("{FILE}.lock"));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: flock on a descriptor this File owns for as long as the lock lives.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error());
+        }
+        Ok(Self { _file: f })
+    }
+}
+
 pub fn commit_pending(tmp: &Path, dir: &Path) -> Result<()> {
     fs::rename(tmp, dir.join(FILE)).with_context(|| format!("cannot write the wallet in {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> PathBuf {
+        let p = std::env::temp_dir().join(format!("sichat-wallet-unit-{}", sichat_core::ids::new_id()));
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn wallet() -> Wallet {
+        Wallet {
+            profile: Profile {
+                did: "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK".into(),
+                name: None,
+                server: None,
+                node_did: None,
+                node_key: None,
+                device_id: "d1".into(),
+                device_name: "test".into(),
+                has_root_key: false,
+                created_at: 0,
+            },
+            root: None,
+            device_sign: Ed25519KeyPair::generate(),
+            device_agree: X25519KeyPair::generate(),
+            certificate: "cert".into(),
+            credentials: Vec::new(),
+            messages: Vec::new(),
+            contacts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn wallets_from_before_messaging_open_with_no_messages_or_contacts() {
+        let dir = scratch();
+        let w = wallet();
+        // Seal secrets the way a wallet written before messaging did: no `messages`, no `contacts`.
+        let old = serde_json::json!({
+            "root": null,
+            "device_sign": b64url(&w.device_sign.secret()),
+            "device_agree": b64url(&w.device_agree.secret()),
+            "certificate": "cert",
+            "credentials": [],
+        });
+        let params = KdfParams::default();
+        let salt = random_bytes::<16>();
+        let key = MasterKey::from_passphrase("pass", &salt, params).unwrap();
+        let file = WalletFile {
+            version: 1,
+            kdf: Kdf { alg: "argon2id".into(), salt: b64url(&salt), params },
+            sealed: b64url(&key.seal(old.to_string().as_bytes(), &aad(&w.profile).unwrap())),
+            profile: w.profile.clone(),
+        };
+        fs::write(dir.join(FILE), serde_json::to_string(&file).unwrap()).unwrap();
+        let opened = Wallet::open(&dir, "pass").unwrap();
+        assert!(opened.messages.is_empty() && opened.contacts.is_empty());
+
+        // update() writes them, and a second process' change is not lost.
+        update(&dir, "pass", |w| {
+            w.contacts.push(Contact { name: "bob".into(), did: "did:key:zB".into(), address: None, added_at: 1 });
+            Ok(())
+        })
+        .unwrap();
+        let failed: Result<()> = update(&dir, "pass", |w| {
+            w.contacts.clear();
+            bail!("changed my mind")
+        });
+        assert!(failed.is_err());
+        let again = Wallet::open(&dir, "pass").unwrap();
+        assert_eq!(again.contacts.len(), 1, "a failed update writes nothing");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -134,6 +134,19 @@ fn every_command_has_help() {
         &["passkey", "add"],
         &["passkey", "list"],
         &["passkey", "remove"],
+        &["message"],
+        &["message", "send"],
+        &["message", "inbox"],
+        &["message", "read"],
+        &["message", "watch"],
+        &["message", "status"],
+        &["contacts"],
+        &["contacts", "add"],
+        &["contacts", "list"],
+        &["contacts", "remove"],
+        &["policy"],
+        &["policy", "show"],
+        &["policy", "set"],
     ];
     for cmd in cmds {
         let out = Command::new(env!("CARGO_BIN_EXE_sichat")).args(*cmd).arg("--help").output().expect("run");
@@ -142,4 +155,54 @@ fn every_command_has_help() {
             "sichat {cmd:?} --help"
         );
     }
+}
+
+#[test]
+fn messaging_without_a_node_says_how_to_get_one_and_contacts_stay_local() {
+    let dir = TempDir::new("wallet");
+    let w = dir.path().join("w");
+    assert!(sichat(&w, &["init"]).status.success());
+    for args in [
+        &["message", "send", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "hi"][..],
+        &["message", "inbox"],
+        &["message", "watch"],
+        &["message", "status", "0190"],
+        &["policy", "show"],
+        &["policy", "set", "--requests", "off"],
+    ] {
+        let out = sichat(&w, args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("messaging needs a node") && err.contains("sichat --wallet DIR init --server"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // Contacts live in the wallet, so a did:key wallet keeps them too (did:key resolves offline).
+    let bob = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+    let out = sichat(&w, &["contacts", "add", "bob", bob]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = sichat(&w, &["contacts", "add", "Bob", bob]);
+    assert!(stderr(&again).contains("already a contact"), "{}", stderr(&again));
+    for (name, who, says) in [
+        ("bo b", bob, "no spaces"),
+        ("carol", "did:key:zNotAKey", "cannot resolve"),
+        ("carol", "carol@", "not a name@host"),
+        ("carol", "not-a-did", "give a DID"),
+    ] {
+        let out = sichat(&w, &["contacts", "add", name, who]);
+        assert!(stderr(&out).contains(says), "{name} {who}: {}", stderr(&out));
+    }
+    let list = json(&sichat(&w, &["--json", "contacts", "list"]));
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!((list[0]["name"].as_str(), list[0]["did"].as_str()), (Some("bob"), Some(bob)));
+    // The wallet file shows nothing of them: contacts are sealed.
+    let text = std::fs::read_to_string(w.join("wallet.json")).expect("read");
+    assert!(!text.contains("z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"));
+    let out = sichat(&w, &["contacts", "remove", "bob"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&sichat(&w, &["--json", "contacts", "list"])), serde_json::json!([]));
+    let out = sichat(&w, &["contacts", "remove", "bob"]);
+    assert!(stderr(&out).contains("no contact named bob"), "{}", stderr(&out));
 }

@@ -1,0 +1,870 @@
+//! `sichat message …`: end-to-end encrypted messages through your node.
+//!
+//! - **Sending.** The text becomes a DIDComm message from your DID to the recipient's,
+//!   signed by this device's key and authcrypted from its X25519 key to every
+//!   `keyAgreement` key of the recipient (so each of their devices can read it), wrapped in a
+//!   Routing 2.0 forward and handed to your own node (`POST /api/v1/messages`), which
+//!   delivers it to theirs and retries until it can.
+//! - **Receiving.** Your node keeps messages until each of your devices has taken them.
+//!   This wallet fetches them over Message Pickup ([`crate::pickup`]), opens each,
+//!   checks that the sender the envelope proves is the one the node vouched for, keeps it
+//!   sealed in the wallet, and only then acknowledges it, so nothing is lost in between.
+
+use crate::client::{Client, ServerError};
+use crate::contacts::{self, progress, resolve_failed};
+use crate::pickup::{Delivered, Dropped, Event, Pickup};
+use crate::wallet::{self, Contact, Profile, StoredMessage, Wallet};
+use crate::{date, Ctx};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use sichat_core::did::Did;
+use sichat_core::ids::b64url;
+use sichat_core::keys::X25519KeyPair;
+use sichat_core::net::FetchError;
+use sichat_core::resolver::{ResolveError, Resolver};
+use sichat_messaging::forward::FORWARD_TYPE;
+use sichat_messaging::{
+    pack_authcrypt, unpack, AgreementKey, EnvelopeError, Message, MessageId, RecipientKey, SigningKey, UnpackOptions,
+};
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The DIDComm message type of a Sichat text message; its body is `{"text": …}`.
+pub const TEXT_TYPE: &str = "https://sichat.dev/message/1.0/text";
+/// Messages asked for per delivery request.
+const BATCH: usize = 50;
+/// Ping the node this often while watching; give up on a connection silent for 3 times as long.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Subcommand)]
+pub enum MessageCmd {
+    /// Send an end-to-end encrypted message: only the recipient's devices can read it.
+    /// Your node delivers it, and keeps retrying while their node is down.
+    Send(SendArgs),
+    /// Fetch new messages from your node, keep them in this wallet, and list your inbox.
+    /// Messages from people your policy does not accept directly wait in --requests
+    /// (see `sichat policy show`).
+    Inbox {
+        /// List the requests folder instead: messages from people not (yet) accepted.
+        #[arg(long)]
+        requests: bool,
+        /// Show at most this many of the newest messages.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one message in full (by the id `inbox` lists; a unique prefix is enough).
+    Read {
+        /// The message's id.
+        id: String,
+    },
+    /// Receive messages live: each is printed as it arrives (and kept in this wallet),
+    /// until Ctrl-C. Reconnects by itself when the connection drops.
+    Watch,
+    /// Where a message you sent is: queued (your node is still trying), delivered (their
+    /// node has it), not_accepted (their policy refused it) or failed.
+    Status {
+        /// The id `sichat message send` printed.
+        id: String,
+    },
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// Who to send to: a DID, name@host (an account on a Sichat node), or a contact name
+    /// (see `sichat contacts`).
+    to: String,
+    /// The text to send.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    text: Option<String>,
+    /// Send the text in this file instead ("-" reads standard input).
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Attach a presentation of this credential you hold (see `sichat credential list`),
+    /// e.g. a FriendCredential the recipient issued you, so their node can accept you.
+    #[arg(long, value_name = "CREDENTIAL_ID")]
+    present: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, cmd: MessageCmd) -> Result<()> {
+    match cmd {
+        MessageCmd::Send(a) => send(ctx, a).await,
+        MessageCmd::Inbox { requests, limit } => inbox(ctx, requests, limit).await,
+        MessageCmd::Read { id } => read(ctx, &id),
+        MessageCmd::Watch => watch(ctx).await,
+        MessageCmd::Status { id } => status(ctx, &id).await,
+    }
+}
+
+/// The wallet's node, or what to do without one.
+pub(crate) fn need_node(profile: &Profile) -> Result<String> {
+    profile.server.clone().ok_or_else(|| {
+        anyhow!(
+            "messaging needs a node: this wallet is a did:key identity with no server, and a node is what keeps \
+             your messages while your devices are off. Ask someone who runs sichatd for an invite (or run your \
+             own), then make a wallet there: `sichat --wallet DIR init --server URL --invite CODE --name NAME`"
+        )
+    })
+}
+
+/// Log in to the wallet's node, keeping a fresher device certificate if it hands one back.
+async fn login(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<Client> {
+    let server = need_node(&w.profile)?;
+    let mut c = Client::new(&server)?;
+    if let Some(fresh) = c.login(w).await? {
+        wallet::update(&ctx.dir, pass, |w| {
+            w.certificate = fresh;
+            Ok(())
+        })?;
+    }
+    Ok(c)
+}
+
+/// Add what to do to a refusal from the node, keeping its code.
+fn explain(e: anyhow::Error, hints: &[(&str, &str)]) -> anyhow::Error {
+    match e.downcast::<ServerError>() {
+        Ok(mut s) => {
+            if let Some((_, hint)) = hints.iter().find(|(code, _)| *code == s.code) {
+                s.message = format!("{}. {hint}", s.message.trim_end_matches('.'));
+            }
+            anyhow!(s)
+        }
+        Err(e) => e,
+    }
+}
+
+const NO_MESSAGING: (&str, &str) =
+    ("http_404", "Your node has no messaging endpoint: ask its operator to upgrade sichatd");
+
+fn read_text(a: &SendArgs) -> Result<String> {
+    let text = match (&a.text, &a.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut t = String::new();
+            std::io::stdin().read_to_string(&mut t).context("cannot read the message from standard input (UTF-8)")?;
+            t
+        }
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))?
+        }
+        (None, None) => bail!("give the text to send, or --file FILE"),
+    };
+    if text.trim().is_empty() {
+        bail!("the message is empty: nothing sent");
+    }
+    Ok(text)
+}
+
+async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
+    let text = read_text(&a)?;
+    need_node(&wallet::read_profile(&ctx.dir)?)?;
+    let (w, pass) = ctx.open()?;
+    let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
+    let to = contacts::recipient(ctx, &w, &resolver, &a.to).await?;
+    progress(ctx, &format!("Resolving {} …", to.did));
+    let keys = resolver.resolve(to.did.as_str()).await.map_err(|e| resolve_failed(&to.did, e))?;
+    let recipients = RecipientKey::all_of(&keys);
+    if recipients.is_empty() {
+        bail!("{} lists no keyAgreement key in its DID document: it cannot receive encrypted messages", to.did);
+    }
+    let me = Did::parse(&w.profile.did).context("this wallet's DID is corrupt")?;
+    let msg = Message::new(TEXT_TYPE, json!({ "text": text })).with_from(me.clone()).with_to(vec![to.did.clone()]);
+    let sign_kid = format!("{me}#device-{}", w.profile.device_id);
+    let sender = AgreementKey::new(format!("{sign_kid}-x25519"), X25519KeyPair::from_secret(&w.device_agree.secret())?);
+    progress(ctx, &format!("Encrypting to {} key(s) of {} …", recipients.len(), to.label));
+    let packed = pack_authcrypt(&msg, &sender, Some(&SigningKey { kid: &sign_kid, key: &w.device_sign }), &recipients)
+        .map_err(|e| anyhow!("cannot pack the message: {e}"))?;
+    let envelope: Value = serde_json::from_str(&packed)?;
+    let forward_id = MessageId::new();
+    let mut attachments = vec![json!({"id": "envelope", "data": {"json": envelope}})];
+    if let Some(id) = &a.present {
+        let held = w
+            .credentials
+            .iter()
+            .find(|c| &c.id == id)
+            .ok_or_else(|| anyhow!("this wallet holds no credential {id}: see `sichat credential list`"))?;
+        let vc = sichat_holder::check::unverified(&held.format, &held.credential)?;
+        if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
+            bail!("credential {id} is about someone else, not you: it cannot be presented");
+        }
+        let vp = crate::present::vp_jwt(&w, held, to.did.as_str(), forward_id.as_str())?;
+        attachments.push(json!({
+            "id": "presentation",
+            "media_type": "application/vp+jwt",
+            "data": {"base64": b64url(vp.as_bytes())},
+        }));
+    }
+    let forward = json!({
+        "id": forward_id,
+        "type": FORWARD_TYPE,
+        "to": [],
+        "body": {"next": to.did},
+        "attachments": attachments,
+    });
+    progress(ctx, "Handing it to your node …");
+    let mut c = login(ctx, &w, &pass).await?;
+    let posted: Result<Value> = c.post("/api/v1/messages", &forward).await;
+    c.logout().await;
+    let posted = posted.map_err(|e| {
+        explain(
+            e,
+            &[
+                ("unknown_recipient", "Check the DID or name@host: the recipient's node must offer DIDComm messaging"),
+                ("message_too_large", "Send a shorter text or a smaller file"),
+                ("too_many_recipients", "The recipient lists more device keys than your node accepts"),
+                ("rate_limited", "Wait a little, then send again"),
+                ("malformed_message", "This sichat and your node disagree on the format: update both"),
+                NO_MESSAGING,
+            ],
+        )
+    })?;
+    let id = posted["id"].as_str().unwrap_or(forward_id.as_str()).to_owned();
+    let state = posted["state"].as_str().unwrap_or("queued").to_owned();
+    let out = json!({
+        "id": id,
+        "state": state,
+        "to": to.did,
+        "message_id": msg.id,
+        "presentation": a.present.is_some(),
+    });
+    ctx.print(&out, |_| {
+        println!("Sent {id} to {} ({state}).", to.label);
+        println!("Your node delivers it, retrying while their node is down: `sichat message status {id}`.");
+    })
+}
+
+async fn status(ctx: &Ctx, id: &str) -> Result<()> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        bail!("{id:?} is not a message id: use the id `sichat message send` printed");
+    }
+    need_node(&wallet::read_profile(&ctx.dir)?)?;
+    let (w, pass) = ctx.open()?;
+    let mut c = login(ctx, &w, &pass).await?;
+    let got: Result<Value> = c.get(&format!("/api/v1/messages/{id}")).await;
+    c.logout().await;
+    let s = got.map_err(|e| {
+        explain(
+            e,
+            &[
+                ("not_found", "Only messages sent from your account have a status: use the id `message send` printed"),
+                NO_MESSAGING,
+            ],
+        )
+    })?;
+    ctx.print(&s, |s| {
+        let state = s["state"].as_str().unwrap_or("?");
+        println!("{}: {state}", s["id"].as_str().unwrap_or(id));
+        if let Some(to) = s["to"].as_str() {
+            println!("  to:        {to}");
+        }
+        let when = |k: &str| s[k].as_i64().map(date);
+        if let Some(t) = when("created_at") {
+            println!("  sent:      {t}");
+        }
+        if let Some(t) = when("updated_at") {
+            println!("  updated:   {t}");
+        }
+        println!("  attempts:  {}", s["attempts"].as_i64().unwrap_or(0));
+        if let Some(t) = when("next_attempt_at") {
+            println!("  next try:  {t}");
+        }
+        if let Some(e) = s["last_error"].as_str() {
+            println!("  last error: {e}");
+        }
+        println!(
+            "  {}",
+            match state {
+                "queued" => "Your node is still trying to deliver it.",
+                "delivered" => "Their node has it; their devices get it when they connect.",
+                "not_accepted" => "Their node did not accept it (their policy). It will not be retried.",
+                "failed" => "Your node gave up delivering it.",
+                _ => "",
+            }
+        );
+    })
+}
+
+/// Opens delivered envelopes with this device's key agreement key.
+struct Opener {
+    ours: Vec<AgreementKey>,
+    resolver: Resolver,
+}
+
+enum Opened {
+    /// Opened (or found unreadable for good): keep it and acknowledge it.
+    Keep(StoredMessage),
+    /// Cannot be opened now (the sender's DID document is out of reach): leave it on the node.
+    Later(String),
+}
+
+impl Opener {
+    fn new(ctx: &Ctx, w: &Wallet) -> Result<Self> {
+        let kid = format!("{}#device-{}-x25519", w.profile.did, w.profile.device_id);
+        let key = X25519KeyPair::from_secret(&w.device_agree.secret())?;
+        Ok(Self { ours: vec![AgreementKey::new(kid, key)], resolver: ctx.resolver(&[w.profile.server.as_deref()])? })
+    }
+
+    async fn open(&self, d: &Delivered) -> Opened {
+        let mut kept = StoredMessage {
+            id: d.id.clone(),
+            message_id: d.id.clone(),
+            from: String::new(),
+            vouched_from: d.from.clone(),
+            sender_mismatch: false,
+            folder: d.folder.clone(),
+            kind: String::new(),
+            body: Value::Null,
+            thid: None,
+            created_time: None,
+            received_time: d.received_time,
+            presentation: d.presentation,
+            unreadable: None,
+            read: false,
+        };
+        let bytes = match serde_json::to_vec(&d.envelope) {
+            Ok(b) => b,
+            Err(e) => {
+                kept.unreadable = Some(e.to_string());
+                return Opened::Keep(kept);
+            }
+        };
+        match unpack(&bytes, &self.ours, &self.resolver, &UnpackOptions::default()).await {
+            Ok(u) => {
+                kept.from = u.authenticated_sender().map(Did::to_string).unwrap_or_default();
+                kept.sender_mismatch = kept.from != d.from;
+                kept.message_id = u.message.id.to_string();
+                kept.kind = u.message.kind;
+                kept.body = u.message.body;
+                kept.thid = u.message.thid;
+                kept.created_time = u.message.created_time;
+                Opened::Keep(kept)
+            }
+            Err(EnvelopeError::SenderKeys(ResolveError::Fetch(FetchError::Failed { why, .. })))
+                if !why.starts_with("HTTP 4") =>
+            {
+                Opened::Later(format!("cannot fetch the sender's DID document ({why})"))
+            }
+            Err(e @ EnvelopeError::NotForUs { .. }) => {
+                kept.unreadable =
+                    Some(format!("not encrypted to this device (was it sent before this device was added?): {e}"));
+                Opened::Keep(kept)
+            }
+            Err(e) => {
+                kept.unreadable = Some(e.to_string());
+                Opened::Keep(kept)
+            }
+        }
+    }
+}
+
+/// What one delivery came to.
+struct Taken {
+    /// Ids to acknowledge: kept now, or kept before.
+    ack: Vec<String>,
+    /// Messages this wallet had not kept before.
+    fresh: Vec<StoredMessage>,
+    /// Every message in the wallet afterwards, when it was written.
+    all: Option<Vec<StoredMessage>>,
+}
+
+/// Open a delivery and keep what is new sealed in the wallet. Warns about sender
+/// mismatches, unreadable messages and messages left for later.
+async fn take(ctx: &Ctx, pass: &str, opener: &Opener, items: &[Delivered]) -> Result<Taken> {
+    let mut keep = Vec::new();
+    for d in items {
+        match opener.open(d).await {
+            Opened::Keep(m) => keep.push(m),
+            Opened::Later(why) => {
+                eprintln!("warning: message {} from {} stays on your node for now: {why}", d.id, d.from)
+            }
+        }
+    }
+    if keep.is_empty() {
+        return Ok(Taken { ack: Vec::new(), fresh: Vec::new(), all: None });
+    }
+    let ack = keep.iter().map(|m| m.id.clone()).collect();
+    let (fresh, all) = wallet::update(&ctx.dir, pass, |w| {
+        let mut fresh = Vec::new();
+        for m in keep {
+            let known = w.messages.iter().chain(fresh.iter()).any(|k: &StoredMessage| {
+                k.id == m.id || (!m.from.is_empty() && k.from == m.from && k.message_id == m.message_id)
+            });
+            if !known {
+                fresh.push(m);
+            }
+        }
+        w.messages.extend(fresh.iter().cloned());
+        Ok((fresh, w.messages.clone()))
+    })?;
+    for m in &fresh {
+        if let Some(why) = &m.unreadable {
+            eprintln!("warning: message {} from {} cannot be read on this device: {why}", m.id, m.vouched_from);
+        } else if m.sender_mismatch {
+            let proved = if m.from.is_empty() { "no sender at all" } else { m.from.as_str() };
+            eprintln!(
+                "warning: sender mismatch in message {}: the node vouched for {}, but the envelope proves {proved}. \
+                 Do not trust who it claims to be from.",
+                m.id, m.vouched_from
+            );
+        }
+    }
+    Ok(Taken { ack, fresh, all: Some(all) })
+}
+
+fn warn_dropped(d: &Dropped) {
+    let why = match d.reason.as_str() {
+        "quota" => "your mailbox on the node was full, so the oldest went first",
+        "expired" => "they waited on the node longer than it keeps messages",
+        other => other,
+    };
+    eprintln!("warning: your node dropped {} message(s) ({} bytes) on {} unread: {why}", d.count, d.bytes, date(d.at));
+}
+
+/// What `inbox` fetched.
+struct Fetched {
+    fresh: Vec<StoredMessage>,
+    all: Option<Vec<StoredMessage>>,
+    dropped: Vec<Dropped>,
+}
+
+/// Fetch everything waiting on the node for this device, keep it, then acknowledge it.
+async fn fetch_all(ctx: &Ctx, pass: &str, opener: &Opener, c: &Client) -> Result<Fetched> {
+    let token = c.token().ok_or_else(|| anyhow!("not logged in"))?;
+    let mut p = Pickup::connect(c.base(), token).await?;
+    let mut out = Fetched { fresh: Vec::new(), all: None, dropped: Vec::new() };
+    let note = |s: crate::pickup::Status, dropped: &mut Vec<Dropped>| {
+        for d in s.dropped {
+            if !dropped.contains(&d) {
+                dropped.push(d);
+            }
+        }
+        s.message_count
+    };
+    p.status_request().await?;
+    let mut waiting = match p.answer().await? {
+        Event::Status(s) => note(s, &mut out.dropped),
+        _ => 1,
+    };
+    let mut acked_any = false;
+    while waiting > 0 {
+        p.delivery_request(BATCH).await?;
+        let items = match p.answer().await? {
+            Event::Delivery(items) => items,
+            Event::Status(s) => {
+                note(s, &mut out.dropped);
+                break;
+            }
+            _ => continue,
+        };
+        if items.is_empty() {
+            break;
+        }
+        progress(ctx, &format!("Opening {} message(s) …", items.len()));
+        let taken = take(ctx, pass, opener, &items).await?;
+        out.fresh.extend(taken.fresh);
+        if taken.all.is_some() {
+            out.all = taken.all;
+        }
+        if taken.ack.is_empty() {
+            break; // only messages that must wait are left
+        }
+        p.received(&taken.ack).await?;
+        acked_any = true;
+        waiting = match p.answer().await? {
+            Event::Status(s) => note(s, &mut out.dropped),
+            _ => 0,
+        };
+    }
+    if !out.dropped.is_empty() && !acked_any {
+        // Acknowledging (even nothing) tells the node the drop report was seen.
+        p.received(&[]).await?;
+        let _ = p.answer().await;
+    }
+    p.close().await;
+    Ok(out)
+}
+
+async fn inbox(ctx: &Ctx, requests: bool, limit: usize) -> Result<()> {
+    need_node(&wallet::read_profile(&ctx.dir)?)?;
+    let (w, pass) = ctx.open()?;
+    let opener = Opener::new(ctx, &w)?;
+    progress(ctx, "Fetching new messages from your node …");
+    let mut c = login(ctx, &w, &pass).await?;
+    let fetched = fetch_all(ctx, &pass, &opener, &c).await;
+    c.logout().await;
+    let fetched = fetched.map_err(|e| explain(e, &[NO_MESSAGING]))?;
+    for d in &fetched.dropped {
+        warn_dropped(d);
+    }
+    let all = fetched.all.unwrap_or(w.messages);
+    let folder = if requests { "requests" } else { "inbox" };
+    let mut shown: Vec<&StoredMessage> = all.iter().filter(|m| m.folder == folder).collect();
+    shown.sort_by(|a, b| b.received_time.cmp(&a.received_time).then_with(|| b.id.cmp(&a.id)));
+    let total = shown.len();
+    shown.truncate(limit);
+    let other_unread = all.iter().filter(|m| m.folder != folder && !m.read).count();
+    let out = json!({
+        "folder": folder,
+        "fetched": fetched.fresh.len(),
+        "total": total,
+        "messages": shown.iter().map(|m| view(m, &w.contacts)).collect::<Vec<_>>(),
+        "dropped": fetched.dropped,
+    });
+    ctx.print(&out, |_| {
+        if !fetched.fresh.is_empty() {
+            println!("{} new message(s).", fetched.fresh.len());
+        }
+        if shown.is_empty() {
+            println!("No messages in {folder}.");
+        }
+        for m in &shown {
+            let unread = if m.read { ' ' } else { '*' };
+            println!("{unread} {}  {}  {}  {}", m.id, date(m.received_time), sender_label(m, &w.contacts), preview(m));
+        }
+        if total > shown.len() {
+            println!("({} older not shown: --limit N)", total - shown.len());
+        }
+        if other_unread > 0 {
+            let other = if requests { "sichat message inbox" } else { "sichat message inbox --requests" };
+            println!("{other_unread} unread in the other folder: `{other}`.");
+        }
+        if !shown.is_empty() {
+            println!("Read one with `sichat message read ID`.");
+        }
+    })
+}
+
+fn text_of(m: &StoredMessage) -> Option<&str> {
+    (m.kind == TEXT_TYPE).then(|| m.body.get("text").and_then(Value::as_str)).flatten()
+}
+
+fn preview(m: &StoredMessage) -> String {
+    if m.unreadable.is_some() {
+        return "(cannot be read on this device)".into();
+    }
+    match text_of(m) {
+        Some(t) => {
+            let line = t.lines().next().unwrap_or_default();
+            let mut p: String = line.chars().take(60).collect();
+            if p.len() < t.len() {
+                p.push('…');
+            }
+            p
+        }
+        None => format!("(a {} message)", m.kind),
+    }
+}
+
+fn sender_label(m: &StoredMessage, contacts: &[Contact]) -> String {
+    let who = if m.from.is_empty() { &m.vouched_from } else { &m.from };
+    let named = match contacts::name_of(contacts, who) {
+        Some(name) => format!("{name} ({who})"),
+        None => who.clone(),
+    };
+    if m.sender_mismatch && m.unreadable.is_none() {
+        format!("{named} [SENDER MISMATCH: the node vouched for {}]", m.vouched_from)
+    } else {
+        named
+    }
+}
+
+/// A message as `--json` shows it.
+fn view(m: &StoredMessage, contacts: &[Contact]) -> Value {
+    let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+    v["text"] = json!(text_of(m));
+    let who = if m.from.is_empty() { &m.vouched_from } else { &m.from };
+    v["from_contact"] = json!(contacts::name_of(contacts, who));
+    v
+}
+
+/// Find a kept message by id, its sender's id, or a unique prefix of either.
+fn find<'a>(messages: &'a mut [StoredMessage], id: &str) -> Result<&'a mut StoredMessage> {
+    if let Some(i) = messages.iter().position(|m| m.id == id || m.message_id == id) {
+        return Ok(&mut messages[i]);
+    }
+    let matching: Vec<usize> = messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| id.len() >= 4 && (m.id.starts_with(id) || m.message_id.starts_with(id)))
+        .map(|(i, _)| i)
+        .collect();
+    match matching.as_slice() {
+        [i] => Ok(&mut messages[*i]),
+        [] => bail!("no message {id} in this wallet: `sichat message inbox` fetches and lists them"),
+        more => bail!("{id} could be {} messages: give more of the id", more.len()),
+    }
+}
+
+fn read(ctx: &Ctx, id: &str) -> Result<()> {
+    let (w, pass) = ctx.open()?;
+    let contacts = w.contacts.clone();
+    let mut messages = w.messages;
+    let m = find(&mut messages, id)?.clone();
+    if !m.read {
+        let key = m.id.clone();
+        wallet::update(&ctx.dir, &pass, |w| {
+            if let Some(k) = w.messages.iter_mut().find(|k| k.id == key) {
+                k.read = true;
+            }
+            Ok(())
+        })?;
+    }
+    ctx.print(&view(&m, &contacts), |_| {
+        println!("From:      {}", sender_label(&m, &contacts));
+        if m.sender_mismatch && m.unreadable.is_none() {
+            println!(
+                "           WARNING: the envelope proves {}, the node vouched for {}",
+                if m.from.is_empty() { "no sender" } else { &m.from },
+                m.vouched_from
+            );
+        }
+        println!("Folder:    {}", m.folder);
+        if let Some(t) = m.created_time {
+            println!("Written:   {} (the sender's clock)", date(t as i64 * 1000));
+        }
+        println!("Received:  {}", date(m.received_time));
+        println!("Id:        {} (sender's id {})", m.id, m.message_id);
+        if m.presentation {
+            println!("Attached:  a credential presentation (checked by your node's policy)");
+        }
+        if let Some(thid) = &m.thid {
+            println!("Thread:    {thid}");
+        }
+        println!();
+        match (&m.unreadable, text_of(&m)) {
+            (Some(why), _) => println!("(This device cannot read it: {why})"),
+            (None, Some(text)) => println!("{text}"),
+            (None, None) => {
+                println!("(a {} message)", m.kind);
+                println!("{}", serde_json::to_string_pretty(&m.body).unwrap_or_default());
+            }
+        }
+    })
+}
+
+/// How a live connection ended.
+enum End {
+    /// Ctrl-C.
+    Stopped,
+    /// The connection dropped or could not be made: try again.
+    Lost(anyhow::Error),
+}
+
+struct Watching<'a> {
+    ctx: &'a Ctx,
+    w: &'a Wallet,
+    pass: &'a str,
+    opener: Opener,
+    seen_drops: HashSet<Dropped>,
+    /// Some connection went live before: say "Reconnected" from now on.
+    ever_live: bool,
+    /// The current attempt went live.
+    went_live: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+async fn watch(ctx: &Ctx) -> Result<()> {
+    need_node(&wallet::read_profile(&ctx.dir)?)?;
+    let (w, pass) = ctx.open()?;
+    let (tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+        }
+    });
+    let mut st = Watching {
+        ctx,
+        w: &w,
+        pass: &pass,
+        opener: Opener::new(ctx, &w)?,
+        seen_drops: HashSet::new(),
+        ever_live: false,
+        went_live: false,
+        stop,
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match st.connect_once().await? {
+            End::Stopped => break,
+            End::Lost(e) => {
+                // A connection that worked starts the backoff again from one second.
+                if std::mem::take(&mut st.went_live) {
+                    backoff = Duration::from_secs(1);
+                }
+                eprintln!("Connection to your node lost ({e:#}); reconnecting in {} s …", backoff.as_secs());
+            }
+        }
+        let mut stop = st.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    if !ctx.json {
+        eprintln!("Stopped watching.");
+    }
+    Ok(())
+}
+
+impl Watching<'_> {
+    /// Log in, connect, and receive until the connection ends. `Err` only for what
+    /// retrying cannot fix (the node refuses this device, the wallet cannot be written).
+    async fn connect_once(&mut self) -> Result<End> {
+        let mut c = match login(self.ctx, self.w, self.pass).await {
+            Ok(c) => c,
+            Err(e) => {
+                return match e.downcast_ref::<ServerError>() {
+                    Some(s) if (400..500).contains(&s.status) && s.status != 429 && s.status != 408 => Err(e),
+                    _ => Ok(End::Lost(e)),
+                }
+            }
+        };
+        let r = self.receive(&c).await;
+        c.logout().await;
+        r
+    }
+
+    async fn receive(&mut self, c: &Client) -> Result<End> {
+        let token = c.token().ok_or_else(|| anyhow!("not logged in"))?;
+        let mut p = match Pickup::connect(c.base(), token).await {
+            Ok(p) => p,
+            Err(e) => return Ok(End::Lost(e)),
+        };
+        if let Err(e) = p.live(true).await {
+            return Ok(End::Lost(e));
+        }
+        if self.ever_live {
+            eprintln!("Reconnected.");
+        } else if !self.ctx.json {
+            eprintln!("Watching for messages to {} (Ctrl-C to stop) …", self.w.profile.did);
+        }
+        self.ever_live = true;
+        self.went_live = true;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        let mut heard = tokio::time::Instant::now();
+        let mut stop = self.stop.clone();
+        loop {
+            let event = tokio::select! {
+                _ = stop.wait_for(|s| *s) => {
+                    let _ = p.live(false).await;
+                    p.close().await;
+                    return Ok(End::Stopped);
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() > PING_EVERY * 3 {
+                        return Ok(End::Lost(anyhow!("your node stopped answering")));
+                    }
+                    if let Err(e) = p.ping().await {
+                        return Ok(End::Lost(e));
+                    }
+                    continue;
+                }
+                event = p.next() => event,
+            };
+            heard = tokio::time::Instant::now();
+            match event {
+                Err(e) => return Ok(End::Lost(e)),
+                Ok(None) => return Ok(End::Lost(anyhow!("your node closed the connection"))),
+                Ok(Some(Event::Delivery(items))) => {
+                    let taken = take(self.ctx, self.pass, &self.opener, &items).await?;
+                    for m in &taken.fresh {
+                        self.show(m);
+                    }
+                    if !taken.ack.is_empty() {
+                        if let Err(e) = p.received(&taken.ack).await {
+                            return Ok(End::Lost(e));
+                        }
+                    }
+                }
+                Ok(Some(Event::Status(s))) => {
+                    let new: Vec<Dropped> =
+                        s.dropped.into_iter().filter(|d| self.seen_drops.insert(d.clone())).collect();
+                    for d in &new {
+                        warn_dropped(d);
+                    }
+                    if !new.is_empty() {
+                        if let Err(e) = p.received(&[]).await {
+                            return Ok(End::Lost(e));
+                        }
+                    }
+                }
+                Ok(Some(Event::Problem { code, comment })) => {
+                    return Ok(End::Lost(anyhow!("your node reported a problem: {comment} ({code})")))
+                }
+                Ok(Some(Event::Other)) => {}
+            }
+        }
+    }
+
+    fn show(&self, m: &StoredMessage) {
+        if self.ctx.json {
+            println!("{}", view(m, &self.w.contacts));
+            return;
+        }
+        let folder = if m.folder == "inbox" { String::new() } else { format!(" [{}]", m.folder) };
+        let body = match (&m.unreadable, text_of(m)) {
+            (Some(_), _) => "(cannot be read on this device)".to_owned(),
+            (None, Some(t)) => t.to_owned(),
+            (None, None) => format!("(a {} message)", m.kind),
+        };
+        println!("[{}] {}{folder}: {body}", date(m.received_time), sender_label(m, &self.w.contacts));
+        println!("    id {}", m.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str, text: &str) -> StoredMessage {
+        StoredMessage {
+            id: id.into(),
+            message_id: format!("m-{id}"),
+            from: "did:web:b:users:bob".into(),
+            vouched_from: "did:web:b:users:bob".into(),
+            sender_mismatch: false,
+            folder: "inbox".into(),
+            kind: TEXT_TYPE.into(),
+            body: json!({"text": text}),
+            thid: None,
+            created_time: None,
+            received_time: 0,
+            presentation: false,
+            unreadable: None,
+            read: false,
+        }
+    }
+
+    #[test]
+    fn messages_are_found_by_id_or_unique_prefix() {
+        let mut ms = vec![msg("0190aaaa-1", "a"), msg("0190aaab-2", "b")];
+        assert_eq!(find(&mut ms, "0190aaab-2").unwrap().body["text"], "b");
+        assert_eq!(find(&mut ms, "m-0190aaaa-1").unwrap().body["text"], "a");
+        assert_eq!(find(&mut ms, "0190aaab").unwrap().body["text"], "b");
+        assert!(find(&mut ms, "0190aa").is_err(), "ambiguous");
+        assert!(find(&mut ms, "019").is_err(), "too short to guess");
+        assert!(find(&mut ms, "zzzz").is_err());
+    }
+
+    #[test]
+    fn previews_and_labels() {
+        let mut m = msg("1", &format!("{}\nsecond line", "x".repeat(80)));
+        assert_eq!(preview(&m).chars().count(), 61);
+        m.sender_mismatch = true;
+        m.vouched_from = "did:web:evil:users:eve".into();
+        let contacts =
+            vec![Contact { name: "bob".into(), did: "did:web:b:users:bob".into(), address: None, added_at: 0 }];
+        let label = sender_label(&m, &contacts);
+        assert!(label.starts_with("bob (did:web:b:users:bob)"), "{label}");
+        assert!(label.contains("SENDER MISMATCH"), "{label}");
+        m.kind = "https://example.org/other".into();
+        assert_eq!(preview(&m), "(a https://example.org/other message)");
+    }
+}
