@@ -1,0 +1,447 @@
+//! Messaging between two real nodes on loopback, through the real `sichat` binary: a message
+//! sent while its recipient is offline and fetched later, the inbound policy (friends with a
+//! credential, strangers in requests, refusals and blocks), contacts and `name@host`, live
+//! delivery with `message watch` (also across a dropped connection), and every device of
+//! the recipient getting every message.
+
+use serde_json::Value;
+use sichat_e2e::{binary, json, sichat, stderr, stdout, storage_tests, Backend, TestApp, PASSPHRASE};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+storage_tests!(
+    offline_recipient_friends_and_strangers,
+    policy_refusals_and_blocks,
+    live_watch_reconnects_and_every_device_gets_it,
+);
+
+/// How long a message may take to cross two nodes before a test gives up on it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+async fn two_nodes(backend: Backend) -> Option<(TestApp, TestApp)> {
+    let a = TestApp::spawn(backend).await?;
+    let b = TestApp::spawn(backend).await?;
+    Some((a, b))
+}
+
+/// `name@host:port` of an account on `app`.
+fn address(app: &TestApp, name: &str) -> String {
+    format!("{name}@{}", app.url.trim_start_matches("http://"))
+}
+
+async fn did_of(wallet: &Path) -> String {
+    json(&sichat(wallet, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned()
+}
+
+/// `sichat message send`, which must succeed; returns the message id.
+async fn send(wallet: &Path, to: &str, text: &str, extra: &[&str]) -> String {
+    let mut args = vec!["--json", "message", "send", to, text];
+    args.extend_from_slice(extra);
+    let out = sichat(wallet, &args).await;
+    assert!(out.status.success(), "send to {to}: {}", stderr(&out));
+    let sent = json(&out);
+    assert_eq!(sent["state"], "queued", "{sent}");
+    sent["id"].as_str().expect("id").to_owned()
+}
+
+/// Poll `sichat message status ID` until the message leaves `queued`; returns the status.
+async fn settled(wallet: &Path, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let out = sichat(wallet, &["--json", "message", "status", id]).await;
+        assert!(out.status.success(), "status {id}: {}", stderr(&out));
+        let s = json(&out);
+        if s["state"] != "queued" {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still queued after {PATIENCE:?}: {s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn delivered(wallet: &Path, id: &str) {
+    let s = settled(wallet, id).await;
+    assert_eq!(s["state"], "delivered", "{s}");
+}
+
+async fn inbox(wallet: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["--json", "message", "inbox"];
+    args.extend_from_slice(extra);
+    let out = sichat(wallet, &args).await;
+    assert!(out.status.success(), "inbox: {}", stderr(&out));
+    json(&out)
+}
+
+fn texts(listing: &Value) -> Vec<String> {
+    listing["messages"].as_array().into_iter().flatten().filter_map(|m| m["text"].as_str().map(str::to_owned)).collect()
+}
+
+fn message_with<'a>(listing: &'a Value, text: &str) -> &'a Value {
+    listing["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["text"] == text)
+        .unwrap_or_else(|| panic!("no message {text:?} in {listing}"))
+}
+
+async fn policy(wallet: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json", "policy", "set"];
+    all.extend_from_slice(args);
+    let out = sichat(wallet, &all).await;
+    assert!(out.status.success(), "policy set {args:?}: {}", stderr(&out));
+    json(&out)
+}
+
+async fn offline_recipient_friends_and_strangers(backend: Backend) {
+    let Some((a, b)) = two_nodes(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let bob = b.join("bob", &b.owner_invite).await;
+    let code = b.invite(&bob, 1).await;
+    let carol = b.join("carol", &code).await;
+    let (alice_did, bob_did, carol_did) = (did_of(&alice).await, did_of(&bob).await, did_of(&carol).await);
+    let shown =
+        policy(&alice, &["--members", "on", "--requests", "on", "--accept-credential", "FriendCredential"]).await;
+    assert_eq!(shown["accept_credentials"], serde_json::json!(["FriendCredential"]));
+
+    // Alice befriends Bob: a FriendCredential from her issuing key, in her node's issuance log.
+    let out =
+        sichat(&alice, &["credential", "issue", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob"])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A typo in name@host is caught by WebFinger before anything is sent.
+    let typo = address(&a, "alcie");
+    let out = sichat(&bob, &["message", "send", &typo, "hi"]).await;
+    assert!(stderr(&out).contains(&format!("no account {typo}")), "{}", stderr(&out));
+    let out = sichat(&bob, &["message", "send", "nobody", "hi"]).await;
+    assert!(stderr(&out).contains("no contact named nobody"), "{}", stderr(&out));
+
+    // Bob names Alice by her address and writes while none of her devices is connected.
+    let out = sichat(&bob, &["--json", "contacts", "add", "alice", &address(&a, "alice")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["did"], alice_did.as_str());
+    let from_bob = send(&bob, "alice", "Hello Alice, it's Bob", &[]).await;
+    delivered(&bob, &from_bob).await;
+    // Carol, a stranger to Alice, writes to her DID.
+    let from_carol = send(&carol, &alice_did, "Hi, I'm Carol. We met at the conference.", &[]).await;
+    delivered(&carol, &from_carol).await;
+    // Status is only for the sender.
+    let out = sichat(&carol, &["message", "status", &from_bob]).await;
+    assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
+
+    // Alice comes online: the friend is in her inbox, the stranger in requests.
+    let listing = inbox(&alice, &[]).await;
+    assert_eq!(listing["fetched"], 2, "{listing}");
+    assert_eq!(texts(&listing), vec!["Hello Alice, it's Bob"], "{listing}");
+    let m = message_with(&listing, "Hello Alice, it's Bob");
+    assert_eq!((m["id"].as_str(), m["from"].as_str()), (Some(from_bob.as_str()), Some(bob_did.as_str())));
+    assert_eq!((m["folder"].as_str(), m["sender_mismatch"].as_bool()), (Some("inbox"), Some(false)));
+    let requests = inbox(&alice, &["--requests"]).await;
+    assert_eq!(requests["fetched"], 0, "already fetched and kept: {requests}");
+    assert_eq!(texts(&requests), vec!["Hi, I'm Carol. We met at the conference."], "{requests}");
+    assert_eq!(message_with(&requests, "Hi, I'm Carol. We met at the conference.")["from"], carol_did.as_str());
+
+    // `read` shows the text (by a prefix of the id too) and marks it read.
+    let out = sichat(&alice, &["message", "read", &from_bob]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Hello Alice, it's Bob") && stdout(&out).contains(&bob_did), "{}", stdout(&out));
+    let out = sichat(&alice, &["--json", "message", "read", &from_carol[..18]]).await;
+    assert_eq!(json(&out)["text"], "Hi, I'm Carol. We met at the conference.", "{}", stderr(&out));
+    let out = sichat(&alice, &["message", "read", "ffffffff-not-there"]).await;
+    assert!(stderr(&out).contains("no message"), "{}", stderr(&out));
+
+    // Acknowledged once kept: nothing waits on the node any more, and the wallet keeps both.
+    let listing = inbox(&alice, &[]).await;
+    assert_eq!(listing["fetched"], 0, "{listing}");
+    assert_eq!(message_with(&listing, "Hello Alice, it's Bob")["read"], true);
+
+    // Alice names Bob; her inbox says who he is. Replies go back across the nodes.
+    let out = sichat(&alice, &["contacts", "add", "bob", &address(&b, "bob")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = inbox(&alice, &[]).await;
+    assert_eq!(message_with(&listing, "Hello Alice, it's Bob")["from_contact"], "bob");
+    let reply = send(&alice, "bob", "Hi Bob!", &[]).await;
+    delivered(&alice, &reply).await;
+    // Bob's node sorts: Alice is a stranger there, so her reply lands in his requests.
+    let bobs = inbox(&bob, &["--requests"]).await;
+    assert_eq!(texts(&bobs), vec!["Hi Bob!"], "{bobs}");
+    assert_eq!(message_with(&bobs, "Hi Bob!")["from_contact"], "alice");
+
+    // A presentation rides along: Bob holds a FriendCredential Alice offered him over
+    // OpenID4VCI and presents it, bound to Alice and to this message.
+    let out = sichat(
+        &alice,
+        &["--json", "credential", "offer", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let offer = json(&out)["offer_uri"].as_str().expect("offer").to_owned();
+    let out = sichat(&bob, &["--json", "credential", "receive", &offer]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let friend_credential = json(&out)["id"].as_str().expect("id").to_owned();
+    let out = sichat(&bob, &["message", "send", "alice", "see?", "--present", "no-such-credential"]).await;
+    assert!(stderr(&out).contains("holds no credential no-such-credential"), "{}", stderr(&out));
+    let with_vp = send(&bob, "alice", "With my FriendCredential attached", &["--present", &friend_credential]).await;
+    delivered(&bob, &with_vp).await;
+    let listing = inbox(&alice, &[]).await;
+    let m = message_with(&listing, "With my FriendCredential attached");
+    assert_eq!((m["presentation"].as_bool(), m["folder"].as_str()), (Some(true), Some("inbox")), "{m}");
+
+    // The node routes what it cannot read: no text in its database.
+    let stored = node_rows_contain(&a, backend, "Hello Alice").await;
+    assert!(!stored, "the node must not hold the plaintext");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Whether any `msg_` table row of `app`'s database contains `needle` (as text).
+async fn node_rows_contain(app: &TestApp, backend: Backend, needle: &str) -> bool {
+    use sqlx::Row;
+    let pool = app.node.db.pool();
+    let tables = if backend == Backend::Sqlite {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'msg_%'"
+    } else {
+        "SELECT table_name AS name FROM information_schema.tables WHERE table_name LIKE 'msg_%'"
+    };
+    let names: Vec<String> = sqlx::query(tables)
+        .fetch_all(pool)
+        .await
+        .expect("tables")
+        .iter()
+        .map(|r| r.try_get::<String, _>("name").expect("name"))
+        .collect();
+    assert!(!names.is_empty(), "the node keeps messages in msg_ tables");
+    for name in names {
+        let rows = sqlx::query(&format!("SELECT * FROM {name}")).fetch_all(pool).await.expect("rows");
+        for row in rows {
+            for i in 0..row.len() {
+                let text = row
+                    .try_get::<String, _>(i)
+                    .ok()
+                    .or_else(|| row.try_get::<Vec<u8>, _>(i).ok().map(|b| String::from_utf8_lossy(&b).into_owned()));
+                if text.is_some_and(|t| t.contains(needle)) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+async fn policy_refusals_and_blocks(backend: Backend) {
+    let Some((a, b)) = two_nodes(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let eve = b.join("eve", &b.owner_invite).await;
+    let code = b.invite(&eve, 1).await;
+    let mallory = b.join("mallory", &code).await;
+    let (alice_did, eve_did) = (did_of(&alice).await, did_of(&eve).await);
+
+    let shown = json(&sichat(&alice, &["--json", "policy", "show"]).await);
+    assert!(shown["requests"].is_boolean() && shown["accept_members"].is_boolean(), "{shown}");
+    let out = sichat(&alice, &["policy", "set"]).await;
+    assert!(stderr(&out).contains("nothing to change"), "{}", stderr(&out));
+    let out = sichat(&alice, &["policy", "set", "--block", "not a host"]).await;
+    assert!(stderr(&out).contains("give a DID"), "{}", stderr(&out));
+
+    // No requests folder: a stranger is not accepted, and told no more than that.
+    let p = policy(&alice, &["--requests", "off"]).await;
+    assert_eq!(p["requests"], false);
+    let id = send(&eve, &alice_did, "let me in", &[]).await;
+    let s = settled(&eve, &id).await;
+    assert_eq!(s["state"], "not_accepted", "{s}");
+    let human = sichat(&eve, &["message", "status", &id]).await;
+    assert!(stdout(&human).contains("not_accepted"), "{}", stdout(&human));
+
+    // Requests on again, Eve blocked by DID: Eve is refused, Mallory (same node) is not.
+    let p = policy(&alice, &["--requests", "on", "--block", &eve_did]).await;
+    assert_eq!(p["blocked"], serde_json::json!([eve_did]));
+    let id = send(&eve, &alice_did, "blocked?", &[]).await;
+    assert_eq!(settled(&eve, &id).await["state"], "not_accepted");
+    let id = send(&mallory, &alice_did, "from mallory, before the host block", &[]).await;
+    delivered(&mallory, &id).await;
+
+    // Blocking Eve's whole node refuses Mallory too; lifting both blocks lets them in again.
+    let host = b.url.trim_start_matches("http://").to_owned();
+    let p = policy(&alice, &["--block", &host]).await;
+    assert_eq!(p["blocked"].as_array().map(Vec::len), Some(2), "{p}");
+    let id = send(&mallory, &alice_did, "from mallory, after the host block", &[]).await;
+    assert_eq!(settled(&mallory, &id).await["state"], "not_accepted");
+    let p = policy(&alice, &["--unblock", &host, "--unblock", &address(&b, "eve")]).await;
+    assert_eq!(p["blocked"], serde_json::json!([]), "{p}");
+    let id = send(&eve, &alice_did, "unblocked", &[]).await;
+    delivered(&eve, &id).await;
+
+    // Only what was accepted reached Alice, into requests.
+    let requests = inbox(&alice, &["--requests"]).await;
+    let mut got = texts(&requests);
+    got.sort();
+    assert_eq!(got, vec!["from mallory, before the host block", "unblocked"], "{requests}");
+    assert_eq!(texts(&inbox(&alice, &[]).await), Vec::<String>::new());
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A TCP proxy in front of a node, whose connections the test can cut.
+struct Proxy {
+    url: String,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://localhost:{}", listener.local_addr().expect("addr").port());
+        let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let kept = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                kept.lock().expect("lock").push(task);
+            }
+        });
+        Self { url, connections, _accept: accept }
+    }
+
+    /// Cut every open connection (the node stays up).
+    fn cut(&self) {
+        for task in self.connections.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// A running `sichat message watch`, its output lines as they come.
+struct Watch {
+    child: tokio::process::Child,
+    out: mpsc::UnboundedReceiver<String>,
+    err: mpsc::UnboundedReceiver<String>,
+}
+
+impl Watch {
+    fn start(wallet: &Path) -> Self {
+        let mut child = tokio::process::Command::new(binary("sichat"))
+            .arg("--wallet")
+            .arg(wallet)
+            .args(["message", "watch"])
+            .env("SICHAT_PASSPHRASE", PASSPHRASE)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sichat message watch");
+        let lines = |pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let out = lines(Box::new(child.stdout.take().expect("stdout")));
+        let err = lines(Box::new(child.stderr.take().expect("stderr")));
+        Self { child, out, err }
+    }
+
+    /// Wait for a line containing `needle` on stdout (or stderr); panics with what came instead.
+    async fn expect(&mut self, stream: &str, needle: &str) -> String {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let rx = if stream == "stdout" { &mut self.out } else { &mut self.err };
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(line)) if line.contains(needle) => return line,
+                Ok(Some(line)) => seen.push(line),
+                Ok(None) | Err(_) => {
+                    while let Ok(line) = self.err.try_recv() {
+                        seen.push(format!("stderr: {line}"));
+                    }
+                    panic!("no {needle:?} on {stream} of `sichat message watch`; got: {seen:#?}")
+                }
+            }
+        }
+    }
+
+    /// Ctrl-C, then wait for it to end.
+    async fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.expect("kill");
+        assert!(killed.success());
+        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("watch stops on Ctrl-C").expect("wait")
+    }
+}
+
+async fn live_watch_reconnects_and_every_device_gets_it(backend: Backend) {
+    let Some((a, b)) = two_nodes(backend).await else { return };
+    // Alice's laptop reaches her node through a proxy the test can cut.
+    let proxy = Proxy::start(&a.url).await;
+    let laptop: PathBuf = a.wallet("alice");
+    let out = sichat(&laptop, &["init", "--server", &proxy.url, "--invite", &a.owner_invite, "--name", "alice"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let phone = a.wallet("alice-phone");
+    let out = sichat(&laptop, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bob = b.join("bob", &b.owner_invite).await;
+    let alice_did = did_of(&laptop).await;
+    let out = sichat(
+        &laptop,
+        &["credential", "issue", "--type", "FriendCredential", "--to", &did_of(&bob).await, "--claim", "name=Bob"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    policy(&laptop, &["--accept-credential", "FriendCredential"]).await;
+
+    // The laptop watches; Bob's message shows up as it arrives.
+    let mut watch = Watch::start(&laptop);
+    watch.expect("stderr", "Watching for messages").await;
+    let first = send(&bob, &alice_did, "live one", &[]).await;
+    let line = watch.expect("stdout", "live one").await;
+    assert!(line.contains(&did_of(&bob).await), "{line}");
+    watch.expect("stdout", &first).await;
+
+    // The connection drops: watch says so, reconnects by itself, and goes on receiving.
+    proxy.cut();
+    watch.expect("stderr", "reconnecting").await;
+    watch.expect("stderr", "Reconnected").await;
+    send(&bob, &alice_did, "after the cut", &[]).await;
+    watch.expect("stdout", "after the cut").await;
+
+    // Ctrl-C ends it cleanly.
+    let status = watch.interrupt().await;
+    assert!(status.success(), "{status:?}");
+
+    // What watch showed is kept in the laptop's wallet and was acknowledged: nothing new to fetch.
+    let listing = inbox(&laptop, &[]).await;
+    assert_eq!(listing["fetched"], 0, "{listing}");
+    let mut got = texts(&listing);
+    got.sort();
+    assert_eq!(got, vec!["after the cut", "live one"]);
+
+    // The phone was off all along; it gets both too, encrypted to its own key.
+    let on_phone = inbox(&phone, &[]).await;
+    assert_eq!(on_phone["fetched"], 2, "{on_phone}");
+    let mut got = texts(&on_phone);
+    got.sort();
+    assert_eq!(got, vec!["after the cut", "live one"]);
+    assert_eq!(message_with(&on_phone, "live one")["id"], first.as_str());
+    assert_eq!(inbox(&phone, &[]).await["fetched"], 0, "acknowledged by the phone too");
+    a.stop().await;
+    b.stop().await;
+}
