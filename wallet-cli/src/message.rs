@@ -25,7 +25,8 @@ use sichat_core::net::FetchError;
 use sichat_core::resolver::{ResolveError, Resolver};
 use sichat_messaging::forward::FORWARD_TYPE;
 use sichat_messaging::{
-    pack_authcrypt, unpack, AgreementKey, EnvelopeError, Message, MessageId, RecipientKey, SigningKey, UnpackOptions,
+    pack_authcrypt, unpack, AgreementKey, EnvelopeError, KeyResolver, Message, MessageId, RecipientKey, SigningKey,
+    UnpackOptions,
 };
 use std::collections::HashSet;
 use std::io::Read;
@@ -173,39 +174,26 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
         bail!("{} lists no keyAgreement key in its DID document: it cannot receive encrypted messages", to.did);
     }
     let me = Did::parse(&w.profile.did).context("this wallet's DID is corrupt")?;
-    let msg = Message::new(TEXT_TYPE, json!({ "text": text })).with_from(me.clone()).with_to(vec![to.did.clone()]);
-    let sign_kid = format!("{me}#device-{}", w.profile.device_id);
-    let sender = AgreementKey::new(format!("{sign_kid}-x25519"), X25519KeyPair::from_secret(&w.device_agree.secret())?);
+    let device = Device { did: &me, id: &w.profile.device_id, sign: &w.device_sign, agree: &w.device_agree };
     progress(ctx, &format!("Encrypting to {} key(s) of {} …", recipients.len(), to.label));
-    let packed = pack_authcrypt(&msg, &sender, Some(&SigningKey { kid: &sign_kid, key: &w.device_sign }), &recipients)
-        .map_err(|e| anyhow!("cannot pack the message: {e}"))?;
-    let envelope: Value = serde_json::from_str(&packed)?;
+    let (msg, envelope) = device.pack_text(&to.did, &recipients, &text)?;
     let forward_id = MessageId::new();
-    let mut attachments = vec![json!({"id": "envelope", "data": {"json": envelope}})];
-    if let Some(id) = &a.present {
-        let held = w
-            .credentials
-            .iter()
-            .find(|c| &c.id == id)
-            .ok_or_else(|| anyhow!("this wallet holds no credential {id}: see `sichat credential list`"))?;
-        let vc = sichat_holder::check::unverified(&held.format, &held.credential)?;
-        if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
-            bail!("credential {id} is about someone else, not you: it cannot be presented");
+    let presentation = match &a.present {
+        None => None,
+        Some(id) => {
+            let held = w
+                .credentials
+                .iter()
+                .find(|c| &c.id == id)
+                .ok_or_else(|| anyhow!("this wallet holds no credential {id}: see `sichat credential list`"))?;
+            let vc = sichat_holder::check::unverified(&held.format, &held.credential)?;
+            if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
+                bail!("credential {id} is about someone else, not you: it cannot be presented");
+            }
+            Some(crate::present::vp_jwt(&w, held, to.did.as_str(), forward_id.as_str())?)
         }
-        let vp = crate::present::vp_jwt(&w, held, to.did.as_str(), forward_id.as_str())?;
-        attachments.push(json!({
-            "id": "presentation",
-            "media_type": "application/vp+jwt",
-            "data": {"base64": b64url(vp.as_bytes())},
-        }));
-    }
-    let forward = json!({
-        "id": forward_id,
-        "type": FORWARD_TYPE,
-        "to": [],
-        "body": {"next": to.did},
-        "attachments": attachments,
-    });
+    };
+    let forward = forward(&forward_id, &to.did, envelope, presentation.as_deref());
     progress(ctx, "Handing it to your node …");
     let mut c = login(ctx, &w, &pass).await?;
     let posted: Result<Value> = c.post("/api/v1/messages", &forward).await;
@@ -235,6 +223,49 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     ctx.print(&out, |_| {
         println!("Sent {id} to {} ({state}).", to.label);
         println!("Your node delivers it, retrying while their node is down: `sichat message status {id}`.");
+    })
+}
+
+/// This device, as a sender.
+struct Device<'a> {
+    did: &'a Did,
+    id: &'a str,
+    sign: &'a sichat_core::keys::Ed25519KeyPair,
+    agree: &'a X25519KeyPair,
+}
+
+impl Device<'_> {
+    /// A text message to `to`, signed by this device's key and authcrypted from its key
+    /// agreement key to every one of `recipients`. Returns the message and the JWE.
+    fn pack_text(&self, to: &Did, recipients: &[RecipientKey], text: &str) -> Result<(Message, Value)> {
+        let msg =
+            Message::new(TEXT_TYPE, json!({ "text": text })).with_from(self.did.clone()).with_to(vec![to.clone()]);
+        let sign_kid = format!("{}#device-{}", self.did, self.id);
+        let sender = AgreementKey::new(format!("{sign_kid}-x25519"), X25519KeyPair::from_secret(&self.agree.secret())?);
+        let packed = pack_authcrypt(&msg, &sender, Some(&SigningKey { kid: &sign_kid, key: self.sign }), recipients)
+            .map_err(|e| anyhow!("cannot pack the message: {e}"))?;
+        Ok((msg, serde_json::from_str(&packed)?))
+    }
+}
+
+/// The Routing 2.0 forward a device hands its node: a plaintext (the session already
+/// authenticates both ends) carrying the encrypted message for `next`, and optionally a
+/// `vp+jwt` presentation for the recipient's node.
+fn forward(id: &MessageId, next: &Did, envelope: Value, presentation: Option<&str>) -> Value {
+    let mut attachments = vec![json!({"id": "envelope", "data": {"json": envelope}})];
+    if let Some(vp) = presentation {
+        attachments.push(json!({
+            "id": "presentation",
+            "media_type": "application/vp+jwt",
+            "data": {"base64": b64url(vp.as_bytes())},
+        }));
+    }
+    json!({
+        "id": id,
+        "type": FORWARD_TYPE,
+        "to": [],
+        "body": {"next": next},
+        "attachments": attachments,
     })
 }
 
@@ -310,54 +341,59 @@ impl Opener {
     }
 
     async fn open(&self, d: &Delivered) -> Opened {
-        let mut kept = StoredMessage {
-            id: d.id.clone(),
-            message_id: d.id.clone(),
-            from: String::new(),
-            vouched_from: d.from.clone(),
-            sender_mismatch: false,
-            folder: d.folder.clone(),
-            kind: String::new(),
-            body: Value::Null,
-            thid: None,
-            created_time: None,
-            received_time: d.received_time,
-            presentation: d.presentation,
-            unreadable: None,
-            read: false,
-        };
-        let bytes = match serde_json::to_vec(&d.envelope) {
-            Ok(b) => b,
-            Err(e) => {
-                kept.unreadable = Some(e.to_string());
-                return Opened::Keep(kept);
-            }
-        };
-        match unpack(&bytes, &self.ours, &self.resolver, &UnpackOptions::default()).await {
-            Ok(u) => {
-                kept.from = u.authenticated_sender().map(Did::to_string).unwrap_or_default();
-                kept.sender_mismatch = kept.from != d.from;
-                kept.message_id = u.message.id.to_string();
-                kept.kind = u.message.kind;
-                kept.body = u.message.body;
-                kept.thid = u.message.thid;
-                kept.created_time = u.message.created_time;
-                Opened::Keep(kept)
-            }
-            Err(EnvelopeError::SenderKeys(ResolveError::Fetch(FetchError::Failed { why, .. })))
-                if !why.starts_with("HTTP 4") =>
-            {
-                Opened::Later(format!("cannot fetch the sender's DID document ({why})"))
-            }
-            Err(e @ EnvelopeError::NotForUs { .. }) => {
-                kept.unreadable =
-                    Some(format!("not encrypted to this device (was it sent before this device was added?): {e}"));
-                Opened::Keep(kept)
-            }
-            Err(e) => {
-                kept.unreadable = Some(e.to_string());
-                Opened::Keep(kept)
-            }
+        open(&self.ours, &self.resolver, d).await
+    }
+}
+
+/// Open one delivered message with `ours`, resolving its sender with `resolver`.
+async fn open<R: KeyResolver>(ours: &[AgreementKey], resolver: &R, d: &Delivered) -> Opened {
+    let mut kept = StoredMessage {
+        id: d.id.clone(),
+        message_id: d.id.clone(),
+        from: String::new(),
+        vouched_from: d.from.clone(),
+        sender_mismatch: false,
+        folder: d.folder.clone(),
+        kind: String::new(),
+        body: Value::Null,
+        thid: None,
+        created_time: None,
+        received_time: d.received_time,
+        presentation: d.presentation,
+        unreadable: None,
+        read: false,
+    };
+    let bytes = match serde_json::to_vec(&d.envelope) {
+        Ok(b) => b,
+        Err(e) => {
+            kept.unreadable = Some(e.to_string());
+            return Opened::Keep(kept);
+        }
+    };
+    match unpack(&bytes, ours, resolver, &UnpackOptions::default()).await {
+        Ok(u) => {
+            kept.from = u.authenticated_sender().map(Did::to_string).unwrap_or_default();
+            kept.sender_mismatch = kept.from != d.from;
+            kept.message_id = u.message.id.to_string();
+            kept.kind = u.message.kind;
+            kept.body = u.message.body;
+            kept.thid = u.message.thid;
+            kept.created_time = u.message.created_time;
+            Opened::Keep(kept)
+        }
+        Err(EnvelopeError::SenderKeys(ResolveError::Fetch(FetchError::Failed { why, .. })))
+            if !why.starts_with("HTTP 4") =>
+        {
+            Opened::Later(format!("cannot fetch the sender's DID document ({why})"))
+        }
+        Err(e @ EnvelopeError::NotForUs { .. }) => {
+            kept.unreadable =
+                Some(format!("not encrypted to this device (was it sent before this device was added?): {e}"));
+            Opened::Keep(kept)
+        }
+        Err(e) => {
+            kept.unreadable = Some(e.to_string());
+            Opened::Keep(kept)
         }
     }
 }
@@ -822,6 +858,132 @@ impl Watching<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sichat_core::did::{DidDocument, Relationships};
+    use sichat_core::keys::Ed25519KeyPair;
+    use sichat_core::resolver::Keys;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    /// A user with devices, as a node lists them in the user's DID document.
+    struct User {
+        did: Did,
+        devices: Vec<(String, Ed25519KeyPair, X25519KeyPair)>,
+    }
+
+    impl User {
+        fn new(did: &str, devices: usize) -> Self {
+            let devices = (0..devices)
+                .map(|i| (format!("d{i}"), Ed25519KeyPair::generate(), X25519KeyPair::generate()))
+                .collect();
+            Self { did: Did::parse(did).unwrap(), devices }
+        }
+
+        fn keys(&self) -> Arc<Keys> {
+            let mut doc = DidDocument::new(self.did.clone());
+            for (id, sign, agree) in &self.devices {
+                let auth = Relationships { authentication: true, ..Default::default() };
+                doc.add_key(&format!("device-{id}"), sign.public().to_multibase(), auth);
+                let ka = Relationships { key_agreement: true, ..Default::default() };
+                doc.add_key(&format!("device-{id}-x25519"), agree.public().to_multibase(), ka);
+            }
+            Arc::new(Keys::from_document(self.did.as_str(), &serde_json::to_value(&doc).unwrap()).unwrap())
+        }
+
+        fn device(&self, i: usize) -> Device<'_> {
+            let (id, sign, agree) = &self.devices[i];
+            Device { did: &self.did, id, sign, agree }
+        }
+
+        /// The key agreement key of device `i`, as the wallet of that device holds it.
+        fn ours(&self, i: usize) -> Vec<AgreementKey> {
+            let (id, _, agree) = &self.devices[i];
+            let key = X25519KeyPair::from_secret(&agree.secret()).unwrap();
+            vec![AgreementKey::new(format!("{}#device-{id}-x25519", self.did), key)]
+        }
+    }
+
+    fn delivered(envelope: Value, from: &Did) -> Delivered {
+        Delivered {
+            id: MessageId::new().to_string(),
+            envelope,
+            from: from.to_string(),
+            folder: "inbox".into(),
+            received_time: 1,
+            presentation: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_device_sends_every_device_of_the_recipient_opens() {
+        let bob = User::new("did:web:b.example:users:bob", 1);
+        let alice = User::new("did:web:a.example:users:alice", 2);
+        let resolver: HashMap<String, Arc<Keys>> = [(bob.did.to_string(), bob.keys())].into();
+        let recipients = RecipientKey::all_of(&alice.keys());
+        assert_eq!(recipients.len(), 2, "both of Alice's devices");
+        let (msg, envelope) = bob.device(0).pack_text(&alice.did, &recipients, "hello").unwrap();
+
+        // The forward the node gets names Alice and carries the envelope untouched.
+        let id = MessageId::new();
+        let fwd = forward(&id, &alice.did, envelope.clone(), None);
+        assert_eq!(fwd["to"], json!([]));
+        let parsed = Message::from_json(fwd.clone()).unwrap();
+        let (next, inner) = sichat_messaging::forward::forwarded(&parsed).unwrap();
+        assert_eq!((next.as_str(), &inner), (alice.did.as_str(), &envelope));
+        assert_eq!(parsed.id, id);
+
+        for device in 0..2 {
+            let Opened::Keep(m) = open(&alice.ours(device), &resolver, &delivered(envelope.clone(), &bob.did)).await
+            else {
+                panic!("kept")
+            };
+            assert_eq!(m.unreadable, None, "device {device}");
+            assert_eq!((m.from.as_str(), m.sender_mismatch), (bob.did.as_str(), false));
+            assert_eq!((text_of(&m), m.message_id.as_str()), (Some("hello"), msg.id.as_str()));
+        }
+
+        // A node vouching for someone else than the envelope proves: kept, but flagged.
+        let eve = Did::parse("did:web:e.example:users:eve").unwrap();
+        let Opened::Keep(m) = open(&alice.ours(0), &resolver, &delivered(envelope.clone(), &eve)).await else {
+            panic!("kept")
+        };
+        assert!(m.sender_mismatch);
+        assert_eq!(m.from, bob.did.as_str());
+
+        // Not ours, or altered: kept as unreadable (and acknowledged), never shown as text.
+        let carol = User::new("did:web:a.example:users:carol", 1);
+        let Opened::Keep(m) = open(&carol.ours(0), &resolver, &delivered(envelope.clone(), &bob.did)).await else {
+            panic!("kept")
+        };
+        assert!(m.unreadable.as_deref().is_some_and(|w| w.contains("not encrypted to this device")), "{m:?}");
+        let mut tampered = envelope.clone();
+        let ct = tampered["ciphertext"].as_str().unwrap().to_owned();
+        let flipped = if ct.starts_with('A') { format!("B{}", &ct[1..]) } else { format!("A{}", &ct[1..]) };
+        tampered["ciphertext"] = json!(flipped);
+        let Opened::Keep(m) = open(&alice.ours(0), &resolver, &delivered(tampered, &bob.did)).await else {
+            panic!("kept")
+        };
+        assert!(m.unreadable.is_some() && text_of(&m).is_none(), "{m:?}");
+
+        // A sender whose document cannot be fetched now: left on the node for later.
+        let unreachable = sichat_core::resolver::Resolver::new(Arc::new(
+            sichat_core::net::Fetcher::new(sichat_core::net::NetPolicy { allow_local: true }).unwrap(),
+        ));
+        let nowhere = User::new("did:web:127.0.0.1%3A9:users:bob", 1);
+        let (_, from_nowhere) = nowhere.device(0).pack_text(&alice.did, &recipients, "hi").unwrap();
+        let later = open(&alice.ours(0), &unreachable, &delivered(from_nowhere, &nowhere.did)).await;
+        assert!(matches!(later, Opened::Later(_)), "a transient failure is not acknowledged");
+    }
+
+    #[test]
+    fn a_presentation_rides_in_a_second_attachment() {
+        let to = Did::parse("did:web:a.example:users:alice").unwrap();
+        let fwd = forward(&MessageId::new(), &to, json!({"ciphertext": "x"}), Some("a.b.c"));
+        let attachments = fwd["attachments"].as_array().unwrap();
+        assert_eq!(attachments.len(), 2);
+        assert_eq!(attachments[1]["media_type"], "application/vp+jwt");
+        let vp = sichat_core::ids::b64url_decode(attachments[1]["data"]["base64"].as_str().unwrap()).unwrap();
+        assert_eq!(vp, b"a.b.c");
+    }
 
     fn msg(id: &str, text: &str) -> StoredMessage {
         StoredMessage {
