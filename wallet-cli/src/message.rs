@@ -328,7 +328,7 @@ struct Opener {
 
 enum Opened {
     /// Opened (or found unreadable for good): keep it and acknowledge it.
-    Keep(StoredMessage),
+    Keep(Box<StoredMessage>),
     /// Cannot be opened now (the sender's DID document is out of reach): leave it on the node.
     Later(String),
 }
@@ -367,7 +367,7 @@ async fn open<R: KeyResolver>(ours: &[AgreementKey], resolver: &R, d: &Delivered
         Ok(b) => b,
         Err(e) => {
             kept.unreadable = Some(e.to_string());
-            return Opened::Keep(kept);
+            return Opened::Keep(Box::new(kept));
         }
     };
     match unpack(&bytes, ours, resolver, &UnpackOptions::default()).await {
@@ -379,7 +379,7 @@ async fn open<R: KeyResolver>(ours: &[AgreementKey], resolver: &R, d: &Delivered
             kept.body = u.message.body;
             kept.thid = u.message.thid;
             kept.created_time = u.message.created_time;
-            Opened::Keep(kept)
+            Opened::Keep(Box::new(kept))
         }
         Err(EnvelopeError::SenderKeys(ResolveError::Fetch(FetchError::Failed { why, .. })))
             if !why.starts_with("HTTP 4") =>
@@ -389,11 +389,11 @@ async fn open<R: KeyResolver>(ours: &[AgreementKey], resolver: &R, d: &Delivered
         Err(e @ EnvelopeError::NotForUs { .. }) => {
             kept.unreadable =
                 Some(format!("not encrypted to this device (was it sent before this device was added?): {e}"));
-            Opened::Keep(kept)
+            Opened::Keep(Box::new(kept))
         }
         Err(e) => {
             kept.unreadable = Some(e.to_string());
-            Opened::Keep(kept)
+            Opened::Keep(Box::new(kept))
         }
     }
 }
@@ -414,7 +414,7 @@ async fn take(ctx: &Ctx, pass: &str, opener: &Opener, items: &[Delivered]) -> Re
     let mut keep = Vec::new();
     for d in items {
         match opener.open(d).await {
-            Opened::Keep(m) => keep.push(m),
+            Opened::Keep(m) => keep.push(*m),
             Opened::Later(why) => {
                 eprintln!("warning: message {} from {} stays on your node for now: {why}", d.id, d.from)
             }
@@ -957,7 +957,8 @@ mod tests {
         assert!(m.unreadable.as_deref().is_some_and(|w| w.contains("not encrypted to this device")), "{m:?}");
         let mut tampered = envelope.clone();
         let ct = tampered["ciphertext"].as_str().unwrap().to_owned();
-        let flipped = if ct.starts_with('A') { format!("B{}", &ct[1..]) } else { format!("A{}", &ct[1..]) };
+        let (first, rest) = ct.split_at(1);
+        let flipped = format!("{}{rest}", if first == "A" { "B" } else { "A" });
         tampered["ciphertext"] = json!(flipped);
         let Opened::Keep(m) = open(&alice.ours(0), &resolver, &delivered(tampered, &bob.did)).await else {
             panic!("kept")
