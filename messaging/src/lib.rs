@@ -1,5 +1,5 @@
 //! DIDComm Messaging v2.1 envelopes: how a Sichat message is signed, encrypted, routed and
-//! opened again. Transport, mailboxes and federation build on this crate; none of them is here.
+//! opened again; and how one node proves to another who sent a delivery.
 //!
 //! - [`message`]: the plaintext message (`application/didcomm-plain+json`) and [`MessageId`].
 //! - [`envelope`]: packing (signed, authcrypt, anoncrypt) and [`unpack`], which finds the
@@ -8,10 +8,13 @@
 //! - [`jwe`]: JWE in general JSON serialization to many recipients: ECDH-1PU+A256KW
 //!   (authcrypt) and ECDH-ES+A256KW (anoncrypt) over X25519, with A256CBC-HS512.
 //! - [`forward`]: the Routing 2.0 `forward` wrapper, wrap and unwrap.
+//! - [`federation_auth`]: node-to-node authentication: RFC 9421 HTTP Message Signatures by
+//!   the node key over an RFC 9530 `Content-Digest`, and who the signing node vouches for.
 //! - [`EnvelopeError`]: everything that can be wrong with an envelope, by name.
 
 pub mod envelope;
 mod error;
+pub mod federation_auth;
 pub mod forward;
 pub mod jwe;
 pub mod jws;
