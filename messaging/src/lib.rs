@@ -18,7 +18,8 @@
 //!   under the recipient's [`policy`], housekeeping.
 //! - [`mailbox`] and [`outbox`]: their tables. [`live`]: waking connected devices.
 //! - [`pickup`]: Message Pickup 3.0 over a WebSocket. [`api`]: the HTTP endpoints.
-//! - [`federation`]: posting to and authenticating other nodes (RFC 9421 signatures).
+//! - `federation`: posting to other nodes and authenticating their deliveries, with
+//!   [`federation_auth`] (RFC 9421 signatures by the node key).
 
 pub mod api;
 pub mod envelope;
