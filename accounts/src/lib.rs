@@ -15,4 +15,4 @@ pub mod service;
 mod store;
 
 pub use error::AccountError;
-pub use service::{Accounts, AuthDevice, Settings};
+pub use service::{Accounts, AuthDevice, Settings, DIDCOMM_PATH};

@@ -5,7 +5,7 @@ use crate::protocol::*;
 use crate::store::{self, NewDevice, NewInvite, NewUser};
 use crate::AccountError;
 use sichat_core::db::{is_unique_violation, Backend, Db};
-use sichat_core::did::{Did, DidDocument, Relationships};
+use sichat_core::did::{Did, DidDocument, Relationships, Service};
 use sichat_core::ids::{new_id, now_ms, random_bytes, random_token, token_hash};
 use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
@@ -41,6 +41,10 @@ pub struct AuthDevice {
     pub device_id: String,
     pub token_hash: String,
 }
+
+/// Where a node receives DIDComm messages from other nodes; every user's DID document
+/// names it as its `DIDCommMessaging` service.
+pub const DIDCOMM_PATH: &str = "/didcomm";
 
 /// The accounts service of one node.
 pub struct Accounts {
@@ -381,7 +385,18 @@ impl Accounts {
                 Relationships { key_agreement: true, ..Default::default() },
             );
         }
+        doc.service.push(Service {
+            id: doc.id.url("didcomm"),
+            kind: "DIDCommMessaging".into(),
+            service_endpoint: serde_json::json!({"uri": self.node.url(DIDCOMM_PATH), "accept": ["didcomm/v2"]}),
+        });
         Ok(doc)
+    }
+
+    /// The ids of `user_id`'s active devices: who must receive each of its messages.
+    pub async fn active_device_ids(&self, user_id: &str) -> Result<Vec<String>, AccountError> {
+        let mut conn = self.conn().await?;
+        Ok(store::active_devices(&mut conn, user_id).await?.into_iter().map(|d| d.id).collect())
     }
 
     // ---- devices and sessions ----

@@ -21,12 +21,20 @@ pub enum Backend {
 }
 
 /// A handle on the node's database. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     /// SQLite only: read-only connections beside the single writer (see [`Db::reads`]).
     reads: Option<AnyPool>,
     backend: Backend,
+    /// PostgreSQL only: the URL, for connections outside the pool (`LISTEN`).
+    postgres_url: Option<std::sync::Arc<str>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
+    }
 }
 
 /// Read-only SQLite connections for [`Db::reads`].
@@ -91,7 +99,8 @@ impl Db {
             ),
             _ => None,
         };
-        Ok(Self { pool, reads, backend })
+        let postgres_url = (backend == Backend::Postgres).then(|| std::sync::Arc::from(url));
+        Ok(Self { pool, reads, backend, postgres_url })
     }
 
     /// Connect and bring the schema up to date.
@@ -123,6 +132,12 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The URL of a PostgreSQL database, for a connection of its own (`LISTEN`). It may
+    /// hold a password: never log it.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
     }
 
     /// Answers when the database does.

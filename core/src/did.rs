@@ -138,7 +138,8 @@ pub struct Service {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub service_endpoint: String,
+    /// A URL, or an object such as DIDComm's `{"uri", "accept", "routingKeys"}`.
+    pub service_endpoint: serde_json::Value,
 }
 
 /// A DID document (DID Core), with the relationships Sichat uses.

@@ -199,6 +199,33 @@ impl Fetcher {
         serde_json::from_slice(&body).map_err(|e| FetchError::Failed { url: url.into(), why: format!("not JSON: {e}") })
     }
 
+    /// POST `body` to `url` under the same address policy, and return the status with the
+    /// first [`MAX_BYTES`] of the answer. For node-to-node delivery: the URL comes from a
+    /// DID document, so it is checked like every fetched URL.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
+        let checked = self.check_url(url)?;
+        let fail = |why: String| FetchError::Failed { url: url.to_owned(), why };
+        let mut req = self.http.post(checked).body(body);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let mut resp = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let mut answer = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+            answer.extend_from_slice(&chunk);
+            if answer.len() > MAX_BYTES {
+                return Err(FetchError::TooLarge { url: url.into() });
+            }
+        }
+        Ok((status, answer))
+    }
+
     fn remember(&self, url: &str, entry: Cached) {
         if let Ok(mut c) = self.cache.lock() {
             if c.len() >= CACHE_ENTRIES {

@@ -142,6 +142,12 @@ impl NodeIdentity {
         doc
     }
 
+    /// Sign raw bytes with the node key (Ed25519, RFC 8032), for protocols that build their
+    /// own signature base, such as the HTTP Message Signatures between nodes.
+    pub fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message)
+    }
+
     /// Sign a JWS with the node key, `kid` set to its verification method.
     pub fn sign_jws(&self, typ: &str, payload: &impl Serialize) -> Result<String, CoreError> {
         jws::sign(&self.key, typ, Some(&self.key_id()), payload)

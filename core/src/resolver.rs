@@ -74,6 +74,8 @@ pub struct Keys {
     pub methods: Vec<Method>,
     /// X25519 keys listed under `keyAgreement`, in document order.
     pub agreement: Vec<AgreementMethod>,
+    /// The URIs of its `DIDCommMessaging` services, in document order.
+    pub didcomm_endpoints: Vec<String>,
 }
 
 impl Keys {
@@ -157,7 +159,8 @@ impl Keys {
             m.assertion = assertion.contains(&m.id);
         }
         let agreement = agreement_ids.iter().filter_map(|id| x25519.iter().find(|m| &m.id == id)).cloned().collect();
-        Ok(Keys { did: did.into(), methods, agreement })
+        let didcomm_endpoints = didcomm_endpoints(doc);
+        Ok(Keys { did: did.into(), methods, agreement, didcomm_endpoints })
     }
 
     fn single(did: &str, id: String, key: PublicKey) -> Self {
@@ -167,8 +170,31 @@ impl Keys {
             let x = ed.to_x25519();
             agreement.push(AgreementMethod { id: format!("{did}#{}", x.to_multibase()), key: x });
         }
-        Keys { did: did.into(), methods: vec![Method { id, key, authentication: true, assertion: true }], agreement }
+        let methods = vec![Method { id, key, authentication: true, assertion: true }];
+        Keys { did: did.into(), methods, agreement, didcomm_endpoints: Vec::new() }
     }
+}
+
+/// The endpoint URIs of `DIDCommMessaging` services: `serviceEndpoint` as a string, an
+/// object with `uri` (DIDComm v2.1), or a list of either.
+fn didcomm_endpoints(doc: &Value) -> Vec<String> {
+    fn uris(endpoint: &Value, out: &mut Vec<String>) {
+        match endpoint {
+            Value::String(s) => out.push(s.clone()),
+            Value::Object(o) => out.extend(o.get("uri").and_then(Value::as_str).map(str::to_owned)),
+            Value::Array(items) => items.iter().for_each(|i| uris(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for service in doc.get("service").and_then(Value::as_array).into_iter().flatten() {
+        if service.get("type").and_then(Value::as_str) == Some("DIDCommMessaging") {
+            if let Some(endpoint) = service.get("serviceEndpoint") {
+                uris(endpoint, &mut out);
+            }
+        }
+    }
+    out
 }
 
 fn method_key(vm: &Value) -> Option<PublicKey> {
@@ -232,7 +258,7 @@ fn did_key(did: &str) -> Result<Keys, ResolveError> {
     if let Ok(x) = X25519Public::from_multibase(mb) {
         // An X25519 did:key can only be encrypted to: it has no signature method.
         let agreement = vec![AgreementMethod { id: format!("{did}#{mb}"), key: x }];
-        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement });
+        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement, didcomm_endpoints: Vec::new() });
     }
     let key = PublicKey::from_multibase(mb)
         .map_err(|_| ResolveError::Unresolvable { did: did.into(), why: "not an Ed25519 or P-256 did:key".into() })?;
@@ -246,7 +272,7 @@ fn did_jwk(did: &str) -> Result<Keys, ResolveError> {
         .ok_or_else(|| bad("not a base64url JWK"))?;
     if let Some(x) = X25519Public::from_jwk(&jwk) {
         let agreement = vec![AgreementMethod { id: format!("{did}#0"), key: x }];
-        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement });
+        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement, didcomm_endpoints: Vec::new() });
     }
     let key = PublicKey::from_jwk(&jwk).ok_or_else(|| bad("not an Ed25519 or P-256 public JWK"))?;
     Ok(Keys::single(did, format!("{did}#0"), key))

@@ -394,6 +394,20 @@ impl Issuer {
             .collect())
     }
 
+    /// Whether `user_id` has issued `subject` a credential of one of `types` that is in
+    /// force now: not revoked, not suspended, not expired. The issuance log is the truth
+    /// here, so a revocation counts at once.
+    pub async fn has_issued(&self, user_id: &str, subject: &str, types: &[String]) -> Result<bool, IssuerError> {
+        if types.is_empty() {
+            return Ok(false);
+        }
+        let now = now_ms();
+        let rows = store::credentials_to(&mut *self.conn().await?, user_id, subject).await?;
+        Ok(rows.iter().any(|r| {
+            r.status == "active" && types.contains(&r.type_name) && r.valid_until.is_none_or(|until| until > now)
+        }))
+    }
+
     /// Revoke (for good), suspend or resume one of the user's credentials. The served
     /// status list changes at once.
     pub async fn set_status(

@@ -198,6 +198,12 @@ pub async fn credentials(c: &mut Conn, user_id: &str) -> Result<Vec<CredentialRo
     rows.iter().map(credential_row).collect()
 }
 
+pub async fn credentials_to(c: &mut Conn, user_id: &str, subject: &str) -> Result<Vec<CredentialRow>, sqlx::Error> {
+    let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM issuer_credentials WHERE user_id = $1 AND subject = $2");
+    let rows = sqlx::query(&sql).bind(user_id).bind(subject).fetch_all(c).await?;
+    rows.iter().map(credential_row).collect()
+}
+
 pub async fn set_status(c: &mut Conn, id: &str, status: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE issuer_credentials SET status = $1 WHERE id = $2").bind(status).bind(id).execute(c).await?;
     Ok(())

@@ -77,6 +77,9 @@ pub fn unwrap_forward(input: &[u8], ours: &[AgreementKey], opts: &UnpackOptions)
     Ok(Forward { id: message.id, next, message: inner, recipient_kid: kid })
 }
 
+/// The id of the attachment in which a sender's `vp+jwt` travels to the recipient's node.
+pub const PRESENTATION_ATTACHMENT: &str = "presentation";
+
 /// The `next` and the attached message of a forward message.
 pub fn forwarded(message: &Message) -> Result<(String, Value), EnvelopeError> {
     let bad = |why: &str| EnvelopeError::MalformedForward(why.into());
@@ -85,8 +88,11 @@ pub fn forwarded(message: &Message) -> Result<(String, Value), EnvelopeError> {
     }
     let next = message.body.get("next").and_then(Value::as_str).ok_or_else(|| bad("`body.next` is missing"))?;
     did_of(next).ok_or_else(|| bad("`body.next` is not a DID"))?;
-    let [attachment] = message.attachments.as_slice() else {
-        return Err(bad("a forward carries exactly one attachment"));
+    // Besides the message, a Sichat forward may carry the sender's presentation for the
+    // recipient's node (attachment id `presentation`).
+    let mut carried = message.attachments.iter().filter(|a| a.id.as_deref() != Some(PRESENTATION_ATTACHMENT));
+    let (Some(attachment), None) = (carried.next(), carried.next()) else {
+        return Err(bad("a forward carries exactly one message attachment"));
     };
     let inner = match (&attachment.data.json, &attachment.data.base64) {
         (Some(json), None) => json.clone(),

@@ -44,10 +44,17 @@ pub fn router(node: &Node, limiter: Limiter) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(node.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(limiter, rate_limit));
+    // Messaging has limits of its own, per device, sending node and sender: a node
+    // delivering for many users must not hit a per-address limit meant for browsers.
+    let messaging_limiter =
+        rate_limiter(node.config.msg_ip_per_second, node.config.msg_ip_per_second.saturating_mul(2));
+    let messaging = sichat_messaging::api::router(node.messaging.clone())
+        .layer(middleware::from_fn_with_state(messaging_limiter, rate_limit));
     // Probes and scrapers are never rate limited.
     let operations =
         Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics_endpoint)).with_state(node.clone());
     limited
+        .merge(messaging)
         .merge(operations)
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(

@@ -52,6 +52,28 @@ pub struct Config {
     pub oidc_subject_type: String,
     /// Replace the ID token signing keys after this many days; 0 never rotates on its own.
     pub oidc_key_rotation_days: u32,
+    /// Largest message (forward with its envelope) a node takes, from devices and nodes.
+    pub msg_max_bytes: usize,
+    /// Most keys one message may be encrypted to.
+    pub msg_max_recipient_keys: usize,
+    /// Bytes each user's mailbox may hold; the oldest messages are dropped first.
+    pub msg_quota_bytes: u64,
+    /// Messages not picked up after this many days are dropped.
+    pub msg_max_age_days: u32,
+    /// How long the outbox keeps retrying a node that does not answer.
+    pub msg_retry_days: u32,
+    /// Messages per second (burst: four times as many) that one device may send, one
+    /// other node may deliver, and one sender may have delivered.
+    pub msg_send_per_second: u32,
+    pub msg_node_per_second: u32,
+    pub msg_sender_per_second: u32,
+    /// Requests per second to the messaging endpoints per client address, before any
+    /// signature or session is checked.
+    pub msg_ip_per_second: u32,
+    /// Messages a stranger may leave in a user's requests folder per day, and all
+    /// strangers together.
+    pub msg_requests_per_sender_per_day: u32,
+    pub msg_requests_per_day: u32,
 }
 
 impl Default for Config {
@@ -74,6 +96,17 @@ impl Default for Config {
             oidc_allowed_hosts: Vec::new(),
             oidc_subject_type: "pairwise".into(),
             oidc_key_rotation_days: 90,
+            msg_max_bytes: 256 * 1024,
+            msg_max_recipient_keys: 64,
+            msg_quota_bytes: 64 * 1024 * 1024,
+            msg_max_age_days: 30,
+            msg_retry_days: 3,
+            msg_send_per_second: 50,
+            msg_node_per_second: 200,
+            msg_sender_per_second: 20,
+            msg_ip_per_second: 500,
+            msg_requests_per_sender_per_day: 5,
+            msg_requests_per_day: 200,
         }
     }
 }
@@ -98,6 +131,17 @@ const ENV_KEYS: &[&str] = &[
     "oidc_allowed_hosts",
     "oidc_subject_type",
     "oidc_key_rotation_days",
+    "msg_max_bytes",
+    "msg_max_recipient_keys",
+    "msg_quota_bytes",
+    "msg_max_age_days",
+    "msg_retry_days",
+    "msg_send_per_second",
+    "msg_node_per_second",
+    "msg_sender_per_second",
+    "msg_ip_per_second",
+    "msg_requests_per_sender_per_day",
+    "msg_requests_per_day",
 ];
 
 /// Flags given on the command line; `None` leaves the lower layers alone.
@@ -155,6 +199,19 @@ impl Config {
         if self.oidc_registration == RegistrationPolicy::AllowList && self.oidc_allowed_hosts.is_empty() {
             return Err("oidc_registration = \"allow-list\" needs oidc_allowed_hosts".into());
         }
+        if self.msg_max_bytes < 1024 || self.msg_max_bytes > 64 * 1024 * 1024 {
+            return Err("msg_max_bytes must be between 1 KiB and 64 MiB".into());
+        }
+        if self.msg_quota_bytes < self.msg_max_bytes as u64 {
+            return Err("msg_quota_bytes must hold at least one message of msg_max_bytes".into());
+        }
+        let rates =
+            [self.msg_send_per_second, self.msg_node_per_second, self.msg_sender_per_second, self.msg_ip_per_second];
+        if self.msg_max_recipient_keys == 0 || self.msg_max_age_days == 0 || rates.contains(&0) {
+            return Err(
+                "msg_max_recipient_keys, msg_max_age_days and the msg_*_per_second rates must be at least 1".into()
+            );
+        }
         Ok(())
     }
 
@@ -168,6 +225,24 @@ impl Config {
                 default_subject_type: self.oidc_subject_type.clone(),
             },
             key_rotation_ms: (days > 0).then_some(days * 24 * 3_600_000),
+        }
+    }
+
+    /// The messaging part of the configuration.
+    pub fn messaging_settings(&self) -> sichat_messaging::Settings {
+        let day_ms = 24 * 3_600_000i64;
+        let rate = |per_second: u32| (per_second, per_second.saturating_mul(4));
+        sichat_messaging::Settings {
+            max_message_bytes: self.msg_max_bytes,
+            max_recipient_keys: self.msg_max_recipient_keys,
+            quota_bytes: i64::try_from(self.msg_quota_bytes).unwrap_or(i64::MAX),
+            max_age_ms: i64::from(self.msg_max_age_days) * day_ms,
+            retry_window_ms: i64::from(self.msg_retry_days) * day_ms,
+            send_rate: rate(self.msg_send_per_second),
+            node_rate: rate(self.msg_node_per_second),
+            sender_rate: rate(self.msg_sender_per_second),
+            requests_per_sender_per_day: i64::from(self.msg_requests_per_sender_per_day),
+            requests_per_day: i64::from(self.msg_requests_per_day),
         }
     }
 

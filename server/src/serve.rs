@@ -17,10 +17,14 @@ pub async fn serve(
     let limiter = app::rate_limiter(node.config.rate_limit_per_second, node.config.rate_limit_burst);
     let app = app::router(&node, limiter.clone());
     let housekeeping = tokio::spawn(housekeeping(node.clone(), limiter));
+    let outbox = tokio::spawn(node.messaging.clone().run_outbox());
+    let listener_task = tokio::spawn(sichat_messaging::live::listen(node.db.clone(), node.messaging.hub()));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     housekeeping.abort();
+    outbox.abort();
+    listener_task.abort();
     node.db.close().await;
     result
 }
@@ -63,6 +67,11 @@ async fn housekeeping(node: Node, limiter: app::Limiter) {
         }
         if let Err(e) = node.oidc.purge_expired().await {
             tracing::warn!(error = %e, "housekeeping failed");
+        }
+        match node.messaging.housekeeping().await {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "expired and pruned messaging rows"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "messaging housekeeping failed"),
         }
         if let Err(e) = node.oidc.maintain_keys().await {
             tracing::warn!(error = %e, "signing key maintenance failed");

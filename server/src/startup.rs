@@ -10,6 +10,7 @@ use sichat_core::node::{settle_public_url, NodeIdentity, PublicUrl};
 use sichat_core::resolver::Resolver;
 use sichat_core::seal::{MasterKey, MasterKeySource};
 use sichat_issuer::Issuer;
+use sichat_messaging::Messaging;
 use sichat_oidc::Provider;
 use sichat_verifier::oid4vp::Presentations;
 use sichat_verifier::Verifier;
@@ -28,6 +29,7 @@ pub struct Node {
     pub verifier: Arc<Verifier>,
     pub presentations: Arc<Presentations>,
     pub oidc: Arc<Provider>,
+    pub messaging: Arc<Messaging>,
     pub master_key_source: MasterKeySource,
 }
 
@@ -73,7 +75,16 @@ impl Node {
         }
         let resolver = Arc::new(Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?)));
         let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone(), resolver.clone()));
-        let verifier = Arc::new(Verifier::with_resolver(resolver, issuer.own_contexts()));
+        let verifier = Arc::new(Verifier::with_resolver(resolver.clone(), issuer.own_contexts()));
+        let messaging = Arc::new(Messaging::new(
+            db.clone(),
+            identity.clone(),
+            accounts.clone(),
+            issuer.clone(),
+            verifier.clone(),
+            resolver,
+            config.messaging_settings(),
+        ));
         let presentations = Arc::new(Presentations::new(db.clone(), accounts.clone(), verifier.clone()));
         let oidc = Arc::new(
             Provider::open(db.clone(), accounts.clone(), master.clone(), verifier.clone(), config.oidc_settings())
@@ -89,6 +100,7 @@ impl Node {
             verifier,
             presentations,
             oidc,
+            messaging,
             master_key_source,
         })
     }

@@ -1,0 +1,94 @@
+//! HTTP endpoints of messaging: devices hand messages to their node and pick them up
+//! (`/api/v1/messages…`), and other nodes deliver to this one (`/didcomm`).
+
+use crate::policy::Policy;
+use crate::service::Received;
+use crate::Messaging;
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use sichat_accounts::{Accounts, AuthDevice, DIDCOMM_PATH};
+use sichat_core::http::{ApiError, ApiJson};
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct AppState {
+    messaging: Arc<Messaging>,
+}
+
+impl FromRef<AppState> for Arc<Accounts> {
+    fn from_ref(s: &AppState) -> Self {
+        s.messaging.accounts().clone()
+    }
+}
+
+/// Room for the forward's own fields around the largest envelope.
+const BODY_OVERHEAD: usize = 16 * 1024;
+
+pub fn router(messaging: Arc<Messaging>) -> Router {
+    let limit = messaging.settings.max_message_bytes + BODY_OVERHEAD;
+    Router::new()
+        .route("/api/v1/messages", post(send))
+        .route("/api/v1/messages/ws", get(pickup))
+        .route("/api/v1/messages/policy", get(policy).put(set_policy))
+        .route("/api/v1/messages/{id}", get(status))
+        .route(DIDCOMM_PATH, post(deliver))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(AppState { messaging })
+}
+
+async fn send(State(s): State<AppState>, me: AuthDevice, body: Bytes) -> Result<Response, ApiError> {
+    let status = s.messaging.send(&me, &body).await?;
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
+}
+
+async fn status(State(s): State<AppState>, me: AuthDevice, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(s.messaging.status(&me, &id).await?).into_response())
+}
+
+async fn policy(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Policy>, ApiError> {
+    Ok(Json(s.messaging.policy_of(&me.user_id).await?))
+}
+
+async fn set_policy(
+    State(s): State<AppState>,
+    me: AuthDevice,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<Policy>, ApiError> {
+    Ok(Json(s.messaging.set_policy(&me, policy).await?))
+}
+
+/// The pickup WebSocket. The bearer token is kept to notice when the session ends.
+async fn pickup(State(s): State<AppState>, me: AuthDevice, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let messaging = s.messaging.clone();
+    ws.max_message_size(256 * 1024).on_upgrade(move |socket| crate::pickup::serve(messaging, me, token, socket))
+}
+
+/// Another node delivers a forward, signed by its node key.
+async fn deliver(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let from = crate::federation::authenticate(&s.messaging, &method, &uri, &headers, &body).await?;
+    match s.messaging.receive(&from, &body).await? {
+        Received::Stored => Ok((StatusCode::ACCEPTED, Json(json!({"state": "delivered"}))).into_response()),
+        Received::Duplicate => {
+            Ok((StatusCode::OK, Json(json!({"state": "delivered", "duplicate": true}))).into_response())
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The mailbox tables: messages waiting for a user's devices, which device still owes an
+//! acknowledgement, the quota, and the drop reports. Every SQL query of the mailbox is here.
+
+use sichat_core::db::Backend;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+type Conn = AnyConnection;
+
+/// A message as the mailbox keeps it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: i64,
+    pub id: String,
+    pub sender: String,
+    pub folder: String,
+    pub envelope: String,
+    pub size: i64,
+    pub presentation: bool,
+    pub received_at: i64,
+}
+
+/// A message to keep for a user.
+pub struct NewMessage<'a> {
+    pub user_id: &'a str,
+    pub id: &'a str,
+    pub sender: &'a str,
+    pub folder: &'a str,
+    pub envelope: &'a str,
+    pub body_hash: &'a str,
+    pub presentation: bool,
+    pub received_at: i64,
+}
+
+/// What happened to a message handed to [`insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Kept, and the oldest messages dropped to make room (count, bytes).
+    New { dropped: (i64, i64) },
+    /// This id with this content is already here: a redelivery. Nothing changed.
+    Duplicate,
+    /// This id came before with other content: a replay. Nothing changed.
+    Conflict,
+}
+
+/// A drop the user has not yet been told about.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Drop {
+    #[serde(skip)]
+    pub seq: i64,
+    pub reason: String,
+    pub count: i64,
+    pub bytes: i64,
+    pub at: i64,
+}
+
+/// The queue one device sees.
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    pub messages: i64,
+    pub bytes: i64,
+    pub requests: i64,
+    pub oldest: Option<i64>,
+    pub newest: Option<i64>,
+}
+
+const STORED_COLUMNS: &str = "m.seq, m.id, m.sender, m.folder, m.envelope, m.size, m.presentation, m.received_at";
+
+fn stored(r: &AnyRow) -> Result<Stored, sqlx::Error> {
+    Ok(Stored {
+        seq: r.try_get("seq")?,
+        id: r.try_get("id")?,
+        sender: r.try_get("sender")?,
+        folder: r.try_get("folder")?,
+        envelope: r.try_get("envelope")?,
+        size: r.try_get("size")?,
+        presentation: r.try_get::<i64, _>("presentation")? != 0,
+        received_at: r.try_get("received_at")?,
+    })
+}
+
+/// The content hash a message id was first accepted with, if it was.
+pub async fn received_hash(c: &mut Conn, user_id: &str, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT body_hash FROM msg_received WHERE user_id = $1 AND id = $2")
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(c)
+        .await?;
+    row.map(|r| r.try_get("body_hash")).transpose()
+}
+
+/// How many messages `sender` put in `user_id`'s requests folder since `since`, and how
+/// many anyone did.
+pub async fn recent_requests(c: &mut Conn, user_id: &str, sender: &str, since: i64) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN sender = $2 THEN 1 ELSE 0 END), 0) AS mine \
+         FROM msg_received WHERE user_id = $1 AND folder = 'requests' AND received_at >= $3",
+    )
+    .bind(user_id)
+    .bind(sender)
+    .bind(since)
+    .fetch_one(c)
+    .await?;
+    Ok((row.try_get("mine")?, row.try_get("total")?))
+}
+
+/// Keep `m` for every device in `devices`, inside the caller's transaction, then drop the
+/// user's oldest messages while the mailbox is over `quota` bytes.
+pub async fn insert(
+    c: &mut Conn,
+    backend: Backend,
+    m: &NewMessage<'_>,
+    devices: &[String],
+    quota: i64,
+) -> Result<Inserted, sqlx::Error> {
+    if let Some(hash) = received_hash(c, m.user_id, m.id).await? {
+        return Ok(if hash == m.body_hash { Inserted::Duplicate } else { Inserted::Conflict });
+    }
+    sqlx::query(
+        "INSERT INTO msg_received (user_id, id, body_hash, sender, folder, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(m.user_id)
+    .bind(m.id)
+    .bind(m.body_hash)
+    .bind(m.sender)
+    .bind(m.folder)
+    .bind(m.received_at)
+    .execute(&mut *c)
+    .await?;
+    let size = m.envelope.len() as i64;
+    let seq: i64 = sqlx::query(
+        "INSERT INTO msg_mailbox (id, user_id, sender, folder, envelope, size, presentation, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+    )
+    .bind(m.id)
+    .bind(m.user_id)
+    .bind(m.sender)
+    .bind(m.folder)
+    .bind(m.envelope)
+    .bind(size)
+    .bind(i64::from(m.presentation))
+    .bind(m.received_at)
+    .fetch_one(&mut *c)
+    .await?
+    .try_get("seq")?;
+    for chunk in devices.chunks(100) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1)", i + 2)).collect();
+        let sql = format!("INSERT INTO msg_pending (device_id, seq) VALUES {}", values.join(", "));
+        let mut q = sqlx::query(&sql).bind(seq);
+        for d in chunk {
+            q = q.bind(d);
+        }
+        q.execute(&mut *c).await?;
+    }
+    let used: i64 = sqlx::query(
+        "INSERT INTO msg_usage (user_id, bytes, messages) VALUES ($1, $2, 1) ON CONFLICT (user_id) \
+         DO UPDATE SET bytes = msg_usage.bytes + excluded.bytes, messages = msg_usage.messages + 1 RETURNING bytes",
+    )
+    .bind(m.user_id)
+    .bind(size)
+    .fetch_one(&mut *c)
+    .await?
+    .try_get("bytes")?;
+    let mut dropped = (0, 0);
+    if used > quota {
+        dropped = drop_oldest(c, m.user_id, used - quota, seq, m.received_at).await?;
+    }
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(crate::live::CHANNEL).bind(m.user_id).execute(&mut *c).await?;
+    }
+    Ok(Inserted::New { dropped })
+}
+
+/// Drop `user_id`'s oldest messages (never `keep`) until `excess` bytes are gone, and
+/// record the drop for the user's devices.
+async fn drop_oldest(c: &mut Conn, user_id: &str, excess: i64, keep: i64, now: i64) -> Result<(i64, i64), sqlx::Error> {
+    let mut victims = Vec::new();
+    let mut freed = 0;
+    let mut after = 0i64;
+    'scan: while freed < excess {
+        let rows = sqlx::query(
+            "SELECT seq, size FROM msg_mailbox WHERE user_id = $1 AND seq > $2 AND seq <> $3 ORDER BY seq LIMIT 256",
+        )
+        .bind(user_id)
+        .bind(after)
+        .bind(keep)
+        .fetch_all(&mut *c)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in rows {
+            let (seq, size): (i64, i64) = (r.try_get("seq")?, r.try_get("size")?);
+            after = seq;
+            victims.push(seq);
+            freed += size;
+            if freed >= excess {
+                break 'scan;
+            }
+        }
+    }
+    let (count, bytes) = remove(c, user_id, &victims).await?;
+    if count > 0 {
+        record_drop(c, user_id, "quota", count, bytes, now).await?;
+        tracing::info!(count, bytes, "mailbox over quota: dropped the oldest messages");
+    }
+    Ok((count, bytes))
+}
+
+/// Delete mailbox messages (and their pending rows) and take them off the usage count.
+async fn remove(c: &mut Conn, user_id: &str, seqs: &[i64]) -> Result<(i64, i64), sqlx::Error> {
+    let (mut count, mut bytes) = (0, 0);
+    for chunk in seqs.chunks(200) {
+        let list = placeholders(2, chunk.len());
+        let sql = format!("DELETE FROM msg_mailbox WHERE user_id = $1 AND seq IN ({list}) RETURNING size");
+        let mut q = sqlx::query(&sql).bind(user_id);
+        for s in chunk {
+            q = q.bind(s);
+        }
+        for r in q.fetch_all(&mut *c).await? {
+            count += 1;
+            bytes += r.try_get::<i64, _>("size")?;
+        }
+    }
+    if count > 0 {
+        sqlx::query("UPDATE msg_usage SET bytes = bytes - $2, messages = messages - $3 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(bytes)
+            .bind(count)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok((count, bytes))
+}
+
+async fn record_drop(
+    c: &mut Conn,
+    user_id: &str,
+    reason: &str,
+    count: i64,
+    bytes: i64,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO msg_drops (user_id, reason, count, bytes, at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(user_id)
+        .bind(reason)
+        .bind(count)
+        .bind(bytes)
+        .bind(at)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The oldest messages `device_id` has not acknowledged, at most `limit`.
+pub async fn pending(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<Stored>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {STORED_COLUMNS} FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq \
+         WHERE p.device_id = $1 ORDER BY p.seq LIMIT $2"
+    );
+    let rows = sqlx::query(&sql).bind(device_id).bind(limit).fetch_all(c).await?;
+    rows.iter().map(stored).collect()
+}
+
+/// What `device_id` has waiting.
+pub async fn queue(c: &mut Conn, device_id: &str) -> Result<Queue, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(m.size), 0) AS bytes, \
+         COALESCE(SUM(CASE WHEN m.folder = 'requests' THEN 1 ELSE 0 END), 0) AS requests, \
+         MIN(m.received_at) AS oldest, MAX(m.received_at) AS newest \
+         FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq WHERE p.device_id = $1",
+    )
+    .bind(device_id)
+    .fetch_one(c)
+    .await?;
+    Ok(Queue {
+        messages: row.try_get("n")?,
+        bytes: row.try_get("bytes")?,
+        requests: row.try_get("requests")?,
+        oldest: row.try_get("oldest")?,
+        newest: row.try_get("newest")?,
+    })
+}
+
+/// Drops `device_id` has not acknowledged.
+pub async fn unseen_drops(c: &mut Conn, user_id: &str, device_id: &str) -> Result<Vec<Drop>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT seq, reason, count, bytes, at FROM msg_drops WHERE user_id = $1 \
+         AND seq > COALESCE((SELECT seq FROM msg_drops_seen WHERE device_id = $2), 0) ORDER BY seq LIMIT 100",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Drop {
+                seq: r.try_get("seq")?,
+                reason: r.try_get("reason")?,
+                count: r.try_get("count")?,
+                bytes: r.try_get("bytes")?,
+                at: r.try_get("at")?,
+            })
+        })
+        .collect()
+}
+
+/// `device_id` has these messages (by id): forget them for it, delete those no device
+/// still owes, and mark drop reports up to `drops_seen` as told. Returns how many of the
+/// ids were pending for the device.
+pub async fn acknowledge(
+    c: &mut Conn,
+    user_id: &str,
+    device_id: &str,
+    ids: &[String],
+    drops_seen: Option<i64>,
+) -> Result<u64, sqlx::Error> {
+    let mut acknowledged = 0;
+    for chunk in ids.chunks(200) {
+        let list = placeholders(2, chunk.len());
+        let sql = format!("SELECT seq FROM msg_mailbox WHERE user_id = $1 AND id IN ({list})");
+        let mut q = sqlx::query(&sql).bind(user_id);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        let seqs: Vec<i64> = q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("seq")).collect::<Result<_, _>>()?;
+        if seqs.is_empty() {
+            continue;
+        }
+        let list = placeholders(2, seqs.len());
+        let sql = format!("DELETE FROM msg_pending WHERE device_id = $1 AND seq IN ({list})");
+        let mut q = sqlx::query(&sql).bind(device_id);
+        for s in &seqs {
+            q = q.bind(s);
+        }
+        acknowledged += q.execute(&mut *c).await?.rows_affected();
+        let sql = format!(
+            "SELECT m.seq FROM msg_mailbox m WHERE m.user_id = $1 AND m.seq IN ({list}) \
+             AND NOT EXISTS (SELECT 1 FROM msg_pending p WHERE p.seq = m.seq)"
+        );
+        let mut q = sqlx::query(&sql).bind(user_id);
+        for s in &seqs {
+            q = q.bind(s);
+        }
+        let done: Vec<i64> = q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("seq")).collect::<Result<_, _>>()?;
+        remove(c, user_id, &done).await?;
+    }
+    if let Some(seen) = drops_seen {
+        sqlx::query(
+            "INSERT INTO msg_drops_seen (device_id, seq) VALUES ($1, $2) ON CONFLICT (device_id) \
+             DO UPDATE SET seq = CASE WHEN excluded.seq > msg_drops_seen.seq THEN excluded.seq ELSE msg_drops_seen.seq END",
+        )
+        .bind(device_id)
+        .bind(seen)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(acknowledged)
+}
+
+/// Drop messages received before `before`, per user, recording each drop. Returns how
+/// many went.
+pub async fn expire(c: &mut Conn, before: i64, now: i64) -> Result<i64, sqlx::Error> {
+    let rows = sqlx::query("SELECT user_id, seq FROM msg_mailbox WHERE received_at < $1 ORDER BY user_id LIMIT 5000")
+        .bind(before)
+        .fetch_all(&mut *c)
+        .await?;
+    let mut by_user: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for r in rows {
+        by_user.entry(r.try_get("user_id")?).or_default().push(r.try_get("seq")?);
+    }
+    let mut total = 0;
+    for (user_id, seqs) in by_user {
+        let (count, bytes) = remove(c, &user_id, &seqs).await?;
+        if count > 0 {
+            record_drop(c, &user_id, "expired", count, bytes, now).await?;
+            total += count;
+        }
+    }
+    Ok(total)
+}
+
+/// Forget what no one needs any more: ids of messages received before `received_before`
+/// (a sending node gives up long before), and drop reports before `drops_before`.
+pub async fn prune(c: &mut Conn, received_before: i64, drops_before: i64) -> Result<u64, sqlx::Error> {
+    let a =
+        sqlx::query("DELETE FROM msg_received WHERE received_at < $1").bind(received_before).execute(&mut *c).await?;
+    let b = sqlx::query("DELETE FROM msg_drops WHERE at < $1").bind(drops_before).execute(&mut *c).await?;
+    Ok(a.rows_affected() + b.rows_affected())
+}
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,221 @@
+//! The outbox: forwards a user's devices handed to this node, kept until the recipient's
+//! node has them. Every SQL query of the outbox is here.
+
+use crate::mailbox::placeholders;
+use serde::Serialize;
+use sichat_core::db::Backend;
+use sqlx::{AnyConnection, Row};
+
+type Conn = AnyConnection;
+
+/// Delivery states a sender sees (`sichat message status`).
+pub const QUEUED: &str = "queued";
+pub const DELIVERED: &str = "delivered";
+pub const NOT_ACCEPTED: &str = "not_accepted";
+pub const FAILED: &str = "failed";
+
+/// A forward in the outbox.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub user_id: String,
+    pub sender: String,
+    pub recipient: String,
+    pub body: String,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// What a sender may know about one of its messages.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub id: String,
+    pub to: String,
+    pub state: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+pub struct NewEntry<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    pub body: &'a str,
+    pub body_hash: &'a str,
+    pub now: i64,
+}
+
+/// Queue a forward. An id already queued by the same user with the same content is the
+/// same request again (`Ok(false)`); with other content, or by another user, `Err(())`.
+pub async fn insert(c: &mut Conn, e: &NewEntry<'_>) -> Result<Result<bool, ()>, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO msg_outbox (id, user_id, sender, recipient, body, body_hash, state, attempts, next_attempt_at, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7, $7) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(e.id)
+    .bind(e.user_id)
+    .bind(e.sender)
+    .bind(e.recipient)
+    .bind(e.body)
+    .bind(e.body_hash)
+    .bind(e.now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Ok(true));
+    }
+    let row =
+        sqlx::query("SELECT user_id, body_hash FROM msg_outbox WHERE id = $1").bind(e.id).fetch_optional(c).await?;
+    Ok(match row {
+        Some(r)
+            if r.try_get::<String, _>("user_id")? == e.user_id
+                && r.try_get::<String, _>("body_hash")? == e.body_hash =>
+        {
+            Ok(false)
+        }
+        _ => Err(()),
+    })
+}
+
+/// Take up to `limit` due forwards, leasing them until `lease_until` so that no other
+/// worker (or replica) takes them meanwhile. A crash leaves them to be taken again when
+/// the lease ends; the recipient's node recognises the redelivery.
+pub async fn claim(
+    c: &mut Conn,
+    backend: Backend,
+    now: i64,
+    lease_until: i64,
+    limit: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let sql = format!(
+        "UPDATE msg_outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM msg_outbox \
+         WHERE state = 'queued' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3{lock}) \
+         RETURNING id, user_id, sender, recipient, body, attempts, created_at"
+    );
+    let rows = sqlx::query(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(c).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Entry {
+                id: r.try_get("id")?,
+                user_id: r.try_get("user_id")?,
+                sender: r.try_get("sender")?,
+                recipient: r.try_get("recipient")?,
+                body: r.try_get("body")?,
+                attempts: r.try_get("attempts")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The end of one attempt.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: String,
+    /// `delivered`, `not_accepted`, `failed`, or `queued` to try again.
+    pub state: &'static str,
+    pub next_attempt_at: i64,
+    pub error: Option<String>,
+}
+
+/// Record the ends of attempts. Finished forwards lose their body: it is no use any more.
+pub async fn record(c: &mut Conn, outcomes: &[Outcome], now: i64) -> Result<(), sqlx::Error> {
+    let (done, retry): (Vec<&Outcome>, Vec<&Outcome>) = outcomes.iter().partition(|o| o.state != QUEUED);
+    for state in [DELIVERED, NOT_ACCEPTED, FAILED] {
+        let batch: Vec<&&Outcome> = done.iter().filter(|o| o.state == state).collect();
+        for chunk in batch.chunks(200) {
+            let list = placeholders(3, chunk.len());
+            let sql = format!(
+                "UPDATE msg_outbox SET state = $1, body = '', attempts = attempts + 1, updated_at = $2, \
+                 last_error = NULL WHERE id IN ({list})"
+            );
+            let mut q = sqlx::query(&sql).bind(state).bind(now);
+            for o in chunk {
+                q = q.bind(&o.id);
+            }
+            q.execute(&mut *c).await?;
+        }
+    }
+    for o in retry {
+        sqlx::query(
+            "UPDATE msg_outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, updated_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(&o.id)
+        .bind(o.next_attempt_at)
+        .bind(&o.error)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    for o in done.iter().filter(|o| o.error.is_some()) {
+        sqlx::query("UPDATE msg_outbox SET last_error = $2 WHERE id = $1")
+            .bind(&o.id)
+            .bind(&o.error)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A user's own message.
+pub async fn status(c: &mut Conn, user_id: &str, id: &str) -> Result<Option<Status>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, recipient, state, attempts, next_attempt_at, last_error, created_at, updated_at \
+         FROM msg_outbox WHERE id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(c)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let state: String = r.try_get("state")?;
+    Ok(Some(Status {
+        next_attempt_at: (state == QUEUED).then(|| r.try_get("next_attempt_at")).transpose()?,
+        id: r.try_get("id")?,
+        to: r.try_get("recipient")?,
+        state,
+        attempts: r.try_get("attempts")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        last_error: r.try_get("last_error")?,
+    }))
+}
+
+/// Forget finished forwards last touched before `before`.
+pub async fn prune(c: &mut Conn, before: i64) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM msg_outbox WHERE state <> 'queued' AND updated_at < $1")
+        .bind(before)
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// The wait before attempt `attempts + 1`: 1 s doubling to at most 10 minutes, with up to
+/// a quarter more at random so that many senders do not retry in step.
+pub fn backoff_ms(attempts: i64) -> i64 {
+    let base = 1000i64.saturating_mul(1i64 << attempts.clamp(0, 20)).min(600_000);
+    let jitter = i64::from(u16::from_le_bytes(sichat_core::ids::random_bytes::<2>())) * (base / 4) / 65_536;
+    base + jitter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert!((1000..1250).contains(&backoff_ms(0)));
+        assert!((4000..5000).contains(&backoff_ms(2)));
+        assert!((600_000..750_000).contains(&backoff_ms(30)));
+        assert!((1000..1250).contains(&backoff_ms(-3)));
+    }
+}

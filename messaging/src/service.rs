@@ -1,0 +1,545 @@
+//! The messaging service of one node: taking messages from its users' devices, delivering
+//! them to other nodes (or to its own users), accepting messages from other nodes under each
+//! recipient's policy, and keeping them until every device has them.
+
+use crate::live::Hub;
+use crate::mailbox::{self, Inserted, NewMessage};
+use crate::outbox::{self, Entry, NewEntry, Outcome};
+use crate::policy::{Folder, Policy};
+use crate::{forwarded, Message, MessagingError, PRESENTATION_ATTACHMENT};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sichat_accounts::{Accounts, AuthDevice};
+use sichat_core::db::Db;
+use sichat_core::did::Did;
+use sichat_core::ids::{b64url, b64url_decode, now_ms};
+use sichat_core::node::NodeIdentity;
+use sichat_core::resolver::Resolver;
+use sichat_issuer::Issuer;
+use sichat_verifier::verify::{Expectation, Options};
+use sichat_verifier::Verifier;
+use sqlx::Row;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+/// Limits and lifetimes, all configurable (`msg_*` in the server's configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest forward accepted, envelope included.
+    pub max_message_bytes: usize,
+    /// Most keys one envelope may be encrypted to.
+    pub max_recipient_keys: usize,
+    /// Bytes a user's mailbox may hold; the oldest messages go first.
+    pub quota_bytes: i64,
+    /// Messages older than this are dropped, whether fetched or not.
+    pub max_age_ms: i64,
+    /// How long the outbox keeps trying a node that does not answer.
+    pub retry_window_ms: i64,
+    /// Messages one device may hand over per second, and the burst above it.
+    pub send_rate: (u32, u32),
+    /// Messages one sending node may deliver here per second, and the burst.
+    pub node_rate: (u32, u32),
+    /// Messages one sender DID may deliver here per second, and the burst.
+    pub sender_rate: (u32, u32),
+    /// Requests-folder messages one stranger may leave per day, and all strangers together.
+    pub requests_per_sender_per_day: i64,
+    pub requests_per_day: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 256 * 1024,
+            max_recipient_keys: 64,
+            quota_bytes: 64 * 1024 * 1024,
+            max_age_ms: 30 * 24 * 3_600_000,
+            retry_window_ms: 3 * 24 * 3_600_000,
+            send_rate: (50, 200),
+            node_rate: (200, 1000),
+            sender_rate: (20, 100),
+            requests_per_sender_per_day: 5,
+            requests_per_day: 200,
+        }
+    }
+}
+
+/// Whom a delivery comes from: the node that signed it, and the user it vouches for.
+#[derive(Debug, Clone)]
+pub struct Vouched {
+    pub node: Did,
+    pub sender: Did,
+}
+
+/// The answer to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Stored,
+    /// A redelivery of something already here.
+    Duplicate,
+}
+
+type Limiter = DefaultKeyedRateLimiter<String>;
+
+fn limiter((per_second, burst): (u32, u32)) -> Limiter {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// Forwards in flight to other nodes at once.
+const DELIVERY_CONCURRENCY: usize = 128;
+/// How long a claimed forward is left alone before another worker may retry it.
+const LEASE_MS: i64 = 60_000;
+/// Ids of received messages are remembered this long after their arrival (well past the
+/// sending node's retry window) to recognise redeliveries.
+const RECEIVED_MEMORY_MS: i64 = 7 * 24 * 3_600_000;
+
+pub struct Messaging {
+    db: Db,
+    accounts: Arc<Accounts>,
+    issuer: Arc<Issuer>,
+    verifier: Arc<Verifier>,
+    node: Arc<NodeIdentity>,
+    resolver: Arc<Resolver>,
+    pub(crate) settings: Settings,
+    pub(crate) hub: Arc<Hub>,
+    outbox_ready: Notify,
+    pub(crate) nonces: crate::federation::SeenNonces,
+    sends: Limiter,
+    nodes: Limiter,
+    senders: Limiter,
+}
+
+impl Messaging {
+    pub fn new(
+        db: Db,
+        node: Arc<NodeIdentity>,
+        accounts: Arc<Accounts>,
+        issuer: Arc<Issuer>,
+        verifier: Arc<Verifier>,
+        resolver: Arc<Resolver>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            sends: limiter(settings.send_rate),
+            nodes: limiter(settings.node_rate),
+            senders: limiter(settings.sender_rate),
+            db,
+            accounts,
+            issuer,
+            verifier,
+            node,
+            resolver,
+            settings,
+            hub: Arc::new(Hub::default()),
+            outbox_ready: Notify::new(),
+            nonces: Default::default(),
+        }
+    }
+
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    pub fn node(&self) -> &NodeIdentity {
+        &self.node
+    }
+
+    /// Wakes connected devices; [`crate::live::listen`] feeds it from other replicas.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The user DID a session speaks for.
+    pub fn did_of(&self, me: &AuthDevice) -> Result<Did, MessagingError> {
+        Ok(self.node.user_did(&me.user_name)?)
+    }
+
+    // ---- sending ----
+
+    /// Take a forward from one of the user's devices into the outbox. Once this returns,
+    /// the forward is durable and will be delivered (or its failure recorded).
+    pub async fn send(&self, me: &AuthDevice, body: &[u8]) -> Result<outbox::Status, MessagingError> {
+        if self.sends.check_key(&me.device_id).is_err() {
+            return Err(MessagingError::RateLimited("this device is sending too fast; retry in a moment".into()));
+        }
+        let sender = self.did_of(me)?;
+        let forward = self.read_forward(body)?;
+        if let Some(skid) = forward.envelope.get("protected").and_then(protected_skid) {
+            if !skid.starts_with(&format!("{}#", sender.as_str())) {
+                return Err(MessagingError::Malformed(format!(
+                    "the envelope is authcrypted from {skid}, which is not a key of your DID {sender}"
+                )));
+            }
+        }
+        if let Some(name) = self.local_user_name(&forward.next) {
+            if self.accounts.active_user_id(&name).await?.is_none() {
+                return Err(MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)));
+            }
+        }
+        let body =
+            std::str::from_utf8(body).map_err(|_| MessagingError::Malformed("the message is not UTF-8".into()))?;
+        let now = now_ms();
+        let entry = NewEntry {
+            id: &forward.id,
+            user_id: &me.user_id,
+            sender: sender.as_str(),
+            recipient: forward.next.as_str(),
+            body,
+            body_hash: &hash(body.as_bytes()),
+            now,
+        };
+        let mut conn = self.db.pool().acquire().await?;
+        if outbox::insert(&mut conn, &entry).await?.is_err() {
+            return Err(MessagingError::DuplicateId(forward.id));
+        }
+        let status = outbox::status(&mut conn, &me.user_id, &forward.id)
+            .await?
+            .ok_or_else(|| MessagingError::internal("a queued message vanished"))?;
+        drop(conn);
+        self.outbox_ready.notify_one();
+        ::metrics::counter!("sichat_messages_sent_total").increment(1);
+        Ok(status)
+    }
+
+    /// A user's own sent message.
+    pub async fn status(&self, me: &AuthDevice, id: &str) -> Result<outbox::Status, MessagingError> {
+        let mut conn = self.db.reads().acquire().await?;
+        outbox::status(&mut conn, &me.user_id, id)
+            .await?
+            .ok_or_else(|| MessagingError::NotFound(format!("you sent no message with id {id}")))
+    }
+
+    /// Check a forward: size, shape, and an encrypted envelope with not too many keys.
+    fn read_forward(&self, body: &[u8]) -> Result<Forward, MessagingError> {
+        let limit = self.settings.max_message_bytes;
+        if body.len() > limit {
+            return Err(MessagingError::TooLarge { size: body.len(), limit });
+        }
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| MessagingError::Malformed(format!("not JSON: {e}")))?;
+        let message = Message::from_json(value)?;
+        let (next, envelope) = forwarded(&message)?;
+        let next = Did::parse(&next).map_err(|e| MessagingError::Malformed(format!("`body.next`: {e}")))?;
+        let keys = envelope.get("recipients").and_then(Value::as_array).map_or(0, Vec::len);
+        if keys == 0 {
+            return Err(MessagingError::Malformed("the envelope has no recipients".into()));
+        }
+        if keys > self.settings.max_recipient_keys {
+            return Err(MessagingError::TooManyRecipients { count: keys, limit: self.settings.max_recipient_keys });
+        }
+        let presentation = message
+            .attachments
+            .iter()
+            .find(|a| a.id.as_deref() == Some(PRESENTATION_ATTACHMENT))
+            .map(|a| {
+                a.data.base64.as_deref().and_then(b64url_decode).and_then(|b| String::from_utf8(b).ok()).ok_or_else(
+                    || MessagingError::Malformed("the presentation attachment must hold base64 data".into()),
+                )
+            })
+            .transpose()?;
+        Ok(Forward { id: message.id.as_str().to_owned(), next, envelope, presentation })
+    }
+
+    /// The name of a user of this node, if `did` is one's.
+    fn local_user_name(&self, did: &Did) -> Option<String> {
+        let prefix = format!("{}:users:", self.node.did().as_str());
+        let name = did.as_str().strip_prefix(&prefix)?;
+        (!name.is_empty() && !name.contains(':')).then(|| name.to_owned())
+    }
+
+    // ---- the outbox worker ----
+
+    /// Deliver queued forwards until the process ends: due ones at once, failed ones again
+    /// after an exponential backoff, until the retry window closes.
+    pub async fn run_outbox(self: Arc<Self>) {
+        let (done_tx, done_rx) = mpsc::channel::<Outcome>(4096);
+        tokio::spawn(self.clone().record_outcomes(done_rx));
+        let slots = Arc::new(Semaphore::new(DELIVERY_CONCURRENCY));
+        loop {
+            let free = slots.available_permits().max(1) as i64;
+            let claimed = async {
+                let now = now_ms();
+                let mut conn = self.db.pool().acquire().await?;
+                outbox::claim(&mut conn, self.db.backend(), now, now + LEASE_MS, free.min(256)).await
+            }
+            .await;
+            let batch = match claimed {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                // New forwards wake us; retries and other replicas' forwards are found by the poll.
+                let _ = tokio::time::timeout(Duration::from_millis(500), self.outbox_ready.notified()).await;
+                continue;
+            }
+            for entry in batch {
+                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let this = self.clone();
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let outcome = this.attempt(&entry).await;
+                    let _ = done.send(outcome).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Write outcomes as they come, many per transaction.
+    async fn record_outcomes(self: Arc<Self>, mut rx: mpsc::Receiver<Outcome>) {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 512).await > 0 {
+            let written = async {
+                let mut tx = self.db.pool().begin().await?;
+                outbox::record(&mut tx, &batch, now_ms()).await?;
+                tx.commit().await
+            }
+            .await;
+            if let Err(e) = written {
+                // The leases run out and the forwards are tried again; the recipient's node
+                // recognises what it already has.
+                tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes");
+            }
+            batch.clear();
+        }
+    }
+
+    /// One delivery attempt, and what it means for the forward.
+    async fn attempt(&self, entry: &Entry) -> Outcome {
+        let now = now_ms();
+        let result = self.deliver(entry).await;
+        let (state, error) = match result {
+            Ok(()) => (outbox::DELIVERED, None),
+            Err(Failure::NotAccepted) => (outbox::NOT_ACCEPTED, None),
+            Err(Failure::Permanent(why)) => (outbox::FAILED, Some(why)),
+            Err(Failure::Temporary(why)) if now - entry.created_at > self.settings.retry_window_ms => {
+                (outbox::FAILED, Some(format!("gave up after {} attempts: {why}", entry.attempts + 1)))
+            }
+            Err(Failure::Temporary(why)) => (outbox::QUEUED, Some(why)),
+        };
+        if let Some(why) = &error {
+            tracing::info!(id = %entry.id, state, error = %why, "message delivery attempt failed");
+        }
+        ::metrics::counter!("sichat_message_deliveries_total", "state" => state).increment(1);
+        Outcome { id: entry.id.clone(), state, next_attempt_at: now + outbox::backoff_ms(entry.attempts), error }
+    }
+
+    async fn deliver(&self, entry: &Entry) -> Result<(), Failure> {
+        let sender = Did::parse(&entry.sender).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let recipient = Did::parse(&entry.recipient).map_err(|e| Failure::Permanent(e.to_string()))?;
+        if self.local_user_name(&recipient).is_some() {
+            let vouched = Vouched { node: self.node.did().clone(), sender };
+            return match self.receive(&vouched, entry.body.as_bytes()).await {
+                Ok(_) => Ok(()),
+                Err(MessagingError::NotAccepted) => Err(Failure::NotAccepted),
+                Err(MessagingError::RateLimited(why)) | Err(MessagingError::Internal(why)) => {
+                    Err(Failure::Temporary(why))
+                }
+                Err(other) => Err(Failure::Permanent(other.to_string())),
+            };
+        }
+        let keys = self.resolver.resolve(recipient.as_str()).await.map_err(|e| Failure::Temporary(e.to_string()))?;
+        let Some(endpoint) = keys.didcomm_endpoints.first() else {
+            return Err(Failure::Permanent(format!("{recipient} names no DIDCommMessaging service")));
+        };
+        crate::federation::post(self, endpoint, &sender, entry.body.as_bytes()).await
+    }
+
+    // ---- receiving ----
+
+    /// Accept a forward for one of this node's users from `from`, under the user's policy.
+    /// It is committed before this returns.
+    pub async fn receive(&self, from: &Vouched, body: &[u8]) -> Result<Received, MessagingError> {
+        let forward = self.read_forward(body)?;
+        let name = self
+            .local_user_name(&forward.next)
+            .ok_or_else(|| MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next)))?;
+        let user_id =
+            self.accounts.active_user_id(&name).await?.ok_or_else(|| {
+                MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next))
+            })?;
+        if from.node != *self.node.did() && self.nodes.check_key(&from.node.to_string()).is_err() {
+            return Err(MessagingError::RateLimited("your node is delivering too fast".into()));
+        }
+        if self.senders.check_key(&from.sender.to_string()).is_err() {
+            return Err(MessagingError::RateLimited("this sender is sending too fast".into()));
+        }
+        let body_hash = hash(body);
+        // A redelivery is answered before the policy, which may have changed since.
+        match mailbox::received_hash(&mut *self.db.reads().acquire().await?, &user_id, &forward.id).await? {
+            Some(h) if h == body_hash => return Ok(Received::Duplicate),
+            Some(_) => return Err(MessagingError::DuplicateId(forward.id)),
+            None => {}
+        }
+        let folder = self.judge(&user_id, &forward, from).await?;
+        let devices = self.accounts.active_device_ids(&user_id).await?;
+        let now = now_ms();
+        let message = NewMessage {
+            user_id: &user_id,
+            id: &forward.id,
+            sender: from.sender.as_str(),
+            folder: folder.as_str(),
+            envelope: &serde_json::to_string(&forward.envelope).map_err(MessagingError::internal)?,
+            body_hash: &body_hash,
+            presentation: forward.presentation.is_some(),
+            received_at: now,
+        };
+        let mut tx = self.db.pool().begin().await?;
+        let inserted =
+            mailbox::insert(&mut tx, self.db.backend(), &message, &devices, self.settings.quota_bytes).await?;
+        tx.commit().await?;
+        match inserted {
+            Inserted::New { dropped } => {
+                self.hub.wake(&user_id);
+                ::metrics::counter!("sichat_messages_received_total", "folder" => folder.as_str()).increment(1);
+                if dropped.0 > 0 {
+                    ::metrics::counter!("sichat_messages_dropped_total", "reason" => "quota")
+                        .increment(dropped.0 as u64);
+                }
+                Ok(Received::Stored)
+            }
+            Inserted::Duplicate => Ok(Received::Duplicate),
+            Inserted::Conflict => Err(MessagingError::DuplicateId(forward.id)),
+        }
+    }
+
+    /// The recipient's policy applied to a sender: a folder, or "not accepted".
+    async fn judge(&self, user_id: &str, forward: &Forward, from: &Vouched) -> Result<Folder, MessagingError> {
+        let policy = self.policy_of(user_id).await?;
+        if policy.blocks(&from.sender) {
+            return Err(MessagingError::NotAccepted);
+        }
+        if policy.accept_members && from.node == *self.node.did() {
+            return Ok(Folder::Inbox);
+        }
+        if self.issuer.has_issued(user_id, from.sender.as_str(), &policy.accept_credentials).await.unwrap_or(false) {
+            return Ok(Folder::Inbox);
+        }
+        if let Some(vp) = &forward.presentation {
+            if self.presentation_accepted(vp, forward, from, &policy).await {
+                return Ok(Folder::Inbox);
+            }
+        }
+        if !policy.requests {
+            return Err(MessagingError::NotAccepted);
+        }
+        let since = now_ms() - 24 * 3_600_000;
+        let mut conn = self.db.reads().acquire().await?;
+        let (mine, total) = mailbox::recent_requests(&mut conn, user_id, from.sender.as_str(), since).await?;
+        if mine >= self.settings.requests_per_sender_per_day || total >= self.settings.requests_per_day {
+            tracing::info!(sender = %from.sender, "requests folder full for this sender: not accepted");
+            return Err(MessagingError::NotAccepted);
+        }
+        Ok(Folder::Requests)
+    }
+
+    /// A presentation the sender attached: valid, bound to this forward and to the
+    /// recipient, by the sender, carrying a credential of an accepted type that the
+    /// recipient issued.
+    async fn presentation_accepted(&self, vp: &str, forward: &Forward, from: &Vouched, policy: &Policy) -> bool {
+        let opts = Options {
+            expect: Some(Expectation { nonce: forward.id.clone(), audience: forward.next.to_string() }),
+            ..Options::default()
+        };
+        let report = self.verifier.verify_presentation("vp+jwt", vp, &opts).await;
+        if !report.valid || report.holder.as_deref() != Some(from.sender.as_str()) {
+            tracing::info!(sender = %from.sender, why = ?report.first_failure().map(|c| &c.reason), "attached presentation refused");
+            return false;
+        }
+        report.credentials.iter().any(|c| {
+            c.valid
+                && c.issuer.as_deref() == Some(forward.next.as_str())
+                && c.types.iter().any(|t| policy.accept_credentials.contains(t))
+        })
+    }
+
+    // ---- policy ----
+
+    pub async fn policy_of(&self, user_id: &str) -> Result<Policy, MessagingError> {
+        let row = sqlx::query("SELECT policy FROM msg_policies WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(self.db.reads())
+            .await?;
+        match row {
+            Some(r) => serde_json::from_str(&r.try_get::<String, _>("policy")?).map_err(MessagingError::internal),
+            None => Ok(Policy::default()),
+        }
+    }
+
+    pub async fn set_policy(&self, me: &AuthDevice, policy: Policy) -> Result<Policy, MessagingError> {
+        let policy = policy.validated()?;
+        let text = serde_json::to_string(&policy).map_err(MessagingError::internal)?;
+        sqlx::query(
+            "INSERT INTO msg_policies (user_id, policy, updated_at) VALUES ($1, $2, $3) ON CONFLICT (user_id) \
+             DO UPDATE SET policy = excluded.policy, updated_at = excluded.updated_at",
+        )
+        .bind(&me.user_id)
+        .bind(&text)
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await?;
+        Ok(policy)
+    }
+
+    // ---- housekeeping ----
+
+    /// Drop expired messages (reported to the user), and forget old ids, drop reports and
+    /// finished forwards. Returns how many rows went.
+    pub async fn housekeeping(&self) -> Result<u64, MessagingError> {
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let expired = mailbox::expire(&mut tx, now - self.settings.max_age_ms, now).await?;
+        let pruned = mailbox::prune(&mut tx, now - RECEIVED_MEMORY_MS, now - self.settings.max_age_ms).await?
+            + outbox::prune(&mut tx, now - RECEIVED_MEMORY_MS).await?;
+        tx.commit().await?;
+        if expired > 0 {
+            ::metrics::counter!("sichat_messages_dropped_total", "reason" => "expired").increment(expired as u64);
+        }
+        self.nonces.forget_expired(now / 1000);
+        self.sends.retain_recent();
+        self.nodes.retain_recent();
+        self.senders.retain_recent();
+        Ok(expired as u64 + pruned)
+    }
+}
+
+/// A forward as this node reads it.
+pub(crate) struct Forward {
+    pub id: String,
+    pub next: Did,
+    pub envelope: Value,
+    pub presentation: Option<String>,
+}
+
+/// Why an attempt failed, and whether to try again.
+pub(crate) enum Failure {
+    NotAccepted,
+    Permanent(String),
+    Temporary(String),
+}
+
+/// The `skid` in a JWE's protected header, if any (authcrypt).
+fn protected_skid(protected: &Value) -> Option<String> {
+    let header: Value = serde_json::from_slice(&b64url_decode(protected.as_str()?)?).ok()?;
+    header.get("skid").and_then(Value::as_str).map(str::to_owned)
+}
+
+pub(crate) fn hash(bytes: &[u8]) -> String {
+    b64url(&Sha256::digest(bytes))
+}
