@@ -265,8 +265,9 @@ pub async fn pending(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<St
 /// What `device_id` has waiting.
 pub async fn queue(c: &mut Conn, device_id: &str) -> Result<Queue, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, COALESCE(SUM(m.size), 0) AS bytes, \
-         COALESCE(SUM(CASE WHEN m.folder = 'requests' THEN 1 ELSE 0 END), 0) AS requests, \
+        // PostgreSQL sums BIGINT to NUMERIC, which the Any driver cannot read: cast back.
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(m.size), 0) AS BIGINT) AS bytes, \
+         CAST(COALESCE(SUM(CASE WHEN m.folder = 'requests' THEN 1 ELSE 0 END), 0) AS BIGINT) AS requests, \
          MIN(m.received_at) AS oldest, MAX(m.received_at) AS newest \
          FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq WHERE p.device_id = $1",
     )

@@ -135,6 +135,10 @@ async fn offline_recipient_friends_and_strangers(backend: Backend) {
     let out = sichat(&carol, &["message", "status", &from_bob]).await;
     assert!(stderr(&out).contains("not_found"), "{}", stderr(&out));
 
+    // Alice's node keeps what it cannot read: who sent it, but not a word of the text.
+    assert!(node_rows_contain(&a, backend, &bob_did).await, "the mailbox holds Bob's message for Alice");
+    assert!(!node_rows_contain(&a, backend, "Hello Alice").await, "the node must not hold the plaintext");
+
     // Alice comes online: the friend is in her inbox, the stranger in requests.
     let listing = inbox(&alice, &[]).await;
     assert_eq!(listing["fetched"], 2, "{listing}");
@@ -193,9 +197,6 @@ async fn offline_recipient_friends_and_strangers(backend: Backend) {
     let m = message_with(&listing, "With my FriendCredential attached");
     assert_eq!((m["presentation"].as_bool(), m["folder"].as_str()), (Some(true), Some("inbox")), "{m}");
 
-    // The node routes what it cannot read: no text in its database.
-    let stored = node_rows_contain(&a, backend, "Hello Alice").await;
-    assert!(!stored, "the node must not hold the plaintext");
     a.stop().await;
     b.stop().await;
 }
@@ -207,7 +208,8 @@ async fn node_rows_contain(app: &TestApp, backend: Backend, needle: &str) -> boo
     let tables = if backend == Backend::Sqlite {
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'msg_%'"
     } else {
-        "SELECT table_name AS name FROM information_schema.tables WHERE table_name LIKE 'msg_%'"
+        "SELECT CAST(table_name AS TEXT) AS name FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_name LIKE 'msg_%'"
     };
     let names: Vec<String> = sqlx::query(tables)
         .fetch_all(pool)

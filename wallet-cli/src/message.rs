@@ -689,6 +689,8 @@ enum End {
     Stopped,
     /// The connection dropped or could not be made: try again.
     Lost(anyhow::Error),
+    /// The node ended the session (they last 15 minutes): log in again at once.
+    Renew,
 }
 
 struct Watching<'a> {
@@ -701,6 +703,8 @@ struct Watching<'a> {
     ever_live: bool,
     /// The current attempt went live.
     went_live: bool,
+    /// Reconnecting only to renew the session: nothing to tell.
+    renewing: bool,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -721,14 +725,22 @@ async fn watch(ctx: &Ctx) -> Result<()> {
         seen_drops: HashSet::new(),
         ever_live: false,
         went_live: false,
+        renewing: false,
         stop,
     };
     let mut backoff = Duration::from_secs(1);
     loop {
         match st.connect_once().await? {
             End::Stopped => break,
+            End::Renew => {
+                st.renewing = true;
+                st.went_live = false;
+                backoff = Duration::from_secs(1);
+                continue;
+            }
             End::Lost(e) => {
                 // A connection that worked starts the backoff again from one second.
+                st.renewing = false;
                 if std::mem::take(&mut st.went_live) {
                     backoff = Duration::from_secs(1);
                 }
@@ -776,7 +788,9 @@ impl Watching<'_> {
             return Ok(End::Lost(e));
         }
         if self.ever_live {
-            eprintln!("Reconnected.");
+            if !std::mem::take(&mut self.renewing) {
+                eprintln!("Reconnected.");
+            }
         } else if !self.ctx.json {
             eprintln!("Watching for messages to {} (Ctrl-C to stop) …", self.w.profile.did);
         }
@@ -807,6 +821,7 @@ impl Watching<'_> {
             heard = tokio::time::Instant::now();
             match event {
                 Err(e) => return Ok(End::Lost(e)),
+                Ok(None) if p.session_expired() => return Ok(End::Renew),
                 Ok(None) => return Ok(End::Lost(anyhow!("your node closed the connection"))),
                 Ok(Some(Event::Delivery(items))) => {
                     let taken = take(self.ctx, self.pass, &self.opener, &items).await?;

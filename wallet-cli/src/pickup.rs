@@ -26,7 +26,12 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection to the node's pickup endpoint.
 pub struct Pickup {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The code of the node's close frame, once it closed.
+    close_code: Option<u16>,
 }
+
+/// The close code with which the node ends a connection whose session expired.
+pub const SESSION_EXPIRED: u16 = 4001;
 
 /// What the node said.
 #[derive(Debug)]
@@ -121,7 +126,7 @@ impl Pickup {
             Ok(Err(e)) => bail!("cannot open the message connection to your node at {base}: {e}"),
             Ok(Ok(pair)) => pair,
         };
-        Ok(Self { ws })
+        Ok(Self { ws, close_code: None })
     }
 
     /// Send a pickup request of type `kind` (e.g. `status-request`); returns its id.
@@ -169,7 +174,10 @@ impl Pickup {
             };
             match frame {
                 Frame::Text(text) => return parse_event(text.as_str()).map(Some),
-                Frame::Close(_) => return Ok(None),
+                Frame::Close(frame) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Ok(None);
+                }
                 Frame::Binary(_) => bail!("your node sent a binary frame; this wallet expects DIDComm JSON text"),
                 Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_) => continue,
             }
@@ -190,6 +198,11 @@ impl Pickup {
                 Ok(Err(e)) => return Err(e),
             }
         }
+    }
+
+    /// Whether the node closed the connection because the session expired (log in again).
+    pub fn session_expired(&self) -> bool {
+        self.close_code == Some(SESSION_EXPIRED)
     }
 
     /// Close politely (best effort).
