@@ -109,11 +109,18 @@ async fn offline_recipient_friends_and_strangers(backend: Backend) {
         policy(&alice, &["--members", "on", "--requests", "on", "--accept-credential", "FriendCredential"]).await;
     assert_eq!(shown["accept_credentials"], serde_json::json!(["FriendCredential"]));
 
-    // Alice befriends Bob: a FriendCredential from her issuing key, in her node's issuance log.
-    let out =
-        sichat(&alice, &["credential", "issue", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob"])
-            .await;
+    // Alice befriends Bob: a FriendCredential she offers him over OpenID4VCI, signed by her
+    // node with her issuing key and recorded in her issuance log. Bob keeps it in his wallet.
+    let out = sichat(
+        &alice,
+        &["--json", "credential", "offer", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob"],
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
+    let offer = json(&out)["offer_uri"].as_str().expect("offer").to_owned();
+    let out = sichat(&bob, &["--json", "credential", "receive", &offer]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let friend_credential = json(&out)["id"].as_str().expect("id").to_owned();
 
     // A typo in name@host is caught by WebFinger before anything is sent.
     let typo = address(&a, "alcie");
@@ -177,25 +184,28 @@ async fn offline_recipient_friends_and_strangers(backend: Backend) {
     assert_eq!(texts(&bobs), vec!["Hi Bob!"], "{bobs}");
     assert_eq!(message_with(&bobs, "Hi Bob!")["from_contact"], "alice");
 
-    // A presentation rides along: Bob holds a FriendCredential Alice offered him over
-    // OpenID4VCI and presents it, bound to Alice and to this message.
-    let out = sichat(
-        &alice,
-        &["--json", "credential", "offer", "--type", "FriendCredential", "--to", &bob_did, "--claim", "name=Bob"],
-    )
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let offer = json(&out)["offer_uri"].as_str().expect("offer").to_owned();
-    let out = sichat(&bob, &["--json", "credential", "receive", &offer]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let friend_credential = json(&out)["id"].as_str().expect("id").to_owned();
+    // A presentation rides along. Take the friendship out of Alice's issuance log (as if
+    // she had issued it elsewhere): now only the FriendCredential Bob presents, bound to
+    // Alice and to this message, gets him into her inbox; without it he is a stranger.
+    let hidden = sqlx::query("UPDATE issuer_credentials SET subject = $1 WHERE subject = $2")
+        .bind("did:example:issued-elsewhere")
+        .bind(&bob_did)
+        .execute(a.node.db.pool())
+        .await
+        .expect("hide the issuance record");
+    assert_eq!(hidden.rows_affected(), 1);
     let out = sichat(&bob, &["message", "send", "alice", "see?", "--present", "no-such-credential"]).await;
     assert!(stderr(&out).contains("holds no credential no-such-credential"), "{}", stderr(&out));
+    let plain = send(&bob, "alice", "No proof attached", &[]).await;
+    delivered(&bob, &plain).await;
     let with_vp = send(&bob, "alice", "With my FriendCredential attached", &["--present", &friend_credential]).await;
     delivered(&bob, &with_vp).await;
     let listing = inbox(&alice, &[]).await;
     let m = message_with(&listing, "With my FriendCredential attached");
     assert_eq!((m["presentation"].as_bool(), m["folder"].as_str()), (Some(true), Some("inbox")), "{m}");
+    let requests = inbox(&alice, &["--requests"]).await;
+    let m = message_with(&requests, "No proof attached");
+    assert_eq!((m["presentation"].as_bool(), m["from"].as_str()), (Some(false), Some(bob_did.as_str())), "{m}");
 
     a.stop().await;
     b.stop().await;
