@@ -5,6 +5,7 @@ mod accounts;
 mod bad_input;
 mod browser;
 mod issuer;
+mod mailbox;
 mod oid4vci;
 mod oidc;
 mod oidc_clients;
