@@ -68,6 +68,13 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Vouched, MessagingError> {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.split(';').next().map(str::trim) != Some(crate::federation_auth::CONTENT_TYPE) {
+        return Err(MessagingError::Malformed(format!(
+            "a delivery must be {}, not {content_type:?}",
+            crate::federation_auth::CONTENT_TYPE
+        )));
+    }
     // The URL the sender signed is ours, never what the Host header says.
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let target = m.node().url(path);

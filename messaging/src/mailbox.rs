@@ -93,7 +93,7 @@ pub async fn received_hash(c: &mut Conn, user_id: &str, id: &str) -> Result<Opti
 /// many anyone did.
 pub async fn recent_requests(c: &mut Conn, user_id: &str, sender: &str, since: i64) -> Result<(i64, i64), sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN sender = $2 THEN 1 ELSE 0 END), 0) AS mine \
+        "SELECT COUNT(*) AS total, CAST(COALESCE(SUM(CASE WHEN sender = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS mine \
          FROM msg_received WHERE user_id = $1 AND folder = 'requests' AND received_at >= $3",
     )
     .bind(user_id)
@@ -265,7 +265,6 @@ pub async fn pending(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<St
 /// What `device_id` has waiting.
 pub async fn queue(c: &mut Conn, device_id: &str) -> Result<Queue, sqlx::Error> {
     let row = sqlx::query(
-        // PostgreSQL sums BIGINT to NUMERIC, which the Any driver cannot read: cast back.
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(m.size), 0) AS BIGINT) AS bytes, \
          CAST(COALESCE(SUM(CASE WHEN m.folder = 'requests' THEN 1 ELSE 0 END), 0) AS BIGINT) AS requests, \
          MIN(m.received_at) AS oldest, MAX(m.received_at) AS newest \

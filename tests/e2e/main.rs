@@ -5,6 +5,7 @@ mod accounts;
 mod bad_input;
 mod browser;
 mod issuer;
+mod mailbox;
 mod messaging;
 mod oid4vci;
 mod oidc;

@@ -279,47 +279,16 @@ pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
 }
 
-/// A client carrying a fresh session of `wallet`'s device, logged in the way the wallet
-/// does it (certificate, node-signed nonce, device signature).
-pub async fn login(app: &TestApp, wallet: &Path) -> reqwest::Client {
-    use sichat_accounts::protocol::*;
-    // The wallet file is sealed; log in through the real CLI's keys by asking it for a
-    // device list with a proxy would be indirect, so unlock the wallet file directly.
-    let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(wallet.join("wallet.json")).expect("wallet")).expect("json");
-    let profile = &file["profile"];
-    let salt = sichat_core::ids::b64url_decode(file["kdf"]["salt"].as_str().expect("salt")).expect("salt");
-    let params: sichat_core::seal::KdfParams = serde_json::from_value(file["kdf"].clone()).expect("params");
-    let key = sichat_core::seal::MasterKey::from_passphrase(PASSPHRASE, &salt, params).expect("kdf");
-    let aad = format!("sichat-wallet:v1:{}", serde_json::to_string(profile).expect("profile"));
-    let sealed = sichat_core::ids::b64url_decode(file["sealed"].as_str().expect("sealed")).expect("sealed");
-    let secrets: serde_json::Value = serde_json::from_slice(&key.open(&sealed, &aad).expect("open")).expect("secrets");
-    let device = sichat_core::keys::Ed25519KeyPair::from_secret(
-        &sichat_core::keys::decode_secret(secrets["device_sign"].as_str().expect("key")).expect("b64"),
-    )
-    .expect("key");
-    let (_, ch) =
-        app.post_json("/api/v1/sessions/challenge", &serde_json::json!({"certificate": secrets["certificate"]})).await;
-    let claims: LoginChallengeClaims =
-        sichat_core::jws::unverified_payload(ch["challenge"].as_str().expect("challenge")).expect("claims");
-    let answer = LoginClaims {
-        iss: profile["did"].as_str().expect("did").into(),
-        sub: profile["device_id"].as_str().expect("device").into(),
-        aud: app.node.identity.did().to_string(),
-        nonce: claims.nonce,
-        iat: now_secs(),
-    };
-    let response = sichat_core::jws::sign(&device, TYP_LOGIN, None, &answer).expect("sign");
-    let (_, session) = app.post_json("/api/v1/sessions", &serde_json::json!({"response": response})).await;
-    let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {}", session["token"].as_str().expect("token"));
-    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("header"));
-    reqwest::Client::builder().default_headers(headers).build().expect("client")
+/// What a test wallet holds, unsealed with [`PASSPHRASE`]: for tests that sign by hand
+/// what the wallet would sign (or forge what it would not).
+pub struct WalletSecrets {
+    pub profile: serde_json::Value,
+    pub device_sign: sichat_core::keys::Ed25519KeyPair,
+    pub device_agree: sichat_core::keys::X25519KeyPair,
+    pub certificate: String,
 }
 
-/// The device signing key and public profile of `wallet`, unsealed with [`PASSPHRASE`]: for
-/// tests that sign by hand what the wallet would sign (or forge what it would not).
-pub fn device_key(wallet: &Path) -> (sichat_core::keys::Ed25519KeyPair, serde_json::Value) {
+pub fn unseal(wallet: &Path) -> WalletSecrets {
     let file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(wallet.join("wallet.json")).expect("wallet")).expect("json");
     let profile = file["profile"].clone();
@@ -329,9 +298,45 @@ pub fn device_key(wallet: &Path) -> (sichat_core::keys::Ed25519KeyPair, serde_js
     let aad = format!("sichat-wallet:v1:{}", serde_json::to_string(&profile).expect("profile"));
     let sealed = sichat_core::ids::b64url_decode(file["sealed"].as_str().expect("sealed")).expect("sealed");
     let secrets: serde_json::Value = serde_json::from_slice(&key.open(&sealed, &aad).expect("open")).expect("secrets");
-    let device = sichat_core::keys::Ed25519KeyPair::from_secret(
-        &sichat_core::keys::decode_secret(secrets["device_sign"].as_str().expect("key")).expect("b64"),
-    )
-    .expect("key");
-    (device, profile)
+    let secret = |name: &str| sichat_core::keys::decode_secret(secrets[name].as_str().expect("key")).expect("b64");
+    WalletSecrets {
+        device_sign: sichat_core::keys::Ed25519KeyPair::from_secret(&secret("device_sign")).expect("key"),
+        device_agree: sichat_core::keys::X25519KeyPair::from_secret(&secret("device_agree")).expect("key"),
+        certificate: secrets["certificate"].as_str().expect("certificate").to_owned(),
+        profile,
+    }
+}
+
+/// A fresh session token of `wallet`'s device, got the way the wallet does it
+/// (certificate, node-signed nonce, device signature).
+pub async fn session_token(app: &TestApp, wallet: &Path) -> String {
+    use sichat_accounts::protocol::*;
+    let w = unseal(wallet);
+    let (_, ch) = app.post_json("/api/v1/sessions/challenge", &serde_json::json!({"certificate": w.certificate})).await;
+    let claims: LoginChallengeClaims =
+        sichat_core::jws::unverified_payload(ch["challenge"].as_str().expect("challenge")).expect("claims");
+    let answer = LoginClaims {
+        iss: w.profile["did"].as_str().expect("did").into(),
+        sub: w.profile["device_id"].as_str().expect("device").into(),
+        aud: app.node.identity.did().to_string(),
+        nonce: claims.nonce,
+        iat: now_secs(),
+    };
+    let response = sichat_core::jws::sign(&w.device_sign, TYP_LOGIN, None, &answer).expect("sign");
+    let (_, session) = app.post_json("/api/v1/sessions", &serde_json::json!({"response": response})).await;
+    session["token"].as_str().expect("token").to_owned()
+}
+
+/// A client carrying a fresh session of `wallet`'s device.
+pub async fn login(app: &TestApp, wallet: &Path) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", session_token(app, wallet).await);
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("header"));
+    reqwest::Client::builder().default_headers(headers).build().expect("client")
+}
+
+/// The device signing key and public profile of `wallet`.
+pub fn device_key(wallet: &Path) -> (sichat_core::keys::Ed25519KeyPair, serde_json::Value) {
+    let w = unseal(wallet);
+    (w.device_sign, w.profile)
 }
