@@ -18,6 +18,7 @@ storage_tests!(
     offline_recipient_friends_and_strangers,
     policy_refusals_and_blocks,
     live_watch_reconnects_and_every_device_gets_it,
+    limits_and_drop_reports_reach_the_user,
 );
 
 /// How long a message may take to cross two nodes before a test gives up on it.
@@ -456,4 +457,70 @@ async fn live_watch_reconnects_and_every_device_gets_it(backend: Backend) {
     assert_eq!(inbox(&phone, &[]).await["fetched"], 0, "acknowledged by the phone too");
     a.stop().await;
     b.stop().await;
+}
+
+/// A full mailbox drops the oldest messages; the wallet warns about it once. Oversized,
+/// empty and non-text messages are refused with what to do.
+async fn limits_and_drop_reports_reach_the_user(backend: Backend) {
+    let Some(a) = TestApp::spawn_with(backend, |c| {
+        c.msg_max_bytes = 4096;
+        c.msg_quota_bytes = 4096;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let code = a.invite(&alice, 1).await;
+    let carol = a.join("carol", &code).await;
+    let alice_did = did_of(&alice).await;
+
+    // Carol, on the same node (a member: inbox), writes five times; one comes from a file.
+    let file = a.dir.path().join("note.txt");
+    std::fs::write(&file, "number 4 (from a file)").expect("write");
+    for i in 0..4 {
+        let id = send(&carol, &alice_did, &format!("number {i}"), &[]).await;
+        delivered(&carol, &id).await;
+    }
+    let out = sichat(&carol, &["--json", "message", "send", &alice_did, "--file", file.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    delivered(&carol, json(&out)["id"].as_str().expect("id")).await;
+
+    // Alice's mailbox holds 4 KiB: the oldest went, and her wallet says so.
+    let out = sichat(&alice, &["--json", "message", "inbox"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(
+        warning.contains("warning: your node dropped") && warning.contains("mailbox on the node was full"),
+        "{warning}"
+    );
+    let listing = json(&out);
+    assert_eq!(listing["dropped"][0]["reason"], "quota", "{listing}");
+    let got = texts(&listing);
+    assert!(got.contains(&"number 4 (from a file)".to_owned()), "the newest is kept: {got:?}");
+    assert!(!got.contains(&"number 0".to_owned()), "the oldest went first: {got:?}");
+    let dropped: i64 = listing["dropped"].as_array().expect("drops").iter().filter_map(|d| d["count"].as_i64()).sum();
+    assert_eq!(dropped + got.len() as i64, 5, "{listing}");
+    // Told once: the report was acknowledged with the messages.
+    let out = sichat(&alice, &["--json", "message", "inbox"]).await;
+    assert!(!stderr(&out).contains("dropped"), "{}", stderr(&out));
+    assert_eq!(json(&out)["dropped"], serde_json::json!([]));
+
+    // Too large for Carol's node: refused before it is queued, with what to do.
+    let big = "x".repeat(5000);
+    let out = sichat(&carol, &["message", "send", &alice_did, &big]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("message_too_large") && stderr(&out).contains("Send a shorter text"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sichat(&carol, &["message", "send", &alice_did, "   "]).await;
+    assert!(stderr(&out).contains("the message is empty"), "{}", stderr(&out));
+    std::fs::write(&file, [0xff, 0xfe, 0x00]).expect("write");
+    let out = sichat(&carol, &["message", "send", &alice_did, "--file", file.to_str().expect("path")]).await;
+    assert!(stderr(&out).contains("is not UTF-8 text"), "{}", stderr(&out));
+    let out = sichat(&carol, &["message", "send", &alice_did, "both", "--file", file.to_str().expect("path")]).await;
+    assert!(!out.status.success(), "text and --file together are refused");
+    a.stop().await;
 }
