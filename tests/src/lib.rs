@@ -307,24 +307,34 @@ pub fn unseal(wallet: &Path) -> WalletSecrets {
     }
 }
 
-/// A fresh session token of `wallet`'s device, got the way the wallet does it
-/// (certificate, node-signed nonce, device signature).
-pub async fn session_token(app: &TestApp, wallet: &Path) -> String {
+/// A fresh session token of `wallet`'s device on the node at `url` (whose DID is
+/// `node_did`), got the way the wallet does it: certificate, node-signed nonce, device
+/// signature.
+pub async fn session_token_at(url: &str, node_did: &str, wallet: &Path) -> String {
     use sichat_accounts::protocol::*;
     let w = unseal(wallet);
-    let (_, ch) = app.post_json("/api/v1/sessions/challenge", &serde_json::json!({"certificate": w.certificate})).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let req = http.post(format!("{url}{path}")).json(&body);
+        async move { req.send().await.expect("POST").json::<serde_json::Value>().await.expect("JSON answer") }
+    };
+    let ch = post("/api/v1/sessions/challenge", serde_json::json!({"certificate": w.certificate})).await;
     let claims: LoginChallengeClaims =
         sichat_core::jws::unverified_payload(ch["challenge"].as_str().expect("challenge")).expect("claims");
     let answer = LoginClaims {
         iss: w.profile["did"].as_str().expect("did").into(),
         sub: w.profile["device_id"].as_str().expect("device").into(),
-        aud: app.node.identity.did().to_string(),
+        aud: node_did.into(),
         nonce: claims.nonce,
         iat: now_secs(),
     };
     let response = sichat_core::jws::sign(&w.device_sign, TYP_LOGIN, None, &answer).expect("sign");
-    let (_, session) = app.post_json("/api/v1/sessions", &serde_json::json!({"response": response})).await;
+    let session = post("/api/v1/sessions", serde_json::json!({"response": response})).await;
     session["token"].as_str().expect("token").to_owned()
+}
+
+pub async fn session_token(app: &TestApp, wallet: &Path) -> String {
+    session_token_at(&app.url, app.node.identity.did().as_str(), wallet).await
 }
 
 /// A client carrying a fresh session of `wallet`'s device.
