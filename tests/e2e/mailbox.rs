@@ -551,3 +551,29 @@ async fn quota_and_expiry_drop_and_report(backend: Backend) {
     assert_eq!(status["body"]["dropped"][0]["count"], 1);
     a.stop().await;
 }
+
+/// Replicas on one PostgreSQL: a message committed by one replica reaches a device
+/// connected live to another, woken through `LISTEN`/`NOTIFY`. The replica's own queue
+/// re-check is set to an hour, so nothing else could bring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_delivery_crosses_replicas() {
+    let Some((a, b)) = two_nodes(Backend::Postgres).await else { return };
+    let a2 = a.replica(|c| c.msg_pickup_recheck_secs = 3600).await;
+    // Opening the replica minted a fresh owner invite (the node still has no account).
+    let alice_w = a.join("alice", &a2.owner_invite).await;
+    let bob_w = b.join("bob", &b.owner_invite).await;
+    let alice = Device::at(&a2.url, a.node.identity.did().as_str(), &alice_w).await;
+    let bob = Device::of(&b, &bob_w).await;
+
+    let mut ws = alice.connect().await;
+    say(&mut ws, "live-delivery-change", json!({"live_delivery": true})).await;
+    assert_eq!(next(&mut ws, "status").await["body"]["message_count"], 0);
+    // Bob's node delivers to the endpoint in Alice's DID document: the first replica.
+    let id = bob.send(&alice.did, "through the other replica").await;
+    let delivery = next(&mut ws, "delivery").await;
+    assert_eq!(delivery["attachments"][0]["id"], id.as_str());
+    assert_eq!(alice.open(&delivery["attachments"][0]["data"]["json"]).await.body["text"], "through the other replica");
+    a2.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
