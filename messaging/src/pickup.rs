@@ -15,7 +15,6 @@ use sichat_accounts::AuthDevice;
 use sichat_core::ids::now_ms;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const PIURI: &str = "https://didcomm.org/messagepickup/3.0/";
 const PROBLEM: &str = "https://didcomm.org/report-problem/2.0/problem-report";
@@ -26,9 +25,6 @@ const MAX_IN_FLIGHT: usize = 512;
 const BATCH: i64 = 50;
 /// Largest frame a device may send.
 const MAX_FRAME: usize = 256 * 1024;
-/// How often the session re-checks its bearer token and, in live mode, the queue (a safety
-/// net under the wake-ups).
-const TICK: Duration = Duration::from_secs(5);
 
 struct Session {
     messaging: Arc<Messaging>,
@@ -46,7 +42,7 @@ struct Session {
 pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut socket: WebSocket) {
     let mut wake = messaging.hub.subscribe(&me.user_id);
     let mut session = Session { messaging, me, token, live: false, in_flight: HashSet::new(), drops_shown: None };
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(session.messaging.settings.pickup_recheck);
     tick.tick().await;
     ::metrics::gauge!("sichat_pickup_sessions").increment(1.0);
     loop {

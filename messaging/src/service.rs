@@ -47,6 +47,9 @@ pub struct Settings {
     /// Requests-folder messages one stranger may leave per day, and all strangers together.
     pub requests_per_sender_per_day: i64,
     pub requests_per_day: i64,
+    /// How often a pickup session re-checks its session token and, in live mode, the
+    /// queue (a safety net under the wake-ups).
+    pub pickup_recheck: Duration,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             sender_rate: (20, 100),
             requests_per_sender_per_day: 5,
             requests_per_day: 200,
+            pickup_recheck: Duration::from_secs(5),
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct Config {
     /// strangers together.
     pub msg_requests_per_sender_per_day: u32,
     pub msg_requests_per_day: u32,
+    /// How often a device's live connection re-checks its session and its queue.
+    pub msg_pickup_recheck_secs: u64,
 }
 
 impl Default for Config {
@@ -107,6 +109,7 @@ impl Default for Config {
             msg_ip_per_second: 500,
             msg_requests_per_sender_per_day: 5,
             msg_requests_per_day: 200,
+            msg_pickup_recheck_secs: 5,
         }
     }
 }
@@ -142,6 +145,7 @@ const ENV_KEYS: &[&str] = &[
     "msg_ip_per_second",
     "msg_requests_per_sender_per_day",
     "msg_requests_per_day",
+    "msg_pickup_recheck_secs",
 ];
 
 /// Flags given on the command line; `None` leaves the lower layers alone.
@@ -243,6 +247,7 @@ impl Config {
             sender_rate: rate(self.msg_sender_per_second),
             requests_per_sender_per_day: i64::from(self.msg_requests_per_sender_per_day),
             requests_per_day: i64::from(self.msg_requests_per_day),
+            pickup_recheck: std::time::Duration::from_secs(self.msg_pickup_recheck_secs.max(1)),
         }
     }
 

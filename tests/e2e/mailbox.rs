@@ -8,7 +8,7 @@ use sichat_core::did::Did;
 use sichat_core::ids::now_ms;
 use sichat_core::net::{Fetcher, NetPolicy};
 use sichat_core::resolver::Resolver;
-use sichat_e2e::{session_token, storage_tests, unseal, Backend, TestApp, WalletSecrets};
+use sichat_e2e::{session_token_at, storage_tests, unseal, Backend, TestApp, WalletSecrets};
 use sichat_messaging::federation_auth::{sign_request, OutgoingRequest};
 use sichat_messaging::{pack_authcrypt, unpack, AgreementKey, Message, RecipientKey, SigningKey, UnpackOptions};
 use std::path::Path;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 const PICKUP: &str = "https://didcomm.org/messagepickup/3.0/";
 
 storage_tests!(
@@ -32,8 +32,8 @@ fn resolver() -> Resolver {
 }
 
 /// One device of a test wallet, speaking the wire protocols by hand.
-struct Device {
-    did: Did,
+pub(crate) struct Device {
+    pub did: Did,
     keys: WalletSecrets,
     token: String,
     node: String,
@@ -41,9 +41,14 @@ struct Device {
 
 impl Device {
     async fn of(app: &TestApp, wallet: &Path) -> Self {
+        Self::at(&app.url, app.node.identity.did().as_str(), wallet).await
+    }
+
+    /// The device of `wallet`, logged in to the node at `url`.
+    pub async fn at(url: &str, node_did: &str, wallet: &Path) -> Self {
         let keys = unseal(wallet);
         let did = Did::parse(keys.profile["did"].as_str().expect("did")).expect("did");
-        Self { did, token: session_token(app, wallet).await, keys, node: app.url.clone() }
+        Self { did, token: session_token_at(url, node_did, wallet).await, keys, node: url.to_owned() }
     }
 
     fn device_id(&self) -> &str {
@@ -59,7 +64,7 @@ impl Device {
     }
 
     /// A forward to `to` carrying `text`, packed as the wallet packs it.
-    async fn forward(&self, to: &Did, text: &str) -> (String, String) {
+    pub async fn forward(&self, to: &Did, text: &str) -> (String, String) {
         let keys = resolver().resolve(to.as_str()).await.expect("recipient resolves");
         let msg = Message::new("https://sichat.dev/message/1.0/text", json!({"text": text}))
             .with_from(self.did.clone())
@@ -76,7 +81,7 @@ impl Device {
         (id, forward.to_string())
     }
 
-    async fn post(&self, body: String) -> (u16, Value) {
+    pub async fn post(&self, body: String) -> (u16, Value) {
         let r = reqwest::Client::new()
             .post(format!("{}/api/v1/messages", self.node))
             .bearer_auth(&self.token)
@@ -88,7 +93,7 @@ impl Device {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn send(&self, to: &Did, text: &str) -> String {
+    pub async fn send(&self, to: &Did, text: &str) -> String {
         let (id, body) = self.forward(to, text).await;
         let (status, answer) = self.post(body).await;
         assert_eq!(status, 202, "send: {answer}");
@@ -96,7 +101,7 @@ impl Device {
         id
     }
 
-    async fn status(&self, id: &str) -> Value {
+    pub async fn status(&self, id: &str) -> Value {
         let r = reqwest::Client::new()
             .get(format!("{}/api/v1/messages/{id}", self.node))
             .bearer_auth(&self.token)
@@ -107,7 +112,7 @@ impl Device {
     }
 
     /// Wait until the outbox is done with `id`; its final state.
-    async fn settled(&self, id: &str) -> Value {
+    pub async fn settled(&self, id: &str) -> Value {
         for _ in 0..200 {
             let s = self.status(id).await;
             if s["state"] != "queued" {
@@ -118,15 +123,33 @@ impl Device {
         panic!("message {id} still queued: {}", self.status(id).await);
     }
 
-    async fn connect(&self) -> Socket {
+    pub async fn connect(&self) -> Socket {
+        self.try_connect().await.expect("websocket")
+    }
+
+    /// The pickup WebSocket, or why not (the node is down).
+    pub async fn try_connect(&self) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
         let url = format!("{}/api/v1/messages/ws", self.node.replace("http://", "ws://"));
-        let mut req = url.into_client_request().expect("request");
+        let mut req = url.into_client_request()?;
         req.headers_mut().insert("authorization", format!("Bearer {}", self.token).parse().expect("header"));
-        tokio_tungstenite::connect_async(req).await.expect("websocket").0
+        Ok(tokio_tungstenite::connect_async(req).await?.0)
+    }
+
+    /// Post a forward; `None` when the node cannot be reached.
+    pub async fn try_post(&self, body: &str) -> Option<u16> {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/messages", self.node))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .ok()?;
+        Some(r.status().as_u16())
     }
 
     /// Open a delivered envelope as this device would.
-    async fn open(&self, envelope: &Value) -> Message {
+    pub async fn open(&self, envelope: &Value) -> Message {
         let unpacked =
             unpack(envelope.to_string().as_bytes(), &[self.agreement()], &resolver(), &UnpackOptions::default())
                 .await
@@ -136,13 +159,13 @@ impl Device {
     }
 }
 
-async fn say(ws: &mut Socket, kind: &str, body: Value) {
+pub(crate) async fn say(ws: &mut Socket, kind: &str, body: Value) {
     let m = json!({"id": sichat_core::ids::new_id(), "type": format!("{PICKUP}{kind}"), "body": body});
     ws.send(Frame::Text(m.to_string().into())).await.expect("send frame");
 }
 
 /// The next frame of `kind` (`status`, `delivery`), skipping others.
-async fn next(ws: &mut Socket, kind: &str) -> Value {
+pub(crate) async fn next(ws: &mut Socket, kind: &str) -> Value {
     let wanted = format!("{PICKUP}{kind}");
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -167,7 +190,7 @@ async fn quiet(ws: &mut Socket) {
     }
 }
 
-async fn ack(ws: &mut Socket, ids: &[&str]) -> Value {
+pub(crate) async fn ack(ws: &mut Socket, ids: &[&str]) -> Value {
     say(ws, "messages-received", json!({"message_id_list": ids})).await;
     next(ws, "status").await
 }
@@ -527,4 +550,30 @@ async fn quota_and_expiry_drop_and_report(backend: Backend) {
     assert_eq!(status["body"]["dropped"][0]["reason"], "expired");
     assert_eq!(status["body"]["dropped"][0]["count"], 1);
     a.stop().await;
+}
+
+/// Replicas on one PostgreSQL: a message committed by one replica reaches a device
+/// connected live to another, woken through `LISTEN`/`NOTIFY`. The replica's own queue
+/// re-check is set to an hour, so nothing else could bring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_delivery_crosses_replicas() {
+    let Some((a, b)) = two_nodes(Backend::Postgres).await else { return };
+    let a2 = a.replica(|c| c.msg_pickup_recheck_secs = 3600).await;
+    // Opening the replica minted a fresh owner invite (the node still has no account).
+    let alice_w = a.join("alice", &a2.owner_invite).await;
+    let bob_w = b.join("bob", &b.owner_invite).await;
+    let alice = Device::at(&a2.url, a.node.identity.did().as_str(), &alice_w).await;
+    let bob = Device::of(&b, &bob_w).await;
+
+    let mut ws = alice.connect().await;
+    say(&mut ws, "live-delivery-change", json!({"live_delivery": true})).await;
+    assert_eq!(next(&mut ws, "status").await["body"]["message_count"], 0);
+    // Bob's node delivers to the endpoint in Alice's DID document: the first replica.
+    let id = bob.send(&alice.did, "through the other replica").await;
+    let delivery = next(&mut ws, "delivery").await;
+    assert_eq!(delivery["attachments"][0]["id"], id.as_str());
+    assert_eq!(alice.open(&delivery["attachments"][0]["data"]["json"]).await.body["text"], "through the other replica");
+    a2.stop().await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
@@ -24,7 +24,7 @@ async fn start(data: &Path, db: &str, port: u16, expect_invite: bool) -> (Child,
     start_env(data, db, port, expect_invite, &[]).await
 }
 
-async fn start_env(
+pub(crate) async fn start_env(
     data: &Path,
     db: &str,
     port: u16,
@@ -69,7 +69,7 @@ async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits on SIGTERM").expect("wait")
 }
 
-fn field(banner: &[String], label: &str) -> String {
+pub(crate) fn field(banner: &[String], label: &str) -> String {
     banner
         .iter()
         .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))

@@ -142,7 +142,7 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     // Dropped last: the database and the data directory.
-    _db: TestDb,
+    _db: Option<TestDb>,
     pub dir: TempDir,
 }
 
@@ -163,12 +163,24 @@ impl TestApp {
             ..Config::default()
         };
         tweak(&mut config);
+        Some(Self::serve(config, Some(db), dir).await)
+    }
+
+    /// A second node process on this node's database and data directory (its master key),
+    /// as a replica behind a load balancer would be. It keeps this node's public URL and
+    /// DIDs. PostgreSQL only: SQLite has one writer.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config { listen: "127.0.0.1:0".parse().expect("addr"), ..(*self.node.config).clone() };
+        tweak(&mut config);
+        Self::serve(config, None, TempDir::new("replica")).await
+    }
+
+    async fn serve(config: Config, db: Option<TestDb>, dir: TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
         let public_url = config.public_url_for(listener.local_addr().expect("addr"));
         let node = Node::open(config, public_url).await.expect("open node");
-        let owner_invite =
-            node.owner_invite().await.expect("owner invite").expect("a fresh node has an owner invite").code;
-        let url = node.identity.public_url().as_str().trim_end_matches('/').to_owned();
+        let owner_invite = node.owner_invite().await.expect("owner invite").map(|i| i.code).unwrap_or_default();
+        let url = format!("http://{}", listener.local_addr().expect("addr")).replace("127.0.0.1", "localhost");
         let (tx, rx) = oneshot::channel();
         let served = node.clone();
         let server = tokio::spawn(async move {
@@ -178,7 +190,7 @@ impl TestApp {
             .await
             .expect("serve");
         });
-        Some(Self {
+        Self {
             url,
             owner_invite,
             node,
@@ -187,7 +199,7 @@ impl TestApp {
             server: Some(server),
             _db: db,
             dir,
-        })
+        }
     }
 
     /// Stop serving and wait for the server to drain.
@@ -307,24 +319,34 @@ pub fn unseal(wallet: &Path) -> WalletSecrets {
     }
 }
 
-/// A fresh session token of `wallet`'s device, got the way the wallet does it
-/// (certificate, node-signed nonce, device signature).
-pub async fn session_token(app: &TestApp, wallet: &Path) -> String {
+/// A fresh session token of `wallet`'s device on the node at `url` (whose DID is
+/// `node_did`), got the way the wallet does it: certificate, node-signed nonce, device
+/// signature.
+pub async fn session_token_at(url: &str, node_did: &str, wallet: &Path) -> String {
     use sichat_accounts::protocol::*;
     let w = unseal(wallet);
-    let (_, ch) = app.post_json("/api/v1/sessions/challenge", &serde_json::json!({"certificate": w.certificate})).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let req = http.post(format!("{url}{path}")).json(&body);
+        async move { req.send().await.expect("POST").json::<serde_json::Value>().await.expect("JSON answer") }
+    };
+    let ch = post("/api/v1/sessions/challenge", serde_json::json!({"certificate": w.certificate})).await;
     let claims: LoginChallengeClaims =
         sichat_core::jws::unverified_payload(ch["challenge"].as_str().expect("challenge")).expect("claims");
     let answer = LoginClaims {
         iss: w.profile["did"].as_str().expect("did").into(),
         sub: w.profile["device_id"].as_str().expect("device").into(),
-        aud: app.node.identity.did().to_string(),
+        aud: node_did.into(),
         nonce: claims.nonce,
         iat: now_secs(),
     };
     let response = sichat_core::jws::sign(&w.device_sign, TYP_LOGIN, None, &answer).expect("sign");
-    let (_, session) = app.post_json("/api/v1/sessions", &serde_json::json!({"response": response})).await;
+    let session = post("/api/v1/sessions", serde_json::json!({"response": response})).await;
     session["token"].as_str().expect("token").to_owned()
+}
+
+pub async fn session_token(app: &TestApp, wallet: &Path) -> String {
+    session_token_at(&app.url, app.node.identity.did().as_str(), wallet).await
 }
 
 /// A client carrying a fresh session of `wallet`'s device.
