@@ -401,6 +401,7 @@ async fn init(
         credentials: Vec::new(),
         messages: Vec::new(),
         contacts: Vec::new(),
+        known_keys: Vec::new(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -520,6 +521,7 @@ async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 credentials: Vec::new(),
                 messages: Vec::new(),
                 contacts: Vec::new(),
+                known_keys: Vec::new(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;
@@ -629,6 +631,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         credentials: w.credentials.clone(),
         messages: w.messages.clone(),
         contacts: w.contacts.clone(),
+        known_keys: w.known_keys.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

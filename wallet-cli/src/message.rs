@@ -13,14 +13,14 @@
 use crate::client::{Client, ServerError};
 use crate::contacts::{self, progress, resolve_failed};
 use crate::pickup::{Delivered, Dropped, Event, Pickup};
-use crate::wallet::{self, Contact, Profile, StoredMessage, Wallet};
+use crate::wallet::{self, Contact, KnownKeys, Profile, StoredMessage, Wallet};
 use crate::{date, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use sichat_core::did::Did;
-use sichat_core::ids::b64url;
-use sichat_core::keys::X25519KeyPair;
+use sichat_core::ids::{b64url, now_ms};
+use sichat_core::keys::{X25519KeyPair, X25519Public};
 use sichat_core::net::FetchError;
 use sichat_core::resolver::{ResolveError, Resolver};
 use sichat_messaging::forward::FORWARD_TYPE;
@@ -168,8 +168,7 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
     let to = contacts::recipient(ctx, &w, &resolver, &a.to).await?;
     progress(ctx, &format!("Resolving {} …", to.did));
-    let keys = resolver.resolve(to.did.as_str()).await.map_err(|e| resolve_failed(&to.did, e))?;
-    let recipients = RecipientKey::all_of(&keys);
+    let recipients = recipient_keys(ctx, &w, &pass, &resolver, &to.did).await?;
     if recipients.is_empty() {
         bail!("{} lists no keyAgreement key in its DID document: it cannot receive encrypted messages", to.did);
     }
@@ -224,6 +223,49 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
         println!("Sent {id} to {} ({state}).", to.label);
         println!("Your node delivers it, retrying while their node is down: `sichat message status {id}`.");
     })
+}
+
+/// Every key agreement key of `did`, as its DID document lists them now. When the document
+/// cannot be fetched (the recipient's node is down), the keys seen last time, with a
+/// warning: the sender's node keeps retrying until the recipient's node is back.
+async fn recipient_keys(
+    ctx: &Ctx,
+    w: &Wallet,
+    pass: &str,
+    resolver: &Resolver,
+    did: &Did,
+) -> Result<Vec<RecipientKey>> {
+    let known = w.known_keys.iter().find(|k| k.did == did.as_str());
+    match resolver.resolve(did.as_str()).await {
+        Ok(keys) => {
+            let recipients = RecipientKey::all_of(&keys);
+            let listed: Vec<(String, String)> =
+                recipients.iter().map(|r| (r.kid.clone(), r.key.to_multibase())).collect();
+            if known.is_none_or(|k| k.keys != listed) {
+                wallet::update(&ctx.dir, pass, |w| {
+                    w.known_keys.retain(|k| k.did != did.as_str());
+                    w.known_keys.push(KnownKeys { did: did.to_string(), keys: listed, seen_at: now_ms() });
+                    Ok(())
+                })?;
+            }
+            Ok(recipients)
+        }
+        Err(e) => {
+            let Some(known) = known else { return Err(resolve_failed(did, e)) };
+            let recipients = known
+                .keys
+                .iter()
+                .map(|(kid, key)| Ok(RecipientKey { kid: kid.clone(), key: X25519Public::from_multibase(key)? }))
+                .collect::<Result<Vec<_>>>()?;
+            eprintln!(
+                "warning: cannot fetch {did}'s DID document now ({e}); encrypting to the {} key(s) it listed at {}. \
+                 Your node will deliver when theirs is back.",
+                recipients.len(),
+                date(known.seen_at)
+            );
+            Ok(recipients)
+        }
+    }
 }
 
 /// This device, as a sender.

@@ -45,6 +45,18 @@ struct Secrets {
     messages: Vec<StoredMessage>,
     #[serde(default)]
     contacts: Vec<Contact>,
+    #[serde(default)]
+    known_keys: Vec<KnownKeys>,
+}
+
+/// The key agreement keys a recipient's DID document listed when last resolved: a
+/// message can still be encrypted to them while the recipient's node is down.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KnownKeys {
+    pub did: String,
+    /// `(kid, X25519 Multikey)` pairs.
+    pub keys: Vec<(String, String)>,
+    pub seen_at: i64,
 }
 
 /// A credential this wallet holds.
@@ -129,6 +141,7 @@ pub struct Wallet {
     pub credentials: Vec<HeldCredential>,
     pub messages: Vec<StoredMessage>,
     pub contacts: Vec<Contact>,
+    pub known_keys: Vec<KnownKeys>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -188,6 +201,7 @@ impl Wallet {
             credentials: s.credentials,
             messages: s.messages,
             contacts: s.contacts,
+            known_keys: s.known_keys,
             profile: file.profile,
         })
     }
@@ -217,6 +231,7 @@ impl Wallet {
             credentials: self.credentials.clone(),
             messages: self.messages.clone(),
             contacts: self.contacts.clone(),
+            known_keys: self.known_keys.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -308,6 +323,7 @@ mod tests {
             credentials: Vec::new(),
             messages: Vec::new(),
             contacts: Vec::new(),
+            known_keys: Vec::new(),
         }
     }
 
