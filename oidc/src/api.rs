@@ -480,7 +480,7 @@ async fn client_and_form(
     s: &AppState,
     headers: &HeaderMap,
     form: FormMap,
-) -> Result<(clients::Client, HashMap<String, String>), OidcError> {
+) -> Result<(Arc<clients::Client>, HashMap<String, String>), OidcError> {
     let Form(form) = form.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             OidcError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large")
