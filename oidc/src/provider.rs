@@ -2,6 +2,7 @@
 //! revocation and introspection. Everything durable lives in the `oidc_*` tables; codes and
 //! tokens are stored as hashes only.
 
+use crate::amr::SignIn;
 use crate::clients::Registration;
 use crate::clients::{self, Client, ClientCache};
 use crate::keys::{self, KeySet};
@@ -67,6 +68,9 @@ pub struct BrowserSession {
     pub user_id: String,
     pub user_name: String,
     pub auth_time: i64,
+    /// How the user signed in: `amr` values as stored (space-separated); `None` for
+    /// sessions from before they were recorded.
+    pub amr: Option<String>,
 }
 
 /// Where an authorization request goes next.
@@ -85,6 +89,8 @@ struct Grant<'a> {
     family: &'a str,
     code_hash: Option<&'a str>,
     auth_time: Option<i64>,
+    /// How the user signed in (stored `amr`).
+    amr: Option<&'a str>,
 }
 
 /// How the node runs its provider (from the server's configuration).
@@ -260,8 +266,8 @@ impl Provider {
             "introspection_endpoint_auth_methods_supported": clients::AUTH_METHODS,
             "code_challenge_methods_supported": ["S256"],
             "claims_supported": [
-                "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username",
-                "sichat_membership", "sichat_friend_of"
+                "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "name", "preferred_username",
+                "email", "email_verified", "sichat_membership", "sichat_friend_of"
             ],
             "prompt_values_supported": ["none", "login", "consent"],
             "claims_parameter_supported": true,
@@ -615,23 +621,27 @@ impl Provider {
         Ok(())
     }
 
-    pub async fn start_session(&self, user_id: &str) -> Result<String, OidcError> {
+    /// A browser session for a user who just signed in `how`; its token (the cookie).
+    pub async fn start_session(&self, user_id: &str, how: SignIn) -> Result<String, OidcError> {
         let token = random_token();
         let now = now_ms();
-        sqlx::query("INSERT INTO oidc_sessions (token_hash, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash(&token))
-            .bind(user_id)
-            .bind(now)
-            .bind(now + SESSION_TTL_MS)
-            .execute(self.db.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO oidc_sessions (token_hash, user_id, auth_time, amr, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash(&token))
+        .bind(user_id)
+        .bind(now)
+        .bind(how.stored())
+        .bind(now + SESSION_TTL_MS)
+        .execute(self.db.pool())
+        .await?;
         metrics::counter!("sichat_oidc_logins_total").increment(1);
         Ok(token)
     }
 
     pub async fn session(&self, token: &str) -> Result<Option<BrowserSession>, OidcError> {
         let row = sqlx::query(
-            "SELECT s.user_id, s.auth_time, u.name FROM oidc_sessions s JOIN acct_users u ON u.id = s.user_id \
+            "SELECT s.user_id, s.auth_time, s.amr, u.name FROM oidc_sessions s JOIN acct_users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
         )
         .bind(token_hash(token))
@@ -643,6 +653,7 @@ impl Provider {
                 user_id: r.try_get("user_id")?,
                 user_name: r.try_get("name")?,
                 auth_time: r.try_get("auth_time")?,
+                amr: r.try_get("amr")?,
             })
         })
         .transpose()
@@ -771,6 +782,7 @@ impl Provider {
             nonce: p.nonce.clone(),
             code_challenge: p.code_challenge.clone(),
             auth_time: s.auth_time,
+            amr: s.amr.clone(),
             expires_at: now_ms() + CODE_TTL_MS,
         };
         self.writer.write(Write::Code(row)).await?;
@@ -934,6 +946,8 @@ impl Provider {
             family: g.family.to_owned(),
             code_hash: g.code_hash.map(str::to_owned),
             auth_time: g.auth_time,
+            // Only a refresh token needs it (for the ID tokens of later refreshes).
+            amr: g.amr.filter(|_| kind == "refresh").map(str::to_owned),
             created_at: now,
             expires_at: now + ttl,
         };
@@ -979,6 +993,10 @@ impl Provider {
         if let Some(n) = nonce {
             claims["nonce"] = json!(n);
         }
+        let amr = crate::amr::from_stored(g.amr);
+        if !amr.is_empty() {
+            claims["amr"] = json!(amr);
+        }
         if let Some(map) = claims.as_object_mut() {
             map.extend(self.backed_claims(user_id, scope).await?);
         }
@@ -1023,8 +1041,8 @@ impl Provider {
         let hash = token_hash(code);
         let now = now_ms();
         let row = sqlx::query(
-            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, expires_at, used_at \
-             FROM oidc_codes WHERE code_hash = $1",
+            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, \
+             used_at FROM oidc_codes WHERE code_hash = $1",
         )
         .bind(&hash)
         .fetch_optional(self.db.pool())
@@ -1059,12 +1077,14 @@ impl Provider {
         let scope: String = row.try_get("scope")?;
         let nonce: Option<String> = row.try_get("nonce")?;
         let auth_time: i64 = row.try_get("auth_time")?;
+        let amr: Option<String> = row.try_get("amr")?;
         let grant = Grant {
             user_id: Some(&user_id),
             scope: &scope,
             family: &hash,
             code_hash: Some(&hash),
             auth_time: Some(auth_time),
+            amr: amr.as_deref(),
         };
         let spend = Spend::Code { hash: hash.clone(), at: now };
         self.token_response(spend, client, &grant, nonce.as_deref()).await
@@ -1076,7 +1096,7 @@ impl Provider {
         let hash = token_key(token);
         let now = now_ms();
         let row = sqlx::query(
-            "SELECT client_id, user_id, scope, family, auth_time, expires_at, used_at, revoked_at FROM oidc_tokens \
+            "SELECT client_id, user_id, scope, family, auth_time, amr, expires_at, used_at, revoked_at FROM oidc_tokens \
              WHERE token_hash = $1 AND kind = 'refresh'",
         )
         .bind(&hash)
@@ -1117,7 +1137,15 @@ impl Provider {
             }
         };
         let auth_time: Option<i64> = row.try_get("auth_time")?;
-        let grant = Grant { user_id: Some(&user_id), scope: &scope, family: &family, code_hash: None, auth_time };
+        let amr: Option<String> = row.try_get("amr")?;
+        let grant = Grant {
+            user_id: Some(&user_id),
+            scope: &scope,
+            family: &family,
+            code_hash: None,
+            auth_time,
+            amr: amr.as_deref(),
+        };
         // Spending it is guarded (unused, unrevoked): rotation stays single-use under
         // concurrency.
         self.token_response(Spend::Refresh { hash, at: now }, client, &grant, None).await
@@ -1135,7 +1163,8 @@ impl Provider {
         }
         // Time-ordered, like the token's key: a batch of grants appends to the family index.
         let family = new_id();
-        let grant = Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None };
+        let grant =
+            Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None, amr: None };
         let (access, row) = Self::new_token("access", client, &grant);
         self.writer.write(Write::Tokens { spend: None, tokens: vec![row] }).await?;
         Ok(json!({"access_token": access, "token_type": "Bearer", "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}))
