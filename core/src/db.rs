@@ -60,8 +60,10 @@ impl Db {
         };
         // SQLite allows one writer; one connection avoids lock-upgrade failures and keeps
         // the footprint small. PostgreSQL gets a real pool.
+        // A connection to a local SQLite file cannot drop, so it is not pinged (a round trip
+        // to its worker thread) each time it is taken from the pool.
         let options = match backend {
-            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).min_connections(1),
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).min_connections(1).test_before_acquire(false),
             Backend::Postgres => AnyPoolOptions::new().max_connections(16).min_connections(0),
         };
         let pool = options
@@ -69,9 +71,13 @@ impl Db {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
+                        // temp_store = MEMORY keeps statement journals (the undo log of one
+                        // statement inside a transaction, e.g. a multi-row INSERT in a group
+                        // commit) in memory instead of spilling them to a temporary file.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                     }
@@ -88,6 +94,7 @@ impl Db {
                 AnyPoolOptions::new()
                     .max_connections(SQLITE_READERS)
                     .min_connections(0)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _| {
                         Box::pin(async move {

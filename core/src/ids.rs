@@ -29,8 +29,14 @@ pub fn random_token() -> String {
 
 /// SHA-256 of a secret token, hex encoded: what the database keeps instead of the token.
 pub fn token_hash(token: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 pub fn b64url(bytes: &[u8]) -> String {
@@ -39,4 +45,13 @@ pub fn b64url(bytes: &[u8]) -> String {
 
 pub fn b64url_decode(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_hash_is_lowercase_hex_sha256() {
+        assert_eq!(super::token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(super::token_hash(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
 }

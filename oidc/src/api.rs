@@ -1,5 +1,6 @@
 //! HTTP endpoints of the OpenID Provider. Handlers parse, call [`Provider`], and map.
 
+use crate::amr::SignIn;
 use crate::clients;
 use crate::pages;
 use crate::provider::{AuthParams, Next, Pending, Provider};
@@ -370,7 +371,7 @@ async fn login(
         async move { signin::login_page(signin, pending, username, Some(&why), status).await }
     };
     match s.op.check_password(f.username.trim(), &f.password, &peer.ip().to_string()).await {
-        Ok(Some(user_id)) => signin::signed_in(&s.op, Some(&pending), &user_id).await,
+        Ok(Some(user_id)) => signin::signed_in(&s.op, Some(&pending), &user_id, SignIn::Password).await,
         Ok(None) => retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()).await,
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => retry(e.status, e.description).await,
         Err(e) => internal_page(e),
@@ -480,7 +481,7 @@ async fn client_and_form(
     s: &AppState,
     headers: &HeaderMap,
     form: FormMap,
-) -> Result<(clients::Client, HashMap<String, String>), OidcError> {
+) -> Result<(Arc<clients::Client>, HashMap<String, String>), OidcError> {
     let Form(form) = form.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
             OidcError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large")

@@ -1,6 +1,14 @@
 //! Claims backed by credentials: a site may ask for facts that the user's credentials
 //! carry. Each value comes from a credential the user holds that passes the verifier at
 //! that moment (signature, validity period, status), and is released only with consent.
+//!
+//! - `membership` → `sichat_membership`, `friends` → `sichat_friend_of`: the issuers of
+//!   the user's MembershipCredentials and FriendCredentials, as arrays (empty when none).
+//! - `email` → `email` and `email_verified`: the `email` claim of a ProfileCredential the
+//!   user holds (the one received last, when several are valid); nothing at all when the
+//!   user holds none. `email_verified` is `false`: a ProfileCredential says who vouched for
+//!   the address (its issuer, shown on the consent page), not that anyone proved the user
+//!   receives mail there, and no credential type of ours attests that.
 
 use crate::OidcError;
 use serde::Serialize;
@@ -9,13 +17,24 @@ use sichat_core::db::Db;
 use sichat_verifier::{Options, Verifier};
 use sqlx::Row;
 
-/// A claim that credentials back: its name, the scope that asks for it, and the credential
-/// type whose issuer is its value.
+/// Where a backed claim's value comes from in a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The credential's issuer (a DID); the claim is an array of them.
+    Issuer,
+    /// A string claim of the credential's subject; the claim is one value, released only
+    /// when a credential has it, with `verified` (if any) set to `false` beside it.
+    Subject { field: &'static str, verified: Option<&'static str> },
+}
+
+/// A claim that credentials back: its name, the scope that asks for it, the credential
+/// type that carries it, and where in that credential its value is.
 pub struct Backed {
     pub claim: &'static str,
     pub scope: &'static str,
     pub credential_type: &'static str,
     pub describe: &'static str,
+    pub source: Source,
 }
 
 pub const BACKED: &[Backed] = &[
@@ -24,12 +43,21 @@ pub const BACKED: &[Backed] = &[
         scope: "membership",
         credential_type: "MembershipCredential",
         describe: "the nodes you are a member of",
+        source: Source::Issuer,
     },
     Backed {
         claim: "sichat_friend_of",
         scope: "friends",
         credential_type: "FriendCredential",
         describe: "who vouches for you as a friend",
+        source: Source::Issuer,
+    },
+    Backed {
+        claim: "email",
+        scope: "email",
+        credential_type: "ProfileCredential",
+        describe: "your email address",
+        source: Source::Subject { field: "email", verified: Some("email_verified") },
     },
 ];
 
@@ -44,6 +72,8 @@ pub struct Evidence {
     pub value: String,
     pub credential_id: String,
     pub credential_type: &'static str,
+    /// Who issued the credential (who vouches for the value).
+    pub issuer: String,
 }
 
 /// The scopes a `claims` request parameter (OIDC Core §5.5) asks for: each backed claim
@@ -59,7 +89,11 @@ pub fn scopes_in_claims_parameter(claims: &str) -> Result<Vec<&'static str>, Str
         }
         let requested = requested.as_object().ok_or(format!("claims.{member} must be an object"))?;
         for b in BACKED {
-            if requested.contains_key(b.claim) && !out.contains(&b.scope) {
+            let flag = match b.source {
+                Source::Subject { verified: Some(f), .. } => requested.contains_key(f),
+                _ => false,
+            };
+            if (requested.contains_key(b.claim) || flag) && !out.contains(&b.scope) {
                 out.push(b.scope);
             }
         }
@@ -79,11 +113,14 @@ pub async fn evidence(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
+    // Newest first: where a claim takes one value, the credential received last gives it.
     let mut held: Vec<(String, String, String)> = Vec::new();
-    for r in sqlx::query("SELECT id, format, credential FROM holder_credentials WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_all(db.pool())
-        .await?
+    for r in sqlx::query(
+        "SELECT id, format, credential FROM holder_credentials WHERE user_id = $1 ORDER BY received_at DESC, id",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?
     {
         held.push((r.try_get("id")?, r.try_get("format")?, r.try_get("credential")?));
     }
@@ -106,12 +143,27 @@ pub async fn evidence(
         }
         let Some(issuer) = report.issuer.clone() else { continue };
         for b in wanted.iter().filter(|b| report.types.iter().any(|t| t == b.credential_type)) {
-            if !out.iter().any(|e: &Evidence| e.claim == b.claim && e.value == issuer) {
+            let value = match b.source {
+                Source::Issuer => issuer.clone(),
+                Source::Subject { field, .. } => {
+                    // One value: the first credential that has it wins.
+                    if out.iter().any(|e: &Evidence| e.claim == b.claim) {
+                        continue;
+                    }
+                    let v = report.subject.as_ref().and_then(|s| s.get(field)).and_then(Value::as_str);
+                    match v.map(str::trim).filter(|v| !v.is_empty()) {
+                        Some(v) => v.to_owned(),
+                        None => continue,
+                    }
+                }
+            };
+            if !out.iter().any(|e: &Evidence| e.claim == b.claim && e.value == value) {
                 out.push(Evidence {
                     claim: b.claim,
-                    value: issuer.clone(),
+                    value,
                     credential_id: id.clone(),
                     credential_type: b.credential_type,
+                    issuer: issuer.clone(),
                 });
             }
         }
@@ -119,14 +171,74 @@ pub async fn evidence(
     Ok(out)
 }
 
-/// The claims object for `evidence`: each backed claim as an array of values. A claim
-/// that was asked for but has no valid credential is an empty array, so a site can tell
-/// "none" from "not released".
+/// The claims object for `evidence`. A claim from issuers is an array of values; asked for
+/// with no valid credential it is an empty array, so a site can tell "none" from "not
+/// released". A claim from a subject's field is one value, left out when no valid
+/// credential has it (OIDC Core §5.3.2: claims without a value are omitted).
 pub fn as_claims(scopes: &[&str], evidence: &[Evidence]) -> Map<String, Value> {
     let mut out = Map::new();
     for b in BACKED.iter().filter(|b| scopes.contains(&b.scope)) {
-        let values: Vec<&str> = evidence.iter().filter(|e| e.claim == b.claim).map(|e| e.value.as_str()).collect();
-        out.insert(b.claim.to_owned(), json!(values));
+        let mut values = evidence.iter().filter(|e| e.claim == b.claim).map(|e| e.value.as_str());
+        match b.source {
+            Source::Issuer => {
+                out.insert(b.claim.to_owned(), json!(values.collect::<Vec<_>>()));
+            }
+            Source::Subject { verified, .. } => {
+                if let Some(v) = values.next() {
+                    out.insert(b.claim.to_owned(), json!(v));
+                    if let Some(flag) = verified {
+                        out.insert(flag.to_owned(), json!(false));
+                    }
+                }
+            }
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evidence(claim: &'static str, value: &str, credential_type: &'static str) -> Evidence {
+        Evidence {
+            claim,
+            value: value.into(),
+            credential_id: format!("urn:uuid:{value}"),
+            credential_type,
+            issuer: "did:web:example.org:users:alice".into(),
+        }
+    }
+
+    #[test]
+    fn email_is_one_unverified_value_or_nothing() {
+        let scopes = ["openid", "email", "friends"];
+        let none = as_claims(&scopes, &[]);
+        assert_eq!(Value::Object(none), json!({"sichat_friend_of": []}), "no email claim at all without one");
+
+        let held = [
+            evidence("email", "bob@example.org", "ProfileCredential"),
+            evidence("email", "old@example.org", "ProfileCredential"),
+            evidence("sichat_friend_of", "did:web:example.org:users:alice", "FriendCredential"),
+        ];
+        assert_eq!(
+            Value::Object(as_claims(&scopes, &held)),
+            json!({
+                "email": "bob@example.org",
+                "email_verified": false,
+                "sichat_friend_of": ["did:web:example.org:users:alice"],
+            })
+        );
+        assert!(as_claims(&["openid"], &held).is_empty(), "nothing without the scopes");
+    }
+
+    #[test]
+    fn the_claims_parameter_asks_for_email_by_either_name() {
+        let asked = json!({"userinfo": {"email": null}}).to_string();
+        assert_eq!(scopes_in_claims_parameter(&asked).unwrap(), ["email"]);
+        let asked = json!({"id_token": {"email_verified": {"essential": true}}}).to_string();
+        assert_eq!(scopes_in_claims_parameter(&asked).unwrap(), ["email"]);
+        let asked = json!({"id_token": {"name": null}}).to_string();
+        assert!(scopes_in_claims_parameter(&asked).unwrap().is_empty());
+    }
 }

@@ -8,6 +8,9 @@ use sichat_core::db::Db;
 use sichat_core::ids::{new_id, now_ms, random_token, token_hash};
 use sichat_core::net::Fetcher;
 use sqlx::Row;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use url::{Host, Url};
 
 pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
@@ -448,4 +451,96 @@ pub async fn read(db: &Db, id: &str, registration_token: &str) -> Result<Metadat
         return Err(denied());
     }
     serde_json::from_str(&row.try_get::<String, _>("metadata")?).map_err(OidcError::internal)
+}
+
+/// How long this process trusts a client it has read before reading it again. Other
+/// replicas (and `sichatd` processes sharing the database) see a change within this time.
+pub const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Entries kept at most; when full, every entry is dropped at once (they are cheap to
+/// read again, and unknown ids are never cached, so guessing ids cannot fill it).
+const CLIENT_CACHE_MAX: usize = 4096;
+
+/// Clients read recently by this process, by id: the token, introspection and revocation
+/// endpoints authenticate the same few clients over and over, and each read was a trip to
+/// the database plus a JSON parse. Only clients that exist are kept, for
+/// [`CLIENT_CACHE_TTL`]; whoever changes a client in this process calls
+/// [`ClientCache::put`] or [`ClientCache::forget`], so this process never serves a stale one.
+pub struct ClientCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, Arc<Client>)>>,
+}
+
+impl Default for ClientCache {
+    fn default() -> Self {
+        Self::new(CLIENT_CACHE_TTL)
+    }
+}
+
+impl ClientCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// The client `id`, if it was read less than the time to live ago.
+    pub fn get(&self, id: &str) -> Option<Arc<Client>> {
+        let entries = self.entries.lock().ok()?;
+        let (at, client) = entries.get(id)?;
+        (at.elapsed() < self.ttl).then(|| client.clone())
+    }
+
+    /// Remember `client` as just read (or just changed); returns it.
+    pub fn put(&self, client: Client) -> Arc<Client> {
+        let client = Arc::new(client);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CLIENT_CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(client.id.clone(), (Instant::now(), client.clone()));
+        }
+        client
+    }
+
+    /// Drop `id`: the next read goes to the database.
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, name: &str) -> Client {
+        let metadata = serde_json::from_value(serde_json::json!({"client_name": name})).expect("metadata");
+        Client { id: id.into(), secret_hash: None, metadata }
+    }
+
+    #[test]
+    fn the_cache_keeps_clients_until_forgotten_or_expired() {
+        let cache = ClientCache::default();
+        assert!(cache.get("a").is_none(), "nothing is known before a read");
+        cache.put(client("a", "First"));
+        assert_eq!(cache.get("a").map(|c| c.name().to_owned()).as_deref(), Some("First"));
+        cache.put(client("a", "Changed"));
+        assert_eq!(cache.get("a").map(|c| c.name().to_owned()).as_deref(), Some("Changed"), "a change replaces it");
+        cache.forget("a");
+        assert!(cache.get("a").is_none(), "forgotten: read again");
+
+        let expired = ClientCache::new(Duration::ZERO);
+        expired.put(client("b", "B"));
+        assert!(expired.get("b").is_none(), "past its time to live, an entry is not used");
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let cache = ClientCache::default();
+        for i in 0..CLIENT_CACHE_MAX {
+            cache.put(client(&i.to_string(), "x"));
+        }
+        assert!(cache.get("0").is_some());
+        cache.put(client("one more", "x"));
+        assert!(cache.get("0").is_none() && cache.get("one more").is_some());
+    }
 }

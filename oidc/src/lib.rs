@@ -1,6 +1,7 @@
 //! The OpenID Provider: every user of the node can sign in to sites that speak OpenID
 //! Connect, with the node as their identity provider.
 //!
+//! - [`amr`]: how a user signed in, as RFC 8176 `amr` values.
 //! - [`keys`]: the ID token signing keys (RS256, EdDSA, ES256), sealed at rest, rotated,
 //!   and the JWKS.
 //! - [`clients`]: Dynamic Client Registration (RFC 7591/7592) under the node's policy, and
@@ -16,6 +17,7 @@
 //!
 //! Tables: `oidc_*`.
 
+pub mod amr;
 pub mod api;
 pub mod approval;
 pub mod claims;

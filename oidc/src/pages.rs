@@ -1,7 +1,7 @@
 //! Server-rendered pages: consent and errors. Plain HTML forms, no script. The sign-in and
 //! account pages are in [`crate::signin_pages`].
 
-use crate::claims::{Evidence, BACKED};
+use crate::claims::{Evidence, Source, BACKED};
 
 pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -36,7 +36,7 @@ fn describe(scope: &str) -> &'static str {
     match scope {
         "openid" => "know that it is you (a identifier for this site only)",
         "profile" => "your user name",
-        "email" => "your email address, if your node knows one",
+        "email" => "see your email address, from a ProfileCredential you hold (not verified by this node)",
         "offline_access" => "stay signed in when you are away (a refresh token)",
         "membership" => "see the nodes you are a member of, from your MembershipCredentials",
         "friends" => "see who vouches for you as a friend, from your FriendCredentials",
@@ -66,8 +66,14 @@ pub fn consent(
                         .iter()
                         .filter(|e| e.claim == b.claim)
                         .map(|e| {
+                            // An issuer's DID is the value itself; a subject's claim says who
+                            // vouches for it.
+                            let by = match b.source {
+                                Source::Issuer => String::new(),
+                                Source::Subject { .. } => format!(", issued by {}", esc(&e.issuer)),
+                            };
                             format!(
-                                "<li><code>{}</code>: {} <span class=\"muted\">({} {})</span></li>",
+                                "<li><code>{}</code>: {} <span class=\"muted\">({} {}{by})</span></li>",
                                 esc(b.claim),
                                 esc(&e.value),
                                 esc(e.credential_type),
@@ -75,10 +81,15 @@ pub fn consent(
                             )
                         })
                         .collect();
+                    let what = match b.source {
+                        Source::Issuer => esc(b.credential_type),
+                        Source::Subject { field, .. } => {
+                            format!("{} with an {}", esc(b.credential_type), esc(field))
+                        }
+                    };
                     match rows.is_empty() {
                         true => format!(
-                            "<ul><li class=\"muted\">You hold no valid {}: nothing will be shared.</li></ul>",
-                            esc(b.credential_type)
+                            "<ul><li class=\"muted\">You hold no valid {what}: nothing will be shared.</li></ul>"
                         ),
                         false => format!("<ul>{}</ul>", rows.concat()),
                     }

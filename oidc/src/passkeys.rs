@@ -7,6 +7,7 @@
 //! is bound to what started it (a pending request, the account page's CSRF cookie, a
 //! session or a link), taken once, and lives two minutes.
 
+use crate::amr::SignIn;
 use crate::OidcError;
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -280,13 +281,13 @@ impl Passkeys {
         Ok((id, options))
     }
 
-    /// Finish a passkey sign-in: the user it signs in.
+    /// Finish a passkey sign-in: the user it signs in, and how (the authenticator's flags).
     pub async fn finish_authentication(
         &self,
         ceremony: &str,
         bound_to: &str,
         credential: &PublicKeyCredential,
-    ) -> Result<String, OidcError> {
+    ) -> Result<(String, SignIn), OidcError> {
         let webauthn = self.webauthn()?;
         let (user_id, state) = self.take_ceremony(ceremony, "authenticate", bound_to).await?;
         let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(OidcError::internal)?;
@@ -303,7 +304,7 @@ impl Passkeys {
             }
         }
         metrics::counter!("sichat_oidc_passkey_logins_total").increment(1);
-        Ok(user_id)
+        Ok((user_id, SignIn::passkey(&result)))
     }
 
     // ---- one-time registration links ----

@@ -2,8 +2,9 @@
 //! revocation and introspection. Everything durable lives in the `oidc_*` tables; codes and
 //! tokens are stored as hashes only.
 
+use crate::amr::SignIn;
 use crate::clients::Registration;
-use crate::clients::{self, Client};
+use crate::clients::{self, Client, ClientCache};
 use crate::keys::{self, KeySet};
 use crate::writer::{CodeRow, Outcome, Spend, TokenRow, Write, Writer};
 use crate::OidcError;
@@ -14,13 +15,14 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sichat_accounts::Accounts;
 use sichat_core::db::Db;
-use sichat_core::ids::{b64url, b64url_decode, now_ms, random_bytes, random_token, token_hash};
+use sichat_core::ids::{b64url, b64url_decode, new_id, now_ms, random_bytes, random_token, token_hash};
 use sichat_core::net::Fetcher;
 use sichat_core::seal::MasterKey;
 use sichat_verifier::Verifier;
 use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 /// Every scope we grant; `membership` and `friends` bring claims backed by credentials.
@@ -57,7 +59,7 @@ pub struct Pending {
     pub id: String,
     pub csrf: String,
     pub params: AuthParams,
-    pub client: Client,
+    pub client: Arc<Client>,
 }
 
 /// A signed-in browser.
@@ -66,6 +68,9 @@ pub struct BrowserSession {
     pub user_id: String,
     pub user_name: String,
     pub auth_time: i64,
+    /// How the user signed in: `amr` values as stored (space-separated); `None` for
+    /// sessions from before they were recorded.
+    pub amr: Option<String>,
 }
 
 /// Where an authorization request goes next.
@@ -84,6 +89,8 @@ struct Grant<'a> {
     family: &'a str,
     code_hash: Option<&'a str>,
     auth_time: Option<i64>,
+    /// How the user signed in (stored `amr`).
+    amr: Option<&'a str>,
 }
 
 /// How the node runs its provider (from the server's configuration).
@@ -109,6 +116,8 @@ pub struct Provider {
     failures: Mutex<HashMap<String, (u32, i64)>>,
     /// Codes and tokens, group-committed on SQLite.
     writer: Writer,
+    /// Clients read in the last few seconds.
+    clients: ClientCache,
 }
 
 fn argon() -> argon2::Argon2<'static> {
@@ -122,6 +131,21 @@ fn scope_set(scope: &str) -> Vec<&str> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// The key under which an access or refresh token is stored (`oidc_tokens.token_hash`).
+///
+/// A token is a time-ordered id (UUIDv7), a dot, and 256 random bits; its key is that id,
+/// a dot, and the SHA-256 of the whole token. The database never holds the token, and keys
+/// made together sort together, so a group commit of many new tokens touches the last pages
+/// of the primary key's index instead of one random page per token (each dirty page is
+/// written to the WAL and flushed). Tokens without such an id (issued before) are keyed by
+/// their SHA-256 alone. The id tells the token's holder when it was issued, nothing more.
+pub fn token_key(token: &str) -> String {
+    match token.split_once('.') {
+        Some((id, _)) if id.len() == 36 && uuid::Uuid::try_parse(id).is_ok() => format!("{id}.{}", token_hash(token)),
+        _ => token_hash(token),
+    }
 }
 
 /// The S256 PKCE challenge of a verifier.
@@ -195,6 +219,7 @@ impl Provider {
             pairwise_salt,
             hashing: Semaphore::new(2),
             failures: Mutex::new(HashMap::new()),
+            clients: ClientCache::default(),
         })
     }
 
@@ -241,8 +266,8 @@ impl Provider {
             "introspection_endpoint_auth_methods_supported": clients::AUTH_METHODS,
             "code_challenge_methods_supported": ["S256"],
             "claims_supported": [
-                "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "preferred_username",
-                "sichat_membership", "sichat_friend_of"
+                "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "name", "preferred_username",
+                "email", "email_verified", "sichat_membership", "sichat_friend_of"
             ],
             "prompt_values_supported": ["none", "login", "consent"],
             "claims_parameter_supported": true,
@@ -295,12 +320,24 @@ impl Provider {
         Ok(made)
     }
 
-    /// A client by id: registered here, or the URL of its metadata document.
-    pub async fn client(&self, id: &str) -> Result<Option<Client>, OidcError> {
-        if clients::is_document_url(id) {
-            return clients::from_document(&self.db, &self.fetcher, id, &self.settings.registration).await.map(Some);
+    /// A client by id: registered here, or the URL of its metadata document. Read through
+    /// a cache of a few seconds ([`clients::CLIENT_CACHE_TTL`]): clients that exist are kept,
+    /// unknown ids are always looked up.
+    pub async fn client(&self, id: &str) -> Result<Option<Arc<Client>>, OidcError> {
+        if let Some(c) = self.clients.get(id) {
+            return Ok(Some(c));
         }
-        clients::find(&self.db, id).await
+        let found = match clients::is_document_url(id) {
+            // A document fetched again may have changed: the fresh copy replaces ours.
+            true => Some(clients::from_document(&self.db, &self.fetcher, id, &self.settings.registration).await?),
+            false => clients::find(&self.db, id).await?,
+        };
+        Ok(found.map(|c| self.clients.put(c)))
+    }
+
+    /// Forget what this process knows of client `id`: call it on every change to a client.
+    pub fn forget_client(&self, id: &str) {
+        self.clients.forget(id);
     }
 
     pub async fn register(&self, body: Value, initial_token: Option<&str>) -> Result<clients::Registered, OidcError> {
@@ -584,23 +621,27 @@ impl Provider {
         Ok(())
     }
 
-    pub async fn start_session(&self, user_id: &str) -> Result<String, OidcError> {
+    /// A browser session for a user who just signed in `how`; its token (the cookie).
+    pub async fn start_session(&self, user_id: &str, how: SignIn) -> Result<String, OidcError> {
         let token = random_token();
         let now = now_ms();
-        sqlx::query("INSERT INTO oidc_sessions (token_hash, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash(&token))
-            .bind(user_id)
-            .bind(now)
-            .bind(now + SESSION_TTL_MS)
-            .execute(self.db.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO oidc_sessions (token_hash, user_id, auth_time, amr, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash(&token))
+        .bind(user_id)
+        .bind(now)
+        .bind(how.stored())
+        .bind(now + SESSION_TTL_MS)
+        .execute(self.db.pool())
+        .await?;
         metrics::counter!("sichat_oidc_logins_total").increment(1);
         Ok(token)
     }
 
     pub async fn session(&self, token: &str) -> Result<Option<BrowserSession>, OidcError> {
         let row = sqlx::query(
-            "SELECT s.user_id, s.auth_time, u.name FROM oidc_sessions s JOIN acct_users u ON u.id = s.user_id \
+            "SELECT s.user_id, s.auth_time, s.amr, u.name FROM oidc_sessions s JOIN acct_users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
         )
         .bind(token_hash(token))
@@ -612,6 +653,7 @@ impl Provider {
                 user_id: r.try_get("user_id")?,
                 user_name: r.try_get("name")?,
                 auth_time: r.try_get("auth_time")?,
+                amr: r.try_get("amr")?,
             })
         })
         .transpose()
@@ -740,6 +782,7 @@ impl Provider {
             nonce: p.nonce.clone(),
             code_challenge: p.code_challenge.clone(),
             auth_time: s.auth_time,
+            amr: s.amr.clone(),
             expires_at: now_ms() + CODE_TTL_MS,
         };
         self.writer.write(Write::Code(row)).await?;
@@ -751,7 +794,7 @@ impl Provider {
         &self,
         basic: Option<(String, String)>,
         form: &HashMap<String, String>,
-    ) -> Result<Client, OidcError> {
+    ) -> Result<Arc<Client>, OidcError> {
         if let Some(kind) = form.get("client_assertion_type") {
             if basic.is_some() || form.contains_key("client_secret") {
                 return Err(OidcError::bad("invalid_request", "use one client authentication method, not two"));
@@ -782,7 +825,12 @@ impl Provider {
             )));
         }
         if let Some(secret) = secret {
-            if client.secret_hash.as_deref() != Some(token_hash(&secret).as_str()) {
+            // Stored as SHA-256 of a 256-bit random secret, so checking costs one hash; the
+            // comparison takes the same time wherever the digests differ.
+            let presented = token_hash(&secret);
+            let matches =
+                client.secret_hash.as_deref().is_some_and(|h| bool::from(h.as_bytes().ct_eq(presented.as_bytes())));
+            if !matches {
                 return Err(OidcError::invalid_client("wrong client secret"));
             }
         }
@@ -791,7 +839,7 @@ impl Provider {
 
     /// `private_key_jwt` (RFC 7523 §2.2, OIDC Core §9): a JWT signed by one of the client's
     /// registered keys, for this provider, short-lived, and used once.
-    async fn client_by_assertion(&self, assertion: &str, posted_id: Option<&str>) -> Result<Client, OidcError> {
+    async fn client_by_assertion(&self, assertion: &str, posted_id: Option<&str>) -> Result<Arc<Client>, OidcError> {
         let bad = |why: &str| OidcError::invalid_client(format!("client assertion: {why}"));
         let (header, claims) =
             sichat_core::jws::unverified_parts(assertion).map_err(|_| bad("not a compact JWS with a JSON payload"))?;
@@ -884,13 +932,13 @@ impl Provider {
         b64url(&h.finalize())
     }
 
-    /// A new token and the row that stores it (hashed).
+    /// A new token and the row that stores it (keyed by [`token_key`]).
     fn new_token(kind: &'static str, client: &Client, g: &Grant<'_>) -> (String, TokenRow) {
-        let token = random_token();
+        let token = format!("{}.{}", new_id(), random_token());
         let now = now_ms();
         let ttl = if kind == "refresh" { REFRESH_TTL_MS } else { ACCESS_TTL_MS };
         let row = TokenRow {
-            token_hash: token_hash(&token),
+            token_hash: token_key(&token),
             kind,
             client_id: client.id.clone(),
             user_id: g.user_id.map(str::to_owned),
@@ -898,6 +946,8 @@ impl Provider {
             family: g.family.to_owned(),
             code_hash: g.code_hash.map(str::to_owned),
             auth_time: g.auth_time,
+            // Only a refresh token needs it (for the ID tokens of later refreshes).
+            amr: g.amr.filter(|_| kind == "refresh").map(str::to_owned),
             created_at: now,
             expires_at: now + ttl,
         };
@@ -943,6 +993,10 @@ impl Provider {
         if let Some(n) = nonce {
             claims["nonce"] = json!(n);
         }
+        let amr = crate::amr::from_stored(g.amr);
+        if !amr.is_empty() {
+            claims["amr"] = json!(amr);
+        }
         if let Some(map) = claims.as_object_mut() {
             map.extend(self.backed_claims(user_id, scope).await?);
         }
@@ -973,8 +1027,10 @@ impl Provider {
             "" => Err(OidcError::bad("invalid_request", "grant_type is required")),
             other => Err(OidcError::bad("unsupported_grant_type", format!("{other} is not supported"))),
         };
-        metrics::counter!("sichat_oidc_token_requests_total", "grant" => grant.to_owned(), "ok" => result.is_ok().to_string())
-            .increment(1);
+        // Only grant types the client registered get here: static labels, bounded series.
+        let label = clients::GRANT_TYPES.iter().find(|g| **g == grant).copied().unwrap_or("none");
+        let ok = if result.is_ok() { "true" } else { "false" };
+        metrics::counter!("sichat_oidc_token_requests_total", "grant" => label, "ok" => ok).increment(1);
         result
     }
 
@@ -985,8 +1041,8 @@ impl Provider {
         let hash = token_hash(code);
         let now = now_ms();
         let row = sqlx::query(
-            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, expires_at, used_at \
-             FROM oidc_codes WHERE code_hash = $1",
+            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, \
+             used_at FROM oidc_codes WHERE code_hash = $1",
         )
         .bind(&hash)
         .fetch_optional(self.db.pool())
@@ -1021,12 +1077,14 @@ impl Provider {
         let scope: String = row.try_get("scope")?;
         let nonce: Option<String> = row.try_get("nonce")?;
         let auth_time: i64 = row.try_get("auth_time")?;
+        let amr: Option<String> = row.try_get("amr")?;
         let grant = Grant {
             user_id: Some(&user_id),
             scope: &scope,
             family: &hash,
             code_hash: Some(&hash),
             auth_time: Some(auth_time),
+            amr: amr.as_deref(),
         };
         let spend = Spend::Code { hash: hash.clone(), at: now };
         self.token_response(spend, client, &grant, nonce.as_deref()).await
@@ -1035,10 +1093,10 @@ impl Provider {
     async fn refresh_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
         let token =
             form.get("refresh_token").ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
-        let hash = token_hash(token);
+        let hash = token_key(token);
         let now = now_ms();
         let row = sqlx::query(
-            "SELECT client_id, user_id, scope, family, auth_time, expires_at, used_at, revoked_at FROM oidc_tokens \
+            "SELECT client_id, user_id, scope, family, auth_time, amr, expires_at, used_at, revoked_at FROM oidc_tokens \
              WHERE token_hash = $1 AND kind = 'refresh'",
         )
         .bind(&hash)
@@ -1079,7 +1137,15 @@ impl Provider {
             }
         };
         let auth_time: Option<i64> = row.try_get("auth_time")?;
-        let grant = Grant { user_id: Some(&user_id), scope: &scope, family: &family, code_hash: None, auth_time };
+        let amr: Option<String> = row.try_get("amr")?;
+        let grant = Grant {
+            user_id: Some(&user_id),
+            scope: &scope,
+            family: &family,
+            code_hash: None,
+            auth_time,
+            amr: amr.as_deref(),
+        };
         // Spending it is guarded (unused, unrevoked): rotation stays single-use under
         // concurrency.
         self.token_response(Spend::Refresh { hash, at: now }, client, &grant, None).await
@@ -1095,8 +1161,10 @@ impl Provider {
         if let Some(s) = scope_set(&asked).iter().find(|s| !allowed.contains(s)) {
             return Err(OidcError::bad("invalid_scope", format!("scope {s} is not registered for this client")));
         }
-        let family = random_token();
-        let grant = Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None };
+        // Time-ordered, like the token's key: a batch of grants appends to the family index.
+        let family = new_id();
+        let grant =
+            Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None, amr: None };
         let (access, row) = Self::new_token("access", client, &grant);
         self.writer.write(Write::Tokens { spend: None, tokens: vec![row] }).await?;
         Ok(json!({"access_token": access, "token_type": "Bearer", "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}))
@@ -1117,7 +1185,7 @@ impl Provider {
             "SELECT user_id, client_id, scope FROM oidc_tokens WHERE token_hash = $1 AND kind = 'access' \
              AND revoked_at IS NULL AND expires_at > $2",
         )
-        .bind(token_hash(token))
+        .bind(token_key(token))
         .bind(now_ms())
         .fetch_optional(self.db.reads())
         .await?;
@@ -1147,8 +1215,9 @@ impl Provider {
 
     /// RFC 7009: revoke a token of this client. Unknown tokens are not an error.
     pub async fn revoke(&self, client: &Client, token: &str) -> Result<(), OidcError> {
+        let key = token_key(token);
         let row = sqlx::query("SELECT kind, family, client_id FROM oidc_tokens WHERE token_hash = $1")
-            .bind(token_hash(token))
+            .bind(&key)
             .fetch_optional(self.db.pool())
             .await?;
         let Some(row) = row else { return Ok(()) };
@@ -1160,7 +1229,7 @@ impl Provider {
         }
         sqlx::query("UPDATE oidc_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
             .bind(now_ms())
-            .bind(token_hash(token))
+            .bind(&key)
             .execute(self.db.pool())
             .await?;
         Ok(())
@@ -1172,7 +1241,7 @@ impl Provider {
             "SELECT kind, client_id, user_id, scope, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1 \
              AND revoked_at IS NULL AND used_at IS NULL AND expires_at > $2",
         )
-        .bind(token_hash(token))
+        .bind(token_key(token))
         .bind(now_ms())
         .fetch_optional(self.db.reads())
         .await?;
@@ -1223,5 +1292,31 @@ impl Provider {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_keys_sort_by_issue_time_and_hold_no_secret() {
+        let tokens: Vec<String> = (0..50).map(|_| format!("{}.{}", new_id(), random_token())).collect();
+        let keys: Vec<String> = tokens.iter().map(|t| token_key(t)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "keys made one after another sort in that order");
+        for (t, k) in tokens.iter().zip(&keys) {
+            let (id, secret) = t.split_once('.').expect("id.secret");
+            assert_eq!(*k, format!("{id}.{}", token_hash(t)));
+            assert!(!k.contains(secret), "the key does not hold the secret part");
+        }
+        // Same id, another secret: another key.
+        let (id, _) = tokens[0].split_once('.').expect("id.secret");
+        assert_ne!(token_key(&format!("{id}.{}", random_token())), keys[0]);
+        // Tokens issued before, and anything else, are keyed by their hash alone.
+        let old = random_token();
+        assert_eq!(token_key(&old), token_hash(&old));
+        assert_eq!(token_key("not-an-id.x"), token_hash("not-an-id.x"));
     }
 }

@@ -5,6 +5,7 @@
 //! forms carry that request's token. A sign-in ends like a password sign-in: a browser
 //! session cookie, then consent (or straight back to the site), or the account page.
 
+use crate::amr::SignIn;
 use crate::api::{
     api_error, browser_session, cookie, error_page, html, internal_page, origin_of, see_other, set_cookie, CSRF_COOKIE,
     SESSION_COOKIE,
@@ -176,9 +177,10 @@ async fn retry(s: &Signin, pending: Option<&Pending>, csrf: &str, username: &str
     }
 }
 
-/// A user is signed in: a session cookie, then on to consent, the site or the account page.
-pub(crate) async fn signed_in(op: &Provider, pending: Option<&Pending>, user_id: &str) -> Response {
-    let token = match op.start_session(user_id).await {
+/// A user is signed in (`how` becomes the session's `amr`): a session cookie, then on to
+/// consent, the site or the account page.
+pub(crate) async fn signed_in(op: &Provider, pending: Option<&Pending>, user_id: &str, how: SignIn) -> Response {
+    let token = match op.start_session(user_id, how).await {
         Ok(t) => t,
         Err(e) => return internal_page(e),
     };
@@ -289,7 +291,7 @@ async fn passkey_login(
         Err(e) => Err(OidcError::bad("invalid_request", format!("the browser's passkey answer is malformed: {e}"))),
     };
     match result {
-        Ok(user_id) => signed_in(&s.op, pending.as_ref(), &user_id).await,
+        Ok((user_id, how)) => signed_in(&s.op, pending.as_ref(), &user_id, how).await,
         Err(e) => retry(&s, pending.as_ref(), &f.csrf, "", &e).await,
     }
 }
@@ -336,7 +338,7 @@ async fn approval_continue(
         Err(e) => return failed_page(&e),
     };
     match s.approvals.take(&f.approval, pending.as_ref().map(|p| p.id.as_str()), &f.csrf).await {
-        Ok(a) => signed_in(&s.op, pending.as_ref(), &a.user_id).await,
+        Ok(a) => signed_in(&s.op, pending.as_ref(), &a.user_id, SignIn::WalletApproval).await,
         Err(e) => retry(&s, pending.as_ref(), &f.csrf, "", &e).await,
     }
 }
@@ -492,7 +494,7 @@ async fn account_login(
         return failed_page(&e);
     }
     match s.op.check_password(f.username.trim(), &f.password, &peer.ip().to_string()).await {
-        Ok(Some(user_id)) => signed_in(&s.op, None, &user_id).await,
+        Ok(Some(user_id)) => signed_in(&s.op, None, &user_id, SignIn::Password).await,
         Ok(None) => {
             let e = OidcError::new(StatusCode::UNAUTHORIZED, "access_denied", "Wrong user name or password.");
             retry(&s, None, &f.csrf, &f.username, &e).await

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Writes per shared transaction, at most.
 const MAX_BATCH: usize = 256;
-/// Rows per multi-row `INSERT` (10 parameters each, under SQLite's oldest limit of 999).
+/// Columns of a token row, each a parameter of the `INSERT`.
+const TOKEN_COLUMNS: usize = 11;
+/// Rows per multi-row `INSERT` (704 parameters, under SQLite's oldest limit of 999).
 const ROWS_PER_INSERT: usize = 64;
 
 /// A row of `oidc_tokens`.
@@ -30,6 +32,8 @@ pub struct TokenRow {
     pub family: String,
     pub code_hash: Option<String>,
     pub auth_time: Option<i64>,
+    /// How the user signed in (stored `amr`), for a user's refresh token.
+    pub amr: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -44,6 +48,7 @@ pub struct CodeRow {
     pub nonce: Option<String>,
     pub code_challenge: String,
     pub auth_time: i64,
+    pub amr: Option<String>,
     pub expires_at: i64,
 }
 
@@ -161,24 +166,15 @@ async fn commit(db: &Db, batch: &[Job]) -> Result<Vec<Result<Outcome, OidcError>
 async fn insert_tokens(tx: &mut Transaction<'_, Any>, rows: &[&TokenRow]) -> Result<(), OidcError> {
     let mut sql = String::from(
         "INSERT INTO oidc_tokens (token_hash, kind, client_id, user_id, scope, family, code_hash, auth_time, \
-         created_at, expires_at) VALUES ",
+         amr, created_at, expires_at) VALUES ",
     );
     for i in 0..rows.len() {
-        let p = i * 10;
-        let sep = if i == 0 { "" } else { ", " };
-        sql.push_str(&format!(
-            "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9,
-            p + 10
-        ));
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for c in 1..=TOKEN_COLUMNS {
+            let sep = if c == 1 { "" } else { ", " };
+            sql.push_str(&format!("{sep}${}", i * TOKEN_COLUMNS + c));
+        }
+        sql.push(')');
     }
     let mut q = sqlx::query(&sql);
     for t in rows {
@@ -191,6 +187,7 @@ async fn insert_tokens(tx: &mut Transaction<'_, Any>, rows: &[&TokenRow]) -> Res
             .bind(&t.family)
             .bind(&t.code_hash)
             .bind(t.auth_time)
+            .bind(&t.amr)
             .bind(t.created_at)
             .bind(t.expires_at);
     }
@@ -203,7 +200,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, Oidc
         Write::Code(c) => {
             sqlx::query(
                 "INSERT INTO oidc_codes (code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, \
-                 auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 auth_time, amr, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&c.code_hash)
             .bind(&c.client_id)
@@ -213,6 +210,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, Oidc
             .bind(&c.nonce)
             .bind(&c.code_challenge)
             .bind(c.auth_time)
+            .bind(&c.amr)
             .bind(c.expires_at)
             .execute(&mut **tx)
             .await?;

@@ -19,6 +19,7 @@ fn token(hash: &str, kind: &'static str) -> TokenRow {
         family: "f".into(),
         code_hash: None,
         auth_time: None,
+        amr: None,
         created_at: now,
         expires_at: now + 60_000,
     }

@@ -45,8 +45,9 @@ async fn browser_password_consent_code(backend: Backend) {
     chrome.click("form[action='/oidc/login'] button[type=submit]").await;
     chrome.click("button[name=decision][value=allow]").await;
     let code = rp.code(&state).await;
-    let claims = rp.exchange(code, pkce, &nonce).await;
+    let (claims, amr) = rp.exchange(code, pkce, &nonce).await;
     assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(amr, ["pwd"]);
     chrome.quit().await;
     app.stop().await;
 }
@@ -81,8 +82,10 @@ async fn browser_passkey_register_then_sign_in(backend: Backend) {
     chrome.click("#passkey-signin").await;
     chrome.click("button[name=decision][value=allow]").await;
     let code = rp.code(&state).await;
-    let claims = rp.exchange(code, pkce, &nonce).await;
+    let (claims, amr) = rp.exchange(code, pkce, &nonce).await;
     assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some("alice"));
+    // The virtual authenticator keeps its key (not backup eligible) and verifies the user.
+    assert_eq!(amr, ["hwk", "user", "mfa"]);
 
     // The account page lists the site; revoking it there shows in the wallet.
     chrome.c.goto(&format!("{}/account", app.url)).await.expect("account page");
@@ -111,8 +114,9 @@ async fn browser_wallet_approval(backend: Backend) {
     // Nobody touches the page: it goes on to consent by itself.
     chrome.click("button[name=decision][value=allow]").await;
     let code = rp.code(&state).await;
-    let claims = rp.exchange(code, pkce, &nonce).await;
+    let (claims, amr) = rp.exchange(code, pkce, &nonce).await;
     assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(amr, ["swk", "mca"]);
     chrome.quit().await;
     app.stop().await;
 }
@@ -331,8 +335,14 @@ impl Rp {
         AuthorizationCode::new(get("code").expect("a code"))
     }
 
-    /// Exchange the code (PKCE), check the ID token, and read UserInfo for its subject.
-    async fn exchange(&self, code: AuthorizationCode, pkce: PkceCodeVerifier, nonce: &Nonce) -> CoreUserInfoClaims {
+    /// Exchange the code (PKCE), check the ID token, and read UserInfo for its subject; with
+    /// the ID token's `amr`.
+    async fn exchange(
+        &self,
+        code: AuthorizationCode,
+        pkce: PkceCodeVerifier,
+        nonce: &Nonce,
+    ) -> (CoreUserInfoClaims, Vec<String>) {
         let tokens = self
             .client
             .exchange_code(code)
@@ -344,12 +354,15 @@ impl Rp {
         let id_token = tokens.id_token().expect("an ID token");
         let claims = id_token.claims(&self.client.id_token_verifier(), nonce).expect("a valid ID token");
         let sub = claims.subject().clone();
+        let amr = crate::oidc::amr(claims);
         use openidconnect::OAuth2TokenResponse;
-        self.client
+        let info = self
+            .client
             .user_info(tokens.access_token().clone(), Some(sub))
             .expect("userinfo endpoint")
             .request_async(&self.http)
             .await
-            .expect("userinfo")
+            .expect("userinfo");
+        (info, amr)
     }
 }

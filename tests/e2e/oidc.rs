@@ -4,7 +4,7 @@
 
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreClientRegistrationRequest,
-    CoreClientRegistrationResponse, CoreErrorResponseType, CoreGrantType, CoreJwsSigningAlgorithm,
+    CoreClientRegistrationResponse, CoreErrorResponseType, CoreGrantType, CoreIdTokenClaims, CoreJwsSigningAlgorithm,
     CoreProviderMetadata, CoreRegisterErrorResponseType, CoreUserInfoClaims,
 };
 use openidconnect::registration::{ClientRegistrationError, EmptyAdditionalClientMetadata};
@@ -100,6 +100,10 @@ async fn oidc_login_tokens_refresh_revoke(backend: Backend) {
     let sub = claims.subject().clone();
     assert!(!sub.is_empty(), "sub is present");
     assert!(!sub.contains(&alice_did) && sub.as_str() != "alice", "pairwise sub, got {}", sub.as_str());
+    // amr (RFC 8176): signed in with a password.
+    assert_eq!(amr(claims), ["pwd"], "amr after a password sign-in");
+    assert!(raw["claims_supported"].as_array().is_some_and(|c| c.contains(&json!("amr"))), "{raw}");
+    let auth_time = claims.auth_time().expect("auth_time");
     let refresh = tokens.refresh_token().expect("offline_access gives a refresh token").clone();
 
     // UserInfo, for the same subject.
@@ -111,6 +115,12 @@ async fn oidc_login_tokens_refresh_revoke(backend: Backend) {
     // Refresh rotates both tokens.
     let renewed = refresh_with(&client, &http, &refresh).await.expect("refresh");
     let new_refresh = renewed.refresh_token().expect("a rotated refresh token").clone();
+    // The refreshed ID token still says how and when the user signed in (no nonce now).
+    let no_nonce = |n: Option<&Nonce>| if n.is_none() { Ok(()) } else { Err("a nonce in a refreshed ID token".into()) };
+    let again = renewed.id_token().expect("an ID token on refresh").claims(&verifier, no_nonce).expect("valid");
+    assert_eq!(amr(again), ["pwd"], "amr survives a refresh");
+    assert_eq!(again.auth_time(), Some(auth_time));
+    assert_eq!(again.subject(), &sub);
     assert_ne!(new_refresh.secret(), refresh.secret());
     assert_ne!(renewed.access_token().secret(), tokens.access_token().secret());
     let info = userinfo(&client, &http, renewed.access_token(), &sub).await.expect("userinfo after refresh");
@@ -279,6 +289,11 @@ pub(crate) async fn discover(app: &TestApp, http: &Http) -> (CoreProviderMetadat
     let (status, raw) = app.get_json("/.well-known/openid-configuration").await;
     assert_eq!(status, 200, "{raw}");
     (meta, raw)
+}
+
+/// The `amr` values of ID token claims, as openidconnect reads them.
+pub(crate) fn amr(claims: &CoreIdTokenClaims) -> Vec<String> {
+    claims.auth_method_refs().map(|v| v.iter().map(|a| a.as_str().to_owned()).collect()).unwrap_or_default()
 }
 
 pub(crate) fn assert_has(list: &Value, want: &[&str]) {

@@ -1,7 +1,7 @@
 //! The OpenID Provider's clients beyond the basics: ID tokens signed with each client's
 //! algorithm, key rotation through the real `sichatd admin rotate-keys`, `private_key_jwt`
 //! client assertions, the node's registration policies, clients identified by a metadata
-//! document URL, and claims backed by the user's credentials.
+//! document URL, claims backed by the user's credentials (the email scope among them).
 //!
 //! The relying party is the `openidconnect` crate where it models the feature; raw HTTP
 //! where the status code or an unmodelled claim is the point. Client assertions are signed
@@ -41,6 +41,7 @@ storage_tests!(
     registration_allow_list_and_public_subjects,
     client_id_metadata_documents,
     claims_backed_by_credentials,
+    email_from_a_profile_credential,
     rp_initiated_logout,
 );
 
@@ -568,6 +569,83 @@ async fn claims_backed_by_credentials(backend: Backend) {
     app.stop().await;
 }
 
+// ---- 7. The email scope, backed by a ProfileCredential ----
+
+async fn email_from_a_profile_credential(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let invite = app.invite(&alice, 1).await;
+    let bob = app.join("bob", &invite).await;
+    set_password(&bob).await;
+    let (alice_did, bob_did) = (did(&alice).await, did(&bob).await);
+    let http = rp_http();
+    let (meta, raw) = discover(&app, &http).await;
+    for claim in ["email", "email_verified"] {
+        assert!(raw["claims_supported"].as_array().is_some_and(|c| c.contains(&json!(claim))), "{claim}: {raw}");
+    }
+    let reg = oidc::register(&http, &meta).await;
+    let client = oidc::rp(&meta, &raw, &reg);
+
+    // Bob holds no ProfileCredential: the consent page says so, and nothing is released.
+    let (url, csrf, nonce, pkce) = begin(&client, &["email"], &[]);
+    let (back, consent) = sign_in(&app, &url, "bob", "Test RP").await;
+    let page = consent.expect("a consent page");
+    assert!(page.contains("You hold no valid ProfileCredential with an email"), "{page}");
+    let tokens = exchange(&client, &http, code_from(&app, &back, &csrf), pkce).await;
+    let claims = tokens.id_token().expect("an ID token").claims(&client.id_token_verifier(), &nonce).expect("valid");
+    assert_eq!((claims.email(), claims.email_verified()), (None, None), "no email in the ID token");
+    let (status, info) = userinfo_raw(&app, tokens.access_token().secret()).await;
+    assert_eq!(status, 200, "{info}");
+    assert!(info.get("email").is_none() && info.get("email_verified").is_none(), "UserInfo: {info}");
+
+    // Alice vouches for Bob's address; Bob's wallet receives it and his node keeps a copy.
+    let out = sichat(
+        &alice,
+        &[
+            "--json",
+            "credential",
+            "offer",
+            "--type",
+            "ProfileCredential",
+            "--to",
+            &bob_did,
+            "--claim",
+            "email=bob@example.org",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "offer: {}", stderr(&out));
+    let offer = json(&out)["offer_uri"].as_str().expect("offer_uri").to_owned();
+    let out = sichat(&bob, &["--json", "credential", "receive", &offer]).await;
+    assert!(out.status.success(), "receive: {}", stderr(&out));
+    let profile_id = json(&out)["id"].as_str().expect("id").to_owned();
+
+    // Asked again: the page names the address, the credential and who issued it; the site
+    // gets the address, not verified.
+    let (url, csrf, nonce, pkce) = begin(&client, &["email"], &[("prompt", "consent")]);
+    let (back, consent) = sign_in(&app, &url, "bob", "Test RP").await;
+    let page = consent.expect("prompt=consent shows the consent page");
+    for want in ["bob@example.org", "ProfileCredential", profile_id.as_str(), alice_did.as_str()] {
+        assert!(page.contains(want), "the consent page shows {want}: {page}");
+    }
+    let tokens = exchange(&client, &http, code_from(&app, &back, &csrf), pkce).await;
+    let claims = tokens.id_token().expect("an ID token").claims(&client.id_token_verifier(), &nonce).expect("valid");
+    assert_eq!(claims.email().map(|e| e.as_str()), Some("bob@example.org"));
+    assert_eq!(claims.email_verified(), Some(false), "a credential vouches for it; nobody proved it");
+    let access = tokens.access_token().secret().clone();
+    let (status, info) = userinfo_raw(&app, &access).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!((&info["email"], &info["email_verified"]), (&json!("bob@example.org"), &json!(false)), "{info}");
+
+    // Alice revokes it: checked live, the address is no longer released.
+    let out = sichat(&alice, &["credential", "revoke", &profile_id]).await;
+    assert!(out.status.success(), "revoke: {}", stderr(&out));
+    let (status, info) = userinfo_raw(&app, &access).await;
+    assert_eq!(status, 200, "{info}");
+    assert!(info.get("email").is_none() && info.get("email_verified").is_none(), "after revocation: {info}");
+    app.stop().await;
+}
+
 // ---- helpers ----
 
 /// `sichatd admin ARGS` on the test node's data directory and database.
@@ -804,7 +882,7 @@ async fn client_credentials(app: &TestApp, assertion: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-// ---- 7. RP-Initiated Logout ----
+// ---- 8. RP-Initiated Logout ----
 
 async fn rp_initiated_logout(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };

@@ -2,6 +2,8 @@
 //! binary and every bad approval refused with nothing changed; passkey links and the
 //! account page's protections. (Real browsers: `browser.rs`.)
 
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, TokenResponse};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{json, Value};
 use sichat_accounts::protocol::{now_secs, LoginApprovalClaims, TYP_LOGIN_APPROVAL};
@@ -99,6 +101,42 @@ async fn wallet_approval_signs_in_and_refuses_bad_approvals(backend: Backend) {
     let third = LoginPage::parse(&page.body);
     let out = sichat(&alice, &["login", "approve", &third.code]).await;
     assert!(!out.status.success() && stderr(&out).contains("--yes"), "{}", stderr(&out));
+
+    // Through to a relying party (openidconnect): the ID token says how alice signed in.
+    let http = crate::oidc::rp_http();
+    let (meta, raw) = crate::oidc::discover(&app, &http).await;
+    let reg = crate::oidc::register(&http, &meta).await;
+    let rp = crate::oidc::rp(&meta, &raw, &reg);
+    let (challenge, pkce) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = rp
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let mut browser = Browser::new();
+    let page = browser.get(url.as_str()).await;
+    let shown = LoginPage::parse(&page.body);
+    let out = sichat(&alice, &["login", "approve", &shown.code, "--yes"]).await;
+    assert!(out.status.success(), "sichat login approve: {}", stderr(&out));
+    let next = browser.post(&format!("{}/oidc/approval/continue", app.url), &shown.form()).await;
+    assert_eq!(next.status, 303, "{}", next.body);
+    let consent = browser.get(&format!("{}{}", app.url, next.location.as_deref().unwrap_or_default())).await;
+    let form = [
+        ("request", hidden(&consent.body, "request")),
+        ("csrf", hidden(&consent.body, "csrf")),
+        ("decision", "allow".into()),
+    ];
+    let done = browser.post(&format!("{}/oidc/consent", app.url), &form).await;
+    let back = url::Url::parse(done.location.as_deref().expect("back to the site")).expect("URL");
+    let code = crate::oidc::code_from(&app, &back, &state);
+    let tokens = rp
+        .exchange_code(code)
+        .expect("token endpoint")
+        .set_pkce_verifier(pkce)
+        .request_async(&http)
+        .await
+        .expect("code");
+    let claims = tokens.id_token().expect("an ID token").claims(&rp.id_token_verifier(), &nonce).expect("valid");
+    assert_eq!(crate::oidc::amr(claims), ["swk", "mca"], "a wallet's device key, over a second channel");
 
     // Guessing codes is throttled per address.
     let mut throttled = false;
