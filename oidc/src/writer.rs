@@ -8,7 +8,8 @@
 //! refresh token spent) of a batch become one multi-row `INSERT`. If anything in a batch
 //! fails, the batch is rolled back and its writes run again one transaction each, so a
 //! failing write fails alone. PostgreSQL commits concurrently on its pool, so there each
-//! write is simply its own transaction.
+//! write is simply its own transaction, or for plain token inserts a single autocommitted
+//! statement.
 
 use crate::OidcError;
 use sichat_core::db::{Backend, Db};
@@ -101,6 +102,11 @@ impl Writer {
     /// Write `w` durably: returns once it is committed.
     pub async fn write(&self, w: Write) -> Result<Outcome, OidcError> {
         let Some(queue) = &self.queue else {
+            if let Write::Tokens { spend: None, tokens } = &w {
+                // One INSERT is atomic by itself: no BEGIN and COMMIT round trips.
+                insert_tokens(self.db.pool(), &tokens.iter().collect::<Vec<_>>()).await?;
+                return Ok(Outcome::Written);
+            }
             let mut tx = self.db.pool().begin().await?;
             let outcome = apply(&mut tx, &w).await?;
             tx.commit().await?;
@@ -156,14 +162,17 @@ async fn commit(db: &Db, batch: &[Job]) -> Result<Vec<Result<Outcome, OidcError>
         }
     }
     for rows in plain.chunks(ROWS_PER_INSERT) {
-        insert_tokens(&mut tx, rows).await?;
+        insert_tokens(&mut *tx, rows).await?;
     }
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// `rows` in one `INSERT`.
-async fn insert_tokens(tx: &mut Transaction<'_, Any>, rows: &[&TokenRow]) -> Result<(), OidcError> {
+/// `rows` in one `INSERT`, in a transaction or on its own.
+async fn insert_tokens<'e, E>(exec: E, rows: &[&TokenRow]) -> Result<(), OidcError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
     let mut sql = String::from(
         "INSERT INTO oidc_tokens (token_hash, kind, client_id, user_id, scope, family, code_hash, auth_time, \
          amr, created_at, expires_at) VALUES ",
@@ -191,7 +200,7 @@ async fn insert_tokens(tx: &mut Transaction<'_, Any>, rows: &[&TokenRow]) -> Res
             .bind(t.created_at)
             .bind(t.expires_at);
     }
-    q.execute(&mut **tx).await?;
+    q.execute(exec).await?;
     Ok(())
 }
 
@@ -240,7 +249,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, Oidc
                 return Ok(Outcome::AlreadySpent);
             }
             if !tokens.is_empty() {
-                insert_tokens(tx, &tokens.iter().collect::<Vec<_>>()).await?;
+                insert_tokens(&mut **tx, &tokens.iter().collect::<Vec<_>>()).await?;
             }
         }
     }
