@@ -15,9 +15,13 @@
 //!   account a password and registers a client; against another provider (`--issuer` with
 //!   `--client-id` and `--client-secret`, e.g. the npm `oidc-provider` of `load/peer/`) it
 //!   needs no invite.
+//! - `--scenario messaging | messaging-fill`: messages end to end between two nodes, from a
+//!   sender's device on `--server` to a recipient's device on `--recipient-server` (see
+//!   [`messaging`]).
 //!
 //! Bounded in time and aimed at loopback only.
 
+mod messaging;
 mod oidc;
 
 use anyhow::{bail, Context, Result};
@@ -35,9 +39,10 @@ use std::time::{Duration, Instant};
 #[command(
     name = "sichat-load",
     version,
-    about = "Logins, issuances, presentations or OpenID Provider requests per second against a node on this machine"
+    about = "Logins, issuances, presentations, OpenID Provider requests or messages per second against nodes on \
+             this machine"
 )]
-struct Args {
+pub(crate) struct Args {
     /// The node, on loopback.
     #[arg(long, default_value = "http://localhost:8080")]
     server: String,
@@ -55,9 +60,30 @@ struct Args {
     /// What each loop does.
     #[arg(long, value_parser = [
         "logins", "issuance", "presentations", "oidc-discovery", "oidc-client-credentials",
-        "oidc-introspect", "oidc-refresh", "oidc-login",
+        "oidc-introspect", "oidc-refresh", "oidc-login", "messaging", "messaging-fill",
     ], default_value = "logins")]
     scenario: String,
+    /// messaging*: the recipient's node (the sender's is --server), on loopback.
+    #[arg(long, required_if_eq_any = [("scenario", "messaging"), ("scenario", "messaging-fill")])]
+    recipient_server: Option<String>,
+    /// messaging*: an invite of the recipient's node (the sender's is --invite).
+    #[arg(long, required_if_eq_any = [("scenario", "messaging"), ("scenario", "messaging-fill")])]
+    recipient_invite: Option<String>,
+    /// messaging: messages per second, sent on a fixed schedule whatever the answers take;
+    /// 0 sends as fast as --concurrency loops can.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// messaging-fill: how many messages to leave waiting for the (offline) recipient.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// messaging*: after sending, wait at most this long for the last messages to arrive.
+    #[arg(long, default_value_t = 60)]
+    drain_seconds: u64,
+    /// messaging*: process ids of the recipient's and the sender's nodes, for their RSS.
+    #[arg(long)]
+    recipient_pid: Option<u32>,
+    #[arg(long)]
+    sender_pid: Option<u32>,
     /// oidc-*: another OpenID Provider on this machine (its issuer URL) instead of the
     /// node's own; needs --client-id and --client-secret.
     #[arg(long, requires_all = ["client_id", "client_secret"])]
@@ -75,13 +101,14 @@ struct Args {
     json: bool,
 }
 
-struct Device {
+pub(crate) struct Device {
     sign: Ed25519KeyPair,
+    agree: X25519KeyPair,
     id: String,
     cert: String,
 }
 
-struct Target {
+pub(crate) struct Target {
     http: reqwest::Client,
     base: String,
     node_did: String,
@@ -89,7 +116,7 @@ struct Target {
     user_did: String,
 }
 
-async fn post(t: &Target, path: &str, body: &Value) -> Result<Value> {
+pub(crate) async fn post(t: &Target, path: &str, body: &Value) -> Result<Value> {
     let r = t.http.post(format!("{}{path}", t.base)).json(body).send().await?;
     let status = r.status();
     let v: Value = r.json().await.unwrap_or(Value::Null);
@@ -208,7 +235,7 @@ async fn presentation(t: &Target, session: &str, holder: &Holder) -> Result<()> 
 }
 
 /// Log `d` in and return the session token.
-async fn session(t: &Target, d: &Device) -> Result<String> {
+pub(crate) async fn session(t: &Target, d: &Device) -> Result<String> {
     let ch = post(t, "/api/v1/sessions/challenge", &json!({ "certificate": d.cert })).await?;
     let claims: LoginChallengeClaims =
         jws::verify(ch["challenge"].as_str().unwrap_or(""), &t.node_key, TYP_LOGIN_CHALLENGE)?;
@@ -251,7 +278,7 @@ impl Work {
 }
 
 /// Refuse anything but this machine.
-fn on_loopback(url: &str, flag: &str) -> Result<()> {
+pub(crate) fn on_loopback(url: &str, flag: &str) -> Result<()> {
     let url = url::Url::parse(url).with_context(|| format!("{flag} must be a URL"))?;
     if !matches!(url.host_str().unwrap_or(""), "localhost" | "127.0.0.1" | "[::1]") {
         bail!("sichat-load only targets this machine: {flag} must be on localhost, 127.0.0.1 or [::1]");
@@ -259,51 +286,49 @@ fn on_loopback(url: &str, flag: &str) -> Result<()> {
     Ok(())
 }
 
-/// Against a Sichat node: register an account with its devices, then what the scenario
-/// needs (a session, a credential, an OpenID Provider client).
-async fn on_node(args: &Args) -> Result<(Work, Vec<oidc::Loop>)> {
-    let invite = args.invite.clone().context("--invite is required against a Sichat node")?;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
-    let base = args.server.trim_end_matches('/').to_owned();
+/// Register a new account (`<prefix>-<random>`) with `devices` devices on the node at
+/// `base`, as the wallet does: a root key signs the registration with the first device's
+/// certificate, then adds the others by root operations. Returns the node and account, the
+/// account's name, and its devices.
+pub(crate) async fn register(
+    http: reqwest::Client,
+    base: &str,
+    invite: &str,
+    prefix: &str,
+    devices: usize,
+) -> Result<(Arc<Target>, String, Vec<Device>)> {
+    let base = base.trim_end_matches('/').to_owned();
     let doc: Value = http.get(format!("{base}/.well-known/did.json")).send().await?.json().await?;
     let node_did = doc["id"].as_str().context("node DID")?.to_owned();
     let node_key =
         Ed25519Public::from_multibase(doc["verificationMethod"][0]["publicKeyMultibase"].as_str().unwrap_or(""))?;
-    let name = format!("load-{}", &new_id()[24..]);
+    let name = format!("{prefix}-{}", &new_id()[24..]);
     let user_did = format!("{node_did}:users:{name}");
     let t = Arc::new(Target { http, base, node_did: node_did.clone(), node_key, user_did: user_did.clone() });
 
-    // Register the account and its devices.
     let root = Ed25519KeyPair::generate();
     let did = Did::parse(&user_did)?;
-    let mut devices = Vec::new();
-    for i in 0..args.devices.max(1) {
-        let sign = Ed25519KeyPair::generate();
+    let mut made = Vec::new();
+    for i in 0..devices.max(1) {
+        let (sign, agree) = (Ed25519KeyPair::generate(), X25519KeyPair::generate());
         let id = new_id();
-        let cert = DeviceCertificate::issue(
-            &root,
-            &did,
-            &id,
-            &format!("load {i}"),
-            &sign.public(),
-            &X25519KeyPair::generate().public(),
-            3600,
-        )?;
-        devices.push(Device { sign, id, cert });
+        let cert =
+            DeviceCertificate::issue(&root, &did, &id, &format!("load {i}"), &sign.public(), &agree.public(), 3600)?;
+        made.push(Device { sign, agree, id, cert });
     }
     let challenge = |t: Arc<Target>| async move { post(&t, "/api/v1/challenges", &json!({})).await };
     let ch = challenge(t.clone()).await?;
     let claims = RegistrationClaims {
         aud: node_did.clone(),
         challenge: ch["challenge"].as_str().unwrap_or("").into(),
-        invite,
+        invite: invite.to_owned(),
         name: name.clone(),
         root_key: root.public().to_multibase(),
-        device_certificate: devices[0].cert.clone(),
+        device_certificate: made[0].cert.clone(),
         iat: now_secs(),
     };
     post(&t, "/api/v1/accounts", &json!({ "request": jws::sign(&root, TYP_REGISTER, None, &claims)? })).await?;
-    for d in &devices[1..] {
+    for d in &made[1..] {
         let ch = challenge(t.clone()).await?;
         let op = RootOpClaims {
             iss: user_did.clone(),
@@ -314,6 +339,15 @@ async fn on_node(args: &Args) -> Result<(Work, Vec<oidc::Loop>)> {
         };
         post(&t, "/api/v1/root-operations", &json!({ "request": jws::sign(&root, TYP_ROOT_OP, None, &op)? })).await?;
     }
+    Ok((t, name, made))
+}
+
+/// Against a Sichat node: register an account with its devices, then what the scenario
+/// needs (a session, a credential, an OpenID Provider client).
+async fn on_node(args: &Args) -> Result<(Work, Vec<oidc::Loop>)> {
+    let invite = args.invite.clone().context("--invite is required against a Sichat node")?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let (t, name, devices) = register(http, &args.server, &invite, "load", args.devices).await?;
     let fresh = || (0..args.concurrency).map(|_| oidc::Loop::default()).collect();
     if args.scenario == "logins" {
         return Ok((Work::Logins(t, Arc::new(devices)), fresh()));
@@ -339,6 +373,9 @@ async fn on_node(args: &Args) -> Result<(Work, Vec<oidc::Loop>)> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     on_loopback(&args.server, "--server")?;
+    if args.scenario.starts_with("messaging") {
+        return messaging::run(&args).await;
+    }
     let scenario = oidc::Scenario::parse(&args.scenario);
     let (work, states) = match (&args.issuer, &args.client_id, &args.client_secret, scenario) {
         (Some(issuer), Some(id), Some(secret), Some(scenario)) => {
