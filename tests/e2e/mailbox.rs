@@ -97,7 +97,8 @@ impl Device {
         let (id, body) = self.forward(to, text).await;
         let (status, answer) = self.post(body).await;
         assert_eq!(status, 202, "send: {answer}");
-        assert_eq!(answer["state"], "queued");
+        // The delivery worker may already have delivered it by the time the answer is read.
+        assert!(["queued", "delivered"].contains(&answer["state"].as_str().unwrap_or("")), "{answer}");
         id
     }
 

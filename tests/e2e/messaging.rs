@@ -46,7 +46,8 @@ async fn send(wallet: &Path, to: &str, text: &str, extra: &[&str]) -> String {
     let out = sichat(wallet, &args).await;
     assert!(out.status.success(), "send to {to}: {}", stderr(&out));
     let sent = json(&out);
-    assert_eq!(sent["state"], "queued", "{sent}");
+    // The delivery worker may already have delivered it by the time the answer is read.
+    assert!(["queued", "delivered"].contains(&sent["state"].as_str().unwrap_or("")), "{sent}");
     sent["id"].as_str().expect("id").to_owned()
 }
 
