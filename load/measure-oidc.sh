@@ -2,6 +2,9 @@
 # The OpenID Provider figures of BENCHMARKS.md: every oidc-* scenario of sichat-load against
 # a release sichatd and against the npm oidc-provider (load/peer/, in memory), one after the
 # other, on the same machine, with the same tool and concurrency; then both processes' RSS.
+# cpu_us_per_op is the provider process's own CPU time (user + system, all its threads) over
+# the run, per operation: steadier than throughput when other work shares the machine. (On
+# PostgreSQL the database's processes are not counted; a scenario's set-up is.)
 # Loopback only; bounded (SECS per scenario and side).
 #
 #   cargo build --release -p sichat-server -p sichat-load && npm --prefix load/peer ci
@@ -44,20 +47,27 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-echo "side scenario per_second p50_ms p99_ms errors"
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
+echo "side scenario per_second p50_ms p99_ms errors cpu_us_per_op"
 for s in $SCENARIOS; do
     code=$("$BIN/sichatd" --data-dir "$work/node" "${db[@]}" --public-url "http://localhost:$PORT" \
         admin invite --quota 1 --json | jq -r .code)
     for side in sichat peer; do
         if [ "$side" = sichat ]; then
             target=(--server "http://localhost:$PORT" --invite "$code")
+            pid=$node
         else
             target=(--issuer "http://localhost:$PEER_PORT" --client-id load --client-secret load-secret)
+            pid=$peer
         fi
+        before=$(cpu_us "$pid")
         "$BIN/sichat-load" "${target[@]}" --concurrency "$CONC" --seconds "$SECS" --scenario "oidc-$s" --json \
-            | jq -r --arg side "$side" \
-                '[$side, .scenario, (.per_second|floor), (.latency_ms.p50*100|round/100),
-                  (.latency_ms.p99*100|round/100), .errors] | join(" ")'
+            >"$work/run.json"
+        cpu=$(($(cpu_us "$pid") - before))
+        jq -r --arg side "$side" --argjson cpu "$cpu" \
+            '[$side, .scenario, (.per_second|floor), (.latency_ms.p50*100|round/100),
+              (.latency_ms.p99*100|round/100), .errors, ($cpu / ([.operations, 1]|max) | round)] | join(" ")' \
+            "$work/run.json"
     done
 done
 for side in sichat peer; do

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-/// Every scope we grant; `membership` and `friends` bring claims backed by credentials.
+/// Every scope we grant; `membership`, `friends` and `email` bring claims backed by credentials.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "membership", "friends"];
 const CODE_TTL_MS: i64 = 60_000;
 const REQUEST_TTL_MS: i64 = 10 * 60_000;
