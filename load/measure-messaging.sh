@@ -78,6 +78,9 @@ start_node() {
         admin invite --quota 1 --json | jq -r .code)
 }
 
+# A process's CPU time so far (user + system, all threads), in microseconds.
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
+
 echo "backend $BACKEND; $(nproc) cores; uptime: $(uptime)"
 for s in $SCENARIOS; do
     start_node a "$PORT_A"
@@ -88,6 +91,7 @@ for s in $SCENARIOS; do
         --recipient-server "http://localhost:$PORT_A" --recipient-invite "$invite_a"
         --recipient-pid "$pid_a" --sender-pid "$pid_b" --json)
     echo "== $s ($BACKEND) — load before: $(uptime | sed 's/.*load average: //')"
+    cpu_a=$(cpu_us "$pid_a") cpu_b=$(cpu_us "$pid_b")
     case $s in
     rate)
         "$BIN/sichat-load" "${common[@]}" --scenario messaging --rate "$RATE" --seconds "$SECS" | tee "$work/out.json" \
@@ -108,6 +112,8 @@ for s in $SCENARIOS; do
         exit 2
         ;;
     esac
+    delivered=$(jq '[.delivered // .picked_up, 1] | max' "$work/out.json")
+    echo "   node CPU per message delivered: A $((($(cpu_us "$pid_a") - cpu_a) / delivered)) µs, B $((($(cpu_us "$pid_b") - cpu_b) / delivered)) µs"
     echo "   node RSS after: A $(awk '/VmRSS/ {print $2}' /proc/$pid_a/status) KiB, B $(awk '/VmRSS/ {print $2}' /proc/$pid_b/status) KiB; load after: $(uptime | sed 's/.*load average: //')"
     [ -n "${KEEP_JSON:-}" ] && cp "$work/out.json" "${KEEP_JSON}.$s.json"
     stop_nodes

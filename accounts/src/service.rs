@@ -67,6 +67,11 @@ impl Accounts {
         Ok(self.db.pool().acquire().await?)
     }
 
+    /// For the hot read-only paths: on SQLite, not the one writer connection.
+    async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AccountError> {
+        Ok(self.db.reads().acquire().await?)
+    }
+
     /// The user name in a DID of this node (`<node did>:users:<name>`).
     fn name_in_did(&self, did: &str) -> Result<UserName, AccountError> {
         let prefix = format!("{}:users:", self.node.did());
@@ -289,7 +294,7 @@ impl Accounts {
 
     /// The id of the active account `name`, if there is one.
     pub async fn active_user_id(&self, name: &str) -> Result<Option<String>, AccountError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.read_conn().await?;
         let user = store::user_by_name(&mut conn, name).await?;
         Ok(user.filter(|u| u.status == "active").map(|u| u.id))
     }
@@ -394,9 +399,9 @@ impl Accounts {
     }
 
     /// The ids of `user_id`'s active devices: who must receive each of its messages.
-    pub async fn active_device_ids(&self, user_id: &str) -> Result<Vec<String>, AccountError> {
-        let mut conn = self.conn().await?;
-        Ok(store::active_devices(&mut conn, user_id).await?.into_iter().map(|d| d.id).collect())
+    /// An active user's id and the ids of their active devices, by user name.
+    pub async fn active_user_with_devices(&self, name: &str) -> Result<Option<(String, Vec<String>)>, AccountError> {
+        Ok(store::active_user_with_devices(&mut *self.read_conn().await?, name).await?)
     }
 
     // ---- devices and sessions ----
@@ -461,7 +466,7 @@ impl Accounts {
     /// The device behind a bearer token, if its session, device and account are all live.
     pub async fn authenticate(&self, token: &str) -> Result<AuthDevice, AccountError> {
         let hash = token_hash(token);
-        let found = store::session(&mut *self.conn().await?, &hash, now_ms()).await?;
+        let found = store::session(&mut *self.read_conn().await?, &hash, now_ms()).await?;
         let (user_id, user_name, device_id) = found.ok_or(AccountError::Unauthorized)?;
         Ok(AuthDevice { user_id, user_name, device_id, token_hash: hash })
     }

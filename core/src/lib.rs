@@ -6,6 +6,7 @@
 //! - [`jws`]: compact JWS (EdDSA) signing and verification through `josekit`.
 //! - [`seal`]: secrets sealed at rest with XChaCha20-Poly1305 under a master key.
 //! - [`db`]: the storage pool (SQLite or PostgreSQL) and its migrations.
+//! - [`group_commit`]: concurrent small writes sharing one transaction on SQLite.
 //! - [`net`]: fetching under a network policy (HTTPS, no private addresses, limits, HTTP cache).
 //! - [`resolver`]: DID resolution (`did:key`, `did:jwk`, `did:web`) to keys, with relationships.
 //! - [`node`]: the node's own identity: its `did:web` and its sealed node key.
@@ -15,6 +16,7 @@
 pub mod db;
 pub mod did;
 mod error;
+pub mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod jws;

@@ -402,7 +402,7 @@ impl Issuer {
             return Ok(false);
         }
         let now = now_ms();
-        let rows = store::credentials_to(&mut *self.conn().await?, user_id, subject).await?;
+        let rows = store::credentials_to(&mut *self.db.reads().acquire().await?, user_id, subject).await?;
         Ok(rows.iter().any(|r| {
             r.status == "active" && types.contains(&r.type_name) && r.valid_until.is_none_or(|until| until > now)
         }))

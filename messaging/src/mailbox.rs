@@ -21,13 +21,13 @@ pub struct Stored {
 }
 
 /// A message to keep for a user.
-pub struct NewMessage<'a> {
-    pub user_id: &'a str,
-    pub id: &'a str,
-    pub sender: &'a str,
-    pub folder: &'a str,
-    pub envelope: &'a str,
-    pub body_hash: &'a str,
+pub struct NewMessage {
+    pub user_id: String,
+    pub id: String,
+    pub sender: String,
+    pub folder: &'static str,
+    pub envelope: String,
+    pub body_hash: String,
     pub presentation: bool,
     pub received_at: i64,
 }
@@ -109,34 +109,38 @@ pub async fn recent_requests(c: &mut Conn, user_id: &str, sender: &str, since: i
 pub async fn insert(
     c: &mut Conn,
     backend: Backend,
-    m: &NewMessage<'_>,
+    m: &NewMessage,
     devices: &[String],
     quota: i64,
 ) -> Result<Inserted, sqlx::Error> {
-    if let Some(hash) = received_hash(c, m.user_id, m.id).await? {
-        return Ok(if hash == m.body_hash { Inserted::Duplicate } else { Inserted::Conflict });
-    }
-    sqlx::query(
-        "INSERT INTO msg_received (user_id, id, body_hash, sender, folder, received_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    let first = sqlx::query(
+        "INSERT INTO msg_received (user_id, id, body_hash, sender, folder, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (user_id, id) DO NOTHING",
     )
-    .bind(m.user_id)
-    .bind(m.id)
-    .bind(m.body_hash)
-    .bind(m.sender)
+    .bind(&m.user_id)
+    .bind(&m.id)
+    .bind(&m.body_hash)
+    .bind(&m.sender)
     .bind(m.folder)
     .bind(m.received_at)
     .execute(&mut *c)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
+    if !first {
+        let hash = received_hash(c, &m.user_id, &m.id).await?;
+        return Ok(if hash.as_deref() == Some(m.body_hash.as_str()) { Inserted::Duplicate } else { Inserted::Conflict });
+    }
     let size = m.envelope.len() as i64;
     let seq: i64 = sqlx::query(
         "INSERT INTO msg_mailbox (id, user_id, sender, folder, envelope, size, presentation, received_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
     )
-    .bind(m.id)
-    .bind(m.user_id)
-    .bind(m.sender)
+    .bind(&m.id)
+    .bind(&m.user_id)
+    .bind(&m.sender)
     .bind(m.folder)
-    .bind(m.envelope)
+    .bind(&m.envelope)
     .bind(size)
     .bind(i64::from(m.presentation))
     .bind(m.received_at)
@@ -156,17 +160,17 @@ pub async fn insert(
         "INSERT INTO msg_usage (user_id, bytes, messages) VALUES ($1, $2, 1) ON CONFLICT (user_id) \
          DO UPDATE SET bytes = msg_usage.bytes + excluded.bytes, messages = msg_usage.messages + 1 RETURNING bytes",
     )
-    .bind(m.user_id)
+    .bind(&m.user_id)
     .bind(size)
     .fetch_one(&mut *c)
     .await?
     .try_get("bytes")?;
     let mut dropped = (0, 0);
     if used > quota {
-        dropped = drop_oldest(c, m.user_id, used - quota, seq, m.received_at).await?;
+        dropped = drop_oldest(c, &m.user_id, used - quota, seq, m.received_at).await?;
     }
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(crate::live::CHANNEL).bind(m.user_id).execute(&mut *c).await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(crate::live::CHANNEL).bind(&m.user_id).execute(&mut *c).await?;
     }
     Ok(Inserted::New { dropped })
 }
@@ -222,6 +226,11 @@ async fn remove(c: &mut Conn, user_id: &str, seqs: &[i64]) -> Result<(i64, i64),
             bytes += r.try_get::<i64, _>("size")?;
         }
     }
+    take_off_usage(c, user_id, count, bytes).await?;
+    Ok((count, bytes))
+}
+
+async fn take_off_usage(c: &mut Conn, user_id: &str, count: i64, bytes: i64) -> Result<(), sqlx::Error> {
     if count > 0 {
         sqlx::query("UPDATE msg_usage SET bytes = bytes - $2, messages = messages - $3 WHERE user_id = $1")
             .bind(user_id)
@@ -230,7 +239,7 @@ async fn remove(c: &mut Conn, user_id: &str, seqs: &[i64]) -> Result<(i64, i64),
             .execute(&mut *c)
             .await?;
     }
-    Ok((count, bytes))
+    Ok(())
 }
 
 async fn record_drop(
@@ -252,14 +261,40 @@ async fn record_drop(
     Ok(())
 }
 
+/// The `seq`s of the oldest messages `device_id` has not acknowledged, at most `limit`
+/// (from the index alone).
+pub async fn pending_seqs(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
+    let rows = sqlx::query("SELECT seq FROM msg_pending WHERE device_id = $1 ORDER BY seq LIMIT $2")
+        .bind(device_id)
+        .bind(limit)
+        .fetch_all(c)
+        .await?;
+    rows.iter().map(|r| r.try_get("seq")).collect()
+}
+
+/// The messages with these `seq`s, oldest first.
+pub async fn by_seqs(c: &mut Conn, seqs: &[i64]) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut out = Vec::with_capacity(seqs.len());
+    for chunk in seqs.chunks(200) {
+        let sql = format!(
+            "SELECT {STORED_COLUMNS} FROM msg_mailbox m WHERE m.seq IN ({}) ORDER BY m.seq",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q.bind(s);
+        }
+        for r in q.fetch_all(&mut *c).await? {
+            out.push(stored(&r)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The oldest messages `device_id` has not acknowledged, at most `limit`.
 pub async fn pending(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<Stored>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {STORED_COLUMNS} FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq \
-         WHERE p.device_id = $1 ORDER BY p.seq LIMIT $2"
-    );
-    let rows = sqlx::query(&sql).bind(device_id).bind(limit).fetch_all(c).await?;
-    rows.iter().map(stored).collect()
+    let seqs = pending_seqs(c, device_id, limit).await?;
+    by_seqs(c, &seqs).await
 }
 
 /// What `device_id` has waiting.
@@ -317,9 +352,12 @@ pub async fn acknowledge(
 ) -> Result<u64, sqlx::Error> {
     let mut acknowledged = 0;
     for chunk in ids.chunks(200) {
-        let list = placeholders(2, chunk.len());
-        let sql = format!("SELECT seq FROM msg_mailbox WHERE user_id = $1 AND id IN ({list})");
-        let mut q = sqlx::query(&sql).bind(user_id);
+        let sql = format!(
+            "DELETE FROM msg_pending WHERE device_id = $1 AND seq IN \
+             (SELECT seq FROM msg_mailbox WHERE user_id = $2 AND id IN ({})) RETURNING seq",
+            placeholders(3, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(device_id).bind(user_id);
         for id in chunk {
             q = q.bind(id);
         }
@@ -327,23 +365,18 @@ pub async fn acknowledge(
         if seqs.is_empty() {
             continue;
         }
-        let list = placeholders(2, seqs.len());
-        let sql = format!("DELETE FROM msg_pending WHERE device_id = $1 AND seq IN ({list})");
-        let mut q = sqlx::query(&sql).bind(device_id);
-        for s in &seqs {
-            q = q.bind(s);
-        }
-        acknowledged += q.execute(&mut *c).await?.rows_affected();
+        acknowledged += seqs.len() as u64;
         let sql = format!(
-            "SELECT m.seq FROM msg_mailbox m WHERE m.user_id = $1 AND m.seq IN ({list}) \
-             AND NOT EXISTS (SELECT 1 FROM msg_pending p WHERE p.seq = m.seq)"
+            "DELETE FROM msg_mailbox WHERE user_id = $1 AND seq IN ({}) \
+             AND NOT EXISTS (SELECT 1 FROM msg_pending p WHERE p.seq = msg_mailbox.seq) RETURNING size",
+            placeholders(2, seqs.len())
         );
         let mut q = sqlx::query(&sql).bind(user_id);
         for s in &seqs {
             q = q.bind(s);
         }
-        let done: Vec<i64> = q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("seq")).collect::<Result<_, _>>()?;
-        remove(c, user_id, &done).await?;
+        let sizes: Vec<i64> = q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("size")).collect::<Result<_, _>>()?;
+        take_off_usage(c, user_id, sizes.len() as i64, sizes.iter().sum()).await?;
     }
     if let Some(seen) = drops_seen {
         sqlx::query(

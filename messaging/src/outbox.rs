@@ -41,29 +41,45 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
-pub struct NewEntry<'a> {
-    pub id: &'a str,
-    pub user_id: &'a str,
-    pub sender: &'a str,
-    pub recipient: &'a str,
-    pub body: &'a str,
-    pub body_hash: &'a str,
+pub struct NewEntry {
+    pub id: String,
+    pub user_id: String,
+    pub sender: String,
+    pub recipient: String,
+    pub body: String,
+    pub body_hash: String,
     pub now: i64,
+}
+
+impl Status {
+    /// A forward just queued.
+    pub fn queued(e: &NewEntry) -> Self {
+        Status {
+            id: e.id.clone(),
+            to: e.recipient.clone(),
+            state: QUEUED.into(),
+            attempts: 0,
+            created_at: e.now,
+            updated_at: e.now,
+            next_attempt_at: Some(e.now),
+            last_error: None,
+        }
+    }
 }
 
 /// Queue a forward. An id already queued by the same user with the same content is the
 /// same request again (`Ok(false)`); with other content, or by another user, `Err(())`.
-pub async fn insert(c: &mut Conn, e: &NewEntry<'_>) -> Result<Result<bool, ()>, sqlx::Error> {
+pub async fn insert(c: &mut Conn, e: &NewEntry) -> Result<Result<bool, ()>, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO msg_outbox (id, user_id, sender, recipient, body, body_hash, state, attempts, next_attempt_at, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7, $7) ON CONFLICT (id) DO NOTHING",
     )
-    .bind(e.id)
-    .bind(e.user_id)
-    .bind(e.sender)
-    .bind(e.recipient)
-    .bind(e.body)
-    .bind(e.body_hash)
+    .bind(&e.id)
+    .bind(&e.user_id)
+    .bind(&e.sender)
+    .bind(&e.recipient)
+    .bind(&e.body)
+    .bind(&e.body_hash)
     .bind(e.now)
     .execute(&mut *c)
     .await?
@@ -72,7 +88,7 @@ pub async fn insert(c: &mut Conn, e: &NewEntry<'_>) -> Result<Result<bool, ()>, 
         return Ok(Ok(true));
     }
     let row =
-        sqlx::query("SELECT user_id, body_hash FROM msg_outbox WHERE id = $1").bind(e.id).fetch_optional(c).await?;
+        sqlx::query("SELECT user_id, body_hash FROM msg_outbox WHERE id = $1").bind(&e.id).fetch_optional(c).await?;
     Ok(match row {
         Some(r)
             if r.try_get::<String, _>("user_id")? == e.user_id

@@ -13,7 +13,7 @@ use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket};
 use serde_json::{json, Value};
 use sichat_accounts::AuthDevice;
 use sichat_core::ids::now_ms;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 pub const PIURI: &str = "https://didcomm.org/messagepickup/3.0/";
@@ -31,8 +31,8 @@ struct Session {
     me: AuthDevice,
     token: String,
     live: bool,
-    /// Forward ids sent in live mode and not yet acknowledged.
-    in_flight: HashSet<String>,
+    /// Forwards sent in live mode and not yet acknowledged: id → `seq`.
+    in_flight: HashMap<String, i64>,
     /// The newest drop report shown to this device, acknowledged with the next
     /// `messages-received`.
     drops_shown: Option<i64>,
@@ -41,7 +41,7 @@ struct Session {
 /// Serve one device's WebSocket until it closes or its session ends.
 pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut socket: WebSocket) {
     let mut wake = messaging.hub.subscribe(&me.user_id);
-    let mut session = Session { messaging, me, token, live: false, in_flight: HashSet::new(), drops_shown: None };
+    let mut session = Session { messaging, me, token, live: false, in_flight: HashMap::new(), drops_shown: None };
     let mut tick = tokio::time::interval(session.messaging.settings.pickup_recheck);
     tick.tick().await;
     ::metrics::gauge!("sichat_pickup_sessions").increment(1.0);
@@ -132,15 +132,22 @@ impl Session {
                         )])
                     }
                 };
-                let mut tx = self.messaging.db().pool().begin().await?;
-                mailbox::acknowledge(&mut tx, &self.me.user_id, &self.me.device_id, &ids, self.drops_shown.take())
+                let (user_id, device_id) = (self.me.user_id.clone(), self.me.device_id.clone());
+                let (acked, drops_seen) = (Arc::new(ids.clone()), self.drops_shown.take());
+                self.messaging
+                    .writes
+                    .write(move |c| {
+                        let (user_id, device_id, acked) = (user_id.clone(), device_id.clone(), acked.clone());
+                        Box::pin(async move { mailbox::acknowledge(c, &user_id, &device_id, &acked, drops_seen).await })
+                    })
                     .await?;
-                tx.commit().await?;
+                // Arrivals wake the session anyway: only a full window holds anything back.
+                let held_back = self.in_flight.len() >= MAX_IN_FLIGHT;
                 for id in &ids {
                     self.in_flight.remove(id);
                 }
                 let mut replies = vec![self.status(Some(&thid)).await?];
-                if self.live {
+                if self.live && held_back {
                     replies.extend(self.push().await?);
                 }
                 Ok(replies)
@@ -170,17 +177,23 @@ impl Session {
     async fn push(&mut self) -> Result<Vec<Value>, sqlx::Error> {
         let mut out = Vec::new();
         while self.in_flight.len() < MAX_IN_FLIGHT {
+            // The queue's head from the index, then the envelopes of what is not yet out.
             let window = (self.in_flight.len() as i64) + BATCH;
             let mut conn = self.messaging.db().reads().acquire().await?;
-            let pending = mailbox::pending(&mut conn, &self.me.device_id, window).await?;
-            drop(conn);
-            let fresh: Vec<Stored> = pending.into_iter().filter(|m| !self.in_flight.contains(&m.id)).collect();
+            let out_seqs: HashSet<i64> = self.in_flight.values().copied().collect();
+            let head = mailbox::pending_seqs(&mut conn, &self.me.device_id, window).await?;
+            let fresh: Vec<i64> = head.iter().copied().filter(|s| !out_seqs.contains(s)).collect();
             if fresh.is_empty() {
                 break;
             }
-            self.in_flight.extend(fresh.iter().map(|m| m.id.clone()));
-            out.push(delivery(None, &fresh));
-            if (fresh.len() as i64) < BATCH {
+            let batch = mailbox::by_seqs(&mut conn, &fresh).await?;
+            drop(conn);
+            if batch.is_empty() {
+                break; // acknowledged by now
+            }
+            self.in_flight.extend(batch.iter().map(|m| (m.id.clone(), m.seq)));
+            out.push(delivery(None, &batch));
+            if (head.len() as i64) < window {
                 break;
             }
         }

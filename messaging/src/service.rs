@@ -12,6 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sichat_accounts::{Accounts, AuthDevice};
 use sichat_core::db::Db;
+use sichat_core::group_commit::GroupCommit;
 use sichat_core::did::Did;
 use sichat_core::ids::{b64url, b64url_decode, now_ms};
 use sichat_core::node::NodeIdentity;
@@ -103,6 +104,8 @@ const RECEIVED_MEMORY_MS: i64 = 7 * 24 * 3_600_000;
 
 pub struct Messaging {
     db: Db,
+    /// The mailbox's and outbox's hot writes, sharing transactions on SQLite.
+    pub(crate) writes: GroupCommit,
     accounts: Arc<Accounts>,
     issuer: Arc<Issuer>,
     verifier: Arc<Verifier>,
@@ -131,6 +134,7 @@ impl Messaging {
             sends: limiter(settings.send_rate),
             nodes: limiter(settings.node_rate),
             senders: limiter(settings.sender_rate),
+            writes: GroupCommit::new(db.clone(), "messaging"),
             db,
             accounts,
             issuer,
@@ -195,23 +199,32 @@ impl Messaging {
         let body =
             std::str::from_utf8(body).map_err(|_| MessagingError::Malformed("the message is not UTF-8".into()))?;
         let now = now_ms();
-        let entry = NewEntry {
-            id: &forward.id,
-            user_id: &me.user_id,
-            sender: sender.as_str(),
-            recipient: forward.next.as_str(),
-            body,
-            body_hash: &hash(body.as_bytes()),
+        let entry = Arc::new(NewEntry {
+            id: forward.id.clone(),
+            user_id: me.user_id.clone(),
+            sender: sender.to_string(),
+            recipient: forward.next.to_string(),
+            body_hash: hash(body.as_bytes()),
+            body: body.to_owned(),
             now,
+        });
+        let queued = entry.clone();
+        let inserted = self.writes.write(move |c| {
+            let e = queued.clone();
+            Box::pin(async move { outbox::insert(c, &e).await })
+        });
+        let fresh = match inserted.await? {
+            Ok(fresh) => fresh,
+            Err(()) => return Err(MessagingError::DuplicateId(forward.id)),
         };
-        let mut conn = self.db.pool().acquire().await?;
-        if outbox::insert(&mut conn, &entry).await?.is_err() {
-            return Err(MessagingError::DuplicateId(forward.id));
-        }
-        let status = outbox::status(&mut conn, &me.user_id, &forward.id)
-            .await?
-            .ok_or_else(|| MessagingError::internal("a queued message vanished"))?;
-        drop(conn);
+        let status = if fresh {
+            outbox::Status::queued(&entry)
+        } else {
+            // The same request again: say where the first one is.
+            outbox::status(&mut *self.db.reads().acquire().await?, &me.user_id, &forward.id)
+                .await?
+                .ok_or_else(|| MessagingError::internal("a queued message vanished"))?
+        };
         self.outbox_ready.notify_one();
         ::metrics::counter!("sichat_messages_sent_total").increment(1);
         Ok(status)
@@ -374,10 +387,9 @@ impl Messaging {
         let name = self
             .local_user_name(&forward.next)
             .ok_or_else(|| MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next)))?;
-        let user_id =
-            self.accounts.active_user_id(&name).await?.ok_or_else(|| {
-                MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next))
-            })?;
+        let (user_id, devices) = self.accounts.active_user_with_devices(&name).await?.ok_or_else(|| {
+            MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next))
+        })?;
         if from.node != *self.node.did() && self.nodes.check_key(&from.node.to_string()).is_err() {
             return Err(MessagingError::RateLimited("your node is delivering too fast".into()));
         }
@@ -385,29 +397,37 @@ impl Messaging {
             return Err(MessagingError::RateLimited("this sender is sending too fast".into()));
         }
         let body_hash = hash(body);
-        // A redelivery is answered before the policy, which may have changed since.
-        match mailbox::received_hash(&mut *self.db.reads().acquire().await?, &user_id, &forward.id).await? {
-            Some(h) if h == body_hash => return Ok(Received::Duplicate),
-            Some(_) => return Err(MessagingError::DuplicateId(forward.id)),
-            None => {}
-        }
-        let folder = self.judge(&user_id, &forward, from).await?;
-        let devices = self.accounts.active_device_ids(&user_id).await?;
+        let folder = match self.judge(&user_id, &forward, from).await {
+            Ok(folder) => folder,
+            Err(refused) => {
+                // A redelivery is answered as such, whatever the policy says now.
+                let mut conn = self.db.reads().acquire().await?;
+                return match mailbox::received_hash(&mut conn, &user_id, &forward.id).await? {
+                    Some(h) if h == body_hash => Ok(Received::Duplicate),
+                    Some(_) => Err(MessagingError::DuplicateId(forward.id)),
+                    None => Err(refused),
+                };
+            }
+        };
         let now = now_ms();
-        let message = NewMessage {
-            user_id: &user_id,
-            id: &forward.id,
-            sender: from.sender.as_str(),
+        let message = Arc::new(NewMessage {
+            user_id: user_id.clone(),
+            id: forward.id.clone(),
+            sender: from.sender.to_string(),
             folder: folder.as_str(),
-            envelope: &serde_json::to_string(&forward.envelope).map_err(MessagingError::internal)?,
-            body_hash: &body_hash,
+            envelope: serde_json::to_string(&forward.envelope).map_err(MessagingError::internal)?,
+            body_hash,
             presentation: forward.presentation.is_some(),
             received_at: now,
-        };
-        let mut tx = self.db.pool().begin().await?;
-        let inserted =
-            mailbox::insert(&mut tx, self.db.backend(), &message, &devices, self.settings.quota_bytes).await?;
-        tx.commit().await?;
+        });
+        let (backend, quota) = (self.db.backend(), self.settings.quota_bytes);
+        let inserted = self
+            .writes
+            .write(move |c| {
+                let (message, devices) = (message.clone(), devices.clone());
+                Box::pin(async move { mailbox::insert(c, backend, &message, &devices, quota).await })
+            })
+            .await?;
         match inserted {
             Inserted::New { dropped } => {
                 self.hub.wake(&user_id);
