@@ -47,7 +47,10 @@ pub async fn active_user_with_devices(c: &mut Conn, name: &str) -> Result<Option
     .await?;
     let Some(first) = rows.first() else { return Ok(None) };
     let user_id: String = first.try_get("user_id")?;
-    let devices = rows.iter().filter_map(|r| r.try_get::<Option<String>, _>("device_id").transpose()).collect::<Result<_, _>>()?;
+    let devices = rows
+        .iter()
+        .filter_map(|r| r.try_get::<Option<String>, _>("device_id").transpose())
+        .collect::<Result<_, _>>()?;
     Ok(Some((user_id, devices)))
 }
 

@@ -130,7 +130,7 @@ fn check_status(what: &str, r: &Response, want: StatusCode) -> Result<()> {
     Ok(())
 }
 
-async fn json_ok(what: &str, r: Response) -> Result<Value> {
+async fn json_ok<T: serde::de::DeserializeOwned>(what: &str, r: Response) -> Result<T> {
     let status = r.status();
     let body = r.bytes().await?;
     if status != StatusCode::OK {
@@ -161,10 +161,10 @@ impl Op {
             .build()?;
         let issuer = issuer.trim_end_matches('/').to_owned();
         let discovery_url = format!("{issuer}/.well-known/openid-configuration");
-        let meta = json_ok("discovery", http.get(&discovery_url).send().await?).await?;
+        let meta: Value = json_ok("discovery", http.get(&discovery_url).send().await?).await?;
         ensure!(meta["issuer"] == issuer.as_str(), "discovery names issuer {} instead of {issuer}", meta["issuer"]);
         let endpoint = |k: &str| meta[k].as_str().map(str::to_owned).with_context(|| format!("{k} in discovery"));
-        let jwks = json_ok("jwks", http.get(endpoint("jwks_uri")?).send().await?).await?;
+        let jwks: Value = json_ok("jwks", http.get(endpoint("jwks_uri")?).send().await?).await?;
         let mut keys = HashMap::new();
         for k in jwks["keys"].as_array().context("keys in the JWKS")? {
             if k["kty"] != "RSA" {
@@ -237,17 +237,24 @@ impl Op {
         }
     }
 
+    /// The whole document is parsed as JSON; only the fields checked are kept.
     async fn discovery(&self) -> Result<()> {
-        let meta = json_ok("discovery", self.http.get(&self.discovery_url).send().await?).await?;
-        ensure!(meta["issuer"] == self.issuer.as_str(), "discovery: wrong issuer {}", meta["issuer"]);
-        ensure!(meta["token_endpoint"] == self.token_endpoint.as_str(), "discovery: wrong token_endpoint");
-        ensure!(meta["jwks_uri"].is_string(), "discovery: no jwks_uri");
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            issuer: String,
+            token_endpoint: String,
+            jwks_uri: String,
+        }
+        let meta: Meta = json_ok("discovery", self.http.get(&self.discovery_url).send().await?).await?;
+        ensure!(meta.issuer == self.issuer, "discovery: wrong issuer {}", meta.issuer);
+        ensure!(meta.token_endpoint == self.token_endpoint, "discovery: wrong token_endpoint");
+        ensure!(!meta.jwks_uri.is_empty(), "discovery: no jwks_uri");
         Ok(())
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value> {
         let r = self.http.post(&self.token_endpoint).header(AUTHORIZATION, &self.basic).form(form).send().await?;
-        let v = json_ok("token", r).await?;
+        let v: Value = json_ok("token", r).await?;
         ensure!(v["access_token"].as_str().is_some_and(|t| !t.is_empty()), "token: no access_token in {v}");
         ensure!(v["token_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")), "token: token_type {v}");
         ensure!(v["expires_in"].as_i64().is_some_and(|e| e > 0), "token: expires_in {v}");
@@ -266,7 +273,7 @@ impl Op {
             .form(&[("token", self.introspected.as_str())])
             .send()
             .await?;
-        let v = json_ok("introspection", r).await?;
+        let v: Value = json_ok("introspection", r).await?;
         ensure!(v["active"] == true, "introspection: the token is not active: {v}");
         ensure!(v["client_id"] == self.client.id.as_str(), "introspection: wrong client_id in {v}");
         Ok(())

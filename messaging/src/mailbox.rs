@@ -129,7 +129,11 @@ pub async fn insert(
         == 1;
     if !first {
         let hash = received_hash(c, &m.user_id, &m.id).await?;
-        return Ok(if hash.as_deref() == Some(m.body_hash.as_str()) { Inserted::Duplicate } else { Inserted::Conflict });
+        return Ok(if hash.as_deref() == Some(m.body_hash.as_str()) {
+            Inserted::Duplicate
+        } else {
+            Inserted::Conflict
+        });
     }
     let size = m.envelope.len() as i64;
     let seq: i64 = sqlx::query(
@@ -375,7 +379,8 @@ pub async fn acknowledge(
         for s in &seqs {
             q = q.bind(s);
         }
-        let sizes: Vec<i64> = q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("size")).collect::<Result<_, _>>()?;
+        let sizes: Vec<i64> =
+            q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("size")).collect::<Result<_, _>>()?;
         take_off_usage(c, user_id, sizes.len() as i64, sizes.iter().sum()).await?;
     }
     if let Some(seen) = drops_seen {

@@ -12,8 +12,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sichat_accounts::{Accounts, AuthDevice};
 use sichat_core::db::Db;
-use sichat_core::group_commit::GroupCommit;
 use sichat_core::did::Did;
+use sichat_core::group_commit::GroupCommit;
 use sichat_core::ids::{b64url, b64url_decode, now_ms};
 use sichat_core::node::NodeIdentity;
 use sichat_core::resolver::Resolver;
@@ -387,9 +387,10 @@ impl Messaging {
         let name = self
             .local_user_name(&forward.next)
             .ok_or_else(|| MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next)))?;
-        let (user_id, devices) = self.accounts.active_user_with_devices(&name).await?.ok_or_else(|| {
-            MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next))
-        })?;
+        let (user_id, devices) =
+            self.accounts.active_user_with_devices(&name).await?.ok_or_else(|| {
+                MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next))
+            })?;
         if from.node != *self.node.did() && self.nodes.check_key(&from.node.to_string()).is_err() {
             return Err(MessagingError::RateLimited("your node is delivering too fast".into()));
         }

@@ -97,8 +97,8 @@ impl Device {
         let (id, body) = self.forward(to, text).await;
         let (status, answer) = self.post(body).await;
         assert_eq!(status, 202, "send: {answer}");
-        // The delivery worker may already have delivered it by the time the answer is read.
-        assert!(["queued", "delivered"].contains(&answer["state"].as_str().unwrap_or("")), "{answer}");
+        // A new forward is answered from its insert: queued, whatever the worker does next.
+        assert_eq!(answer["state"], "queued", "{answer}");
         id
     }
 

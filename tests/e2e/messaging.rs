@@ -46,8 +46,8 @@ async fn send(wallet: &Path, to: &str, text: &str, extra: &[&str]) -> String {
     let out = sichat(wallet, &args).await;
     assert!(out.status.success(), "send to {to}: {}", stderr(&out));
     let sent = json(&out);
-    // The delivery worker may already have delivered it by the time the answer is read.
-    assert!(["queued", "delivered"].contains(&sent["state"].as_str().unwrap_or("")), "{sent}");
+    // A new forward is answered from its insert: queued, whatever the worker does next.
+    assert_eq!(sent["state"], "queued", "{sent}");
     sent["id"].as_str().expect("id").to_owned()
 }
 
