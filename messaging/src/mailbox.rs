@@ -152,9 +152,13 @@ pub async fn insert(
     .await?
     .try_get("seq")?;
     for chunk in devices.chunks(100) {
-        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1)", i + 2)).collect();
-        let sql = format!("INSERT INTO msg_pending (device_id, seq) VALUES {}", values.join(", "));
-        let mut q = sqlx::query(&sql).bind(seq);
+        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1, $2, $3, $4)", i + 5)).collect();
+        let sql = format!(
+            "INSERT INTO msg_pending (device_id, seq, size, request, received_at) VALUES {}",
+            values.join(", ")
+        );
+        let request = i64::from(m.folder == crate::policy::Folder::Requests.as_str());
+        let mut q = sqlx::query(&sql).bind(seq).bind(size).bind(request).bind(m.received_at);
         for d in chunk {
             q = q.bind(d);
         }
@@ -304,10 +308,9 @@ pub async fn pending(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<St
 /// What `device_id` has waiting.
 pub async fn queue(c: &mut Conn, device_id: &str) -> Result<Queue, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(m.size), 0) AS BIGINT) AS bytes, \
-         CAST(COALESCE(SUM(CASE WHEN m.folder = 'requests' THEN 1 ELSE 0 END), 0) AS BIGINT) AS requests, \
-         MIN(m.received_at) AS oldest, MAX(m.received_at) AS newest \
-         FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq WHERE p.device_id = $1",
+        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, \
+         CAST(COALESCE(SUM(request), 0) AS BIGINT) AS requests, MIN(received_at) AS oldest, \
+         MAX(received_at) AS newest FROM msg_pending WHERE device_id = $1",
     )
     .bind(device_id)
     .fetch_one(c)
