@@ -9,15 +9,36 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
 
-/// The `NOTIFY` channel; its payload is a user id.
+/// The `NOTIFY` channel; its payload is `<origin> <user id>`, the origin naming the
+/// process that committed (which has woken its own sessions already).
 pub const CHANNEL: &str = "sichat_mailbox";
 
-#[derive(Default)]
 pub struct Hub {
     users: Mutex<HashMap<String, watch::Sender<u64>>>,
+    origin: String,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self { users: Mutex::default(), origin: sichat_core::ids::new_id() }
+    }
 }
 
 impl Hub {
+    /// The `NOTIFY` payload announcing a message for `user_id`.
+    pub fn notice(&self, user_id: &str) -> String {
+        format!("{} {user_id}", self.origin)
+    }
+
+    /// Wake the sessions a `NOTIFY` payload names, unless this process sent it.
+    fn on_notice(&self, payload: &str) {
+        match payload.split_once(' ') {
+            Some((origin, _)) if origin == self.origin => {}
+            Some((_, user_id)) => self.wake(user_id),
+            None => self.wake(payload),
+        }
+    }
+
     /// Subscribe before reading the queue: whatever commits after the read wakes the
     /// receiver, so nothing falls between reading and waiting.
     pub fn subscribe(&self, user_id: &str) -> watch::Receiver<u64> {
@@ -50,7 +71,7 @@ pub async fn listen(db: Db, hub: std::sync::Arc<Hub>) {
                 } else {
                     loop {
                         match listener.recv().await {
-                            Ok(n) => hub.wake(n.payload()),
+                            Ok(n) => hub.on_notice(n.payload()),
                             Err(e) => {
                                 tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
                                 break;
@@ -62,5 +83,23 @@ pub async fn listen(db: Db, hub: std::sync::Arc<Hub>) {
             Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for new messages; retrying"),
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_notices_are_skipped_others_wake() {
+        let (hub, other) = (Hub::default(), Hub::default());
+        let mut rx = hub.subscribe("u1");
+        hub.on_notice(&hub.notice("u1"));
+        assert!(!rx.has_changed().unwrap(), "this process woke its sessions already");
+        hub.on_notice(&other.notice("u1"));
+        assert!(rx.has_changed().unwrap(), "another replica's message wakes");
+        rx.borrow_and_update();
+        hub.on_notice("u1");
+        assert!(rx.has_changed().unwrap(), "a bare user id (an older replica) wakes");
     }
 }

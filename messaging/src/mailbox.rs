@@ -105,13 +105,15 @@ pub async fn recent_requests(c: &mut Conn, user_id: &str, sender: &str, since: i
 }
 
 /// Keep `m` for every device in `devices`, inside the caller's transaction, then drop the
-/// user's oldest messages while the mailbox is over `quota` bytes.
+/// user's oldest messages while the mailbox is over `quota` bytes. On PostgreSQL, `notice`
+/// is `NOTIFY`ed to the other replicas with the commit.
 pub async fn insert(
     c: &mut Conn,
     backend: Backend,
     m: &NewMessage,
     devices: &[String],
     quota: i64,
+    notice: &str,
 ) -> Result<Inserted, sqlx::Error> {
     let first = sqlx::query(
         "INSERT INTO msg_received (user_id, id, body_hash, sender, folder, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -178,7 +180,7 @@ pub async fn insert(
         dropped = drop_oldest(c, &m.user_id, used - quota, seq, m.received_at).await?;
     }
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(crate::live::CHANNEL).bind(&m.user_id).execute(&mut *c).await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(crate::live::CHANNEL).bind(notice).execute(&mut *c).await?;
     }
     Ok(Inserted::New { dropped })
 }

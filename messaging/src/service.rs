@@ -422,11 +422,12 @@ impl Messaging {
             received_at: now,
         });
         let (backend, quota) = (self.db.backend(), self.settings.quota_bytes);
+        let notice = Arc::new(self.hub.notice(&user_id));
         let inserted = self
             .writes
             .write(move |c| {
-                let (message, devices) = (message.clone(), devices.clone());
-                Box::pin(async move { mailbox::insert(c, backend, &message, &devices, quota).await })
+                let (message, devices, notice) = (message.clone(), devices.clone(), notice.clone());
+                Box::pin(async move { mailbox::insert(c, backend, &message, &devices, quota, &notice).await })
             })
             .await?;
         match inserted {

@@ -5,6 +5,7 @@ mod accounts;
 mod bad_input;
 mod browser;
 mod crash;
+mod group_commit;
 mod issuer;
 mod mailbox;
 mod messaging;

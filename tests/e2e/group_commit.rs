@@ -1,11 +1,13 @@
-//! Group commit on both backends: every acknowledged write is stored and answers its own
-//! result, and a failing write fails alone while the writes batched beside it are stored.
+//! Group commit (`sichat_core::group_commit`) on both backends: every acknowledged write is
+//! stored and answers its own result, and a failing write fails alone while the writes
+//! batched beside it are stored.
 
 use sichat_core::db::Db;
 use sichat_core::group_commit::GroupCommit;
-use sichat_core::ids::new_id;
-use sqlx::{Connection, Executor, PgConnection};
+use sichat_e2e::{storage_tests, Backend, TempDir, TestDb};
 use std::sync::Arc;
+
+storage_tests!(batched_writes_answer_alone);
 
 async fn count(db: &Db) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM gc_rows").fetch_one(db.pool()).await.expect("count")
@@ -25,7 +27,10 @@ async fn insert(writes: &GroupCommit, k: String) -> Result<(u64, String), sqlx::
         .await
 }
 
-async fn exercise(db: Db) {
+async fn batched_writes_answer_alone(backend: Backend) {
+    let dir = TempDir::new("group-commit");
+    let Some(test_db) = TestDb::create(backend, dir.path()).await else { return };
+    let db = Db::open(&test_db.url).await.expect("database");
     sqlx::query("CREATE TABLE gc_rows (k TEXT PRIMARY KEY)").execute(db.pool()).await.expect("table");
     let writes = Arc::new(GroupCommit::new(db.clone(), "test"));
 
@@ -57,32 +62,5 @@ async fn exercise(db: Db) {
     }
     assert_eq!(failed, vec![30], "only the duplicate fails");
     assert_eq!(count(&db).await, 359);
-}
-
-#[tokio::test]
-async fn group_commit_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("sichat-group-commit-{}", new_id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let db = Db::open(&Db::sqlite_url(&dir.join("t.db"))).await.expect("sqlite");
-    exercise(db.clone()).await;
     db.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
-async fn group_commit_on_postgres() {
-    let admin = std::env::var("SICHAT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = match PgConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => panic!("PostgreSQL: {e}"),
-        Err(e) => return eprintln!("SKIPPING group_commit_on_postgres: PostgreSQL unreachable at {admin}: {e}"),
-    };
-    let name = format!("sichat_test_{}", new_id().to_lowercase().replace('-', ""));
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
-    let db = Db::open(&format!("{base}/{name}")).await.expect("postgres");
-    exercise(db.clone()).await;
-    db.close().await;
-    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.expect("drop database");
 }
