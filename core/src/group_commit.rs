@@ -8,8 +8,10 @@
 //! batch is rolled back and its writes run again, one transaction each, so a failing write
 //! fails alone. A write may therefore run more than once, but it commits at most once.
 //!
-//! PostgreSQL commits concurrently on its pool, so there each write is simply its own
-//! transaction.
+//! PostgreSQL commits concurrently on its pool, so there each write is by default its own
+//! transaction. Writes that all update a few hot rows (a user's mailbox usage) queue on
+//! those rows' locks, each held through its commit's flush; [`GroupCommit::on_both`]
+//! batches them on PostgreSQL too.
 
 use crate::db::{Backend, Db};
 use sqlx::AnyConnection;
@@ -39,7 +41,17 @@ impl GroupCommit {
     /// On SQLite, starts the committing task (so: inside a tokio runtime). `name` labels
     /// its metrics.
     pub fn new(db: Db, name: &'static str) -> Self {
-        let queue = (db.backend() == Backend::Sqlite).then(|| {
+        let batch = db.backend() == Backend::Sqlite;
+        Self::start(db, name, batch)
+    }
+
+    /// Batches on PostgreSQL as well as on SQLite.
+    pub fn on_both(db: Db, name: &'static str) -> Self {
+        Self::start(db, name, true)
+    }
+
+    fn start(db: Db, name: &'static str, batch: bool) -> Self {
+        let queue = batch.then(|| {
             let (send, receive) = mpsc::channel(4 * MAX_BATCH);
             tokio::spawn(run(db.clone(), name, receive));
             send

@@ -134,7 +134,7 @@ impl Messaging {
             sends: limiter(settings.send_rate),
             nodes: limiter(settings.node_rate),
             senders: limiter(settings.sender_rate),
-            writes: GroupCommit::new(db.clone(), "messaging"),
+            writes: GroupCommit::on_both(db.clone(), "messaging"),
             db,
             accounts,
             issuer,

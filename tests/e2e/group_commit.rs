@@ -1,4 +1,4 @@
-//! Group commit (`sichat_core::group_commit`) on both backends: every acknowledged write is
+//! Group commit (`sichat_core::group_commit`, batching on both backends): every acknowledged write is
 //! stored and answers its own result, and a failing write fails alone while the writes
 //! batched beside it are stored.
 
@@ -32,7 +32,7 @@ async fn batched_writes_answer_alone(backend: Backend) {
     let Some(test_db) = TestDb::create(backend, dir.path()).await else { return };
     let db = Db::open(&test_db.url).await.expect("database");
     sqlx::query("CREATE TABLE gc_rows (k TEXT PRIMARY KEY)").execute(db.pool()).await.expect("table");
-    let writes = Arc::new(GroupCommit::new(db.clone(), "test"));
+    let writes = Arc::new(GroupCommit::on_both(db.clone(), "test"));
 
     // Many at once: each answers its own result, and all are stored.
     let tasks: Vec<_> = (0..300)
