@@ -422,7 +422,7 @@ impl Messaging {
             received_at: now,
         });
         let (backend, quota) = (self.db.backend(), self.settings.quota_bytes);
-        let notice = Arc::new(self.hub.notice(&user_id));
+        let (devices, notice) = (Arc::new(devices), Arc::new(self.hub.notice(&user_id)));
         let inserted = self
             .writes
             .write(move |c| {
