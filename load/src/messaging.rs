@@ -30,6 +30,7 @@
 use crate::{on_loopback, register, session, Args, Device, Target};
 use anyhow::{bail, ensure, Context, Result};
 use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sichat_core::did::Did;
 use sichat_core::ids::new_id;
@@ -141,7 +142,7 @@ struct Track {
     first_error: Mutex<Option<String>>,
     /// Envelopes kept to unpack after the run: every `sample_every`th message.
     sample_every: usize,
-    samples: Mutex<Vec<(usize, Value)>>,
+    samples: Mutex<Vec<(usize, String)>>,
 }
 
 impl Track {
@@ -216,6 +217,30 @@ async fn say(ws: &mut Socket, kind: &str, body: Value) -> Result<()> {
     Ok(())
 }
 
+/// A frame from the node, read only as far as the tool needs: envelopes stay raw text.
+#[derive(serde::Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type")]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    #[serde(default)]
+    attachments: Vec<Delivered<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delivered<'a> {
+    id: Option<String>,
+    #[serde(borrow)]
+    data: DeliveredData<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeliveredData<'a> {
+    #[serde(borrow)]
+    json: Option<&'a RawValue>,
+}
+
 /// The recipient's device in live mode: record each delivered message, acknowledge every
 /// `delivery` as soon as it arrives. Ends when `stop` fires or the socket closes.
 async fn pick_up(mut ws: Socket, track: Arc<Track>, stop: Arc<tokio::sync::Notify>) -> Result<Socket> {
@@ -233,30 +258,31 @@ async fn pick_up(mut ws: Socket, track: Arc<Track>, stop: Arc<tokio::sync::Notif
             None => bail!("the node closed the pickup WebSocket"),
         };
         let at = track.now();
-        let v: Value = serde_json::from_str(text.as_str())?;
-        let kind = v["type"].as_str().unwrap_or("");
-        if kind == PROBLEM {
-            track.error(format!("problem report on the pickup WebSocket: {}", v["body"]));
+        let frame: Incoming = serde_json::from_str(text.as_str())?;
+        if frame.kind == PROBLEM {
+            track.error(format!("problem report on the pickup WebSocket: {}", frame.body.map_or("", RawValue::get)));
             continue;
         }
-        if kind != format!("{PICKUP}delivery") {
+        if frame.kind.strip_prefix(PICKUP) != Some("delivery") {
             continue;
         }
         let mut ids = Vec::new();
-        for a in v["attachments"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            let Some(id) = a["id"].as_str() else {
-                track.error(format!("a delivered attachment without an id: {a}"));
+        for a in frame.attachments {
+            let Some(id) = a.id else {
+                track.error("a delivered attachment without an id".into());
                 continue;
             };
-            ids.push(id.to_owned());
-            let Some(&i) = track.index.get(id) else {
+            let known = track.index.get(&id).copied();
+            ids.push(id);
+            let Some(i) = known else {
                 track.unknown.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             if track.arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                 track.delivered.fetch_add(1, Ordering::Relaxed);
                 if i % track.sample_every == 0 {
-                    track.samples.lock().unwrap_or_else(|p| p.into_inner()).push((i, a["data"]["json"].clone()));
+                    let envelope = a.data.json.map(|e| e.get().to_owned()).unwrap_or_default();
+                    track.samples.lock().unwrap_or_else(|p| p.into_inner()).push((i, envelope));
                 }
             } else {
                 track.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -291,7 +317,7 @@ async fn check_samples(track: &Track, recipient: &Party, sender: &Did) -> Result
     let keys = [recipient.agreement()?];
     let samples = std::mem::take(&mut *track.samples.lock().unwrap_or_else(|p| p.into_inner()));
     for (i, envelope) in &samples {
-        let opened = unpack(envelope.to_string().as_bytes(), &keys, &resolver, &UnpackOptions::default())
+        let opened = unpack(envelope.as_bytes(), &keys, &resolver, &UnpackOptions::default())
             .await
             .with_context(|| format!("unpacking delivered message {i}"))?;
         ensure!(opened.authcrypted() && opened.signed(), "message {i} arrived neither authcrypted nor signed");

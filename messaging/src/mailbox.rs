@@ -62,6 +62,8 @@ pub struct Queue {
     pub requests: i64,
     pub oldest: Option<i64>,
     pub newest: Option<i64>,
+    /// The newest drop report the device has not acknowledged, if any.
+    pub unseen_drop: Option<i64>,
 }
 
 const STORED_COLUMNS: &str = "m.seq, m.id, m.sender, m.folder, m.envelope, m.size, m.presentation, m.received_at";
@@ -271,50 +273,40 @@ async fn record_drop(
     Ok(())
 }
 
-/// The `seq`s of the oldest messages `device_id` has not acknowledged, at most `limit`
-/// (from the index alone).
-pub async fn pending_seqs(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<i64>, sqlx::Error> {
-    let rows = sqlx::query("SELECT seq FROM msg_pending WHERE device_id = $1 ORDER BY seq LIMIT $2")
-        .bind(device_id)
-        .bind(limit)
-        .fetch_all(c)
-        .await?;
-    rows.iter().map(|r| r.try_get("seq")).collect()
+/// The oldest messages `device_id` has not acknowledged, leaving out the `seq`s in
+/// `skip` (those already in flight to it), at most `limit`.
+pub async fn pending(
+    c: &mut Conn,
+    backend: Backend,
+    device_id: &str,
+    skip: &[i64],
+    limit: i64,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    // One statement whatever `skip` holds: the list goes as one JSON parameter.
+    let skipped = match backend {
+        Backend::Sqlite => "SELECT value FROM json_each($2)",
+        Backend::Postgres => "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST($2 AS JSONB))",
+    };
+    let sql = format!(
+        "SELECT {STORED_COLUMNS} FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq \
+         WHERE p.device_id = $1 AND p.seq NOT IN ({skipped}) ORDER BY p.seq LIMIT $3"
+    );
+    let skip = serde_json::to_string(skip).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let rows = sqlx::query(&sql).bind(device_id).bind(skip).bind(limit).fetch_all(c).await?;
+    rows.iter().map(stored).collect()
 }
 
-/// The messages with these `seq`s, oldest first.
-pub async fn by_seqs(c: &mut Conn, seqs: &[i64]) -> Result<Vec<Stored>, sqlx::Error> {
-    let mut out = Vec::with_capacity(seqs.len());
-    for chunk in seqs.chunks(200) {
-        let sql = format!(
-            "SELECT {STORED_COLUMNS} FROM msg_mailbox m WHERE m.seq IN ({}) ORDER BY m.seq",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q.bind(s);
-        }
-        for r in q.fetch_all(&mut *c).await? {
-            out.push(stored(&r)?);
-        }
-    }
-    Ok(out)
-}
-
-/// The oldest messages `device_id` has not acknowledged, at most `limit`.
-pub async fn pending(c: &mut Conn, device_id: &str, limit: i64) -> Result<Vec<Stored>, sqlx::Error> {
-    let seqs = pending_seqs(c, device_id, limit).await?;
-    by_seqs(c, &seqs).await
-}
-
-/// What `device_id` has waiting.
-pub async fn queue(c: &mut Conn, device_id: &str) -> Result<Queue, sqlx::Error> {
+/// What `device_id` has waiting, and the newest drop report it has not seen.
+pub async fn queue(c: &mut Conn, user_id: &str, device_id: &str) -> Result<Queue, sqlx::Error> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, \
          CAST(COALESCE(SUM(request), 0) AS BIGINT) AS requests, MIN(received_at) AS oldest, \
-         MAX(received_at) AS newest FROM msg_pending WHERE device_id = $1",
+         MAX(received_at) AS newest, (SELECT MAX(d.seq) FROM msg_drops d WHERE d.user_id = $2 \
+         AND d.seq > COALESCE((SELECT s.seq FROM msg_drops_seen s WHERE s.device_id = $1), 0)) AS unseen_drop \
+         FROM msg_pending WHERE device_id = $1",
     )
     .bind(device_id)
+    .bind(user_id)
     .fetch_one(c)
     .await?;
     Ok(Queue {
@@ -323,6 +315,7 @@ pub async fn queue(c: &mut Conn, device_id: &str) -> Result<Queue, sqlx::Error> 
         requests: row.try_get("requests")?,
         oldest: row.try_get("oldest")?,
         newest: row.try_get("newest")?,
+        unseen_drop: row.try_get("unseen_drop")?,
     })
 }
 

@@ -49,6 +49,8 @@ pub struct NewEntry {
     pub body: String,
     pub body_hash: String,
     pub now: i64,
+    /// When the worker may take it: `now`, or later if it is leased already.
+    pub next_attempt_at: i64,
 }
 
 impl Status {
@@ -67,12 +69,27 @@ impl Status {
     }
 }
 
+impl NewEntry {
+    /// This forward as the delivery worker takes it.
+    pub fn to_attempt(&self) -> Entry {
+        Entry {
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            sender: self.sender.clone(),
+            recipient: self.recipient.clone(),
+            body: self.body.clone(),
+            attempts: 0,
+            created_at: self.now,
+        }
+    }
+}
+
 /// Queue a forward. An id already queued by the same user with the same content is the
 /// same request again (`Ok(false)`); with other content, or by another user, `Err(())`.
 pub async fn insert(c: &mut Conn, e: &NewEntry) -> Result<Result<bool, ()>, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO msg_outbox (id, user_id, sender, recipient, body, body_hash, state, attempts, next_attempt_at, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $7, $7, $7) ON CONFLICT (id) DO NOTHING",
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $8, $7, $7) ON CONFLICT (id) DO NOTHING",
     )
     .bind(&e.id)
     .bind(&e.user_id)
@@ -81,6 +98,7 @@ pub async fn insert(c: &mut Conn, e: &NewEntry) -> Result<Result<bool, ()>, sqlx
     .bind(&e.body)
     .bind(&e.body_hash)
     .bind(e.now)
+    .bind(e.next_attempt_at)
     .execute(&mut *c)
     .await?
     .rows_affected();

@@ -10,10 +10,12 @@
 use crate::mailbox::{self, Stored};
 use crate::{Message, Messaging};
 use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sichat_accounts::AuthDevice;
 use sichat_core::ids::now_ms;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const PIURI: &str = "https://didcomm.org/messagepickup/3.0/";
@@ -78,7 +80,7 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
             }
         };
         for reply in replies {
-            if socket.send(Frame::Text(reply.to_string().into())).await.is_err() {
+            if socket.send(Frame::Text(reply.into())).await.is_err() {
                 ::metrics::gauge!("sichat_pickup_sessions").decrement(1.0);
                 return;
             }
@@ -88,7 +90,7 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
 }
 
 impl Session {
-    async fn on_frame(&mut self, text: &str) -> Result<Vec<Value>, sqlx::Error> {
+    async fn on_frame(&mut self, text: &str) -> Result<Vec<String>, sqlx::Error> {
         if text.len() > MAX_FRAME {
             return Ok(vec![problem(None, "e.p.msg.too-large", "the frame is too large")]);
         }
@@ -112,7 +114,8 @@ impl Session {
             "delivery-request" => {
                 let limit = message.body.get("limit").and_then(Value::as_i64).unwrap_or(10).clamp(1, 1000);
                 let mut conn = self.messaging.db().reads().acquire().await?;
-                let batch = mailbox::pending(&mut conn, &self.me.device_id, limit).await?;
+                let backend = self.messaging.db().backend();
+                let batch = mailbox::pending(&mut conn, backend, &self.me.device_id, &[], limit).await?;
                 drop(conn);
                 if batch.is_empty() {
                     return Ok(vec![self.status(Some(&thid)).await?]);
@@ -174,36 +177,34 @@ impl Session {
     }
 
     /// Live mode: send what is pending and not yet in flight, oldest first.
-    async fn push(&mut self) -> Result<Vec<Value>, sqlx::Error> {
+    async fn push(&mut self) -> Result<Vec<String>, sqlx::Error> {
         let mut out = Vec::new();
+        let backend = self.messaging.db().backend();
         while self.in_flight.len() < MAX_IN_FLIGHT {
-            // The queue's head from the index, then the envelopes of what is not yet out.
-            let window = (self.in_flight.len() as i64) + BATCH;
+            let room = BATCH.min((MAX_IN_FLIGHT - self.in_flight.len()) as i64);
+            let out_seqs: Vec<i64> = self.in_flight.values().copied().collect();
             let mut conn = self.messaging.db().reads().acquire().await?;
-            let out_seqs: HashSet<i64> = self.in_flight.values().copied().collect();
-            let head = mailbox::pending_seqs(&mut conn, &self.me.device_id, window).await?;
-            let fresh: Vec<i64> = head.iter().copied().filter(|s| !out_seqs.contains(s)).collect();
-            if fresh.is_empty() {
-                break;
-            }
-            let batch = mailbox::by_seqs(&mut conn, &fresh).await?;
+            let batch = mailbox::pending(&mut conn, backend, &self.me.device_id, &out_seqs, room).await?;
             drop(conn);
             if batch.is_empty() {
-                break; // acknowledged by now
+                break;
             }
             self.in_flight.extend(batch.iter().map(|m| (m.id.clone(), m.seq)));
             out.push(delivery(None, &batch));
-            if (head.len() as i64) < window {
+            if (batch.len() as i64) < room {
                 break;
             }
         }
         Ok(out)
     }
 
-    async fn status(&mut self, thid: Option<&str>) -> Result<Value, sqlx::Error> {
+    async fn status(&mut self, thid: Option<&str>) -> Result<String, sqlx::Error> {
         let mut conn = self.messaging.db().reads().acquire().await?;
-        let queue = mailbox::queue(&mut conn, &self.me.device_id).await?;
-        let drops = mailbox::unseen_drops(&mut conn, &self.me.user_id, &self.me.device_id).await?;
+        let queue = mailbox::queue(&mut conn, &self.me.user_id, &self.me.device_id).await?;
+        let drops = match queue.unseen_drop {
+            Some(_) => mailbox::unseen_drops(&mut conn, &self.me.user_id, &self.me.device_id).await?,
+            None => Vec::new(),
+        };
         drop(conn);
         if let Some(last) = drops.last() {
             self.drops_shown = Some(last.seq);
@@ -223,26 +224,71 @@ impl Session {
         if let Some(newest) = queue.newest {
             body["newest_received_time"] = json!(newest / 1000);
         }
-        Ok(reply("status", thid, body, None))
+        Ok(reply("status", thid, body))
     }
 }
 
-fn delivery(thid: Option<&str>, batch: &[Stored]) -> Value {
-    let attachments: Vec<Value> = batch
+/// A `delivery` frame. Envelopes go out as the mailbox holds them, never re-parsed.
+fn delivery(thid: Option<&str>, batch: &[Stored]) -> String {
+    #[derive(Serialize)]
+    struct Attachment<'a> {
+        id: &'a str,
+        data: Data<'a>,
+        sichat: Meta<'a>,
+    }
+    #[derive(Serialize)]
+    struct Data<'a> {
+        json: &'a RawValue,
+    }
+    #[derive(Serialize)]
+    struct Meta<'a> {
+        from: &'a str,
+        folder: &'a str,
+        received_time: i64,
+        presentation: bool,
+    }
+    #[derive(Serialize)]
+    struct Delivery<'a> {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        created_time: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thid: Option<&'a str>,
+        body: Value,
+        attachments: Vec<Attachment<'a>>,
+    }
+    // The mailbox stores only envelopes it serialized itself; `null` stands in for one
+    // that would not parse rather than losing the frame.
+    let null = serde_json::from_str::<&RawValue>("null").ok();
+    let attachments = batch
         .iter()
-        .map(|m| {
-            let envelope: Value = serde_json::from_str(&m.envelope).unwrap_or(Value::Null);
-            json!({
-                "id": m.id,
-                "data": {"json": envelope},
-                "sichat": {"from": m.sender, "folder": m.folder, "received_time": m.received_at, "presentation": m.presentation},
+        .filter_map(|m| {
+            let json = serde_json::from_str::<&RawValue>(&m.envelope).ok().or(null)?;
+            Some(Attachment {
+                id: &m.id,
+                data: Data { json },
+                sichat: Meta {
+                    from: &m.sender,
+                    folder: &m.folder,
+                    received_time: m.received_at,
+                    presentation: m.presentation,
+                },
             })
         })
         .collect();
-    reply("delivery", thid, json!({}), Some(attachments))
+    let frame = Delivery {
+        id: sichat_core::ids::new_id(),
+        kind: format!("{PIURI}delivery"),
+        created_time: now_ms() / 1000,
+        thid,
+        body: json!({}),
+        attachments,
+    };
+    serde_json::to_string(&frame).unwrap_or_default()
 }
 
-fn reply(kind: &str, thid: Option<&str>, body: Value, attachments: Option<Vec<Value>>) -> Value {
+fn reply(kind: &str, thid: Option<&str>, body: Value) -> String {
     let mut m = json!({
         "id": sichat_core::ids::new_id(),
         "type": format!("{PIURI}{kind}"),
@@ -252,13 +298,10 @@ fn reply(kind: &str, thid: Option<&str>, body: Value, attachments: Option<Vec<Va
     if let Some(thid) = thid {
         m["thid"] = json!(thid);
     }
-    if let Some(a) = attachments {
-        m["attachments"] = json!(a);
-    }
-    m
+    m.to_string()
 }
 
-fn problem(thid: Option<&str>, code: &str, comment: &str) -> Value {
+fn problem(thid: Option<&str>, code: &str, comment: &str) -> String {
     let mut m = json!({
         "id": sichat_core::ids::new_id(),
         "type": PROBLEM,
@@ -268,5 +311,5 @@ fn problem(thid: Option<&str>, code: &str, comment: &str) -> Value {
         m["thid"] = json!(thid);
         m["pthid"] = json!(thid);
     }
-    m
+    m.to_string()
 }

@@ -24,7 +24,7 @@ use sqlx::Row;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Limits and lifetimes, all configurable (`msg_*` in the server's configuration).
 #[derive(Debug, Clone)]
@@ -96,6 +96,8 @@ fn limiter((per_second, burst): (u32, u32)) -> Limiter {
 
 /// Forwards in flight to other nodes at once.
 const DELIVERY_CONCURRENCY: usize = 128;
+/// New forwards waiting for a delivery slot in memory; past this they wait in the outbox.
+const DISPATCH_QUEUE: usize = 1024;
 /// How long a claimed forward is left alone before another worker may retry it.
 const LEASE_MS: i64 = 60_000;
 /// Ids of received messages are remembered this long after their arrival (well past the
@@ -114,6 +116,11 @@ pub struct Messaging {
     pub(crate) settings: Settings,
     pub(crate) hub: Arc<Hub>,
     outbox_ready: Notify,
+    /// New forwards go straight to the delivery worker, already leased to it, saving a
+    /// claim per message; once [`Self::run_outbox`] runs and while the queue has room.
+    dispatch: mpsc::Sender<Entry>,
+    dispatched: std::sync::Mutex<Option<mpsc::Receiver<Entry>>>,
+    dispatching: std::sync::atomic::AtomicBool,
     pub(crate) nonces: crate::federation::SeenNonces,
     sends: Limiter,
     nodes: Limiter,
@@ -130,7 +137,11 @@ impl Messaging {
         resolver: Arc<Resolver>,
         settings: Settings,
     ) -> Self {
+        let (dispatch, dispatched) = mpsc::channel(DISPATCH_QUEUE);
         Self {
+            dispatch,
+            dispatched: std::sync::Mutex::new(Some(dispatched)),
+            dispatching: Default::default(),
             sends: limiter(settings.send_rate),
             nodes: limiter(settings.node_rate),
             senders: limiter(settings.sender_rate),
@@ -199,6 +210,10 @@ impl Messaging {
         let body =
             std::str::from_utf8(body).map_err(|_| MessagingError::Malformed("the message is not UTF-8".into()))?;
         let now = now_ms();
+        let dispatch = match self.dispatching.load(std::sync::atomic::Ordering::Relaxed) {
+            true => self.dispatch.try_reserve().ok(),
+            false => None,
+        };
         let entry = Arc::new(NewEntry {
             id: forward.id.clone(),
             user_id: me.user_id.clone(),
@@ -207,6 +222,8 @@ impl Messaging {
             body_hash: hash(body.as_bytes()),
             body: body.to_owned(),
             now,
+            // Dispatched: leased to this process's worker, like a claim.
+            next_attempt_at: if dispatch.is_some() { now + LEASE_MS } else { now },
         });
         let queued = entry.clone();
         let inserted = self.writes.write(move |c| {
@@ -218,6 +235,10 @@ impl Messaging {
             Err(()) => return Err(MessagingError::DuplicateId(forward.id)),
         };
         let status = if fresh {
+            match dispatch {
+                Some(slot) => slot.send(entry.to_attempt()),
+                None => self.outbox_ready.notify_one(),
+            }
             outbox::Status::queued(&entry)
         } else {
             // The same request again: say where the first one is.
@@ -225,7 +246,6 @@ impl Messaging {
                 .await?
                 .ok_or_else(|| MessagingError::internal("a queued message vanished"))?
         };
-        self.outbox_ready.notify_one();
         ::metrics::counter!("sichat_messages_sent_total").increment(1);
         Ok(status)
     }
@@ -284,6 +304,17 @@ impl Messaging {
         let (done_tx, done_rx) = mpsc::channel::<Outcome>(4096);
         tokio::spawn(self.clone().record_outcomes(done_rx));
         let slots = Arc::new(Semaphore::new(DELIVERY_CONCURRENCY));
+        let dispatched = self.dispatched.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut dispatched) = dispatched {
+            let (this, slots, done) = (self.clone(), slots.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                while let Some(entry) = dispatched.recv().await {
+                    let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                    this.clone().spawn_attempt(entry, permit, done.clone());
+                }
+            });
+            self.dispatching.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         loop {
             let free = slots.available_permits().max(1) as i64;
             let claimed = async {
@@ -307,15 +338,17 @@ impl Messaging {
             }
             for entry in batch {
                 let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                let this = self.clone();
-                let done = done_tx.clone();
-                tokio::spawn(async move {
-                    let outcome = this.attempt(&entry).await;
-                    let _ = done.send(outcome).await;
-                    drop(permit);
-                });
+                self.clone().spawn_attempt(entry, permit, done_tx.clone());
             }
         }
+    }
+
+    fn spawn_attempt(self: Arc<Self>, entry: Entry, slot: OwnedSemaphorePermit, done: mpsc::Sender<Outcome>) {
+        tokio::spawn(async move {
+            let outcome = self.attempt(&entry).await;
+            let _ = done.send(outcome).await;
+            drop(slot);
+        });
     }
 
     /// Write outcomes as they come, many per transaction.
