@@ -296,23 +296,25 @@ pub async fn pending(
     rows.iter().map(stored).collect()
 }
 
-/// What `device_id` has waiting, and the newest drop report it has not seen.
+/// What `device_id` has waiting, and the newest drop report it has not seen: index
+/// lookups only (the totals are kept by triggers on `msg_pending`).
 pub async fn queue(c: &mut Conn, user_id: &str, device_id: &str) -> Result<Queue, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes, \
-         CAST(COALESCE(SUM(request), 0) AS BIGINT) AS requests, MIN(received_at) AS oldest, \
-         MAX(received_at) AS newest, (SELECT MAX(d.seq) FROM msg_drops d WHERE d.user_id = $2 \
-         AND d.seq > COALESCE((SELECT s.seq FROM msg_drops_seen s WHERE s.device_id = $1), 0)) AS unseen_drop \
-         FROM msg_pending WHERE device_id = $1",
+        "SELECT t.messages, t.bytes, t.requests, \
+         (SELECT p.received_at FROM msg_pending p WHERE p.device_id = $1 ORDER BY p.seq LIMIT 1) AS oldest, \
+         (SELECT p.received_at FROM msg_pending p WHERE p.device_id = $1 ORDER BY p.seq DESC LIMIT 1) AS newest, \
+         (SELECT MAX(d.seq) FROM msg_drops d WHERE d.user_id = $2 AND d.seq > \
+          COALESCE((SELECT s.seq FROM msg_drops_seen s WHERE s.device_id = $1), 0)) AS unseen_drop \
+         FROM (SELECT 1 AS one) o LEFT JOIN msg_queue_totals t ON t.device_id = $1",
     )
     .bind(device_id)
     .bind(user_id)
     .fetch_one(c)
     .await?;
     Ok(Queue {
-        messages: row.try_get("n")?,
-        bytes: row.try_get("bytes")?,
-        requests: row.try_get("requests")?,
+        messages: row.try_get::<Option<i64>, _>("messages")?.unwrap_or(0),
+        bytes: row.try_get::<Option<i64>, _>("bytes")?.unwrap_or(0),
+        requests: row.try_get::<Option<i64>, _>("requests")?.unwrap_or(0),
         oldest: row.try_get("oldest")?,
         newest: row.try_get("newest")?,
         unseen_drop: row.try_get("unseen_drop")?,

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use sichat_accounts::AuthDevice;
 use sichat_core::ids::now_ms;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 pub const PIURI: &str = "https://didcomm.org/messagepickup/3.0/";
@@ -38,17 +40,48 @@ struct Session {
     /// The newest drop report shown to this device, acknowledged with the next
     /// `messages-received`.
     drops_shown: Option<i64>,
+    /// `messages-received` taken and not yet written (thread id, message ids), and the
+    /// write under way: the session goes on pushing while acknowledgements commit, and
+    /// those that come meanwhile share the next write.
+    acks_waiting: Vec<Ack>,
+    ack_write: Option<AckWrite>,
+}
+
+/// One `messages-received`: its id (the reply's thread) and the ids it acknowledges.
+type Ack = (String, Vec<String>);
+type AckWrite = Pin<Box<dyn Future<Output = (Vec<Ack>, Result<u64, sqlx::Error>)> + Send>>;
+
+/// The acknowledgement write under way, once it ends; only polled while there is one.
+async fn ack_written(write: &mut Option<AckWrite>) -> (Vec<Ack>, Result<u64, sqlx::Error>) {
+    match write {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Serve one device's WebSocket until it closes or its session ends.
 pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut socket: WebSocket) {
     let mut wake = messaging.hub.subscribe(&me.user_id);
-    let mut session = Session { messaging, me, token, live: false, in_flight: HashMap::new(), drops_shown: None };
+    let mut session = Session {
+        messaging,
+        me,
+        token,
+        live: false,
+        in_flight: HashMap::new(),
+        drops_shown: None,
+        acks_waiting: Vec::new(),
+        ack_write: None,
+    };
     let mut tick = tokio::time::interval(session.messaging.settings.pickup_recheck);
     tick.tick().await;
     ::metrics::gauge!("sichat_pickup_sessions").increment(1.0);
-    loop {
+    'frames: loop {
+        session.start_ack_write();
         let result = tokio::select! {
+            (acks, written) = ack_written(&mut session.ack_write), if session.ack_write.is_some() => {
+                session.ack_write = None;
+                session.acks_written(acks, written).await
+            },
             frame = socket.recv() => match frame {
                 Some(Ok(Frame::Text(text))) => session.on_frame(text.as_str()).await,
                 Some(Ok(Frame::Binary(bytes))) => match std::str::from_utf8(&bytes) {
@@ -81,10 +114,13 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
         };
         for reply in replies {
             if socket.send(Frame::Text(reply.into())).await.is_err() {
-                ::metrics::gauge!("sichat_pickup_sessions").decrement(1.0);
-                return;
+                break 'frames;
             }
         }
+    }
+    // What the device acknowledged before leaving is still written.
+    if let Err(e) = session.flush_acks().await {
+        tracing::warn!(error = %e, "cannot record acknowledgements of a closed pickup session");
     }
     ::metrics::gauge!("sichat_pickup_sessions").decrement(1.0);
 }
@@ -109,6 +145,16 @@ impl Session {
                 &format!("unknown message type {}", message.kind),
             )]);
         };
+        // Anything else is answered as if the acknowledgements before it were written.
+        let mut replies = match kind {
+            "messages-received" => Vec::new(),
+            _ => self.flush_acks().await?,
+        };
+        replies.extend(self.handle(kind, thid, &message).await?);
+        Ok(replies)
+    }
+
+    async fn handle(&mut self, kind: &str, thid: String, message: &Message) -> Result<Vec<String>, sqlx::Error> {
         match kind {
             "status-request" => Ok(vec![self.status(Some(&thid)).await?]),
             "delivery-request" => {
@@ -135,25 +181,9 @@ impl Session {
                         )])
                     }
                 };
-                let (user_id, device_id) = (self.me.user_id.clone(), self.me.device_id.clone());
-                let (acked, drops_seen) = (Arc::new(ids.clone()), self.drops_shown.take());
-                self.messaging
-                    .writes
-                    .write(move |c| {
-                        let (user_id, device_id, acked) = (user_id.clone(), device_id.clone(), acked.clone());
-                        Box::pin(async move { mailbox::acknowledge(c, &user_id, &device_id, &acked, drops_seen).await })
-                    })
-                    .await?;
-                // Arrivals wake the session anyway: only a full window holds anything back.
-                let held_back = self.in_flight.len() >= MAX_IN_FLIGHT;
-                for id in &ids {
-                    self.in_flight.remove(id);
-                }
-                let mut replies = vec![self.status(Some(&thid)).await?];
-                if self.live && held_back {
-                    replies.extend(self.push().await?);
-                }
-                Ok(replies)
+                // Answered with a status once written (see `acks_written`).
+                self.acks_waiting.push((thid, ids));
+                Ok(vec![])
             }
             "live-delivery-change" => {
                 let Some(live) = message.body.get("live_delivery").and_then(Value::as_bool) else {
@@ -173,6 +203,67 @@ impl Session {
                 Ok(replies)
             }
             other => Ok(vec![problem(Some(&thid), "e.p.msg.unsupported", &format!("unknown pickup message {other}"))]),
+        }
+    }
+
+    /// Start writing the acknowledgements taken, unless a write is under way.
+    fn start_ack_write(&mut self) {
+        if self.ack_write.is_some() || self.acks_waiting.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks_waiting);
+        let ids: Arc<Vec<String>> = Arc::new(acks.iter().flat_map(|(_, ids)| ids.iter().cloned()).collect());
+        let (user_id, device_id) = (self.me.user_id.clone(), self.me.device_id.clone());
+        let (messaging, drops_seen) = (self.messaging.clone(), self.drops_shown.take());
+        self.ack_write = Some(Box::pin(async move {
+            let written = messaging
+                .writes
+                .write(move |c| {
+                    let (user_id, device_id, ids) = (user_id.clone(), device_id.clone(), ids.clone());
+                    Box::pin(async move { mailbox::acknowledge(c, &user_id, &device_id, &ids, drops_seen).await })
+                })
+                .await;
+            (acks, written)
+        }));
+    }
+
+    /// Acknowledgements are committed: forget them, answer each with the queue's status,
+    /// and push more if the window was full.
+    async fn acks_written(
+        &mut self,
+        acks: Vec<Ack>,
+        written: Result<u64, sqlx::Error>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot record acknowledgements");
+            return Ok(acks
+                .iter()
+                .map(|(thid, _)| {
+                    problem(Some(thid), "e.p.me.res.storage", "the node could not record these; send them again")
+                })
+                .collect());
+        }
+        // Arrivals wake the session anyway: only a full window holds anything back.
+        let held_back = self.in_flight.len() >= MAX_IN_FLIGHT;
+        for id in acks.iter().flat_map(|(_, ids)| ids) {
+            self.in_flight.remove(id);
+        }
+        let body = self.status_body().await?;
+        let mut replies: Vec<String> = acks.iter().map(|(thid, _)| reply("status", Some(thid), body.clone())).collect();
+        if self.live && held_back {
+            replies.extend(self.push().await?);
+        }
+        Ok(replies)
+    }
+
+    /// Write every acknowledgement taken, in turn; the statuses that answer them.
+    async fn flush_acks(&mut self) -> Result<Vec<String>, sqlx::Error> {
+        let mut replies = Vec::new();
+        loop {
+            self.start_ack_write();
+            let Some(write) = self.ack_write.take() else { return Ok(replies) };
+            let (acks, written) = write.await;
+            replies.extend(self.acks_written(acks, written).await?);
         }
     }
 
@@ -199,6 +290,11 @@ impl Session {
     }
 
     async fn status(&mut self, thid: Option<&str>) -> Result<String, sqlx::Error> {
+        Ok(reply("status", thid, self.status_body().await?))
+    }
+
+    /// The queue as a `status` body; marks the drop reports it shows as shown.
+    async fn status_body(&mut self) -> Result<Value, sqlx::Error> {
         let mut conn = self.messaging.db().reads().acquire().await?;
         let queue = mailbox::queue(&mut conn, &self.me.user_id, &self.me.device_id).await?;
         let drops = match queue.unseen_drop {
@@ -224,7 +320,7 @@ impl Session {
         if let Some(newest) = queue.newest {
             body["newest_received_time"] = json!(newest / 1000);
         }
-        Ok(reply("status", thid, body))
+        Ok(body)
     }
 }
 
