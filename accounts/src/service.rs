@@ -68,8 +68,8 @@ impl Accounts {
     }
 
     /// For the hot read-only paths: on SQLite, not the one writer connection.
-    async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AccountError> {
-        Ok(self.db.reads().acquire().await?)
+    async fn read_conn(&self) -> Result<sichat_core::db::ReadConn, AccountError> {
+        Ok(self.db.read().await?)
     }
 
     /// The user name in a DID of this node (`<node did>:users:<name>`).

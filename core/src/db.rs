@@ -7,9 +7,13 @@
 use crate::CoreError;
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -24,8 +28,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
-    /// SQLite only: read-only connections beside the single writer (see [`Db::reads`]).
-    reads: Option<AnyPool>,
+    /// SQLite only: read-only connections beside the single writer (see [`Db::read`]).
+    readers: Option<Arc<Readers>>,
     backend: Backend,
     /// PostgreSQL only: the URL, for connections outside the pool (`LISTEN`).
     postgres_url: Option<std::sync::Arc<str>>,
@@ -37,8 +41,77 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// Read-only SQLite connections for [`Db::reads`].
-const SQLITE_READERS: u32 = 4;
+/// Read-only SQLite connections for [`Db::read`].
+const SQLITE_READERS: usize = 4;
+
+/// SQLite's read-only connections, opened on first use and kept. Not an sqlx pool: that
+/// pings every connection it takes back, one more round trip to the connection's thread
+/// per read. A read-only connection to a local file has no state to flush or test.
+struct Readers {
+    url: String,
+    idle: Mutex<Vec<AnyConnection>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Readers {
+    async fn take(self: &Arc<Self>) -> Result<ReadConn, sqlx::Error> {
+        let slot = self.slots.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let mut conn = AnyConnection::connect(&self.url).await?;
+                conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;").await?;
+                conn
+            }
+        };
+        Ok(ReadConn(Held::Kept { conn: Some(conn), readers: self.clone(), _slot: slot }))
+    }
+}
+
+/// A connection for reads ([`Db::read`]); use it as `&mut *conn`.
+pub struct ReadConn(Held);
+
+enum Held {
+    /// One of SQLite's kept readers; back to them when dropped (`None` only in `drop`).
+    Kept {
+        conn: Option<AnyConnection>,
+        readers: Arc<Readers>,
+        _slot: OwnedSemaphorePermit,
+    },
+    Pooled(PoolConnection<Any>),
+}
+
+impl Deref for ReadConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            Held::Kept { conn, .. } => conn.as_ref().expect("a kept connection is present until dropped"),
+            Held::Pooled(c) => c,
+        }
+    }
+}
+
+impl DerefMut for ReadConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            Held::Kept { conn, .. } => conn.as_mut().expect("a kept connection is present until dropped"),
+            Held::Pooled(c) => c,
+        }
+    }
+}
+
+impl Drop for ReadConn {
+    fn drop(&mut self) {
+        if let Held::Kept { conn, readers, .. } = &mut self.0 {
+            if let Some(conn) = conn.take() {
+                if !readers.slots.is_closed() {
+                    readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                }
+            }
+        }
+    }
+}
 
 impl Db {
     /// The SQLite URL of a database file, created if missing.
@@ -89,25 +162,16 @@ impl Db {
         // Readers open lazily, after the writer has created the file and set WAL mode. (An
         // in-memory database is private to its connection: it gets no readers.)
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let reads = match backend {
-            Backend::Sqlite if !in_memory => Some(
-                AnyPoolOptions::new()
-                    .max_connections(SQLITE_READERS)
-                    .min_connections(0)
-                    .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_lazy(url)?,
-            ),
+        let readers = match backend {
+            Backend::Sqlite if !in_memory => Some(Arc::new(Readers {
+                url: url.to_owned(),
+                idle: Mutex::new(Vec::new()),
+                slots: Arc::new(Semaphore::new(SQLITE_READERS)),
+            })),
             _ => None,
         };
         let postgres_url = (backend == Backend::Postgres).then(|| std::sync::Arc::from(url));
-        Ok(Self { pool, reads, backend, postgres_url })
+        Ok(Self { pool, readers, backend, postgres_url })
     }
 
     /// Connect and bring the schema up to date.
@@ -133,8 +197,11 @@ impl Db {
     /// transaction: on SQLite, a few read-only connections that run beside the one writer
     /// (WAL lets readers and the writer work at once), instead of queueing behind it; on
     /// PostgreSQL, the pool itself.
-    pub fn reads(&self) -> &AnyPool {
-        self.reads.as_ref().unwrap_or(&self.pool)
+    pub async fn read(&self) -> Result<ReadConn, sqlx::Error> {
+        match &self.readers {
+            Some(readers) => readers.take().await,
+            None => Ok(ReadConn(Held::Pooled(self.pool.acquire().await?))),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -160,8 +227,12 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        if let Some(reads) = &self.reads {
-            reads.close().await;
+        if let Some(readers) = &self.readers {
+            readers.slots.close();
+            let idle = std::mem::take(&mut *readers.idle.lock().unwrap_or_else(|p| p.into_inner()));
+            for conn in idle {
+                let _ = conn.close().await;
+            }
         }
         self.pool.close().await;
     }

@@ -401,11 +401,8 @@ impl Issuer {
         if types.is_empty() {
             return Ok(false);
         }
-        let now = now_ms();
-        let rows = store::credentials_to(&mut *self.db.reads().acquire().await?, user_id, subject).await?;
-        Ok(rows.iter().any(|r| {
-            r.status == "active" && types.contains(&r.type_name) && r.valid_until.is_none_or(|until| until > now)
-        }))
+        let mut conn = self.db.read().await?;
+        Ok(store::has_active_credential(&mut conn, user_id, subject, types, now_ms()).await?)
     }
 
     /// Revoke (for good), suspend or resume one of the user's credentials. The served

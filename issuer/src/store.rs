@@ -198,10 +198,25 @@ pub async fn credentials(c: &mut Conn, user_id: &str) -> Result<Vec<CredentialRo
     rows.iter().map(credential_row).collect()
 }
 
-pub async fn credentials_to(c: &mut Conn, user_id: &str, subject: &str) -> Result<Vec<CredentialRow>, sqlx::Error> {
-    let sql = format!("SELECT {CREDENTIAL_COLUMNS} FROM issuer_credentials WHERE user_id = $1 AND subject = $2");
-    let rows = sqlx::query(&sql).bind(user_id).bind(subject).fetch_all(c).await?;
-    rows.iter().map(credential_row).collect()
+/// Whether `user_id` issued `subject` a credential of one of `types` that is active and
+/// not expired at `now`.
+pub async fn has_active_credential(
+    c: &mut Conn,
+    user_id: &str,
+    subject: &str,
+    types: &[String],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let list = (4..4 + types.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT 1 AS found FROM issuer_credentials WHERE user_id = $1 AND subject = $2 AND status = 'active' \
+         AND (valid_until IS NULL OR valid_until > $3) AND type_name IN ({list}) LIMIT 1"
+    );
+    let mut q = sqlx::query(&sql).bind(user_id).bind(subject).bind(now);
+    for t in types {
+        q = q.bind(t);
+    }
+    Ok(q.fetch_optional(c).await?.is_some())
 }
 
 pub async fn set_status(c: &mut Conn, id: &str, status: &str) -> Result<(), sqlx::Error> {

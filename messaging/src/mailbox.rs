@@ -396,6 +396,43 @@ pub async fn acknowledge(
     Ok(acknowledged)
 }
 
+/// Revoked devices owe nothing: forget their pending rows, and delete the messages no
+/// device owes any more. Returns how many messages went.
+pub async fn release_revoked(c: &mut Conn) -> Result<i64, sqlx::Error> {
+    let seqs: Vec<i64> = sqlx::query(
+        "DELETE FROM msg_pending WHERE device_id IN (SELECT id FROM acct_devices WHERE revoked_at IS NOT NULL) \
+         RETURNING seq",
+    )
+    .fetch_all(&mut *c)
+    .await?
+    .iter()
+    .map(|r| r.try_get("seq"))
+    .collect::<Result<_, _>>()?;
+    let mut by_user: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for chunk in seqs.chunks(200) {
+        let sql = format!(
+            "DELETE FROM msg_mailbox WHERE seq IN ({}) \
+             AND NOT EXISTS (SELECT 1 FROM msg_pending p WHERE p.seq = msg_mailbox.seq) RETURNING user_id, size",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q.bind(s);
+        }
+        for r in q.fetch_all(&mut *c).await? {
+            let entry = by_user.entry(r.try_get("user_id")?).or_default();
+            entry.0 += 1;
+            entry.1 += r.try_get::<i64, _>("size")?;
+        }
+    }
+    let mut total = 0;
+    for (user_id, (count, bytes)) in by_user {
+        take_off_usage(c, &user_id, count, bytes).await?;
+        total += count;
+    }
+    Ok(total)
+}
+
 /// Drop messages received before `before`, per user, recording each drop. Returns how
 /// many went.
 pub async fn expire(c: &mut Conn, before: i64, now: i64) -> Result<i64, sqlx::Error> {

@@ -159,7 +159,7 @@ impl Session {
             "status-request" => Ok(vec![self.status(Some(&thid)).await?]),
             "delivery-request" => {
                 let limit = message.body.get("limit").and_then(Value::as_i64).unwrap_or(10).clamp(1, 1000);
-                let mut conn = self.messaging.db().reads().acquire().await?;
+                let mut conn = self.messaging.db().read().await?;
                 let backend = self.messaging.db().backend();
                 let batch = mailbox::pending(&mut conn, backend, &self.me.device_id, &[], limit).await?;
                 drop(conn);
@@ -274,7 +274,7 @@ impl Session {
         while self.in_flight.len() < MAX_IN_FLIGHT {
             let room = BATCH.min((MAX_IN_FLIGHT - self.in_flight.len()) as i64);
             let out_seqs: Vec<i64> = self.in_flight.values().copied().collect();
-            let mut conn = self.messaging.db().reads().acquire().await?;
+            let mut conn = self.messaging.db().read().await?;
             let batch = mailbox::pending(&mut conn, backend, &self.me.device_id, &out_seqs, room).await?;
             drop(conn);
             if batch.is_empty() {
@@ -295,7 +295,7 @@ impl Session {
 
     /// The queue as a `status` body; marks the drop reports it shows as shown.
     async fn status_body(&mut self) -> Result<Value, sqlx::Error> {
-        let mut conn = self.messaging.db().reads().acquire().await?;
+        let mut conn = self.messaging.db().read().await?;
         let queue = mailbox::queue(&mut conn, &self.me.user_id, &self.me.device_id).await?;
         let drops = match queue.unseen_drop {
             Some(_) => mailbox::unseen_drops(&mut conn, &self.me.user_id, &self.me.device_id).await?,

@@ -242,7 +242,7 @@ impl Messaging {
             outbox::Status::queued(&entry)
         } else {
             // The same request again: say where the first one is.
-            outbox::status(&mut *self.db.reads().acquire().await?, &me.user_id, &forward.id)
+            outbox::status(&mut *self.db.read().await?, &me.user_id, &forward.id)
                 .await?
                 .ok_or_else(|| MessagingError::internal("a queued message vanished"))?
         };
@@ -252,7 +252,7 @@ impl Messaging {
 
     /// A user's own sent message.
     pub async fn status(&self, me: &AuthDevice, id: &str) -> Result<outbox::Status, MessagingError> {
-        let mut conn = self.db.reads().acquire().await?;
+        let mut conn = self.db.read().await?;
         outbox::status(&mut conn, &me.user_id, id)
             .await?
             .ok_or_else(|| MessagingError::NotFound(format!("you sent no message with id {id}")))
@@ -435,7 +435,7 @@ impl Messaging {
             Ok(folder) => folder,
             Err(refused) => {
                 // A redelivery is answered as such, whatever the policy says now.
-                let mut conn = self.db.reads().acquire().await?;
+                let mut conn = self.db.read().await?;
                 return match mailbox::received_hash(&mut conn, &user_id, &forward.id).await? {
                     Some(h) if h == body_hash => Ok(Received::Duplicate),
                     Some(_) => Err(MessagingError::DuplicateId(forward.id)),
@@ -499,7 +499,7 @@ impl Messaging {
             return Err(MessagingError::NotAccepted);
         }
         let since = now_ms() - 24 * 3_600_000;
-        let mut conn = self.db.reads().acquire().await?;
+        let mut conn = self.db.read().await?;
         let (mine, total) = mailbox::recent_requests(&mut conn, user_id, from.sender.as_str(), since).await?;
         if mine >= self.settings.requests_per_sender_per_day || total >= self.settings.requests_per_day {
             tracing::info!(sender = %from.sender, "requests folder full for this sender: not accepted");
@@ -533,7 +533,7 @@ impl Messaging {
     pub async fn policy_of(&self, user_id: &str) -> Result<Policy, MessagingError> {
         let row = sqlx::query("SELECT policy FROM msg_policies WHERE user_id = $1")
             .bind(user_id)
-            .fetch_optional(self.db.reads())
+            .fetch_optional(&mut *self.db.read().await?)
             .await?;
         match row {
             Some(r) => serde_json::from_str(&r.try_get::<String, _>("policy")?).map_err(MessagingError::internal),
@@ -558,12 +558,14 @@ impl Messaging {
 
     // ---- housekeeping ----
 
-    /// Drop expired messages (reported to the user), and forget old ids, drop reports and
-    /// finished forwards. Returns how many rows went.
+    /// Drop expired messages (reported to the user), release what revoked devices still
+    /// owed, and forget old ids, drop reports and finished forwards. Returns how many rows
+    /// went.
     pub async fn housekeeping(&self) -> Result<u64, MessagingError> {
         let now = now_ms();
         let mut tx = self.db.pool().begin().await?;
         let expired = mailbox::expire(&mut tx, now - self.settings.max_age_ms, now).await?;
+        let released = mailbox::release_revoked(&mut tx).await?;
         let pruned = mailbox::prune(&mut tx, now - RECEIVED_MEMORY_MS, now - self.settings.max_age_ms).await?
             + outbox::prune(&mut tx, now - RECEIVED_MEMORY_MS).await?;
         tx.commit().await?;
@@ -574,7 +576,7 @@ impl Messaging {
         self.sends.retain_recent();
         self.nodes.retain_recent();
         self.senders.retain_recent();
-        Ok(expired as u64 + pruned)
+        Ok(expired as u64 + released as u64 + pruned)
     }
 }
 

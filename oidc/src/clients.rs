@@ -426,7 +426,7 @@ pub async fn from_document(db: &Db, fetcher: &Fetcher, id: &str, policy: &Regist
 pub async fn find(db: &Db, id: &str) -> Result<Option<Client>, OidcError> {
     let row = sqlx::query("SELECT id, secret_hash, metadata FROM oidc_clients WHERE id = $1")
         .bind(id)
-        .fetch_optional(db.reads())
+        .fetch_optional(&mut *db.read().await?)
         .await?;
     row.map(|r| {
         let metadata: String = r.try_get("metadata")?;

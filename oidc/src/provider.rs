@@ -1187,7 +1187,7 @@ impl Provider {
         )
         .bind(token_key(token))
         .bind(now_ms())
-        .fetch_optional(self.db.reads())
+        .fetch_optional(&mut *self.db.read().await?)
         .await?;
         row.map(|r| Ok((r.try_get("user_id")?, r.try_get("client_id")?, r.try_get("scope")?))).transpose()
     }
@@ -1243,7 +1243,7 @@ impl Provider {
         )
         .bind(token_key(token))
         .bind(now_ms())
-        .fetch_optional(self.db.reads())
+        .fetch_optional(&mut *self.db.read().await?)
         .await?;
         let Some(row) = row else { return Ok(json!({"active": false})) };
         if row.try_get::<String, _>("client_id")? != client.id {

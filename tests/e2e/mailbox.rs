@@ -8,7 +8,9 @@ use sichat_core::did::Did;
 use sichat_core::ids::now_ms;
 use sichat_core::net::{Fetcher, NetPolicy};
 use sichat_core::resolver::Resolver;
-use sichat_e2e::{session_token_at, storage_tests, unseal, Backend, TestApp, WalletSecrets};
+use sichat_e2e::{
+    json as json_out, session_token_at, sichat, stderr, storage_tests, unseal, Backend, TestApp, WalletSecrets,
+};
 use sichat_messaging::federation_auth::{sign_request, OutgoingRequest};
 use sichat_messaging::{pack_authcrypt, unpack, AgreementKey, Message, RecipientKey, SigningKey, UnpackOptions};
 use std::path::Path;
@@ -25,6 +27,7 @@ storage_tests!(
     policy_decides_the_folder,
     bad_deliveries_change_nothing,
     quota_and_expiry_drop_and_report,
+    revoked_device_owes_nothing,
 );
 
 fn resolver() -> Resolver {
@@ -550,6 +553,50 @@ async fn quota_and_expiry_drop_and_report(backend: Backend) {
     assert_eq!(status["body"]["message_count"], 0);
     assert_eq!(status["body"]["dropped"][0]["reason"], "expired");
     assert_eq!(status["body"]["dropped"][0]["count"], 1);
+    a.stop().await;
+}
+
+/// A message waits for every device of the user; a device revoked before picking it up no
+/// longer holds it on the node: the next housekeeping lets it go and frees its bytes.
+async fn revoked_device_owes_nothing(backend: Backend) {
+    let Some(a) = TestApp::spawn(backend).await else { return };
+    let alice_w = a.join("alice", &a.owner_invite).await;
+    let phone_w = a.wallet("alice-phone");
+    let out =
+        sichat(&alice_w, &["--json", "device", "add", "--name", "phone", "--out", phone_w.to_str().expect("path")])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let phone_id = json_out(&out)["device_id"].as_str().expect("id").to_owned();
+    let invite = a.invite(&alice_w, 1).await;
+    let carol_w = a.join("carol", &invite).await;
+    let (alice, carol) = (Device::of(&a, &alice_w).await, Device::of(&a, &carol_w).await);
+    let id = carol.send(&alice.did, "for both of your devices").await;
+    assert_eq!(carol.settled(&id).await["state"], "delivered");
+
+    let held = || async {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM msg_mailbox) AS messages, \
+             (SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM msg_usage) AS bytes",
+        )
+        .fetch_one(a.node.db.pool())
+        .await
+        .expect("count");
+        use sqlx::Row;
+        (row.get::<i64, _>("messages"), row.get::<i64, _>("bytes"))
+    };
+    let mut ws = alice.connect().await;
+    say(&mut ws, "delivery-request", json!({"limit": 10})).await;
+    let d = next(&mut ws, "delivery").await;
+    assert_eq!(d["attachments"][0]["id"], id.as_str());
+    assert_eq!(ack(&mut ws, &[&id]).await["body"]["message_count"], 0);
+    a.node.messaging.housekeeping().await.expect("housekeeping");
+    let (messages, bytes) = held().await;
+    assert_eq!(messages, 1, "the phone has not picked it up");
+    assert!(bytes > 0);
+
+    assert!(sichat(&alice_w, &["device", "revoke", &phone_id]).await.status.success());
+    a.node.messaging.housekeeping().await.expect("housekeeping");
+    assert_eq!(held().await, (0, 0), "nobody owes it any more");
     a.stop().await;
 }
 
