@@ -17,7 +17,9 @@
 # per-address limits, and the per-device, per-node and per-sender message rates; the mailbox
 # quota (fill holds ~150 MB of envelopes). The sender is the recipient's friend (a
 # FriendCredential the recipient issued), so it lands in the inbox, not the rate-limited
-# requests folder. Every other setting is the default: SQLite runs WAL with synchronous=FULL.
+# requests folder. Each node runs one async worker thread (NODE_THREADS; tokio reads
+# TOKIO_WORKER_THREADS). Every other setting is the default: SQLite runs WAL with
+# synchronous=FULL.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 BIN="${BIN:-${CARGO_TARGET_DIR:-$here/../target}/release}"
@@ -29,6 +31,9 @@ PORT_A="${PORT_A:-18091}"
 PORT_B="${PORT_B:-18092}"
 SCENARIOS="${SCENARIOS:-rate max}"
 BACKEND="${BACKEND:-sqlite}"
+# Async worker threads per node (tokio's own variable). Two nodes and the tool share the
+# machine's cores: one each keeps them from waking each other's idle workers.
+NODE_THREADS="${NODE_THREADS:-1}"
 
 if [ -z "${NO_BUILD:-}" ]; then
     (cd "$here/.." && cargo build --release -p sichat-server -p sichat-load)
@@ -66,8 +71,8 @@ start_node() {
         args=(--database-url "postgres://postgres@127.0.0.1:5432/$db")
     fi
     rm -rf "$work/$name"
-    "$BIN/sichatd" --data-dir "$work/$name" "${args[@]}" serve --listen "127.0.0.1:$port" \
-        >"$work/$name.log" 2>&1 &
+    TOKIO_WORKER_THREADS="$NODE_THREADS" "$BIN/sichatd" --data-dir "$work/$name" "${args[@]}" serve \
+        --listen "127.0.0.1:$port" >"$work/$name.log" 2>&1 &
     node_pid=$!
     pids+=("$node_pid")
     for _ in $(seq 1 100); do
@@ -81,7 +86,7 @@ start_node() {
 # A process's CPU time so far (user + system, all threads), in microseconds.
 cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000000 / hz}' "/proc/$1/stat"; }
 
-echo "backend $BACKEND; $(nproc) cores; uptime: $(uptime)"
+echo "backend $BACKEND; $(nproc) cores; $NODE_THREADS worker thread(s) per node; uptime: $(uptime)"
 for s in $SCENARIOS; do
     start_node a "$PORT_A"
     pid_a=$node_pid invite_a=$invite
