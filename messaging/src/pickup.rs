@@ -381,6 +381,7 @@ fn delivery(thid: Option<&str>, batch: &[Stored]) -> String {
         body: json!({}),
         attachments,
     };
+    // Strings, numbers and raw JSON only: serializing cannot fail.
     serde_json::to_string(&frame).unwrap_or_default()
 }
 
