@@ -24,6 +24,8 @@ pub struct Entry {
     pub body: String,
     pub attempts: i64,
     pub created_at: i64,
+    /// Until when this worker has it; after that another may take it.
+    pub leased_until: i64,
 }
 
 /// What a sender may know about one of its messages.
@@ -80,6 +82,7 @@ impl NewEntry {
             body: self.body.clone(),
             attempts: 0,
             created_at: self.now,
+            leased_until: self.next_attempt_at,
         }
     }
 }
@@ -145,6 +148,7 @@ pub async fn claim(
                 body: r.try_get("body")?,
                 attempts: r.try_get("attempts")?,
                 created_at: r.try_get("created_at")?,
+                leased_until: lease_until,
             })
         })
         .collect()

@@ -310,6 +310,11 @@ impl Messaging {
             tokio::spawn(async move {
                 while let Some(entry) = dispatched.recv().await {
                     let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                    // Waited past its lease (every slot busy with slow nodes): the poll
+                    // takes it now, and two attempts at once would only be wasted.
+                    if now_ms() >= entry.leased_until {
+                        continue;
+                    }
                     this.clone().spawn_attempt(entry, permit, done.clone());
                 }
             });
