@@ -28,8 +28,30 @@ pub fn rate_limiter(per_second: u32, burst: u32) -> Limiter {
     Arc::new(RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)))
 }
 
+/// The per-client-address limits: one for the general routes, one for messaging.
+/// Housekeeping forgets idle addresses in both ([`Limiters::retain_recent`]).
+#[derive(Clone)]
+pub struct Limiters {
+    pub general: Limiter,
+    pub messaging: Limiter,
+}
+
+impl Limiters {
+    pub fn new(config: &crate::Config) -> Self {
+        Self {
+            general: rate_limiter(config.rate_limit_per_second, config.rate_limit_burst),
+            messaging: rate_limiter(config.msg_ip_per_second, config.msg_ip_per_second.saturating_mul(2)),
+        }
+    }
+
+    pub fn retain_recent(&self) {
+        self.general.retain_recent();
+        self.messaging.retain_recent();
+    }
+}
+
 /// The whole app of a node.
-pub fn router(node: &Node, limiter: Limiter) -> Router {
+pub fn router(node: &Node, limiters: &Limiters) -> Router {
     let limited = Router::new()
         .route("/.well-known/did.json", get(node_did_document))
         // A public URL with a path (https://host/sichat) makes did:web:host:sichat, whose
@@ -43,13 +65,11 @@ pub fn router(node: &Node, limiter: Limiter) -> Router {
         .merge(sichat_oidc::api::router(node.oidc.clone(), node.accounts.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(node.config.body_limit_bytes))
-        .layer(middleware::from_fn_with_state(limiter, rate_limit));
+        .layer(middleware::from_fn_with_state(limiters.general.clone(), rate_limit));
     // Messaging has limits of its own, per device, sending node and sender: a node
     // delivering for many users must not hit a per-address limit meant for browsers.
-    let messaging_limiter =
-        rate_limiter(node.config.msg_ip_per_second, node.config.msg_ip_per_second.saturating_mul(2));
     let messaging = sichat_messaging::api::router(node.messaging.clone())
-        .layer(middleware::from_fn_with_state(messaging_limiter, rate_limit));
+        .layer(middleware::from_fn_with_state(limiters.messaging.clone(), rate_limit));
     // Probes and scrapers are never rate limited.
     let operations =
         Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics_endpoint)).with_state(node.clone());
@@ -124,4 +144,26 @@ async fn record_metrics(req: Request<Body>, next: Next) -> Response {
     ::metrics::histogram!("sichat_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Housekeeping forgets idle client addresses in both limiters: a flood of addresses
+    /// cannot grow either map for ever.
+    #[test]
+    fn both_limiters_forget_idle_addresses() {
+        let limiters = Limiters::new(&crate::Config::default());
+        for i in 0..100u8 {
+            let ip = IpAddr::from([10, 0, 0, i]);
+            assert!(limiters.general.check_key(&ip).is_ok());
+            assert!(limiters.messaging.check_key(&ip).is_ok());
+        }
+        assert_eq!((limiters.general.len(), limiters.messaging.len()), (100, 100));
+        // One request each is forgiven within a second at the default rates.
+        std::thread::sleep(Duration::from_millis(1100));
+        limiters.retain_recent();
+        assert_eq!((limiters.general.len(), limiters.messaging.len()), (0, 0));
+    }
 }

@@ -15,9 +15,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::metrics::install();
-    let limiter = app::rate_limiter(node.config.rate_limit_per_second, node.config.rate_limit_burst);
-    let app = app::router(&node, limiter.clone());
-    let housekeeping = tokio::spawn(housekeeping(node.clone(), limiter));
+    let limiters = app::Limiters::new(&node.config);
+    let app = app::router(&node, &limiters);
+    let housekeeping = tokio::spawn(housekeeping(node.clone(), limiters));
     let outbox = tokio::spawn(node.messaging.clone().run_outbox());
     let listener_task = tokio::spawn(sichat_messaging::live::listen(node.db.clone(), node.messaging.hub()));
     // Without TCP_NODELAY, a small write that follows another before the peer has
@@ -59,11 +59,11 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-async fn housekeeping(node: Node, limiter: app::Limiter) {
+async fn housekeeping(node: Node, limiters: app::Limiters) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        limiter.retain_recent();
+        limiters.retain_recent();
         match node.accounts.purge_expired().await {
             Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired challenges and sessions"),
             Ok(_) => {}
