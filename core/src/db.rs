@@ -11,9 +11,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OnceCell, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -44,28 +44,37 @@ impl std::fmt::Debug for Db {
 /// Read-only SQLite connections for [`Db::read`].
 const SQLITE_READERS: usize = 4;
 
-/// SQLite's read-only connections, opened on first use and kept. Not an sqlx pool: that
-/// pings every connection it takes back, one more round trip to the connection's thread
-/// per read. A read-only connection to a local file has no state to flush or test.
+/// SQLite's read-only connections, all opened on first use and kept. Not an sqlx pool:
+/// that pings every connection it takes back, one more round trip to the connection's
+/// thread per read. A read-only connection to a local file has no state to flush or test.
 struct Readers {
     url: String,
-    idle: Mutex<Vec<AnyConnection>>,
+    conns: OnceCell<Vec<Arc<tokio::sync::Mutex<AnyConnection>>>>,
+    /// One per connection: whoever holds a slot finds a connection free.
     slots: Arc<Semaphore>,
 }
 
 impl Readers {
-    async fn take(self: &Arc<Self>) -> Result<ReadConn, sqlx::Error> {
+    async fn take(&self) -> Result<ReadConn, sqlx::Error> {
+        let conns = self
+            .conns
+            .get_or_try_init(|| async {
+                let mut conns = Vec::with_capacity(SQLITE_READERS);
+                for _ in 0..SQLITE_READERS {
+                    let mut conn = AnyConnection::connect(&self.url).await?;
+                    conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;").await?;
+                    conns.push(Arc::new(tokio::sync::Mutex::new(conn)));
+                }
+                Ok::<_, sqlx::Error>(conns)
+            })
+            .await?;
         let slot = self.slots.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => {
-                let mut conn = AnyConnection::connect(&self.url).await?;
-                conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;").await?;
-                conn
-            }
-        };
-        Ok(ReadConn(Held::Kept { conn: Some(conn), readers: self.clone(), _slot: slot }))
+        // A guard lets its connection go before its slot, so a slot always finds one free.
+        let conn = conns
+            .iter()
+            .find_map(|c| c.clone().try_lock_owned().ok())
+            .ok_or_else(|| sqlx::Error::Protocol("no free SQLite reader for a held slot".into()))?;
+        Ok(ReadConn(Held::Kept { conn, _slot: slot }))
     }
 }
 
@@ -73,10 +82,9 @@ impl Readers {
 pub struct ReadConn(Held);
 
 enum Held {
-    /// One of SQLite's kept readers; back to them when dropped (`None` only in `drop`).
+    /// One of SQLite's kept readers. Fields drop in order: the connection, then the slot.
     Kept {
-        conn: Option<AnyConnection>,
-        readers: Arc<Readers>,
+        conn: OwnedMutexGuard<AnyConnection>,
         _slot: OwnedSemaphorePermit,
     },
     Pooled(PoolConnection<Any>),
@@ -86,7 +94,7 @@ impl Deref for ReadConn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         match &self.0 {
-            Held::Kept { conn, .. } => conn.as_ref().expect("a kept connection is present until dropped"),
+            Held::Kept { conn, .. } => conn,
             Held::Pooled(c) => c,
         }
     }
@@ -95,20 +103,8 @@ impl Deref for ReadConn {
 impl DerefMut for ReadConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.0 {
-            Held::Kept { conn, .. } => conn.as_mut().expect("a kept connection is present until dropped"),
+            Held::Kept { conn, .. } => conn,
             Held::Pooled(c) => c,
-        }
-    }
-}
-
-impl Drop for ReadConn {
-    fn drop(&mut self) {
-        if let Held::Kept { conn, readers, .. } = &mut self.0 {
-            if let Some(conn) = conn.take() {
-                if !readers.slots.is_closed() {
-                    readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                }
-            }
         }
     }
 }
@@ -165,7 +161,7 @@ impl Db {
         let readers = match backend {
             Backend::Sqlite if !in_memory => Some(Arc::new(Readers {
                 url: url.to_owned(),
-                idle: Mutex::new(Vec::new()),
+                conns: OnceCell::new(),
                 slots: Arc::new(Semaphore::new(SQLITE_READERS)),
             })),
             _ => None,
@@ -227,12 +223,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        // No reads after this; the kept readers close when the last `Db` handle goes.
         if let Some(readers) = &self.readers {
             readers.slots.close();
-            let idle = std::mem::take(&mut *readers.idle.lock().unwrap_or_else(|p| p.into_inner()));
-            for conn in idle {
-                let _ = conn.close().await;
-            }
         }
         self.pool.close().await;
     }
