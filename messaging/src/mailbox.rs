@@ -107,15 +107,14 @@ pub async fn recent_requests(c: &mut Conn, user_id: &str, sender: &str, since: i
 }
 
 /// Keep `m` for every device in `devices`, inside the caller's transaction, then drop the
-/// user's oldest messages while the mailbox is over `quota` bytes. On PostgreSQL, `notice`
-/// is `NOTIFY`ed to the other replicas with the commit.
+/// user's oldest messages while the mailbox is over `quota` bytes. `notify` (PostgreSQL) is
+/// `NOTIFY`ed to the other replicas with the commit.
 pub async fn insert(
     c: &mut Conn,
-    backend: Backend,
     m: &NewMessage,
     devices: &[String],
     quota: i64,
-    notice: &str,
+    notify: Option<&str>,
 ) -> Result<Inserted, sqlx::Error> {
     let first = sqlx::query(
         "INSERT INTO msg_received (user_id, id, body_hash, sender, folder, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -181,7 +180,7 @@ pub async fn insert(
     if used > quota {
         dropped = drop_oldest(c, &m.user_id, used - quota, seq, m.received_at).await?;
     }
-    if backend == Backend::Postgres {
+    if let Some(notice) = notify {
         sqlx::query("SELECT pg_notify($1, $2)").bind(crate::live::CHANNEL).bind(notice).execute(&mut *c).await?;
     }
     Ok(Inserted::New { dropped })
@@ -370,18 +369,7 @@ pub async fn acknowledge(
             continue;
         }
         acknowledged += seqs.len() as u64;
-        let sql = format!(
-            "DELETE FROM msg_mailbox WHERE user_id = $1 AND seq IN ({}) \
-             AND NOT EXISTS (SELECT 1 FROM msg_pending p WHERE p.seq = msg_mailbox.seq) RETURNING size",
-            placeholders(2, seqs.len())
-        );
-        let mut q = sqlx::query(&sql).bind(user_id);
-        for s in &seqs {
-            q = q.bind(s);
-        }
-        let sizes: Vec<i64> =
-            q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("size")).collect::<Result<_, _>>()?;
-        take_off_usage(c, user_id, sizes.len() as i64, sizes.iter().sum()).await?;
+        forget_unowed(c, &seqs).await?;
     }
     if let Some(seen) = drops_seen {
         sqlx::query(
@@ -408,6 +396,12 @@ pub async fn release_revoked(c: &mut Conn) -> Result<i64, sqlx::Error> {
     .iter()
     .map(|r| r.try_get("seq"))
     .collect::<Result<_, _>>()?;
+    forget_unowed(c, &seqs).await
+}
+
+/// Of the messages `seqs`, delete those no device owes any more and take them off their
+/// users' usage. Returns how many went.
+async fn forget_unowed(c: &mut Conn, seqs: &[i64]) -> Result<i64, sqlx::Error> {
     let mut by_user: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
     for chunk in seqs.chunks(200) {
         let sql = format!(

@@ -11,7 +11,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sichat_accounts::{Accounts, AuthDevice};
-use sichat_core::db::Db;
+use sichat_core::db::{Backend, Db};
 use sichat_core::did::Did;
 use sichat_core::group_commit::GroupCommit;
 use sichat_core::ids::{b64url, b64url_decode, now_ms};
@@ -459,13 +459,14 @@ impl Messaging {
             presentation: forward.presentation.is_some(),
             received_at: now,
         });
-        let (backend, quota) = (self.db.backend(), self.settings.quota_bytes);
-        let (devices, notice) = (Arc::new(devices), Arc::new(self.hub.notice(&user_id)));
+        let quota = self.settings.quota_bytes;
+        let notify = (self.db.backend() == Backend::Postgres).then(|| self.hub.notice(&user_id));
+        let (devices, notify) = (Arc::new(devices), Arc::new(notify));
         let inserted = self
             .writes
             .write(move |c| {
-                let (message, devices, notice) = (message.clone(), devices.clone(), notice.clone());
-                Box::pin(async move { mailbox::insert(c, backend, &message, &devices, quota, &notice).await })
+                let (message, devices, notify) = (message.clone(), devices.clone(), notify.clone());
+                Box::pin(async move { mailbox::insert(c, &message, &devices, quota, notify.as_deref()).await })
             })
             .await?;
         match inserted {
