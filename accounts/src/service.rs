@@ -398,12 +398,6 @@ impl Accounts {
         Ok(doc)
     }
 
-    /// The ids of `user_id`'s active devices: who must receive each of its messages.
-    /// An active user's id and the ids of their active devices, by user name.
-    pub async fn active_user_with_devices(&self, name: &str) -> Result<Option<(String, Vec<String>)>, AccountError> {
-        Ok(store::active_user_with_devices(&mut *self.read_conn().await?, name).await?)
-    }
-
     // ---- devices and sessions ----
 
     /// Step 1 of login: check the device certificate and answer with a node-signed nonce.

@@ -36,24 +36,6 @@ pub async fn user_by_name(c: &mut Conn, name: &str) -> Result<Option<UserRow>, s
     sqlx::query(&sql).bind(name).fetch_optional(c).await?.as_ref().map(user_row).transpose()
 }
 
-/// An active user's id and active device ids, by name, in one query.
-pub async fn active_user_with_devices(c: &mut Conn, name: &str) -> Result<Option<(String, Vec<String>)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT u.id AS user_id, d.id AS device_id FROM acct_users u LEFT JOIN acct_devices d \
-         ON d.user_id = u.id AND d.revoked_at IS NULL WHERE u.name = $1 AND u.status = 'active' ORDER BY d.created_at",
-    )
-    .bind(name)
-    .fetch_all(c)
-    .await?;
-    let Some(first) = rows.first() else { return Ok(None) };
-    let user_id: String = first.try_get("user_id")?;
-    let devices = rows
-        .iter()
-        .filter_map(|r| r.try_get::<Option<String>, _>("device_id").transpose())
-        .collect::<Result<_, _>>()?;
-    Ok(Some((user_id, devices)))
-}
-
 pub async fn user_by_id(c: &mut Conn, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM acct_users u WHERE u.id = $1");
     sqlx::query(&sql).bind(id).fetch_optional(c).await?.as_ref().map(user_row).transpose()

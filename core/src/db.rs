@@ -12,7 +12,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -41,40 +41,64 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// Read-only SQLite connections for [`Db::read`].
-const SQLITE_READERS: usize = 4;
+/// Connections kept for [`Db::read`].
+const READERS: usize = 4;
+/// A pooled PostgreSQL connection idle longer than this is pinged before it is used again.
+const POSTGRES_IDLE_CHECK: Duration = Duration::from_secs(10);
+/// A kept PostgreSQL reader is checked at most this often, and replaced if it has dropped.
+const POSTGRES_READER_CHECK: Duration = Duration::from_secs(1);
 
-/// SQLite's read-only connections, all opened on first use and kept. Not an sqlx pool:
-/// that pings every connection it takes back, one more round trip to the connection's
-/// thread per read. A read-only connection to a local file has no state to flush or test.
+/// Read-only connections, all opened on first use and kept. Not an sqlx pool: that pings
+/// every connection it takes back, one more round trip per read.
 struct Readers {
     url: String,
-    conns: OnceCell<Vec<Arc<tokio::sync::Mutex<AnyConnection>>>>,
+    backend: Backend,
+    conns: OnceCell<Vec<Arc<tokio::sync::Mutex<Reader>>>>,
     /// One per connection: whoever holds a slot finds a connection free.
     slots: Arc<Semaphore>,
 }
 
+struct Reader {
+    conn: AnyConnection,
+    checked: Instant,
+}
+
 impl Readers {
+    async fn open(&self) -> Result<Reader, sqlx::Error> {
+        let mut conn = AnyConnection::connect(&self.url).await?;
+        let setup = match self.backend {
+            Backend::Sqlite => "PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;",
+            Backend::Postgres => "SET default_transaction_read_only = on",
+        };
+        conn.execute(setup).await?;
+        Ok(Reader { conn, checked: Instant::now() })
+    }
+
     async fn take(&self) -> Result<ReadConn, sqlx::Error> {
         let conns = self
             .conns
             .get_or_try_init(|| async {
-                let mut conns = Vec::with_capacity(SQLITE_READERS);
-                for _ in 0..SQLITE_READERS {
-                    let mut conn = AnyConnection::connect(&self.url).await?;
-                    conn.execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;").await?;
-                    conns.push(Arc::new(tokio::sync::Mutex::new(conn)));
+                let mut conns = Vec::with_capacity(READERS);
+                for _ in 0..READERS {
+                    conns.push(Arc::new(tokio::sync::Mutex::new(self.open().await?)));
                 }
                 Ok::<_, sqlx::Error>(conns)
             })
             .await?;
         let slot = self.slots.clone().acquire_owned().await.map_err(|_| sqlx::Error::PoolClosed)?;
         // A guard lets its connection go before its slot, so a slot always finds one free.
-        let conn = conns
+        let mut reader = conns
             .iter()
             .find_map(|c| c.clone().try_lock_owned().ok())
-            .ok_or_else(|| sqlx::Error::Protocol("no free SQLite reader for a held slot".into()))?;
-        Ok(ReadConn(Held::Kept { conn, _slot: slot }))
+            .ok_or_else(|| sqlx::Error::Protocol("no free reader for a held slot".into()))?;
+        // A server's connection can drop (a restart, a timeout); a local SQLite file's cannot.
+        if self.backend == Backend::Postgres && reader.checked.elapsed() > POSTGRES_READER_CHECK {
+            if reader.conn.ping().await.is_err() {
+                *reader = self.open().await?;
+            }
+            reader.checked = Instant::now();
+        }
+        Ok(ReadConn(Held::Kept { reader, _slot: slot }))
     }
 }
 
@@ -82,9 +106,9 @@ impl Readers {
 pub struct ReadConn(Held);
 
 enum Held {
-    /// One of SQLite's kept readers. Fields drop in order: the connection, then the slot.
+    /// A kept reader. Fields drop in order: the connection, then the slot.
     Kept {
-        conn: OwnedMutexGuard<AnyConnection>,
+        reader: OwnedMutexGuard<Reader>,
         _slot: OwnedSemaphorePermit,
     },
     Pooled(PoolConnection<Any>),
@@ -94,7 +118,7 @@ impl Deref for ReadConn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         match &self.0 {
-            Held::Kept { conn, .. } => conn,
+            Held::Kept { reader, .. } => &reader.conn,
             Held::Pooled(c) => c,
         }
     }
@@ -103,7 +127,7 @@ impl Deref for ReadConn {
 impl DerefMut for ReadConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match &mut self.0 {
-            Held::Kept { conn, .. } => conn,
+            Held::Kept { reader, .. } => &mut reader.conn,
             Held::Pooled(c) => c,
         }
     }
@@ -131,9 +155,22 @@ impl Db {
         // the footprint small. PostgreSQL gets a real pool.
         // A connection to a local SQLite file cannot drop, so it is not pinged (a round trip
         // to its worker thread) each time it is taken from the pool.
+        // A PostgreSQL connection in steady use is not pinged either: only one that sat idle
+        // (it may have been dropped by the server or a restart) is checked before use.
         let options = match backend {
             Backend::Sqlite => AnyPoolOptions::new().max_connections(1).min_connections(1).test_before_acquire(false),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16).min_connections(0),
+            Backend::Postgres => {
+                AnyPoolOptions::new().max_connections(16).min_connections(0).test_before_acquire(false).before_acquire(
+                    |conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > POSTGRES_IDLE_CHECK {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    },
+                )
+            }
         };
         let pool = options
             .acquire_timeout(Duration::from_secs(10))
@@ -159,12 +196,13 @@ impl Db {
         // in-memory database is private to its connection: it gets no readers.)
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let readers = match backend {
-            Backend::Sqlite if !in_memory => Some(Arc::new(Readers {
+            Backend::Sqlite if in_memory => None,
+            _ => Some(Arc::new(Readers {
                 url: url.to_owned(),
+                backend,
                 conns: OnceCell::new(),
-                slots: Arc::new(Semaphore::new(SQLITE_READERS)),
+                slots: Arc::new(Semaphore::new(READERS)),
             })),
-            _ => None,
         };
         let postgres_url = (backend == Backend::Postgres).then(|| std::sync::Arc::from(url));
         Ok(Self { pool, readers, backend, postgres_url })
@@ -190,9 +228,9 @@ impl Db {
     }
 
     /// For hot single-statement reads that must see every committed write but need no
-    /// transaction: on SQLite, a few read-only connections that run beside the one writer
-    /// (WAL lets readers and the writer work at once), instead of queueing behind it; on
-    /// PostgreSQL, the pool itself.
+    /// transaction: a few kept read-only connections. On SQLite they run beside the one
+    /// writer (WAL lets readers and the writer work at once) instead of queueing behind it;
+    /// on PostgreSQL they save the pool's ping on every connection it takes back.
     pub async fn read(&self) -> Result<ReadConn, sqlx::Error> {
         match &self.readers {
             Some(readers) => readers.take().await,

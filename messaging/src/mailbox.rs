@@ -1,9 +1,12 @@
 //! The mailbox tables: messages waiting for a user's devices, which device still owes an
 //! acknowledgement, the quota, and the drop reports. Every SQL query of the mailbox is here.
 
-use sichat_core::db::Backend;
+use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 type Conn = AnyConnection;
 
@@ -106,16 +109,123 @@ pub async fn recent_requests(c: &mut Conn, user_id: &str, sender: &str, since: i
     Ok((row.try_get("mine")?, row.try_get("total")?))
 }
 
-/// Keep `m` for every device in `devices`, inside the caller's transaction, then drop the
-/// user's oldest messages while the mailbox is over `quota` bytes. `notify` (PostgreSQL) is
-/// `NOTIFY`ed to the other replicas with the commit.
-pub async fn insert(
+/// A message to keep, the devices to keep it for, and the notice for other replicas.
+pub struct Incoming {
+    pub message: NewMessage,
+    pub devices: Vec<String>,
+    /// `NOTIFY`ed to the other replicas with the commit (PostgreSQL).
+    pub notify: Option<String>,
+}
+
+/// Keep each message for each of its devices, inside the caller's transaction, then drop a
+/// user's oldest messages while their mailbox is over `quota` bytes. One answer per item.
+/// On PostgreSQL one statement per [`STATEMENT_BYTES`] of messages; SQLite, which has no
+/// writing `WITH`, runs a few cheap in-process statements per message.
+pub async fn insert_all(c: &mut Conn, items: Vec<Arc<Incoming>>, quota: i64) -> Result<Vec<Inserted>, sqlx::Error> {
+    if !is_postgres(c) {
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            let m = &item.message;
+            out.push(match keep_sqlite(c, m, &item.devices).await? {
+                Some((seq, used)) if used > quota => {
+                    Inserted::New { dropped: drop_oldest(c, &m.user_id, used - quota, seq, m.received_at).await? }
+                }
+                Some(_) => Inserted::New { dropped: (0, 0) },
+                None => repeated(c, m).await?,
+            });
+        }
+        return Ok(out);
+    }
+    let mut kept = BTreeMap::new();
+    for part in by_size(items.iter().map(|i| i.message.envelope.len())) {
+        kept.extend(keep_postgres(c, &items[part.clone()], part.start).await?);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        out.push(match kept.get(&(i as i64)) {
+            Some(_) => Inserted::New { dropped: (0, 0) },
+            None => repeated(c, &item.message).await?,
+        });
+    }
+    // Over quota: drop once per user, never this batch's newest message of theirs.
+    let mut users: BTreeMap<&str, (usize, i64, i64)> = BTreeMap::new();
+    for (&i, &(seq, used)) in &kept {
+        let Some(item) = items.get(i as usize) else { continue };
+        let newest = users.entry(item.message.user_id.as_str()).or_insert((i as usize, seq, used));
+        if seq > newest.1 {
+            *newest = (i as usize, seq, used);
+        }
+    }
+    for (user, (i, seq, used)) in users {
+        if used > quota {
+            let dropped = drop_oldest(c, user, used - quota, seq, items[i].message.received_at).await?;
+            out[i] = Inserted::New { dropped };
+        }
+    }
+    Ok(out)
+}
+
+/// A message whose id was here already: the same content again, or a replay.
+async fn repeated(c: &mut Conn, m: &NewMessage) -> Result<Inserted, sqlx::Error> {
+    let hash = received_hash(c, &m.user_id, &m.id).await?;
+    Ok(if hash.as_deref() == Some(m.body_hash.as_str()) { Inserted::Duplicate } else { Inserted::Conflict })
+}
+
+/// What [`insert_all`] writes on PostgreSQL, in one statement: the ids, the messages, a
+/// pending row per device, the usage, the notices. An id already here (or twice in `items`:
+/// the first counts) is not written. Returns, by index in `items`, each new message's `seq`
+/// and its user's bytes after the whole batch. `items` start at index `first`.
+async fn keep_postgres(
     c: &mut Conn,
-    m: &NewMessage,
-    devices: &[String],
-    quota: i64,
-    notify: Option<&str>,
-) -> Result<Inserted, sqlx::Error> {
+    items: &[Arc<Incoming>],
+    first: usize,
+) -> Result<BTreeMap<i64, (i64, i64)>, sqlx::Error> {
+    let input: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let m = &item.message;
+            json!({
+                "ord": first + i, "user_id": m.user_id, "id": m.id, "body_hash": m.body_hash, "sender": m.sender,
+                "folder": m.folder, "envelope": m.envelope, "size": m.envelope.len(),
+                "presentation": i64::from(m.presentation), "request": is_request(m),
+                "received_at": m.received_at, "devices": item.devices,
+            })
+        })
+        .collect();
+    let notices: Vec<&str> = items.iter().filter_map(|i| i.notify.as_deref()).collect();
+    let rows = sqlx::query(
+        "WITH input AS (SELECT DISTINCT ON (user_id, id) * FROM json_to_recordset(CAST($1 AS JSON)) AS x(ord BIGINT, \
+           user_id TEXT, id TEXT, body_hash TEXT, sender TEXT, folder TEXT, envelope TEXT, size BIGINT, \
+           presentation BIGINT, request BIGINT, received_at BIGINT, devices JSON) ORDER BY user_id, id, ord), \
+         r AS (INSERT INTO msg_received (user_id, id, body_hash, sender, folder, received_at) \
+           SELECT user_id, id, body_hash, sender, folder, received_at FROM input ORDER BY ord \
+           ON CONFLICT (user_id, id) DO NOTHING RETURNING user_id, id), \
+         m AS (INSERT INTO msg_mailbox (id, user_id, sender, folder, envelope, size, presentation, received_at) \
+           SELECT i.id, i.user_id, i.sender, i.folder, i.envelope, i.size, i.presentation, i.received_at \
+           FROM input i JOIN r ON r.user_id = i.user_id AND r.id = i.id ORDER BY i.ord RETURNING seq, user_id, id, size), \
+         p AS (INSERT INTO msg_pending (device_id, seq, size, request, received_at) \
+           SELECT d.value, m.seq, i.size, i.request, i.received_at \
+           FROM m JOIN input i ON i.user_id = m.user_id AND i.id = m.id, json_array_elements_text(i.devices) d), \
+         u AS (INSERT INTO msg_usage (user_id, bytes, messages) \
+           SELECT user_id, CAST(SUM(size) AS BIGINT), COUNT(*) FROM m GROUP BY user_id ON CONFLICT (user_id) \
+           DO UPDATE SET bytes = msg_usage.bytes + excluded.bytes, messages = msg_usage.messages + excluded.messages \
+           RETURNING user_id, bytes), \
+         n AS (SELECT pg_notify($2, x.value) FROM json_array_elements_text(CAST($3 AS JSON)) x) \
+         SELECT i.ord, m.seq, u.bytes, (SELECT COUNT(*) FROM n) AS notified \
+         FROM m JOIN input i ON i.user_id = m.user_id AND i.id = m.id JOIN u ON u.user_id = m.user_id",
+    )
+    .bind(Value::Array(input).to_string())
+    .bind(crate::live::CHANNEL)
+    .bind(json_list(&notices)?)
+    .fetch_all(c)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("ord")?, (r.try_get("seq")?, r.try_get("bytes")?)))).collect()
+}
+
+/// What [`insert_all`] writes for one message on SQLite. Returns the message's `seq` and
+/// its user's bytes now, or `None` if the id was here already (nothing written).
+async fn keep_sqlite(c: &mut Conn, m: &NewMessage, devices: &[String]) -> Result<Option<(i64, i64)>, sqlx::Error> {
     let first = sqlx::query(
         "INSERT INTO msg_received (user_id, id, body_hash, sender, folder, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (user_id, id) DO NOTHING",
@@ -131,12 +241,7 @@ pub async fn insert(
     .rows_affected()
         == 1;
     if !first {
-        let hash = received_hash(c, &m.user_id, &m.id).await?;
-        return Ok(if hash.as_deref() == Some(m.body_hash.as_str()) {
-            Inserted::Duplicate
-        } else {
-            Inserted::Conflict
-        });
+        return Ok(None);
     }
     let size = m.envelope.len() as i64;
     let seq: i64 = sqlx::query(
@@ -154,19 +259,17 @@ pub async fn insert(
     .fetch_one(&mut *c)
     .await?
     .try_get("seq")?;
-    for chunk in devices.chunks(100) {
-        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1, $2, $3, $4)", i + 5)).collect();
-        let sql = format!(
-            "INSERT INTO msg_pending (device_id, seq, size, request, received_at) VALUES {}",
-            values.join(", ")
-        );
-        let request = i64::from(m.folder == crate::policy::Folder::Requests.as_str());
-        let mut q = sqlx::query(&sql).bind(seq).bind(size).bind(request).bind(m.received_at);
-        for d in chunk {
-            q = q.bind(d);
-        }
-        q.execute(&mut *c).await?;
-    }
+    sqlx::query(
+        "INSERT INTO msg_pending (device_id, seq, size, request, received_at) \
+         SELECT value, $1, $2, $3, $4 FROM json_each($5)",
+    )
+    .bind(seq)
+    .bind(size)
+    .bind(is_request(m))
+    .bind(m.received_at)
+    .bind(json_list(devices)?)
+    .execute(&mut *c)
+    .await?;
     let used: i64 = sqlx::query(
         "INSERT INTO msg_usage (user_id, bytes, messages) VALUES ($1, $2, 1) ON CONFLICT (user_id) \
          DO UPDATE SET bytes = msg_usage.bytes + excluded.bytes, messages = msg_usage.messages + 1 RETURNING bytes",
@@ -176,14 +279,11 @@ pub async fn insert(
     .fetch_one(&mut *c)
     .await?
     .try_get("bytes")?;
-    let mut dropped = (0, 0);
-    if used > quota {
-        dropped = drop_oldest(c, &m.user_id, used - quota, seq, m.received_at).await?;
-    }
-    if let Some(notice) = notify {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(crate::live::CHANNEL).bind(notice).execute(&mut *c).await?;
-    }
-    Ok(Inserted::New { dropped })
+    Ok(Some((seq, used)))
+}
+
+fn is_request(m: &NewMessage) -> i64 {
+    i64::from(m.folder == crate::policy::Folder::Requests.as_str())
 }
 
 /// Drop `user_id`'s oldest messages (never `keep`) until `excess` bytes are gone, and
@@ -224,18 +324,14 @@ async fn drop_oldest(c: &mut Conn, user_id: &str, excess: i64, keep: i64, now: i
 
 /// Delete mailbox messages (and their pending rows) and take them off the usage count.
 async fn remove(c: &mut Conn, user_id: &str, seqs: &[i64]) -> Result<(i64, i64), sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM msg_mailbox WHERE user_id = $1 AND {} RETURNING size",
+        any_of(c, "seq", &json_values(c, 2, Listed::Int))
+    );
     let (mut count, mut bytes) = (0, 0);
-    for chunk in seqs.chunks(200) {
-        let list = placeholders(2, chunk.len());
-        let sql = format!("DELETE FROM msg_mailbox WHERE user_id = $1 AND seq IN ({list}) RETURNING size");
-        let mut q = sqlx::query(&sql).bind(user_id);
-        for s in chunk {
-            q = q.bind(s);
-        }
-        for r in q.fetch_all(&mut *c).await? {
-            count += 1;
-            bytes += r.try_get::<i64, _>("size")?;
-        }
+    for r in sqlx::query(&sql).bind(user_id).bind(json_list(seqs)?).fetch_all(&mut *c).await? {
+        count += 1;
+        bytes += r.try_get::<i64, _>("size")?;
     }
     take_off_usage(c, user_id, count, bytes).await?;
     Ok((count, bytes))
@@ -274,24 +370,13 @@ async fn record_drop(
 
 /// The oldest messages `device_id` has not acknowledged, leaving out the `seq`s in
 /// `skip` (those already in flight to it), at most `limit`.
-pub async fn pending(
-    c: &mut Conn,
-    backend: Backend,
-    device_id: &str,
-    skip: &[i64],
-    limit: i64,
-) -> Result<Vec<Stored>, sqlx::Error> {
-    // One statement whatever `skip` holds: the list goes as one JSON parameter.
-    let skipped = match backend {
-        Backend::Sqlite => "SELECT value FROM json_each($2)",
-        Backend::Postgres => "SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST($2 AS JSONB))",
-    };
+pub async fn pending(c: &mut Conn, device_id: &str, skip: &[i64], limit: i64) -> Result<Vec<Stored>, sqlx::Error> {
     let sql = format!(
         "SELECT {STORED_COLUMNS} FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq \
-         WHERE p.device_id = $1 AND p.seq NOT IN ({skipped}) ORDER BY p.seq LIMIT $3"
+         WHERE p.device_id = $1 AND NOT ({}) ORDER BY p.seq LIMIT $3",
+        any_of(c, "p.seq", &json_values(c, 2, Listed::Int))
     );
-    let skip = serde_json::to_string(skip).map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let rows = sqlx::query(&sql).bind(device_id).bind(skip).bind(limit).fetch_all(c).await?;
+    let rows = sqlx::query(&sql).bind(device_id).bind(json_list(skip)?).bind(limit).fetch_all(c).await?;
     rows.iter().map(stored).collect()
 }
 
@@ -353,22 +438,22 @@ pub async fn acknowledge(
     ids: &[String],
     drops_seen: Option<i64>,
 ) -> Result<u64, sqlx::Error> {
-    let mut acknowledged = 0;
-    for chunk in ids.chunks(200) {
-        let sql = format!(
-            "DELETE FROM msg_pending WHERE device_id = $1 AND seq IN \
-             (SELECT seq FROM msg_mailbox WHERE user_id = $2 AND id IN ({})) RETURNING seq",
-            placeholders(3, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(device_id).bind(user_id);
-        for id in chunk {
-            q = q.bind(id);
-        }
-        let seqs: Vec<i64> = q.fetch_all(&mut *c).await?.iter().map(|r| r.try_get("seq")).collect::<Result<_, _>>()?;
-        if seqs.is_empty() {
-            continue;
-        }
-        acknowledged += seqs.len() as u64;
+    let of_ids = format!(
+        "SELECT seq FROM msg_mailbox WHERE user_id = $2 AND {}",
+        any_of(c, "id", &json_values(c, 3, Listed::Text))
+    );
+    let sql = format!("DELETE FROM msg_pending WHERE device_id = $1 AND {} RETURNING seq", any_of(c, "seq", &of_ids));
+    let seqs: Vec<i64> = sqlx::query(&sql)
+        .bind(device_id)
+        .bind(user_id)
+        .bind(json_list(ids)?)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(|r| r.try_get("seq"))
+        .collect::<Result<_, _>>()?;
+    let acknowledged = seqs.len() as u64;
+    if !seqs.is_empty() {
         forget_unowed(c, &seqs).await?;
     }
     if let Some(seen) = drops_seen {
@@ -402,22 +487,16 @@ pub async fn release_revoked(c: &mut Conn) -> Result<i64, sqlx::Error> {
 /// Of the messages `seqs`, delete those no device owes any more and take them off their
 /// users' usage. Returns how many went.
 async fn forget_unowed(c: &mut Conn, seqs: &[i64]) -> Result<i64, sqlx::Error> {
-    let mut by_user: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
-    for chunk in seqs.chunks(200) {
-        let sql = format!(
-            "DELETE FROM msg_mailbox WHERE seq IN ({}) \
-             AND NOT EXISTS (SELECT 1 FROM msg_pending p WHERE p.seq = msg_mailbox.seq) RETURNING user_id, size",
-            placeholders(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q.bind(s);
-        }
-        for r in q.fetch_all(&mut *c).await? {
-            let entry = by_user.entry(r.try_get("user_id")?).or_default();
-            entry.0 += 1;
-            entry.1 += r.try_get::<i64, _>("size")?;
-        }
+    let sql = format!(
+        "DELETE FROM msg_mailbox WHERE {} \
+         AND NOT EXISTS (SELECT 1 FROM msg_pending p WHERE p.seq = msg_mailbox.seq) RETURNING user_id, size",
+        any_of(c, "seq", &json_values(c, 1, Listed::Int))
+    );
+    let mut by_user: BTreeMap<String, (i64, i64)> = Default::default();
+    for r in sqlx::query(&sql).bind(json_list(seqs)?).fetch_all(&mut *c).await? {
+        let entry = by_user.entry(r.try_get("user_id")?).or_default();
+        entry.0 += 1;
+        entry.1 += r.try_get::<i64, _>("size")?;
     }
     let mut total = 0;
     for (user_id, (count, bytes)) in by_user {
@@ -434,7 +513,7 @@ pub async fn expire(c: &mut Conn, before: i64, now: i64) -> Result<i64, sqlx::Er
         .bind(before)
         .fetch_all(&mut *c)
         .await?;
-    let mut by_user: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let mut by_user: BTreeMap<String, Vec<i64>> = Default::default();
     for r in rows {
         by_user.entry(r.try_get("user_id")?).or_default().push(r.try_get("seq")?);
     }
@@ -458,7 +537,77 @@ pub async fn prune(c: &mut Conn, received_before: i64, drops_before: i64) -> Res
     Ok(a.rows_affected() + b.rows_affected())
 }
 
-/// `$first, $first+1, …` for `n` values.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+/// Most message bytes one grouped statement carries: a batch of large messages is written
+/// in several statements, so that no parameter grows past this.
+const STATEMENT_BYTES: usize = 4 << 20;
+
+/// Indexes `0..n` of items of these sizes, cut into consecutive runs of at most
+/// [`STATEMENT_BYTES`] (an item larger than that is a run of its own).
+pub(crate) fn by_size(sizes: impl Iterator<Item = usize>) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (i, size) in sizes.enumerate() {
+        match runs.last_mut() {
+            Some(run) if bytes + size <= STATEMENT_BYTES => {
+                run.end = i + 1;
+                bytes += size;
+            }
+            _ => {
+                runs.push(i..i + 1);
+                bytes = size;
+            }
+        }
+    }
+    runs
+}
+
+/// What the JSON array parameter of [`json_values`] holds.
+#[derive(Clone, Copy)]
+pub(crate) enum Listed {
+    Int,
+    Text,
+}
+
+/// A subquery yielding the elements of the JSON array bound at `$n`. A list passed this way
+/// keeps one statement text whatever its length: one prepared statement, not one per length.
+pub(crate) fn json_values(c: &Conn, n: usize, kind: Listed) -> String {
+    match (is_postgres(c), kind) {
+        (false, _) => format!("SELECT value FROM json_each(${n})"),
+        (true, Listed::Text) => format!("SELECT value FROM jsonb_array_elements_text(CAST(${n} AS JSONB))"),
+        (true, Listed::Int) => {
+            format!("SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(${n} AS JSONB))")
+        }
+    }
+}
+
+/// `column` is one of the values `subquery` yields. On PostgreSQL an array, so that even a
+/// generic plan looks each value up in `column`'s index rather than scanning around it.
+pub(crate) fn any_of(c: &Conn, column: &str, subquery: &str) -> String {
+    match is_postgres(c) {
+        true => format!("{column} = ANY(ARRAY({subquery}))"),
+        false => format!("{column} IN ({subquery})"),
+    }
+}
+
+pub(crate) fn is_postgres(c: &Conn) -> bool {
+    c.backend_name() == "PostgreSQL"
+}
+
+/// The JSON array to bind for [`json_values`].
+pub(crate) fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(items).map_err(|e| sqlx::Error::Encode(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_stay_under_the_statement_bytes() {
+        let mb = 1 << 20;
+        assert_eq!(by_size([mb, mb, mb, mb, mb].into_iter()), vec![0..4, 4..5]);
+        assert_eq!(by_size([5 * mb, 1, 1].into_iter()), vec![0..1, 1..3]);
+        assert_eq!(by_size([1, 5 * mb, 1].into_iter()), vec![0..1, 1..2, 2..3]);
+        assert!(by_size(std::iter::empty()).is_empty());
+    }
 }

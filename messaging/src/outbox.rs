@@ -1,10 +1,12 @@
 //! The outbox: forwards a user's devices handed to this node, kept until the recipient's
 //! node has them. Every SQL query of the outbox is here.
 
-use crate::mailbox::placeholders;
+use crate::mailbox::{any_of, by_size, is_postgres, json_list, json_values, Listed};
 use serde::Serialize;
 use sichat_core::db::Backend;
 use sqlx::{AnyConnection, Row};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 type Conn = AnyConnection;
 
@@ -87,9 +89,36 @@ impl NewEntry {
     }
 }
 
-/// Queue a forward. An id already queued by the same user with the same content is the
-/// same request again (`Ok(false)`); with other content, or by another user, `Err(())`.
-pub async fn insert(c: &mut Conn, e: &NewEntry) -> Result<Result<bool, ()>, sqlx::Error> {
+/// Queue forwards, each answered in order: `Ok(true)` if queued now. An id already queued
+/// by the same user with the same content is the same request again (`Ok(false)`); with
+/// other content, or by another user, `Err(())`. On PostgreSQL all in one statement.
+pub async fn insert_all(c: &mut Conn, items: Vec<Arc<NewEntry>>) -> Result<Vec<Result<bool, ()>>, sqlx::Error> {
+    let queued: HashSet<usize> = match is_postgres(c) {
+        true => {
+            let mut queued = HashSet::new();
+            for part in by_size(items.iter().map(|e| e.body.len())) {
+                queued.extend(insert_postgres(c, &items[part.clone()], part.start).await?);
+            }
+            queued
+        }
+        false => {
+            let mut queued = HashSet::new();
+            for (i, e) in items.iter().enumerate() {
+                if insert_one(c, e).await? {
+                    queued.insert(i);
+                }
+            }
+            queued
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, e) in items.iter().enumerate() {
+        out.push(if queued.contains(&i) { Ok(true) } else { repeat_of(c, e).await? });
+    }
+    Ok(out)
+}
+
+async fn insert_one(c: &mut Conn, e: &NewEntry) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO msg_outbox (id, user_id, sender, recipient, body, body_hash, state, attempts, next_attempt_at, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'queued', 0, $8, $7, $7) ON CONFLICT (id) DO NOTHING",
@@ -105,9 +134,40 @@ pub async fn insert(c: &mut Conn, e: &NewEntry) -> Result<Result<bool, ()>, sqlx
     .execute(&mut *c)
     .await?
     .rows_affected();
-    if inserted == 1 {
-        return Ok(Ok(true));
-    }
+    Ok(inserted == 1)
+}
+
+/// The indexes (from `first`) of the forwards of `items` queued now (of an id twice, the
+/// first).
+async fn insert_postgres(c: &mut Conn, items: &[Arc<NewEntry>], first: usize) -> Result<HashSet<usize>, sqlx::Error> {
+    let input: Vec<serde_json::Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            serde_json::json!({
+                "ord": first + i, "id": e.id, "user_id": e.user_id, "sender": e.sender, "recipient": e.recipient,
+                "body": e.body, "body_hash": e.body_hash, "now": e.now, "next_attempt_at": e.next_attempt_at,
+            })
+        })
+        .collect();
+    let rows = sqlx::query(
+        "WITH input AS (SELECT DISTINCT ON (id) * FROM json_to_recordset(CAST($1 AS JSON)) AS x(ord BIGINT, id TEXT, \
+           user_id TEXT, sender TEXT, recipient TEXT, body TEXT, body_hash TEXT, now BIGINT, next_attempt_at BIGINT) \
+           ORDER BY id, ord), \
+         q AS (INSERT INTO msg_outbox (id, user_id, sender, recipient, body, body_hash, state, attempts, \
+           next_attempt_at, created_at, updated_at) \
+           SELECT id, user_id, sender, recipient, body, body_hash, 'queued', 0, next_attempt_at, now, now FROM input \
+           ORDER BY ord ON CONFLICT (id) DO NOTHING RETURNING id) \
+         SELECT i.ord FROM q JOIN input i ON i.id = q.id",
+    )
+    .bind(serde_json::Value::Array(input).to_string())
+    .fetch_all(c)
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get::<i64, _>("ord")? as usize)).collect()
+}
+
+/// An id already queued: the same request again, or not.
+async fn repeat_of(c: &mut Conn, e: &NewEntry) -> Result<Result<bool, ()>, sqlx::Error> {
     let row =
         sqlx::query("SELECT user_id, body_hash FROM msg_outbox WHERE id = $1").bind(&e.id).fetch_optional(c).await?;
     Ok(match row {
@@ -167,19 +227,15 @@ pub struct Outcome {
 /// Record the ends of attempts. Finished forwards lose their body: it is no use any more.
 pub async fn record(c: &mut Conn, outcomes: &[Outcome], now: i64) -> Result<(), sqlx::Error> {
     let (done, retry): (Vec<&Outcome>, Vec<&Outcome>) = outcomes.iter().partition(|o| o.state != QUEUED);
+    let sql = format!(
+        "UPDATE msg_outbox SET state = $1, body = '', attempts = attempts + 1, updated_at = $2, \
+         last_error = NULL WHERE {}",
+        any_of(c, "id", &json_values(c, 3, Listed::Text))
+    );
     for state in [DELIVERED, NOT_ACCEPTED, FAILED] {
-        let batch: Vec<&&Outcome> = done.iter().filter(|o| o.state == state).collect();
-        for chunk in batch.chunks(200) {
-            let list = placeholders(3, chunk.len());
-            let sql = format!(
-                "UPDATE msg_outbox SET state = $1, body = '', attempts = attempts + 1, updated_at = $2, \
-                 last_error = NULL WHERE id IN ({list})"
-            );
-            let mut q = sqlx::query(&sql).bind(state).bind(now);
-            for o in chunk {
-                q = q.bind(&o.id);
-            }
-            q.execute(&mut *c).await?;
+        let ids: Vec<&str> = done.iter().filter(|o| o.state == state).map(|o| o.id.as_str()).collect();
+        if !ids.is_empty() {
+            sqlx::query(&sql).bind(state).bind(now).bind(json_list(&ids)?).execute(&mut *c).await?;
         }
     }
     for o in retry {

@@ -160,8 +160,7 @@ impl Session {
             "delivery-request" => {
                 let limit = message.body.get("limit").and_then(Value::as_i64).unwrap_or(10).clamp(1, 1000);
                 let mut conn = self.messaging.db().read().await?;
-                let backend = self.messaging.db().backend();
-                let batch = mailbox::pending(&mut conn, backend, &self.me.device_id, &[], limit).await?;
+                let batch = mailbox::pending(&mut conn, &self.me.device_id, &[], limit).await?;
                 drop(conn);
                 if batch.is_empty() {
                     return Ok(vec![self.status(Some(&thid)).await?]);
@@ -270,12 +269,11 @@ impl Session {
     /// Live mode: send what is pending and not yet in flight, oldest first.
     async fn push(&mut self) -> Result<Vec<String>, sqlx::Error> {
         let mut out = Vec::new();
-        let backend = self.messaging.db().backend();
         while self.in_flight.len() < MAX_IN_FLIGHT {
             let room = BATCH.min((MAX_IN_FLIGHT - self.in_flight.len()) as i64);
             let out_seqs: Vec<i64> = self.in_flight.values().copied().collect();
             let mut conn = self.messaging.db().read().await?;
-            let batch = mailbox::pending(&mut conn, backend, &self.me.device_id, &out_seqs, room).await?;
+            let batch = mailbox::pending(&mut conn, &self.me.device_id, &out_seqs, room).await?;
             drop(conn);
             if batch.is_empty() {
                 break;

@@ -3,7 +3,7 @@
 //! recipient's policy, and keeping them until every device has them.
 
 use crate::live::Hub;
-use crate::mailbox::{self, Inserted, NewMessage};
+use crate::mailbox::{self, Incoming, Inserted, NewMessage};
 use crate::outbox::{self, Entry, NewEntry, Outcome};
 use crate::policy::{Folder, Policy};
 use crate::{forwarded, Message, MessagingError, PRESENTATION_ATTACHMENT};
@@ -13,14 +13,14 @@ use sha2::{Digest, Sha256};
 use sichat_accounts::{Accounts, AuthDevice};
 use sichat_core::db::{Backend, Db};
 use sichat_core::did::Did;
-use sichat_core::group_commit::GroupCommit;
+use sichat_core::group_commit::{GroupCommit, Grouped, WriteFuture};
 use sichat_core::ids::{b64url, b64url_decode, now_ms};
 use sichat_core::node::NodeIdentity;
 use sichat_core::resolver::Resolver;
 use sichat_issuer::Issuer;
 use sichat_verifier::verify::{Expectation, Options};
 use sichat_verifier::Verifier;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,8 +94,9 @@ fn limiter((per_second, burst): (u32, u32)) -> Limiter {
     RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
 }
 
-/// Forwards in flight to other nodes at once.
-const DELIVERY_CONCURRENCY: usize = 128;
+/// Forwards in flight to other nodes at once. Each waits for the other node's commit, so
+/// this over that node's answer time bounds the delivery rate.
+const DELIVERY_CONCURRENCY: usize = 256;
 /// New forwards waiting for a delivery slot in memory; past this they wait in the outbox.
 const DISPATCH_QUEUE: usize = 1024;
 /// How long a claimed forward is left alone before another worker may retry it.
@@ -108,6 +109,10 @@ pub struct Messaging {
     db: Db,
     /// The mailbox's and outbox's hot writes, sharing transactions on SQLite.
     pub(crate) writes: GroupCommit,
+    /// Received messages, stored together per batch of `writes`.
+    store_messages: Arc<StoreMessages>,
+    /// New forwards, queued together per batch of `writes`.
+    queue_forwards: Arc<QueueForwards>,
     accounts: Arc<Accounts>,
     issuer: Arc<Issuer>,
     verifier: Arc<Verifier>,
@@ -146,6 +151,8 @@ impl Messaging {
             nodes: limiter(settings.node_rate),
             senders: limiter(settings.sender_rate),
             writes: GroupCommit::on_both(db.clone(), "messaging"),
+            store_messages: Arc::new(StoreMessages { quota: settings.quota_bytes }),
+            queue_forwards: Arc::new(QueueForwards),
             db,
             accounts,
             issuer,
@@ -225,12 +232,7 @@ impl Messaging {
             // Dispatched: leased to this process's worker, like a claim.
             next_attempt_at: if dispatch.is_some() { now + LEASE_MS } else { now },
         });
-        let queued = entry.clone();
-        let inserted = self.writes.write(move |c| {
-            let e = queued.clone();
-            Box::pin(async move { outbox::insert(c, &e).await })
-        });
-        let fresh = match inserted.await? {
+        let fresh = match self.writes.write_grouped(&self.queue_forwards, entry.clone()).await? {
             Ok(fresh) => fresh,
             Err(()) => return Err(MessagingError::DuplicateId(forward.id)),
         };
@@ -425,10 +427,10 @@ impl Messaging {
         let name = self
             .local_user_name(&forward.next)
             .ok_or_else(|| MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next)))?;
-        let (user_id, devices) =
-            self.accounts.active_user_with_devices(&name).await?.ok_or_else(|| {
-                MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next))
-            })?;
+        let Recipient { user_id, devices, policy } = self
+            .recipient(&name)
+            .await?
+            .ok_or_else(|| MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)))?;
         if from.node != *self.node.did() && self.nodes.check_key(&from.node.to_string()).is_err() {
             return Err(MessagingError::RateLimited("your node is delivering too fast".into()));
         }
@@ -436,7 +438,7 @@ impl Messaging {
             return Err(MessagingError::RateLimited("this sender is sending too fast".into()));
         }
         let body_hash = hash(body);
-        let folder = match self.judge(&user_id, &forward, from).await {
+        let folder = match self.judge(&user_id, &policy, &forward, from).await {
             Ok(folder) => folder,
             Err(refused) => {
                 // A redelivery is answered as such, whatever the policy says now.
@@ -448,8 +450,8 @@ impl Messaging {
                 };
             }
         };
-        let now = now_ms();
-        let message = Arc::new(NewMessage {
+        let notify = (self.db.backend() == Backend::Postgres).then(|| self.hub.notice(&user_id));
+        let message = NewMessage {
             user_id: user_id.clone(),
             id: forward.id.clone(),
             sender: from.sender.to_string(),
@@ -457,18 +459,10 @@ impl Messaging {
             envelope: serde_json::to_string(&forward.envelope).map_err(MessagingError::internal)?,
             body_hash,
             presentation: forward.presentation.is_some(),
-            received_at: now,
-        });
-        let quota = self.settings.quota_bytes;
-        let notify = (self.db.backend() == Backend::Postgres).then(|| self.hub.notice(&user_id));
-        let (devices, notify) = (Arc::new(devices), Arc::new(notify));
-        let inserted = self
-            .writes
-            .write(move |c| {
-                let (message, devices, notify) = (message.clone(), devices.clone(), notify.clone());
-                Box::pin(async move { mailbox::insert(c, &message, &devices, quota, notify.as_deref()).await })
-            })
-            .await?;
+            received_at: now_ms(),
+        };
+        let inserted =
+            self.writes.write_grouped(&self.store_messages, Arc::new(Incoming { message, devices, notify })).await?;
         match inserted {
             Inserted::New { dropped } => {
                 self.hub.wake(&user_id);
@@ -485,8 +479,13 @@ impl Messaging {
     }
 
     /// The recipient's policy applied to a sender: a folder, or "not accepted".
-    async fn judge(&self, user_id: &str, forward: &Forward, from: &Vouched) -> Result<Folder, MessagingError> {
-        let policy = self.policy_of(user_id).await?;
+    async fn judge(
+        &self,
+        user_id: &str,
+        policy: &Policy,
+        forward: &Forward,
+        from: &Vouched,
+    ) -> Result<Folder, MessagingError> {
         if policy.blocks(&from.sender) {
             return Err(MessagingError::NotAccepted);
         }
@@ -497,7 +496,7 @@ impl Messaging {
             return Ok(Folder::Inbox);
         }
         if let Some(vp) = &forward.presentation {
-            if self.presentation_accepted(vp, forward, from, &policy).await {
+            if self.presentation_accepted(vp, forward, from, policy).await {
                 return Ok(Folder::Inbox);
             }
         }
@@ -541,10 +540,32 @@ impl Messaging {
             .bind(user_id)
             .fetch_optional(&mut *self.db.read().await?)
             .await?;
-        match row {
-            Some(r) => serde_json::from_str(&r.try_get::<String, _>("policy")?).map_err(MessagingError::internal),
-            None => Ok(Policy::default()),
-        }
+        parse_policy(row.map(|r| r.try_get("policy")).transpose()?)
+    }
+
+    /// An active user of this node by name, with their active devices (a message is kept
+    /// for each) and their policy: one read on the receive path. (It reads the accounts'
+    /// tables, as `accounts` would, beside this crate's own.)
+    async fn recipient(&self, name: &str) -> Result<Option<Recipient>, MessagingError> {
+        let rows = sqlx::query(
+            "SELECT u.id AS user_id, d.id AS device_id, p.policy FROM acct_users u \
+             LEFT JOIN msg_policies p ON p.user_id = u.id \
+             LEFT JOIN acct_devices d ON d.user_id = u.id AND d.revoked_at IS NULL \
+             WHERE u.name = $1 AND u.status = 'active' ORDER BY d.created_at",
+        )
+        .bind(name)
+        .fetch_all(&mut *self.db.read().await?)
+        .await?;
+        let Some(first) = rows.first() else { return Ok(None) };
+        let devices = rows
+            .iter()
+            .filter_map(|r| r.try_get::<Option<String>, _>("device_id").transpose())
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Recipient {
+            user_id: first.try_get("user_id")?,
+            devices,
+            policy: parse_policy(first.try_get("policy")?)?,
+        }))
     }
 
     pub async fn set_policy(&self, me: &AuthDevice, policy: Policy) -> Result<Policy, MessagingError> {
@@ -592,6 +613,45 @@ pub(crate) struct Forward {
     pub next: Did,
     pub envelope: Value,
     pub presentation: Option<String>,
+}
+
+/// Storing received messages: every one in a batch of the messaging writer at once.
+struct StoreMessages {
+    quota: i64,
+}
+
+impl Grouped for StoreMessages {
+    type Item = Incoming;
+    type Out = Inserted;
+    fn write_all<'c>(&'c self, c: &'c mut AnyConnection, items: Vec<Arc<Incoming>>) -> WriteFuture<'c, Vec<Inserted>> {
+        Box::pin(mailbox::insert_all(c, items, self.quota))
+    }
+}
+
+/// Queueing new forwards: every one in a batch of the messaging writer at once.
+struct QueueForwards;
+
+impl Grouped for QueueForwards {
+    type Item = NewEntry;
+    type Out = Result<bool, ()>;
+    fn write_all<'c>(&'c self, c: &'c mut AnyConnection, items: Vec<Arc<NewEntry>>) -> WriteFuture<'c, Vec<Self::Out>> {
+        Box::pin(outbox::insert_all(c, items))
+    }
+}
+
+/// Whom a forward is for, as the receive path needs them.
+struct Recipient {
+    user_id: String,
+    devices: Vec<String>,
+    policy: Policy,
+}
+
+/// A stored policy, or the default when the user has set none.
+fn parse_policy(stored: Option<String>) -> Result<Policy, MessagingError> {
+    match stored {
+        Some(text) => serde_json::from_str(&text).map_err(MessagingError::internal),
+        None => Ok(Policy::default()),
+    }
 }
 
 /// Why an attempt failed, and whether to try again.

@@ -4,14 +4,18 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use sichat_core::db::Db;
 use sichat_core::did::Did;
 use sichat_core::ids::now_ms;
 use sichat_core::net::{Fetcher, NetPolicy};
 use sichat_core::resolver::Resolver;
 use sichat_e2e::{
-    json as json_out, session_token_at, sichat, stderr, storage_tests, unseal, Backend, TestApp, WalletSecrets,
+    json as json_out, session_token_at, sichat, stderr, storage_tests, unseal, Backend, TempDir, TestApp, TestDb,
+    WalletSecrets,
 };
 use sichat_messaging::federation_auth::{sign_request, OutgoingRequest};
+use sichat_messaging::mailbox::{insert_all, Incoming, Inserted, NewMessage};
+use sichat_messaging::outbox::{self, NewEntry};
 use sichat_messaging::{pack_authcrypt, unpack, AgreementKey, Message, RecipientKey, SigningKey, UnpackOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +32,8 @@ storage_tests!(
     bad_deliveries_change_nothing,
     quota_and_expiry_drop_and_report,
     revoked_device_owes_nothing,
+    a_batch_is_stored_as_one_by_one,
+    forwards_queued_together_answer_alone,
 );
 
 fn resolver() -> Resolver {
@@ -624,4 +630,131 @@ async fn live_delivery_crosses_replicas() {
     a2.stop().await;
     a.stop().await;
     b.stop().await;
+}
+
+/// Messages stored together (one statement on PostgreSQL) answer and leave the mailbox as
+/// they would one by one: a repeat in the batch is a duplicate, a replay a conflict, and the
+/// quota drops the oldest once.
+async fn a_batch_is_stored_as_one_by_one(backend: Backend) {
+    let dir = TempDir::new("mailbox-batch");
+    let Some(test_db) = TestDb::create(backend, dir.path()).await else { return };
+    let db = Db::open(&test_db.url).await.expect("database");
+    sqlx::query(
+        "INSERT INTO acct_users (id, name, root_key, quota, invite_id, created_at) VALUES ('u1', 'alice', 'k', 0, 'i', 0)",
+    )
+    .execute(db.pool())
+    .await
+    .expect("user");
+    let item = |id: &str, body: &str| Incoming {
+        message: NewMessage {
+            user_id: "u1".into(),
+            id: id.into(),
+            sender: "did:web:b".into(),
+            folder: "inbox",
+            envelope: body.into(),
+            body_hash: format!("h-{body}"),
+            presentation: false,
+            received_at: now_ms(),
+        },
+        devices: vec!["d1".into(), "d2".into()],
+        notify: Some("test".into()),
+    };
+    let store = |items: Vec<Incoming>, quota: i64| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.pool().begin().await.expect("begin");
+            let out = insert_all(&mut tx, items.into_iter().map(Arc::new).collect(), quota).await.expect("insert");
+            tx.commit().await.expect("commit");
+            out
+        }
+    };
+    let scalar = |sql: &'static str| {
+        let db = db.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(db.pool()).await.expect(sql) }
+    };
+    let (a, b, c) = ("a".repeat(100), "b".repeat(200), "c".repeat(300));
+    let out =
+        store(vec![item("m1", &a), item("m2", &b), item("m3", &c), item("m1", &a), item("m2", "other")], 1 << 20).await;
+    let new = Inserted::New { dropped: (0, 0) };
+    assert_eq!(out, vec![new, new, new, Inserted::Duplicate, Inserted::Conflict]);
+    assert_eq!(scalar("SELECT COUNT(*) FROM msg_mailbox").await, 3);
+    assert_eq!(scalar("SELECT COUNT(*) FROM msg_pending").await, 6);
+    assert_eq!(scalar("SELECT bytes FROM msg_usage WHERE user_id = 'u1'").await, 600);
+    assert_eq!(scalar("SELECT messages FROM msg_queue_totals WHERE device_id = 'd2'").await, 3);
+    let order: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM msg_mailbox ORDER BY seq").fetch_all(db.pool()).await.expect("order");
+    assert_eq!(order, ["m1", "m2", "m3"], "arrival order is kept");
+
+    // Over the quota after the batch: the oldest goes, once, never the newest.
+    let d = "d".repeat(100);
+    let out = store(vec![item("m1", &a), item("m4", &d)], 600).await;
+    assert_eq!(out, vec![Inserted::Duplicate, Inserted::New { dropped: (1, 100) }]);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM msg_mailbox ORDER BY seq").fetch_all(db.pool()).await.expect("left");
+    assert_eq!(left, ["m2", "m3", "m4"]);
+    assert_eq!(scalar("SELECT bytes FROM msg_usage WHERE user_id = 'u1'").await, 600);
+    assert_eq!(scalar("SELECT messages FROM msg_queue_totals WHERE device_id = 'd1'").await, 3);
+    assert_eq!(scalar("SELECT COUNT(*) FROM msg_drops WHERE reason = 'quota' AND count = 1").await, 1);
+
+    // Large messages go in several statements; a repeat in a later one is still a repeat.
+    let big = "e".repeat(3 << 20);
+    let out = store(vec![item("m5", &big), item("m6", &big), item("m5", &big)], 1 << 30).await;
+    assert_eq!(out, vec![new, new, Inserted::Duplicate]);
+    assert_eq!(scalar("SELECT COUNT(*) FROM msg_mailbox").await, 5);
+    assert_eq!(scalar("SELECT messages FROM msg_queue_totals WHERE device_id = 'd1'").await, 5);
+    db.close().await;
+}
+
+/// New forwards queued together (one statement on PostgreSQL) answer as they would one by
+/// one: the same request again is no new entry, an id taken with other content is refused.
+async fn forwards_queued_together_answer_alone(backend: Backend) {
+    let dir = TempDir::new("outbox-batch");
+    let Some(test_db) = TestDb::create(backend, dir.path()).await else { return };
+    let db = Db::open(&test_db.url).await.expect("database");
+    for (id, name) in [("u1", "alice"), ("u2", "bob")] {
+        sqlx::query(
+            "INSERT INTO acct_users (id, name, root_key, quota, invite_id, created_at) VALUES ($1, $2, 'k', 0, 'i', 0)",
+        )
+        .bind(id)
+        .bind(name)
+        .execute(db.pool())
+        .await
+        .expect("user");
+    }
+    let entry = |id: &str, user: &str, body: &str| {
+        Arc::new(NewEntry {
+            id: id.into(),
+            user_id: user.into(),
+            sender: format!("did:web:a:users:{user}"),
+            recipient: "did:web:b:users:carol".into(),
+            body: body.into(),
+            body_hash: format!("h-{body}"),
+            now: now_ms(),
+            next_attempt_at: now_ms(),
+        })
+    };
+    let queue = |items: Vec<Arc<NewEntry>>| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.pool().begin().await.expect("begin");
+            let out = outbox::insert_all(&mut tx, items).await.expect("insert");
+            tx.commit().await.expect("commit");
+            out
+        }
+    };
+    let out = queue(vec![
+        entry("f1", "u1", "one"),
+        entry("f2", "u1", "two"),
+        entry("f1", "u1", "one"),
+        entry("f2", "u1", "other"),
+        entry("f1", "u2", "one"),
+    ])
+    .await;
+    assert_eq!(out, vec![Ok(true), Ok(true), Ok(false), Err(()), Err(())]);
+    let out = queue(vec![entry("f1", "u1", "one"), entry("f3", "u2", "three")]).await;
+    assert_eq!(out, vec![Ok(false), Ok(true)]);
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, body FROM msg_outbox ORDER BY id").fetch_all(db.pool()).await.expect("rows");
+    assert_eq!(rows, [("f1".into(), "one".into()), ("f2".into(), "two".into()), ("f3".into(), "three".into())]);
+    db.close().await;
 }
