@@ -161,8 +161,18 @@ async fn run(db: Db, name: &'static str, mut queue: mpsc::Receiver<Queued>) {
     // connection it takes back); SQLite's one connection is every writer's, so it goes back.
     let keep = db.backend() == Backend::Postgres;
     let mut held = None;
+    // `Db::close` waits for every pooled connection, the kept one too: it goes back then.
+    let closed = db.pool().close_event();
+    tokio::pin!(closed);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        tokio::select! {
+            n = queue.recv_many(&mut batch, MAX_BATCH) => if n == 0 { break },
+            () = &mut closed, if held.is_some() => {
+                held = None;
+                continue;
+            }
+        }
         metrics::histogram!("sichat_group_commit_writes", "writer" => name).record(batch.len() as f64);
         let answers = match together(&db, &mut held, &batch).await {
             Ok(answers) => answers,

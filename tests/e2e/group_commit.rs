@@ -1,6 +1,6 @@
 //! Group commit (`sichat_core::group_commit`, batching on both backends): every acknowledged write is
 //! stored and answers its own result, and a failing write fails alone while the writes
-//! batched beside it are stored.
+//! batched beside it are stored. Closing the database does not wait on the writer.
 
 use sichat_core::db::Db;
 use sichat_core::group_commit::GroupCommit;
@@ -62,5 +62,11 @@ async fn batched_writes_answer_alone(backend: Backend) {
     }
     assert_eq!(failed, vec![30], "only the duplicate fails");
     assert_eq!(count(&db).await, 359);
+
+    // On PostgreSQL the writer keeps a connection between batches; closing the database
+    // (a node's shutdown) takes it back instead of waiting for it forever. Writes after
+    // that fail, and say so.
+    assert_eq!(insert(&writes, "last".into()).await.expect("write"), (1, "last".into()));
     db.close().await;
+    assert!(insert(&writes, "after".into()).await.is_err(), "a write after close fails");
 }

@@ -104,6 +104,22 @@ async fn first_start_restart_and_admin(backend: Backend) {
     let doc_before =
         reqwest::get(format!("{url}/users/alice/did.json")).await.expect("doc").text().await.expect("text");
 
+    // A note to herself puts the messaging writer to work. On PostgreSQL it keeps a
+    // connection between batches, which shutdown must take back rather than wait on.
+    let out = sichat(&wallet, &["--json", "message", "send", &format!("alice@localhost:{port}"), "a note"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let arrived = async {
+        loop {
+            let out = sichat(&wallet, &["--json", "message", "inbox"]).await;
+            assert!(out.status.success(), "{}", stderr(&out));
+            if String::from_utf8_lossy(&out.stdout).contains("a note") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), arrived).await.expect("the note arrives");
+
     // SIGTERM: a clean exit.
     let status = sigterm(&mut node).await;
     assert!(status.success(), "graceful shutdown exits 0, got {status}");

@@ -26,14 +26,24 @@ macro_rules! storage_tests {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$name(sichat_e2e::Backend::Sqlite).await
+                sichat_e2e::or_hung(super::$name(sichat_e2e::Backend::Sqlite)).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                super::$name(sichat_e2e::Backend::Postgres).await
+                sichat_e2e::or_hung(super::$name(sichat_e2e::Backend::Postgres)).await
             }
         }
     )*};
+}
+
+/// A storage test still running after this long is stuck, not slow (the slowest take about
+/// a minute on CI): it fails, rather than holding the whole run until CI's time runs out.
+const HUNG_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+pub async fn or_hung(test: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(HUNG_AFTER, test).await.is_err() {
+        panic!("hung: still running after {} s (a deadlock or a wait that never ends)", HUNG_AFTER.as_secs());
+    }
 }
 
 pub fn postgres_admin_url() -> String {
