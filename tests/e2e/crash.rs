@@ -207,10 +207,10 @@ async fn kill_9_loses_nothing_acknowledged(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_acknowledged_sqlite() {
-    kill_9_loses_nothing_acknowledged(Backend::Sqlite).await
+    sichat_e2e::or_hung(kill_9_loses_nothing_acknowledged(Backend::Sqlite)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_acknowledged_postgres() {
-    kill_9_loses_nothing_acknowledged(Backend::Postgres).await
+    sichat_e2e::or_hung(kill_9_loses_nothing_acknowledged(Backend::Postgres)).await
 }
