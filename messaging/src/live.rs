@@ -16,15 +16,29 @@ pub const CHANNEL: &str = "sichat_mailbox";
 pub struct Hub {
     users: Mutex<HashMap<String, watch::Sender<u64>>>,
     origin: String,
+    /// Set when the node shuts down; every session holds a receiver until it has ended.
+    closing: watch::Sender<bool>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { users: Mutex::default(), origin: sichat_core::ids::new_id() }
+        Self { users: Mutex::default(), origin: sichat_core::ids::new_id(), closing: watch::channel(false).0 }
     }
 }
 
 impl Hub {
+    /// For a session: changes to `true` when the node shuts down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Tell every session the node is going away, and wait until they have all ended
+    /// (each writes the acknowledgements it holds, then closes with 1001).
+    pub async fn close_sessions(&self) {
+        self.closing.send_replace(true);
+        self.closing.closed().await;
+    }
+
     /// The `NOTIFY` payload announcing a message for `user_id`.
     pub fn notice(&self, user_id: &str) -> String {
         format!("{} {user_id}", self.origin)

@@ -29,6 +29,8 @@ const MAX_IN_FLIGHT: usize = 512;
 const BATCH: i64 = 50;
 /// Largest frame a device may send.
 const MAX_FRAME: usize = 256 * 1024;
+/// The close code when the node shuts down (RFC 6455: "going away"); devices reconnect.
+const GOING_AWAY: u16 = 1001;
 
 struct Session {
     messaging: Arc<Messaging>,
@@ -59,9 +61,15 @@ async fn ack_written(write: &mut Option<AckWrite>) -> (Vec<Ack>, Result<u64, sql
     }
 }
 
+/// Resolves once the node is shutting down.
+async fn going_away(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
+}
+
 /// Serve one device's WebSocket until it closes or its session ends.
 pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut socket: WebSocket) {
     let mut wake = messaging.hub.subscribe(&me.user_id);
+    let mut closing = messaging.hub.closing();
     let mut session = Session {
         messaging,
         me,
@@ -94,6 +102,11 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
             changed = wake.changed(), if session.live => match changed {
                 Ok(()) => session.push().await,
                 Err(_) => break,
+            },
+            () = going_away(&mut closing) => {
+                let frame = CloseFrame { code: GOING_AWAY, reason: Utf8Bytes::from_static("the node is shutting down") };
+                let _ = socket.send(Frame::Close(Some(frame))).await;
+                break;
             },
             _ = tick.tick() => match session.messaging.accounts().authenticate(&session.token).await {
                 Ok(_) if session.live => session.push().await,

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// How long shutdown waits for live message sessions to write acknowledgements and close.
+const SESSIONS_CLOSE: Duration = Duration::from_secs(5);
+
 /// Serve `node` on `listener` until `shutdown` resolves, then drain in-flight requests.
 pub async fn serve(
     node: Node,
@@ -32,6 +35,11 @@ pub async fn serve(
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
+    // Live pickup sessions outlive their upgrade requests: close them too, so devices hear
+    // "going away" and what they acknowledged is written before the database closes.
+    if tokio::time::timeout(SESSIONS_CLOSE, node.messaging.hub().close_sessions()).await.is_err() {
+        tracing::warn!("live message sessions did not close within {} s", SESSIONS_CLOSE.as_secs());
+    }
     housekeeping.abort();
     outbox.abort();
     listener_task.abort();

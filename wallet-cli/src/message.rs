@@ -864,6 +864,9 @@ impl Watching<'_> {
             match event {
                 Err(e) => return Ok(End::Lost(e)),
                 Ok(None) if p.session_expired() => return Ok(End::Renew),
+                Ok(None) if p.going_away() => {
+                    return Ok(End::Lost(anyhow!("your node is shutting down or restarting")))
+                }
                 Ok(None) => return Ok(End::Lost(anyhow!("your node closed the connection"))),
                 Ok(Some(Event::Delivery(items))) => {
                     let taken = take(self.ctx, self.pass, &self.opener, &items).await?;

@@ -32,6 +32,8 @@ pub struct Pickup {
 
 /// The close code with which the node ends a connection whose session expired.
 pub const SESSION_EXPIRED: u16 = 4001;
+/// The node closes live sessions with this when it shuts down (RFC 6455 "going away").
+const GOING_AWAY: u16 = 1001;
 
 /// What the node said.
 #[derive(Debug)]
@@ -203,6 +205,11 @@ impl Pickup {
     /// Whether the node closed the connection because the session expired (log in again).
     pub fn session_expired(&self) -> bool {
         self.close_code == Some(SESSION_EXPIRED)
+    }
+
+    /// Whether the node closed the connection because it is shutting down.
+    pub fn going_away(&self) -> bool {
+        self.close_code == Some(GOING_AWAY)
     }
 
     /// Close politely (best effort).
