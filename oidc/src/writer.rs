@@ -1,23 +1,16 @@
-//! Group commit for the provider's hot writes: authorization codes and tokens.
-//!
-//! SQLite has one writer and pays a flush to disk per commit (`synchronous=FULL`), so one
-//! commit per token would cap every grant at the disk's flush rate. Here concurrent writes
-//! share a transaction instead, and each caller's answer waits for the shared `COMMIT`, so
-//! nothing is handed out before it is durable. Batches form by themselves: whatever queued
-//! up while the last one committed goes into the next. Plain token inserts (no code or
-//! refresh token spent) of a batch become one multi-row `INSERT`. If anything in a batch
-//! fails, the batch is rolled back and its writes run again one transaction each, so a
-//! failing write fails alone. PostgreSQL commits concurrently on its pool, so there each
-//! write is simply its own transaction, or for plain token inserts a single autocommitted
-//! statement.
+//! The provider's hot writes, authorization codes and tokens, through
+//! [`sichat_core::group_commit`]: on SQLite concurrent writes share a transaction (one
+//! flush to disk for many grants), and nothing is handed out before its commit. Plain
+//! token inserts (no code or refresh token spent) of a batch are grouped into multi-row
+//! `INSERT`s. On PostgreSQL each write is its own transaction, and a plain token insert a
+//! single autocommitted statement.
 
 use crate::OidcError;
 use sichat_core::db::{Backend, Db};
-use sqlx::{Any, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use sichat_core::group_commit::{GroupCommit, Grouped, WriteFuture};
+use sqlx::{Any, AnyConnection};
+use std::sync::Arc;
 
-/// Writes per shared transaction, at most.
-const MAX_BATCH: usize = 256;
 /// Columns of a token row, each a parameter of the `INSERT`.
 const TOKEN_COLUMNS: usize = 11;
 /// Rows per multi-row `INSERT` (704 parameters, under SQLite's oldest limit of 999).
@@ -79,97 +72,67 @@ pub enum Outcome {
     AlreadySpent,
 }
 
-type Job = (Write, oneshot::Sender<Result<Outcome, OidcError>>);
-
 /// Where the provider's codes and tokens are written.
 pub struct Writer {
     db: Db,
-    /// The group-commit task's queue (SQLite only).
-    queue: Option<mpsc::Sender<Job>>,
+    writes: GroupCommit,
+    plain: Arc<PlainTokens>,
 }
 
 impl Writer {
     /// On SQLite, starts the group-commit task; it ends when the writer is dropped.
     pub fn new(db: Db) -> Self {
-        let queue = (db.backend() == Backend::Sqlite).then(|| {
-            let (send, receive) = mpsc::channel(4 * MAX_BATCH);
-            tokio::spawn(group_commit(db.clone(), receive));
-            send
-        });
-        Self { db, queue }
+        Self { writes: GroupCommit::new(db.clone(), "oidc"), db, plain: Arc::new(PlainTokens) }
     }
 
     /// Write `w` durably: returns once it is committed.
     pub async fn write(&self, w: Write) -> Result<Outcome, OidcError> {
-        let Some(queue) = &self.queue else {
-            if let Write::Tokens { spend: None, tokens } = &w {
+        match w {
+            Write::Tokens { spend: None, tokens } if tokens.is_empty() => Ok(Outcome::Written),
+            Write::Tokens { spend: None, tokens } if self.db.backend() == Backend::Postgres => {
                 // One INSERT is atomic by itself: no BEGIN and COMMIT round trips.
                 insert_tokens(self.db.pool(), &tokens.iter().collect::<Vec<_>>()).await?;
-                return Ok(Outcome::Written);
+                Ok(Outcome::Written)
             }
-            let mut tx = self.db.pool().begin().await?;
-            let outcome = apply(&mut tx, &w).await?;
-            tx.commit().await?;
-            return Ok(outcome);
-        };
-        let (send, receive) = oneshot::channel();
-        queue.send((w, send)).await.map_err(|_| OidcError::internal("the token writer has stopped"))?;
-        receive.await.map_err(|_| OidcError::internal("the token writer dropped a write"))?
-    }
-}
-
-async fn group_commit(db: Db, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        metrics::histogram!("sichat_oidc_group_commit_writes").record(batch.len() as f64);
-        let outcomes = match commit(&db, &batch).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                // Find the culprit: each write alone, in its own transaction.
-                tracing::warn!(error = %e, writes = batch.len(), "group commit failed; writing one by one");
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for (w, _) in &batch {
-                    outcomes.push(alone(&db, w).await);
-                }
-                outcomes
-            }
-        };
-        for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
-            let _ = reply.send(outcome);
-        }
-    }
-}
-
-async fn alone(db: &Db, w: &Write) -> Result<Outcome, OidcError> {
-    let mut tx = db.pool().begin().await?;
-    let outcome = apply(&mut tx, w).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
-/// One transaction for the whole batch; any error rolls all of it back.
-async fn commit(db: &Db, batch: &[Job]) -> Result<Vec<Result<Outcome, OidcError>>, OidcError> {
-    let mut tx = db.pool().begin().await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut plain: Vec<&TokenRow> = Vec::new();
-    for (w, _) in batch {
-        match w {
             Write::Tokens { spend: None, tokens } => {
-                plain.extend(tokens);
-                outcomes.push(Ok(Outcome::Written));
+                self.writes.write_grouped(&self.plain, Arc::new(tokens)).await?;
+                Ok(Outcome::Written)
             }
-            w => outcomes.push(Ok(apply(&mut tx, w).await?)),
+            w => {
+                let w = Arc::new(w);
+                let outcome = self
+                    .writes
+                    .write(move |c| {
+                        let w = w.clone();
+                        Box::pin(async move { apply(c, &w).await })
+                    })
+                    .await?;
+                Ok(outcome)
+            }
         }
     }
-    for rows in plain.chunks(ROWS_PER_INSERT) {
-        insert_tokens(&mut *tx, rows).await?;
+}
+
+/// Plain token inserts of a batch, as few multi-row `INSERT`s.
+struct PlainTokens;
+
+impl Grouped for PlainTokens {
+    type Item = Vec<TokenRow>;
+    type Out = ();
+
+    fn write_all<'c>(&'c self, c: &'c mut AnyConnection, items: Vec<Arc<Vec<TokenRow>>>) -> WriteFuture<'c, Vec<()>> {
+        Box::pin(async move {
+            let rows: Vec<&TokenRow> = items.iter().flat_map(|tokens| tokens.iter()).collect();
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                insert_tokens(&mut *c, chunk).await?;
+            }
+            Ok(vec![(); items.len()])
+        })
     }
-    tx.commit().await?;
-    Ok(outcomes)
 }
 
 /// `rows` in one `INSERT`, in a transaction or on its own.
-async fn insert_tokens<'e, E>(exec: E, rows: &[&TokenRow]) -> Result<(), OidcError>
+async fn insert_tokens<'e, E>(exec: E, rows: &[&TokenRow]) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
@@ -204,7 +167,7 @@ where
     Ok(())
 }
 
-async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, OidcError> {
+async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Error> {
     match w {
         Write::Code(c) => {
             sqlx::query(
@@ -221,7 +184,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, Oidc
             .bind(c.auth_time)
             .bind(&c.amr)
             .bind(c.expires_at)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
         }
         Write::Tokens { spend, tokens } => {
@@ -231,7 +194,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, Oidc
                     sqlx::query("UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
                         .bind(at)
                         .bind(hash)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await?
                         .rows_affected()
                 }
@@ -241,7 +204,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, Oidc
                 )
                 .bind(at)
                 .bind(hash)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected(),
             };
@@ -249,7 +212,7 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<Outcome, Oidc
                 return Ok(Outcome::AlreadySpent);
             }
             if !tokens.is_empty() {
-                insert_tokens(&mut **tx, &tokens.iter().collect::<Vec<_>>()).await?;
+                insert_tokens(&mut *conn, &tokens.iter().collect::<Vec<_>>()).await?;
             }
         }
     }
