@@ -5,14 +5,11 @@
 //! the recipient getting every message.
 
 use serde_json::Value;
-use sichat_e2e::{binary, json, sichat, stderr, stdout, storage_tests, Backend, TestApp, PASSPHRASE};
+use sichat_e2e::{json, sichat, stderr, stdout, storage_tests, Backend, TestApp, Watch};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 storage_tests!(
     offline_recipient_friends_and_strangers,
@@ -334,71 +331,6 @@ impl Proxy {
         for task in self.connections.lock().expect("lock").drain(..) {
             task.abort();
         }
-    }
-}
-
-/// A running `sichat message watch`, its output lines as they come.
-struct Watch {
-    child: tokio::process::Child,
-    out: mpsc::UnboundedReceiver<String>,
-    err: mpsc::UnboundedReceiver<String>,
-}
-
-impl Watch {
-    fn start(wallet: &Path) -> Self {
-        let mut child = tokio::process::Command::new(binary("sichat"))
-            .arg("--wallet")
-            .arg(wallet)
-            .args(["message", "watch"])
-            .env("SICHAT_PASSPHRASE", PASSPHRASE)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn sichat message watch");
-        let lines = |pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            rx
-        };
-        let out = lines(Box::new(child.stdout.take().expect("stdout")));
-        let err = lines(Box::new(child.stderr.take().expect("stderr")));
-        Self { child, out, err }
-    }
-
-    /// Wait for a line containing `needle` on stdout (or stderr); panics with what came instead.
-    async fn expect(&mut self, stream: &str, needle: &str) -> String {
-        let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let rx = if stream == "stdout" { &mut self.out } else { &mut self.err };
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(line)) if line.contains(needle) => return line,
-                Ok(Some(line)) => seen.push(line),
-                Ok(None) | Err(_) => {
-                    while let Ok(line) = self.err.try_recv() {
-                        seen.push(format!("stderr: {line}"));
-                    }
-                    panic!("no {needle:?} on {stream} of `sichat message watch`; got: {seen:#?}")
-                }
-            }
-        }
-    }
-
-    /// Ctrl-C, then wait for it to end.
-    async fn interrupt(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        let killed = tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.expect("kill");
-        assert!(killed.success());
-        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("watch stops on Ctrl-C").expect("wait")
     }
 }
 

@@ -1,11 +1,11 @@
 //! The real `sichatd` process: first start, restart, signals, configuration, admin.
 
-use sichat_e2e::{binary, sichat, stderr, Backend, TempDir, TestDb, PASSPHRASE};
+use sichat_e2e::{binary, sichat, stderr, Backend, TempDir, TestDb, Watch};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -60,23 +60,6 @@ pub(crate) async fn start_env(
 
 fn log_path(data: &Path, port: u16) -> std::path::PathBuf {
     data.parent().expect("parent").join(format!("sichatd-{port}.log"))
-}
-
-/// Read `lines` until one contains `needle`, for 30 s at most; panics with what came instead.
-async fn until_line(lines: &mut Lines<BufReader<ChildStderr>>, needle: &str) {
-    let mut heard = Vec::new();
-    let found = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let hit = line.contains(needle);
-            heard.push(line);
-            if hit {
-                return true;
-            }
-        }
-        false
-    };
-    let found = tokio::time::timeout(Duration::from_secs(30), found).await.unwrap_or(false);
-    assert!(found, "no {needle:?} in {heard:?}");
 }
 
 async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
@@ -138,25 +121,13 @@ async fn first_start_restart_and_admin(backend: Backend) {
     tokio::time::timeout(Duration::from_secs(30), arrived).await.expect("the note arrives");
 
     // A device watching live hears that the node is going away, not a dropped connection.
-    let mut watch = Command::new(binary("sichat"))
-        .arg("--wallet")
-        .arg(&wallet)
-        .args(["message", "watch"])
-        .env("SICHAT_PASSPHRASE", PASSPHRASE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn sichat message watch");
-    let mut said = BufReader::new(watch.stderr.take().expect("stderr")).lines();
-    until_line(&mut said, "Watching for messages").await;
+    let mut watch = Watch::start(&wallet);
+    watch.expect("stderr", "Watching for messages").await;
 
     // SIGTERM: a clean exit.
     let status = sigterm(&mut node).await;
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-    until_line(&mut said, "(your node is shutting down or restarting); reconnecting").await;
-    let _ = watch.kill().await;
+    watch.expect("stderr", "(your node is shutting down or restarting); reconnecting").await;
 
     // Restart: same DIDs, same document, no new owner invite.
     let (mut node, banner) = start(&data, &db.url, port, false).await;

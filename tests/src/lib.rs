@@ -10,6 +10,7 @@ use sichat_server::{Config, Node};
 use sqlx::{Connection, Executor, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,4 +372,72 @@ pub async fn login(app: &TestApp, wallet: &Path) -> reqwest::Client {
 pub fn device_key(wallet: &Path) -> (sichat_core::keys::Ed25519KeyPair, serde_json::Value) {
     let w = unseal(wallet);
     (w.device_sign, w.profile)
+}
+
+/// How long [`Watch::expect`] waits for a line.
+const WATCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A running `sichat message watch`, its output lines as they come.
+pub struct Watch {
+    child: tokio::process::Child,
+    out: tokio::sync::mpsc::UnboundedReceiver<String>,
+    err: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Watch {
+    pub fn start(wallet: &Path) -> Self {
+        let mut child = tokio::process::Command::new(binary("sichat"))
+            .arg("--wallet")
+            .arg(wallet)
+            .args(["message", "watch"])
+            .env("SICHAT_PASSPHRASE", PASSPHRASE)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sichat message watch");
+        let lines = |pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let out = lines(Box::new(child.stdout.take().expect("stdout")));
+        let err = lines(Box::new(child.stderr.take().expect("stderr")));
+        Self { child, out, err }
+    }
+
+    /// Wait for a line containing `needle` on stdout (or stderr); panics with what came instead.
+    pub async fn expect(&mut self, stream: &str, needle: &str) -> String {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WATCH_PATIENCE;
+        loop {
+            let rx = if stream == "stdout" { &mut self.out } else { &mut self.err };
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(line)) if line.contains(needle) => return line,
+                Ok(Some(line)) => seen.push(line),
+                Ok(None) | Err(_) => {
+                    while let Ok(line) = self.err.try_recv() {
+                        seen.push(format!("stderr: {line}"));
+                    }
+                    panic!("no {needle:?} on {stream} of `sichat message watch`; got: {seen:#?}")
+                }
+            }
+        }
+    }
+
+    /// Ctrl-C, then wait for it to end.
+    pub async fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.expect("kill");
+        assert!(killed.success());
+        tokio::time::timeout(WATCH_PATIENCE, self.child.wait()).await.expect("watch stops on Ctrl-C").expect("wait")
+    }
 }
