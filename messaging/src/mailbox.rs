@@ -369,15 +369,32 @@ async fn record_drop(
 }
 
 /// The oldest messages `device_id` has not acknowledged, leaving out the `seq`s in
-/// `skip` (those already in flight to it), at most `limit`.
-pub async fn pending(c: &mut Conn, device_id: &str, skip: &[i64], limit: i64) -> Result<Vec<Stored>, sqlx::Error> {
+/// `skip` (those already in flight to it): at most `limit`, and no more than `max_bytes`
+/// of envelopes together, except that the first is always taken. Also answers whether
+/// more may be waiting behind them.
+pub async fn pending(
+    c: &mut Conn,
+    device_id: &str,
+    skip: &[i64],
+    limit: i64,
+    max_bytes: i64,
+) -> Result<(Vec<Stored>, bool), sqlx::Error> {
     let sql = format!(
-        "SELECT {STORED_COLUMNS} FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq \
-         WHERE p.device_id = $1 AND NOT ({}) ORDER BY p.seq LIMIT $3",
+        "WITH w AS (SELECT p.seq, p.size, SUM(p.size) OVER (ORDER BY p.seq) AS upto FROM msg_pending p \
+         WHERE p.device_id = $1 AND NOT ({}) ORDER BY p.seq LIMIT $3) \
+         SELECT {STORED_COLUMNS}, (SELECT COUNT(*) FROM w) AS listed \
+         FROM w JOIN msg_mailbox m ON m.seq = w.seq WHERE w.upto - w.size < $4 ORDER BY w.seq",
         any_of(c, "p.seq", &json_values(c, 2, Listed::Int))
     );
-    let rows = sqlx::query(&sql).bind(device_id).bind(json_list(skip)?).bind(limit).fetch_all(c).await?;
-    rows.iter().map(stored).collect()
+    let rows =
+        sqlx::query(&sql).bind(device_id).bind(json_list(skip)?).bind(limit).bind(max_bytes).fetch_all(c).await?;
+    let listed: i64 = match rows.first() {
+        Some(r) => r.try_get("listed")?,
+        None => 0,
+    };
+    let messages = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
+    let more = !messages.is_empty() && (listed == limit || (messages.len() as i64) < listed);
+    Ok((messages, more))
 }
 
 /// What `device_id` has waiting, and the newest drop report it has not seen: index

@@ -22,23 +22,66 @@ use std::sync::Arc;
 
 pub const PIURI: &str = "https://didcomm.org/messagepickup/3.0/";
 const PROBLEM: &str = "https://didcomm.org/report-problem/2.0/problem-report";
-/// Messages handed to a live session and not yet acknowledged, at most: past this the
-/// node waits for acknowledgements before sending more.
+/// Messages, and envelope bytes, handed to a live session and not yet acknowledged, at
+/// most: past either the node waits for acknowledgements before sending more.
 const MAX_IN_FLIGHT: usize = 512;
+const MAX_IN_FLIGHT_BYTES: i64 = 16 << 20;
 /// Messages per `delivery` message.
 const BATCH: i64 = 50;
+/// Envelope bytes per `delivery` message, at most (one larger message goes alone): frames
+/// stay well under the 16 MiB that WebSocket clients accept by default.
+const BATCH_BYTES: i64 = 4 << 20;
 /// Largest frame a device may send.
 const MAX_FRAME: usize = 256 * 1024;
 /// The close code when the node shuts down (RFC 6455: "going away"); devices reconnect.
 const GOING_AWAY: u16 = 1001;
+
+/// Messages sent to a live session and not yet acknowledged: id → (`seq`, size).
+#[derive(Default)]
+struct InFlight {
+    sent: HashMap<String, (i64, i64)>,
+    bytes: i64,
+}
+
+impl InFlight {
+    fn full(&self) -> bool {
+        self.sent.len() >= MAX_IN_FLIGHT || self.bytes >= MAX_IN_FLIGHT_BYTES
+    }
+
+    fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    fn seqs(&self) -> Vec<i64> {
+        self.sent.values().map(|(seq, _)| *seq).collect()
+    }
+
+    fn add(&mut self, batch: &[Stored]) {
+        for m in batch {
+            if self.sent.insert(m.id.clone(), (m.seq, m.size)).is_none() {
+                self.bytes += m.size;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some((_, size)) = self.sent.remove(id) {
+            self.bytes -= size;
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
 
 struct Session {
     messaging: Arc<Messaging>,
     me: AuthDevice,
     token: String,
     live: bool,
-    /// Forwards sent in live mode and not yet acknowledged: id → `seq`.
-    in_flight: HashMap<String, i64>,
+    /// Forwards sent in live mode and not yet acknowledged.
+    in_flight: InFlight,
     /// The newest drop report shown to this device, acknowledged with the next
     /// `messages-received`.
     drops_shown: Option<i64>,
@@ -75,7 +118,7 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
         me,
         token,
         live: false,
-        in_flight: HashMap::new(),
+        in_flight: InFlight::default(),
         drops_shown: None,
         acks_waiting: Vec::new(),
         ack_write: None,
@@ -173,7 +216,7 @@ impl Session {
             "delivery-request" => {
                 let limit = message.body.get("limit").and_then(Value::as_i64).unwrap_or(10).clamp(1, 1000);
                 let mut conn = self.messaging.db().read().await?;
-                let batch = mailbox::pending(&mut conn, &self.me.device_id, &[], limit).await?;
+                let (batch, _) = mailbox::pending(&mut conn, &self.me.device_id, &[], limit, BATCH_BYTES).await?;
                 drop(conn);
                 if batch.is_empty() {
                     return Ok(vec![self.status(Some(&thid)).await?]);
@@ -256,7 +299,7 @@ impl Session {
                 .collect());
         }
         // Arrivals wake the session anyway: only a full window holds anything back.
-        let held_back = self.in_flight.len() >= MAX_IN_FLIGHT;
+        let held_back = self.in_flight.full();
         for id in acks.iter().flat_map(|(_, ids)| ids) {
             self.in_flight.remove(id);
         }
@@ -282,18 +325,18 @@ impl Session {
     /// Live mode: send what is pending and not yet in flight, oldest first.
     async fn push(&mut self) -> Result<Vec<String>, sqlx::Error> {
         let mut out = Vec::new();
-        while self.in_flight.len() < MAX_IN_FLIGHT {
+        while !self.in_flight.full() {
             let room = BATCH.min((MAX_IN_FLIGHT - self.in_flight.len()) as i64);
-            let out_seqs: Vec<i64> = self.in_flight.values().copied().collect();
+            let out_seqs = self.in_flight.seqs();
             let mut conn = self.messaging.db().read().await?;
-            let batch = mailbox::pending(&mut conn, &self.me.device_id, &out_seqs, room).await?;
+            let (batch, more) = mailbox::pending(&mut conn, &self.me.device_id, &out_seqs, room, BATCH_BYTES).await?;
             drop(conn);
             if batch.is_empty() {
                 break;
             }
-            self.in_flight.extend(batch.iter().map(|m| (m.id.clone(), m.seq)));
+            self.in_flight.add(&batch);
             out.push(delivery(None, &batch));
-            if (batch.len() as i64) < room {
+            if !more {
                 break;
             }
         }

@@ -16,6 +16,7 @@ storage_tests!(
     policy_refusals_and_blocks,
     live_watch_reconnects_and_every_device_gets_it,
     limits_and_drop_reports_reach_the_user,
+    large_messages_come_in_several_deliveries,
 );
 
 /// How long a message may take to cross two nodes before a test gives up on it.
@@ -455,5 +456,65 @@ async fn limits_and_drop_reports_reach_the_user(backend: Backend) {
     assert!(stderr(&out).contains("is not UTF-8 text"), "{}", stderr(&out));
     let out = sichat(&carol, &["message", "send", &alice_did, "both", "--file", file.to_str().expect("path")]).await;
     assert!(!out.status.success(), "text and --file together are refused");
+    a.stop().await;
+}
+
+/// Where the node allows large messages, a queue of them reaches the wallet in deliveries
+/// small enough for its WebSocket frames, asked for (`inbox`) or pushed live (`watch`,
+/// where the node also holds back what would put too many bytes in flight).
+async fn large_messages_come_in_several_deliveries(backend: Backend) {
+    let Some(a) = TestApp::spawn_with(backend, |c| {
+        c.msg_max_bytes = 1 << 20;
+        c.msg_quota_bytes = 256 << 20;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let phone = a.wallet("alice-phone");
+    let out = sichat(&alice, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let code = a.invite(&alice, 1).await;
+    let carol = a.join("carol", &code).await;
+    let alice_did = did_of(&alice).await;
+
+    // 30 messages of ~0.7 MB packed, ~21 MB together: more than one 16 MiB frame, and more
+    // than a live session may have in flight.
+    const SENT: usize = 30;
+    let mut ids = Vec::new();
+    for i in 0..SENT {
+        let file = a.dir.path().join(format!("big-{i}.txt"));
+        std::fs::write(&file, format!("{i:02} {}", "z".repeat(400_000))).expect("write");
+        let out =
+            sichat(&carol, &["--json", "message", "send", &alice_did, "--file", file.to_str().expect("path")]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        ids.push(json(&out)["id"].as_str().expect("id").to_owned());
+    }
+    for id in &ids {
+        delivered(&carol, id).await;
+    }
+    let want: Vec<String> = (0..SENT).map(|i| format!("{i:02}")).collect();
+
+    // Live: the phone connects to a full queue and gets every message.
+    let mut watch = Watch::start(&phone);
+    let mut got = Vec::new();
+    for _ in 0..SENT {
+        let line = watch.expect("stdout", " zzzzzzzzzz").await;
+        let at = line.find(" zzzz").expect("text");
+        got.push(line[at - 2..at].to_owned());
+    }
+    assert!(watch.interrupt().await.success());
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(inbox(&phone, &[]).await["fetched"], 0, "watch acknowledged them all");
+
+    // Asked for: the laptop fetches them all.
+    let listing = inbox(&alice, &["--limit", "100"]).await;
+    assert_eq!(listing["fetched"], SENT, "{}", listing["fetched"]);
+    let mut got: Vec<String> = texts(&listing).iter().map(|t| t[..2].to_owned()).collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(inbox(&alice, &[]).await["fetched"], 0, "all acknowledged");
     a.stop().await;
 }

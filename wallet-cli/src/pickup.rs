@@ -32,6 +32,8 @@ pub struct Pickup {
 
 /// The close code with which the node ends a connection whose session expired.
 pub const SESSION_EXPIRED: u16 = 4001;
+/// The largest frame taken from the node.
+const MAX_DELIVERY: usize = 72 << 20;
 /// The node closes live sessions with this when it shuts down (RFC 6455 "going away").
 const GOING_AWAY: u16 = 1001;
 
@@ -103,7 +105,12 @@ impl Pickup {
         let bearer =
             format!("Bearer {token}").parse().map_err(|_| anyhow!("the session token is not a header value"))?;
         request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, bearer);
-        let connecting = tokio_tungstenite::connect_async(request);
+        // The node sends deliveries of at most 4 MiB, but a single message may be as large
+        // as its operator allows (up to 64 MiB): room for one such message, wrapped.
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_DELIVERY))
+            .max_frame_size(Some(MAX_DELIVERY));
+        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
         let (ws, _) = match tokio::time::timeout(ANSWER_TIMEOUT, connecting).await {
             Err(_) => bail!("your node at {base} did not open the message connection within 30 s"),
             Ok(Err(tungstenite::Error::Http(resp))) => {
