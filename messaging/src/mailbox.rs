@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, Row, ValueRef};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -68,8 +68,6 @@ pub struct Queue {
     /// The newest drop report the device has not acknowledged, if any.
     pub unseen_drop: Option<i64>,
 }
-
-const STORED_COLUMNS: &str = "m.seq, m.id, m.sender, m.folder, m.envelope, m.size, m.presentation, m.received_at";
 
 fn stored(r: &AnyRow) -> Result<Stored, sqlx::Error> {
     Ok(Stored {
@@ -379,22 +377,26 @@ pub async fn pending(
     limit: i64,
     max_bytes: i64,
 ) -> Result<(Vec<Stored>, bool), sqlx::Error> {
+    // Rows past the byte budget come back without their envelope: they only say "more".
     let sql = format!(
-        "WITH w AS (SELECT p.seq, p.size, SUM(p.size) OVER (ORDER BY p.seq) AS upto FROM msg_pending p \
-         WHERE p.device_id = $1 AND NOT ({}) ORDER BY p.seq LIMIT $3) \
-         SELECT {STORED_COLUMNS}, (SELECT COUNT(*) FROM w) AS listed \
-         FROM w JOIN msg_mailbox m ON m.seq = w.seq WHERE w.upto - w.size < $4 ORDER BY w.seq",
+        "SELECT m.seq, m.id, m.sender, m.folder, m.size, m.presentation, m.received_at, \
+         CASE WHEN w.upto - w.size < $4 THEN m.envelope END AS envelope \
+         FROM (SELECT p.seq, p.size, SUM(p.size) OVER (ORDER BY p.seq) AS upto FROM msg_pending p \
+         WHERE p.device_id = $1 AND NOT ({}) ORDER BY p.seq LIMIT $3) w \
+         JOIN msg_mailbox m ON m.seq = w.seq ORDER BY w.seq",
         any_of(c, "p.seq", &json_values(c, 2, Listed::Int))
     );
     let rows =
         sqlx::query(&sql).bind(device_id).bind(json_list(skip)?).bind(limit).bind(max_bytes).fetch_all(c).await?;
-    let listed: i64 = match rows.first() {
-        Some(r) => r.try_get("listed")?,
-        None => 0,
-    };
-    let messages = rows.iter().map(stored).collect::<Result<Vec<_>, _>>()?;
-    let more = !messages.is_empty() && (listed == limit || (messages.len() as i64) < listed);
-    Ok((messages, more))
+    let listed = rows.len() as i64;
+    let mut messages = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if r.try_get_raw("envelope")?.is_null() {
+            return Ok((messages, true));
+        }
+        messages.push(stored(r)?);
+    }
+    Ok((messages, listed == limit))
 }
 
 /// What `device_id` has waiting, and the newest drop report it has not seen: index
