@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row, ValueRef};
+use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -68,6 +68,8 @@ pub struct Queue {
     /// The newest drop report the device has not acknowledged, if any.
     pub unseen_drop: Option<i64>,
 }
+
+const STORED_COLUMNS: &str = "m.seq, m.id, m.sender, m.folder, m.envelope, m.size, m.presentation, m.received_at";
 
 fn stored(r: &AnyRow) -> Result<Stored, sqlx::Error> {
     Ok(Stored {
@@ -367,36 +369,15 @@ async fn record_drop(
 }
 
 /// The oldest messages `device_id` has not acknowledged, leaving out the `seq`s in
-/// `skip` (those already in flight to it): at most `limit`, and no more than `max_bytes`
-/// of envelopes together, except that the first is always taken. Also answers whether
-/// more may be waiting behind them.
-pub async fn pending(
-    c: &mut Conn,
-    device_id: &str,
-    skip: &[i64],
-    limit: i64,
-    max_bytes: i64,
-) -> Result<(Vec<Stored>, bool), sqlx::Error> {
-    // Rows past the byte budget come back without their envelope: they only say "more".
+/// `skip` (those already in flight to it), at most `limit`.
+pub async fn pending(c: &mut Conn, device_id: &str, skip: &[i64], limit: i64) -> Result<Vec<Stored>, sqlx::Error> {
     let sql = format!(
-        "SELECT m.seq, m.id, m.sender, m.folder, m.size, m.presentation, m.received_at, \
-         CASE WHEN w.upto - w.size < $4 THEN m.envelope END AS envelope \
-         FROM (SELECT p.seq, p.size, SUM(p.size) OVER (ORDER BY p.seq) AS upto FROM msg_pending p \
-         WHERE p.device_id = $1 AND NOT ({}) ORDER BY p.seq LIMIT $3) w \
-         JOIN msg_mailbox m ON m.seq = w.seq ORDER BY w.seq",
+        "SELECT {STORED_COLUMNS} FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq \
+         WHERE p.device_id = $1 AND NOT ({}) ORDER BY p.seq LIMIT $3",
         any_of(c, "p.seq", &json_values(c, 2, Listed::Int))
     );
-    let rows =
-        sqlx::query(&sql).bind(device_id).bind(json_list(skip)?).bind(limit).bind(max_bytes).fetch_all(c).await?;
-    let listed = rows.len() as i64;
-    let mut messages = Vec::with_capacity(rows.len());
-    for r in &rows {
-        if r.try_get_raw("envelope")?.is_null() {
-            return Ok((messages, true));
-        }
-        messages.push(stored(r)?);
-    }
-    Ok((messages, listed == limit))
+    let rows = sqlx::query(&sql).bind(device_id).bind(json_list(skip)?).bind(limit).fetch_all(c).await?;
+    rows.iter().map(stored).collect()
 }
 
 /// What `device_id` has waiting, and the newest drop report it has not seen: index

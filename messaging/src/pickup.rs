@@ -28,9 +28,10 @@ const MAX_IN_FLIGHT: usize = 512;
 const MAX_IN_FLIGHT_BYTES: i64 = 16 << 20;
 /// Messages per `delivery` message.
 const BATCH: i64 = 50;
-/// Envelope bytes per `delivery` message, at most (one larger message goes alone): frames
-/// stay well under the 16 MiB that WebSocket clients accept by default.
-const BATCH_BYTES: i64 = 4 << 20;
+/// Envelope bytes per `delivery` message, at most (unless one message is larger): frames
+/// stay under the 16 MiB that WebSocket clients accept by default. Counted as that many of
+/// the largest messages the node accepts, so the query stays a plain `LIMIT`.
+const BATCH_BYTES: usize = 12 << 20;
 /// Largest frame a device may send.
 const MAX_FRAME: usize = 256 * 1024;
 /// The close code when the node shuts down (RFC 6455: "going away"); devices reconnect.
@@ -182,6 +183,12 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
 }
 
 impl Session {
+    /// Messages per `delivery` message: [`BATCH`], or fewer where messages may be large.
+    fn per_delivery(&self) -> i64 {
+        let fit = BATCH_BYTES / self.messaging.settings.max_message_bytes.max(1);
+        i64::try_from(fit).unwrap_or(BATCH).clamp(1, BATCH)
+    }
+
     async fn on_frame(&mut self, text: &str) -> Result<Vec<String>, sqlx::Error> {
         if text.len() > MAX_FRAME {
             return Ok(vec![problem(None, "e.p.msg.too-large", "the frame is too large")]);
@@ -214,9 +221,10 @@ impl Session {
         match kind {
             "status-request" => Ok(vec![self.status(Some(&thid)).await?]),
             "delivery-request" => {
-                let limit = message.body.get("limit").and_then(Value::as_i64).unwrap_or(10).clamp(1, 1000);
+                let asked = message.body.get("limit").and_then(Value::as_i64).unwrap_or(10).clamp(1, 1000);
+                let limit = asked.min(self.per_delivery());
                 let mut conn = self.messaging.db().read().await?;
-                let (batch, _) = mailbox::pending(&mut conn, &self.me.device_id, &[], limit, BATCH_BYTES).await?;
+                let batch = mailbox::pending(&mut conn, &self.me.device_id, &[], limit).await?;
                 drop(conn);
                 if batch.is_empty() {
                     return Ok(vec![self.status(Some(&thid)).await?]);
@@ -326,17 +334,17 @@ impl Session {
     async fn push(&mut self) -> Result<Vec<String>, sqlx::Error> {
         let mut out = Vec::new();
         while !self.in_flight.full() {
-            let room = BATCH.min((MAX_IN_FLIGHT - self.in_flight.len()) as i64);
+            let room = self.per_delivery().min((MAX_IN_FLIGHT - self.in_flight.len()) as i64);
             let out_seqs = self.in_flight.seqs();
             let mut conn = self.messaging.db().read().await?;
-            let (batch, more) = mailbox::pending(&mut conn, &self.me.device_id, &out_seqs, room, BATCH_BYTES).await?;
+            let batch = mailbox::pending(&mut conn, &self.me.device_id, &out_seqs, room).await?;
             drop(conn);
             if batch.is_empty() {
                 break;
             }
             self.in_flight.add(&batch);
             out.push(delivery(None, &batch));
-            if !more {
+            if (batch.len() as i64) < room {
                 break;
             }
         }
