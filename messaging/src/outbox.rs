@@ -93,24 +93,18 @@ impl NewEntry {
 /// by the same user with the same content is the same request again (`Ok(false)`); with
 /// other content, or by another user, `Err(())`. On PostgreSQL all in one statement.
 pub async fn insert_all(c: &mut Conn, items: Vec<Arc<NewEntry>>) -> Result<Vec<Result<bool, ()>>, sqlx::Error> {
-    let queued: HashSet<usize> = match is_postgres(c) {
-        true => {
-            let mut queued = HashSet::new();
-            for part in by_size(items.iter().map(|e| e.body.len())) {
-                queued.extend(insert_postgres(c, &items[part.clone()], part.start).await?);
-            }
-            queued
+    let mut queued = HashSet::new();
+    if is_postgres(c) {
+        for part in by_size(items.iter().map(|e| e.body.len())) {
+            queued.extend(insert_postgres(c, &items[part.clone()], part.start).await?);
         }
-        false => {
-            let mut queued = HashSet::new();
-            for (i, e) in items.iter().enumerate() {
-                if insert_one(c, e).await? {
-                    queued.insert(i);
-                }
+    } else {
+        for (i, e) in items.iter().enumerate() {
+            if insert_one(c, e).await? {
+                queued.insert(i);
             }
-            queued
         }
-    };
+    }
     let mut out = Vec::with_capacity(items.len());
     for (i, e) in items.iter().enumerate() {
         out.push(if queued.contains(&i) { Ok(true) } else { repeat_of(c, e).await? });

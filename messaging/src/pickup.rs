@@ -9,7 +9,7 @@
 
 use crate::mailbox::{self, Stored};
 use crate::{Message, Messaging};
-use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message as Frame, Utf8Bytes, WebSocket};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -34,8 +34,6 @@ const BATCH: i64 = 50;
 const BATCH_BYTES: usize = 12 << 20;
 /// Largest frame a device may send.
 const MAX_FRAME: usize = 256 * 1024;
-/// The close code when the node shuts down (RFC 6455: "going away"); devices reconnect.
-const GOING_AWAY: u16 = 1001;
 
 /// Messages sent to a live session and not yet acknowledged: id → (`seq`, size).
 #[derive(Default)]
@@ -148,7 +146,7 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
                 Err(_) => break,
             },
             () = going_away(&mut closing) => {
-                let frame = CloseFrame { code: GOING_AWAY, reason: Utf8Bytes::from_static("the node is shutting down") };
+                let frame = CloseFrame { code: close_code::AWAY, reason: Utf8Bytes::from_static("the node is shutting down") };
                 let _ = socket.send(Frame::Close(Some(frame))).await;
                 break;
             },

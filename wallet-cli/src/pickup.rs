@@ -34,8 +34,6 @@ pub struct Pickup {
 pub const SESSION_EXPIRED: u16 = 4001;
 /// The largest frame taken from the node.
 const MAX_DELIVERY: usize = 72 << 20;
-/// The node closes live sessions with this when it shuts down (RFC 6455 "going away").
-const GOING_AWAY: u16 = 1001;
 
 /// What the node said.
 #[derive(Debug)]
@@ -105,8 +103,8 @@ impl Pickup {
         let bearer =
             format!("Bearer {token}").parse().map_err(|_| anyhow!("the session token is not a header value"))?;
         request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, bearer);
-        // The node sends deliveries of at most 4 MiB, but a single message may be as large
-        // as its operator allows (up to 64 MiB): room for one such message, wrapped.
+        // The node keeps deliveries under 16 MiB, but a single message may be as large as
+        // its operator allows (up to 64 MiB): room for one such message, wrapped.
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(MAX_DELIVERY))
             .max_frame_size(Some(MAX_DELIVERY));
@@ -214,9 +212,9 @@ impl Pickup {
         self.close_code == Some(SESSION_EXPIRED)
     }
 
-    /// Whether the node closed the connection because it is shutting down.
+    /// Whether the node closed the connection because it is shutting down ("going away").
     pub fn going_away(&self) -> bool {
-        self.close_code == Some(GOING_AWAY)
+        self.close_code == Some(u16::from(tungstenite::protocol::frame::coding::CloseCode::Away))
     }
 
     /// Close politely (best effort).
