@@ -22,6 +22,7 @@ pub fn router(accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/sessions/challenge", post(login_challenge))
         .route("/api/v1/sessions", post(login))
         .route("/api/v1/sessions/current", delete(logout))
+        .route("/api/v1/sign-out-everywhere", post(sign_out_everywhere))
         .route("/api/v1/me", get(me))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/root-operations", post(root_operation))
@@ -74,6 +75,13 @@ async fn login(State(a): State<AppState>, ApiJson(body): ApiJson<LoginRequest>) 
 
 async fn logout(State(a): State<AppState>, me: AuthDevice) -> Result<StatusCode, ApiError> {
     a.logout(&me).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every browser session and site token of the caller's account (the OpenID Provider's
+/// sessions, refresh and access tokens), through every crate's hook.
+async fn sign_out_everywhere(State(a): State<AppState>, me: AuthDevice) -> Result<StatusCode, ApiError> {
+    a.sign_out_everywhere(&me.user_id, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -43,6 +43,11 @@ pub enum AccountError {
     AccountRemoved(String),
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "{0} is the account's last active device: without it nothing can sign in, receive messages \
+         or approve sign-ins until the root key adds a new device; confirm (last_device) to revoke it anyway"
+    )]
+    LastDevice(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -87,6 +92,7 @@ impl AccountError {
             Self::NotFound(_) => "not_found",
             Self::AccountRemoved(_) => "account_removed",
             Self::Conflict(_) => "conflict",
+            Self::LastDevice(_) => "last_device",
             Self::Internal(_) => "internal",
         }
     }
@@ -102,7 +108,7 @@ impl AccountError {
             Self::InvalidSignature | Self::CertificateExpired | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::QuotaExceeded { .. } | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::InviteNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::InviteUsed | Self::NameTaken(_) | Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::InviteUsed | Self::NameTaken(_) | Self::Conflict(_) | Self::LastDevice(_) => StatusCode::CONFLICT,
             Self::InviteExpired | Self::AccountRemoved(_) => StatusCode::GONE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -179,8 +179,13 @@ pub enum RootOperation {
     AddDevice {
         certificate: String,
     },
+    /// Revoke a device. Revoking the account's last active device leaves no device to sign
+    /// in with, receive messages or approve sign-ins (only the root key can add one back), so
+    /// the node refuses it unless `last_device` says the wallet means it.
     RevokeDevice {
         device_id: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        last_device: bool,
     },
     /// The new root key, and every device to keep, re-blessed by the new key.
     RotateRoot {

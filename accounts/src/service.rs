@@ -1,6 +1,7 @@
 //! The rules: registration by invite, the invite tree and its quotas, device certificates,
 //! the mutual login handshake, sessions, and root-key operations. No HTTP here.
 
+use crate::hooks::{AccountHooks, Removal, Revocation, SignOut};
 use crate::protocol::*;
 use crate::store::{self, NewDevice, NewInvite, NewUser};
 use crate::AccountError;
@@ -12,7 +13,7 @@ use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
 use sichat_core::node::NodeIdentity;
 use sichat_core::p256key::{KeyPair, P256KeyPair};
 use sichat_core::seal::MasterKey;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 const CHALLENGE_PURPOSE_REQUEST: &str = "signed-request";
 const CHALLENGE_PURPOSE_LOGIN: &str = "login";
@@ -52,11 +53,72 @@ pub struct Accounts {
     node: Arc<NodeIdentity>,
     master: Arc<MasterKey>,
     settings: Settings,
+    /// What other crates do when an account is removed, a device revoked, or the user signs
+    /// out everywhere (see [`crate::hooks`]). Registered once at startup.
+    hooks: RwLock<Vec<Arc<dyn AccountHooks>>>,
 }
 
 impl Accounts {
     pub fn new(db: Db, node: Arc<NodeIdentity>, master: Arc<MasterKey>, settings: Settings) -> Self {
-        Self { db, node, master, settings }
+        Self { db, node, master, settings, hooks: RwLock::new(Vec::new()) }
+    }
+
+    /// Register a crate's [`AccountHooks`]; the server does it for every crate at startup.
+    pub fn register_hooks(&self, hooks: Arc<dyn AccountHooks>) {
+        let mut all = self.hooks.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.push(hooks);
+    }
+
+    fn hooks(&self) -> Vec<Arc<dyn AccountHooks>> {
+        self.hooks.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Every crate's hook for a revoked device, in the revoking transaction.
+    async fn run_device_revoked(
+        &self,
+        c: &mut store::Conn,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<(), AccountError> {
+        for hook in self.hooks() {
+            hook.device_revoked(c, Revocation { user_id, device_id }).await.map_err(|e| {
+                AccountError::Internal(format!("{} could not end device {device_id}: {e}", hook.name()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// "Sign out everywhere": every crate ends the browser sessions and site tokens it holds
+    /// for the user (the OpenID Provider's sessions, refresh and access tokens), except the
+    /// browser session `keep_browser_session` that asked, in one transaction. The wallet's
+    /// own device sessions are not touched: they are signed by device keys, not opened with
+    /// a password (revoke a device to end those).
+    pub async fn sign_out_everywhere(
+        &self,
+        user_id: &str,
+        keep_browser_session: Option<&str>,
+    ) -> Result<(), AccountError> {
+        let mut tx = self.db.pool().begin().await?;
+        self.sign_out_everywhere_on(&mut tx, user_id, keep_browser_session).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Accounts::sign_out_everywhere`] inside the caller's transaction, for a change that
+    /// must not commit without it (a new password).
+    pub async fn sign_out_everywhere_on(
+        &self,
+        c: &mut store::Conn,
+        user_id: &str,
+        keep_browser_session: Option<&str>,
+    ) -> Result<(), AccountError> {
+        for hook in self.hooks() {
+            hook.signed_out_everywhere(c, SignOut { user_id, keep_browser_session })
+                .await
+                .map_err(|e| AccountError::Internal(format!("{} could not sign out: {e}", hook.name())))?;
+        }
+        tracing::info!(user_id, kept_current = keep_browser_session.is_some(), "signed out everywhere");
+        Ok(())
     }
 
     pub fn node(&self) -> &NodeIdentity {
@@ -305,6 +367,9 @@ impl Accounts {
         let user = store::user_by_id(&mut conn, user_id)
             .await?
             .ok_or_else(|| AccountError::NotFound("no such account".into()))?;
+        if user.status != "active" {
+            return Err(AccountError::AccountRemoved(user.name));
+        }
         let given = store::quota_given(&mut conn, user_id, now_ms()).await?;
         let did = self.node.user_did(&user.name)?;
         Ok(Account {
@@ -354,7 +419,13 @@ impl Accounts {
                 )));
             }
         }
+        let device_ids = store::device_ids(&mut tx, &target.id).await?;
         store::remove_user(&mut tx, &target.id, now_ms()).await?;
+        for hook in self.hooks() {
+            hook.account_removed(&mut tx, Removal { user_id: &target.id, device_ids: &device_ids })
+                .await
+                .map_err(|e| AccountError::Internal(format!("{} could not remove {name}: {e}", hook.name())))?;
+        }
         tx.commit().await?;
         tracing::info!(user = %name, by = actor.map(|a| a.user_name.as_str()).unwrap_or("operator"), "account removed");
         Ok(())
@@ -512,10 +583,16 @@ impl Accounts {
                 }
                 self.insert_device(&mut tx, &user.id, &cert, certificate, now).await?;
             }
-            RootOperation::RevokeDevice { device_id } => {
-                if !store::revoke_device(&mut tx, device_id, &user.id, now).await? {
+            RootOperation::RevokeDevice { device_id, last_device } => {
+                let active = store::active_devices(&mut tx, &user.id).await?;
+                if !active.iter().any(|d| &d.id == device_id) {
                     return Err(AccountError::NotFound(format!("no active device {device_id} on this account")));
                 }
+                if active.len() == 1 && !last_device {
+                    return Err(AccountError::LastDevice(device_id.clone()));
+                }
+                store::revoke_device(&mut tx, device_id, &user.id, now).await?;
+                self.run_device_revoked(&mut tx, &user.id, device_id).await?;
             }
             RootOperation::RotateRoot { new_root_key, certificates } => {
                 let new_root = Ed25519Public::from_multibase(new_root_key)?;
@@ -540,6 +617,7 @@ impl Accounts {
                 }
                 for d in active.iter().filter(|d| !kept.contains(&d.id)) {
                     store::revoke_device(&mut tx, &d.id, &user.id, now).await?;
+                    self.run_device_revoked(&mut tx, &user.id, &d.id).await?;
                 }
                 store::set_root_key(&mut tx, &user.id, new_root_key).await?;
             }

@@ -389,6 +389,12 @@ pub async fn device(c: &mut Conn, id: &str) -> Result<Option<DeviceRow>, sqlx::E
     sqlx::query(&sql).bind(id).fetch_optional(c).await?.as_ref().map(device_row).transpose()
 }
 
+/// Every device an account ever had, active or revoked.
+pub async fn device_ids(c: &mut Conn, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id FROM acct_devices WHERE user_id = $1").bind(user_id).fetch_all(c).await?;
+    rows.iter().map(|r| r.try_get("id")).collect()
+}
+
 pub async fn active_devices(c: &mut Conn, user_id: &str) -> Result<Vec<DeviceRow>, sqlx::Error> {
     let sql = format!(
         "SELECT {DEVICE_COLUMNS} FROM acct_devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at"

@@ -1,6 +1,7 @@
 //! The issuer: W3C Verifiable Credentials (Data Model 2.0) signed with a user's issuing
 //! key, so the node issues while the user is offline.
 //!
+//! - [`account_hooks`]: what an account's removal ends here (pending offers and nonces).
 //! - [`types`]: credential types and their JSON Schemas.
 //! - [`credential`]: building a credential and securing it as `vc+jwt`.
 //! - [`data_integrity`]: Data Integrity proofs (`eddsa-rdfc-2022`, `ecdsa-rdfc-2019`) via `ssi`.
@@ -12,6 +13,7 @@
 //!
 //! Tables: `issuer_*`.
 
+pub mod account_hooks;
 pub mod api;
 pub mod credential;
 pub mod data_integrity;

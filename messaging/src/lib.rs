@@ -4,6 +4,7 @@
 //! every device of the recipient has picked them up.
 //!
 //! Envelopes (usable without a node, as the wallet does):
+//! - [`account_hooks`]: what an account's removal or a device's revocation ends here.
 //! - [`message`]: the plaintext message (`application/didcomm-plain+json`) and [`MessageId`].
 //! - [`envelope`]: packing (signed, authcrypt, anoncrypt) and [`unpack`], which finds the
 //!   layers, decrypts, verifies, and checks the sender against `from` and us against `to`.
@@ -21,6 +22,7 @@
 //! - `federation`: posting to other nodes and authenticating their deliveries, with
 //!   [`federation_auth`] (RFC 9421 signatures by the node key).
 
+pub mod account_hooks;
 pub mod api;
 pub mod envelope;
 mod error;

@@ -484,6 +484,19 @@ pub async fn release_revoked(c: &mut Conn) -> Result<i64, sqlx::Error> {
     forget_unowed(c, &seqs).await
 }
 
+/// A device just revoked owes nothing: forget its pending rows, and delete the messages no
+/// device owes any more. Returns how many messages went.
+pub async fn release_device(c: &mut Conn, device_id: &str) -> Result<i64, sqlx::Error> {
+    let seqs: Vec<i64> = sqlx::query("DELETE FROM msg_pending WHERE device_id = $1 RETURNING seq")
+        .bind(device_id)
+        .fetch_all(&mut *c)
+        .await?
+        .iter()
+        .map(|r| r.try_get("seq"))
+        .collect::<Result<_, _>>()?;
+    forget_unowed(c, &seqs).await
+}
+
 /// Of the messages `seqs`, delete those no device owes any more and take them off their
 /// users' usage. Returns how many went.
 async fn forget_unowed(c: &mut Conn, seqs: &[i64]) -> Result<i64, sqlx::Error> {

@@ -370,7 +370,7 @@ async fn login(
         let (signin, pending, username) = (&s.signin, &pending, &f.username);
         async move { signin::login_page(signin, pending, username, Some(&why), status).await }
     };
-    match s.op.check_password(f.username.trim(), &f.password, &peer.ip().to_string()).await {
+    match s.op.check_password(f.username.trim(), &f.password, peer.ip()).await {
         Ok(Some(user_id)) => signin::signed_in(&s.op, Some(&pending), &user_id, SignIn::Password).await,
         Ok(None) => retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()).await,
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => retry(e.status, e.description).await,

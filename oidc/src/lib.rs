@@ -1,6 +1,8 @@
 //! The OpenID Provider: every user of the node can sign in to sites that speak OpenID
 //! Connect, with the node as their identity provider.
 //!
+//! - [`account_hooks`]: what an account's removal, a device's revocation or signing out
+//!   everywhere ends here.
 //! - [`amr`]: how a user signed in, as RFC 8176 `amr` values.
 //! - [`keys`]: the ID token signing keys (RS256, EdDSA, ES256), sealed at rest, rotated,
 //!   and the JWKS.
@@ -12,11 +14,13 @@
 //! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`).
 //! - [`passkeys`]: passkeys (WebAuthn) and their one-time registration links.
 //! - [`signin`], [`signin_pages`]: the sign-in page's other ways in, and the account page.
+//! - [`throttle`]: the password sign-in throttle, per account and address, in the database.
 //! - [`writer`]: codes and tokens written durably, group-committed on SQLite.
 //! - [`api`]: the axum router.
 //!
 //! Tables: `oidc_*`.
 
+pub mod account_hooks;
 pub mod amr;
 pub mod api;
 pub mod approval;
@@ -29,6 +33,7 @@ pub mod passkeys;
 pub mod provider;
 pub mod signin;
 pub mod signin_pages;
+pub mod throttle;
 pub mod writer;
 
 pub use error::OidcError;

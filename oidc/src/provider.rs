@@ -6,6 +6,7 @@ use crate::amr::SignIn;
 use crate::clients::Registration;
 use crate::clients::{self, Client, ClientCache};
 use crate::keys::{self, KeySet};
+use crate::throttle::PasswordThrottle;
 use crate::writer::{CodeRow, Outcome, Spend, TokenRow, Write, Writer};
 use crate::OidcError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -21,7 +22,8 @@ use sichat_core::seal::MasterKey;
 use sichat_verifier::Verifier;
 use sqlx::Row;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
@@ -36,10 +38,6 @@ pub const ID_TOKEN_TTL_SECS: i64 = 3600;
 /// The longest lifetime a `private_key_jwt` client assertion may claim.
 const ASSERTION_MAX_TTL_MS: i64 = 10 * 60_000;
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Failed sign-ins allowed per account (and per address, ×4) in a window.
-const MAX_FAILURES: u32 = 5;
-const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
-
 /// The parameters of an authorization request, kept while the user signs in and consents.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct AuthParams {
@@ -113,7 +111,8 @@ pub struct Provider {
     pairwise_salt: Vec<u8>,
     /// Bounds the memory of concurrent argon2id hashing (19 MiB each).
     hashing: Semaphore,
-    failures: Mutex<HashMap<String, (u32, i64)>>,
+    /// Password attempts per account and address, and per address (in the database).
+    throttle: PasswordThrottle,
     /// Codes and tokens, group-committed on SQLite.
     writer: Writer,
     /// Clients read in the last few seconds.
@@ -208,6 +207,7 @@ impl Provider {
         let issuer = accounts.node().public_url().as_str().trim_end_matches('/').to_owned();
         Ok(Self {
             writer: Writer::new(db.clone()),
+            throttle: PasswordThrottle::new(db.clone()),
             db,
             accounts,
             master,
@@ -218,7 +218,6 @@ impl Provider {
             keys: RwLock::new(Arc::new(keys)),
             pairwise_salt,
             hashing: Semaphore::new(2),
-            failures: Mutex::new(HashMap::new()),
             clients: ClientCache::default(),
         })
     }
@@ -519,39 +518,15 @@ impl Provider {
 
     // ---- sign-in ----
 
-    /// Too many recent failures for this key (an account or an address)?
-    pub fn throttled(&self, key: &str, limit: u32) -> bool {
-        let now = now_ms();
-        self.failures
-            .lock()
-            .map(|m| m.get(key).is_some_and(|(n, since)| *n >= limit && now - since < FAILURE_WINDOW_MS))
-            .unwrap_or(true)
-    }
-
-    fn note_failure(&self, key: &str) {
-        let now = now_ms();
-        if let Ok(mut m) = self.failures.lock() {
-            if m.len() > 100_000 {
-                m.retain(|_, (_, since)| now - *since < FAILURE_WINDOW_MS);
-            }
-            let e = m.entry(key.to_owned()).or_insert((0, now));
-            if now - e.1 >= FAILURE_WINDOW_MS {
-                *e = (0, now);
-            }
-            e.0 += 1;
-        }
-    }
-
-    /// Check a user name and password. `None` when they do not match (or are throttled);
-    /// the caller says only "wrong user name or password".
-    pub async fn check_password(&self, name: &str, password: &str, ip: &str) -> Result<Option<String>, OidcError> {
-        let (user_key, ip_key) = (format!("user:{name}"), format!("ip:{ip}"));
-        if self.throttled(&user_key, MAX_FAILURES) || self.throttled(&ip_key, MAX_FAILURES * 4) {
-            return Err(OidcError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "temporarily_unavailable",
-                "too many failed sign-ins: wait 15 minutes and try again",
-            ));
+    /// Check a user name and password from client address `addr`. `None` when they do not
+    /// match; the caller says only "wrong user name or password". Too many failures at this
+    /// account from this address, or from this address at all, and the attempt is refused
+    /// (429) before any password is checked ([`PasswordThrottle`]).
+    pub async fn check_password(&self, name: &str, password: &str, addr: IpAddr) -> Result<Option<String>, OidcError> {
+        if let Err(throttled) = self.throttle.admit(name, addr).await? {
+            tracing::warn!(event = "signin_throttled", account = name, %addr, until = throttled.until, "password sign-in throttled");
+            metrics::counter!("sichat_oidc_login_throttled_total").increment(1);
+            return Err(throttled.error());
         }
         let user_id = self.accounts.active_user_id(name).await?;
         let hash: Option<String> = match &user_id {
@@ -565,10 +540,10 @@ impl Provider {
         };
         let ok = self.verify_hash(hash, password.to_owned()).await?;
         if ok {
+            self.throttle.succeeded(name, addr).await?;
             return Ok(user_id);
         }
-        self.note_failure(&user_key);
-        self.note_failure(&ip_key);
+        tracing::warn!(event = "signin_failed", account = name, %addr, known = user_id.is_some(), "password sign-in failed");
         metrics::counter!("sichat_oidc_login_failures_total").increment(1);
         Ok(None)
     }
@@ -594,7 +569,8 @@ impl Provider {
         .map_err(OidcError::internal)
     }
 
-    /// Set a user's sign-in password (argon2id).
+    /// Set a user's sign-in password (argon2id), and sign the user out everywhere in the same
+    /// transaction: every browser session, refresh and access token ends.
     pub async fn set_password(&self, user_id: &str, password: &str) -> Result<(), OidcError> {
         let n = password.chars().count();
         if !(12..=256).contains(&n) {
@@ -617,6 +593,8 @@ impl Provider {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        // Whoever knew the old password may hold a session or tokens: they all end with it.
+        self.accounts.sign_out_everywhere_on(&mut tx, user_id, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1291,6 +1269,7 @@ impl Provider {
         ] {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }
+        n += self.throttle.purge().await?;
         Ok(n)
     }
 }

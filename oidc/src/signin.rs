@@ -72,6 +72,7 @@ pub fn router(signin: Arc<Signin>) -> Router {
         .route("/account", get(account))
         .route("/account/login", post(account_login))
         .route("/account/signout", post(signout))
+        .route("/account/signout-everywhere", post(signout_everywhere))
         .route("/account/consents/revoke", post(revoke_consent))
         .route("/account/passkeys/options", post(register_options))
         .route("/account/passkeys", post(register))
@@ -458,6 +459,7 @@ async fn account(State(St(s)): State<St>, headers: HeaderMap, Query(q): Query<Ac
         "revoked" => Some("Consent withdrawn: the site must ask again, and its tokens no longer work."),
         "added" => Some("Passkey added."),
         "removed" => Some("Passkey removed."),
+        "signed-out" => Some("Signed out everywhere else: other browsers and every site must sign you in again."),
         _ => None,
     };
     let view = AccountView {
@@ -493,7 +495,7 @@ async fn account_login(
     if let Err(e) = checked(&s.op, &headers, "", &f.csrf).await {
         return failed_page(&e);
     }
-    match s.op.check_password(f.username.trim(), &f.password, &peer.ip().to_string()).await {
+    match s.op.check_password(f.username.trim(), &f.password, peer.ip()).await {
         Ok(Some(user_id)) => signed_in(&s.op, None, &user_id, SignIn::Password).await,
         Ok(None) => {
             let e = OidcError::new(StatusCode::UNAUTHORIZED, "access_denied", "Wrong user name or password.");
@@ -536,6 +538,20 @@ async fn signout(State(St(s)): State<St>, headers: HeaderMap, Form(f): Form<Csrf
     let mut r = see_other("/account");
     set_cookie(&mut r, &s.op, SESSION_COOKIE, "", 0);
     r
+}
+
+/// End every other browser session and every token sites hold for the user; this browser
+/// stays signed in.
+async fn signout_everywhere(State(St(s)): State<St>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    let session = match session_form(&s, &headers, &f.csrf).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let keep = cookie(&headers, SESSION_COOKIE).map(|t| token_hash(&t));
+    match s.accounts.sign_out_everywhere(&session.user_id, keep.as_deref()).await {
+        Ok(()) => see_other("/account?done=signed-out"),
+        Err(e) => internal_page(OidcError::from(e)),
+    }
 }
 
 #[derive(Deserialize)]

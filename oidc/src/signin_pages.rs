@@ -214,7 +214,11 @@ pub fn account(v: &AccountView<'_>) -> String {
              <p class=\"muted\"><code>{did}</code></p>\
              <section><h2>Sites you allowed</h2>{sites}</section>\
              <section><h2>Passkeys</h2>{passkeys}</section>\
-             <section><form method=\"post\" action=\"/account/signout\">{csrf}<button type=\"submit\">Sign out</button></form></section>{SCRIPT}",
+             <section><form method=\"post\" action=\"/account/signout\">{csrf}<button type=\"submit\">Sign out</button></form>\
+             <form method=\"post\" action=\"/account/signout-everywhere\">{csrf}\
+             <button type=\"submit\" id=\"signout-everywhere\">Sign out everywhere else</button>\
+             <p class=\"muted\">Ends your other browser sessions and every site's access: each site must sign you in again.</p>\
+             </form></section>{SCRIPT}",
             user = esc(v.user),
             node = esc(v.node),
             did = esc(v.did),

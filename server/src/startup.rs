@@ -91,6 +91,7 @@ impl Node {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open the OpenID Provider: {e}"))?,
         );
+        register_account_hooks(&accounts);
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -109,6 +110,17 @@ impl Node {
     pub async fn owner_invite(&self) -> Result<Option<InviteCreated>> {
         Ok(self.accounts.owner_invite_if_needed(self.config.owner_quota).await?)
     }
+}
+
+/// Every crate that keeps rows for a user ends them when the account is removed, a device
+/// revoked, or the user signs out everywhere: each through its own hook, in the accounts
+/// service's transaction.
+fn register_account_hooks(accounts: &Accounts) {
+    accounts.register_hooks(Arc::new(sichat_oidc::account_hooks::OidcAccountHooks));
+    accounts.register_hooks(Arc::new(sichat_issuer::account_hooks::IssuerAccountHooks));
+    accounts.register_hooks(Arc::new(sichat_verifier::account_hooks::VerifierAccountHooks));
+    accounts.register_hooks(Arc::new(sichat_holder::account_hooks::HolderAccountHooks));
+    accounts.register_hooks(Arc::new(sichat_messaging::account_hooks::MessagingAccountHooks));
 }
 
 /// A database URL with any password removed, for messages.

@@ -1,10 +1,12 @@
 //! End-to-end tests: a real node over HTTP, the real `sichat` and `sichatd` binaries,
 //! SQLite and PostgreSQL. One binary, one link step.
 
+mod account_end;
 mod accounts;
 mod bad_input;
 mod browser;
 mod crash;
+mod device_revoke;
 mod group_commit;
 mod issuer;
 mod mailbox;
@@ -14,4 +16,5 @@ mod oidc;
 mod oidc_clients;
 mod process;
 mod signin;
+mod signin_throttle;
 mod verifier;

@@ -340,7 +340,7 @@ fn begin(client: &Rp, prompts: &[CoreAuthPrompt]) -> (Url, CsrfToken, Nonce, Pkc
 }
 
 /// A new authorization code for `client`, with its PKCE verifier and nonce.
-async fn fresh_code(app: &TestApp, client: &Rp) -> (AuthorizationCode, PkceCodeVerifier, Nonce) {
+pub(crate) async fn fresh_code(app: &TestApp, client: &Rp) -> (AuthorizationCode, PkceCodeVerifier, Nonce) {
     let (url, csrf, nonce, verifier) = begin(client, &[]);
     let (back, _) = authorize(app, &url, "allow").await;
     (code_from(app, &back, &csrf), verifier, nonce)
@@ -473,15 +473,15 @@ async fn token_request(app: &TestApp, id: &str, secret: &str, body: &str) -> (u1
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-type UserInfoResult =
+pub(crate) type UserInfoResult =
     Result<CoreUserInfoClaims, UserInfoError<openidconnect::HttpClientError<openidconnect::reqwest::Error>>>;
 
-async fn userinfo(client: &Rp, http: &Http, token: &AccessToken, sub: &SubjectIdentifier) -> UserInfoResult {
+pub(crate) async fn userinfo(client: &Rp, http: &Http, token: &AccessToken, sub: &SubjectIdentifier) -> UserInfoResult {
     client.user_info(token.clone(), Some(sub.clone())).expect("userinfo endpoint").request_async(http).await
 }
 
 /// The HTTP status of a refused UserInfo request.
-fn userinfo_status(r: UserInfoResult) -> u16 {
+pub(crate) fn userinfo_status(r: UserInfoResult) -> u16 {
     match r {
         Err(UserInfoError::Response(status, _, _)) => status.as_u16(),
         Err(other) => panic!("expected an HTTP error status, got {other}"),
@@ -489,11 +489,11 @@ fn userinfo_status(r: UserInfoResult) -> u16 {
     }
 }
 
-async fn introspect(client: &Rp, http: &Http, token: &AccessToken) -> bool {
+pub(crate) async fn introspect(client: &Rp, http: &Http, token: &AccessToken) -> bool {
     client.introspect(token).request_async(http).await.expect("introspection").active()
 }
 
-type TokenResult = Result<
+pub(crate) type TokenResult = Result<
     openidconnect::core::CoreTokenResponse,
     RequestTokenError<
         openidconnect::HttpClientError<openidconnect::reqwest::Error>,
@@ -501,12 +501,12 @@ type TokenResult = Result<
     >,
 >;
 
-async fn refresh_with(client: &Rp, http: &Http, token: &RefreshToken) -> TokenResult {
+pub(crate) async fn refresh_with(client: &Rp, http: &Http, token: &RefreshToken) -> TokenResult {
     client.exchange_refresh_token(token).expect("token endpoint").request_async(http).await
 }
 
 /// The OAuth error code of a refused token request.
-fn refused(r: TokenResult) -> CoreErrorResponseType {
+pub(crate) fn refused(r: TokenResult) -> CoreErrorResponseType {
     match r {
         Err(RequestTokenError::ServerResponse(e)) => e.error().clone(),
         Err(other) => panic!("expected an OAuth error, got {other}"),
@@ -538,6 +538,17 @@ impl Page {
 impl Browser {
     pub(crate) fn new() -> Self {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("browser");
+        Self { http, cookies: BTreeMap::new() }
+    }
+
+    /// A browser whose connections come from `addr` (any 127.0.0.0/8 address on Linux), as
+    /// a user elsewhere on the network would be.
+    pub(crate) fn from_address(addr: std::net::IpAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(addr)
+            .build()
+            .expect("browser");
         Self { http, cookies: BTreeMap::new() }
     }
 

@@ -153,7 +153,12 @@ enum DeviceCmd {
         out: PathBuf,
     },
     /// Revoke a device: its keys leave your DID document and its sessions end.
-    Revoke { id: String },
+    Revoke {
+        id: String,
+        /// Revoke it even if it is this device or the account's last active device.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -535,11 +540,32 @@ async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 println!("Copy that directory to the new device; it opens with the same passphrase.");
             })
         }
-        DeviceCmd::Revoke { id } => {
+        DeviceCmd::Revoke { id, yes } => {
             let (w, _) = ctx.open()?;
             let root = need_root(&w)?;
+            if id == w.profile.device_id && !yes {
+                bail!(
+                    "{id} is this device. Revoking it means this wallet can no longer sign in to {node}, pick up \
+                     messages or approve sign-ins; its root key can still bless a new device. To move to another \
+                     device, add it first with `sichat device add`, then revoke this one from there. To revoke \
+                     this device anyway, run again with --yes.",
+                    node = w.profile.server.as_deref().unwrap_or("your node")
+                );
+            }
+            // The node refuses to revoke the account's last active device unless told it is
+            // meant (--yes); it knows the devices even when this one can no longer sign in.
             let client = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
-            client.root_operation(&w, root, RootOperation::RevokeDevice { device_id: id.clone() }).await?;
+            let op = RootOperation::RevokeDevice { device_id: id.clone(), last_device: yes };
+            if let Err(e) = client.root_operation(&w, root, op).await {
+                if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "last_device") {
+                    bail!(
+                        "{id} is your account's last active device. Revoking it leaves no device that can sign \
+                         in, receive messages or approve sign-ins until your root key blesses a new one with \
+                         `sichat device add`. Add the new device first, or run again with --yes to revoke it anyway."
+                    );
+                }
+                return Err(e);
+            }
             ctx.print(&json!({"revoked": id}), |_| {
                 println!("Revoked {id}: its keys are gone from your DID document and its sessions ended.");
             })

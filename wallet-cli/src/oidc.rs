@@ -26,6 +26,9 @@ pub enum OidcCmd {
     /// The sites you allowed to sign you in.
     #[command(subcommand)]
     Consents(ConsentsCmd),
+    /// Sign out everywhere: end every browser session on your node's pages and every token
+    /// sites hold for you (a new password does this too). Sites must sign you in again.
+    SignOutEverywhere,
 }
 
 #[derive(Subcommand)]
@@ -76,12 +79,26 @@ pub async fn password(ctx: &Ctx, cmd: PasswordCmd) -> Result<()> {
     c.logout().await;
     done?;
     ctx.print(&json!({"password": "set"}), |_| {
-        eprintln!("Password set. Sign in to sites with your user name and this password on your node's page.")
+        eprintln!("Password set. Sign in to sites with your user name and this password on your node's page.");
+        eprintln!("Every browser session and every site's tokens have ended: sites must sign you in again.")
+    })
+}
+
+async fn sign_out_everywhere(ctx: &Ctx) -> Result<()> {
+    let mut c = session(ctx).await?;
+    let done: Result<Value> = c.post("/api/v1/sign-out-everywhere", &json!({})).await;
+    c.logout().await;
+    done?;
+    ctx.print(&json!({"signed_out": "everywhere"}), |_| {
+        eprintln!("Signed out everywhere: every browser session and every site's tokens have ended.")
     })
 }
 
 pub async fn oidc(ctx: &Ctx, cmd: OidcCmd) -> Result<()> {
-    let OidcCmd::Consents(cmd) = cmd;
+    let cmd = match cmd {
+        OidcCmd::Consents(cmd) => cmd,
+        OidcCmd::SignOutEverywhere => return sign_out_everywhere(ctx).await,
+    };
     let mut c = session(ctx).await?;
     let result = match cmd {
         ConsentsCmd::List => c.get::<Value>("/api/v1/oidc/consents").await.map(|list| {
