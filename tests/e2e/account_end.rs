@@ -101,7 +101,8 @@ async fn removed_account_ends_everywhere(backend: Backend) {
     assert!(out.status.success(), "verifier request: {}", stderr(&out));
     let invite = app.invite(&alice, 1).await;
     let bob = app.join("bob", &invite).await;
-    let out = sichat(&bob, &["--json", "message", "send", "alice", "hello"]).await;
+    let alice_address = format!("alice@{}", app.url.trim_start_matches("http://"));
+    let out = sichat(&bob, &["--json", "message", "send", &alice_address, "hello"]).await;
     assert!(out.status.success(), "send: {}", stderr(&out));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while rows(&app, "msg_mailbox", &user_id).await == 0 {
@@ -189,7 +190,7 @@ async fn sign_out_everywhere_and_a_new_password(backend: Backend) {
     let r =
         this.post(&format!("{}/account/signout-everywhere", app.url), &[("csrf", hidden(&page.body, "csrf"))]).await;
     assert_eq!(r.status, 303, "{}", r.body);
-    let page = this.get(&format!("{}/account", app.url)).await;
+    let page = this.get(r.location(&app).expect("back to the account page").as_str()).await;
     assert!(page.body.contains("Signed out everywhere else"), "{}", page.body);
     assert!(signed_in(&app, &mut this).await, "the browser that asked stays signed in");
     assert!(!signed_in(&app, &mut other).await, "the other browser is signed out");

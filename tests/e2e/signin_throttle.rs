@@ -13,7 +13,7 @@ const ALICE_ELSEWHERE: [u8; 4] = [127, 0, 0, 3];
 
 /// The node's URL by address: a browser bound to a 127.0.0.x source address must reach it
 /// over IPv4 (`localhost` may resolve to ::1 first).
-fn base(app: &TestApp) -> String {
+fn by_address(app: &TestApp) -> String {
     app.url.replace("localhost", "127.0.0.1")
 }
 
@@ -31,7 +31,7 @@ async fn attempt(base: &str, from: [u8; 4], password: &str) -> (u16, String) {
 async fn a_stranger_cannot_lock_a_user_out(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };
     let _alice = alice_with_password(&app).await;
-    let base = base(&app);
+    let base = by_address(&app);
 
     // Five wrong guesses from the stranger's address are answered "wrong password".
     for i in 0..5 {
@@ -57,7 +57,7 @@ async fn a_stranger_cannot_lock_a_user_out(backend: Backend) {
         // Two nodes on one database (replicas behind a load balancer): twelve concurrent
         // guesses from a third address, alternating between them, get five checked at most.
         let replica = app.replica(|_| {}).await;
-        let bases = [base.clone(), base(&replica)];
+        let bases = [base.clone(), by_address(&replica)];
         let guesses = (0..12).map(|i| {
             let b = bases[i % 2].clone();
             async move { attempt(&b, [127, 0, 0, 4], "a guess from afar").await.0 }
