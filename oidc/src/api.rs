@@ -3,7 +3,7 @@
 use crate::amr::SignIn;
 use crate::clients;
 use crate::pages;
-use crate::provider::{AuthParams, Next, Pending, Provider};
+use crate::provider::{Next, Pending, Provider};
 use crate::signin::{self, Signin};
 use crate::OidcError;
 use axum::body::Bytes;
@@ -172,7 +172,8 @@ async fn discovery(State(s): State<AppState>) -> Response {
 }
 
 async fn jwks(State(s): State<AppState>) -> Response {
-    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(s.op.jwks())).into_response()
+    let cache = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE_SECS);
+    ([(header::CACHE_CONTROL, cache)], Json(s.op.jwks())).into_response()
 }
 
 #[derive(Deserialize)]
@@ -278,11 +279,18 @@ async fn authorize(
             "The site asked to send you back to an address it did not register (redirect_uri mismatch). You were not redirected.",
         );
     }
-    let fallback =
-        AuthParams { redirect_uri: redirect_uri.clone(), state: q.get("state").cloned(), ..Default::default() };
+    // A malformed request is answered here, not at the redirect URI: anyone may register a
+    // client with any address, and sending the browser there unasked would make this node an
+    // open redirector (RFC 9700 §4.11.2). Only a well-formed request goes back to the site.
     let params = match Provider::check_request(&client, &q) {
         Ok(p) => p,
-        Err(e) => return see_other(&s.op.error_redirect(&fallback, &e)),
+        Err(e) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "The site sent a bad sign-in request",
+                &format!("{}: {}. You were not sent back to the site.", e.code, e.description),
+            )
+        }
     };
     let session = match browser_session(&s.op, &headers).await {
         Ok(x) => x,
@@ -290,7 +298,7 @@ async fn authorize(
     };
     let next = match s.op.next_step(&params, &client, session.as_ref(), false).await {
         Ok(n) => n,
-        Err(e) => return see_other(&s.op.error_redirect(&params, &e)),
+        Err(e) => return internal_page(e),
     };
     match next {
         Next::Redirect(url) => see_other(&url),
@@ -452,7 +460,7 @@ async fn consent(
             if let Err(e) = s.op.consent(&session.user_id, &p.client_id, &p.scope).await {
                 return internal_page(e);
             }
-            match s.op.issue_code(p, &session).await {
+            match s.op.issue_code(p, &pending.client, &session).await {
                 Ok(code) => see_other(&s.op.redirect_url(&p.redirect_uri, p.state.as_deref(), &[("code", &code)])),
                 Err(e) => see_other(&s.op.error_redirect(p, &e)),
             }
@@ -477,6 +485,17 @@ fn basic_auth(headers: &HeaderMap) -> Result<Option<(String, String)>, OidcError
 
 type FormMap = Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>;
 
+/// An error of an endpoint that authenticates clients. A failed client authentication is a
+/// `401` with a `WWW-Authenticate` challenge only when the client used the `Authorization`
+/// header (RFC 6749 §5.2); otherwise a `400`, whose JSON body RP libraries show.
+fn client_error(e: OidcError, headers: &HeaderMap) -> Response {
+    let mut e = e;
+    if e.code == "invalid_client" && !headers.contains_key(header::AUTHORIZATION) {
+        e.status = StatusCode::BAD_REQUEST;
+    }
+    oauth_error(e)
+}
+
 async fn client_and_form(
     s: &AppState,
     headers: &HeaderMap,
@@ -495,7 +514,7 @@ async fn client_and_form(
 async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
     let (client, form) = match client_and_form(&s, &headers, form).await {
         Ok(x) => x,
-        Err(e) => return oauth_error(e),
+        Err(e) => return client_error(e, &headers),
     };
     match s.op.token(&client, &form).await {
         Ok(v) => no_store(v),
@@ -520,7 +539,7 @@ async fn userinfo(State(s): State<AppState>, headers: HeaderMap) -> Response {
 async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
     let (client, form) = match client_and_form(&s, &headers, form).await {
         Ok(x) => x,
-        Err(e) => return oauth_error(e),
+        Err(e) => return client_error(e, &headers),
     };
     let Some(t) = form.get("token") else {
         return oauth_error(OidcError::bad("invalid_request", "token is required"));
@@ -534,7 +553,7 @@ async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormMap) ->
 async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
     let (client, form) = match client_and_form(&s, &headers, form).await {
         Ok(x) => x,
-        Err(e) => return oauth_error(e),
+        Err(e) => return client_error(e, &headers),
     };
     let Some(t) = form.get("token") else {
         return oauth_error(OidcError::bad("invalid_request", "token is required"));
@@ -559,46 +578,56 @@ async fn logout_form(State(s): State<AppState>, headers: HeaderMap, form: FormMa
 }
 
 async fn end_session(s: &AppState, headers: &HeaderMap, q: HashMap<String, String>) -> Response {
-    // Without an ID token we signed, a logout could come from any page (an image tag), so
-    // the user confirms it on a form of ours first.
-    let hinted = q.get("id_token_hint").is_some_and(|t| s.op.hinted_client(t).is_some());
-    let confirmed = q.get("csrf").is_some_and(|c| cookie(headers, CSRF_COOKIE).as_deref() == Some(c.as_str()));
-    if !hinted && !confirmed && cookie(headers, SESSION_COOKIE).is_some() {
-        let csrf = random_token();
-        let keep: Vec<(&str, &str)> = ["post_logout_redirect_uri", "client_id", "state"]
-            .iter()
-            .filter_map(|k| q.get(*k).map(|v| (*k, v.as_str())))
-            .collect();
-        let mut r = html(StatusCode::OK, pages::confirm_logout(&csrf, &keep), None);
-        set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
+    let get = |k: &str| q.get(k).map(String::as_str);
+    let plan = match s.op.plan_logout(get("id_token_hint"), get("client_id"), get("post_logout_redirect_uri")).await {
+        Ok(p) => p,
+        Err(e) if e.status.is_server_error() => return internal_page(e),
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad sign-out request", &e.description),
+    };
+    let session_token = cookie(headers, SESSION_COOKIE);
+    let session = match &session_token {
+        Some(t) => match s.op.session(t).await {
+            Ok(x) => x,
+            Err(e) => return internal_page(e),
+        },
+        None => None,
+    };
+    // The answer to our own confirmation page (its CSRF token, in the form and the cookie).
+    let confirmed = get("csrf").is_some_and(|c| cookie(headers, CSRF_COOKIE).as_deref() == Some(c));
+    if confirmed && get("decision") == Some("cancel") {
+        let mut r = html(StatusCode::OK, pages::logout_cancelled(s.op.issuer()), None);
+        set_cookie(&mut r, &s.op, CSRF_COOKIE, "", 0);
         return r;
     }
-    let target =
-        match q.get("post_logout_redirect_uri") {
-            None => None,
-            Some(uri) => {
-                let client_id =
-                    q.get("id_token_hint").and_then(|t| s.op.hinted_client(t)).or_else(|| q.get("client_id").cloned());
-                let client = match client_id {
-                    Some(id) => s.op.client(&id).await.ok().flatten(),
-                    None => None,
-                };
-                match client {
-                    Some(c) if c.metadata.post_logout_redirect_uris.contains(uri) => Some(uri.clone()),
-                    _ => return error_page(
-                        StatusCode::BAD_REQUEST,
-                        "Wrong return address",
-                        "post_logout_redirect_uri is not registered for the site named by id_token_hint or client_id.",
-                    ),
-                }
-            }
+    if let Some(session) = &session {
+        // Only an ID token of this very user, for the site it names, signs out unasked.
+        let vouched = match &plan.hinted_for {
+            Some(h) => match s.op.hint_is_for(h, session).await {
+                Ok(b) => b,
+                Err(e) => return internal_page(e),
+            },
+            None => false,
         };
-    if let Some(t) = cookie(headers, SESSION_COOKIE) {
-        if let Err(e) = s.op.end_session(&t).await {
+        if !vouched && !confirmed {
+            let csrf = random_token();
+            let keep: Vec<(&str, &str)> = ["id_token_hint", "post_logout_redirect_uri", "client_id", "state"]
+                .iter()
+                .filter_map(|k| q.get(*k).map(|v| (*k, v.as_str())))
+                .collect();
+            let site = plan.client.as_ref().map(|c| (c.name(), c.sector()));
+            let site = site.as_ref().map(|(name, host)| (*name, host.as_str()));
+            let body = pages::confirm_logout(&csrf, &keep, site, &session.user_name, s.op.issuer());
+            let mut r = html(StatusCode::OK, body, None);
+            set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
+            return r;
+        }
+    }
+    if let Some(t) = &session_token {
+        if let Err(e) = s.op.end_session(t).await {
             return internal_page(e);
         }
     }
-    let mut r = match target {
+    let mut r = match plan.redirect {
         Some(uri) => {
             let mut u = match url::Url::parse(&uri) {
                 Ok(u) => u,

@@ -6,7 +6,9 @@
 //! An approval is bound to one pending authorization request (or to the account page) and
 //! to the browser's CSRF cookie, lives two minutes, and is used once: approving twice, or
 //! continuing twice, is refused. Unknown codes count as failures per client address, so
-//! codes cannot be guessed in their lifetime.
+//! codes cannot be guessed in their lifetime: in the database (`oidc_approval_failures`),
+//! checked and counted in one statement, so replicas share the limit; a per-process count
+//! in front spares the database when one process alone has seen enough.
 
 use crate::provider::Provider;
 use crate::OidcError;
@@ -27,7 +29,7 @@ const MAX_APPROVAL_LIFETIME_SECS: i64 = 300;
 const MAX_SKEW_SECS: i64 = 60;
 /// Unknown or wrong codes allowed per client address in a window.
 const MAX_CODE_FAILURES: u32 = 10;
-const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
+pub(crate) const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
 /// Crockford's base32: no I, L, O or U, so a code survives being read aloud.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -146,18 +148,60 @@ impl Approvals {
         Err(OidcError::internal("could not draw a free approval code"))
     }
 
-    fn throttled(&self, ip: &str) -> Result<(), OidcError> {
+    fn too_many() -> OidcError {
+        refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many unknown codes from your address: wait 15 minutes and try again",
+        )
+    }
+
+    /// The cheap first line: this process alone has seen too many failures from `ip`.
+    fn throttled_here(&self, ip: &str) -> Result<(), OidcError> {
         let now = now_ms();
         let mut f = self.failures.lock().map_err(OidcError::internal)?;
         f.retain(|_, (_, since)| now - *since < FAILURE_WINDOW_MS);
         match f.get(ip) {
-            Some((n, _)) if *n >= MAX_CODE_FAILURES => Err(refused(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                "too many unknown codes from your address: wait 15 minutes and try again",
-            )),
+            Some((n, _)) if *n >= MAX_CODE_FAILURES => Err(Self::too_many()),
             _ => Ok(()),
         }
+    }
+
+    /// Take one guess for `ip` from the limit every process shares: counted as a failure in
+    /// the database, in the same statement that checks the limit, so concurrent guesses on
+    /// any number of replicas cannot pass it. A guess that finds its code is handed back
+    /// with [`Self::refund`].
+    async fn take_guess(&self, ip: &str) -> Result<(), OidcError> {
+        self.throttled_here(ip)?;
+        let now = now_ms();
+        let failures: i64 = sqlx::query_scalar(
+            "INSERT INTO oidc_approval_failures (address, failures, window_start) VALUES ($1, 1, $2) \
+             ON CONFLICT (address) DO UPDATE SET \
+             failures = CASE WHEN oidc_approval_failures.window_start <= $3 THEN 1 \
+                        ELSE oidc_approval_failures.failures + 1 END, \
+             window_start = CASE WHEN oidc_approval_failures.window_start <= $3 THEN $2 \
+                            ELSE oidc_approval_failures.window_start END \
+             RETURNING failures",
+        )
+        .bind(ip)
+        .bind(now)
+        .bind(now - FAILURE_WINDOW_MS)
+        .fetch_one(self.op.db().pool())
+        .await?;
+        if failures > i64::from(MAX_CODE_FAILURES) {
+            self.note_failure(ip);
+            return Err(Self::too_many());
+        }
+        Ok(())
+    }
+
+    /// The guess found its code: it does not count.
+    async fn refund(&self, ip: &str) -> Result<(), OidcError> {
+        sqlx::query("UPDATE oidc_approval_failures SET failures = failures - 1 WHERE address = $1 AND failures > 0")
+            .bind(ip)
+            .execute(self.op.db().pool())
+            .await?;
+        Ok(())
     }
 
     fn note_failure(&self, ip: &str) {
@@ -170,11 +214,12 @@ impl Approvals {
 
     /// What a wallet is about to approve: the site, where the answer goes, and the node.
     pub async fn pending(&self, code: &str, ip: &str) -> Result<PendingApproval, OidcError> {
-        self.throttled(ip)?;
+        self.throttled_here(ip)?;
         let Some(code) = normalize_code(code) else {
             self.note_failure(ip);
             return Err(OidcError::bad("invalid_code", "a code is 8 letters and digits, like ABCD-1234"));
         };
+        self.take_guess(ip).await?;
         let row = sqlx::query(
             "SELECT challenge, request_id, expires_at FROM oidc_approvals \
              WHERE code = $1 AND expires_at > $2 AND approved_at IS NULL",
@@ -187,6 +232,7 @@ impl Approvals {
             self.note_failure(ip);
             return Err(unknown_code());
         };
+        self.refund(ip).await?;
         let request_id: Option<String> = row.try_get("request_id")?;
         let mut out = PendingApproval {
             code,
@@ -209,7 +255,7 @@ impl Approvals {
 
     /// Check a wallet's approval and record it. Nothing changes unless every check passes.
     pub async fn approve(&self, approval: &str, ip: &str) -> Result<PendingApproval, OidcError> {
-        self.throttled(ip)?;
+        self.throttled_here(ip)?;
         let invalid = |why: String| refused(StatusCode::UNAUTHORIZED, "invalid_approval", why);
         let header = jws::header_of(approval).map_err(|e| OidcError::bad("invalid_request", e.to_string()))?;
         let kid = header.get("kid").and_then(|k| k.as_str()).ok_or_else(|| {
@@ -257,6 +303,7 @@ impl Approvals {
             self.note_failure(ip);
             return Err(OidcError::bad("invalid_code", "the approval's code is not a sign-in code"));
         };
+        self.take_guess(ip).await?;
         let now = now_ms();
         let row = sqlx::query("SELECT challenge, expires_at, approved_at FROM oidc_approvals WHERE code = $1")
             .bind(&code)
@@ -284,6 +331,7 @@ impl Approvals {
             self.note_failure(ip);
             return Err(invalid("the challenge does not match this code's".into()));
         }
+        self.refund(ip).await?;
         let shown = self.pending(&code, ip).await?;
         let done = sqlx::query(
             "UPDATE oidc_approvals SET approved_at = $1, user_id = $2, device_id = $3 \

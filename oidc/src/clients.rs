@@ -47,6 +47,24 @@ pub struct Metadata {
     pub jwks_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint_auth_signing_alg: Option<String>,
+    /// Informational metadata: kept and served back, used for nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    /// Always honoured: every ID token carries `auth_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_auth_time: Option<bool>,
 }
 
 fn default_auth_method() -> String {
@@ -69,6 +87,8 @@ pub struct Client {
     pub id: String,
     pub secret_hash: Option<String>,
     pub metadata: Metadata,
+    /// When the client first completed a flow; `None` until then.
+    pub used_at: Option<i64>,
 }
 
 impl Client {
@@ -120,6 +140,11 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), OidcError> {
     if u.host().is_none() {
         return Err(bad("has no host"));
     }
+    // Redirect URIs match exactly: a pattern would never match, and a client that registers
+    // one must learn that now, not at its first sign-in.
+    if uri.contains('*') || u.as_str().contains('*') || u.as_str().contains("%2A") {
+        return Err(bad("wildcards are not supported: register each exact URI"));
+    }
     match u.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(&u) => Ok(()),
@@ -147,6 +172,63 @@ fn check_jwks(jwks: &Value) -> Result<(), OidcError> {
             .map_err(|e| bad_metadata(format!("jwks holds a bad key: {e}")))?;
         if jwk.parameter("d").is_some() {
             return Err(bad_metadata("jwks must hold public keys only; this one has a private part"));
+        }
+    }
+    Ok(())
+}
+
+/// Registered client metadata (RFC 7591, OpenID Connect Registration, and the IANA registry)
+/// that this node does not implement. Ignoring one would leave the client believing in a
+/// behaviour it does not get (encrypted or signed responses, a default max_age, logout
+/// channels, sender-constrained tokens, a software statement's claims), so registration
+/// refuses it. Names nobody registered are ignored, as RFC 7591 §2 asks.
+const UNSUPPORTED_METADATA: &[&str] = &[
+    "sector_identifier_uri",
+    "id_token_encrypted_response_alg",
+    "id_token_encrypted_response_enc",
+    "userinfo_signed_response_alg",
+    "userinfo_encrypted_response_alg",
+    "userinfo_encrypted_response_enc",
+    "request_object_signing_alg",
+    "request_object_encryption_alg",
+    "request_object_encryption_enc",
+    "request_uris",
+    "require_signed_request_object",
+    "default_max_age",
+    "default_acr_values",
+    "initiate_login_uri",
+    "frontchannel_logout_uri",
+    "frontchannel_logout_session_required",
+    "backchannel_logout_uri",
+    "backchannel_logout_session_required",
+    "authorization_signed_response_alg",
+    "authorization_encrypted_response_alg",
+    "authorization_encrypted_response_enc",
+    "introspection_signed_response_alg",
+    "introspection_encrypted_response_alg",
+    "introspection_encrypted_response_enc",
+    "tls_client_certificate_bound_access_tokens",
+    "tls_client_auth_subject_dn",
+    "tls_client_auth_san_dns",
+    "tls_client_auth_san_uri",
+    "tls_client_auth_san_ip",
+    "tls_client_auth_san_email",
+    "dpop_bound_access_tokens",
+    "require_pushed_authorization_requests",
+    "software_statement",
+];
+
+/// Refuse metadata the node would otherwise drop without a word. `null` and `false` ask for
+/// nothing and pass; `require_auth_time` passes, as every ID token carries `auth_time`.
+fn refuse_unsupported(body: &Value) -> Result<(), OidcError> {
+    let Some(map) = body.as_object() else { return Err(bad_metadata("the metadata must be a JSON object")) };
+    let asked = |v: &Value| !matches!(v, Value::Null | Value::Bool(false));
+    if let Some(name) = UNSUPPORTED_METADATA.iter().find(|n| map.get(**n).is_some_and(asked)) {
+        return Err(bad_metadata(format!("{name} is not supported by this node; register without it")));
+    }
+    if let Some(t) = map.get("application_type").filter(|v| asked(v)) {
+        if !matches!(t.as_str(), Some("web" | "native")) {
+            return Err(bad_metadata("application_type must be web or native"));
         }
     }
     Ok(())
@@ -205,6 +287,14 @@ fn validate(m: &Metadata) -> Result<(), OidcError> {
             }
         }
         _ => {}
+    }
+    let informational = [&m.client_uri, &m.logo_uri, &m.policy_uri, &m.tos_uri, &m.software_id, &m.software_version];
+    let contacts = m.contacts.iter().flatten();
+    if informational.into_iter().flatten().chain(contacts).any(|v| v.len() > 2048) {
+        return Err(bad_metadata("a metadata value is longer than 2048 bytes"));
+    }
+    if m.contacts.as_ref().is_some_and(|c| c.len() > 10) {
+        return Err(bad_metadata("at most 10 contacts"));
     }
     if m.client_name.as_ref().is_some_and(|n| n.chars().count() > 100) {
         return Err(bad_metadata("client_name is longer than 100 characters"));
@@ -279,6 +369,7 @@ pub async fn register(
     if let Some(map) = body.as_object_mut().filter(|_| !policy.default_subject_type.is_empty()) {
         map.entry("subject_type").or_insert_with(|| policy.default_subject_type.clone().into());
     }
+    refuse_unsupported(&body)?;
     let metadata: Metadata = serde_json::from_value(body).map_err(|e| bad_metadata(e.to_string()))?;
     validate(&metadata)?;
     policy.admits(&metadata)?;
@@ -380,7 +471,12 @@ pub async fn from_document(db: &Db, fetcher: &Fetcher, id: &str, policy: &Regist
     let age = stored_at.map(|t| now_ms() - t);
     if let (Some(c), Some(age)) = (&stored, age) {
         if age < DOCUMENT_FRESH_MS {
-            return Ok(Client { id: c.id.clone(), secret_hash: None, metadata: c.metadata.clone() });
+            return Ok(Client {
+                id: c.id.clone(),
+                secret_hash: None,
+                metadata: c.metadata.clone(),
+                used_at: c.used_at,
+            });
         }
     }
     let mut doc = match fetcher.get_json(id).await {
@@ -402,6 +498,7 @@ pub async fn from_document(db: &Db, fetcher: &Fetcher, id: &str, policy: &Regist
         map.remove("client_id");
         map.entry("token_endpoint_auth_method").or_insert_with(|| "none".into());
     }
+    refuse_unsupported(&doc).map_err(|e| bad(e.description))?;
     let metadata: Metadata = serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
     if !["none", "private_key_jwt"].contains(&metadata.token_endpoint_auth_method.as_str()) {
         return Err(bad("a metadata document client cannot use a shared secret".into()));
@@ -420,11 +517,12 @@ pub async fn from_document(db: &Db, fetcher: &Fetcher, id: &str, policy: &Regist
     .bind(now_ms())
     .execute(db.pool())
     .await?;
-    Ok(Client { id: id.to_owned(), secret_hash: None, metadata })
+    let used_at = stored.and_then(|c| c.used_at);
+    Ok(Client { id: id.to_owned(), secret_hash: None, metadata, used_at })
 }
 
 pub async fn find(db: &Db, id: &str) -> Result<Option<Client>, OidcError> {
-    let row = sqlx::query("SELECT id, secret_hash, metadata FROM oidc_clients WHERE id = $1")
+    let row = sqlx::query("SELECT id, secret_hash, metadata, used_at FROM oidc_clients WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *db.read().await?)
         .await?;
@@ -434,9 +532,50 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<Client>, OidcError> {
             id: r.try_get("id")?,
             secret_hash: r.try_get("secret_hash")?,
             metadata: serde_json::from_str(&metadata).map_err(OidcError::internal)?,
+            used_at: r.try_get("used_at")?,
         })
     })
     .transpose()
+}
+
+/// How long a registered client that never completed a flow is kept.
+pub const UNUSED_CLIENT_TTL_MS: i64 = 7 * 24 * 3_600_000;
+
+/// Record that `client` completed a flow (once: later calls cost nothing). Returns whether
+/// this changed the row, so the caller drops its cached copy.
+pub async fn mark_used(db: &Db, client: &Client) -> Result<bool, OidcError> {
+    if client.used_at.is_some() {
+        return Ok(false);
+    }
+    let done = sqlx::query("UPDATE oidc_clients SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+        .bind(now_ms())
+        .bind(&client.id)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Housekeeping: clients made before `before` that never completed a flow (open
+/// registration lets anyone make them), with what they left behind. Returns how many went.
+pub async fn purge_unused(db: &Db, before: i64) -> Result<u64, OidcError> {
+    const STALE: &str = "SELECT id FROM oidc_clients WHERE used_at IS NULL AND created_at <= $1";
+    let mut tx = db.pool().begin().await?;
+    for table in ["oidc_requests", "oidc_client_assertions", "oidc_codes", "oidc_consents", "oidc_tokens"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE client_id IN ({STALE})"))
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let gone = sqlx::query("DELETE FROM oidc_clients WHERE used_at IS NULL AND created_at <= $1")
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    if gone > 0 {
+        tracing::info!(clients = gone, "removed registered clients that never completed a sign-in");
+    }
+    Ok(gone)
 }
 
 /// RFC 7592 read: the client's metadata, for the holder of its registration token.
@@ -514,7 +653,7 @@ mod tests {
 
     fn client(id: &str, name: &str) -> Client {
         let metadata = serde_json::from_value(serde_json::json!({"client_name": name})).expect("metadata");
-        Client { id: id.into(), secret_hash: None, metadata }
+        Client { id: id.into(), secret_hash: None, metadata, used_at: None }
     }
 
     #[test]

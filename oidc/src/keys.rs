@@ -17,8 +17,15 @@ use sqlx::Row;
 /// The ID token signing algorithms, default first.
 pub const ALGS: &[&str] = &["RS256", "EdDSA", "ES256"];
 
-/// How long a retired key stays published: the ID token lifetime plus clock skew.
-pub const RETIRED_OVERLAP_MS: i64 = crate::provider::ID_TOKEN_TTL_SECS * 1000 + 5 * 60_000;
+/// How long relying parties may cache the JWKS (its `Cache-Control: max-age`).
+pub const JWKS_MAX_AGE_SECS: i64 = 300;
+/// How long a new key is published before it signs: two JWKS cache lifetimes, so an RP that
+/// fetched the JWKS just before the key appeared has fetched it again since. Until then the
+/// key it replaces goes on signing.
+pub const PUBLISH_BEFORE_USE_MS: i64 = 2 * JWKS_MAX_AGE_SECS * 1000;
+/// How long a retired key stays published: it may sign for [`PUBLISH_BEFORE_USE_MS`] after
+/// retiring, then its tokens live the ID token lifetime, plus clock skew.
+pub const RETIRED_OVERLAP_MS: i64 = PUBLISH_BEFORE_USE_MS + crate::provider::ID_TOKEN_TTL_SECS * 1000 + 5 * 60_000;
 
 pub struct SigningKey {
     pub kid: String,
@@ -48,12 +55,27 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// The active key for `alg`.
+    /// The key that signs for `alg` now: the newest active key published for at least
+    /// [`PUBLISH_BEFORE_USE_MS`]; while a new key is younger than that, the key it replaced;
+    /// and on a node's first start (no JWKS was ever served), its only key.
     pub fn signer(&self, alg: &str) -> Result<&SigningKey, OidcError> {
-        self.keys
-            .iter()
-            .find(|k| k.alg == alg && k.retired_at.is_none())
+        self.signer_at(alg, now_ms())
+    }
+
+    fn signer_at(&self, alg: &str, now: i64) -> Result<&SigningKey, OidcError> {
+        let of_alg = || self.keys.iter().filter(move |k| k.alg == alg);
+        let seen_by_all = now - PUBLISH_BEFORE_USE_MS;
+        of_alg()
+            .filter(|k| k.retired_at.is_none() && k.created_at <= seen_by_all)
+            .max_by_key(|k| k.created_at)
+            .or_else(|| of_alg().filter(|k| k.retired_at.is_some_and(|r| r > seen_by_all)).max_by_key(|k| k.retired_at))
+            .or_else(|| of_alg().filter(|k| k.retired_at.is_none()).max_by_key(|k| k.created_at))
             .ok_or_else(|| OidcError::internal(format!("no active {alg} key")))
+    }
+
+    /// What the keys are and when they were made and retired: when it changes, reload.
+    pub fn state(&self) -> Vec<(&str, i64, Option<i64>)> {
+        self.keys.iter().map(|k| (k.kid.as_str(), k.created_at, k.retired_at)).collect()
     }
 
     pub fn jwks(&self) -> &Value {
@@ -88,6 +110,19 @@ pub fn verifier_for(alg: &str, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, String
         other => return Err(format!("algorithm {other} is not supported")),
     };
     Ok(v)
+}
+
+/// The OpenID Connect left-half hash of `value` (`at_hash`, `c_hash`; Core §3.1.3.6,
+/// §3.3.2.11) for an ID token signed with `alg`: the left half of the hash the JWS algorithm
+/// uses, base64url. SHA-256 for RS256 and ES256; SHA-512 for EdDSA, whose keys here are all
+/// Ed25519 (Ed448 would take SHAKE256).
+pub fn left_half_hash(alg: &str, value: &str) -> String {
+    use sha2::{Digest, Sha256, Sha512};
+    let digest: Vec<u8> = match alg {
+        "EdDSA" => Sha512::digest(value.as_bytes()).to_vec(),
+        _ => Sha256::digest(value.as_bytes()).to_vec(),
+    };
+    sichat_core::ids::b64url(&digest[..digest.len() / 2])
 }
 
 /// Reads a compact JWS header without checking anything; only used to pick a key.
@@ -242,4 +277,45 @@ pub async fn rotate(db: &Db, master: &MasterKey, older_than: i64) -> Result<Vec<
         .execute(db.pool())
         .await?;
     Ok(made)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ed25519(kid: &str, created_at: i64, retired_at: Option<i64>) -> SigningKey {
+        let der = EdDSA.generate_key_pair(EdCurve::Ed25519).expect("Ed25519 key").to_der_private_key();
+        from_der("EdDSA", kid.into(), &der, created_at, retired_at).expect("a signing key")
+    }
+
+    #[test]
+    fn a_new_key_signs_only_once_relying_parties_can_have_fetched_it() {
+        let now = now_ms();
+        // Rotated a minute ago: the new key is published, the old one retired.
+        let keys = KeySet {
+            keys: vec![ed25519("new", now - 60_000, None), ed25519("old", now - 86_400_000, Some(now - 60_000))],
+            jwks: Value::Null,
+        };
+        assert_eq!(keys.signer_at("EdDSA", now).expect("a signer").kid, "old", "the new key is too fresh");
+        let later = now - 60_000 + PUBLISH_BEFORE_USE_MS + 1;
+        assert_eq!(keys.signer_at("EdDSA", later).expect("a signer").kid, "new", "published long enough");
+        // A node's very first key signs at once: nobody can have cached a JWKS without it.
+        let first = KeySet { keys: vec![ed25519("first", now, None)], jwks: Value::Null };
+        assert_eq!(first.signer_at("EdDSA", now).expect("a signer").kid, "first");
+        assert!(first.signer_at("RS256", now).is_err());
+    }
+
+    #[test]
+    fn left_half_hashes_follow_the_signing_algorithm() {
+        // The access token and RS256 at_hash of OpenID Connect Core, Appendix A.3; the EdDSA
+        // value by openssl: `printf %s TOKEN | openssl dgst -sha512 -binary | head -c 32 | basenc --base64url`.
+        const SHA256_HALF: &str = "77QmUPtjPfzWtF2AnpK9RQ";
+        const SHA512_HALF: &str = "q7nS86GgvvFaZkzALLWqJYaJIKw2wCDAVfCAsm5CrBM";
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y";
+        assert_eq!(left_half_hash("RS256", token), left_half_hash("ES256", token));
+        assert_eq!(left_half_hash("RS256", token).len(), 22, "16 bytes");
+        assert_eq!(left_half_hash("EdDSA", token).len(), 43, "32 bytes");
+        assert_eq!(left_half_hash("RS256", token), SHA256_HALF);
+        assert_eq!(left_half_hash("EdDSA", token), SHA512_HALF);
+    }
 }

@@ -9,7 +9,8 @@
 //! - [`clients`]: Dynamic Client Registration (RFC 7591/7592) under the node's policy, and
 //!   clients identified by a metadata document URL.
 //! - [`claims`]: claims backed by the user's credentials, verified when released.
-//! - [`provider`]: authorization requests, sign-in, consent, codes and tokens.
+//! - [`provider`]: sign-in, sessions and consent, with one submodule per endpoint area:
+//!   `authorize`, `token` (also revocation and introspection), `userinfo`, `logout`.
 //! - [`pages`]: the server-rendered consent and error pages.
 //! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`).
 //! - [`passkeys`]: passkeys (WebAuthn) and their one-time registration links.

@@ -126,19 +126,53 @@ pub fn error(title: &str, message: &str) -> String {
     page(title, &format!("<h1>{}</h1><p class=\"err\">{}</p>", esc(title), esc(message)))
 }
 
-/// "Sign out of your node?", for a logout request that carries no ID token of ours.
-pub fn confirm_logout(csrf: &str, keep: &[(&str, &str)]) -> String {
+/// The host of the node's public URL, as users know it.
+fn node_host(issuer: &str) -> String {
+    url::Url::parse(issuer).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_else(|| issuer.to_owned())
+}
+
+/// "Sign out of NODE?", for a logout request the node cannot tie to this browser's user: it
+/// names the site that asked (`site`: its name and host) and offers Cancel.
+pub fn confirm_logout(
+    csrf: &str,
+    keep: &[(&str, &str)],
+    site: Option<(&str, &str)>,
+    user: &str,
+    issuer: &str,
+) -> String {
     let hidden: String =
         keep.iter().map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(k), esc(v))).collect();
+    let node = node_host(issuer);
+    let who = match site {
+        Some((name, host)) if !host.is_empty() && name != host => {
+            format!("The site <strong class=\"site\">{}</strong> ({}) asks", esc(name), esc(host))
+        }
+        Some((name, _)) => format!("The site <strong class=\"site\">{}</strong> asks", esc(name)),
+        None => "A site that did not say who it is asks".to_owned(),
+    };
     page(
-        "Sign out?",
+        &format!("Sign out of {node}?"),
         &format!(
-            "<h1>Sign out of your node?</h1><p>A site asked to end your session on this node.</p>\
+            "<h1>Sign out of {node}?</h1><p>{who} to end your session on {node}, where you are signed in \
+             as <strong>{user}</strong>.</p><p class=\"muted\">If you did not mean to sign out, choose Cancel: \
+             nothing changes.</p>\
              <form method=\"post\" action=\"/oidc/logout\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{hidden}\
-             <button type=\"submit\">Sign out</button></form>",
+             <button type=\"submit\" name=\"decision\" value=\"cancel\">Cancel</button>\
+             <button type=\"submit\" name=\"decision\" value=\"logout\">Sign out</button></form>",
+            node = esc(&node),
+            user = esc(user),
             csrf = esc(csrf),
         ),
+    )
+}
+
+/// After Cancel on the confirmation: nothing changed.
+pub fn logout_cancelled(issuer: &str) -> String {
+    let node = esc(&node_host(issuer));
+    page(
+        "Still signed in",
+        &format!("<h1>You are still signed in</h1><p>Your session on {node} goes on. You can close this page.</p>"),
     )
 }
 

@@ -23,7 +23,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-storage_tests!(browser_password_consent_code, browser_passkey_register_then_sign_in, browser_wallet_approval);
+storage_tests!(
+    browser_password_consent_code,
+    browser_passkey_register_then_sign_in,
+    browser_wallet_approval,
+    browser_logout_asks_naming_the_site,
+);
 
 const PASSWORD: &str = "correct horse battery staple";
 const WAIT: Duration = Duration::from_secs(30);
@@ -117,6 +122,44 @@ async fn browser_wallet_approval(backend: Backend) {
     let (claims, amr) = rp.exchange(code, pkce, &nonce).await;
     assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some("alice"));
     assert_eq!(amr, ["swk", "mca"]);
+    chrome.quit().await;
+    app.stop().await;
+}
+
+/// A logout URL without an ID token of this user (any page could load it): the node asks,
+/// naming the site and itself; Cancel keeps the session, Sign out ends it.
+async fn browser_logout_asks_naming_the_site(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let _alice = alice_with_password(&app).await;
+    let _one = ONE_BROWSER.lock().await;
+    let Some(chrome) = Chrome::start().await else { return };
+    let mut rp = Rp::start(&app).await;
+    let (url, state, _, _) = rp.begin();
+    chrome.c.goto(&url).await.expect("open the authorization URL");
+    chrome.fill("#username", "alice").await;
+    chrome.fill("#password", PASSWORD).await;
+    chrome.click("form[action='/oidc/login'] button[type=submit]").await;
+    chrome.click("button[name=decision][value=allow]").await;
+    rp.code(&state).await;
+
+    let logout = format!("{}/oidc/logout?client_id={}", app.url, rp.client.client_id().as_str());
+    chrome.c.goto(&logout).await.expect("open the logout URL");
+    let node = url::Url::parse(&app.url).expect("node URL").host_str().expect("host").to_owned();
+    assert_eq!(chrome.text("h1").await, format!("Sign out of {node}?"));
+    assert_eq!(chrome.text(".site").await, "Browser RP", "the page names the site that asks");
+    chrome.click("button[name=decision][value=cancel]").await;
+    chrome.wait_text("You are still signed in").await;
+    // Still signed in: the site's next request comes straight back with a code.
+    let (url, state, _, _) = rp.begin();
+    chrome.c.goto(&url).await.expect("open the authorization URL");
+    rp.code(&state).await;
+
+    chrome.c.goto(&logout).await.expect("open the logout URL");
+    chrome.click("button[name=decision][value=logout]").await;
+    chrome.wait_text("You are signed out").await;
+    let (url, _, _, _) = rp.begin();
+    chrome.c.goto(&url).await.expect("open the authorization URL");
+    chrome.wait_for("#username").await;
     chrome.quit().await;
     app.stop().await;
 }

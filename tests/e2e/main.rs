@@ -14,6 +14,8 @@ mod messaging;
 mod oid4vci;
 mod oidc;
 mod oidc_clients;
+mod oidc_interop;
+mod oidc_logout;
 mod process;
 mod signin;
 mod signin_throttle;

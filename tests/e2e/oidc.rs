@@ -202,11 +202,13 @@ async fn oidc_refuses_bad_requests(backend: Backend) {
         .url();
     assert_error_page(&Browser::new().get(url.as_str()).await);
 
-    // (c) No PKCE: the error goes back to the client.
-    let (url, csrf, _) =
+    // (c) No PKCE: a malformed request is answered with an error page, not sent unasked to
+    // whatever address the client registered (RFC 9700 §4.11.2).
+    let (url, _, _) =
         client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random).url();
     let page = Browser::new().get(url.as_str()).await;
-    assert_error_redirect(&app, &page, &csrf, "invalid_request");
+    assert_error_page(&page);
+    assert!(page.body.contains("code_challenge"), "the page says what was wrong: {}", page.body);
 
     // prompt=none without a session: login_required, back to the client.
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();

@@ -21,7 +21,7 @@ use openidconnect::core::{
 use openidconnect::registration::EmptyAdditionalClientMetadata;
 use openidconnect::url::Url;
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientName, CsrfToken, IntrospectionUrl, Nonce, OAuth2TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClientId, ClientName, CsrfToken, IntrospectionUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{json, Value};
@@ -42,7 +42,6 @@ storage_tests!(
     client_id_metadata_documents,
     claims_backed_by_credentials,
     email_from_a_profile_credential,
-    rp_initiated_logout,
 );
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -88,6 +87,13 @@ async fn id_tokens_signed_with_each_clients_algorithm(backend: Backend) {
         let claims = id_token.claims(&verifier, &nonce).unwrap_or_else(|e| panic!("a valid {alg} ID token: {e}"));
         assert_eq!(claims.audiences().first().map(|a| a.as_str()), Some(reg.client_id().as_str()));
         assert_eq!(id_token.signing_alg().expect("alg"), &core);
+        // at_hash: openidconnect hashes with the algorithm's own hash (SHA-512 for Ed25519,
+        // SHA-256 for RS256 and ES256) and must find the claim's value.
+        let expected = claims.access_token_hash().unwrap_or_else(|| panic!("{alg}: an at_hash"));
+        let key = id_token.signing_key(&verifier).expect("the signing key");
+        let actual = AccessTokenHash::from_token(tokens.access_token(), &core, key).expect("at_hash");
+        assert_eq!(&actual, expected, "{alg}: at_hash is the left half of the algorithm's hash of the access token");
+        assert_eq!(expected.as_str().len(), if alg == "EdDSA" { 43 } else { 22 }, "{alg}: half of the hash");
 
         // josekit, independently: the header names this algorithm and a published key of it.
         let (header, payload) = verify_jws(&jwks, &id_token.to_string());
@@ -157,12 +163,32 @@ async fn key_rotation_with_sichatd_admin(backend: Backend) {
     assert!(old_kids.is_subset(&all) && new_kids.is_subset(&all), "{after}");
     assert_eq!(algs_of(&after), vec!["ES256", "ES256", "EdDSA", "EdDSA", "RS256", "RS256"], "{after}");
 
-    // A new ID token is signed with a new key (consent is remembered: no consent page).
+    // Relying parties that fetched the JWKS before the rotation may cache it for its
+    // max-age: the old key goes on signing until the new one has been published that long
+    // (consent is remembered: no consent page).
+    let max_age = jwks_max_age(&app).await;
     let (meta, raw) = discover(&app, &http).await;
     let client = oidc::rp(&meta, &raw, &reg);
     let (url, csrf, nonce, pkce) = begin(&client, &[], &[]);
     let (back, consent) = sign_in(&app, &url, "alice", "Test RP").await;
     assert!(consent.is_none(), "consent was given before");
+    let soon = exchange(&client, &http, code_from(&app, &back, &csrf), pkce).await;
+    let soon_token = soon.id_token().expect("an ID token");
+    soon_token.claims(&client.id_token_verifier(), &nonce).expect("verifies against the JWKS");
+    let (soon_header, _) = verify_jws(&before, &soon_token.to_string());
+    assert_eq!(soon_header["kid"], old_kid.as_str(), "right after the rotation the old key signs: {soon_header}");
+
+    // Time passes (the keys' clocks are set back by two cache lifetimes and a minute).
+    let by = (2 * max_age + 60) * 1000;
+    for sql in [
+        "UPDATE oidc_keys SET created_at = created_at - $1",
+        "UPDATE oidc_keys SET retired_at = retired_at - $1 WHERE retired_at IS NOT NULL",
+    ] {
+        sqlx::query(sql).bind(by).execute(app.node.oidc.db().pool()).await.expect("backdate the keys");
+    }
+    app.node.oidc.maintain_keys().await.expect("maintain_keys");
+    let (url, csrf, nonce, pkce) = begin(&client, &[], &[]);
+    let (back, _) = sign_in(&app, &url, "alice", "Test RP").await;
     let new = exchange(&client, &http, code_from(&app, &back, &csrf), pkce).await;
     let new_token = new.id_token().expect("an ID token");
     new_token.claims(&client.id_token_verifier(), &nonce).expect("the new ID token verifies against the JWKS");
@@ -342,7 +368,7 @@ async fn registration_invite_only(backend: Backend) {
     app.stop().await;
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     openidconnect::url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -649,7 +675,7 @@ async fn email_from_a_profile_credential(backend: Backend) {
 // ---- helpers ----
 
 /// `sichatd admin ARGS` on the test node's data directory and database.
-async fn sichatd_admin(app: &TestApp, args: &[&str]) -> Output {
+pub(crate) async fn sichatd_admin(app: &TestApp, args: &[&str]) -> Output {
     tokio::process::Command::new(binary("sichatd"))
         .arg("--data-dir")
         .arg(&app.node.config.data_dir)
@@ -663,14 +689,14 @@ async fn sichatd_admin(app: &TestApp, args: &[&str]) -> Output {
         .expect("run sichatd")
 }
 
-async fn set_password(wallet: &Path) {
+pub(crate) async fn set_password(wallet: &Path) {
     let env = [("SICHAT_NEW_PASSWORD", PASSWORD), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
     let out = sichat_env(wallet, &["password", "set"], &env).await;
     assert!(out.status.success(), "password set: {}", stderr(&out));
 }
 
 /// RFC 7591 registration by hand, optionally with an initial access token.
-async fn register_raw(app: &TestApp, body: &Value, bearer: Option<&str>) -> (u16, Value) {
+pub(crate) async fn register_raw(app: &TestApp, body: &Value, bearer: Option<&str>) -> (u16, Value) {
     let mut req = app.http.post(format!("{}/oidc/register", app.url)).json(body);
     if let Some(t) = bearer {
         req = req.bearer_auth(t);
@@ -681,14 +707,14 @@ async fn register_raw(app: &TestApp, body: &Value, bearer: Option<&str>) -> (u16
 }
 
 /// An openidconnect client for a registration made by hand.
-async fn raw_rp(app: &TestApp, reg: &Value) -> Rp {
+pub(crate) async fn raw_rp(app: &TestApp, reg: &Value) -> Rp {
     let (meta, raw) = discover(app, &rp_http()).await;
     let reg: CoreClientRegistrationResponse = serde_json::from_value(reg.clone()).expect("a registration response");
     oidc::rp(&meta, &raw, &reg)
 }
 
 /// A code-flow request with PKCE for `openid` plus `scopes`, and `extra` parameters.
-fn begin(client: &Rp, scopes: &[&str], extra: &[(&str, &str)]) -> (Url, CsrfToken, Nonce, PkceCodeVerifier) {
+pub(crate) fn begin(client: &Rp, scopes: &[&str], extra: &[(&str, &str)]) -> (Url, CsrfToken, Nonce, PkceCodeVerifier) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut request = client
         .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
@@ -705,12 +731,12 @@ fn begin(client: &Rp, scopes: &[&str], extra: &[(&str, &str)]) -> (Url, CsrfToke
 
 /// A fresh browser signs `user` in and allows the consent page if one is shown (it must
 /// name `site`). Returns the redirect back to the client and the consent page, if shown.
-async fn sign_in(app: &TestApp, auth_url: &Url, user: &str, site: &str) -> (Url, Option<String>) {
+pub(crate) async fn sign_in(app: &TestApp, auth_url: &Url, user: &str, site: &str) -> (Url, Option<String>) {
     sign_in_with(&mut Browser::new(), app, auth_url, user, site).await
 }
 
 /// `sign_in` in a given browser, which keeps its session afterwards.
-async fn sign_in_with(
+pub(crate) async fn sign_in_with(
     browser: &mut Browser,
     app: &TestApp,
     auth_url: &Url,
@@ -747,7 +773,12 @@ async fn sign_in_with(
     (back, Some(consent.body))
 }
 
-async fn exchange(client: &Rp, http: &Http, code: AuthorizationCode, pkce: PkceCodeVerifier) -> CoreTokenResponse {
+pub(crate) async fn exchange(
+    client: &Rp,
+    http: &Http,
+    code: AuthorizationCode,
+    pkce: PkceCodeVerifier,
+) -> CoreTokenResponse {
     client
         .exchange_code(code)
         .expect("token endpoint")
@@ -761,6 +792,16 @@ async fn userinfo_raw(app: &TestApp, access: &str) -> (u16, Value) {
     let r = app.http.get(format!("{}/oidc/userinfo", app.url)).bearer_auth(access).send().await.expect("userinfo");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The JWKS's cache lifetime in seconds, from its `Cache-Control`.
+async fn jwks_max_age(app: &TestApp) -> i64 {
+    let r = app.http.get(format!("{}/oidc/jwks", app.url)).send().await.expect("jwks");
+    let cache = r.headers().get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    cache
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age=").and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("a max-age in {cache:?}"))
 }
 
 async fn jwks(app: &TestApp) -> Value {
@@ -882,85 +923,8 @@ async fn client_credentials(app: &TestApp, assertion: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-// ---- 8. RP-Initiated Logout ----
-
-async fn rp_initiated_logout(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
-    let _alice = alice_with_password(&app).await;
-    let http = rp_http();
-    let bye = "http://127.0.0.1:9/bye";
-    let body = json!({"redirect_uris": [REDIRECT], "post_logout_redirect_uris": [bye], "client_name": "Logout RP"});
-    let (status, reg) = register_raw(&app, &body, None).await;
-    assert_eq!(status, 201, "{reg}");
-    let client = raw_rp(&app, &reg).await;
-    let client_id = reg["client_id"].as_str().expect("client_id").to_owned();
-    let mut browser = Browser::new();
-    let (url, csrf, nonce, pkce) = begin(&client, &[], &[]);
-    let (back, _) = sign_in_with(&mut browser, &app, &url, "alice", "Logout RP").await;
-    let tokens = exchange(&client, &http, code_from(&app, &back, &csrf), pkce).await;
-    let id_token = tokens.id_token().expect("an ID token");
-    id_token.claims(&client.id_token_verifier(), &nonce).expect("valid");
-    let id_token = id_token.to_string();
-
-    assert!(signed_in(&mut browser, &client).await, "the browser has a session");
-
-    // A logout without our ID token (any page could send it) asks first and changes nothing.
-    let logout = format!(
-        "{}/oidc/logout?client_id={}&post_logout_redirect_uri={}&state=s1",
-        app.url,
-        urlencode(&client_id),
-        urlencode(bye)
-    );
-    let confirm = browser.get(&logout).await;
-    assert_eq!(confirm.status, 200, "{}", confirm.body);
-    assert!(confirm.body.contains("Sign out of your node?"), "{}", confirm.body);
-    assert!(signed_in(&mut browser, &client).await, "asking did not end the session");
-
-    // A forged confirmation (wrong CSRF token) does not sign out either.
-    let forged = [("csrf", "forged".to_owned()), ("post_logout_redirect_uri", bye.to_owned())];
-    let page = browser.post(&format!("{}/oidc/logout", app.url), &forged).await;
-    assert_eq!(page.status, 200, "asked again: {}", page.body);
-    assert!(signed_in(&mut browser, &client).await, "a forged confirmation did not end the session");
-
-    // Confirming signs out and returns to the registered address with the state.
-    let confirm = browser.get(&logout).await;
-    let form = [
-        ("csrf", hidden(&confirm.body, "csrf")),
-        ("client_id", hidden(&confirm.body, "client_id")),
-        ("post_logout_redirect_uri", hidden(&confirm.body, "post_logout_redirect_uri")),
-        ("state", hidden(&confirm.body, "state")),
-    ];
-    let done = browser.post(&format!("{}/oidc/logout", app.url), &form).await;
-    assert_eq!(done.status, 303, "{}", done.body);
-    assert_eq!(done.location.as_deref(), Some(format!("{bye}?state=s1").as_str()));
-    assert!(!signed_in(&mut browser, &client).await, "signed out");
-
-    // With an ID token we signed, no question; an unregistered address is refused.
-    let (url, csrf, _, pkce) = begin(&client, &[], &[]);
-    let (back, _) = sign_in_with(&mut browser, &app, &url, "alice", "Logout RP").await;
-    exchange(&client, &http, code_from(&app, &back, &csrf), pkce).await;
-    let elsewhere = format!(
-        "{}/oidc/logout?id_token_hint={id_token}&post_logout_redirect_uri={}",
-        app.url,
-        urlencode("http://127.0.0.1:9/elsewhere")
-    );
-    let page = browser.get(&elsewhere).await;
-    assert_error_page(&page);
-    assert!(signed_in(&mut browser, &client).await, "a refused logout changed nothing");
-    let hinted = format!(
-        "{}/oidc/logout?id_token_hint={id_token}&post_logout_redirect_uri={}&state=s2",
-        app.url,
-        urlencode(bye)
-    );
-    let done = browser.get(&hinted).await;
-    assert_eq!(done.status, 303, "{}", done.body);
-    assert_eq!(done.location.as_deref(), Some(format!("{bye}?state=s2").as_str()));
-    assert!(!signed_in(&mut browser, &client).await, "signed out");
-    app.stop().await;
-}
-
 /// Whether `browser` has a session: `prompt=none` gets a code rather than `login_required`.
-async fn signed_in(browser: &mut Browser, client: &Rp) -> bool {
+pub(crate) async fn signed_in(browser: &mut Browser, client: &Rp) -> bool {
     let (url, _, _, _) = begin(client, &[], &[("prompt", "none")]);
     let page = browser.get(url.as_str()).await;
     let back = page.location.unwrap_or_default();

@@ -9,9 +9,14 @@ use serde_json::{json, Value};
 use sichat_accounts::protocol::{now_secs, LoginApprovalClaims, TYP_LOGIN_APPROVAL};
 use sichat_core::keys::Ed25519KeyPair;
 use sichat_e2e::{device_key, json, sichat, stderr, storage_tests, Backend, TestApp};
+use sichat_oidc::approval::Approvals;
 use std::collections::BTreeMap;
 
-storage_tests!(wallet_approval_signs_in_and_refuses_bad_approvals, passkey_links_and_account_page_protections);
+storage_tests!(
+    wallet_approval_signs_in_and_refuses_bad_approvals,
+    passkey_links_and_account_page_protections,
+    approval_code_guesses_share_one_limit,
+);
 
 const REDIRECT: &str = "http://127.0.0.1:9/cb";
 
@@ -149,6 +154,50 @@ async fn wallet_approval_signs_in_and_refuses_bad_approvals(backend: Backend) {
         assert_eq!(status, 404);
     }
     assert!(throttled, "unknown codes are throttled");
+    app.stop().await;
+}
+
+/// Two throttles in two processes' worth of state on one database: unknown approval codes
+/// count against one limit per address, checked and counted together, so 30 concurrent
+/// guesses split over both get exactly the 10 the limit allows.
+async fn approval_code_guesses_share_one_limit(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let approvals = || Approvals::new(app.node.oidc.clone(), app.node.accounts.clone());
+    let (a, b) = (approvals(), approvals());
+    let guesses = (0..30).map(|i| {
+        let throttle = if i % 2 == 0 { &a } else { &b };
+        async move { throttle.pending(&format!("ZZZZ-ZZ{:02}", i % 10), "198.51.100.7").await }
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let code = |r: &Result<_, sichat_oidc::OidcError>| r.as_ref().err().map(|e| e.code).unwrap_or("found");
+    let unknown = answers.iter().filter(|r| code(r) == "unknown_code").count();
+    let throttled = answers.iter().filter(|r| code(r) == "too_many_attempts").count();
+    assert_eq!((unknown, throttled), (10, 20), "{:?}", answers.iter().map(code).collect::<Vec<_>>());
+    // Another address has its own limit.
+    let other = a.pending("ZZZZ-ZZ00", "198.51.100.8").await.err().map(|e| e.code);
+    assert_eq!(other, Some("unknown_code"));
+    app.stop().await;
+}
+
+/// Replicas on one PostgreSQL: guesses sent to either count against one limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_code_guesses_are_limited_across_replicas() {
+    sichat_e2e::or_hung(approval_code_guesses_are_limited_across_replicas_run()).await
+}
+
+async fn approval_code_guesses_are_limited_across_replicas_run() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else { return };
+    let replica = app.replica(|_| {}).await;
+    for i in 0..10 {
+        let node = if i < 6 { &app } else { &replica };
+        let (status, body) = node.get_json(&format!("/api/v1/oidc/approvals/ZZZZ-ZZ{i:02}")).await;
+        assert_eq!(status, 404, "guess {i}: {body}");
+    }
+    for node in [&replica, &app] {
+        let (status, body) = node.get_json("/api/v1/oidc/approvals/ZZZZ-ZZ99").await;
+        assert_eq!((status, body["error"].as_str()), (429, Some("too_many_attempts")), "{body}");
+    }
+    replica.stop().await;
     app.stop().await;
 }
 

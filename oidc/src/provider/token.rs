@@ -1,0 +1,455 @@
+//! `/oidc/token`, `/oidc/revoke`, `/oidc/introspect`: client authentication, the grants, and
+//! the tokens they issue.
+
+use super::*;
+
+impl Provider {
+    /// Authenticate the client at the token, revocation or introspection endpoint.
+    pub async fn authenticate_client(
+        &self,
+        basic: Option<(String, String)>,
+        form: &HashMap<String, String>,
+    ) -> Result<Arc<Client>, OidcError> {
+        if let Some(kind) = form.get("client_assertion_type") {
+            if basic.is_some() || form.contains_key("client_secret") {
+                return Err(OidcError::bad("invalid_request", "use one client authentication method, not two"));
+            }
+            if kind != JWT_BEARER {
+                return Err(OidcError::invalid_client(format!("client_assertion_type must be {JWT_BEARER}")));
+            }
+            let assertion = form
+                .get("client_assertion")
+                .ok_or_else(|| OidcError::invalid_client("client_assertion is required"))?;
+            return self.client_by_assertion(assertion, form.get("client_id").map(String::as_str)).await;
+        }
+        let posted = (form.get("client_id").cloned(), form.get("client_secret").cloned());
+        let (id, secret) = match (basic, posted) {
+            (Some(_), (_, Some(_))) => {
+                return Err(OidcError::bad("invalid_request", "use one client authentication method, not two"))
+            }
+            (Some((id, _)), (Some(posted), None)) if posted != id => {
+                return Err(OidcError::invalid_client("client_id differs from the Authorization header's"))
+            }
+            (Some((id, secret)), _) => (id, Some(secret)),
+            (None, (Some(id), secret)) => (id, secret),
+            (None, (None, _)) => return Err(OidcError::invalid_client("client authentication is required")),
+        };
+        let client = self.client(&id).await?.ok_or_else(|| OidcError::invalid_client("unknown client"))?;
+        // A client with a secret may present it either way (the header or the body), as RP
+        // libraries differ in their defaults and certified providers accept both; a client
+        // without one presents none.
+        let method = client.metadata.token_endpoint_auth_method.as_str();
+        let holds_secret = matches!(method, "client_secret_basic" | "client_secret_post");
+        if holds_secret != secret.is_some() || !(holds_secret || method == "none") {
+            return Err(OidcError::invalid_client(format!("this client authenticates with {method}")));
+        }
+        if let Some(secret) = secret {
+            // Stored as SHA-256 of a 256-bit random secret, so checking costs one hash; the
+            // comparison takes the same time wherever the digests differ.
+            let presented = token_hash(&secret);
+            let matches =
+                client.secret_hash.as_deref().is_some_and(|h| bool::from(h.as_bytes().ct_eq(presented.as_bytes())));
+            if !matches {
+                return Err(OidcError::invalid_client("wrong client secret"));
+            }
+        }
+        Ok(client)
+    }
+
+    /// `private_key_jwt` (RFC 7523 §2.2, OIDC Core §9): a JWT signed by one of the client's
+    /// registered keys, for this provider, short-lived, and used once.
+    async fn client_by_assertion(&self, assertion: &str, posted_id: Option<&str>) -> Result<Arc<Client>, OidcError> {
+        let bad = |why: &str| OidcError::invalid_client(format!("client assertion: {why}"));
+        let (header, claims) =
+            sichat_core::jws::unverified_parts(assertion).map_err(|_| bad("not a compact JWS with a JSON payload"))?;
+        let id = claims.get("iss").and_then(Value::as_str).ok_or_else(|| bad("iss is missing"))?;
+        if claims.get("sub").and_then(Value::as_str) != Some(id) {
+            return Err(bad("sub must equal iss (the client_id)"));
+        }
+        if posted_id.is_some_and(|p| p != id) {
+            return Err(bad("client_id does not match the assertion's issuer"));
+        }
+        let client = self.client(id).await?.ok_or_else(|| OidcError::invalid_client("unknown client"))?;
+        if client.metadata.token_endpoint_auth_method != "private_key_jwt" {
+            return Err(OidcError::invalid_client(format!(
+                "this client authenticates with {}",
+                client.metadata.token_endpoint_auth_method
+            )));
+        }
+        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+        if !keys::ALGS.contains(&alg)
+            || client.metadata.token_endpoint_auth_signing_alg.as_deref().is_some_and(|a| a != alg)
+        {
+            return Err(bad(&format!("alg {alg} is not accepted for this client")));
+        }
+        let jwks = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
+            (Some(j), _) => j.clone(),
+            (None, Some(uri)) => self.fetcher.get_json(uri).await.map_err(|e| bad(&format!("jwks_uri: {e}")))?,
+            (None, None) => return Err(bad("the client has no keys")),
+        };
+        let kid = header.get("kid").and_then(Value::as_str);
+        let candidates: Vec<&Value> = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|keys| keys.iter().filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid).collect())
+            .unwrap_or_default();
+        let verified = candidates.iter().any(|k| {
+            let Some(jwk) = k.as_object().and_then(|m| josekit::jwk::Jwk::from_map(m.clone()).ok()) else {
+                return false;
+            };
+            keys::verifier_for(alg, &jwk).is_ok_and(|v| josekit::jws::deserialize_compact(assertion, &*v).is_ok())
+        });
+        if !verified {
+            return Err(bad("the signature does not match any of the client's keys"));
+        }
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let ours = [self.issuer.clone(), self.url("oidc/token"), self.url("oidc/revoke"), self.url("oidc/introspect")];
+        if !audiences.iter().any(|a| ours.iter().any(|o| o == a)) {
+            return Err(bad("aud must be this provider's issuer or token endpoint"));
+        }
+        let now = now_ms();
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| bad("exp is missing"))? * 1000;
+        if exp <= now {
+            return Err(bad("it has expired"));
+        }
+        if exp > now + ASSERTION_MAX_TTL_MS {
+            return Err(bad("exp is more than 10 minutes away"));
+        }
+        if claims.get("iat").and_then(Value::as_i64).is_some_and(|iat| iat * 1000 > now + 60_000) {
+            return Err(bad("iat is in the future"));
+        }
+        let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256);
+        let jti = jti.ok_or_else(|| bad("jti is missing or too long"))?;
+        let fresh = sqlx::query(
+            "INSERT INTO oidc_client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (client_id, jti) DO NOTHING",
+        )
+        .bind(&client.id)
+        .bind(jti)
+        .bind(exp)
+        .execute(self.db.pool())
+        .await?;
+        if fresh.rows_affected() != 1 {
+            return Err(bad("it was already used (jti replay)"));
+        }
+        Ok(client)
+    }
+
+    pub(crate) fn subject(&self, client: &Client, user_id: &str) -> String {
+        if client.metadata.subject_type == "public" {
+            return user_id.to_owned();
+        }
+        let mut h = Sha256::new();
+        h.update(&self.pairwise_salt);
+        h.update(client.sector().as_bytes());
+        h.update([0]);
+        h.update(user_id.as_bytes());
+        b64url(&h.finalize())
+    }
+
+    /// A new token and the row that stores it (keyed by [`token_key`]).
+    fn new_token(kind: &'static str, client: &Client, g: &Grant<'_>) -> (String, TokenRow) {
+        let token = format!("{}.{}", new_id(), random_token());
+        let now = now_ms();
+        let ttl = if kind == "refresh" { REFRESH_TTL_MS } else { ACCESS_TTL_MS };
+        let row = TokenRow {
+            token_hash: token_key(&token),
+            kind,
+            client_id: client.id.clone(),
+            user_id: g.user_id.map(str::to_owned),
+            scope: g.scope.to_owned(),
+            family: g.family.to_owned(),
+            code_hash: g.code_hash.map(str::to_owned),
+            auth_time: g.auth_time,
+            // Only a refresh token needs it (for the ID tokens of later refreshes).
+            amr: g.amr.filter(|_| kind == "refresh").map(str::to_owned),
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        (token, row)
+    }
+
+    /// Access token, ID token and (with `offline_access`) refresh token, for a user's grant,
+    /// stored in one write with the spending of the code or refresh token redeemed.
+    async fn token_response(
+        &self,
+        spend: Spend,
+        client: &Client,
+        g: &Grant<'_>,
+        nonce: Option<&str>,
+    ) -> Result<Value, OidcError> {
+        let (user_id, scope) = (g.user_id.unwrap_or_default(), g.scope);
+        let auth_time = g.auth_time.unwrap_or_else(now_ms);
+        let (access, access_row) = Self::new_token("access", client, g);
+        let mut rows = vec![access_row];
+        // A refresh token only for a grant that allows one, to a client that registered the
+        // refresh_token grant (it could not redeem one otherwise).
+        let refreshable = client.metadata.grant_types.iter().any(|g| g == "refresh_token");
+        let refresh = match refreshable && scope_set(scope).contains(&"offline_access") {
+            true => {
+                let (refresh, row) = Self::new_token("refresh", client, g);
+                rows.push(row);
+                Some(refresh)
+            }
+            false => None,
+        };
+        if self.writer.write(Write::Tokens { spend: Some(spend), tokens: rows }).await? == Outcome::AlreadySpent {
+            return Err(invalid_grant("the code or refresh token was already used"));
+        }
+        let now = now_ms() / 1000;
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": self.subject(client, user_id),
+            "aud": client.id,
+            "azp": client.id,
+            "iat": now,
+            "exp": now + ID_TOKEN_TTL_SECS,
+            "auth_time": auth_time / 1000,
+            "at_hash": keys::left_half_hash(&client.metadata.id_token_signed_response_alg, &access),
+        });
+        if let Some(n) = nonce {
+            claims["nonce"] = json!(n);
+        }
+        let amr = crate::amr::from_stored(g.amr);
+        if !amr.is_empty() {
+            claims["amr"] = json!(amr);
+        }
+        if let Some(map) = claims.as_object_mut() {
+            map.extend(self.backed_claims(user_id, scope).await?);
+        }
+        let keys = self.keys();
+        let key = keys.signer(&client.metadata.id_token_signed_response_alg)?;
+        let mut out = json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TTL_MS / 1000,
+            "scope": scope,
+            "id_token": key.sign(&claims)?,
+        });
+        if let Some(r) = refresh {
+            out["refresh_token"] = json!(r);
+        }
+        Ok(out)
+    }
+
+    pub async fn token(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
+        if !client.metadata.grant_types.iter().any(|g| g == grant) && !grant.is_empty() {
+            return Err(OidcError::bad("unauthorized_client", format!("this client may not use {grant}")));
+        }
+        let result = match grant {
+            "authorization_code" => self.code_grant(client, form).await,
+            "refresh_token" => self.refresh_grant(client, form).await,
+            "client_credentials" => self.client_credentials(client, form).await,
+            "" => Err(OidcError::bad("invalid_request", "grant_type is required")),
+            other => Err(OidcError::bad("unsupported_grant_type", format!("{other} is not supported"))),
+        };
+        // Only grant types the client registered get here: static labels, bounded series.
+        let label = clients::GRANT_TYPES.iter().find(|g| **g == grant).copied().unwrap_or("none");
+        let ok = if result.is_ok() { "true" } else { "false" };
+        metrics::counter!("sichat_oidc_token_requests_total", "grant" => label, "ok" => ok).increment(1);
+        result
+    }
+
+    async fn code_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        let code = form.get("code").ok_or_else(|| OidcError::bad("invalid_request", "code is required"))?;
+        let verifier =
+            form.get("code_verifier").ok_or_else(|| OidcError::bad("invalid_request", "code_verifier is required"))?;
+        let hash = token_hash(code);
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, \
+             used_at FROM oidc_codes WHERE code_hash = $1",
+        )
+        .bind(&hash)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| invalid_grant("unknown authorization code"))?;
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
+        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+            // A replayed code: everything issued from it ends (RFC 6749 §4.1.2).
+            self.revoke_family(&hash).await?;
+            return Err(invalid_grant("the code was already used; its tokens are revoked"));
+        }
+        // A failed redemption spends the code all the same.
+        let refuse = |why: &'static str| {
+            let spend = Write::Tokens { spend: Some(Spend::Code { hash: hash.clone(), at: now }), tokens: vec![] };
+            async move {
+                self.writer.write(spend).await?;
+                Err::<Value, _>(invalid_grant(why))
+            }
+        };
+        if row.try_get::<i64, _>("expires_at")? <= now {
+            return refuse("the code has expired").await;
+        }
+        if form.get("redirect_uri") != Some(&row.try_get::<String, _>("redirect_uri")?) {
+            return refuse("redirect_uri does not match the authorization request").await;
+        }
+        if !is_pkce_value(verifier) || s256(verifier) != row.try_get::<String, _>("code_challenge")? {
+            return refuse("code_verifier does not match the code_challenge").await;
+        }
+        let user_id: String = row.try_get("user_id")?;
+        let scope: String = row.try_get("scope")?;
+        let nonce: Option<String> = row.try_get("nonce")?;
+        let auth_time: i64 = row.try_get("auth_time")?;
+        let amr: Option<String> = row.try_get("amr")?;
+        let grant = Grant {
+            user_id: Some(&user_id),
+            scope: &scope,
+            family: &hash,
+            code_hash: Some(&hash),
+            auth_time: Some(auth_time),
+            amr: amr.as_deref(),
+        };
+        let spend = Spend::Code { hash: hash.clone(), at: now };
+        self.token_response(spend, client, &grant, nonce.as_deref()).await
+    }
+
+    async fn refresh_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        let token =
+            form.get("refresh_token").ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
+        let hash = token_key(token);
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT client_id, user_id, scope, family, auth_time, amr, expires_at, used_at, revoked_at FROM oidc_tokens \
+             WHERE token_hash = $1 AND kind = 'refresh'",
+        )
+        .bind(&hash)
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| invalid_grant("unknown refresh token"))?;
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Err(invalid_grant("the refresh token was issued to another client"));
+        }
+        let family: String = row.try_get("family")?;
+        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+            // A rotated token came back: someone holds a copy. End the whole family.
+            self.revoke_family(&family).await?;
+            metrics::counter!("sichat_oidc_refresh_reuse_total").increment(1);
+            return Err(invalid_grant("the refresh token was already used; its family is revoked"));
+        }
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() || row.try_get::<i64, _>("expires_at")? <= now {
+            return Err(invalid_grant("the refresh token is revoked or expired"));
+        }
+        let user_id: Option<String> = row.try_get("user_id")?;
+        let user_id = user_id.ok_or_else(|| invalid_grant("not a user's refresh token"))?;
+        if self.accounts.account(&user_id).await.is_err() {
+            return Err(invalid_grant("the account is gone"));
+        }
+        let granted: String = row.try_get("scope")?;
+        let scope = match form.get("scope") {
+            None => granted.clone(),
+            Some(asked) => {
+                let g = scope_set(&granted);
+                if scope_set(asked).iter().any(|s| !g.contains(s)) {
+                    return Err(OidcError::bad("invalid_scope", "a refresh cannot widen the granted scope"));
+                }
+                let mut asked = scope_set(asked);
+                if !asked.contains(&"offline_access") {
+                    asked.push("offline_access");
+                }
+                asked.join(" ")
+            }
+        };
+        let auth_time: Option<i64> = row.try_get("auth_time")?;
+        let amr: Option<String> = row.try_get("amr")?;
+        let grant = Grant {
+            user_id: Some(&user_id),
+            scope: &scope,
+            family: &family,
+            code_hash: None,
+            auth_time,
+            amr: amr.as_deref(),
+        };
+        // Spending it is guarded (unused, unrevoked): rotation stays single-use under
+        // concurrency.
+        self.token_response(Spend::Refresh { hash, at: now }, client, &grant, None).await
+    }
+
+    async fn client_credentials(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+        if client.is_public() {
+            return Err(OidcError::bad("unauthorized_client", "client_credentials needs a confidential client"));
+        }
+        let asked = form.get("scope").cloned().unwrap_or_default();
+        let allowed = client.metadata.scope.clone().unwrap_or_default();
+        let allowed = scope_set(&allowed);
+        if let Some(s) = scope_set(&asked).iter().find(|s| !allowed.contains(s)) {
+            return Err(OidcError::bad("invalid_scope", format!("scope {s} is not registered for this client")));
+        }
+        // Time-ordered, like the token's key: a batch of grants appends to the family index.
+        let family = new_id();
+        let grant =
+            Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None, amr: None };
+        let (access, row) = Self::new_token("access", client, &grant);
+        self.writer.write(Write::Tokens { spend: None, tokens: vec![row] }).await?;
+        self.mark_used(client).await?;
+        Ok(json!({"access_token": access, "token_type": "Bearer", "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}))
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), OidcError> {
+        sqlx::query("UPDATE oidc_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(family)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// RFC 7009: revoke a token of this client. Unknown tokens are not an error.
+    pub async fn revoke(&self, client: &Client, token: &str) -> Result<(), OidcError> {
+        let key = token_key(token);
+        let row = sqlx::query("SELECT kind, family, client_id FROM oidc_tokens WHERE token_hash = $1")
+            .bind(&key)
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(()) };
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Ok(());
+        }
+        if row.try_get::<String, _>("kind")? == "refresh" {
+            return self.revoke_family(&row.try_get::<String, _>("family")?).await;
+        }
+        sqlx::query("UPDATE oidc_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(&key)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// RFC 7662: what a token of this client is, if it is live.
+    pub async fn introspect(&self, client: &Client, token: &str) -> Result<Value, OidcError> {
+        let row = sqlx::query(
+            "SELECT kind, client_id, user_id, scope, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1 \
+             AND revoked_at IS NULL AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_key(token))
+        .bind(now_ms())
+        .fetch_optional(&mut *self.db.read().await?)
+        .await?;
+        let Some(row) = row else { return Ok(json!({"active": false})) };
+        if row.try_get::<String, _>("client_id")? != client.id {
+            return Ok(json!({"active": false}));
+        }
+        let user_id: Option<String> = row.try_get("user_id")?;
+        let mut out = json!({
+            "active": true,
+            "scope": row.try_get::<String, _>("scope")?,
+            "client_id": client.id,
+            "token_type": if row.try_get::<String, _>("kind")? == "refresh" { "refresh_token" } else { "Bearer" },
+            "iat": row.try_get::<i64, _>("created_at")? / 1000,
+            "exp": row.try_get::<i64, _>("expires_at")? / 1000,
+            "iss": self.issuer,
+        });
+        if let Some(u) = user_id {
+            out["sub"] = json!(self.subject(client, &u));
+        }
+        Ok(out)
+    }
+}
