@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use url::{Host, Url};
 
+/// What a refusal of a loopback or private address says (for callers that add a hint).
+pub const LOCAL_REFUSED: &str = "is a loopback or private address: refused";
+
 /// Largest document fetched.
 pub const MAX_BYTES: usize = 256 * 1024;
 /// Entries kept in the HTTP cache before the oldest are dropped.
@@ -26,12 +29,39 @@ const CACHE_ENTRIES: usize = 1024;
 pub enum FetchError {
     #[error("{0} is not an https URL")]
     NotHttps(String),
-    #[error("{host} is a loopback or private address: refused (a DID or link cannot make this verifier probe its own network)")]
+    #[error("{host} {} (a DID or link cannot make this verifier probe its own network)", LOCAL_REFUSED)]
     PrivateAddress { host: String },
+    /// No answer: the connection, TLS or transfer failed. The message names only the URL:
+    /// how it failed (refused, timed out, reset, no such name) would turn every endpoint
+    /// that fetches a URL given by a stranger into a port scanner. The detail is logged,
+    /// and is this error's `source()`, so the wallet can show its own user the full chain.
+    #[error("could not fetch {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        detail: Detail,
+    },
+    /// The server answered with a status other than 2xx (and this reason, if its body gave
+    /// one as `error_description` or `message`).
+    #[error("{url}: HTTP {status}{}", why.as_deref().map(|w| format!(": {w}")).unwrap_or_default())]
+    Status { url: String, status: u16, why: Option<String> },
     #[error("{url}: {why}")]
     Failed { url: String, why: String },
     #[error("{url} is larger than {MAX_BYTES} bytes")]
     TooLarge { url: String },
+}
+
+/// How a fetch failed on the network (the error chain of the HTTP client).
+#[derive(Debug, Clone, Error, PartialEq)]
+#[error("{0}")]
+pub struct Detail(pub String);
+
+impl FetchError {
+    fn unreachable(url: &str, e: &dyn std::error::Error) -> Self {
+        let detail = error_chain(e);
+        tracing::info!(url, detail, "fetch failed");
+        FetchError::Unreachable { url: url.to_owned(), detail: Detail(detail) }
+    }
 }
 
 /// Whether loopback and private networks may be reached (and plain HTTP used there).
@@ -41,7 +71,9 @@ pub struct NetPolicy {
 }
 
 /// A global-unicast address: not loopback, private, link-local, shared, multicast,
-/// documentation or unspecified.
+/// documentation or unspecified. An IPv6 address that carries an IPv4 address (mapped,
+/// compatible, NAT64, 6to4, Teredo) is judged by that IPv4 address, since that is where
+/// a connection to it ends up.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -55,21 +87,49 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_documentation()
                 || o[0] == 0
                 || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
                 || (o[0] == 198 && (18..20).contains(&o[1]))
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if v6.is_loopback() || v6.is_unspecified() {
+                return false;
+            }
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            !(v6.is_multicast()
+                // 64:ff9b:1::/48, local-use NAT64 (RFC 8215): the network's own translator.
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+                // ::/96 and ::ffff:0:0/96 not caught above, 100::/64 (discard-only).
+                || s[..4] == [0, 0, 0, 0]
+                || (s[0] == 0x100 && s[1..4] == [0, 0, 0])
+                // fc00::/7 unique local, fe80::/10 link-local, fec0::/10 site-local.
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
-                || s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] & 0xffc0) == 0xfec0
+                // 2001:db8::/32 and 3fff::/20 documentation.
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x3fff && s[1] < 0x1000))
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, in the forms that reach an IPv4 host:
+/// IPv4-mapped `::ffff:a.b.c.d`, IPv4-translated `::ffff:0:a.b.c.d`, IPv4-compatible
+/// `::a.b.c.d` (deprecated), NAT64 `64:ff9b::a.b.c.d` (RFC 6052), 6to4 `2002:AABB:CCDD::/48`
+/// (RFC 3056) and Teredo `2001:0::/32`, whose client address is stored inverted (RFC 4380).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let last = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(last),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(last),
+        [0x2002, ..] => Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+        [0x2001, 0, ..] => Some(std::net::Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15])),
+        _ => None,
     }
 }
 
@@ -153,12 +213,11 @@ impl Fetcher {
                 return Ok(c.body.clone());
             }
         }
-        let fail = |why: String| FetchError::Failed { url: url.to_owned(), why };
         let mut req = self.http.get(checked).header("accept", accept);
         if let Some(tag) = cached.as_ref().and_then(|c| c.etag.as_deref()) {
             req = req.header("if-none-match", tag);
         }
-        let mut resp = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+        let mut resp = req.send().await.map_err(|e| FetchError::unreachable(url, &e))?;
         let lifetime = freshness(resp.headers());
         if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
             if let Some(c) = cached {
@@ -171,17 +230,15 @@ impl Fetcher {
             // Say why, when the server does (an OAuth or API error body).
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
             let why = ["error_description", "message"].iter().find_map(|k| body.get(k).and_then(|v| v.as_str()));
-            return Err(fail(match why {
-                Some(w) => format!("HTTP {status}: {}", w.chars().take(300).collect::<String>()),
-                None => format!("HTTP {status}"),
-            }));
+            let why = why.map(|w| w.chars().take(300).collect::<String>());
+            return Err(FetchError::Status { url: url.to_owned(), status: status.as_u16(), why });
         }
         if resp.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
             return Err(FetchError::TooLarge { url: url.into() });
         }
         let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::unreachable(url, &e))? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_BYTES {
                 return Err(FetchError::TooLarge { url: url.into() });
@@ -209,15 +266,14 @@ impl Fetcher {
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), FetchError> {
         let checked = self.check_url(url)?;
-        let fail = |why: String| FetchError::Failed { url: url.to_owned(), why };
         let mut req = self.http.post(checked).body(body);
         for (name, value) in headers {
             req = req.header(*name, value);
         }
-        let mut resp = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+        let mut resp = req.send().await.map_err(|e| FetchError::unreachable(url, &e))?;
         let status = resp.status().as_u16();
         let mut answer = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(e.to_string()))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::unreachable(url, &e))? {
             answer.extend_from_slice(&chunk);
             if answer.len() > MAX_BYTES {
                 return Err(FetchError::TooLarge { url: url.into() });
@@ -273,6 +329,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    fn public(s: &str) -> bool {
+        is_public(s.parse().unwrap_or_else(|_| panic!("{s} is not an address")))
+    }
+
     #[test]
     fn public_and_private_addresses() {
         for private in [
@@ -282,16 +342,73 @@ mod tests {
             "192.168.1.1",
             "169.254.169.254",
             "100.64.0.1",
+            "192.0.0.8",
             "0.0.0.0",
+            "240.0.0.1",
             "::1",
+            "::",
             "fc00::1",
             "fe80::1",
-            "::ffff:10.0.0.1",
+            "ff02::1",
+            "100::1",
+            "2001:db8::1",
+            "3fff::1",
         ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
+            assert!(!public(private), "{private}");
         }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
+        for ok in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "2a00:1450:4001::200e", "2001:4860::8888"] {
+            assert!(public(ok), "{ok}");
+        }
+    }
+
+    /// Every IPv6 form of an IPv4 address is judged by the IPv4 address it carries.
+    #[test]
+    fn ipv6_forms_of_ipv4_addresses() {
+        let cases = [
+            // IPv4-mapped ::ffff:0:0/96
+            ("::ffff:10.0.0.1", "::ffff:93.184.216.34"),
+            ("::ffff:127.0.0.1", "::ffff:1.1.1.1"),
+            // IPv4-translated ::ffff:0:0:0/96
+            ("::ffff:0:127.0.0.1", "::ffff:0:1.1.1.1"),
+            // IPv4-compatible ::/96 (deprecated)
+            ("::127.0.0.1", "::93.184.216.34"),
+            ("::169.254.169.254", "::1.1.1.1"),
+            ("::0.0.0.2", "::8.8.8.8"),
+            // NAT64 64:ff9b::/96 (RFC 6052)
+            ("64:ff9b::127.0.0.1", "64:ff9b::93.184.216.34"),
+            ("64:ff9b::a9fe:a9fe", "64:ff9b::101:101"),
+            ("64:ff9b::192.168.0.1", "64:ff9b::8.8.4.4"),
+            // 6to4 2002::/16 (RFC 3056): the IPv4 address is bits 16..48
+            ("2002:7f00:1::1", "2002:5db8:d822::1"),
+            ("2002:a00:1::", "2002:101:101::"),
+            ("2002:c0a8:101::1", "2002:808:808::1"),
+            // Teredo 2001::/32 (RFC 4380): the client's address is stored inverted
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", "2001:0:4136:e378:8000:63bf:a247:26dd"),
+        ];
+        for (private, public_one) in cases {
+            assert!(!public(private), "{private} carries a private IPv4 address");
+            assert!(public(public_one), "{public_one} carries a public IPv4 address");
+        }
+    }
+
+    /// Ranges that are never globally reachable, whatever follows the prefix.
+    #[test]
+    fn old_and_local_ipv6_ranges() {
+        for private in [
+            // local-use NAT64 64:ff9b:1::/48 (RFC 8215)
+            "64:ff9b:1::1",
+            "64:ff9b:1:ffff::5db8:d822",
+            // site-local fec0::/10 (deprecated, RFC 3879)
+            "fec0::1",
+            "feff:ffff::1",
+            // what is left of ::/96 and ::ffff:0:0/96 outside the IPv4 forms
+            "::1:0:0:1",
+        ] {
+            assert!(!public(private), "{private}");
+        }
+        // Just outside the ranges.
+        for ok in ["64:ff9b:2::1", "2003::1", "2400:cb00::1"] {
+            assert!(public(ok), "{ok}");
         }
     }
 

@@ -214,12 +214,21 @@ fn method_x25519(vm: &Value) -> Option<X25519Public> {
 /// Resolves DIDs, caching documents for [`DOC_TTL`].
 pub struct Resolver {
     fetcher: Arc<Fetcher>,
+    origins: Vec<url::Url>,
     cache: Mutex<HashMap<String, (Instant, Arc<Keys>)>>,
 }
 
 impl Resolver {
     pub fn new(fetcher: Arc<Fetcher>) -> Self {
-        Self { fetcher, cache: Mutex::new(HashMap::new()) }
+        Self { fetcher, origins: Vec::new(), cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// Origins whose scheme is known (a node's own public URL, a wallet's node): their
+    /// `did:web` DIDs are fetched with that scheme, even on a loopback host. See
+    /// [`did_web_url_for`].
+    pub fn with_origins(mut self, origins: impl IntoIterator<Item = url::Url>) -> Self {
+        self.origins.extend(origins);
+        self
     }
 
     pub fn fetcher(&self) -> &Arc<Fetcher> {
@@ -237,7 +246,7 @@ impl Resolver {
             "key" => did_key(did)?,
             "jwk" => did_jwk(did)?,
             "web" => {
-                let url = did_web_url(&parsed, self.fetcher.policy().allow_local)?;
+                let url = did_web_url_for(&parsed, self.fetcher.policy().allow_local, &self.origins)?;
                 let doc = self.fetcher.get_json(&url).await?;
                 Keys::from_document(did, &doc)?
             }
@@ -281,6 +290,15 @@ fn did_jwk(did: &str) -> Result<Keys, ResolveError> {
 /// The URL of a `did:web` document: HTTPS, or HTTP for a local host when the local
 /// network is allowed (development and tests).
 pub fn did_web_url(did: &Did, allow_local: bool) -> Result<String, ResolveError> {
+    did_web_url_for(did, allow_local, &[])
+}
+
+/// The URL of a `did:web` document. The did:web method says HTTPS. A host among `known`
+/// (with its port) is fetched with that origin's scheme: a node whose public URL is
+/// `https://localhost:8443` serves its users' documents over HTTPS. Other loopback or
+/// private hosts are fetched over plain HTTP only when the local network is allowed
+/// (development and tests, where nodes run without TLS).
+pub fn did_web_url_for(did: &Did, allow_local: bool, known: &[url::Url]) -> Result<String, ResolveError> {
     let id = did.as_str().strip_prefix("did:web:").ok_or_else(|| ResolveError::Invalid(did.to_string()))?;
     let mut parts = id.split(':');
     let host = percent_encoding::percent_decode_str(parts.next().unwrap_or_default())
@@ -293,7 +311,19 @@ pub fn did_web_url(did: &Did, allow_local: bool) -> Result<String, ResolveError>
     let path: Vec<&str> = parts.collect();
     let bare = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
     let local = bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| !crate::net::is_public(ip));
-    let scheme = if allow_local && local { "http" } else { "https" };
+    let origin = |u: &url::Url| {
+        let h = u.host_str()?;
+        Some(match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        })
+    };
+    let scheme = match known.iter().find(|u| origin(u).is_some_and(|o| o.eq_ignore_ascii_case(&host))) {
+        Some(u) if u.scheme() == "http" && !(allow_local && local) => "https",
+        Some(u) => u.scheme(),
+        None if allow_local && local => "http",
+        None => "https",
+    };
     let path = if path.is_empty() { ".well-known".to_owned() } else { path.join("/") };
     Ok(format!("{scheme}://{host}/{path}/did.json"))
 }
@@ -320,6 +350,25 @@ mod tests {
             did_web_url(&d("did:web:localhost%3A8080:users:bob"), false).unwrap(),
             "https://localhost:8080/users/bob/did.json"
         );
+    }
+
+    /// A node (or a wallet's node) on loopback behind TLS: its own DIDs are fetched over
+    /// HTTPS, as its public URL says, not over a guessed plain HTTP.
+    #[test]
+    fn known_origins_keep_their_scheme() {
+        let d = |s: &str| Did::parse(s).unwrap();
+        let known =
+            [url::Url::parse("https://localhost:8443").unwrap(), url::Url::parse("http://127.0.0.1:9000").unwrap()];
+        let bob = d("did:web:localhost%3A8443:users:bob");
+        assert_eq!(did_web_url_for(&bob, true, &known).unwrap(), "https://localhost:8443/users/bob/did.json");
+        assert_eq!(did_web_url_for(&bob, false, &known).unwrap(), "https://localhost:8443/users/bob/did.json");
+        // Another port of the same host is another origin.
+        let other = d("did:web:localhost%3A8080:users:bob");
+        assert_eq!(did_web_url_for(&other, true, &known).unwrap(), "http://localhost:8080/users/bob/did.json");
+        // A plain-HTTP origin is used only where the local network is allowed.
+        let dev = d("did:web:127.0.0.1%3A9000");
+        assert_eq!(did_web_url_for(&dev, true, &known).unwrap(), "http://127.0.0.1:9000/.well-known/did.json");
+        assert_eq!(did_web_url_for(&dev, false, &known).unwrap(), "https://127.0.0.1:9000/.well-known/did.json");
     }
 
     #[test]

@@ -8,12 +8,8 @@ pub enum HolderError {
     Issuer(String),
     #[error("{0}")]
     BadCredential(String),
-    #[error("cannot fetch {url}: {why}")]
-    Fetch { url: String, why: String },
     #[error(transparent)]
     Net(#[from] sichat_core::net::FetchError),
-    #[error("{0}")]
-    Other(String),
 }
 
 impl From<sichat_core::CoreError> for HolderError {

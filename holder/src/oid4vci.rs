@@ -1,10 +1,10 @@
 //! The wallet side of OpenID4VCI 1.0: offer → metadata → token → nonce → proof → credential.
 
-use crate::resolve;
 use crate::HolderError;
 use serde_json::{json, Value};
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
+use sichat_core::net::{FetchError, Fetcher};
 use url::Url;
 
 pub const PRE_AUTH_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
@@ -20,19 +20,20 @@ pub struct Offer {
 }
 
 /// Parse `openid-credential-offer://?credential_offer=…` or `…?credential_offer_uri=…`
-/// (fetching the latter).
-pub async fn resolve_offer(http: &reqwest::Client, uri: &str) -> Result<Offer, HolderError> {
+/// (fetching the latter). Every URL an offer names is fetched through `fetcher`, under the
+/// wallet's network policy: an offer is a stranger's input.
+pub async fn resolve_offer(fetcher: &Fetcher, uri: &str) -> Result<Offer, HolderError> {
     let bad = |why: &str| HolderError::BadOffer(format!("not a credential offer: {why}"));
     let url = Url::parse(uri.trim()).map_err(|_| bad("not a URI"))?;
     let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let object: Value = match (get("credential_offer"), get("credential_offer_uri")) {
         (Some(v), None) => serde_json::from_str(&v).map_err(|_| bad("credential_offer is not JSON"))?,
-        (None, Some(r)) => resolve::get_json(http, &r).await.map_err(|e| match e {
-            HolderError::Fetch { why, .. } if why.contains("404") => HolderError::BadOffer(
+        (None, Some(r)) => fetcher.get_json(&r).await.map_err(|e| match e {
+            FetchError::Status { status: 404, .. } => HolderError::BadOffer(
                 "this offer was already redeemed or has expired: ask the issuer for a new one".into(),
             ),
-            other => other,
+            other => other.into(),
         })?,
         _ => return Err(bad("it needs exactly one of credential_offer or credential_offer_uri")),
     };
@@ -74,22 +75,28 @@ pub struct ProofKey<'a> {
     pub key: &'a Ed25519KeyPair,
 }
 
-fn oauth_error(body: &[u8], status: reqwest::StatusCode) -> HolderError {
+fn oauth_error(body: &[u8], status: u16) -> HolderError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let code = v.get("error").and_then(Value::as_str).unwrap_or("error");
     let text = v.get("error_description").and_then(Value::as_str).unwrap_or("");
     HolderError::Issuer(format!("{code} ({status}): {text}"))
 }
 
-async fn post(req: reqwest::RequestBuilder) -> Result<Value, HolderError> {
-    let resp = req.send().await.map_err(|e| HolderError::Issuer(e.to_string()))?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| HolderError::Issuer(e.to_string()))?;
-    if !status.is_success() {
+/// POST through the wallet's fetcher (same address policy as every other fetch) and read
+/// a JSON answer, or the OAuth error it gives.
+async fn post(fetcher: &Fetcher, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Result<Value, HolderError> {
+    let (status, body) = fetcher.post(url, headers, body).await?;
+    if !(200..300).contains(&status) {
         return Err(oauth_error(&body, status));
     }
     serde_json::from_slice(&body).map_err(|_| HolderError::Issuer(format!("unexpected answer ({status})")))
 }
+
+fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish().into_bytes()
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
 /// A credential as issued: its format (`vc+jwt` or `ldp_vc`) and its text.
 #[derive(Debug, Clone)]
@@ -100,13 +107,13 @@ pub struct Received {
 
 /// Redeem `offer` (the first configuration) and return the credential as issued.
 pub async fn receive(
-    http: &reqwest::Client,
+    fetcher: &Fetcher,
     offer: &Offer,
     proof: ProofKey<'_>,
     tx_code: Option<&str>,
 ) -> Result<Received, HolderError> {
     let issuer = &offer.credential_issuer;
-    let meta = resolve::get_json(http, &well_known(issuer, "openid-credential-issuer")?).await?;
+    let meta = fetcher.get_json(&well_known(issuer, "openid-credential-issuer")?).await?;
     if meta.get("credential_issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
         return Err(HolderError::BadOffer("the issuer's metadata names another issuer".into()));
     }
@@ -135,29 +142,31 @@ pub async fn receive(
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| issuer.clone());
-    let as_meta = resolve::get_json(http, &well_known(&auth_server, "oauth-authorization-server")?).await?;
+    let as_meta = fetcher.get_json(&well_known(&auth_server, "oauth-authorization-server")?).await?;
     let token_endpoint = as_meta
         .get("token_endpoint")
         .and_then(Value::as_str)
         .ok_or_else(|| HolderError::BadOffer("the authorization server has no token_endpoint".into()))?;
 
-    let mut form =
-        vec![("grant_type", PRE_AUTH_GRANT.to_owned()), ("pre-authorized_code", offer.pre_authorized_code.clone())];
+    let mut fields = vec![("grant_type", PRE_AUTH_GRANT), ("pre-authorized_code", offer.pre_authorized_code.as_str())];
     match (&offer.tx_code, tx_code) {
-        (Some(_), Some(pin)) => form.push(("tx_code", pin.to_owned())),
+        (Some(_), Some(pin)) => fields.push(("tx_code", pin)),
         (Some(_), None) => {
             return Err(HolderError::BadOffer("this offer needs the PIN the issuer gave you: pass --pin".into()))
         }
         (None, _) => {}
     }
-    let token = post(http.post(token_endpoint).form(&form)).await?;
+    let form_header = [(FORM.0, FORM.1.to_owned())];
+    let token = post(fetcher, token_endpoint, &form_header, form(&fields)).await?;
     let access = token
         .get("access_token")
         .and_then(Value::as_str)
         .ok_or_else(|| HolderError::Issuer("no access_token".into()))?;
 
     let nonce = match nonce_endpoint {
-        Some(url) => post(http.post(url)).await?.get("c_nonce").and_then(Value::as_str).map(str::to_owned),
+        Some(url) => {
+            post(fetcher, &url, &[], Vec::new()).await?.get("c_nonce").and_then(Value::as_str).map(str::to_owned)
+        }
         None => None,
     };
     let mut claims = json!({"aud": issuer, "iat": sichat_core::ids::now_ms() / 1000});
@@ -166,7 +175,8 @@ pub async fn receive(
     }
     let jwt = jws::sign(proof.key, "openid4vci-proof+jwt", Some(&proof.kid), &claims)?;
     let body = json!({"credential_configuration_id": config_id, "proofs": {"jwt": [jwt]}});
-    let resp = post(http.post(credential_endpoint).bearer_auth(access).json(&body)).await?;
+    let headers = [("content-type", "application/json".to_owned()), ("authorization", format!("Bearer {access}"))];
+    let resp = post(fetcher, &credential_endpoint, &headers, body.to_string().into_bytes()).await?;
     let credential = match (format.as_str(), resp.pointer("/credentials/0/credential")) {
         ("vc+jwt", Some(Value::String(jwt))) => jwt.clone(),
         ("ldp_vc", Some(doc @ Value::Object(_))) => doc.to_string(),

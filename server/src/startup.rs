@@ -73,7 +73,11 @@ impl Node {
         if allow_local {
             tracing::info!("the verifier may reach loopback and private addresses (allow_local_network)");
         }
-        let resolver = Arc::new(Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?)));
+        // The node's own DIDs are fetched with its public URL's scheme: HTTPS for a node at
+        // https://localhost:8443, not a plain HTTP guessed for loopback.
+        let resolver = Arc::new(
+            Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?)).with_origins([public_url.clone()]),
+        );
         let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone(), resolver.clone()));
         let verifier = Arc::new(Verifier::with_resolver(resolver.clone(), issuer.own_contexts()));
         let messaging = Arc::new(Messaging::new(

@@ -8,6 +8,7 @@ mod browser;
 mod crash;
 mod device_revoke;
 mod group_commit;
+mod holder;
 mod issuer;
 mod mailbox;
 mod messaging;

@@ -4,9 +4,13 @@ use serde_json::{json, Value};
 use sichat_core::ids::now_ms;
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
-use sichat_e2e::{json, sichat, stderr, stdout, storage_tests, Backend, TestApp};
+use sichat_e2e::{json, sichat, sichat_env, stderr, stdout, storage_tests, Backend, TestApp};
 use sichat_holder::oid4vci;
 use sqlx::Row;
+
+/// A did:key wallet belongs to no node: reaching an issuer on this machine is a choice its
+/// user makes (`--allow-local-network`), not something an offer decides.
+const LOCAL: &[(&str, &str)] = &[("SICHAT_ALLOW_LOCAL_NETWORK", "true"), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
 
 storage_tests!(
     offer_receive_list_revoke_with_two_wallets,
@@ -87,7 +91,7 @@ async fn offer_receive_list_revoke_with_two_wallets(backend: Backend) {
 
     // An offer to "anyone", by value, redeemed by a did:key wallet with no server.
     let carol = app.wallet("carol");
-    assert!(sichat(&carol, &["init"]).await.status.success());
+    assert!(sichat_env(&carol, &["init"], LOCAL).await.status.success());
     let carol_did = did(&app, &carol).await;
     let out = sichat(
         &alice,
@@ -107,7 +111,7 @@ async fn offer_receive_list_revoke_with_two_wallets(backend: Backend) {
     .await;
     let by_value = json(&out)["offer_by_value"].as_str().expect("uri").to_owned();
     assert!(by_value.contains("credential_offer=%7B"), "{by_value}");
-    let out = sichat(&carol, &["--json", "credential", "receive", &by_value]).await;
+    let out = sichat_env(&carol, &["--json", "credential", "receive", &by_value], LOCAL).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["subject"], carol_did.as_str());
 
@@ -129,7 +133,7 @@ async fn offer_receive_list_revoke_with_two_wallets(backend: Backend) {
     )
     .await;
     let for_bob = json(&out)["offer_uri"].as_str().expect("uri").to_owned();
-    let out = sichat(&carol, &["credential", "receive", &for_bob]).await;
+    let out = sichat_env(&carol, &["credential", "receive", &for_bob], LOCAL).await;
     assert!(stderr(&out).contains("credential_request_denied"), "{}", stderr(&out));
 
     // Claims that fail the schema are refused when the offer is made.
@@ -150,10 +154,14 @@ async fn offer(app: &TestApp, alice: &std::path::Path, pin: bool) -> (oid4vci::O
         args.push("--pin");
     }
     let created = json(&sichat(alice, &args).await);
-    let http = sichat_holder::resolve::client().expect("client");
     let _ = app;
-    let offer = oid4vci::resolve_offer(&http, created["offer_uri"].as_str().expect("uri")).await.expect("offer");
+    let offer =
+        oid4vci::resolve_offer(&local_fetcher(), created["offer_uri"].as_str().expect("uri")).await.expect("offer");
     (offer, created["tx_code"].as_str().map(String::from))
+}
+
+fn local_fetcher() -> sichat_core::net::Fetcher {
+    sichat_core::net::Fetcher::new(sichat_core::net::NetPolicy { allow_local: true }).expect("fetcher")
 }
 
 async fn token(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
@@ -405,17 +413,17 @@ async fn es256_types_and_proofs(backend: Backend) {
 
     // A did:key wallet redeems it; the credential is ES256, by a key in alice's document.
     let carol = app.wallet("carol");
-    assert!(sichat(&carol, &["init"]).await.status.success());
+    assert!(sichat_env(&carol, &["init"], LOCAL).await.status.success());
     let out = sichat(
         &alice,
         &["--json", "credential", "offer", "--type", "ClubCredential", "--to", "anyone", "--claim", "club=Chess"],
     )
     .await;
     let uri = json(&out)["offer_uri"].as_str().expect("uri").to_owned();
-    let out = sichat(&carol, &["--json", "credential", "receive", &uri]).await;
+    let out = sichat_env(&carol, &["--json", "credential", "receive", &uri], LOCAL).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let id = json(&out)["id"].as_str().expect("id").to_owned();
-    let shown = json(&sichat(&carol, &["--json", "credential", "show", &id]).await);
+    let shown = json(&sichat_env(&carol, &["--json", "credential", "show", &id], LOCAL).await);
     let jwt = shown["credential"].as_str().expect("jwt");
     let header: Value =
         serde_json::from_slice(&sichat_core::ids::b64url_decode(jwt.split('.').next().expect("h")).expect("b64"))
@@ -434,7 +442,7 @@ async fn es256_types_and_proofs(backend: Backend) {
     // Its status list (signed EdDSA by the same issuer) still checks out, and revocation shows.
     assert_eq!(shown["status"]["state"], "active");
     assert!(sichat(&alice, &["credential", "revoke", &id]).await.status.success());
-    let listed = json(&sichat(&carol, &["--json", "credential", "list"]).await);
+    let listed = json(&sichat_env(&carol, &["--json", "credential", "list"], LOCAL).await);
     assert_eq!(listed[0]["status"]["state"], "revoked");
 
     // An ES256 key proof with a P-256 jwk: the subject is its did:jwk.
@@ -505,7 +513,7 @@ async fn data_integrity_offers(backend: Backend) {
     assert_eq!(served["@context"]["@vocab"], format!("{}/vocab#", app.url));
 
     let carol = app.wallet("carol");
-    assert!(sichat(&carol, &["init"]).await.status.success());
+    assert!(sichat_env(&carol, &["init"], LOCAL).await.status.success());
     for (type_name, claim, suite) in
         [("FriendCredential", "name=Carol", "eddsa-rdfc-2022"), ("ClubCredential", "club=Chess", "ecdsa-rdfc-2019")]
     {
@@ -528,13 +536,13 @@ async fn data_integrity_offers(backend: Backend) {
         .await;
         assert!(out.status.success(), "{}", stderr(&out));
         let uri = json(&out)["offer_uri"].as_str().expect("uri").to_owned();
-        let offer = oid4vci::resolve_offer(&app.http, &uri).await.expect("offer");
+        let offer = oid4vci::resolve_offer(&local_fetcher(), &uri).await.expect("offer");
         assert_eq!(offer.configuration_ids, vec![format!("{type_name}_ldp_vc")]);
 
-        let out = sichat(&carol, &["--json", "credential", "receive", &uri]).await;
+        let out = sichat_env(&carol, &["--json", "credential", "receive", &uri], LOCAL).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let id = json(&out)["id"].as_str().expect("id").to_owned();
-        let shown = json(&sichat(&carol, &["--json", "credential", "show", &id]).await);
+        let shown = json(&sichat_env(&carol, &["--json", "credential", "show", &id], LOCAL).await);
         assert_eq!(shown["format"], "ldp_vc");
         assert_eq!(shown["status"]["state"], "active");
         let doc = &shown["document"];
@@ -555,7 +563,7 @@ async fn data_integrity_offers(backend: Backend) {
         assert!(e.to_string().contains("proof"), "{e}");
 
         assert!(sichat(&alice, &["credential", "revoke", &id]).await.status.success());
-        let shown = json(&sichat(&carol, &["--json", "credential", "show", &id]).await);
+        let shown = json(&sichat_env(&carol, &["--json", "credential", "show", &id], LOCAL).await);
         assert_eq!(shown["status"]["state"], "revoked");
     }
     let log = json(&sichat(&alice, &["--json", "credential", "issued"]).await);

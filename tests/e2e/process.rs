@@ -243,7 +243,7 @@ async fn secrets_stay_out_of_the_logs_run() {
     let code = uri.rsplit("%2F").next().expect("code").to_owned();
     let carol = dir.path().join("carol");
     assert!(sichat(&carol, &["init"]).await.status.success());
-    let out = sichat(&carol, &["credential", "receive", &uri, "--pin", &pin]).await;
+    let out = sichat(&carol, &["--allow-local-network", "credential", "receive", &uri, "--pin", &pin]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     sigterm(&mut node).await;
 

@@ -219,7 +219,7 @@ impl Address {
                 }
                 Ok(did)
             }
-            Err(FetchError::Failed { why, .. }) if why.starts_with("HTTP 404") => {
+            Err(FetchError::Status { status: 404, .. }) => {
                 bail!("no account {self}: check the spelling of the name and the host")
             }
             Err(e @ FetchError::PrivateAddress { .. }) => {

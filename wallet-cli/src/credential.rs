@@ -5,9 +5,8 @@ use crate::{date, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
-use sichat_core::did::Did;
-use sichat_core::resolver::{did_web_url, Resolver};
-use sichat_holder::{check, oid4vci, resolve};
+use sichat_core::resolver::Resolver;
+use sichat_holder::{check, oid4vci};
 use sichat_issuer::oid4vci::NewOffer;
 use sichat_issuer::service::{Format, IssueRequest, Issued, IssuedRecord};
 use sichat_issuer::types::CredentialType;
@@ -260,8 +259,10 @@ pub(crate) fn qr(text: &str) -> Option<String> {
 /// wallet) or by the did:key itself, so the credential is bound to this wallet's DID.
 async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
     let (mut w, pass) = ctx.open()?;
-    let http = resolve::client()?;
-    let offer = oid4vci::resolve_offer(&http, uri).await?;
+    // One resolver, and its fetcher, for every request: the offer names URLs, and a
+    // stranger's offer must not make this wallet reach its own network.
+    let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
+    let offer = oid4vci::resolve_offer(resolver.fetcher(), uri).await?;
     let pin = match (&offer.tx_code, pin) {
         (Some(_), None) if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
             Some(rpassword::prompt_password("PIN from the issuer: ")?)
@@ -278,8 +279,7 @@ async fn receive(ctx: &Ctx, uri: &str, pin: Option<&str>) -> Result<()> {
     if !ctx.json {
         eprintln!("Redeeming {} from {} …", offer.configuration_ids[0], offer.credential_issuer);
     }
-    let got = oid4vci::receive(&http, &offer, oid4vci::ProofKey { kid, key }, pin.as_deref()).await?;
-    let resolver = ctx.resolver(&[w.profile.server.as_deref(), Some(&offer.credential_issuer)])?;
+    let got = oid4vci::receive(resolver.fetcher(), &offer, oid4vci::ProofKey { kid, key }, pin.as_deref()).await?;
     let vc = check::verify_credential(&resolver, &got.format, &got.credential)
         .await
         .context("the issued credential does not verify")?;
@@ -381,17 +381,7 @@ async fn list(ctx: &Ctx, only: Option<&str>) -> Result<()> {
             Err(e) => eprintln!("warning: not synced with your node ({e:#}); showing this wallet's copies"),
         }
     }
-    // Issuers were vetted under the wallet's policy when their credentials were received.
-    let issuer_urls: Vec<String> = w
-        .credentials
-        .iter()
-        .filter_map(|h| check::unverified(&h.format, &h.credential).ok())
-        .filter_map(|vc| Did::parse(check::issuer_of(&vc)?).ok())
-        .filter_map(|did| did_web_url(&did, true).ok())
-        .collect();
-    let mut chosen: Vec<Option<&str>> = issuer_urls.iter().map(|u| Some(u.as_str())).collect();
-    chosen.push(w.profile.server.as_deref());
-    let resolver = ctx.resolver(&chosen)?;
+    let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
     let mut out = Vec::new();
     for held in &w.credentials {
         if only.is_some_and(|id| id != held.id) {

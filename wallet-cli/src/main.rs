@@ -193,6 +193,22 @@ enum KeyCmd {
     Rotate,
 }
 
+/// What to say when the network policy refused a local address.
+pub(crate) const LOCAL_HINT: &str = "hint: this wallet reaches loopback and private addresses only for its own node; \
+     for another node or issuer on your own network, pass --allow-local-network (or set SICHAT_ALLOW_LOCAL_NETWORK=true)";
+
+/// Whether `e` is a fetch the network policy refused because it named a local address.
+fn refused_local(e: &anyhow::Error) -> bool {
+    use sichat_core::resolver::ResolveError;
+    use sichat_holder::HolderError;
+    let private = |f: &FetchError| matches!(f, FetchError::PrivateAddress { .. });
+    e.chain().any(|c| {
+        c.downcast_ref::<FetchError>().is_some_and(private)
+            || matches!(c.downcast_ref::<ResolveError>(), Some(ResolveError::Fetch(f)) if private(f))
+            || matches!(c.downcast_ref::<HolderError>(), Some(HolderError::Net(f)) if private(f))
+    })
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     // Like other Unix tools, end quietly when the reader goes away (`sichat … | head`)
@@ -209,6 +225,9 @@ async fn main() {
             eprintln!("{}", json!({"error": code, "message": format!("{e:#}")}));
         } else {
             eprintln!("error: {e:#}");
+            if refused_local(&e) {
+                eprintln!("{LOCAL_HINT}");
+            }
         }
         std::process::exit(1);
     }
@@ -222,15 +241,18 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// A DID resolver (and fetcher) under the wallet's network policy: local addresses only
-    /// when asked, or when one of `chosen` (the wallet's own node, an issuer the user picked)
-    /// lives on one.
+    /// The DID resolver and its fetcher under the wallet's network policy, which every
+    /// fetch of every wallet command goes through: local addresses only when asked
+    /// (`--allow-local-network`), or when `chosen` (the wallet's own node, nothing a
+    /// stranger sent) lives on one. The chosen URLs' schemes are kept for their own DIDs, so
+    /// a node at `https://localhost:8443` is not asked over plain HTTP.
     pub(crate) fn resolver(&self, chosen: &[Option<&str>]) -> Result<Resolver> {
         let strict = Fetcher::new(NetPolicy { allow_local: false })?;
         let chosen_local =
             chosen.iter().flatten().any(|url| matches!(strict.check_url(url), Err(FetchError::PrivateAddress { .. })));
         let policy = NetPolicy { allow_local: self.allow_local_network || chosen_local };
-        Ok(Resolver::new(Arc::new(Fetcher::new(policy)?)))
+        let origins = chosen.iter().flatten().filter_map(|u| url::Url::parse(u).ok());
+        Ok(Resolver::new(Arc::new(Fetcher::new(policy)?)).with_origins(origins))
     }
 
     fn passphrase(&self, confirm: bool) -> Result<String> {

@@ -423,11 +423,9 @@ async fn open<R: KeyResolver>(ours: &[AgreementKey], resolver: &R, d: &Delivered
             kept.created_time = u.message.created_time;
             Opened::Keep(Box::new(kept))
         }
-        Err(EnvelopeError::SenderKeys(ResolveError::Fetch(FetchError::Failed { why, .. })))
-            if !why.starts_with("HTTP 4") =>
-        {
-            Opened::Later(format!("cannot fetch the sender's DID document ({why})"))
-        }
+        Err(EnvelopeError::SenderKeys(ResolveError::Fetch(
+            e @ (FetchError::Unreachable { .. } | FetchError::Failed { .. } | FetchError::Status { status: 500.., .. }),
+        ))) => Opened::Later(format!("cannot fetch the sender's DID document ({:#})", anyhow::Error::new(e))),
         Err(e @ EnvelopeError::NotForUs { .. }) => {
             kept.unreadable =
                 Some(format!("not encrypted to this device (was it sent before this device was added?): {e}"));

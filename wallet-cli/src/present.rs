@@ -12,6 +12,7 @@ use sichat_core::keys::Ed25519KeyPair;
 use sichat_core::net::Fetcher;
 use sichat_core::p256key::KeyPair;
 use sichat_core::resolver::{Relationship, Resolver};
+use sichat_holder::{check, dcql};
 use sichat_issuer::data_integrity::{self, ProofPurpose};
 use sichat_verifier::oid4vp::{NewRequest, RequestCreated, RequestState, DID_PREFIX, REQUEST_TYP};
 use std::io::{BufRead, IsTerminal, Write};
@@ -45,9 +46,10 @@ pub enum VerifierCmd {
 pub struct PresentArgs {
     /// The openid4vp:// URI from the verifier.
     uri: String,
-    /// Present this credential (by id) instead of choosing.
+    /// Present this credential (by id) instead of choosing; repeat it when the request
+    /// asks for several credentials.
     #[arg(long)]
-    select: Option<String>,
+    select: Vec<String>,
     /// Do not ask for confirmation (for scripts).
     #[arg(long)]
     yes: bool,
@@ -157,28 +159,10 @@ async fn fetch_request(uri: &str, resolver: &Resolver) -> Result<Request> {
     Ok(Request { client_id, verifier_did, name, claims })
 }
 
-/// The DCQL credential queries a held credential satisfies: format, type and any
-/// value constraints on its claims.
-fn matches(query: &Value, held: &HeldCredential, vc: &Value) -> bool {
-    let format_ok = matches!(
-        (query["format"].as_str(), held.format.as_str()),
-        (Some("jwt_vc_json" | "vc+jwt"), "vc+jwt") | (Some("ldp_vc"), "ldp_vc")
-    );
-    let types: Vec<&str> = vc["type"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    let has = |t: &str| types.iter().any(|x| *x == t || t.rsplit(['#', '/']).next() == Some(x));
-    let type_ok = query.pointer("/meta/type_values").and_then(Value::as_array).is_some_and(|alts| {
-        alts.iter().any(|alt| alt.as_array().is_some_and(|a| a.iter().filter_map(Value::as_str).all(has)))
-    });
-    let claims_ok = query["claims"].as_array().into_iter().flatten().all(|c| {
-        let path: Vec<&str> = c["path"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let value = path.iter().try_fold(vc, |v, k| v.get(k));
-        match (value, c["values"].as_array()) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(v), Some(allowed)) => allowed.contains(v) || allowed.iter().any(|a| v.get("id") == Some(a)),
-        }
-    });
-    format_ok && type_ok && claims_ok
+/// Whether a credential's live status rules it out: a verifier would refuse it, and the
+/// request would be used up.
+fn unusable(status: &check::Status) -> bool {
+    status.revoked || status.suspended || matches!(status.state.as_str(), "expired" | "not yet valid")
 }
 
 pub async fn present(ctx: &Ctx, a: PresentArgs) -> Result<()> {
@@ -186,75 +170,128 @@ pub async fn present(ctx: &Ctx, a: PresentArgs) -> Result<()> {
     let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
     let fetcher = resolver.fetcher().clone();
     let req = fetch_request(&a.uri, &resolver).await?;
-    let queries: Vec<Value> =
-        req.claims.pointer("/dcql_query/credentials").and_then(Value::as_array).cloned().unwrap_or_default();
-    let mut candidates: Vec<(&HeldCredential, Value, String)> = Vec::new();
+    let query = dcql::Query::parse(req.claims.get("dcql_query").unwrap_or(&Value::Null))?;
+    let who =
+        if req.name.is_empty() { req.verifier_did.clone() } else { format!("{} ({})", req.name, req.verifier_did) };
+
+    // This wallet's own credentials that answer some query, with their status checked live
+    // first: a revoked, suspended or expired one is left out, and the reason said.
+    let mut usable: Vec<(&HeldCredential, Value, check::Status)> = Vec::new();
+    let mut left_out: Vec<(String, String)> = Vec::new();
     for held in &w.credentials {
-        let vc = sichat_holder::check::unverified(&held.format, &held.credential)?;
+        let vc = check::unverified(&held.format, &held.credential)?;
         if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
             continue;
         }
-        if let Some(q) = queries.iter().find(|q| matches(q, held, &vc)) {
-            candidates.push((held, vc, q["id"].as_str().unwrap_or_default().to_owned()));
+        let c = dcql::Candidate { id: &held.id, format: &held.format, vc: &vc };
+        if !query.credentials.iter().any(|q| q.mismatch(&c).is_none()) {
+            continue;
+        }
+        let status = check::status(&resolver, &vc, now_ms()).await;
+        if unusable(&status) {
+            left_out.push((held.id.clone(), status.state));
+            continue;
+        }
+        usable.push((held, vc, status));
+    }
+    for id in &a.select {
+        if let Some((_, state)) = left_out.iter().find(|(l, _)| l == id) {
+            bail!(
+                "credential {id} is {state}: the verifier would refuse it and the request would be used up, so it is not presented"
+            );
         }
     }
-    let wanted: Vec<String> = queries
-        .iter()
-        .filter_map(|q| q.pointer("/meta/type_values/0/0").and_then(Value::as_str).map(str::to_owned))
-        .collect();
-    let who =
-        if req.name.is_empty() { req.verifier_did.clone() } else { format!("{} ({})", req.name, req.verifier_did) };
     if !ctx.json {
-        eprintln!("{who} asks for a {}.", wanted.first().map(String::as_str).unwrap_or("credential"));
+        for (id, state) in &left_out {
+            eprintln!("Left out {id}: it is {state}, and a verifier would refuse it.");
+        }
     }
-    let chosen = match &a.select {
-        Some(id) => candidates
-            .iter()
-            .find(|(h, _, _)| &h.id == id)
-            .ok_or_else(|| anyhow!("credential {id} does not answer this request (see `sichat credential list`)"))?,
-        None => match candidates.len() {
-            0 => bail!("this wallet holds no credential that answers the request ({})", wanted.join(", ")),
-            1 => &candidates[0],
-            _ if std::io::stdin().is_terminal() => {
-                for (i, (h, vc, _)) in candidates.iter().enumerate() {
-                    eprintln!("  [{}] {} from {} ({})", i + 1, h.id, vc["issuer"], h.format);
+    let candidates: Vec<dcql::Candidate<'_>> =
+        usable.iter().map(|(h, vc, _)| dcql::Candidate { id: &h.id, format: &h.format, vc }).collect();
+    let plan = dcql::plan(&query, &candidates, &a.select).map_err(|e| {
+        let why = if left_out.is_empty() {
+            String::new()
+        } else {
+            let l: Vec<String> = left_out.iter().map(|(id, s)| format!("{id} is {s}")).collect();
+            format!(" (left out: {})", l.join(", "))
+        };
+        anyhow!("{e}{why}")
+    })?;
+
+    let asks: Vec<String> = plan
+        .answers
+        .iter()
+        .filter_map(|an| query.credentials.iter().find(|q| q.id == an.query))
+        .map(dcql::CredentialQuery::wanted)
+        .collect();
+    if !ctx.json {
+        eprintln!("{who} asks for: {}.", asks.join(", "));
+        if !plan.optional_left_out.is_empty() {
+            eprintln!("Not sent (optional for the verifier): {}.", plan.optional_left_out.join(", "));
+        }
+    }
+    // One credential per credential query: the only one, the one chosen, or asked for.
+    let mut chosen: Vec<(String, usize)> = Vec::new();
+    for an in &plan.answers {
+        let pick = match an.candidates.as_slice() {
+            [one] => *one,
+            many if std::io::stdin().is_terminal() => {
+                eprintln!("For {:?}:", an.query);
+                for (n, &i) in many.iter().enumerate() {
+                    let (h, vc, status) = &usable[i];
+                    eprintln!("  [{}] {} from {} ({}, {})", n + 1, h.id, vc["issuer"], h.format, status.state);
                 }
                 let n: usize = prompt("Which one? ")?.trim().parse().context("answer with a number")?;
-                candidates.get(n.wrapping_sub(1)).ok_or_else(|| anyhow!("no choice {n}"))?
+                *many.get(n.wrapping_sub(1)).ok_or_else(|| anyhow!("no choice {n}"))?
             }
-            _ => bail!("{} credentials answer this request: pass --select ID", candidates.len()),
-        },
-    };
-    let (held, vc, query_id) = chosen;
+            many => {
+                bail!("{} credentials answer {:?}: pass --select ID (repeat it for each part)", many.len(), an.query)
+            }
+        };
+        chosen.push((an.query.clone(), pick));
+    }
     if !a.yes {
         if !std::io::stdin().is_terminal() {
             bail!("presenting needs your confirmation: run it in a terminal, or pass --yes");
         }
-        let ok = prompt(&format!("Present {} from {} to {who}? [y/N] ", held.id, vc["issuer"]))?;
+        let list: Vec<String> = chosen
+            .iter()
+            .map(|(_, i)| {
+                let (h, vc, status) = &usable[*i];
+                let note = if status.state == "active" { String::new() } else { format!(", status {}", status.state) };
+                format!("{} from {}{note}", h.id, vc["issuer"])
+            })
+            .collect();
+        let ok = prompt(&format!("Present {} to {who}? [y/N] ", list.join(" and ")))?;
         if !matches!(ok.trim(), "y" | "Y" | "yes") {
             bail!("not presented");
         }
     }
-    let vp = sign_presentation(&w, held, &req, &fetcher).await?;
+    let mut token = serde_json::Map::new();
+    for (query_id, i) in &chosen {
+        let vp = sign_presentation(&w, usable[*i].0, &req, &fetcher).await?;
+        token.insert(query_id.clone(), json!([vp]));
+    }
+    let token = Value::Object(token).to_string();
     let response_uri = req.claims["response_uri"].as_str().unwrap_or_default();
-    fetcher.check_url(response_uri)?;
-    let token = json!({query_id.as_str(): [vp]}).to_string();
     let state = req.claims["state"].as_str().unwrap_or_default();
-    let http = sichat_holder::resolve::client()?;
-    let resp = http
-        .post(response_uri)
-        .form(&[("vp_token", token.as_str()), ("state", state)])
-        .send()
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("vp_token", &token)
+        .append_pair("state", state)
+        .finish();
+    let headers = [("content-type", "application/x-www-form-urlencoded".to_owned())];
+    let (status, body) = fetcher
+        .post(response_uri, &headers, form.into_bytes())
         .await
         .with_context(|| format!("cannot reach the verifier at {response_uri}"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !(200..300).contains(&status) {
         let why = body["error_description"].as_str().unwrap_or("no reason given");
         bail!("the verifier refused the presentation: {why}");
     }
-    let out = json!({"presented": held.id, "to": req.verifier_did, "accepted": true});
-    ctx.print(&out, |_| println!("Presented {} to {who}: accepted.", held.id))
+    let ids: Vec<&str> = chosen.iter().map(|(_, i)| usable[*i].0.id.as_str()).collect();
+    let out = json!({"presented": ids, "to": req.verifier_did, "accepted": true});
+    ctx.print(&out, |_| println!("Presented {} to {who}: accepted.", ids.join(" and ")))
 }
 
 /// The key this wallet presents with, and its DID URL: a key its DID document lists under

@@ -41,7 +41,10 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
     } else {
         std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?
     };
-    let verifier = Verifier::with_resolver(Arc::new(ctx.resolver(&[])?), Default::default());
+    // The same network policy as every wallet command: the wallet's own node, when there is
+    // a wallet here, is reachable even on a local address.
+    let node = crate::wallet::read_profile(&ctx.dir).ok().and_then(|p| p.server);
+    let verifier = Verifier::with_resolver(Arc::new(ctx.resolver(&[node.as_deref()])?), Default::default());
     let policy = (!a.trust_issuers.is_empty()).then(|| TrustPolicy {
         rules: vec![TrustRule {
             type_name: a.trust_type.clone().unwrap_or_else(|| "VerifiableCredential".into()),
@@ -56,10 +59,19 @@ pub async fn run(ctx: &Ctx, a: VerifyArgs) -> Result<()> {
     };
     let report = verifier.verify(&text, &opts).await;
     ctx.print(&report, |r| print_report(r, 0))?;
+    if refused_local(&report) {
+        eprintln!("{}", crate::LOCAL_HINT);
+    }
     if !report.valid {
         std::process::exit(2);
     }
     Ok(())
+}
+
+/// Whether a check failed because the network policy refused a local address.
+fn refused_local(r: &Report) -> bool {
+    r.checks.iter().any(|c| c.outcome == Outcome::Failed && c.reason.contains(sichat_core::net::LOCAL_REFUSED))
+        || r.credentials.iter().any(refused_local)
 }
 
 pub fn print_report(r: &Report, indent: usize) {
