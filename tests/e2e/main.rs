@@ -5,6 +5,7 @@ mod accounts;
 mod bad_input;
 mod browser;
 mod crash;
+mod di_interop;
 mod group_commit;
 mod issuer;
 mod mailbox;
