@@ -149,7 +149,7 @@ pub fn verify_with<T: DeserializeOwned>(token: &str, key: &PublicKey, typ: &str)
 pub fn verify_signature(token: &str, key: &PublicKey, typ: &str) -> Result<Vec<u8>, CoreError> {
     let header = header_of(token)?;
     let got = header.get("typ").and_then(|v| v.as_str()).unwrap_or("");
-    if got != typ {
+    if !typ_matches(got, typ) {
         return Err(CoreError::WrongJwsType { expected: typ.into(), got: got.into() });
     }
     if header.get("alg").and_then(|v| v.as_str()) != Some(key.alg()) {
@@ -161,6 +161,20 @@ pub fn verify_signature(token: &str, key: &PublicKey, typ: &str) -> Result<Vec<u
         other => CoreError::MalformedJws(other.to_string()),
     })?;
     Ok(payload)
+}
+
+/// Whether a JWS `typ` names the media type `expected`. RFC 7515 §4.1.9: a `typ` without
+/// a '/' stands for `application/` followed by it, and media types compare without regard
+/// to case; so `application/vc+jwt`, `VC+JWT` and `vc+jwt` are one type.
+pub fn typ_matches(got: &str, expected: &str) -> bool {
+    fn full(typ: &str) -> String {
+        let typ = typ.trim().to_ascii_lowercase();
+        match typ.contains('/') {
+            true => typ,
+            false => format!("application/{typ}"),
+        }
+    }
+    !got.trim().is_empty() && full(got) == full(expected)
 }
 
 /// Decode the payload *without* checking the signature: only to find which key to verify
@@ -253,6 +267,25 @@ mod tests {
             verify_with::<Value>(&t, &PublicKey::Ed25519(ed.public()), "test+jwt").is_err(),
             "an ES256 JWS is not EdDSA"
         );
+    }
+
+    #[test]
+    fn typ_is_a_media_type() {
+        let k = Ed25519KeyPair::generate();
+        for typ in ["vc+jwt", "application/vc+jwt", "Application/VC+JWT", "VC+JWT"] {
+            let t = sign(&k, typ, None, &json!({"a": 1})).unwrap();
+            let v: Value = verify(&t, &k.public(), "vc+jwt").unwrap_or_else(|e| panic!("{typ}: {e}"));
+            assert_eq!(v["a"], 1);
+        }
+        for typ in ["vp+jwt", "application/vp+jwt", "text/vc+jwt", "", "application/"] {
+            let t = sign(&k, typ, None, &json!({"a": 1})).unwrap();
+            assert!(
+                matches!(verify::<Value>(&t, &k.public(), "vc+jwt"), Err(CoreError::WrongJwsType { .. })),
+                "{typ}"
+            );
+        }
+        assert!(typ_matches("application/oauth-authz-req+jwt", "oauth-authz-req+jwt"));
+        assert!(!typ_matches("", ""), "a missing typ is no type");
     }
 
     #[test]

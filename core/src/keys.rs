@@ -60,9 +60,9 @@ impl Ed25519Public {
         self.0.to_montgomery().to_bytes()
     }
 
-    /// The public JWK (`kty: OKP`, `crv: Ed25519`).
+    /// The public JWK (`kty: OKP`, `crv: Ed25519`), members in RFC 7638 order.
     pub fn to_jwk(&self) -> serde_json::Value {
-        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64url(self.0.as_bytes())})
+        serde_json::json!({"crv": "Ed25519", "kty": "OKP", "x": b64url(self.0.as_bytes())})
     }
 
     /// RFC 8032 verification with a canonical `s`. Weak (small-order) keys never get here:

@@ -39,7 +39,7 @@ impl P256Public {
     pub fn to_jwk(&self) -> serde_json::Value {
         let point = self.0.to_encoded_point(false);
         let (x, y) = (point.x().map(|x| b64url(x)), point.y().map(|y| b64url(y)));
-        serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y})
+        serde_json::json!({"crv": "P-256", "kty": "EC", "x": x, "y": y})
     }
 
     pub fn from_jwk(jwk: &serde_json::Value) -> Option<Self> {
@@ -140,6 +140,30 @@ impl PublicKey {
         }
     }
 
+    /// The public JWK with its required members only, in the lexicographic order of RFC
+    /// 7638 (`crv`, `kty`, `x`, then `y` for EC) and no whitespace: the one text of the
+    /// key that `did:jwk` and thumbprints are made from, whatever order a JSON map keeps.
+    pub fn canonical_jwk(&self) -> String {
+        match self {
+            Self::Ed25519(k) => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64url(k.as_bytes())),
+            Self::P256(k) => {
+                let point = k.0.to_encoded_point(false);
+                let coordinate = |c: Option<&p256::FieldBytes>| c.map(|c| b64url(c)).unwrap_or_default();
+                format!(
+                    r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                    coordinate(point.x()),
+                    coordinate(point.y())
+                )
+            }
+        }
+    }
+
+    /// The key's `did:jwk`: base64url of its [canonical JWK](Self::canonical_jwk), so a
+    /// key has one `did:jwk` whoever writes it.
+    pub fn did_jwk(&self) -> String {
+        format!("did:jwk:{}", b64url(self.canonical_jwk().as_bytes()))
+    }
+
     pub fn to_jwk(&self) -> serde_json::Value {
         match self {
             Self::Ed25519(k) => k.to_jwk(),
@@ -193,6 +217,24 @@ impl KeyPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn did_jwk_is_made_from_the_canonical_jwk_whatever_the_member_order() {
+        // did:jwk's own example key, its members written out of RFC 7638 order.
+        let canonical = r#"{"crv":"P-256","kty":"EC","x":"acbIQiuMs3i8_uszEjJ2tpTtRM4EU3yz91PH6CdH2V0","y":"_KcyLj9vWMptnmKtm46GqDz8wf74I5LKgrl2GzH3nSE"}"#;
+        let shuffled = serde_json::json!({"y": "_KcyLj9vWMptnmKtm46GqDz8wf74I5LKgrl2GzH3nSE", "kty": "EC",
+            "x": "acbIQiuMs3i8_uszEjJ2tpTtRM4EU3yz91PH6CdH2V0", "crv": "P-256"});
+        let key = PublicKey::from_jwk(&shuffled).unwrap();
+        assert_eq!(key.canonical_jwk(), canonical);
+        assert_eq!(key.did_jwk(), format!("did:jwk:{}", b64url(canonical.as_bytes())));
+        assert_eq!(key.to_jwk().to_string(), canonical, "the JWK we publish is in the same order");
+
+        let ed = Ed25519KeyPair::generate().public();
+        let x = b64url(ed.as_bytes());
+        let key = PublicKey::Ed25519(ed);
+        assert_eq!(key.canonical_jwk(), format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#));
+        assert_eq!(key.to_jwk().to_string(), key.canonical_jwk());
+    }
 
     #[test]
     fn p256_multikey_jwk_and_signatures() {

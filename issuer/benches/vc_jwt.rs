@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     }];
     let draft = Draft {
         id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
-        context: CONTEXT,
+        node_url: "https://id.example.org",
         issuer: "did:web:id.example.org:users:alice",
         type_name: "FriendCredential",
         subject: &subject,

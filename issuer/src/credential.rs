@@ -8,14 +8,28 @@ use sichat_core::p256key::KeyPair;
 
 pub const VC_JWT_TYP: &str = "vc+jwt";
 pub const VCDM2_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
-/// Path (under the node's public URL) of the node's JSON-LD context.
+/// Path (under the node's public URL) of the node's JSON-LD context, which credentials
+/// issued before the context was embedded name. It is still served, and never changes,
+/// so their Data Integrity proofs stay valid.
 pub const CONTEXT_PATH: &str = "contexts/v1";
 
-/// The node's JSON-LD context: every term the VC Data Model 2.0 context leaves undefined
-/// (credential type names, claim names) falls into the node's vocabulary. It never
-/// changes, so Data Integrity proofs over it stay valid.
+/// The node's vocabulary: where every term that the VC Data Model 2.0 context leaves
+/// undefined (credential type names, claim names) expands to.
+pub fn vocab(node_public_url: &str) -> String {
+    format!("{}/vocab#", node_public_url.trim_end_matches('/'))
+}
+
+/// The JSON-LD context a credential carries after the VC Data Model 2.0 one: the node's
+/// vocabulary, embedded, so that a verifier needs no context beyond the standard ones
+/// (no fetch, nothing to pin). The published VC 2.0 context has no `@vocab` of its own.
+pub fn embedded_context(node_public_url: &str) -> Value {
+    json!({"@vocab": vocab(node_public_url)})
+}
+
+/// The document served at [`CONTEXT_PATH`]: the same vocabulary as
+/// [`embedded_context`], for credentials that name it by URL.
 pub fn context_document(node_public_url: &str) -> Value {
-    json!({"@context": {"@vocab": format!("{}/vocab#", node_public_url.trim_end_matches('/'))}})
+    json!({"@context": embedded_context(node_public_url)})
 }
 
 /// One `BitstringStatusListEntry`.
@@ -30,8 +44,9 @@ pub struct StatusEntry {
 #[derive(Debug, Clone)]
 pub struct Draft<'a> {
     pub id: &'a str,
-    /// The issuing node's context URL (see [`context_document`]).
-    pub context: &'a str,
+    /// The issuing node's public URL, whose vocabulary the credential embeds (see
+    /// [`embedded_context`]).
+    pub node_url: &'a str,
     pub issuer: &'a str,
     pub type_name: &'a str,
     /// The whole `credentialSubject`, `id` included.
@@ -49,7 +64,7 @@ pub fn rfc3339(ms: i64) -> String {
 
 pub fn build(d: &Draft) -> Value {
     let mut vc = Map::new();
-    vc.insert("@context".into(), json!([VCDM2_CONTEXT, d.context]));
+    vc.insert("@context".into(), json!([VCDM2_CONTEXT, embedded_context(d.node_url)]));
     vc.insert("id".into(), json!(format!("urn:uuid:{}", d.id)));
     vc.insert("type".into(), json!(["VerifiableCredential", d.type_name]));
     vc.insert("issuer".into(), json!(d.issuer));
@@ -95,7 +110,7 @@ mod tests {
             [StatusEntry { purpose: "revocation", list_url: "https://n/users/a/status/1".into(), index: 42 }];
         let d = Draft {
             id: "0190-x",
-            context: "https://n/contexts/v1",
+            node_url: "https://n/",
             issuer: "did:web:n:users:a",
             type_name: "FriendCredential",
             subject: &subject,
@@ -105,6 +120,7 @@ mod tests {
             valid_until_ms: Some(86_400_000),
         };
         let vc = build(&d);
+        assert_eq!(vc["@context"], json!([VCDM2_CONTEXT, {"@vocab": "https://n/vocab#"}]));
         assert_eq!(vc["validFrom"], "1970-01-01T00:00:00Z");
         assert_eq!(vc["validUntil"], "1970-01-02T00:00:00Z");
         assert_eq!(vc["credentialStatus"][0]["statusListIndex"], "42");

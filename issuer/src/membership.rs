@@ -74,10 +74,10 @@ impl Issuer {
             let list_url = self.node_url(&format!("status/{list}"));
             let statuses = [StatusEntry { purpose: "revocation", list_url, index }];
             let schema_url = self.node_url(&format!("credential-types/{MEMBERSHIP}/schema.json"));
-            let context = self.context_url();
+            let node_url = node.public_url().as_str().to_owned();
             let vc = credential::build(&Draft {
                 id: &id,
-                context: &context,
+                node_url: &node_url,
                 issuer: node.did().as_str(),
                 type_name: MEMBERSHIP,
                 subject: &subject,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sichat_accounts::AuthDevice;
 use sichat_core::did::Did;
-use sichat_core::ids::{b64url, b64url_decode, new_id, now_ms, random_bytes, random_token, token_hash};
+use sichat_core::ids::{b64url_decode, new_id, now_ms, random_bytes, random_token, token_hash};
 use sichat_core::jws;
 use sichat_core::p256key::PublicKey;
 use sichat_core::resolver::Relationship;
@@ -30,6 +30,8 @@ const TOKEN_TTL_MS: i64 = 5 * 60 * 1000;
 const NONCE_TTL_MS: i64 = 5 * 60 * 1000;
 const MAX_PIN_ATTEMPTS: i64 = 5;
 const PROOF_MAX_AGE_SECS: i64 = 300;
+/// Tolerance for clocks that disagree, on a proof's `exp`.
+const CLOCK_SKEW_SECS: i64 = 60;
 
 /// An OAuth-style error: `{"error", "error_description"}` with its HTTP status.
 #[derive(Debug)]
@@ -135,7 +137,9 @@ impl Issuer {
         let jwt = Self::configuration(t);
         let mut di = jwt.clone();
         di["format"] = json!(Format::LdpVc.as_str());
-        di["credential_definition"]["@context"] = json!([crate::credential::VCDM2_CONTEXT, self.context_url()]);
+        let node_url = self.accounts.node().public_url().as_str().to_owned();
+        di["credential_definition"]["@context"] =
+            json!([crate::credential::VCDM2_CONTEXT, crate::credential::embedded_context(&node_url)]);
         let suite = match t.alg.as_str() {
             "ES256" => crate::data_integrity::ECDSA_RDFC_2019,
             _ => crate::data_integrity::EDDSA_RDFC_2022,
@@ -254,11 +258,12 @@ impl Issuer {
         })
     }
 
-    /// The offer object, by reference. The URL carries the pre-authorized code itself.
+    /// The offer object, by reference. The URL carries the pre-authorized code itself. A
+    /// burned offer is still served, so that the wallet hears why from the token endpoint.
     pub async fn offer_by_reference(&self, user_name: &str, code: &str) -> Result<Value, IssuerError> {
         let row = sqlx::query(
             "SELECT o.type_name, o.format, o.tx_code_hash FROM issuer_offers o JOIN acct_users u ON u.id = o.user_id \
-             WHERE o.code_hash = $1 AND u.name = $2 AND o.status = 'offered' AND o.expires_at > $3",
+             WHERE o.code_hash = $1 AND u.name = $2 AND o.status IN ('offered', 'burned') AND o.expires_at > $3",
         )
         .bind(token_hash(code))
         .bind(user_name)
@@ -283,58 +288,66 @@ impl Issuer {
             .pre_authorized_code
             .ok_or_else(|| OAuthError::bad("invalid_request", "pre-authorized_code is missing"))?;
         let now = now_ms();
-        let mut tx = self.db.pool().begin().await?;
         let row = sqlx::query(
-            "SELECT o.id, o.tx_code_hash, o.tx_attempts, o.status, o.expires_at FROM issuer_offers o \
+            "SELECT o.id, o.tx_code_hash, o.status, o.expires_at FROM issuer_offers o \
              JOIN acct_users u ON u.id = o.user_id WHERE o.code_hash = $1 AND u.name = $2",
         )
         .bind(token_hash(&code))
         .bind(user_name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(self.db.pool())
         .await?
         .ok_or_else(|| OAuthError::bad("invalid_grant", "unknown pre-authorized code"))?;
         let id: String = row.try_get("id")?;
-        let status: String = row.try_get("status")?;
         let expected_pin: Option<String> = row.try_get("tx_code_hash")?;
-        if status != "offered" {
-            return Err(OAuthError::bad("invalid_grant", "this pre-authorized code was already used"));
-        }
-        if row.try_get::<i64, _>("expires_at")? <= now {
-            return Err(OAuthError::bad("invalid_grant", "this offer has expired: ask the issuer for a new one"));
-        }
-        match (expected_pin, req.tx_code.as_deref()) {
+        unusable(&row.try_get::<String, _>("status")?, row.try_get("expires_at")?, now)?;
+        match (&expected_pin, req.tx_code.as_deref()) {
             (None, Some(_)) => return Err(OAuthError::bad("invalid_request", "this offer takes no tx_code")),
             (Some(_), None) => return Err(OAuthError::bad("invalid_request", "this offer needs its tx_code (PIN)")),
-            (Some(expected), Some(pin)) if expected != pin_hash(&code, pin) => {
-                // Count the miss outside the failing transaction; five misses burn the offer.
-                drop(tx);
-                let attempts: i64 = sqlx::query(
-                    "UPDATE issuer_offers SET tx_attempts = tx_attempts + 1, \
-                     status = CASE WHEN tx_attempts + 1 >= $1 THEN 'burned' ELSE status END WHERE id = $2 RETURNING tx_attempts",
-                )
-                .bind(MAX_PIN_ATTEMPTS)
-                .bind(&id)
-                .fetch_one(self.db.pool())
-                .await?
-                .try_get("tx_attempts")?;
-                let left = (MAX_PIN_ATTEMPTS - attempts).max(0);
-                return Err(OAuthError::bad("invalid_grant", format!("wrong tx_code (PIN); {left} attempts left")));
-            }
             _ => {}
         }
+        // The PIN is checked and a miss counted in one statement: guesses sent at the same
+        // time are evaluated one after another, and none once the offer is burned.
         let token = random_token();
-        let updated = sqlx::query(
-            "UPDATE issuer_offers SET status = 'redeemed', token_hash = $1, token_expires_at = $2 WHERE id = $3 AND status = 'offered'",
-        )
+        let pin_ok = "(tx_code_hash IS NULL OR tx_code_hash = $1)";
+        let outcome = sqlx::query(&format!(
+            "UPDATE issuer_offers SET \
+             tx_attempts = tx_attempts + CASE WHEN {pin_ok} THEN 0 ELSE 1 END, \
+             status = CASE WHEN {pin_ok} THEN 'redeemed' WHEN tx_attempts + 1 >= $2 THEN 'burned' ELSE status END, \
+             token_hash = CASE WHEN {pin_ok} THEN $3 ELSE token_hash END, \
+             token_expires_at = CASE WHEN {pin_ok} THEN $4 ELSE token_expires_at END \
+             WHERE id = $5 AND status = 'offered' AND expires_at > $6 AND tx_attempts < $2 \
+             RETURNING status, tx_attempts"
+        ))
+        .bind(req.tx_code.as_deref().map(|pin| pin_hash(&code, pin)))
+        .bind(MAX_PIN_ATTEMPTS)
         .bind(token_hash(&token))
         .bind(now + TOKEN_TTL_MS)
         .bind(&id)
-        .execute(&mut *tx)
+        .bind(now)
+        .fetch_optional(self.db.pool())
         .await?;
-        if updated.rows_affected() != 1 {
-            return Err(OAuthError::bad("invalid_grant", "this pre-authorized code was already used"));
+        let Some(outcome) = outcome else {
+            // Another request used, burned or outlived the offer since it was read.
+            let row = sqlx::query("SELECT status, expires_at FROM issuer_offers WHERE id = $1")
+                .bind(&id)
+                .fetch_one(self.db.pool())
+                .await?;
+            unusable(&row.try_get::<String, _>("status")?, row.try_get("expires_at")?, now)?;
+            return Err(burned());
+        };
+        let status: String = outcome.try_get("status")?;
+        if status != "redeemed" {
+            let attempts: i64 = outcome.try_get("tx_attempts")?;
+            metrics::counter!("sichat_oid4vci_pin_misses_total").increment(1);
+            let left = (MAX_PIN_ATTEMPTS - attempts).max(0);
+            return Err(OAuthError::bad(
+                "invalid_grant",
+                match left {
+                    0 => format!("wrong tx_code (PIN); 0 attempts left: {BURNED}"),
+                    _ => format!("wrong tx_code (PIN); {left} attempts left"),
+                },
+            ));
         }
-        tx.commit().await?;
         Ok(json!({"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL_MS / 1000}))
     }
 
@@ -467,7 +480,7 @@ impl Issuer {
     async fn check_proof(&self, user_name: &str, proof: &str) -> Result<(String, String), OAuthError> {
         let bad = |why: String| OAuthError::bad("invalid_proof", why);
         let header = proof_header(proof).map_err(|e| bad(e.to_string()))?;
-        if header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP) {
+        if !header.get("typ").and_then(Value::as_str).is_some_and(|t| jws::typ_matches(t, PROOF_TYP)) {
             return Err(bad(format!("typ must be {PROOF_TYP}")));
         }
         let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
@@ -479,7 +492,7 @@ impl Issuer {
             (None, Some(jwk)) => {
                 let key =
                     PublicKey::from_jwk(jwk).ok_or_else(|| bad("jwk must be an Ed25519 or P-256 public key".into()))?;
-                (did_jwk(&key), key)
+                (key.did_jwk(), key)
             }
             _ => return Err(bad("exactly one of kid or jwk must identify the key".into())),
         };
@@ -491,8 +504,15 @@ impl Issuer {
             return Err(bad(format!("aud must be the credential issuer {}", self.issuer_id(user_name))));
         }
         let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| bad("iat is missing".into()))?;
-        if (now_ms() / 1000 - iat).abs() > PROOF_MAX_AGE_SECS {
+        let now = now_ms() / 1000;
+        if (now - iat).abs() > PROOF_MAX_AGE_SECS {
             return Err(bad("iat is more than 5 minutes off".into()));
+        }
+        if let Some(exp) = claims.get("exp") {
+            let exp = exp.as_i64().ok_or_else(|| bad("exp must be a NumericDate (seconds)".into()))?;
+            if exp.saturating_add(CLOCK_SKEW_SECS) <= now {
+                return Err(bad("the proof has expired (exp)".into()));
+            }
         }
         let nonce =
             claims.get("nonce").and_then(Value::as_str).ok_or_else(|| bad("nonce (a c_nonce) is missing".into()))?;
@@ -571,6 +591,25 @@ impl Issuer {
     }
 }
 
+const BURNED: &str =
+    "too many wrong PINs (tx_code) were tried, so this offer can no longer be used: the issuer must make a new offer";
+
+fn burned() -> OAuthError {
+    OAuthError::bad("invalid_grant", BURNED)
+}
+
+/// Why an offer in `status` cannot be redeemed now, if it cannot.
+fn unusable(status: &str, expires_at: i64, now: i64) -> Result<(), OAuthError> {
+    match status {
+        "burned" => Err(burned()),
+        "offered" if expires_at <= now => {
+            Err(OAuthError::bad("invalid_grant", "this offer has expired: ask the issuer for a new one"))
+        }
+        "offered" => Ok(()),
+        _ => Err(OAuthError::bad("invalid_grant", "this pre-authorized code was already used")),
+    }
+}
+
 /// The credential configuration id of a type in a format.
 pub fn configuration_id(type_name: &str, format: Format) -> String {
     match format {
@@ -585,11 +624,6 @@ fn proof_header(jwt: &str) -> Result<Value, IssuerError> {
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .filter(Value::is_object)
         .ok_or_else(|| IssuerError::InvalidRequest("the proof is not a compact JWS".into()))
-}
-
-/// `did:jwk` of a key: base64url of its public JWK.
-pub fn did_jwk(key: &PublicKey) -> String {
-    format!("did:jwk:{}", b64url(key.to_jwk().to_string().as_bytes()))
 }
 
 fn pin_hash(code: &str, pin: &str) -> String {

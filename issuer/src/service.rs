@@ -154,7 +154,8 @@ impl Issuer {
         self.accounts.node().url(&format!("users/{user_name}"))
     }
 
-    /// The node's JSON-LD context, which every credential it issues names.
+    /// The node's JSON-LD context, which credentials issued before the context was embedded
+    /// name (see [`credential::CONTEXT_PATH`]).
     pub fn context_url(&self) -> String {
         self.accounts.node().url(credential::CONTEXT_PATH)
     }
@@ -313,10 +314,10 @@ impl Issuer {
             });
         }
         let schema_url = self.schema_url(&p.user_name, &p.t.name);
-        let context = self.context_url();
+        let node_url = self.accounts.node().public_url().as_str().to_owned();
         let vc = credential::build(&Draft {
             id: &id,
-            context: &context,
+            node_url: &node_url,
             issuer: &issuer_did,
             type_name: &p.t.name,
             subject: &p.subject,
@@ -327,7 +328,9 @@ impl Issuer {
         });
         let secured = match p.req.format {
             Format::VcJwt => credential::sign_vc_jwt(&p.key, &p.kid, &vc)?,
-            Format::LdpVc => crate::data_integrity::sign(&p.key, &p.kid, &vc, &self.own_contexts())
+            // The credential embeds its context: it is signed, as verifiers will check it,
+            // with the standard contexts alone.
+            Format::LdpVc => crate::data_integrity::sign(&p.key, &p.kid, &vc, &Default::default())
                 .await
                 .map_err(IssuerError::Internal)?
                 .to_string(),

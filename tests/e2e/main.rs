@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod crash;
 mod device_revoke;
+mod di_interop;
 mod group_commit;
 mod holder;
 mod issuer;

@@ -1,7 +1,7 @@
 //! OpenID4VCI: offers redeemed by real wallets, and every bad request refused cleanly.
 
 use serde_json::{json, Value};
-use sichat_core::ids::now_ms;
+use sichat_core::ids::{b64url, now_ms};
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
 use sichat_e2e::{json, sichat, sichat_env, stderr, stdout, storage_tests, Backend, TestApp};
@@ -17,7 +17,8 @@ storage_tests!(
     bad_token_and_credential_requests_change_nothing,
     es256_types_and_proofs,
     data_integrity_offers,
-    holder_on_another_node
+    holder_on_another_node,
+    pin_guesses_sent_at_once_are_counted_one_by_one
 );
 
 async fn did(app: &TestApp, wallet: &std::path::Path) -> String {
@@ -296,6 +297,28 @@ async fn bad_token_and_credential_requests_change_nothing(backend: Backend) {
             request(proof(
                 &holder,
                 &holder_kid,
+                json!({"aud": issuer, "iat": now_ms() / 1000 - 200, "exp": now_ms() / 1000 - 100, "nonce": c_nonce}),
+                "openid4vci-proof+jwt",
+            )),
+            Some(access.clone()),
+            400,
+            "invalid_proof",
+        ),
+        (
+            request(proof(
+                &holder,
+                &holder_kid,
+                json!({"aud": issuer, "iat": now_ms() / 1000, "exp": "tomorrow", "nonce": c_nonce}),
+                "openid4vci-proof+jwt",
+            )),
+            Some(access.clone()),
+            400,
+            "invalid_proof",
+        ),
+        (
+            request(proof(
+                &holder,
+                &holder_kid,
                 json!({"aud": issuer, "iat": now_ms() / 1000}),
                 "openid4vci-proof+jwt",
             )),
@@ -331,9 +354,12 @@ async fn bad_token_and_credential_requests_change_nothing(backend: Backend) {
         .expect("n");
     assert_eq!(issued, 0, "nothing was issued");
 
-    // After all that, the same token and c_nonce still work, once.
+    // After all that, the same token and c_nonce still work, once: a proof whose `exp` is
+    // still ahead, and whose typ is the full media type (RFC 7515 §4.1.9).
+    let mut unexpired = good_claims.clone();
+    unexpired["exp"] = json!(now_ms() / 1000 + 60);
     let (s, _, got) =
-        send(request(proof(&holder, &holder_kid, good_claims.clone(), "openid4vci-proof+jwt")), Some(access.clone()))
+        send(request(proof(&holder, &holder_kid, unexpired, "application/openid4vci-proof+jwt")), Some(access.clone()))
             .await;
     assert_eq!(s, 200, "{got}");
     let vc: Value =
@@ -361,7 +387,9 @@ async fn bad_token_and_credential_requests_change_nothing(backend: Backend) {
     let (s, _, got) = send(request(proof_jwk), Some(body["access_token"].as_str().expect("t").to_owned())).await;
     assert_eq!(s, 200, "{got}");
     let vc: Value = jws::unverified_payload(got["credentials"][0]["credential"].as_str().expect("c")).expect("vc");
-    assert!(vc["credentialSubject"]["id"].as_str().is_some_and(|d| d.starts_with("did:jwk:")));
+    // The did:jwk of the key is the one the holder makes: its JWK's members in RFC 7638 order.
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64url(holder.public().as_bytes()));
+    assert_eq!(vc["credentialSubject"]["id"], format!("did:jwk:{}", b64url(canonical.as_bytes())));
 
     // Metadata is where OpenID4VCI says it is.
     let (s, meta) = app.get_json("/.well-known/openid-credential-issuer/users/alice").await;
@@ -375,7 +403,6 @@ async fn bad_token_and_credential_requests_change_nothing(backend: Backend) {
 
 /// A proof JWT whose header carries the public JWK instead of a kid.
 fn jws_with_jwk(key: &Ed25519KeyPair, claims: &Value) -> String {
-    use sichat_core::ids::b64url;
     let header = json!({"alg": "EdDSA", "typ": "openid4vci-proof+jwt", "jwk": key.public().to_jwk()});
     let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
     let sig = key.sign(signing_input.as_bytes());
@@ -502,12 +529,10 @@ async fn data_integrity_offers(backend: Backend) {
         json!(["eddsa-rdfc-2022"])
     );
     assert_eq!(configs["ClubCredential_ldp_vc"]["credential_signing_alg_values_supported"], json!(["ecdsa-rdfc-2019"]));
-    let context = format!("{}/contexts/v1", app.url);
-    assert_eq!(
-        configs["FriendCredential_ldp_vc"]["credential_definition"]["@context"],
-        json!(["https://www.w3.org/ns/credentials/v2", context])
-    );
-    // The context the credentials name is served, and defines every custom term.
+    // The node's vocabulary is embedded: no context to fetch beyond the standard one.
+    let context = json!(["https://www.w3.org/ns/credentials/v2", {"@vocab": format!("{}/vocab#", app.url)}]);
+    assert_eq!(configs["FriendCredential_ldp_vc"]["credential_definition"]["@context"], context);
+    // The context that credentials issued before named is still served, with the same vocabulary.
     let (status, served) = app.get_json("/contexts/v1").await;
     assert_eq!(status, 200);
     assert_eq!(served["@context"]["@vocab"], format!("{}/vocab#", app.url));
@@ -549,7 +574,7 @@ async fn data_integrity_offers(backend: Backend) {
         assert_eq!(doc["proof"]["type"], "DataIntegrityProof");
         assert_eq!(doc["proof"]["cryptosuite"], suite);
         assert_eq!(doc["proof"]["proofPurpose"], "assertionMethod");
-        assert_eq!(doc["@context"], json!(["https://www.w3.org/ns/credentials/v2", context]));
+        assert_eq!(doc["@context"], context);
         let text = shown["credential"].as_str().expect("text");
         let fetcher =
             sichat_core::net::Fetcher::new(sichat_core::net::NetPolicy { allow_local: true }).expect("fetcher");
@@ -610,4 +635,69 @@ async fn holder_on_another_node(backend: Backend) {
     strict.stop().await;
     bobs.stop().await;
     home.stop().await;
+}
+
+/// Wrong PINs sent all at once: each is checked and counted in one statement, so no more
+/// than five are ever evaluated; the offer is then burned, and says so, to the token
+/// endpoint and to a real wallet.
+async fn pin_guesses_sent_at_once_are_counted_one_by_one(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let created = json(
+        &sichat(
+            &alice,
+            &["--json", "credential", "offer", "--type", "FriendCredential", "--to", "anyone", "--claim", "name=X", "--pin"],
+        )
+        .await,
+    );
+    let uri = created["offer_uri"].as_str().expect("uri").to_owned();
+    let pin = created["tx_code"].as_str().expect("pin").to_owned();
+    let http = sichat_holder::resolve::client().expect("client");
+    let code = oid4vci::resolve_offer(&http, &uri).await.expect("offer").pre_authorized_code;
+
+    let url = format!("{}/users/alice/oid4vci/token", app.url);
+    let guesses: Vec<_> = (0..12)
+        .map(|i| {
+            let (http, url, code) = (app.http.clone(), url.clone(), code.clone());
+            let guess = format!("{:06}", (pin.parse::<u32>().expect("digits") + 1 + i) % 1_000_000);
+            tokio::spawn(async move {
+                let form =
+                    [("grant_type", oid4vci::PRE_AUTH_GRANT), ("pre-authorized_code", code.as_str()), ("tx_code", &guess)];
+                let r = http.post(&url).form(&form).send().await.expect("token");
+                (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+            })
+        })
+        .collect();
+    let mut evaluated = 0;
+    for g in guesses {
+        let (status, body) = g.await.expect("task");
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+        let text = body["error_description"].as_str().unwrap_or_default();
+        if text.contains("wrong tx_code") {
+            evaluated += 1;
+        } else {
+            assert!(text.contains("too many wrong PINs"), "{body}");
+        }
+    }
+    assert_eq!(evaluated, 5, "exactly five PINs were evaluated");
+    let attempts: i64 = sqlx::query("SELECT tx_attempts FROM issuer_offers")
+        .fetch_one(app.node.db.pool())
+        .await
+        .expect("offer")
+        .try_get("tx_attempts")
+        .expect("n");
+    assert_eq!(attempts, 5);
+
+    // Even the right PIN is refused now, with the reason and what to do.
+    let (_, body) =
+        token(&app, &[("grant_type", oid4vci::PRE_AUTH_GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)]).await;
+    let text = body["error_description"].as_str().unwrap_or_default();
+    assert!(text.contains("too many wrong PINs") && text.contains("new offer"), "{body}");
+    let bob = app.wallet("bob");
+    assert!(sichat(&bob, &["init"]).await.status.success());
+    let out = sichat(&bob, &["credential", "receive", &uri, "--pin", &pin]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("too many wrong PINs"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("already"), "{}", stderr(&out));
+    app.stop().await;
 }

@@ -13,7 +13,11 @@ use sichat_verifier::Verifier;
 use sqlx::Row;
 use std::path::Path;
 
-storage_tests!(present_revoke_present_again, presentations_refused_for_every_reason);
+storage_tests!(
+    present_revoke_present_again,
+    presentations_refused_for_every_reason,
+    responses_that_are_not_signed_answers_leave_the_request_open
+);
 
 const LOCAL: &[(&str, &str)] = &[("SICHAT_ALLOW_LOCAL_NETWORK", "true"), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
 
@@ -153,7 +157,7 @@ fn credential(issuer: &str, subject: &str, from_ms: i64, until_ms: Option<i64>, 
     let s = json!({"id": subject, "name": "Bob"});
     build(&Draft {
         id: "0190a1b2-0000-7000-8000-000000000001",
-        context: "https://example.org/contexts/v1",
+        node_url: "https://example.org",
         issuer,
         type_name: "FriendCredential",
         subject: &s,
@@ -194,6 +198,12 @@ async fn presentations_refused_for_every_reason(backend: Backend) {
     let good_jwt = jwt(&issuer_key, "vc+jwt", &kid, &good);
     let r = v.verify(&good_jwt, &opts).await;
     assert!(r.valid, "{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    // `typ` is a media type: `application/vc+jwt` is `vc+jwt` (RFC 7515 §4.1.9).
+    let r = v.verify(&jwt(&issuer_key, "application/vc+jwt", &kid, &good), &opts).await;
+    assert!(r.valid, "{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    assert_eq!(r.kind, "credential");
+    let why = reason(&v.verify(&jwt(&issuer_key, "JWT", &kid, &good), &opts).await, "syntax");
+    assert_eq!(why, "a JWT of typ JWT: expected vc+jwt or vp+jwt", "no Rust debug output in reasons");
 
     // Forged signature; wrong issuer key; a key of another DID.
     let mut parts: Vec<String> = good_jwt.split('.').map(str::to_owned).collect();
@@ -326,4 +336,82 @@ async fn presentations_refused_for_every_reason(backend: Backend) {
         .await
         .expect("post");
     assert_eq!(r.status().as_u16(), 404);
+}
+
+/// Anyone who sees the QR code can fetch the request and post to its `response_uri`. A
+/// response that is not its holder's signed answer (alg `none`, signed with another DID's
+/// key, made for another request, or with no proof) is refused and counted, and the
+/// request stays open: the real holder's `sichat present` then succeeds.
+async fn responses_that_are_not_signed_answers_leave_the_request_open(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let bob = app.join("bob", &app.invite(&alice, 1).await).await;
+    let carol = app.join("carol", &app.invite(&alice, 1).await).await;
+    let bob_did = did(&bob).await;
+    let id = befriend(&alice, &bob, "vc+jwt").await;
+    let (req, uri) = request(&carol, &[]).await;
+
+    // What the QR code gives away: the request object, with its nonce and response URI.
+    let request_uri = url::Url::parse(&uri)
+        .expect("uri")
+        .query_pairs()
+        .find(|(k, _)| k == "request_uri")
+        .map(|(_, v)| v.into_owned())
+        .expect("request_uri");
+    let object = app.http.get(&request_uri).send().await.expect("request").text().await.expect("text");
+    let claims: Value = jws::unverified_payload(&object).expect("claims");
+    let (nonce, audience) = (claims["nonce"].as_str().expect("nonce"), claims["client_id"].as_str().expect("aud"));
+    let response_uri = claims["response_uri"].as_str().expect("response_uri").to_owned();
+
+    let (issuer_key, issuer, issuer_kid) = did_key_issuer();
+    let some_vc = jwt(&issuer_key, "vc+jwt", &issuer_kid, &without_schema(credential(&issuer, &bob_did, now_ms(), None, &[])));
+    let vp = |holder: &str, nonce: &str| {
+        json!({
+            "@context": [VCDM2_CONTEXT], "type": ["VerifiablePresentation"], "holder": holder,
+            "verifiableCredential": [{"@context": [VCDM2_CONTEXT], "type": "EnvelopedVerifiableCredential",
+                "id": format!("data:application/vc+jwt,{some_vc}")}],
+            "nonce": nonce, "aud": audience, "iat": now_ms() / 1000, "exp": now_ms() / 1000 + 300,
+        })
+    };
+    let (_, bob_doc) = app.get_json("/users/bob/did.json").await;
+    let bob_kid = bob_doc["authentication"][0].as_str().expect("bob's device key").to_owned();
+    let unsigned = |sig: &str| {
+        let header = json!({"alg": "none", "typ": "vp+jwt", "kid": bob_kid});
+        format!("{}.{}.{sig}", b64url(header.to_string().as_bytes()), b64url(vp(&bob_did, nonce).to_string().as_bytes()))
+    };
+    let (mallory_key, mallory, mallory_kid) = did_key_issuer();
+    let hostile = [
+        json!({"jwt": [unsigned("")]}),
+        json!({"jwt": [unsigned("AAAA")]}),
+        // Signed, but by a key of another DID than the holder it names.
+        json!({"jwt": [jwt(&mallory_key, "vp+jwt", &mallory_kid, &vp(&bob_did, nonce))]}),
+        // Mallory's own, properly signed, but made for another request.
+        json!({"jwt": [jwt(&mallory_key, "vp+jwt", &mallory_kid, &vp(&mallory, "another-nonce"))]}),
+        // A Data Integrity presentation with no proof at all.
+        json!({"ldp": [vp(&bob_did, nonce)]}),
+    ];
+    for token in &hostile {
+        let r = app
+            .http
+            .post(&response_uri)
+            .form(&[("vp_token", token.to_string().as_str()), ("state", req.as_str())])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 400, "{token}");
+        let e: Value = r.json().await.expect("json");
+        assert_eq!(e["error"], "invalid_request", "{e}");
+        assert!(e["error_description"].as_str().is_some_and(|d| d.contains("stays open")), "{e}");
+    }
+    let state = result(&carol, &req).await;
+    assert_eq!((state["status"].as_str(), state["refused_answers"].as_i64()), (Some("pending"), Some(5)), "{state}");
+    let out = sichat(&carol, &["verifier", "result", &req]).await;
+    assert!(stdout(&out).contains("5 response(s) refused"), "{}", stdout(&out));
+
+    // The holder answers after all that, with the real wallet.
+    let out = sichat_env(&bob, &["--json", "present", &uri, "--select", &id, "--yes"], LOCAL).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state = result(&carol, &req).await;
+    assert_eq!(state["status"], "verified", "{state}");
+    app.stop().await;
 }

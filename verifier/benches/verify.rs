@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
     let subject = json!({"id": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "name": "Bob"});
     let mut vc = build(&Draft {
         id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
-        context: CONTEXT,
+        node_url: "https://id.example.org",
         issuer: &issuer,
         type_name: "FriendCredential",
         subject: &subject,

@@ -42,6 +42,7 @@ impl From<VpError> for ApiError {
             VpError::InvalidRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
             VpError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             VpError::Replayed(m) => ApiError::new(StatusCode::CONFLICT, "already_answered", m),
+            VpError::NotAnAnswer(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_presentation", m),
             VpError::Account(a) => a.into(),
             VpError::Internal(d) => ApiError::internal(d),
         }
@@ -54,6 +55,7 @@ impl From<VpError> for OAuthError {
             VpError::InvalidRequest(m) => OAuthError::bad("invalid_request", m),
             VpError::NotFound(m) => OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", m),
             VpError::Replayed(m) => OAuthError::bad("invalid_request", m),
+            VpError::NotAnAnswer(m) => OAuthError::bad("invalid_request", m),
             other => {
                 tracing::error!(error = %other, "internal error");
                 OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
@@ -93,8 +95,10 @@ struct DirectPost {
     state: Option<String>,
 }
 
-/// `direct_post`: 200 with an empty object when the presentation is verified; 400 with
-/// the first failed check's reason when it is not (the result is kept either way).
+/// `direct_post`: 200 with an empty object when the presentation is verified; 400
+/// `invalid_presentation` with the first failed check's reason when its credentials fail
+/// (the result is kept either way); 400 `invalid_request` when it is not the holder's
+/// signed answer to this request at all (only counted: the request stays open).
 async fn respond(
     State(s): State<AppState>,
     Path((name, id)): Path<(String, String)>,

@@ -6,7 +6,7 @@
 //! object is signed with the user's issuing key (`assertionMethod` of that DID).
 
 use crate::policy::{Issuers, TrustPolicy, TrustRule};
-use crate::verify::{Expectation, Options, Report, Verifier, LDP_VP, VP_JWT};
+use crate::verify::{Expectation, Options, Outcome, Report, Verifier, LDP_VP, VP_JWT};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sichat_accounts::{Accounts, AuthDevice};
@@ -32,6 +32,10 @@ pub enum VpError {
     NotFound(String),
     #[error("{0}")]
     Replayed(String),
+    /// A response that is not the holder's signed answer to this request: refused, and
+    /// the request stays open.
+    #[error("{0}")]
+    NotAnAnswer(String),
     #[error(transparent)]
     Account(#[from] sichat_accounts::AccountError),
     #[error("internal error: {0}")]
@@ -81,6 +85,10 @@ pub struct RequestState {
     pub expires_at: i64,
     pub answered_at: Option<i64>,
     pub result: Option<Report>,
+    /// Responses refused because they were not a signed answer to this request (see
+    /// [`Presentations::respond`]); more than none means someone else saw the request.
+    #[serde(default)]
+    pub refused_answers: i64,
 }
 
 pub struct Presentations {
@@ -207,8 +215,11 @@ impl Presentations {
     }
 
     /// The wallet's `direct_post`: verify the presentation and keep the result. Input
-    /// that cannot be read changes nothing; a presentation that fails verification is
-    /// kept as the request's (negative) answer, with its reasons.
+    /// that cannot be read changes nothing. A presentation that is not an answer to this
+    /// request (see [`answers_request`]) is refused and counted, and the request stays open
+    /// for its holder: whoever saw the QR code cannot end it. A signed answer closes the
+    /// request, kept as `verified` or, when its credentials fail, as `rejected` with its
+    /// reasons.
     pub async fn respond(&self, user_name: &str, id: &str, vp_token: Option<&str>) -> Result<Report, VpError> {
         let (user_id, nonce, req) = self.pending(user_name, id).await?;
         let token = vp_token.ok_or_else(|| VpError::InvalidRequest("vp_token is missing".into()))?;
@@ -236,6 +247,18 @@ impl Presentations {
             ..Options::default()
         };
         let report = self.verifier.verify_presentation(format, &text, &opts).await;
+        if let Err(why) = answers_request(&report) {
+            sqlx::query("UPDATE verifier_requests SET refused_answers = refused_answers + 1 WHERE id = $1")
+                .bind(id)
+                .execute(self.db.pool())
+                .await?;
+            metrics::counter!("sichat_presentations_total", "result" => "not_an_answer").increment(1);
+            tracing::warn!(request = %id, reason = %why, "refused a response that is not a signed answer");
+            return Err(VpError::NotAnAnswer(format!(
+                "not an answer to this request, which stays open: {why}; a presentation must be signed by \
+                 its holder's key, with this request's nonce and for this verifier"
+            )));
+        }
         let status = if report.valid { "verified" } else { "rejected" };
         let stored = serde_json::to_string(&report).map_err(|e| VpError::Internal(e.to_string()))?;
         let done = sqlx::query(
@@ -281,7 +304,7 @@ impl Presentations {
     /// The requester reads the state of one of their requests.
     pub async fn state(&self, me: &AuthDevice, id: &str) -> Result<RequestState, VpError> {
         let row = sqlx::query(
-            "SELECT id, request, status, result, created_at, expires_at, answered_at FROM verifier_requests \
+            "SELECT id, request, status, result, created_at, expires_at, answered_at, refused_answers FROM verifier_requests \
              WHERE id = $1 AND user_id = $2",
         )
         .bind(id)
@@ -309,6 +332,7 @@ impl Presentations {
             expires_at,
             answered_at: row.try_get("answered_at")?,
             result,
+            refused_answers: row.try_get("refused_answers")?,
         })
     }
 
@@ -320,6 +344,21 @@ impl Presentations {
             .await?;
         Ok(r.rows_affected())
     }
+}
+
+/// Whether a verified presentation is an answer to the request at all: well formed, its
+/// signature verifying under its holder's DID (a key listed for `authentication`), and made
+/// for this verifier and this request's nonce. Whatever its credentials say, only such an
+/// answer may close a request; the first of these checks that did not pass says why not.
+pub fn answers_request(report: &Report) -> Result<(), String> {
+    for name in ["syntax", "signature", "audience_and_nonce"] {
+        match report.checks.iter().find(|c| c.check == name) {
+            Some(c) if c.outcome == Outcome::Passed => {}
+            Some(c) => return Err(format!("{name}: {}", c.reason)),
+            None => return Err(format!("{name}: not checked")),
+        }
+    }
+    Ok(())
 }
 
 /// Percent-encode a query component (all but RFC 3986 unreserved characters).

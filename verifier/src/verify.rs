@@ -143,9 +143,10 @@ impl Input {
         }
         let header = jwt_header(text)?;
         match header.get("typ").and_then(Value::as_str) {
-            Some(VC_JWT) => Ok(Input::Credential { format: VC_JWT, text: text.into() }),
-            Some(VP_JWT) => Ok(Input::Presentation { format: VP_JWT, text: text.into() }),
-            other => Err(format!("a JWT of typ {other:?}: expected vc+jwt or vp+jwt")),
+            Some(t) if jws::typ_matches(t, VC_JWT) => Ok(Input::Credential { format: VC_JWT, text: text.into() }),
+            Some(t) if jws::typ_matches(t, VP_JWT) => Ok(Input::Presentation { format: VP_JWT, text: text.into() }),
+            Some(t) => Err(format!("a JWT of typ {t}: expected vc+jwt or vp+jwt")),
+            None => Err("a JWT with no typ: expected vc+jwt or vp+jwt".into()),
         }
     }
 }

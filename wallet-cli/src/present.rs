@@ -91,6 +91,12 @@ pub async fn verifier(ctx: &Ctx, cmd: VerifierCmd) -> Result<()> {
             state.and_then(|s| {
                 ctx.print(&s, |s| {
                     println!("{}: {} ({})", s.id, s.status, s.type_name);
+                    if s.refused_answers > 0 {
+                        println!(
+                            "  {} response(s) refused as not signed answers to this request: someone else saw it",
+                            s.refused_answers
+                        );
+                    }
                     if let Some(r) = &s.result {
                         crate::verify::print_report(r, 2);
                     }
