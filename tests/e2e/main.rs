@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod crash;
 mod group_commit;
+mod hostile;
 mod issuer;
 mod mailbox;
 mod messaging;
