@@ -3,13 +3,13 @@
 use crate::protocol::*;
 use crate::service::{Accounts, AuthDevice};
 use crate::AccountError;
-use axum::extract::{FromRef, FromRequestParts, Path, State};
+use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::http::{ApiError, ApiJson, ApiPath};
 use std::sync::Arc;
 
 type AppState = Arc<Accounts>;
@@ -115,7 +115,7 @@ async fn list_invites(State(a): State<AppState>, me: AuthDevice) -> Result<Json<
 async fn revoke_invite(
     State(a): State<AppState>,
     me: AuthDevice,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     a.revoke_invite(Some(&me), &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -124,13 +124,16 @@ async fn revoke_invite(
 async fn remove_user(
     State(a): State<AppState>,
     me: AuthDevice,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     a.remove_user(Some(&me), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn did_document(State(a): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn did_document(
+    State(a): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     let doc = a.did_document(&name).await?;
     Ok(([(header::CONTENT_TYPE, "application/did+json"), (header::CACHE_CONTROL, "no-cache")], Json(doc)))
 }

@@ -141,7 +141,8 @@ pub fn verify<T: DeserializeOwned>(token: &str, key: &Ed25519Public, typ: &str) 
 /// Verify a compact JWS whose `alg` must be the key's (EdDSA or ES256).
 pub fn verify_with<T: DeserializeOwned>(token: &str, key: &PublicKey, typ: &str) -> Result<T, CoreError> {
     let payload = verify_signature(token, key, typ)?;
-    serde_json::from_slice(&payload).map_err(|e| CoreError::MalformedJws(format!("payload: {e}")))
+    crate::json::from_slice_bounded(&payload, crate::json::MAX_DEPTH)
+        .map_err(|e| CoreError::MalformedJws(format!("payload: {e}")))
 }
 
 /// Check a compact JWS's `typ`, `alg` and signature against `key`; returns the payload's
@@ -181,7 +182,8 @@ pub fn typ_matches(got: &str, expected: &str) -> bool {
 /// with. Never act on these claims before [`verify`] succeeds.
 pub fn unverified_payload<T: DeserializeOwned>(token: &str) -> Result<T, CoreError> {
     let (_, payload) = unverified_parts(token)?;
-    serde_json::from_value(payload).map_err(|e| CoreError::MalformedJws(format!("payload: {e}")))
+    serde_json::from_value(payload)
+        .map_err(|e| CoreError::MalformedJws(format!("payload: {}", crate::json::describe(e))))
 }
 
 /// The three parts of a compact JWS, bounded in size.
@@ -201,7 +203,10 @@ fn parts(token: &str) -> Result<[&str; 3], CoreError> {
 
 fn decode_part(part: &str, what: &str) -> Result<serde_json::Value, CoreError> {
     let bytes = b64url_decode(part).ok_or_else(|| CoreError::MalformedJws(format!("{what} is not base64url")))?;
-    serde_json::from_slice(&bytes).map_err(|_| CoreError::MalformedJws(format!("{what} is not JSON")))
+    crate::json::from_slice_bounded(&bytes, crate::json::MAX_DEPTH).map_err(|e| match e {
+        crate::json::JsonError::TooDeep(_) => CoreError::MalformedJws(format!("{what}: {e}")),
+        _ => CoreError::MalformedJws(format!("{what} is not JSON")),
+    })
 }
 
 /// The protected header, unverified.

@@ -10,7 +10,8 @@
 //! - [`net`]: fetching under a network policy (HTTPS, no private addresses, limits, HTTP cache).
 //! - [`resolver`]: DID resolution (`did:key`, `did:jwk`, `did:web`) to keys, with relationships.
 //! - [`node`]: the node's own identity: its `did:web` and its sealed node key.
-//! - [`http`]: the error body and JSON extractor every HTTP API shares.
+//! - [`http`]: the error body and the extractors every HTTP API shares.
+//! - [`json`]: depth bounds on untrusted JSON, and serde errors without Rust type names.
 //! - [`ids`]: time-ordered ids, random tokens and clock helpers.
 
 pub mod db;
@@ -19,6 +20,7 @@ mod error;
 pub mod group_commit;
 pub mod http;
 pub mod ids;
+pub mod json;
 pub mod jws;
 pub mod keys;
 pub mod net;

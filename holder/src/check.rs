@@ -51,8 +51,13 @@ pub fn issuer_of(vc: &Value) -> Option<&str> {
 pub fn unverified(format: &str, credential: &str) -> Result<Value, HolderError> {
     match format {
         "vc+jwt" => Ok(jws::unverified_payload(credential)?),
-        "ldp_vc" => serde_json::from_str(credential)
-            .map_err(|e| HolderError::BadCredential(format!("not a JSON credential: {e}"))),
+        "ldp_vc" => {
+            let vc = sichat_core::json::from_str_bounded(credential, sichat_core::json::MAX_DEPTH)
+                .map_err(|e| HolderError::BadCredential(format!("not a JSON credential: {e}")))?;
+            // A Data Integrity credential must fit what its proof check will accept.
+            data_integrity::check_bounds(&vc).map_err(HolderError::BadCredential)?;
+            Ok(vc)
+        }
         other => Err(HolderError::BadCredential(format!("unknown credential format {other}"))),
     }
 }

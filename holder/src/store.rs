@@ -1,7 +1,7 @@
 //! The node keeps a copy of every credential its users hold (`holder_credentials`).
 //! It accepts only credentials whose subject is the caller's own DID.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sichat_accounts::{Accounts, AuthDevice};
 use sichat_core::db::Db;
-use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::http::{ApiError, ApiJson, ApiPath};
 use sqlx::Row;
 use std::sync::Arc;
 
@@ -98,7 +98,11 @@ async fn list(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<Stor
     Ok(Json(out))
 }
 
-async fn remove(State(s): State<AppState>, me: AuthDevice, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(s): State<AppState>,
+    me: AuthDevice,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     let r = sqlx::query("DELETE FROM holder_credentials WHERE user_id = $1 AND id = $2")
         .bind(&me.user_id)
         .bind(&id)

@@ -3,14 +3,14 @@
 use crate::oid4vci::{CredentialRequest, NewOffer, OAuthError, OfferCreated, TokenRequest};
 use crate::service::{IssueRequest, Issued, IssuedRecord, Issuer, NewType, StatusAction};
 use crate::types::CredentialType;
-use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{Form, FromRef, Path, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, FromRef, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sichat_accounts::{Accounts, AuthDevice};
-use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::http::{ApiError, ApiJson, ApiPath};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -76,7 +76,7 @@ async fn issued(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<Is
 async fn set_status(
     State(s): State<AppState>,
     me: AuthDevice,
-    Path((id, action)): Path<(String, String)>,
+    ApiPath((id, action)): ApiPath<(String, String)>,
 ) -> Result<Json<IssuedRecord>, ApiError> {
     let action = match action.as_str() {
         "revoke" => StatusAction::Revoke,
@@ -99,7 +99,7 @@ async fn membership(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Is
 
 async fn membership_status_list(
     State(s): State<AppState>,
-    Path(list): Path<String>,
+    ApiPath(list): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Ok(serve_list(s.issuer.membership_status_list(&list).await?, &headers))
@@ -121,7 +121,7 @@ async fn membership_schema(State(s): State<AppState>) -> Result<impl IntoRespons
 /// A user's status list.
 async fn status_list(
     State(s): State<AppState>,
-    Path((name, list)): Path<(String, String)>,
+    ApiPath((name, list)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Ok(serve_list(s.issuer.status_list(&name, &list).await?, &headers))
@@ -143,7 +143,7 @@ fn serve_list(served: crate::service::ServedList, headers: &HeaderMap) -> Respon
 
 async fn schema(
     State(s): State<AppState>,
-    Path((name, type_name)): Path<(String, String)>,
+    ApiPath((name, type_name)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     let doc = s.issuer.schema_document(&name, &type_name).await?;
     Ok(([(header::CONTENT_TYPE, "application/schema+json")], Json(doc)))
@@ -155,7 +155,9 @@ const NO_STORE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "no-store")
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({"error": self.error, "error_description": self.description}));
+        let body = Json(
+            serde_json::json!({"error": self.error, "error_description": sichat_core::json::plain_words(&self.description)}),
+        );
         let mut resp = (self.status, [NO_STORE], body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = format!("Bearer error=\"{}\"", self.error);
@@ -180,24 +182,27 @@ async fn offers(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<se
     Ok(Json(s.issuer.offers(&me).await?))
 }
 
-async fn issuer_metadata(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn issuer_metadata(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.issuer.issuer_metadata(&name).await?))
 }
 
-async fn as_metadata(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn as_metadata(State(s): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.issuer.authorization_server_metadata(&name).await?))
 }
 
 async fn offer_by_reference(
     State(s): State<AppState>,
-    Path((name, code)): Path<(String, String)>,
+    ApiPath((name, code)): ApiPath<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(([NO_STORE], Json(s.issuer.offer_by_reference(&name, &code).await?)))
 }
 
 async fn token(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Result<impl IntoResponse, OAuthError> {
     let Form(req) = form.map_err(|e| OAuthError {
@@ -208,25 +213,25 @@ async fn token(
     Ok(([NO_STORE], Json(s.issuer.token(&name, req).await?)))
 }
 
-async fn nonce(State(s): State<AppState>, Path(name): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn nonce(State(s): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     Ok(([NO_STORE], Json(s.issuer.nonce(&name).await?)))
 }
 
 async fn credential(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
-    body: Result<Json<CredentialRequest>, JsonRejection>,
+    body: Result<ApiJson<CredentialRequest>, ApiError>,
 ) -> Result<impl IntoResponse, OAuthError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    let Json(req) = body.map_err(|e| OAuthError {
+    let ApiJson(req) = body.map_err(|e| OAuthError {
         status: StatusCode::BAD_REQUEST,
         error: "invalid_credential_request",
-        description: e.body_text(),
+        description: e.message,
     })?;
     Ok(([NO_STORE], Json(s.issuer.credential(&name, token, req).await?)))
 }

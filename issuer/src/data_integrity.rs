@@ -50,6 +50,117 @@ pub fn remote_contexts(document: &Value) -> Vec<String> {
     out
 }
 
+/// The deepest nesting (objects and arrays) of a document given to JSON-LD processing,
+/// whose expansion recurses per level: a credential or a presentation carrying one needs
+/// far fewer, and a hostile one 114 levels deep overflowed a 2 MiB stack.
+pub const MAX_DEPTH: usize = 32;
+/// The most JSON values (objects, arrays, scalars) a document may have.
+pub const MAX_VALUES: usize = 20_000;
+/// The most bytes of keys and strings a document may carry (a status list's bitstring fits).
+pub const MAX_BYTES: usize = 1 << 20;
+/// The stack of the thread that runs JSON-LD work: far more than [`MAX_DEPTH`] needs, so
+/// that the bound, not the stack, is what stops a deep document.
+const JSON_LD_STACK: usize = 16 << 20;
+
+/// Refuse a document too deep or too large for JSON-LD processing, counted iteratively.
+/// Also refuses what the JSON-LD and RDF libraries are known to mishandle: a number
+/// beyond the range of an exact double (they panic formatting it as `xsd:double`).
+pub fn check_bounds(document: &Value) -> Result<(), String> {
+    let (mut deepest, mut values, mut bytes) = (0usize, 0usize, 0usize);
+    let mut stack = vec![(document, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        values += 1;
+        match v {
+            Value::Object(o) => {
+                deepest = deepest.max(depth + 1);
+                bytes += o.keys().map(String::len).sum::<usize>();
+                // Keys and `type`/`id` values become IRIs, whose percent-encoding the IRI
+                // library decodes with an unwrap: "%ed" alone made it panic.
+                let iris = o.keys().map(String::as_str).chain(
+                    ["type", "@type", "id", "@id"]
+                        .iter()
+                        .filter_map(|k| o.get(*k))
+                        .flat_map(|v| v.as_array().map(|a| a.iter().collect()).unwrap_or_else(|| vec![v]))
+                        .filter_map(Value::as_str),
+                );
+                for iri in iris {
+                    if !percent_encoding_is_utf8(iri) {
+                        return Err(format!("{iri:?} is not a valid IRI: its percent-encoding is not UTF-8"));
+                    }
+                }
+                stack.extend(o.values().map(|c| (c, depth + 1)));
+            }
+            Value::Array(a) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+            }
+            Value::String(t) => bytes += t.len(),
+            Value::Number(n) => {
+                if !n.as_f64().is_some_and(|f| f.is_finite() && f.abs() < 1e21) && !n.is_i64() && !n.is_u64() {
+                    return Err(format!("the number {n} is out of the range a JSON-LD document may use"));
+                }
+            }
+            _ => {}
+        }
+        if deepest > MAX_DEPTH {
+            return Err(format!("the document nests deeper than {MAX_DEPTH} levels"));
+        }
+        if values > MAX_VALUES || bytes > MAX_BYTES {
+            return Err("the document is too large for JSON-LD processing".into());
+        }
+    }
+    Ok(())
+}
+
+/// Every `%` starts two hex digits, and what they decode to is UTF-8.
+fn percent_encoding_is_utf8(s: &str) -> bool {
+    if !s.contains('%') {
+        return true;
+    }
+    let b = s.as_bytes();
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                (Some(h), Some(l)) => decoded.push((h * 16 + l) as u8),
+                _ => return false,
+            }
+            i += 3;
+        } else {
+            decoded.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).is_ok()
+}
+
+/// Run JSON-LD work on a thread of its own, with a large stack and inside `catch_unwind`:
+/// a panic in `ssi` or `json-ld` becomes an error for this one document, and the work
+/// never blocks an async worker. (A stack overflow aborts whatever the thread, which is
+/// why [`check_bounds`] comes first.)
+async fn isolated<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("json-ld".into())
+        .stack_size(JSON_LD_STACK)
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::warn!(panic = %what, "JSON-LD processing panicked on a document");
+                Err("the document could not be processed as JSON-LD".into())
+            });
+            let _ = tx.send(outcome);
+        })
+        .map_err(|e| format!("JSON-LD processing could not start: {e}"))?;
+    rx.await.map_err(|_| "JSON-LD processing stopped".to_string())?
+}
+
 pub const EDDSA_RDFC_2022: &str = "eddsa-rdfc-2022";
 pub const ECDSA_RDFC_2019: &str = "ecdsa-rdfc-2019";
 
@@ -134,6 +245,7 @@ pub async fn sign_for(
     purpose: ProofPurpose,
     challenge_and_domain: Option<(&str, &str)>,
 ) -> Result<Value, String> {
+    check_bounds(document)?;
     let method = Method { id: method_id.into(), key: key.public() };
     let resolver = method.resolver()?;
     let signer = SingleSecretSigner::new(private_jwk(key)?);
@@ -148,11 +260,16 @@ pub async fn sign_for(
     }
     let unsecured = parse_document(document)?;
     let env = SignatureEnvironment { json_ld_loader: loader(contexts)?, eip712_loader: () };
-    let signed = match key {
-        KeyPair::Ed25519(_) => to_json(EdDsaRdfc2022.sign_with(env, unsecured, &resolver, signer, options, ()).await),
-        KeyPair::P256(_) => to_json(EcdsaRdfc2019.sign_with(env, unsecured, &resolver, signer, options, ()).await),
-    }?;
-    Ok(signed)
+    let ed25519 = matches!(key, KeyPair::Ed25519(_));
+    isolated(move || {
+        futures_executor::block_on(async move {
+            match ed25519 {
+                true => to_json(EdDsaRdfc2022.sign_with(env, unsecured, &resolver, signer, options, ()).await),
+                false => to_json(EcdsaRdfc2019.sign_with(env, unsecured, &resolver, signer, options, ()).await),
+            }
+        })
+    })
+    .await
 }
 
 fn to_json<S: serde::Serialize>(r: Result<S, ssi_claims_core::SignatureError>) -> Result<Value, String> {
@@ -194,22 +311,30 @@ pub async fn verify(
     if document.pointer("/proof/proofPurpose").and_then(Value::as_str) != Some(purpose.as_str()) {
         return Err(format!("the proof purpose must be {}", purpose.as_str()));
     }
+    check_bounds(document)?;
     let params = VerificationParameters::from_resolver(method.resolver()?).with_json_ld_loader(loader(contexts)?);
-    let outcome = match method.key {
-        PublicKey::Ed25519(_) => {
-            let vc: DataIntegrity<Document, EdDsaRdfc2022> = parse_secured(document)?;
-            vc.verify(params).await
-        }
-        PublicKey::P256(_) => {
-            let vc: DataIntegrity<Document, EcdsaRdfc2019> = parse_secured(document)?;
-            vc.verify(params).await
-        }
-    };
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(invalid)) => Err(invalid.to_string()),
-        Err(e) => Err(e.to_string()),
-    }
+    let document = document.clone();
+    let ed25519 = matches!(method.key, PublicKey::Ed25519(_));
+    isolated(move || {
+        futures_executor::block_on(async move {
+            let outcome = match ed25519 {
+                true => {
+                    let vc: DataIntegrity<Document, EdDsaRdfc2022> = parse_secured(&document)?;
+                    vc.verify(params).await
+                }
+                false => {
+                    let vc: DataIntegrity<Document, EcdsaRdfc2019> = parse_secured(&document)?;
+                    vc.verify(params).await
+                }
+            };
+            match outcome {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(invalid)) => Err(invalid.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
+    .await
 }
 
 fn parse_secured<T: serde::de::DeserializeOwned>(document: &Value) -> Result<T, String> {

@@ -282,6 +282,12 @@ impl Issuer {
         subject.extend(req.claims.clone());
         let subject = Value::Object(subject);
         types::check_subject(&t, &subject)?;
+        if req.format == Format::LdpVc {
+            // The claims must fit what JSON-LD processing accepts (depth, size, numbers),
+            // or signing refuses them: the caller's mistake, said as such.
+            crate::data_integrity::check_bounds(&json!({"credentialSubject": subject}))
+                .map_err(|why| IssuerError::InvalidRequest(format!("claims: {why}")))?;
+        }
         if let Some(until) = req.valid_until {
             if until <= now_ms() {
                 return Err(IssuerError::InvalidRequest("valid_until must be in the future".into()));

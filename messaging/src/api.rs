@@ -6,14 +6,14 @@ use crate::service::Received;
 use crate::Messaging;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use sichat_accounts::{Accounts, AuthDevice, DIDCOMM_PATH};
-use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::http::{Api, ApiError, ApiJson, ApiPath};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -47,7 +47,7 @@ async fn send(State(s): State<AppState>, me: AuthDevice, body: Bytes) -> Result<
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
 
-async fn status(State(s): State<AppState>, me: AuthDevice, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn status(State(s): State<AppState>, me: AuthDevice, ApiPath(id): ApiPath<String>) -> Result<Response, ApiError> {
     Ok(Json(s.messaging.status(&me, &id).await?).into_response())
 }
 
@@ -64,7 +64,12 @@ async fn set_policy(
 }
 
 /// The pickup WebSocket. The bearer token is kept to notice when the session ends.
-async fn pickup(State(s): State<AppState>, me: AuthDevice, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn pickup(
+    State(s): State<AppState>,
+    me: AuthDevice,
+    headers: HeaderMap,
+    Api(ws): Api<WebSocketUpgrade>,
+) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

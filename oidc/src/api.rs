@@ -7,7 +7,7 @@ use crate::provider::{Next, Pending, Provider};
 use crate::signin::{self, Signin};
 use crate::OidcError;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sichat_accounts::{Accounts, AuthDevice};
-use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::http::{ApiError, ApiJson, ApiPath, ApiQuery};
 use sichat_core::ids::random_token;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -181,7 +181,7 @@ struct WebFingerQuery {
     resource: Option<String>,
 }
 
-async fn webfinger(State(s): State<AppState>, Query(q): Query<WebFingerQuery>) -> Response {
+async fn webfinger(State(s): State<AppState>, ApiQuery(q): ApiQuery<WebFingerQuery>) -> Response {
     let not_found = || (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response();
     let Some(resource) = q.resource else {
         return (StatusCode::BAD_REQUEST, Json(json!({"error": "resource is required"}))).into_response();
@@ -214,8 +214,8 @@ async fn webfinger(State(s): State<AppState>, Query(q): Query<WebFingerQuery>) -
 // ---- registration ----
 
 async fn register(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return oauth_error(OidcError::bad("invalid_client_metadata", "the body is not JSON"));
+    let Ok(body) = sichat_core::json::from_slice_bounded::<Value>(&body, sichat_core::json::MAX_DEPTH) else {
+        return oauth_error(OidcError::bad("invalid_client_metadata", "the body is not JSON (or nests too deep)"));
     };
     match s.op.register(body, bearer(&headers).as_deref()).await {
         Ok(r) => {
@@ -233,7 +233,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
-async fn read_client(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn read_client(State(s): State<AppState>, ApiPath(id): ApiPath<String>, headers: HeaderMap) -> Response {
     let Some(token) = bearer(&headers) else {
         return oauth_error(OidcError::new(
             StatusCode::UNAUTHORIZED,
@@ -257,7 +257,7 @@ async fn read_client(State(s): State<AppState>, Path(id): Path<String>, headers:
 async fn authorize(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> Response {
     let client_id = q.get("client_id").cloned().unwrap_or_default();
     let client = match s.op.client(&client_id).await {
@@ -391,7 +391,7 @@ struct ConsentQuery {
     request: String,
 }
 
-async fn consent_page(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<ConsentQuery>) -> Response {
+async fn consent_page(State(s): State<AppState>, headers: HeaderMap, ApiQuery(q): ApiQuery<ConsentQuery>) -> Response {
     let pending = match s.op.pending(&q.request).await {
         Ok(Some(p)) => p,
         Ok(None) => {
@@ -566,7 +566,11 @@ async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormMap
 
 // ---- logout ----
 
-async fn logout(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn logout(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+) -> Response {
     end_session(&s, &headers, q).await
 }
 
@@ -669,7 +673,7 @@ async fn list_consents(State(s): State<AppState>, me: AuthDevice) -> Result<Json
 async fn revoke_consent(
     State(s): State<AppState>,
     me: AuthDevice,
-    Path(client_id): Path<String>,
+    ApiPath(client_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     match s.op.revoke_consent(&me.user_id, &client_id).await.map_err(api_error)? {
         true => Ok(StatusCode::NO_CONTENT),

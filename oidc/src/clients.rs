@@ -370,7 +370,8 @@ pub async fn register(
         map.entry("subject_type").or_insert_with(|| policy.default_subject_type.clone().into());
     }
     refuse_unsupported(&body)?;
-    let metadata: Metadata = serde_json::from_value(body).map_err(|e| bad_metadata(e.to_string()))?;
+    let metadata: Metadata =
+        serde_json::from_value(body).map_err(|e| bad_metadata(sichat_core::json::describe(e).to_string()))?;
     validate(&metadata)?;
     policy.admits(&metadata)?;
     let id = new_id();
@@ -499,7 +500,8 @@ pub async fn from_document(db: &Db, fetcher: &Fetcher, id: &str, policy: &Regist
         map.entry("token_endpoint_auth_method").or_insert_with(|| "none".into());
     }
     refuse_unsupported(&doc).map_err(|e| bad(e.description))?;
-    let metadata: Metadata = serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
+    let metadata: Metadata =
+        serde_json::from_value(doc).map_err(|e| bad(sichat_core::json::describe(e).to_string()))?;
     if !["none", "private_key_jwt"].contains(&metadata.token_endpoint_auth_method.as_str()) {
         return Err(bad("a metadata document client cannot use a shared secret".into()));
     }

@@ -15,7 +15,7 @@ use crate::passkeys::Passkeys;
 use crate::provider::{Next, Pending, Provider, SESSION_TTL_MS};
 use crate::signin_pages::{self, AccountView, SignInForms};
 use crate::OidcError;
-use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRef, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sichat_accounts::protocol::PendingApproval;
 use sichat_accounts::{Accounts, AuthDevice};
-use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::http::{ApiError, ApiJson, ApiPath, ApiQuery};
 use sichat_core::ids::{random_token, token_hash};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -218,7 +218,7 @@ struct RequestQuery {
     request: String,
 }
 
-async fn login_form(State(St(s)): State<St>, Query(q): Query<RequestQuery>) -> Response {
+async fn login_form(State(St(s)): State<St>, ApiQuery(q): ApiQuery<RequestQuery>) -> Response {
     match s.op.pending(&q.request).await {
         Ok(Some(p)) => {
             let hint = p.params.login_hint.clone().unwrap_or_default();
@@ -304,7 +304,7 @@ struct StatusQuery {
     approval: String,
 }
 
-async fn approval_status(State(St(s)): State<St>, Query(q): Query<StatusQuery>) -> Response {
+async fn approval_status(State(St(s)): State<St>, ApiQuery(q): ApiQuery<StatusQuery>) -> Response {
     match s.approvals.status(&q.approval).await {
         Ok(st) => {
             let status = match st {
@@ -350,7 +350,7 @@ struct CodeQuery {
     code: String,
 }
 
-async fn approve_hint(Query(q): Query<CodeQuery>) -> Response {
+async fn approve_hint(ApiQuery(q): ApiQuery<CodeQuery>) -> Response {
     let code = crate::approval::normalize_code(&q.code).unwrap_or_else(|| "CODE".into());
     html(StatusCode::OK, signin_pages::approve_hint(&code), None)
 }
@@ -360,7 +360,7 @@ async fn approve_hint(Query(q): Query<CodeQuery>) -> Response {
 async fn approval_info(
     State(St(s)): State<St>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let p: PendingApproval = s.approvals.pending(&code, &peer.ip().to_string()).await.map_err(api_error)?;
     Ok(no_store(json!(p)))
@@ -391,7 +391,7 @@ async fn list_passkeys(State(St(s)): State<St>, me: AuthDevice) -> Result<Respon
 async fn remove_passkey(
     State(St(s)): State<St>,
     me: AuthDevice,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     match s.passkeys.remove(&me.user_id, &id).await.map_err(api_error)? {
         true => Ok(StatusCode::NO_CONTENT),
@@ -434,7 +434,7 @@ struct AccountQuery {
     done: String,
 }
 
-async fn account(State(St(s)): State<St>, headers: HeaderMap, Query(q): Query<AccountQuery>) -> Response {
+async fn account(State(St(s)): State<St>, headers: HeaderMap, ApiQuery(q): ApiQuery<AccountQuery>) -> Response {
     let csrf = account_csrf(&headers);
     let session = match browser_session(&s.op, &headers).await {
         Ok(x) => x,
@@ -679,7 +679,7 @@ struct LinkQuery {
     link: String,
 }
 
-async fn link_page(State(St(s)): State<St>, headers: HeaderMap, Query(q): Query<LinkQuery>) -> Response {
+async fn link_page(State(St(s)): State<St>, headers: HeaderMap, ApiQuery(q): ApiQuery<LinkQuery>) -> Response {
     match s.passkeys.link(&q.link).await {
         Ok(Some((_, user_name, name))) => {
             let csrf = account_csrf(&headers);

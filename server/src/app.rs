@@ -81,6 +81,7 @@ pub fn router(node: &Node, limiters: &Limiters) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(node.config.request_timeout_secs),
         ))
+        .layer(middleware::from_fn(json_errors))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
@@ -110,6 +111,21 @@ async fn healthz(State(node): State<Node>) -> Response {
 
 async fn metrics_endpoint() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render())
+}
+
+/// Every error is the JSON error body: a rejection that some layer or extractor answered
+/// in plain text or with no body (a body over the limit, a method not allowed, a timeout) is
+/// rewritten by the one mapping in `sichat_core::http`. HTML pages and JSON bodies pass.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let plain = match response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(ct) => ct.starts_with("text/plain"),
+    };
+    if response.status().as_u16() < 400 || !plain {
+        return response;
+    }
+    sichat_core::http::rejection(response).await.into_response()
 }
 
 async fn not_found() -> ApiError {

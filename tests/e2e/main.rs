@@ -10,6 +10,7 @@ mod device_revoke;
 mod di_interop;
 mod group_commit;
 mod holder;
+mod hostile;
 mod issuer;
 mod mailbox;
 mod messaging;

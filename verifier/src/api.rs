@@ -4,14 +4,14 @@
 use crate::oid4vp::{NewRequest, Presentations, RequestCreated, RequestState, VpError, REQUEST_TYP};
 use crate::verify::Report;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, FromRef, Path, State};
+use axum::extract::{Form, FromRef, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sichat_accounts::{Accounts, AuthDevice};
-use sichat_core::http::{ApiError, ApiJson};
+use sichat_core::http::{ApiError, ApiJson, ApiPath};
 use sichat_issuer::oid4vci::OAuthError;
 use std::sync::Arc;
 
@@ -75,14 +75,14 @@ async fn create(
 async fn state(
     State(s): State<AppState>,
     me: AuthDevice,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RequestState>, ApiError> {
     Ok(Json(s.vp.state(&me, &id).await?))
 }
 
 async fn request_object(
     State(s): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Response, OAuthError> {
     let jwt = s.vp.request_object(&name, &id).await?;
     let content_type = format!("application/{REQUEST_TYP}");
@@ -101,7 +101,7 @@ struct DirectPost {
 /// signed answer to this request at all (only counted: the request stays open).
 async fn respond(
     State(s): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
     form: Result<Form<DirectPost>, FormRejection>,
 ) -> Result<Response, OAuthError> {
     let Form(post) = form.map_err(|e| OAuthError::new(e.status(), "invalid_request", e.body_text()))?;

@@ -5,6 +5,7 @@ use crate::policy::TrustPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sichat_core::ids::b64url_decode;
+use sichat_core::json;
 use sichat_core::jws;
 use sichat_core::net::{Fetcher, NetPolicy};
 use sichat_core::resolver::{Relationship, ResolveError, Resolver};
@@ -133,7 +134,8 @@ impl Input {
         let text = text.trim();
         let text = text.strip_prefix(ENVELOPED_PREFIX).unwrap_or(text);
         if text.starts_with('{') {
-            let doc: Value = serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
+            let doc: Value =
+                json::from_str_bounded(text, json::MAX_DEPTH).map_err(|e| format!("malformed JSON: {e}"))?;
             let presentation = types_of(&doc).iter().any(|t| t == "VerifiablePresentation");
             let text = text.to_owned();
             return Ok(match presentation {
@@ -321,7 +323,11 @@ impl Verifier {
                 Some(opts),
             )
             .await;
-        r.record("signature", signed);
+        // Nothing the presentation carries is looked at before its own signature holds:
+        // an unsigned presentation must not make this verifier do any work for it.
+        if !r.record("signature", signed) {
+            return r.finish();
+        }
         match &opts.expect {
             None => r.skip("audience_and_nonce", "no request to answer: audience and nonce were not checked"),
             Some(e) => {
@@ -335,6 +341,9 @@ impl Verifier {
                         Some(jwt) => self.verify_credential(VC_JWT, jwt, &credential_opts(opts)).await,
                         None => unreadable("an EnvelopedVerifiableCredential must carry a data:application/vc+jwt URL"),
                     }
+                }
+                Value::Object(_) if format == VP_JWT => {
+                    unreadable("a vp+jwt carries its credentials as EnvelopedVerifiableCredential entries only")
                 }
                 Value::Object(_) => self.verify_credential(LDP_VC, &item.to_string(), &credential_opts(opts)).await,
                 _ => unreadable(
@@ -552,7 +561,9 @@ fn decode(format: &str, text: &str) -> Result<(Value, Option<Value>), String> {
             let (header, payload) = jws::unverified_parts(text).map_err(|e| format!("malformed JWT: {e}"))?;
             Ok((payload, Some(header)))
         }
-        _ => serde_json::from_str(text).map(|doc| (doc, None)).map_err(|e| format!("malformed JSON: {e}")),
+        _ => json::from_str_bounded(text, json::MAX_DEPTH)
+            .map(|doc| (doc, None))
+            .map_err(|e| format!("malformed JSON: {e}")),
     }
 }
 
