@@ -4,6 +4,7 @@
 mod accounts;
 mod bad_input;
 mod browser;
+mod connections;
 mod crash;
 mod group_commit;
 mod issuer;
@@ -13,5 +14,7 @@ mod oid4vci;
 mod oidc;
 mod oidc_clients;
 mod process;
+mod proxies;
+mod schema;
 mod signin;
 mod verifier;
