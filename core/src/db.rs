@@ -10,7 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor};
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
@@ -157,6 +157,10 @@ impl Db {
         // to its worker thread) each time it is taken from the pool.
         // A PostgreSQL connection in steady use is not pinged either: only one that sat idle
         // (it may have been dropped by the server or a restart) is checked before use.
+        let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_path(url)).flatten();
+        if let Some(path) = &sqlite_file {
+            create_private(path)?;
+        }
         let options = match backend {
             Backend::Sqlite => AnyPoolOptions::new().max_connections(1).min_connections(1).test_before_acquire(false),
             Backend::Postgres => {
@@ -192,6 +196,9 @@ impl Db {
             })
             .connect(url)
             .await?;
+        if let Some(path) = &sqlite_file {
+            make_private(path)?;
+        }
         // Readers open lazily, after the writer has created the file and set WAL mode. (An
         // in-memory database is private to its connection: it gets no readers.)
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -256,6 +263,9 @@ impl Db {
 
     /// A consistent copy of an SQLite database (`VACUUM INTO`).
     pub async fn backup_sqlite(&self, dest: &Path) -> Result<(), CoreError> {
+        // An empty file is a valid target; making it first keeps the copy private (0600)
+        // and refuses to overwrite anything.
+        create_new_private(dest)?;
         sqlx::query("VACUUM INTO $1").bind(dest.display().to_string()).execute(&self.pool).await?;
         Ok(())
     }
@@ -267,6 +277,57 @@ impl Db {
         }
         self.pool.close().await;
     }
+}
+
+/// The file of a `sqlite://PATH?…` URL; `None` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.is_empty() || path == ":memory:" || query.split('&').any(|p| p == "mode=memory");
+    (!in_memory).then(|| PathBuf::from(path))
+}
+
+/// Create the database file `0600` if it does not exist yet: SQLite gives its `-wal` and
+/// `-shm` files the database file's mode, so they are private too.
+fn create_private(path: &Path) -> Result<(), CoreError> {
+    match create_new_private(path) {
+        Err(CoreError::DatabaseFile { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+fn create_new_private(path: &Path) -> Result<(), CoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| CoreError::DatabaseFile { path: path.to_owned(), source })?;
+    Ok(())
+}
+
+/// A database made by an older version (or by hand) may be readable by others: the
+/// database, its WAL and its shared-memory index hold every account's data. Make them
+/// `0600`, and say so.
+fn make_private(path: &Path) -> Result<(), CoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else { continue };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(|source| CoreError::DatabaseFile { path: file.clone(), source })?;
+            tracing::warn!(file = %file.display(), "the database was readable by other users (mode {mode:o}); made it private");
+        }
+    }
+    Ok(())
 }
 
 /// Whether an error is a unique-constraint violation (a name or key already taken).

@@ -17,6 +17,8 @@ pub enum CoreError {
     Sealed(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database file {path}: {source}")]
+    DatabaseFile { path: std::path::PathBuf, source: std::io::Error },
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 }

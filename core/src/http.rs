@@ -1,18 +1,21 @@
-//! One error shape for every HTTP API: a status, a stable `error` code and a human `message`,
-//! and the extractors every handler uses ([`ApiJson`], [`ApiPath`], [`ApiQuery`], [`Api`]) so
-//! that their rejections take that shape too, never axum's plain text or a Rust type name.
+//! One error shape for every HTTP API: a status, a stable `error` code and a human `message`;
+//! the extractors every handler uses ([`ApiJson`], [`ApiPath`], [`ApiQuery`], [`Api`]) so
+//! that their rejections take that shape too, never axum's plain text or a Rust type name;
+//! the client's address ([`ClientAddr`]); and the body limit every router applies ([`limit_body`]).
 
 use crate::json::{self, JsonError};
 use axum::body::Bytes;
 use axum::extract::path::ErrorKind;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{self, header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
 
 /// The JSON body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,4 +200,83 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
     }
+}
+
+/// The address of the client a request came from: the TCP peer, or, behind a trusted
+/// reverse proxy, the address that proxy forwarded. Every per-address limit keys on it.
+///
+/// The node's client-address middleware puts it in the request's extensions; without it
+/// (an app served without that middleware) the extractor falls back to the TCP peer from
+/// `ConnectInfo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub IpAddr);
+
+impl ClientAddr {
+    /// The client address of a request's parts, if the server recorded any.
+    pub fn of(parts: &http::request::Parts) -> Option<Self> {
+        Self::from_extensions(&parts.extensions)
+    }
+
+    pub fn from_extensions(ext: &http::Extensions) -> Option<Self> {
+        ext.get::<ClientAddr>()
+            .copied()
+            .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| ClientAddr(c.0.ip().to_canonical())))
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        Self::of(parts).ok_or_else(|| ApiError::internal("the server records no client address (no ConnectInfo)"))
+    }
+}
+
+/// The largest request body `router` takes, everywhere in it: a declared `Content-Length`
+/// over `limit` is refused at once, before the client sends the body; a body that turns
+/// out larger while it is read is refused too. Both answer `413` with the JSON error body
+/// (`body_too_large`), whichever extractor noticed.
+pub fn limit_body<S: Clone + Send + Sync + 'static>(router: axum::Router<S>, limit: usize) -> axum::Router<S> {
+    router
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| refuse_large_bodies(limit, req, next)))
+}
+
+async fn refuse_large_bodies(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return body_too_large(limit).into_response();
+    }
+    let resp = next.run(req).await;
+    // axum's own rejections of an over-long body (the `Bytes`, `String` and `Form`
+    // extractors) are plain text; endpoints that answer JSON themselves keep theirs.
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&resp) {
+        return body_too_large(limit).into_response();
+    }
+    resp
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than this endpoint takes ({limit} bytes)"),
+    )
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"))
 }

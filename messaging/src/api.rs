@@ -6,7 +6,7 @@ use crate::service::Received;
 use crate::Messaging;
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,14 +32,13 @@ const BODY_OVERHEAD: usize = 16 * 1024;
 
 pub fn router(messaging: Arc<Messaging>) -> Router {
     let limit = messaging.settings.max_message_bytes + BODY_OVERHEAD;
-    Router::new()
+    let routes = Router::new()
         .route("/api/v1/messages", post(send))
         .route("/api/v1/messages/ws", get(pickup))
         .route("/api/v1/messages/policy", get(policy).put(set_policy))
         .route("/api/v1/messages/{id}", get(status))
-        .route(DIDCOMM_PATH, post(deliver))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(AppState { messaging })
+        .route(DIDCOMM_PATH, post(deliver));
+    sichat_core::http::limit_body(routes, limit).with_state(AppState { messaging })
 }
 
 async fn send(State(s): State<AppState>, me: AuthDevice, body: Bytes) -> Result<Response, ApiError> {

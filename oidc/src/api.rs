@@ -7,7 +7,7 @@ use crate::provider::{Next, Pending, Provider};
 use crate::signin::{self, Signin};
 use crate::OidcError;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRef, State};
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -16,10 +16,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sichat_accounts::{Accounts, AuthDevice};
-use sichat_core::http::{ApiError, ApiJson, ApiPath, ApiQuery};
+use sichat_core::http::{ApiError, ApiJson, ApiPath, ApiQuery, ClientAddr};
 use sichat_core::ids::random_token;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub(crate) const SESSION_COOKIE: &str = "sichat_op";
@@ -359,7 +358,7 @@ struct LoginForm {
 
 async fn login(
     State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -378,7 +377,7 @@ async fn login(
         let (signin, pending, username) = (&s.signin, &pending, &f.username);
         async move { signin::login_page(signin, pending, username, Some(&why), status).await }
     };
-    match s.op.check_password(f.username.trim(), &f.password, peer.ip()).await {
+    match s.op.check_password(f.username.trim(), &f.password, peer).await {
         Ok(Some(user_id)) => signin::signed_in(&s.op, Some(&pending), &user_id, SignIn::Password).await,
         Ok(None) => retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()).await,
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => retry(e.status, e.description).await,

@@ -15,7 +15,7 @@ use crate::passkeys::Passkeys;
 use crate::provider::{Next, Pending, Provider, SESSION_TTL_MS};
 use crate::signin_pages::{self, AccountView, SignInForms};
 use crate::OidcError;
-use axum::extract::{ConnectInfo, FromRef, State};
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -24,9 +24,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sichat_accounts::protocol::PendingApproval;
 use sichat_accounts::{Accounts, AuthDevice};
-use sichat_core::http::{ApiError, ApiJson, ApiPath, ApiQuery};
+use sichat_core::http::{ApiError, ApiJson, ApiPath, ApiQuery, ClientAddr};
 use sichat_core::ids::{random_token, token_hash};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
@@ -359,10 +358,10 @@ async fn approve_hint(ApiQuery(q): ApiQuery<CodeQuery>) -> Response {
 
 async fn approval_info(
     State(St(s)): State<St>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     ApiPath(code): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let p: PendingApproval = s.approvals.pending(&code, &peer.ip().to_string()).await.map_err(api_error)?;
+    let p: PendingApproval = s.approvals.pending(&code, &peer.to_string()).await.map_err(api_error)?;
     Ok(no_store(json!(p)))
 }
 
@@ -374,10 +373,10 @@ struct ApproveBody {
 
 async fn approve(
     State(St(s)): State<St>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     ApiJson(b): ApiJson<ApproveBody>,
 ) -> Result<Response, ApiError> {
-    let p = s.approvals.approve(&b.approval, &peer.ip().to_string()).await.map_err(api_error)?;
+    let p = s.approvals.approve(&b.approval, &peer.to_string()).await.map_err(api_error)?;
     Ok(no_store(json!({"approved": true, "sign_in": p})))
 }
 
@@ -485,7 +484,7 @@ struct AccountLoginForm {
 
 async fn account_login(
     State(St(s)): State<St>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     headers: HeaderMap,
     form: Result<Form<AccountLoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -495,7 +494,7 @@ async fn account_login(
     if let Err(e) = checked(&s.op, &headers, "", &f.csrf).await {
         return failed_page(&e);
     }
-    match s.op.check_password(f.username.trim(), &f.password, peer.ip()).await {
+    match s.op.check_password(f.username.trim(), &f.password, peer).await {
         Ok(Some(user_id)) => signed_in(&s.op, None, &user_id, SignIn::Password).await,
         Ok(None) => {
             let e = OidcError::new(StatusCode::UNAUTHORIZED, "access_denied", "Wrong user name or password.");

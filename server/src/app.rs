@@ -4,15 +4,15 @@
 use crate::metrics;
 use crate::startup::Node;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sichat_core::http::ApiError;
-use std::net::{IpAddr, SocketAddr};
+use sichat_core::http::{ApiError, ClientAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,8 +63,8 @@ pub fn router(node: &Node, limiters: &Limiters) -> Router {
         .merge(sichat_holder::store::router(node.db.clone(), node.accounts.clone()))
         .merge(sichat_verifier::api::router(node.presentations.clone(), node.accounts.clone()))
         .merge(sichat_oidc::api::router(node.oidc.clone(), node.accounts.clone()))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(node.config.body_limit_bytes))
+        .fallback(not_found);
+    let limited = sichat_core::http::limit_body(limited, node.config.body_limit_bytes)
         .layer(middleware::from_fn_with_state(limiters.general.clone(), rate_limit));
     // Messaging has limits of its own, per device, sending node and sender: a node
     // delivering for many users must not hit a per-address limit meant for browsers.
@@ -84,6 +84,8 @@ pub fn router(node: &Node, limiters: &Limiters) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // First of all: who is asking, for every per-address limit after it.
+        .layer(middleware::from_fn_with_state(node.config.trusted_proxies(), crate::proxy::record_client))
 }
 
 /// Request spans name the route template, never the path itself: some paths carry
@@ -134,8 +136,7 @@ async fn not_found() -> ApiError {
 
 /// Per-client-address rate limit.
 async fn rate_limit(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    if let Some(ip) = ip {
+    if let Some(ClientAddr(ip)) = ClientAddr::from_extensions(req.extensions()) {
         if limiter.check_key(&ip).is_err() {
             ::metrics::counter!("sichat_rate_limited_total").increment(1);
             let mut resp =

@@ -1,6 +1,7 @@
 //! Configuration: defaults that run out of the box, then a TOML file, then `SICHAT_*`
 //! environment variables, then command-line flags. Unknown keys in the file are errors.
 
+use crate::proxy::{Cidr, ProxyHeader, TrustedProxies};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,20 @@ pub struct Config {
     /// Largest request body accepted.
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
+    /// How long a connection may take to send a request's head, counted from when it is
+    /// opened or has had its last response (so also how long an idle keep-alive lasts).
+    pub header_read_timeout_secs: u64,
+    /// A connection that moves no byte either way for this long is closed. Longer than
+    /// `request_timeout_secs`.
+    pub idle_timeout_secs: u64,
+    /// Open connections one client address may hold (trusted proxies are not capped).
+    pub max_connections_per_address: usize,
+    /// Reverse proxies (addresses or networks, `["10.0.0.0/8", "::1"]`) whose
+    /// `proxy_header` names the client. Every per-address limit keys on that client
+    /// address; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<Cidr>,
+    /// The header those proxies write: `x-forwarded-for` (default) or `forwarded` (RFC 7239).
+    pub proxy_header: ProxyHeader,
     /// Requests per second per client address, and the burst allowed above it.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
@@ -88,6 +103,11 @@ impl Default for Config {
             log_format: LogFormat::Text,
             body_limit_bytes: 64 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 15,
+            idle_timeout_secs: 60,
+            max_connections_per_address: 64,
+            trusted_proxies: Vec::new(),
+            proxy_header: ProxyHeader::XForwardedFor,
             rate_limit_per_second: 20,
             rate_limit_burst: 60,
             session_ttl_secs: 15 * 60,
@@ -124,6 +144,11 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "body_limit_bytes",
     "request_timeout_secs",
+    "header_read_timeout_secs",
+    "idle_timeout_secs",
+    "max_connections_per_address",
+    "trusted_proxies",
+    "proxy_header",
     "rate_limit_per_second",
     "rate_limit_burst",
     "session_ttl_secs",
@@ -191,6 +216,12 @@ impl Config {
         if self.body_limit_bytes < 1024 {
             return Err("body_limit_bytes must be at least 1024".into());
         }
+        if self.header_read_timeout_secs == 0 || self.max_connections_per_address == 0 {
+            return Err("header_read_timeout_secs and max_connections_per_address must be at least 1".into());
+        }
+        if self.idle_timeout_secs <= self.request_timeout_secs {
+            return Err("idle_timeout_secs must be longer than request_timeout_secs".into());
+        }
         if self.rate_limit_per_second == 0 || self.rate_limit_burst == 0 {
             return Err("rate_limit_per_second and rate_limit_burst must be at least 1".into());
         }
@@ -217,6 +248,11 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The reverse proxies whose forwarding header names the client.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(&self.trusted_proxies, self.proxy_header)
     }
 
     /// The OpenID Provider's part of the configuration.
@@ -292,6 +328,22 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         let flags = Overrides { listen: Some("127.0.0.1:9001".parse().unwrap()), ..Default::default() };
         assert_eq!(Config::load(Some(&file), &flags).unwrap().listen.port(), 9001, "flags win over the file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("sichat-cfg-{}", sichat_core::ids::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sichat.toml");
+        std::fs::write(&file, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nproxy_header = \"forwarded\"\n").unwrap();
+        let c = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.proxy_header, ProxyHeader::Forwarded);
+        assert!(c.trusted_proxies().is_trusted("10.9.8.7".parse().unwrap()));
+        std::fs::write(&file, "trusted_proxies = [\"proxy.example\"]\n").unwrap();
+        let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(err.contains("proxy.example"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,10 +1,9 @@
 //! Running a node until it is told to stop.
 
 use crate::app;
+use crate::conn::{self, ConnLimits};
 use crate::startup::Node;
-use axum::serve::ListenerExt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -23,18 +22,8 @@ pub async fn serve(
     let housekeeping = tokio::spawn(housekeeping(node.clone(), limiters));
     let outbox = tokio::spawn(node.messaging.clone().run_outbox());
     let listener_task = tokio::spawn(sichat_messaging::live::listen(node.db.clone(), node.messaging.hub()));
-    // Without TCP_NODELAY, a small write that follows another before the peer has
-    // acknowledged it waits for that acknowledgement: up to 40 ms of delayed ACK on Linux.
-    // The pickup WebSocket does exactly that (a `status`, then a `delivery`), which put
-    // 20–40 ms on most live deliveries.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = ConnLimits::from_config(&node.config);
+    conn::serve_connections(listener, app, limits, node.config.trusted_proxies(), shutdown).await;
     // Live pickup sessions outlive their upgrade requests: close them too, so devices hear
     // "going away" and what they acknowledged is written before the database closes.
     if tokio::time::timeout(SESSIONS_CLOSE, node.messaging.hub().close_sessions()).await.is_err() {
@@ -44,7 +33,7 @@ pub async fn serve(
     outbox.abort();
     listener_task.abort();
     node.db.close().await;
-    result
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

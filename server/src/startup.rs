@@ -45,6 +45,7 @@ impl Node {
                 .create(&config.data_dir)
                 .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         }
+        warn_if_others_can_read(&config.data_dir);
         let env_key = std::env::var("SICHAT_MASTER_KEY").ok().filter(|v| !v.is_empty());
         let (master, master_key_source) = MasterKey::load_or_create(&config.data_dir, env_key.as_deref())?;
         let url = config.database_url();
@@ -125,6 +126,22 @@ fn register_account_hooks(accounts: &Accounts) {
     accounts.register_hooks(Arc::new(sichat_verifier::account_hooks::VerifierAccountHooks));
     accounts.register_hooks(Arc::new(sichat_holder::account_hooks::HolderAccountHooks));
     accounts.register_hooks(Arc::new(sichat_messaging::account_hooks::MessagingAccountHooks));
+}
+
+/// The data directory holds the master key, the database and its WAL: other users of the
+/// machine have no business listing or reading it. The files in it are private
+/// themselves; say so when the directory is not.
+fn warn_if_others_can_read(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "the data directory {} is open to other users (mode {mode:o}); run `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
 }
 
 /// A database URL with any password removed, for messages.

@@ -261,3 +261,49 @@ async fn secrets_stay_out_of_the_logs_run() {
         assert!(!log.contains(secret), "the {what} reached the log");
     }
 }
+
+/// The database, its WAL and shared-memory files and backups are private (0600), one made
+/// readable by an older version is made private, a data directory open to others is
+/// warned about, and a log written to a file has no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_files_are_private_and_file_logs_are_plain() {
+    sichat_e2e::or_hung(database_files_are_private_and_file_logs_are_plain_run()).await
+}
+
+async fn database_files_are_private_and_file_logs_are_plain_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode();
+    let dir = TempDir::new("modes");
+    let Some(db) = TestDb::create(Backend::Sqlite, dir.path()).await else { return };
+    let file = dir.path().join("test.db");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let port = free_port();
+    let (mut node, banner) = start(&data, &db.url, port, true).await;
+    let url = field(&banner, "URL:");
+    assert_eq!(reqwest::get(format!("{url}/healthz")).await.expect("healthz").status().as_u16(), 200);
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.path().join(format!("test.db{suffix}"));
+        assert_eq!(mode(&path) & 0o777, 0o600, "{}", path.display());
+    }
+    let copy = dir.path().join("backup.db");
+    let out = sichatd(&data, &db.url).args(["admin", "backup"]).arg(&copy).output().await.expect("backup");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&copy) & 0o777, 0o600, "the backup is private");
+    sigterm(&mut node).await;
+
+    let log = std::fs::read_to_string(log_path(&data, port)).expect("log");
+    assert!(log.contains("listening"), "{log}");
+    assert!(!log.contains("\x1b["), "colour codes in a log file: {log:?}");
+    assert!(log.contains("open to other users"), "no warning about the data directory: {log}");
+
+    // A database left readable by others (an older version made it so) is made private.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let port = free_port();
+    let (mut node, _) = start(&data, &db.url, port, false).await;
+    assert_eq!(mode(&file) & 0o777, 0o600);
+    sigterm(&mut node).await;
+    let log = std::fs::read_to_string(log_path(&data, port)).expect("log");
+    assert!(log.contains("made it private"), "{log}");
+}
