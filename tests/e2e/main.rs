@@ -8,6 +8,7 @@ mod crash;
 mod group_commit;
 mod issuer;
 mod mailbox;
+mod mailbox_abuse;
 mod messaging;
 mod oid4vci;
 mod oidc;
