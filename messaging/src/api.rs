@@ -62,13 +62,15 @@ async fn set_policy(
     Ok(Json(s.messaging.set_policy(&me, policy).await?))
 }
 
-/// The pickup WebSocket. The bearer token is kept to notice when the session ends.
+/// The pickup WebSocket. The bearer token is kept to notice when the session ends. Past
+/// the device's or the account's number of open sessions the upgrade is refused (`429`).
 async fn pickup(
     State(s): State<AppState>,
     me: AuthDevice,
     headers: HeaderMap,
     Api(ws): Api<WebSocketUpgrade>,
-) -> Response {
+) -> Result<Response, ApiError> {
+    let slot = s.messaging.sessions.open(&me.user_id, &me.device_id)?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -77,7 +79,10 @@ async fn pickup(
         .trim()
         .to_owned();
     let messaging = s.messaging.clone();
-    ws.max_message_size(256 * 1024).on_upgrade(move |socket| crate::pickup::serve(messaging, me, token, socket))
+    Ok(ws.max_message_size(256 * 1024).on_upgrade(move |socket| async move {
+        crate::pickup::serve(messaging, me, token, socket).await;
+        drop(slot);
+    }))
 }
 
 /// Another node delivers a forward, signed by its node key.

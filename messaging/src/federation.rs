@@ -7,8 +7,6 @@ use crate::{Messaging, MessagingError};
 use axum::http::{HeaderMap, Method, Uri};
 use sichat_core::did::Did;
 use sichat_core::ids::now_ms;
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// Post `body` to another node's DIDComm endpoint, vouching for `sender`.
 pub(crate) async fn post(m: &Messaging, endpoint: &str, sender: &Did, body: &[u8]) -> Result<(), Failure> {
@@ -34,30 +32,38 @@ pub(crate) async fn post(m: &Messaging, endpoint: &str, sender: &Did, body: &[u8
     }
 }
 
-/// Nonces of verified requests, until their signatures expire: a captured request sent
-/// again is refused even before its message id would be recognised.
-#[derive(Default)]
-pub(crate) struct SeenNonces(Mutex<HashMap<String, i64>>);
+/// Remember the nonce of a verified request until its signature expires; false if it was
+/// seen before and has not expired (a replay). Check and insert are one statement, in the
+/// database: the guard holds across restarts and replicas. (`now`, `expires`: seconds.)
+async fn first_time(m: &Messaging, node: &Did, nonce: &str, expires: i64, now: i64) -> Result<bool, MessagingError> {
+    let (node, nonce) = (node.to_string(), nonce.to_owned());
+    let first = m
+        .writes
+        .write(move |c| {
+            let (node, nonce) = (node.clone(), nonce.clone());
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "INSERT INTO msg_federation_nonces (node_did, nonce, expires) VALUES ($1, $2, $3) \
+                     ON CONFLICT (node_did, nonce) DO UPDATE SET expires = excluded.expires \
+                     WHERE msg_federation_nonces.expires <= $4",
+                )
+                .bind(&node)
+                .bind(&nonce)
+                .bind(expires)
+                .bind(now)
+                .execute(c)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await?;
+    Ok(first)
+}
 
-impl SeenNonces {
-    /// Remember `key` until `expires`; false if it was already there.
-    fn first_time(&self, key: String, expires: i64, now: i64) -> bool {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() > 100_000 {
-            seen.retain(|_, until| *until > now);
-        }
-        match seen.get(&key) {
-            Some(until) if *until > now => false,
-            _ => {
-                seen.insert(key, expires);
-                true
-            }
-        }
-    }
-
-    pub(crate) fn forget_expired(&self, now: i64) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
-    }
+/// Forget nonces whose signatures have expired (`now`: seconds).
+pub(crate) async fn forget_expired_nonces(c: &mut sqlx::AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM msg_federation_nonces WHERE expires <= $1").bind(now).execute(c).await?;
+    Ok(done.rows_affected())
 }
 
 /// Who sent a delivery: the node whose key signed it, and the user it vouches for.
@@ -84,7 +90,7 @@ pub(crate) async fn authenticate(
         ::metrics::counter!("sichat_federation_refused_total").increment(1);
         MessagingError::BadSignature(e.to_string())
     })?;
-    if !m.nonces.first_time(format!("{} {}", peer.node_did, peer.nonce), peer.expires, now) {
+    if !first_time(m, &peer.node_did, &peer.nonce, peer.expires, now).await? {
         return Err(MessagingError::BadSignature("this signed request was already received (a replay)".into()));
     }
     Ok(Vouched { node: peer.node_did, sender: peer.sender })

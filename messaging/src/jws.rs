@@ -1,5 +1,6 @@
 //! JWS in general JSON serialization (RFC 7515 §7.2.1), as DIDComm signs messages:
-//! `typ` and `alg` protected, the signer's DID URL as `kid` in the unprotected header.
+//! `typ` and `alg` protected, the signer's DID URL as `kid` in the unprotected header. A `kid`
+//! in both headers (as other implementations write it) is accepted when the two are equal.
 //!
 //! Signing is EdDSA (Ed25519). Verifying takes EdDSA or ES256, whichever the resolved
 //! key is; the header's `alg` must be that key's.
@@ -69,7 +70,17 @@ impl Signed {
         let protected_bytes = b64url_decode(&sig.protected).ok_or_else(|| bad("protected header is not base64url"))?;
         let protected: Map<String, Value> =
             serde_json::from_slice(&protected_bytes).map_err(|_| bad("protected header is not a JSON object"))?;
-        let header = sig.header.unwrap_or_default();
+        let mut header = sig.header.unwrap_or_default();
+        // RFC 7515 §7.2.1 wants the two headers disjoint, but other DIDComm implementations
+        // put the signer's `kid` in both. The same value twice says nothing new: accept it
+        // (once, from the protected header). Two different signers named is refused.
+        if let (Some(Value::String(p)), Some(u)) = (protected.get("kid"), header.get("kid")) {
+            if u.as_str() != Some(p.as_str()) {
+                return Err(bad(format!("the protected `kid` {p:?} and the unprotected `kid` {u} differ")));
+            }
+            tracing::debug!(kid = %p, "JWS names its `kid` in both headers (identically): accepted");
+            header.remove("kid");
+        }
         if let Some(name) = protected.keys().find(|k| header.contains_key(*k)) {
             return Err(bad(format!("{name:?} is both protected and unprotected")));
         }
@@ -167,6 +178,21 @@ mod tests {
         assert!(matches!(s.verify(&PublicKey::Ed25519(k.public())), Err(EnvelopeError::BadSignature)));
     }
 
+    /// Other DIDComm implementations name the signer's `kid` in both headers: the same
+    /// value twice is one signer, and the signature still has to verify.
+    #[test]
+    fn the_same_kid_in_both_headers_is_one_signer() {
+        let k = Ed25519KeyPair::generate();
+        let protected = b64url(br#"{"typ":"application/didcomm-signed+json","alg":"EdDSA","kid":"did:example:a#k"}"#);
+        let payload = b64url(br#"{"a":1}"#);
+        let signature = b64url(&k.sign(format!("{protected}.{payload}").as_bytes()));
+        let jws = json!({"payload": payload, "signatures": [
+            {"protected": protected, "signature": signature, "header": {"kid": "did:example:a#k"}}]});
+        let s = Signed::parse(jws).unwrap();
+        assert_eq!(s.kid(), "did:example:a#k");
+        assert_eq!(s.verify(&PublicKey::Ed25519(k.public())).unwrap(), br#"{"a":1}"#);
+    }
+
     #[test]
     fn malformed_jws_is_refused() {
         let k = Ed25519KeyPair::generate();
@@ -189,6 +215,12 @@ mod tests {
             assert!(matches!(Signed::parse(bad), Err(EnvelopeError::MalformedJws(_))), "{what}");
         }
         assert!(matches!(Signed::parse(crit), Err(EnvelopeError::UnsupportedAlgorithm(_))));
+        let mut conflicting = v.clone();
+        conflicting["signatures"][0]["protected"] = json!(b64url(br#"{"alg":"EdDSA","kid":"did:example:b#k"}"#));
+        assert!(matches!(Signed::parse(conflicting), Err(EnvelopeError::MalformedJws(_))), "two signers named");
+        let mut alg_twice = v.clone();
+        alg_twice["signatures"][0]["header"]["alg"] = json!("EdDSA");
+        assert!(matches!(Signed::parse(alg_twice), Err(EnvelopeError::MalformedJws(_))), "other names stay disjoint");
         let s = Signed::parse(none).unwrap();
         assert!(matches!(s.verify(&PublicKey::Ed25519(k.public())), Err(EnvelopeError::UnsupportedAlgorithm(_))));
     }

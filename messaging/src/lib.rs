@@ -18,7 +18,8 @@
 //! - [`service`]: [`Messaging`]: sending into the outbox, the delivery worker, receiving
 //!   under the recipient's [`policy`], housekeeping.
 //! - [`mailbox`] and [`outbox`]: their tables. [`live`]: waking connected devices.
-//! - [`pickup`]: Message Pickup 3.0 over a WebSocket. [`api`]: the HTTP endpoints.
+//! - [`pickup`]: Message Pickup 3.0 over a WebSocket, at most so many per device and account
+//!   ([`sessions`]). [`api`]: the HTTP endpoints.
 //! - `federation`: posting to other nodes and authenticating their deliveries, with
 //!   [`federation_auth`] (RFC 9421 signatures by the node key).
 
@@ -39,6 +40,7 @@ pub mod outbox;
 pub mod pickup;
 pub mod policy;
 pub mod service;
+pub mod sessions;
 
 pub use envelope::{
     pack_anoncrypt, pack_authcrypt, pack_signed, unpack, AgreementKey, KeyResolver, RecipientKey, SigningKey,

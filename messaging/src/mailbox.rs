@@ -109,6 +109,15 @@ pub async fn recent_requests(c: &mut Conn, user_id: &str, sender: &str, since: i
     Ok((row.try_get("mine")?, row.try_get("total")?))
 }
 
+/// What a user's mailbox may hold: `total` bytes, of which the requests folder at most
+/// `requests`. Over either, requests go first; requests never make room by dropping inbox
+/// messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub total: i64,
+    pub requests: i64,
+}
+
 /// A message to keep, the devices to keep it for, and the notice for other replicas.
 pub struct Incoming {
     pub message: NewMessage,
@@ -117,20 +126,22 @@ pub struct Incoming {
     pub notify: Option<String>,
 }
 
-/// Keep each message for each of its devices, inside the caller's transaction, then drop a
-/// user's oldest messages while their mailbox is over `quota` bytes. One answer per item.
-/// On PostgreSQL one statement per [`STATEMENT_BYTES`] of messages; SQLite, which has no
-/// writing `WITH`, runs a few cheap in-process statements per message.
-pub async fn insert_all(c: &mut Conn, items: Vec<Arc<Incoming>>, quota: i64) -> Result<Vec<Inserted>, sqlx::Error> {
+/// Keep each message for each of its devices, inside the caller's transaction, then make
+/// room under `quota` (see [`make_room`]). One answer per item. On PostgreSQL one statement
+/// per [`STATEMENT_BYTES`] of messages; SQLite, which has no writing `WITH`, runs a few
+/// cheap in-process statements per message.
+pub async fn insert_all(c: &mut Conn, items: Vec<Arc<Incoming>>, quota: Quota) -> Result<Vec<Inserted>, sqlx::Error> {
     if !is_postgres(c) {
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
             let m = &item.message;
             out.push(match keep_sqlite(c, m, &item.devices).await? {
-                Some((seq, used)) if used > quota => {
-                    Inserted::New { dropped: drop_oldest(c, &m.user_id, used - quota, seq, m.received_at).await? }
+                Some((seq, used)) => {
+                    let newest = Newest { seq, size: m.envelope.len() as i64, request: is_request(m) == 1 };
+                    Inserted::New {
+                        dropped: make_room(c, &m.user_id, used, newest, newest.request, quota, m.received_at).await?,
+                    }
                 }
-                Some(_) => Inserted::New { dropped: (0, 0) },
                 None => repeated(c, m).await?,
             });
         }
@@ -147,20 +158,23 @@ pub async fn insert_all(c: &mut Conn, items: Vec<Arc<Incoming>>, quota: i64) -> 
             None => repeated(c, &item.message).await?,
         });
     }
-    // Over quota: drop once per user, never this batch's newest message of theirs.
-    let mut users: BTreeMap<&str, (usize, i64, i64)> = BTreeMap::new();
+    // Over quota: make room once per user, around this batch's newest message of theirs.
+    // (index, seq, bytes after the batch, a request among this batch's)
+    let mut users: BTreeMap<&str, (usize, i64, i64, bool)> = BTreeMap::new();
     for (&i, &(seq, used)) in &kept {
         let Some(item) = items.get(i as usize) else { continue };
-        let newest = users.entry(item.message.user_id.as_str()).or_insert((i as usize, seq, used));
+        let request = is_request(&item.message) == 1;
+        let newest = users.entry(item.message.user_id.as_str()).or_insert((i as usize, seq, used, false));
+        newest.3 |= request;
         if seq > newest.1 {
-            *newest = (i as usize, seq, used);
+            *newest = (i as usize, seq, used, newest.3);
         }
     }
-    for (user, (i, seq, used)) in users {
-        if used > quota {
-            let dropped = drop_oldest(c, user, used - quota, seq, items[i].message.received_at).await?;
-            out[i] = Inserted::New { dropped };
-        }
+    for (user, (i, seq, used, any_request)) in users {
+        let m = &items[i].message;
+        let newest = Newest { seq, size: m.envelope.len() as i64, request: is_request(m) == 1 };
+        let dropped = make_room(c, user, used, newest, any_request, quota, m.received_at).await?;
+        out[i] = Inserted::New { dropped };
     }
     Ok(out)
 }
@@ -286,21 +300,95 @@ fn is_request(m: &NewMessage) -> i64 {
     i64::from(m.folder == crate::policy::Folder::Requests.as_str())
 }
 
-/// Drop `user_id`'s oldest messages (never `keep`) until `excess` bytes are gone, and
-/// record the drop for the user's devices.
-async fn drop_oldest(c: &mut Conn, user_id: &str, excess: i64, keep: i64, now: i64) -> Result<(i64, i64), sqlx::Error> {
+/// The message just kept, which making room spares unless it is a request that cannot fit.
+#[derive(Debug, Clone, Copy)]
+struct Newest {
+    seq: i64,
+    size: i64,
+    request: bool,
+}
+
+/// Bring `user_id`'s mailbox (`used` bytes, `newest` just kept) back under `quota`, in one
+/// drop event reported once: first the requests folder down to its share (when a request
+/// came in), then, while over the total, the oldest requests, and only then, for an inbox
+/// message, the oldest of the inbox. A request never drops an inbox message: when the
+/// inbox leaves no room, the request itself goes. Returns (count, bytes) dropped.
+async fn make_room(
+    c: &mut Conn,
+    user_id: &str,
+    used: i64,
+    newest: Newest,
+    requests_came: bool,
+    quota: Quota,
+    now: i64,
+) -> Result<(i64, i64), sqlx::Error> {
+    let requests = crate::policy::Folder::Requests;
     let mut victims = Vec::new();
     let mut freed = 0;
-    let mut after = 0i64;
+    let mut reason = "requests_quota";
+    if requests_came {
+        let over = requests_bytes(c, user_id).await? - quota.requests;
+        if over > 0 {
+            freed += oldest_after(c, user_id, requests, newest.seq, 0, over, &mut victims).await?;
+            if freed < over && newest.request {
+                victims.push(newest.seq);
+                freed += newest.size;
+            }
+        }
+    }
+    if used - freed > quota.total && !victims.contains(&newest.seq) {
+        reason = "quota";
+        let after = victims.last().copied().unwrap_or(0);
+        freed +=
+            oldest_after(c, user_id, requests, newest.seq, after, used - freed - quota.total, &mut victims).await?;
+        if used - freed > quota.total {
+            if newest.request {
+                victims.push(newest.seq);
+            } else {
+                let inbox = crate::policy::Folder::Inbox;
+                oldest_after(c, user_id, inbox, newest.seq, 0, used - freed - quota.total, &mut victims).await?;
+            }
+        }
+    }
+    let (count, bytes) = remove(c, user_id, &victims).await?;
+    if count > 0 {
+        record_drop(c, user_id, reason, count, bytes, now).await?;
+        tracing::info!(count, bytes, reason, "mailbox over quota: dropped the oldest messages");
+    }
+    Ok((count, bytes))
+}
+
+/// Bytes `user_id`'s requests folder holds (a partial index over that folder alone).
+async fn requests_bytes(c: &mut Conn, user_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM msg_mailbox WHERE user_id = $1 AND folder = 'requests'",
+    )
+    .bind(user_id)
+    .fetch_one(c)
+    .await
+}
+
+/// Add to `victims` the oldest messages of `folder` after `seq` `after` (never `keep`)
+/// until `excess` bytes; returns the bytes added.
+async fn oldest_after(
+    c: &mut Conn,
+    user_id: &str,
+    folder: crate::policy::Folder,
+    keep: i64,
+    mut after: i64,
+    excess: i64,
+    victims: &mut Vec<i64>,
+) -> Result<i64, sqlx::Error> {
+    // The folder is one of ours, written into the text so that the requests folder's
+    // partial index applies.
+    let sql = format!(
+        "SELECT seq, size FROM msg_mailbox WHERE user_id = $1 AND folder = '{}' AND seq > $2 AND seq <> $3 \
+         ORDER BY seq LIMIT 256",
+        folder.as_str()
+    );
+    let mut freed = 0;
     'scan: while freed < excess {
-        let rows = sqlx::query(
-            "SELECT seq, size FROM msg_mailbox WHERE user_id = $1 AND seq > $2 AND seq <> $3 ORDER BY seq LIMIT 256",
-        )
-        .bind(user_id)
-        .bind(after)
-        .bind(keep)
-        .fetch_all(&mut *c)
-        .await?;
+        let rows = sqlx::query(&sql).bind(user_id).bind(after).bind(keep).fetch_all(&mut *c).await?;
         if rows.is_empty() {
             break;
         }
@@ -314,12 +402,7 @@ async fn drop_oldest(c: &mut Conn, user_id: &str, excess: i64, keep: i64, now: i
             }
         }
     }
-    let (count, bytes) = remove(c, user_id, &victims).await?;
-    if count > 0 {
-        record_drop(c, user_id, "quota", count, bytes, now).await?;
-        tracing::info!(count, bytes, "mailbox over quota: dropped the oldest messages");
-    }
-    Ok((count, bytes))
+    Ok(freed)
 }
 
 /// Delete mailbox messages (and their pending rows) and take them off the usage count.
@@ -380,19 +463,21 @@ pub async fn pending(c: &mut Conn, device_id: &str, skip: &[i64], limit: i64) ->
     rows.iter().map(stored).collect()
 }
 
-/// What `device_id` has waiting, and the newest drop report it has not seen: index
-/// lookups only (the totals are kept by triggers on `msg_pending`).
-pub async fn queue(c: &mut Conn, user_id: &str, device_id: &str) -> Result<Queue, sqlx::Error> {
+/// What `device_id` has waiting, and the newest drop report it has not seen (of those from
+/// `since` on: a device is not told of drops before it was added): index lookups only (the
+/// totals are kept by triggers on `msg_pending`).
+pub async fn queue(c: &mut Conn, user_id: &str, device_id: &str, since: i64) -> Result<Queue, sqlx::Error> {
     let row = sqlx::query(
         "SELECT t.messages, t.bytes, t.requests, \
          (SELECT p.received_at FROM msg_pending p WHERE p.device_id = $1 ORDER BY p.seq LIMIT 1) AS oldest, \
          (SELECT p.received_at FROM msg_pending p WHERE p.device_id = $1 ORDER BY p.seq DESC LIMIT 1) AS newest, \
-         (SELECT MAX(d.seq) FROM msg_drops d WHERE d.user_id = $2 AND d.seq > \
+         (SELECT MAX(d.seq) FROM msg_drops d WHERE d.user_id = $2 AND d.at >= $3 AND d.seq > \
           COALESCE((SELECT s.seq FROM msg_drops_seen s WHERE s.device_id = $1), 0)) AS unseen_drop \
          FROM (SELECT 1 AS one) o LEFT JOIN msg_queue_totals t ON t.device_id = $1",
     )
     .bind(device_id)
     .bind(user_id)
+    .bind(since)
     .fetch_one(c)
     .await?;
     Ok(Queue {
@@ -405,14 +490,15 @@ pub async fn queue(c: &mut Conn, user_id: &str, device_id: &str) -> Result<Queue
     })
 }
 
-/// Drops `device_id` has not acknowledged.
-pub async fn unseen_drops(c: &mut Conn, user_id: &str, device_id: &str) -> Result<Vec<Drop>, sqlx::Error> {
+/// Drops from `since` on that `device_id` has not acknowledged.
+pub async fn unseen_drops(c: &mut Conn, user_id: &str, device_id: &str, since: i64) -> Result<Vec<Drop>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT seq, reason, count, bytes, at FROM msg_drops WHERE user_id = $1 \
+        "SELECT seq, reason, count, bytes, at FROM msg_drops WHERE user_id = $1 AND at >= $3 \
          AND seq > COALESCE((SELECT seq FROM msg_drops_seen WHERE device_id = $2), 0) ORDER BY seq LIMIT 100",
     )
     .bind(user_id)
     .bind(device_id)
+    .bind(since)
     .fetch_all(c)
     .await?;
     rows.iter()

@@ -26,6 +26,8 @@ pub enum MessagingError {
     RateLimited(String),
     #[error("the request is not signed by a node that may send it: {0}")]
     BadSignature(String),
+    #[error("too many message connections: {0}")]
+    TooManySessions(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -78,6 +80,7 @@ impl From<MessagingError> for ApiError {
             MessagingError::NotAccepted => (StatusCode::FORBIDDEN, "not_accepted"),
             MessagingError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             MessagingError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "bad_signature"),
+            MessagingError::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
             MessagingError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             MessagingError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             MessagingError::Internal(detail) => return ApiError::internal(detail),

@@ -84,6 +84,8 @@ struct Session {
     /// The newest drop report shown to this device, acknowledged with the next
     /// `messages-received`.
     drops_shown: Option<i64>,
+    /// When the device was added (ms): it is told only of drops from then on.
+    added_at: i64,
     /// `messages-received` taken and not yet written (thread id, message ids), and the
     /// write under way: the session goes on pushing while acknowledgements commit, and
     /// those that come meanwhile share the next write.
@@ -112,7 +114,15 @@ async fn going_away(closing: &mut tokio::sync::watch::Receiver<bool>) {
 pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut socket: WebSocket) {
     let mut wake = messaging.hub.subscribe(&me.user_id);
     let mut closing = messaging.hub.closing();
+    let added_at = match messaging.accounts().devices(&me).await {
+        Ok(devices) => devices.into_iter().find(|d| d.id == me.device_id).map_or(0, |d| d.created_at),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the device's creation time; showing every drop report");
+            0
+        }
+    };
     let mut session = Session {
+        added_at,
         messaging,
         me,
         token,
@@ -356,9 +366,9 @@ impl Session {
     /// The queue as a `status` body; marks the drop reports it shows as shown.
     async fn status_body(&mut self) -> Result<Value, sqlx::Error> {
         let mut conn = self.messaging.db().read().await?;
-        let queue = mailbox::queue(&mut conn, &self.me.user_id, &self.me.device_id).await?;
+        let queue = mailbox::queue(&mut conn, &self.me.user_id, &self.me.device_id, self.added_at).await?;
         let drops = match queue.unseen_drop {
-            Some(_) => mailbox::unseen_drops(&mut conn, &self.me.user_id, &self.me.device_id).await?,
+            Some(_) => mailbox::unseen_drops(&mut conn, &self.me.user_id, &self.me.device_id, self.added_at).await?,
             None => Vec::new(),
         };
         drop(conn);

@@ -33,8 +33,12 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Most keys one envelope may be encrypted to.
     pub max_recipient_keys: usize,
-    /// Bytes a user's mailbox may hold; the oldest messages go first.
+    /// Bytes a user's mailbox may hold; the oldest requests go first, then the oldest of
+    /// the inbox.
     pub quota_bytes: i64,
+    /// Of `quota_bytes`, what the requests folder may hold. Requests never make room by
+    /// dropping inbox messages.
+    pub requests_quota_bytes: i64,
     /// Messages older than this are dropped, whether fetched or not.
     pub max_age_ms: i64,
     /// How long the outbox keeps trying a node that does not answer.
@@ -51,6 +55,9 @@ pub struct Settings {
     /// How often a pickup session re-checks its session token and, in live mode, the
     /// queue (a safety net under the wake-ups).
     pub pickup_recheck: Duration,
+    /// Pickup WebSockets open at once per device and per account, in this process.
+    pub pickup_sessions_per_device: usize,
+    pub pickup_sessions_per_account: usize,
 }
 
 impl Default for Settings {
@@ -67,6 +74,9 @@ impl Default for Settings {
             requests_per_sender_per_day: 5,
             requests_per_day: 200,
             pickup_recheck: Duration::from_secs(5),
+            requests_quota_bytes: 16 * 1024 * 1024,
+            pickup_sessions_per_device: 4,
+            pickup_sessions_per_account: 16,
         }
     }
 }
@@ -120,13 +130,14 @@ pub struct Messaging {
     resolver: Arc<Resolver>,
     pub(crate) settings: Settings,
     pub(crate) hub: Arc<Hub>,
+    /// Open pickup sessions, capped per device and per account.
+    pub(crate) sessions: Arc<crate::sessions::Sessions>,
     outbox_ready: Notify,
     /// New forwards go straight to the delivery worker, already leased to it, saving a
     /// claim per message; once [`Self::run_outbox`] runs and while the queue has room.
     dispatch: mpsc::Sender<Entry>,
     dispatched: std::sync::Mutex<Option<mpsc::Receiver<Entry>>>,
     dispatching: std::sync::atomic::AtomicBool,
-    pub(crate) nonces: crate::federation::SeenNonces,
     sends: Limiter,
     nodes: Limiter,
     senders: Limiter,
@@ -151,7 +162,12 @@ impl Messaging {
             nodes: limiter(settings.node_rate),
             senders: limiter(settings.sender_rate),
             writes: GroupCommit::on_both(db.clone(), "messaging"),
-            store_messages: Arc::new(StoreMessages { quota: settings.quota_bytes }),
+            store_messages: Arc::new(StoreMessages {
+                quota: mailbox::Quota {
+                    total: settings.quota_bytes,
+                    requests: settings.requests_quota_bytes.min(settings.quota_bytes),
+                },
+            }),
             queue_forwards: Arc::new(QueueForwards),
             db,
             accounts,
@@ -159,10 +175,13 @@ impl Messaging {
             verifier,
             node,
             resolver,
+            sessions: Arc::new(crate::sessions::Sessions::new(
+                settings.pickup_sessions_per_device,
+                settings.pickup_sessions_per_account,
+            )),
             settings,
             hub: Arc::new(Hub::default()),
             outbox_ready: Notify::new(),
-            nonces: Default::default(),
         }
     }
 
@@ -411,7 +430,11 @@ impl Messaging {
                 Err(other) => Err(Failure::Permanent(other.to_string())),
             };
         }
-        let keys = self.resolver.resolve(recipient.as_str()).await.map_err(|e| Failure::Temporary(e.to_string()))?;
+        let keys = self.resolver.resolve(recipient.as_str()).await.map_err(|e| match no_such_did(&e) {
+            // Its node says the DID does not exist (or no longer does): retrying cannot help.
+            true => Failure::Permanent(format!("no such recipient: {e}")),
+            false => Failure::Temporary(e.to_string()),
+        })?;
         let Some(endpoint) = keys.didcomm_endpoints.first() else {
             return Err(Failure::Permanent(format!("{recipient} names no DIDCommMessaging service")));
         };
@@ -438,7 +461,14 @@ impl Messaging {
             return Err(MessagingError::RateLimited("this sender is sending too fast".into()));
         }
         let body_hash = hash(body);
-        let folder = match self.judge(&user_id, &policy, &forward, from).await {
+        let judged = match encrypted_to_any(&forward.envelope, &forward.next, &devices) {
+            true => self.judge(&user_id, &policy, &forward, from).await,
+            false => Err(MessagingError::Malformed(format!(
+                "the envelope is not encrypted to any key of {}: none of its devices could open it",
+                forward.next
+            ))),
+        };
+        let folder = match judged {
             Ok(folder) => folder,
             Err(refused) => {
                 // A redelivery is answered as such, whatever the policy says now.
@@ -594,12 +624,12 @@ impl Messaging {
         let expired = mailbox::expire(&mut tx, now - self.settings.max_age_ms, now).await?;
         let released = mailbox::release_revoked(&mut tx).await?;
         let pruned = mailbox::prune(&mut tx, now - RECEIVED_MEMORY_MS, now - self.settings.max_age_ms).await?
-            + outbox::prune(&mut tx, now - RECEIVED_MEMORY_MS).await?;
+            + outbox::prune(&mut tx, now - RECEIVED_MEMORY_MS).await?
+            + crate::federation::forget_expired_nonces(&mut tx, now / 1000).await?;
         tx.commit().await?;
         if expired > 0 {
             ::metrics::counter!("sichat_messages_dropped_total", "reason" => "expired").increment(expired as u64);
         }
-        self.nonces.forget_expired(now / 1000);
         self.sends.retain_recent();
         self.nodes.retain_recent();
         self.senders.retain_recent();
@@ -617,7 +647,7 @@ pub(crate) struct Forward {
 
 /// Storing received messages: every one in a batch of the messaging writer at once.
 struct StoreMessages {
-    quota: i64,
+    quota: mailbox::Quota,
 }
 
 impl Grouped for StoreMessages {
@@ -659,6 +689,29 @@ pub(crate) enum Failure {
     NotAccepted,
     Permanent(String),
     Temporary(String),
+}
+
+/// Whether one of the envelope's recipient `kid`s is the key agreement key of one of the
+/// recipient's active devices (as its DID document lists them: `<did>#device-<id>-x25519`).
+/// An envelope no device can open only takes room in the mailbox.
+fn encrypted_to_any(envelope: &Value, did: &Did, devices: &[String]) -> bool {
+    let kids = envelope.get("recipients").and_then(Value::as_array).into_iter().flatten();
+    let mut kids = kids.filter_map(|r| r.get("header").and_then(|h| h.get("kid")).and_then(Value::as_str));
+    kids.any(|kid| {
+        kid.strip_prefix(did.as_str())
+            .and_then(|k| k.strip_prefix("#device-"))
+            .and_then(|k| k.strip_suffix("-x25519"))
+            .is_some_and(|device| devices.iter().any(|d| d == device))
+    })
+}
+
+/// The recipient's node answered the DID document's URL with 404 Not Found or 410 Gone:
+/// the DID does not exist there. (The fetcher reports the status at the head of its reason.)
+fn no_such_did(e: &sichat_core::resolver::ResolveError) -> bool {
+    use sichat_core::net::FetchError;
+    use sichat_core::resolver::ResolveError;
+    matches!(e, ResolveError::Fetch(FetchError::Failed { why, .. })
+        if why.starts_with("HTTP 404") || why.starts_with("HTTP 410"))
 }
 
 /// The `skid` in a JWE's protected header, if any (authcrypt).

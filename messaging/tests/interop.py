@@ -10,13 +10,24 @@ Reads a JSON list of requests on stdin and writes the list of answers on stdout,
     -> {"packed": "<JSON text>"}
   {"op": "unpack", "docs": [...], "secrets": [...], "packed": "<JSON text>"}
     -> {"message": {...}, "metadata": {...}}
+  {"op": "sign", "docs": [...], "secrets": [...], "message": {...}, "sign_from": DID URL,
+   "protected_kid": DID URL or absent}
+    -> {"packed": "<JSON text>"}: a signed message as `didcomm` signs it (its key lookup, Authlib's
+       JWS), the signer's `kid` in the unprotected header and, when given, `protected_kid` in
+       the protected one too, as other DIDComm implementations write it.
 """
 
 import asyncio
 import json
 import sys
 
+from authlib.jose import JsonWebSignature
+
 from didcomm.common.algorithms import AnonCryptAlg
+from didcomm.common.types import DIDCommMessageTypes
+from didcomm.core.keys.sign_keys_selector import find_signing_key
+from didcomm.core.serialization import dict_to_json_bytes
+from didcomm.core.utils import extract_key, extract_sign_alg
 from didcomm.common.resolvers import ResolversConfig
 from didcomm.common.types import VerificationMaterial, VerificationMaterialFormat, VerificationMethodType
 from didcomm.did_doc.did_doc import DIDDoc
@@ -84,6 +95,17 @@ async def handle(req):
             )
             return {"packed": json.dumps(fwd.msg_encrypted.msg)}
         return {"packed": res.packed_msg}
+    elif req["op"] == "sign":
+        secret = await find_signing_key(req["sign_from"], config)
+        protected = {"typ": DIDCommMessageTypes.SIGNED.value, "alg": extract_sign_alg(secret).value}
+        if req.get("protected_kid"):
+            protected["kid"] = req["protected_kid"]
+        jws = JsonWebSignature().serialize_json(
+            [{"protected": protected, "header": {"kid": secret.kid}}],
+            dict_to_json_bytes(Message.from_dict(req["message"]).as_dict()),
+            extract_key(secret),
+        )
+        return {"packed": json.dumps(jws)}
     elif req["op"] == "unpack":
         res = await unpack(config, req["packed"], UnpackConfig(unwrap_re_wrapping_forward=False))
         meta = {k: plain(v) for k, v in vars(res.metadata).items() if k != "signed_message"}

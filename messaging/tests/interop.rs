@@ -194,3 +194,52 @@ async fn python_didcomm_reads_ours_and_we_read_its() {
         assert!(matches!(theirs_not_ours, Err(EnvelopeError::NotForUs { .. })), "{name}");
     }
 }
+
+/// Other DIDComm implementations name the signer's `kid` in both JWS headers. Python signs
+/// such a message (its own key handling, Authlib's JWS): the same `kid` twice is read as one
+/// signer; two different `kid`s are refused, as is a signature that does not verify.
+#[tokio::test]
+async fn a_kid_in_both_jws_headers_is_one_signer() {
+    let Some(py) = python() else { return };
+    let alice = Party::new("alice", 1);
+    let bob = Party::new("bob", 1);
+    let mallory = Party::new("mallory", 1);
+    let docs: Vec<Value> = [&alice, &bob, &mallory].iter().map(|p| p.document()).collect();
+    let msg = json!({"id": "py-signed", "type": BASIC, "from": alice.did, "to": [bob.did],
+                     "created_time": 1_700_000_000, "body": {"content": "signed twice"}});
+    let sign = |protected_kid: Option<&str>| {
+        json!({"op": "sign", "docs": docs, "secrets": alice.secrets(), "message": msg,
+               "sign_from": alice.sign_kid, "protected_kid": protected_kid})
+    };
+    let answers = run_python(&py, &[sign(Some(&alice.sign_kid)), sign(Some(&mallory.sign_kid)), sign(None)]);
+    let packed: Vec<String> = answers
+        .iter()
+        .map(|a| a.as_ref().expect("Python signs")["packed"].as_str().expect("text").to_owned())
+        .collect();
+    let protected = |p: &str| -> Value {
+        let v: Value = serde_json::from_str(p).unwrap();
+        let b = sichat_core::ids::b64url_decode(v["signatures"][0]["protected"].as_str().unwrap()).unwrap();
+        serde_json::from_slice(&b).unwrap()
+    };
+    assert_eq!(protected(&packed[0])["kid"], alice.sign_kid.as_str(), "the kid is in the protected header");
+    let dir = directory(&[&alice, &mallory]);
+    let mine = bob.all_agreement();
+
+    let both = unpack(packed[0].as_bytes(), mine, &dir, &UnpackOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("we could not read a kid named twice: {e}\n{}", packed[0]));
+    assert_eq!(both.message.body["content"], "signed twice");
+    assert_eq!(both.authenticated_sender(), Some(&alice.did));
+    assert!(both.signed());
+
+    let conflicting = unpack(packed[1].as_bytes(), mine, &dir, &UnpackOptions::default()).await;
+    assert!(matches!(conflicting, Err(EnvelopeError::MalformedJws(_))), "two signers named: {:?}", conflicting.err());
+
+    // The usual form (kid unprotected only) still reads; and Python reads what it signed with
+    // the kid twice (so the message is well-formed to it too).
+    let plain = unpack(packed[2].as_bytes(), mine, &dir, &UnpackOptions::default()).await.expect("unprotected kid");
+    assert_eq!(plain.message.body["content"], "signed twice");
+    let read_back =
+        run_python(&py, &[json!({"op": "unpack", "docs": docs, "secrets": bob.secrets(), "packed": packed[0]})]);
+    assert_eq!(read_back[0].as_ref().expect("Python reads it")["message"]["body"]["content"], "signed twice");
+}

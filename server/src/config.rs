@@ -91,6 +91,13 @@ pub struct Config {
     pub msg_requests_per_day: u32,
     /// How often a device's live connection re-checks its session and its queue.
     pub msg_pickup_recheck_secs: u64,
+    /// Of `msg_quota_bytes`, what the requests folder (strangers) may hold (at most the
+    /// whole quota); requests are dropped first and never make room by dropping the inbox.
+    pub msg_requests_quota_bytes: u64,
+    /// Live pickup WebSockets one device, and one account, may hold open at once (counted
+    /// per process: with N replicas up to N times as many).
+    pub msg_pickup_sessions_per_device: u32,
+    pub msg_pickup_sessions_per_account: u32,
 }
 
 impl Default for Config {
@@ -130,6 +137,9 @@ impl Default for Config {
             msg_requests_per_sender_per_day: 5,
             msg_requests_per_day: 200,
             msg_pickup_recheck_secs: 5,
+            msg_requests_quota_bytes: 16 * 1024 * 1024,
+            msg_pickup_sessions_per_device: 4,
+            msg_pickup_sessions_per_account: 16,
         }
     }
 }
@@ -171,6 +181,9 @@ const ENV_KEYS: &[&str] = &[
     "msg_requests_per_sender_per_day",
     "msg_requests_per_day",
     "msg_pickup_recheck_secs",
+    "msg_requests_quota_bytes",
+    "msg_pickup_sessions_per_device",
+    "msg_pickup_sessions_per_account",
 ];
 
 /// Flags given on the command line; `None` leaves the lower layers alone.
@@ -240,6 +253,9 @@ impl Config {
         if self.msg_quota_bytes < self.msg_max_bytes as u64 {
             return Err("msg_quota_bytes must hold at least one message of msg_max_bytes".into());
         }
+        if self.msg_pickup_sessions_per_device == 0 || self.msg_pickup_sessions_per_account == 0 {
+            return Err("msg_pickup_sessions_per_device and msg_pickup_sessions_per_account must be at least 1".into());
+        }
         let rates =
             [self.msg_send_per_second, self.msg_node_per_second, self.msg_sender_per_second, self.msg_ip_per_second];
         if self.msg_max_recipient_keys == 0 || self.msg_max_age_days == 0 || rates.contains(&0) {
@@ -284,6 +300,10 @@ impl Config {
             requests_per_sender_per_day: i64::from(self.msg_requests_per_sender_per_day),
             requests_per_day: i64::from(self.msg_requests_per_day),
             pickup_recheck: std::time::Duration::from_secs(self.msg_pickup_recheck_secs.max(1)),
+            requests_quota_bytes: i64::try_from(self.msg_requests_quota_bytes.min(self.msg_quota_bytes))
+                .unwrap_or(i64::MAX),
+            pickup_sessions_per_device: self.msg_pickup_sessions_per_device as usize,
+            pickup_sessions_per_account: self.msg_pickup_sessions_per_account as usize,
         }
     }
 

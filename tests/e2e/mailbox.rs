@@ -14,7 +14,7 @@ use sichat_e2e::{
     WalletSecrets,
 };
 use sichat_messaging::federation_auth::{sign_request, OutgoingRequest};
-use sichat_messaging::mailbox::{insert_all, Incoming, Inserted, NewMessage};
+use sichat_messaging::mailbox::{insert_all, Incoming, Inserted, NewMessage, Quota};
 use sichat_messaging::outbox::{self, NewEntry};
 use sichat_messaging::{pack_authcrypt, unpack, AgreementKey, Message, RecipientKey, SigningKey, UnpackOptions};
 use std::path::Path;
@@ -36,7 +36,7 @@ storage_tests!(
     forwards_queued_together_answer_alone,
 );
 
-fn resolver() -> Resolver {
+pub(crate) fn resolver() -> Resolver {
     Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local: true }).expect("fetcher")))
 }
 
@@ -49,7 +49,7 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    async fn of(app: &TestApp, wallet: &Path) -> Self {
+    pub(crate) async fn of(app: &TestApp, wallet: &Path) -> Self {
         Self::at(&app.url, app.node.identity.did().as_str(), wallet).await
     }
 
@@ -60,16 +60,21 @@ impl Device {
         Self { did, token: session_token_at(url, node_did, wallet).await, keys, node: url.to_owned() }
     }
 
-    fn device_id(&self) -> &str {
+    pub(crate) fn device_id(&self) -> &str {
         self.keys.profile["device_id"].as_str().expect("device id")
     }
 
-    fn agreement(&self) -> AgreementKey {
+    pub(crate) fn agreement(&self) -> AgreementKey {
         let kid = self.did.url(&format!("device-{}-x25519", self.device_id()));
         AgreementKey::new(
             kid,
             sichat_core::keys::X25519KeyPair::from_secret(&self.keys.device_agree.secret()).expect("key"),
         )
+    }
+
+    /// The device's signing key.
+    pub(crate) fn sign_key(&self) -> &sichat_core::keys::Ed25519KeyPair {
+        &self.keys.device_sign
     }
 
     /// A forward to `to` carrying `text`, packed as the wallet packs it.
@@ -667,6 +672,7 @@ async fn a_batch_is_stored_as_one_by_one(backend: Backend) {
         let db = db.clone();
         async move {
             let mut tx = db.pool().begin().await.expect("begin");
+            let quota = Quota { total: quota, requests: quota };
             let out = insert_all(&mut tx, items.into_iter().map(Arc::new).collect(), quota).await.expect("insert");
             tx.commit().await.expect("commit");
             out

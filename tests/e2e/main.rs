@@ -14,6 +14,7 @@ mod holder;
 mod hostile;
 mod issuer;
 mod mailbox;
+mod mailbox_abuse;
 mod messaging;
 mod oid4vci;
 mod oidc;

@@ -5,6 +5,7 @@
 //! the recipient getting every message.
 
 use serde_json::Value;
+use sichat_core::did::Did;
 use sichat_e2e::{json, sichat, stderr, stdout, storage_tests, Backend, TestApp, Watch};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ storage_tests!(
     live_watch_reconnects_and_every_device_gets_it,
     limits_and_drop_reports_reach_the_user,
     large_messages_come_in_several_deliveries,
+    foreign_signed_messages_are_read_and_unreadable_ones_kept,
+    name_at_host_works_while_its_node_is_down,
 );
 
 /// How long a message may take to cross two nodes before a test gives up on it.
@@ -517,4 +520,110 @@ async fn large_messages_come_in_several_deliveries(backend: Backend) {
     assert_eq!(got, want);
     assert_eq!(inbox(&alice, &[]).await["fetched"], 0, "all acknowledged");
     a.stop().await;
+}
+
+/// A signed message as another DIDComm implementation writes it: the signer's `kid` in both
+/// JWS headers (`protected_kid` in the protected one), authcrypted to every key of `to`.
+async fn foreign_forward(from: &crate::mailbox::Device, to: &Did, text: &str, protected_kid: &str) -> (String, Value) {
+    use sichat_core::ids::b64url;
+    let kid = from.did.url(&format!("device-{}", from.device_id()));
+    let msg = sichat_messaging::Message::new("https://sichat.dev/message/1.0/text", serde_json::json!({"text": text}))
+        .with_from(from.did.clone())
+        .with_to(vec![to.clone()]);
+    let protected = b64url(
+        serde_json::json!({"typ": "application/didcomm-signed+json", "alg": "EdDSA", "kid": protected_kid})
+            .to_string()
+            .as_bytes(),
+    );
+    let payload = b64url(&serde_json::to_vec(&msg).expect("message"));
+    let signature = b64url(&from.sign_key().sign(format!("{protected}.{payload}").as_bytes()));
+    let jws = serde_json::json!({"payload": payload, "signatures": [
+        {"protected": protected, "signature": signature, "header": {"kid": kid}}]});
+    let keys = crate::mailbox::resolver().resolve(to.as_str()).await.expect("recipient resolves");
+    let envelope = sichat_messaging::jwe::encrypt(
+        jws.to_string().as_bytes(),
+        Some(&from.agreement()),
+        &sichat_messaging::RecipientKey::all_of(&keys),
+    )
+    .expect("encrypt");
+    let envelope: Value = serde_json::from_str(&envelope).expect("json");
+    let id = sichat_core::ids::new_id();
+    let forward = serde_json::json!({
+        "id": id, "type": "https://didcomm.org/routing/2.0/forward", "body": {"next": to},
+        "attachments": [{"id": "envelope", "data": {"json": envelope}}],
+    });
+    (forward.to_string(), envelope)
+}
+
+/// Signed the way other DIDComm implementations sign (the `kid` in both JWS headers), a
+/// message is read. One naming two different signers cannot be read: the wallet keeps it
+/// as it came, lists it as unreadable with the reason, and only then acknowledges it.
+async fn foreign_signed_messages_are_read_and_unreadable_ones_kept(backend: Backend) {
+    let Some((a, b)) = two_nodes(backend).await else { return };
+    let alice_w = a.join("alice", &a.owner_invite).await;
+    let bob_w = b.join("bob", &b.owner_invite).await;
+    let alice = crate::mailbox::Device::of(&a, &alice_w).await;
+    let bob = crate::mailbox::Device::of(&b, &bob_w).await;
+    let kid = bob.did.url(&format!("device-{}", bob.device_id()));
+
+    let (same, _) = foreign_forward(&bob, &alice.did, "signed the other way", &kid).await;
+    let other_kid = alice.did.url(&format!("device-{}", alice.device_id()));
+    let (conflicting, envelope) = foreign_forward(&bob, &alice.did, "two signers", &other_kid).await;
+    let mut ids = Vec::new();
+    for body in [same, conflicting] {
+        let (status, answer) = bob.post(body).await;
+        assert_eq!(status, 202, "{answer}");
+        let id = answer["id"].as_str().expect("id").to_owned();
+        assert_eq!(bob.settled(&id).await["state"], "delivered");
+        ids.push(id);
+    }
+
+    let out = sichat(&alice_w, &["--json", "message", "inbox", "--requests"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = json(&out);
+    assert_eq!(texts(&listing), vec!["signed the other way"], "{listing}");
+    let unreadable = listing["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["id"] == ids[1].as_str())
+        .unwrap_or_else(|| panic!("the unreadable message is listed: {listing}"));
+    assert!(unreadable["unreadable"].as_str().is_some_and(|w| w.contains("differ")), "{unreadable}");
+    assert!(stderr(&out).contains("cannot be read"), "{}", stderr(&out));
+    let out = sichat(&alice_w, &["--json", "message", "read", &ids[1]]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["raw"], envelope, "kept exactly as it came");
+    let out = sichat(&alice_w, &["message", "inbox", "--requests"]).await;
+    assert!(stdout(&out).contains("unreadable, kept as received"), "{}", stdout(&out));
+
+    // Both are in the wallet now, so both were acknowledged: the node holds neither.
+    let mut ws = alice.connect().await;
+    crate::mailbox::say(&mut ws, "status-request", serde_json::json!({})).await;
+    assert_eq!(crate::mailbox::next(&mut ws, "status").await["body"]["message_count"], 0);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `message send name@host` while that node is down: the address this wallet already wrote
+/// to maps to the same DID (and its cached keys), as the DID form does. A new address is
+/// still checked, and says why it cannot be.
+async fn name_at_host_works_while_its_node_is_down(backend: Backend) {
+    let Some((a, b)) = two_nodes(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let bob = b.join("bob", &b.owner_invite).await;
+    let to_alice = address(&a, "alice");
+    let to_dave = address(&a, "dave");
+    let id = send(&bob, &to_alice, "while you are up", &[]).await;
+    delivered(&bob, &id).await;
+    a.stop().await;
+
+    let out = sichat(&bob, &["--json", "message", "send", &to_alice, "while you are down"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["state"], "queued");
+    assert!(stderr(&out).contains("already knows"), "{}", stderr(&out));
+    let out = sichat(&bob, &["message", "send", &to_dave, "never written before"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("WebFinger"), "{}", stderr(&out));
+    let _ = alice;
+    b.stop().await;
 }

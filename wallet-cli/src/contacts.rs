@@ -145,7 +145,22 @@ pub async fn recipient(ctx: &Ctx, w: &Wallet, resolver: &Resolver, who: &str) ->
     if let Some(address) = Address::parse(who) {
         let address = address?;
         progress(ctx, &format!("Checking {address} …"));
-        let did = address.check(resolver).await?;
+        let did = match address.check(resolver).await {
+            Ok(did) => did,
+            // Its node is out of reach: an address this wallet has written to or saved
+            // before maps to the same DID (its keys are cached too), as the DID form would.
+            Err(Check::Unreachable(e)) => {
+                let did = address.did()?;
+                let known = w.known_keys.iter().any(|k| k.did == did.as_str())
+                    || w.contacts.iter().any(|c| c.did == did.as_str());
+                if !known {
+                    return Err(e);
+                }
+                eprintln!("warning: {e}; using {did}, which this wallet already knows for {address}");
+                did
+            }
+            Err(Check::Refused(e)) => return Err(e),
+        };
         return Ok(Recipient { did, label: address.to_string() });
     }
     match find(w, who) {
@@ -203,11 +218,12 @@ impl Address {
 
     /// Ask the host's WebFinger whether it knows the account, so a typo is caught before
     /// anything is sent. Returns the account's DID.
-    pub async fn check(&self, resolver: &Resolver) -> Result<Did> {
-        let did = self.did()?;
+    pub async fn check(&self, resolver: &Resolver) -> Result<Did, Check> {
+        let did = self.did().map_err(Check::Refused)?;
         let fetcher = resolver.fetcher();
-        let doc = did_web_url(&did, fetcher.policy().allow_local).map_err(|e| anyhow!("{self}: {e}"))?;
-        let mut url = url::Url::parse(&doc).map_err(|e| anyhow!("{self}: {e}"))?;
+        let refused = |e: String| Check::Refused(anyhow!("{self}: {e}"));
+        let doc = did_web_url(&did, fetcher.policy().allow_local).map_err(|e| refused(e.to_string()))?;
+        let mut url = url::Url::parse(&doc).map_err(|e| refused(e.to_string()))?;
         url.set_path("/.well-known/webfinger");
         let resource = format!("acct:{}@{}", self.name, self.host);
         url.query_pairs_mut().append_pair("resource", &resource);
@@ -215,17 +231,36 @@ impl Address {
             Ok(jrd) => {
                 let subject = jrd.get("subject").and_then(Value::as_str).unwrap_or_default();
                 if !subject.eq_ignore_ascii_case(&resource) {
-                    bail!("{} answered WebFinger for {resource} about {subject:?}: not a Sichat node?", self.host);
+                    return Err(Check::Refused(anyhow!(
+                        "{} answered WebFinger for {resource} about {subject:?}: not a Sichat node?",
+                        self.host
+                    )));
                 }
                 Ok(did)
             }
-            Err(FetchError::Status { status: 404, .. }) => {
-                bail!("no account {self}: check the spelling of the name and the host")
+            Err(FetchError::Status { status: 404 | 410, .. }) => {
+                Err(Check::Refused(anyhow!("no account {self}: check the spelling of the name and the host")))
             }
-            Err(e @ FetchError::PrivateAddress { .. }) => {
-                bail!("cannot check {self}: {e}. For a node on your own network, pass --allow-local-network")
-            }
-            Err(e) => bail!("cannot check {self} with its node's WebFinger: {e}"),
+            Err(e @ FetchError::PrivateAddress { .. }) => Err(Check::Refused(anyhow!(
+                "cannot check {self}: {e}. For a node on your own network, pass --allow-local-network"
+            ))),
+            Err(e) => Err(Check::Unreachable(anyhow!("cannot check {self} with its node's WebFinger: {e}"))),
+        }
+    }
+}
+
+/// Why an address could not be checked: its node said no (or is not a Sichat node), or
+/// its node could not be reached (maybe down for now).
+#[derive(Debug)]
+pub enum Check {
+    Refused(anyhow::Error),
+    Unreachable(anyhow::Error),
+}
+
+impl From<Check> for anyhow::Error {
+    fn from(c: Check) -> Self {
+        match c {
+            Check::Refused(e) | Check::Unreachable(e) => e,
         }
     }
 }

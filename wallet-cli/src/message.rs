@@ -403,14 +403,19 @@ async fn open<R: KeyResolver>(ours: &[AgreementKey], resolver: &R, d: &Delivered
         received_time: d.received_time,
         presentation: d.presentation,
         unreadable: None,
+        raw: None,
         read: false,
+    };
+    // What cannot be opened is kept as it came, with the reason: acknowledging it deletes
+    // the node's copy, so the wallet's is the only one left.
+    let unreadable = |mut kept: StoredMessage, why: String| {
+        kept.unreadable = Some(why);
+        kept.raw = Some(d.envelope.clone());
+        Opened::Keep(Box::new(kept))
     };
     let bytes = match serde_json::to_vec(&d.envelope) {
         Ok(b) => b,
-        Err(e) => {
-            kept.unreadable = Some(e.to_string());
-            return Opened::Keep(Box::new(kept));
-        }
+        Err(e) => return unreadable(kept, e.to_string()),
     };
     match unpack(&bytes, ours, resolver, &UnpackOptions::default()).await {
         Ok(u) => {
@@ -427,14 +432,9 @@ async fn open<R: KeyResolver>(ours: &[AgreementKey], resolver: &R, d: &Delivered
             e @ (FetchError::Unreachable { .. } | FetchError::Failed { .. } | FetchError::Status { status: 500.., .. }),
         ))) => Opened::Later(format!("cannot fetch the sender's DID document ({:#})", anyhow::Error::new(e))),
         Err(e @ EnvelopeError::NotForUs { .. }) => {
-            kept.unreadable =
-                Some(format!("not encrypted to this device (was it sent before this device was added?): {e}"));
-            Opened::Keep(Box::new(kept))
+            unreadable(kept, format!("not encrypted to this device (was it sent before this device was added?): {e}"))
         }
-        Err(e) => {
-            kept.unreadable = Some(e.to_string());
-            Opened::Keep(Box::new(kept))
-        }
+        Err(e) => unreadable(kept, e.to_string()),
     }
 }
 
@@ -492,13 +492,32 @@ async fn take(ctx: &Ctx, pass: &str, opener: &Opener, items: &[Delivered]) -> Re
     Ok(Taken { ack, fresh, all: Some(all) })
 }
 
-fn warn_dropped(d: &Dropped) {
-    let why = match d.reason.as_str() {
-        "quota" => "your mailbox on the node was full, so the oldest went first",
-        "expired" => "they waited on the node longer than it keeps messages",
-        other => other,
+/// One warning for every drop report in `drops`, however many there are: how many
+/// messages went, between when, and why.
+fn warn_dropped(drops: &[Dropped]) {
+    let (Some(first), Some(last)) = (drops.iter().map(|d| d.at).min(), drops.iter().map(|d| d.at).max()) else {
+        return;
     };
-    eprintln!("warning: your node dropped {} message(s) ({} bytes) on {} unread: {why}", d.count, d.bytes, date(d.at));
+    let count: u64 = drops.iter().map(|d| d.count).sum();
+    let bytes: u64 = drops.iter().map(|d| d.bytes).sum();
+    let mut reasons: Vec<&str> = Vec::new();
+    for d in drops {
+        let why = match d.reason.as_str() {
+            "quota" => "your mailbox on the node was full, so the oldest went first",
+            "requests_quota" => "the requests folder (messages from strangers) was full, so its oldest went first",
+            "expired" => "they waited on the node longer than it keeps messages",
+            other => other,
+        };
+        if !reasons.contains(&why) {
+            reasons.push(why);
+        }
+    }
+    let when = if first == last {
+        format!("on {}", date(first))
+    } else {
+        format!("between {} and {}", date(first), date(last))
+    };
+    eprintln!("warning: your node dropped {count} message(s) ({bytes} bytes) unread {when}: {}", reasons.join("; "));
 }
 
 /// What `inbox` fetched.
@@ -574,9 +593,7 @@ async fn inbox(ctx: &Ctx, requests: bool, limit: usize) -> Result<()> {
     let fetched = fetch_all(ctx, &pass, &opener, &c).await;
     c.logout().await;
     let fetched = fetched.map_err(|e| explain(e, &[NO_MESSAGING]))?;
-    for d in &fetched.dropped {
-        warn_dropped(d);
-    }
+    warn_dropped(&fetched.dropped);
     let all = fetched.all.unwrap_or(w.messages);
     let folder = if requests { "requests" } else { "inbox" };
     let mut shown: Vec<&StoredMessage> = all.iter().filter(|m| m.folder == folder).collect();
@@ -620,8 +637,9 @@ fn text_of(m: &StoredMessage) -> Option<&str> {
 }
 
 fn preview(m: &StoredMessage) -> String {
-    if m.unreadable.is_some() {
-        return "(cannot be read on this device)".into();
+    if let Some(why) = &m.unreadable {
+        let why: String = why.chars().take(80).collect();
+        return format!("(unreadable, kept as received: {why})");
     }
     match text_of(m) {
         Some(t) => {
@@ -713,7 +731,10 @@ fn read(ctx: &Ctx, id: &str) -> Result<()> {
         }
         println!();
         match (&m.unreadable, text_of(&m)) {
-            (Some(why), _) => println!("(This device cannot read it: {why})"),
+            (Some(why), _) => {
+                println!("(This device cannot read it: {why})");
+                println!("(The envelope is kept in this wallet as it came: `--json` shows it as `raw`.)");
+            }
             (None, Some(text)) => println!("{text}"),
             (None, None) => {
                 println!("(a {} message)", m.kind);
@@ -880,9 +901,7 @@ impl Watching<'_> {
                 Ok(Some(Event::Status(s))) => {
                     let new: Vec<Dropped> =
                         s.dropped.into_iter().filter(|d| self.seen_drops.insert(d.clone())).collect();
-                    for d in &new {
-                        warn_dropped(d);
-                    }
+                    warn_dropped(&new);
                     if !new.is_empty() {
                         if let Err(e) = p.received(&[]).await {
                             return Ok(End::Lost(e));
@@ -1018,10 +1037,11 @@ mod tests {
         let (first, rest) = ct.split_at(1);
         let flipped = format!("{}{rest}", if first == "A" { "B" } else { "A" });
         tampered["ciphertext"] = json!(flipped);
-        let Opened::Keep(m) = open(&alice.ours(0), &resolver, &delivered(tampered, &bob.did)).await else {
+        let Opened::Keep(m) = open(&alice.ours(0), &resolver, &delivered(tampered.clone(), &bob.did)).await else {
             panic!("kept")
         };
         assert!(m.unreadable.is_some() && text_of(&m).is_none(), "{m:?}");
+        assert_eq!(m.raw.as_ref(), Some(&tampered), "kept as it came: the node's copy goes once acknowledged");
 
         // A sender whose document cannot be fetched now: left on the node for later.
         let unreachable = sichat_core::resolver::Resolver::new(Arc::new(
@@ -1059,6 +1079,7 @@ mod tests {
             received_time: 0,
             presentation: false,
             unreadable: None,
+            raw: None,
             read: false,
         }
     }

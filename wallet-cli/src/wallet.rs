@@ -100,6 +100,10 @@ pub struct StoredMessage {
     /// Why it could not be opened on this device, if it could not.
     #[serde(default)]
     pub unreadable: Option<String>,
+    /// The envelope as delivered, kept when it could not be opened: the node deletes its copy
+    /// once acknowledged, and a later wallet (or another tool) may still read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<serde_json::Value>,
     #[serde(default)]
     pub read: bool,
 }
