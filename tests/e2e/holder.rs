@@ -227,12 +227,6 @@ async fn request_status(carol: &Path, id: String) -> Value {
     json(&sichat(carol, &["--json", "verifier", "result", &id]).await)["status"].clone()
 }
 
-async fn issued_count(alice: &Path) -> usize {
-    let out = sichat(alice, &["--json", "credential", "issued"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    json(&out).as_array().map(Vec::len).unwrap_or(0)
-}
-
 /// A revoked or suspended credential is not offered: presenting it would use up the
 /// verifier's request for a certain "no". The request stays open for a good one.
 async fn present_leaves_out_revoked_and_suspended_credentials(backend: Backend) {
@@ -307,19 +301,16 @@ async fn receive_follows_the_wallet_network_policy(backend: Backend) {
             json(&out)[if by_value { "offer_by_value" } else { "offer_uri" }].as_str().expect("uri").to_owned()
         }
     };
-    let issued = || issued_count(&alice);
-    let before = issued().await;
     for by_value in [false, true] {
         let uri = offer(by_value).await;
         let out = sichat(&dana, &["credential", "receive", &uri]).await;
         assert!(!out.status.success(), "by_value={by_value}: {}", stdout(&out));
         let e = stderr(&out);
         assert!(e.contains("loopback or private") && e.contains("--allow-local-network"), "{e}");
-        assert_eq!(issued().await, before, "nothing was issued: the code never reached the issuer");
+        // The code is single-use: it still works, so it never reached the token endpoint.
         let out = sichat(&dana, &["--allow-local-network", "--json", "credential", "receive", &uri]).await;
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    assert_eq!(issued().await, before + 2);
 }
 
 /// The README's `sichat verify friend.jwt` from a wallet whose node is on localhost: the

@@ -191,6 +191,9 @@ pub async fn present(ctx: &Ctx, a: PresentArgs) -> Result<()> {
         }
         let c = dcql::Candidate { id: &held.id, format: &held.format, vc: &vc };
         if !query.credentials.iter().any(|q| q.mismatch(&c).is_none()) {
+            // Answers nothing: kept only so that an error can say why it does not match.
+            let unchecked = check::Status { state: "not checked".into(), revoked: false, suspended: false };
+            usable.push((held, vc, unchecked));
             continue;
         }
         let status = check::status(&resolver, &vc, now_ms()).await;
