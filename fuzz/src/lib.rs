@@ -53,7 +53,7 @@ pub fn fixture() -> &'static Fixture {
             signer: KeyPair::Ed25519(key),
             node_keys: HashMap::from([(node.to_owned(), Arc::new(keys))]),
             node_key,
-            recipient: [AgreementKey::new("did:web:node.example:users:bob#x".into(), agree)],
+            recipient: [AgreementKey::new("did:web:node.example:users:bob#x", agree)],
         }
     })
 }
