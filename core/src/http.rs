@@ -6,7 +6,7 @@
 use crate::json::{self, JsonError};
 use axum::body::Bytes;
 use axum::extract::path::ErrorKind;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{self, header, HeaderMap, StatusCode};
@@ -260,7 +260,7 @@ async fn refuse_large_bodies(limit: usize, req: Request, next: Next) -> Response
     let resp = next.run(req).await;
     // axum's own rejections of an over-long body (the `Bytes`, `String` and `Form`
     // extractors) are plain text; endpoints that answer JSON themselves keep theirs.
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&resp) {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(resp.headers()) {
         return body_too_large(limit).into_response();
     }
     resp
@@ -272,11 +272,4 @@ fn body_too_large(limit: usize) -> ApiError {
         "body_too_large",
         format!("the request body is larger than this endpoint takes ({limit} bytes)"),
     )
-}
-
-fn is_json(resp: &Response) -> bool {
-    resp.headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"))
 }
