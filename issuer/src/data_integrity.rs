@@ -95,10 +95,10 @@ pub fn check_bounds(document: &Value) -> Result<(), String> {
                 stack.extend(a.iter().map(|c| (c, depth + 1)));
             }
             Value::String(t) => bytes += t.len(),
-            Value::Number(n) => {
-                if !n.as_f64().is_some_and(|f| f.is_finite() && f.abs() < 1e21) && !n.is_i64() && !n.is_u64() {
-                    return Err(format!("the number {n} is out of the range a JSON-LD document may use"));
-                }
+            Value::Number(n)
+                if !n.as_f64().is_some_and(|f| f.is_finite() && f.abs() < 1e21) && !n.is_i64() && !n.is_u64() =>
+            {
+                return Err(format!("the number {n} is out of the range a JSON-LD document may use"));
             }
             _ => {}
         }
