@@ -23,7 +23,7 @@ async fn revoking_this_or_the_last_device_needs_confirmation(backend: Backend) {
     assert!(!out.status.success(), "revoking the device in use needs --yes");
     let said = stderr(&out);
     assert!(said.contains("is this device") && said.contains("--yes") && said.contains("sichat device add"), "{said}");
-    assert_eq!(device_ids(&alice).await, [laptop_id.clone()], "nothing was revoked");
+    assert_eq!(device_ids(&alice).await, std::slice::from_ref(&laptop_id), "nothing was revoked");
 
     // With a phone added, the laptop may go (confirmed): the phone remains.
     let phone = app.wallet("alice-phone");
@@ -33,7 +33,7 @@ async fn revoking_this_or_the_last_device_needs_confirmation(backend: Backend) {
     let phone_id = json(&out)["device_id"].as_str().expect("id").to_owned();
     let out = sichat(&alice, &["device", "revoke", &laptop_id, "--yes"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(device_ids(&phone).await, [phone_id.clone()]);
+    assert_eq!(device_ids(&phone).await, std::slice::from_ref(&phone_id));
 
     // The phone is now the last device: the node refuses to revoke it without confirmation
     // (the laptop's wallet cannot even sign in to count), and the wallet says why.
@@ -41,7 +41,7 @@ async fn revoking_this_or_the_last_device_needs_confirmation(backend: Backend) {
     assert!(!out.status.success(), "revoking the last device needs --yes");
     let said = stderr(&out);
     assert!(said.contains("last active device") && said.contains("--yes"), "{said}");
-    assert_eq!(device_ids(&phone).await, [phone_id.clone()], "the phone still works");
+    assert_eq!(device_ids(&phone).await, std::slice::from_ref(&phone_id), "the phone still works");
 
     // Confirmed, it goes.
     let out = sichat(&alice, &["device", "revoke", &phone_id, "--yes"]).await;
