@@ -279,10 +279,7 @@ mod tests {
         }
         for typ in ["vp+jwt", "application/vp+jwt", "text/vc+jwt", "", "application/"] {
             let t = sign(&k, typ, None, &json!({"a": 1})).unwrap();
-            assert!(
-                matches!(verify::<Value>(&t, &k.public(), "vc+jwt"), Err(CoreError::WrongJwsType { .. })),
-                "{typ}"
-            );
+            assert!(matches!(verify::<Value>(&t, &k.public(), "vc+jwt"), Err(CoreError::WrongJwsType { .. })), "{typ}");
         }
         assert!(typ_matches("application/oauth-authz-req+jwt", "oauth-authz-req+jwt"));
         assert!(!typ_matches("", ""), "a missing typ is no type");

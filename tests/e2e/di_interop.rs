@@ -21,7 +21,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-storage_tests!(issued_credentials_verify_with_the_standard_contexts_alone, credentials_naming_the_old_context_still_verify);
+storage_tests!(
+    issued_credentials_verify_with_the_standard_contexts_alone,
+    credentials_naming_the_old_context_still_verify
+);
 
 const LOCAL: &[(&str, &str)] = &[("SICHAT_ALLOW_LOCAL_NETWORK", "true"), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
 

@@ -638,7 +638,18 @@ async fn pin_guesses_sent_at_once_are_counted_one_by_one(backend: Backend) {
     let created = json(
         &sichat(
             &alice,
-            &["--json", "credential", "offer", "--type", "FriendCredential", "--to", "anyone", "--claim", "name=X", "--pin"],
+            &[
+                "--json",
+                "credential",
+                "offer",
+                "--type",
+                "FriendCredential",
+                "--to",
+                "anyone",
+                "--claim",
+                "name=X",
+                "--pin",
+            ],
         )
         .await,
     );
@@ -653,8 +664,11 @@ async fn pin_guesses_sent_at_once_are_counted_one_by_one(backend: Backend) {
             let (http, url, code) = (app.http.clone(), url.clone(), code.clone());
             let guess = format!("{:06}", (pin.parse::<u32>().expect("digits") + 1 + i) % 1_000_000);
             tokio::spawn(async move {
-                let form =
-                    [("grant_type", oid4vci::PRE_AUTH_GRANT), ("pre-authorized_code", code.as_str()), ("tx_code", &guess)];
+                let form = [
+                    ("grant_type", oid4vci::PRE_AUTH_GRANT),
+                    ("pre-authorized_code", code.as_str()),
+                    ("tx_code", &guess),
+                ];
                 let r = http.post(&url).form(&form).send().await.expect("token");
                 (r.status().as_u16(), r.json::<Value>().await.expect("json"))
             })
@@ -682,7 +696,8 @@ async fn pin_guesses_sent_at_once_are_counted_one_by_one(backend: Backend) {
 
     // Even the right PIN is refused now, with the reason and what to do.
     let (_, body) =
-        token(&app, &[("grant_type", oid4vci::PRE_AUTH_GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)]).await;
+        token(&app, &[("grant_type", oid4vci::PRE_AUTH_GRANT), ("pre-authorized_code", &code), ("tx_code", &pin)])
+            .await;
     let text = body["error_description"].as_str().unwrap_or_default();
     assert!(text.contains("too many wrong PINs") && text.contains("new offer"), "{body}");
     let bob = app.wallet("bob");

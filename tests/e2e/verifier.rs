@@ -379,7 +379,8 @@ async fn responses_that_are_not_signed_answers_leave_the_request_open(backend: B
     let response_uri = claims["response_uri"].as_str().expect("response_uri").to_owned();
 
     let (issuer_key, issuer, issuer_kid) = did_key_issuer();
-    let some_vc = jwt(&issuer_key, "vc+jwt", &issuer_kid, &without_schema(credential(&issuer, &bob_did, now_ms(), None, &[])));
+    let some_vc =
+        jwt(&issuer_key, "vc+jwt", &issuer_kid, &without_schema(credential(&issuer, &bob_did, now_ms(), None, &[])));
     let vp = |holder: &str, nonce: &str| {
         json!({
             "@context": [VCDM2_CONTEXT], "type": ["VerifiablePresentation"], "holder": holder,
@@ -392,7 +393,11 @@ async fn responses_that_are_not_signed_answers_leave_the_request_open(backend: B
     let bob_kid = bob_doc["authentication"][0].as_str().expect("bob's device key").to_owned();
     let unsigned = |sig: &str| {
         let header = json!({"alg": "none", "typ": "vp+jwt", "kid": bob_kid});
-        format!("{}.{}.{sig}", b64url(header.to_string().as_bytes()), b64url(vp(&bob_did, nonce).to_string().as_bytes()))
+        format!(
+            "{}.{}.{sig}",
+            b64url(header.to_string().as_bytes()),
+            b64url(vp(&bob_did, nonce).to_string().as_bytes())
+        )
     };
     let (mallory_key, mallory, mallory_kid) = did_key_issuer();
     let hostile = [
