@@ -203,8 +203,11 @@ pub fn didcomm(data: &[u8]) {
     let _ = unwrap_forward(data, &f.recipient, &opts);
 }
 
+/// A fuzz target: any input must end without a panic.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as the corpus directories are named.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
     ("did", did),
     ("vc", vc),

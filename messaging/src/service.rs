@@ -706,12 +706,11 @@ fn encrypted_to_any(envelope: &Value, did: &Did, devices: &[String]) -> bool {
 }
 
 /// The recipient's node answered the DID document's URL with 404 Not Found or 410 Gone:
-/// the DID does not exist there. (The fetcher reports the status at the head of its reason.)
+/// the DID does not exist there.
 fn no_such_did(e: &sichat_core::resolver::ResolveError) -> bool {
     use sichat_core::net::FetchError;
     use sichat_core::resolver::ResolveError;
-    matches!(e, ResolveError::Fetch(FetchError::Failed { why, .. })
-        if why.starts_with("HTTP 404") || why.starts_with("HTTP 410"))
+    matches!(e, ResolveError::Fetch(FetchError::Status { status: 404 | 410, .. }))
 }
 
 /// The `skid` in a JWE's protected header, if any (authcrypt).

@@ -663,8 +663,7 @@ async fn pin_guesses_sent_at_once_are_counted_one_by_one(backend: Backend) {
     );
     let uri = created["offer_uri"].as_str().expect("uri").to_owned();
     let pin = created["tx_code"].as_str().expect("pin").to_owned();
-    let http = sichat_holder::resolve::client().expect("client");
-    let code = oid4vci::resolve_offer(&http, &uri).await.expect("offer").pre_authorized_code;
+    let code = oid4vci::resolve_offer(&local_fetcher(), &uri).await.expect("offer").pre_authorized_code;
 
     let url = format!("{}/users/alice/oid4vci/token", app.url);
     let guesses: Vec<_> = (0..12)
