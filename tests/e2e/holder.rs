@@ -45,6 +45,9 @@ async fn give(from: &Path, to: &Path, type_name: &str, extra: &[&str]) -> String
     json(&out)["id"].as_str().expect("id").to_owned()
 }
 
+/// The request object served, and the forms posted back.
+type Shared = (Arc<Mutex<String>>, Arc<Mutex<Vec<HashMap<String, String>>>>);
+
 /// A verifier that is not Sichat's: it serves a signed request object with any DCQL query
 /// and records what the wallet posts back.
 struct OtherVerifier {
@@ -67,22 +70,17 @@ impl OtherVerifier {
         let app = Router::new()
             .route(
                 "/request",
-                get(
-                    |State((r, _)): State<(Arc<Mutex<String>>, Arc<Mutex<Vec<HashMap<String, String>>>>)>| async move {
-                        let jwt = r.lock().expect("lock").clone();
-                        ([("content-type", "application/oauth-authz-req+jwt")], jwt)
-                    },
-                ),
+                get(|State((r, _)): State<Shared>| async move {
+                    let jwt = r.lock().expect("lock").clone();
+                    ([("content-type", "application/oauth-authz-req+jwt")], jwt)
+                }),
             )
             .route(
                 "/response",
-                post(
-                    |State((_, p)): State<(Arc<Mutex<String>>, Arc<Mutex<Vec<HashMap<String, String>>>>)>,
-                     Form(form): Form<HashMap<String, String>>| async move {
-                        p.lock().expect("lock").push(form);
-                        Json(json!({}))
-                    },
-                ),
+                post(|State((_, p)): State<Shared>, Form(form): Form<HashMap<String, String>>| async move {
+                    p.lock().expect("lock").push(form);
+                    Json(json!({}))
+                }),
             )
             .with_state((request.clone(), posted.clone()));
         tokio::spawn(async move {
