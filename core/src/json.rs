@@ -213,14 +213,15 @@ mod tests {
             (r#""x""#, "a JSON object"),
             (r#"{"n": "x", "inner": {"x": true}}"#, "an integer in range"),
             (r#"{"n": 1, "inner": 3}"#, "a JSON object"),
-            (r#"{"n": 1, "inner": {"x": 3}}"#, "true or false"),
+            (r#"{"n": 1, "inner": {"x": 3}}"#, "a boolean"),
             (r#"{"n": 1, "inner": {"x": true}, "kind": 3}"#, "expected "),
             (r#"{"n": 1e400}"#, "number"),
         ] {
             let e = from_str_bounded::<Body>(text, MAX_DEPTH).unwrap_err().to_string();
             assert!(e.contains(wanted), "{text}: {e}");
-            for rust in ["struct", "Body", "Inner", "enum Kind", "u64", "bool"] {
-                assert!(!e.contains(rust), "{text}: {e} names {rust}");
+            let words: Vec<&str> = e.split(|c: char| !c.is_alphanumeric()).collect();
+            for rust in ["struct", "Body", "Inner", "enum", "Kind", "u64", "bool"] {
+                assert!(!words.contains(&rust), "{text}: {e} names {rust}");
             }
         }
         assert!(matches!(from_str_bounded::<Body>("{\"n\": ", 64), Err(JsonError::Malformed(_))));

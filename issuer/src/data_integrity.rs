@@ -140,10 +140,28 @@ fn percent_encoding_is_utf8(s: &str) -> bool {
 /// a panic in `ssi` or `json-ld` becomes an error for this one document, and the work
 /// never blocks an async worker. (A stack overflow aborts whatever the thread, which is
 /// why [`check_bounds`] comes first.)
+const JSON_LD_THREAD: &str = "json-ld";
+
+/// A panic on the JSON-LD thread is caught and answered as a refusal (and logged as a
+/// warning there), so the default hook's "thread panicked" and backtrace on stderr would
+/// only alarm: keep it for every other thread.
+fn quiet_json_ld_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(JSON_LD_THREAD) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 async fn isolated<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    quiet_json_ld_panics();
     let (tx, rx) = futures_channel::oneshot::channel();
     std::thread::Builder::new()
-        .name("json-ld".into())
+        .name(JSON_LD_THREAD.into())
         .stack_size(JSON_LD_STACK)
         .spawn(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {

@@ -103,7 +103,8 @@ async fn issued_credentials_verify_with_the_standard_contexts_alone(backend: Bac
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let uri = json(&out)["offer_uri"].as_str().expect("uri").to_owned();
-    let out = sichat(&carol, &["--json", "credential", "receive", &uri]).await;
+    // Carol is a did:key wallet: the issuer's node is on loopback, not hers.
+    let out = sichat_env(&carol, &["--json", "credential", "receive", &uri], LOCAL).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let id = json(&out)["id"].as_str().expect("id").to_owned();
     let doc = json(&sichat(&carol, &["--json", "credential", "show", &id]).await)["document"].clone();

@@ -74,7 +74,7 @@ async fn offer_receive_list_revoke_with_two_wallets(backend: Backend) {
     assert_eq!(friend(&on_phone).map(|c| c["id"].clone()), Some(json!(id)), "synced from the node: {on_phone}");
 
     // The offer is single-use.
-    let out = sichat(&bob, &["credential", "receive", &uri, "--pin", &pin]).await;
+    let out = sichat_env(&bob, &["credential", "receive", &uri, "--pin", &pin], LOCAL).await;
     assert!(stderr(&out).contains("already redeemed or has expired"), "{}", stderr(&out));
 
     // list and show, status fetched live; then Alice revokes and Bob sees it.
@@ -709,7 +709,7 @@ async fn pin_guesses_sent_at_once_are_counted_one_by_one(backend: Backend) {
     assert!(text.contains("too many wrong PINs") && text.contains("new offer"), "{body}");
     let bob = app.wallet("bob");
     assert!(sichat(&bob, &["init"]).await.status.success());
-    let out = sichat(&bob, &["credential", "receive", &uri, "--pin", &pin]).await;
+    let out = sichat_env(&bob, &["credential", "receive", &uri, "--pin", &pin], LOCAL).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("too many wrong PINs"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("already"), "{}", stderr(&out));

@@ -242,7 +242,9 @@ async fn private_key_jwt_client_assertions(backend: Backend) {
 
     // The same assertion again: its jti was used.
     let (status, body) = client_credentials(&app, &good).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "jti replay: {body}");
+    // RFC 6749 §5.2: 401 is required only when the client used the Authorization header;
+    // a client assertion in the body is refused with 400.
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client")), "jti replay: {body}");
 
     // Each bad assertion is refused.
     let impostor = ClientKey::es256("es-1"); // another key under the registered kid
@@ -278,7 +280,7 @@ async fn private_key_jwt_client_assertions(backend: Backend) {
     ];
     for (why, jwt) in cases {
         let (status, body) = client_credentials(&app, &jwt).await;
-        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{why}: {body}");
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client")), "{why}: {body}");
     }
 
     // The client's other key (EdDSA) works, with the issuer as audience.

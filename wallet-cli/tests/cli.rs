@@ -206,3 +206,42 @@ fn messaging_without_a_node_says_how_to_get_one_and_contacts_stay_local() {
     let out = sichat(&w, &["contacts", "remove", "bob"]);
     assert!(stderr(&out).contains("no contact named bob"), "{}", stderr(&out));
 }
+
+/// The inputs that once overflowed the stack or panicked inside `ssi`/`json-ld` (exit 101
+/// or an abort): each is a refusal with exit code 2, and no panic message.
+#[test]
+fn hostile_credentials_are_refused_with_exit_code_2() {
+    let dir = TempDir::new("hostile");
+    let issuer = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+    let nested = (0..114).fold(serde_json::json!("deep"), |inner, _| serde_json::json!({ "x:n": inner }));
+    let cases = [
+        ("nested 114 levels", serde_json::json!({"x:n": nested}), "2026-01-01T00:00:00Z", "VerifiableCredential"),
+        ("1e308", serde_json::json!({"x:n": 1e308}), "2026-01-01T00:00:00Z", "VerifiableCredential"),
+        ("three-digit year", serde_json::json!({}), "999-01-01T00:00:00Z", "VerifiableCredential"),
+        ("%ed in a type IRI", serde_json::json!({}), "2026-01-01T00:00:00Z", "https://example.org/%ed"),
+    ];
+    for (what, claims, created, ty) in cases {
+        let mut subject = serde_json::json!({"id": issuer});
+        subject.as_object_mut().expect("object").extend(claims.as_object().cloned().unwrap_or_default());
+        let vc = serde_json::json!({
+            "@context": ["https://www.w3.org/ns/credentials/v2"],
+            "type": ["VerifiableCredential", ty],
+            "issuer": issuer,
+            "credentialSubject": subject,
+            "proof": {
+                "type": "DataIntegrityProof",
+                "cryptosuite": "eddsa-rdfc-2022",
+                "verificationMethod": format!("{issuer}#{}", issuer.trim_start_matches("did:key:")),
+                "proofPurpose": "assertionMethod",
+                "created": created,
+                "proofValue": "z3FXQjecWufY46yg5abdVZsXqLhxhueuSoZgNSARiKBk9czhSePTFehP8c3PGfb6a22gkfUKKsQG5iaPuhbB2DHd",
+            },
+        });
+        let file = dir.path().join("vc.json");
+        std::fs::write(&file, vc.to_string()).expect("write");
+        let out = sichat(&dir.path().join("no-wallet"), &["verify", file.to_str().expect("utf-8")]);
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{what}: {all}");
+        assert!(!all.contains("panicked") && !all.contains("overflow"), "{what}: {all}");
+    }
+}
