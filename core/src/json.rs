@@ -93,7 +93,19 @@ pub fn from_slice_bounded<T: DeserializeOwned>(text: &[u8], max_depth: usize) ->
     if nesting_depth(text) > max_depth {
         return Err(JsonError::TooDeep(max_depth));
     }
-    serde_json::from_slice(text).map_err(describe)
+    serde_json::from_slice(text).map_err(|e| {
+        let out_of_range = e.to_string().contains("number out of range");
+        match describe(e) {
+            JsonError::Malformed(m) if out_of_range => {
+                JsonError::Invalid(m.replace("malformed JSON", "a number out of range"))
+            }
+            // serde_json reports some wrong types (a number where an enum goes) as syntax errors.
+            JsonError::Malformed(m) if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() => {
+                JsonError::Invalid(m.replace("malformed JSON", "a value does not have the expected type"))
+            }
+            other => other,
+        }
+    })
 }
 
 /// [`from_slice_bounded`] for text.
@@ -214,7 +226,7 @@ mod tests {
             (r#"{"n": "x", "inner": {"x": true}}"#, "an integer in range"),
             (r#"{"n": 1, "inner": 3}"#, "a JSON object"),
             (r#"{"n": 1, "inner": {"x": 3}}"#, "a boolean"),
-            (r#"{"n": 1, "inner": {"x": true}, "kind": 3}"#, "expected "),
+            (r#"{"n": 1, "inner": {"x": true}, "kind": 3}"#, "expected type"),
             (r#"{"n": 1e400}"#, "number"),
         ] {
             let e = from_str_bounded::<Body>(text, MAX_DEPTH).unwrap_err().to_string();
