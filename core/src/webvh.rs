@@ -387,11 +387,20 @@ pub async fn verify_log(did: &str, raw: &str) -> Result<VerifiedLog, WebvhError>
             .await
             .map_err(|e| WebvhError::InvalidLog(plain(&e.to_string())))?;
         let entries = state.log_entries().len();
-        let active = state
-            .log_entries()
-            .last()
-            .map(|e| e.validated_parameters.clone())
-            .unwrap_or_else(|| entry.get_parameters());
+        // Parameters not repeated in an entry keep their earlier value: the latest of each.
+        let (mut update_keys, mut next_key_hashes, mut ttl) = (Vec::new(), Vec::new(), None);
+        for e in state.log_entries() {
+            let p = e.log_entry.get_parameters();
+            if let Some(keys) = p.update_keys {
+                update_keys = keys.iter().map(ToString::to_string).collect();
+            }
+            if let Some(hashes) = p.next_key_hashes {
+                next_key_hashes = hashes.iter().map(ToString::to_string).collect();
+            }
+            if let Some(t) = p.ttl {
+                ttl = Some(u64::from(t));
+            }
+        }
         Ok::<_, WebvhError>(VerifiedLog {
             document: entry.get_state().clone(),
             version_id: meta.version_id,
@@ -399,9 +408,9 @@ pub async fn verify_log(did: &str, raw: &str) -> Result<VerifiedLog, WebvhError>
             scid: meta.scid,
             portable: meta.portable,
             deactivated: meta.deactivated,
-            update_keys: active.update_keys.iter().flat_map(|k| k.iter()).map(|k| k.to_string()).collect(),
-            next_key_hashes: active.next_key_hashes.iter().flat_map(|k| k.iter()).map(|k| k.to_string()).collect(),
-            ttl: active.ttl.map(u64::from),
+            update_keys,
+            next_key_hashes,
+            ttl,
             entries,
         })
     };
@@ -417,6 +426,35 @@ pub async fn verify_log(did: &str, raw: &str) -> Result<VerifiedLog, WebvhError>
 /// One line of an error from the verifier.
 fn plain(s: &str) -> String {
     s.lines().next().unwrap_or_default().chars().take(300).collect()
+}
+
+/// Whether two DID documents say the same: equal once methods, relationship lists,
+/// services and `alsoKnownAs` are put in order. A node checks with it that the document a
+/// wallet signed is the one the node serves.
+pub fn same_document(a: &Value, b: &Value) -> bool {
+    fn normal(v: &Value) -> Value {
+        let mut v = v.clone();
+        if let Some(obj) = v.as_object_mut() {
+            obj.retain(|_, x| !x.as_array().is_some_and(Vec::is_empty));
+            for (key, x) in obj.iter_mut() {
+                if key == "@context" {
+                    continue;
+                }
+                if let Some(list) = x.as_array_mut() {
+                    list.sort_by_key(|e| match e {
+                        Value::String(s) => s.clone(),
+                        other => other
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| other.to_string()),
+                    });
+                }
+            }
+        }
+        v
+    }
+    normal(a) == normal(b)
 }
 
 /// The parallel `did:web` document of a `did:webvh` document (the method's §"Publishing a

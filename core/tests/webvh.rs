@@ -98,7 +98,8 @@ async fn updates_rotation_and_a_move_verify_in_order() {
     assert!(!why.is_empty());
     // …and the new one signs.
     let e4 = append(&e3.line, v3.document.clone(), json!({}), &new_root).unwrap();
-    verify_log(&d, &log(&[&e1.line, &e2.line, &e3.line, &e4.line])).await.unwrap();
+    let v4 = verify_log(&d, &log(&[&e1.line, &e2.line, &e3.line, &e4.line])).await.unwrap();
+    assert_eq!(v4.update_keys, [new_root.public().to_multibase()], "an entry without updateKeys keeps them");
 
     // A move to b.example: same SCID, the old DID in alsoKnownAs, signed by the root key.
     let moved = did.moved_to("b.example", &["users", "alice"]).unwrap();
