@@ -28,3 +28,4 @@ mod schema;
 mod signin;
 mod signin_throttle;
 mod verifier;
+mod webvh_interop;
