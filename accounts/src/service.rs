@@ -663,9 +663,12 @@ impl Accounts {
         };
         let mut conn = self.conn().await?;
         let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AccountError::Unauthorized)?;
-        let kid_for = |id: &str| -> Result<String, AccountError> {
-            Ok(self.node.user_did(&user.name)?.url(&format!("issuing-{id}")))
+        // Credentials are issued under the portable did:webvh DID once the account has one.
+        let issuer = match Self::webvh_did(&mut conn, user_id).await? {
+            Some(did) => did,
+            None => self.node.user_did(&user.name)?.to_string(),
         };
+        let kid_for = |id: &str| -> Result<String, AccountError> { Ok(format!("{issuer}#issuing-{id}")) };
         if let Some((id, sealed)) = store::current_issuing_key(&mut conn, user_id, algorithm).await? {
             let secret = self.master.open(&sealed, &format!("acct_issuing_keys:{id}"))?;
             let key = match algorithm {

@@ -17,7 +17,11 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-storage_tests!(upgrade_then_every_root_operation_keeps_both_documents_in_step, forged_log_entries_change_nothing);
+storage_tests!(
+    upgrade_then_every_root_operation_keeps_both_documents_in_step,
+    forged_log_entries_change_nothing,
+    credentials_from_before_and_after_the_upgrade_verify_and_revoke
+);
 
 async fn text(app: &TestApp, path: &str) -> (u16, String, String) {
     let r = app.http.get(format!("{}{path}", app.url)).send().await.expect("GET");
@@ -296,4 +300,93 @@ async fn forged_log_entries_change_nothing(backend: Backend) {
     let other = device_cert(&alice.root, &web, &new_id());
     refused(alice.root_op(&app, RootOperation::AddDevice { certificate: other }, Some(good)).await, "DID log entry");
     assert_eq!(log_rows(&app).await, 2);
+}
+
+async fn issue(app: &TestApp, wallet: &std::path::Path, to: &str, format: &str) -> (String, String) {
+    let _ = app;
+    let out = sichat(
+        wallet,
+        &[
+            "--json",
+            "credential",
+            "issue",
+            "--type",
+            "FriendCredential",
+            "--to",
+            to,
+            "--claim",
+            "name=Bob",
+            "--format",
+            format,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "issue: {}", stderr(&out));
+    let issued = json(&out);
+    let credential = match &issued["credential"] {
+        Value::String(jwt) => jwt.clone(),
+        other => other.to_string(),
+    };
+    (issued["id"].as_str().expect("id").to_owned(), credential)
+}
+
+async fn verdict(app: &TestApp, credential: &str) -> (bool, String) {
+    let report = app.node.verifier.verify(credential, &sichat_verifier::Options::default()).await;
+    (report.valid, serde_json::to_string(&report).unwrap_or_default())
+}
+
+fn issuer_of(credential: &str) -> String {
+    let vc: Value = if credential.starts_with('{') {
+        serde_json::from_str(credential).expect("json")
+    } else {
+        let payload = credential.split('.').nth(1).expect("payload");
+        serde_json::from_slice(&sichat_core::ids::b64url_decode(payload).expect("b64")).expect("json")
+    };
+    vc["issuer"].as_str().expect("issuer").to_owned()
+}
+
+/// Credentials issued under did:web before the upgrade keep verifying (their status lists
+/// stay signed under did:web); those issued after name the portable DID, verify with our
+/// verifier and with Digital Bazaar's, and revoking either is seen.
+async fn credentials_from_before_and_after_the_upgrade_verify_and_revoke(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let web_did = json(&sichat(&alice, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let bob = app.wallet("bob");
+    let out = sichat(&bob, &["--json", "init"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bob_did = json(&out)["did"].as_str().expect("did").to_owned();
+
+    let (before_id, before) = issue(&app, &alice, &bob_did, "vc+jwt").await;
+    assert_eq!(issuer_of(&before), web_did);
+    let out = sichat(&alice, &["--json", "did", "upgrade"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let webvh_did = json(&out)["did"].as_str().expect("did").to_owned();
+    let (after_id, after) = issue(&app, &alice, &bob_did, "vc+jwt").await;
+    assert_eq!(issuer_of(&after), webvh_did, "new credentials name the portable DID");
+    let (_, ldp) = issue(&app, &alice, &bob_did, "ldp_vc").await;
+    assert_eq!(issuer_of(&ldp), webvh_did);
+
+    for c in [&before, &after, &ldp] {
+        let (valid, report) = verdict(&app, c).await;
+        assert!(valid, "{report}");
+    }
+    if let Some(modules) = crate::di_interop::node_modules() {
+        let doc: Value = serde_json::from_str(&ldp).expect("json");
+        let resolver = Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local: true }).expect("fetcher")));
+        resolver.resolve(&webvh_did).await.expect("resolves");
+        let (_, _, raw) = text(&app, "/users/alice/did.jsonl").await;
+        let state = webvh::verify_log(&webvh_did, &raw).await.expect("verifies").document;
+        crate::di_interop::js_verify(&modules, app.dir.path(), &doc, json!({ webvh_did.clone(): state }))
+            .expect("Digital Bazaar's verifier accepts a credential issued under did:webvh");
+    }
+
+    for id in [&before_id, &after_id] {
+        let out = sichat(&alice, &["credential", "revoke", id]).await;
+        assert!(out.status.success(), "revoke: {}", stderr(&out));
+    }
+    for c in [&before, &after] {
+        let (valid, report) = verdict(&app, c).await;
+        assert!(!valid && report.contains("revoked"), "{report}");
+    }
 }
