@@ -248,6 +248,8 @@ pub struct Entry {
 /// What the first entry sets beside the update keys.
 #[derive(Clone, Debug, Default)]
 pub struct Genesis {
+    /// When the DID is made; now if `None` (for histories built ahead of time).
+    pub at: Option<time::OffsetDateTime>,
     /// Commitments to the next update keys ([`key_hash`]); empty for none.
     pub next_key_hashes: Vec<String>,
     pub portable: bool,
@@ -285,7 +287,7 @@ pub fn create(
     }
     let preliminary = json!({
         "versionId": PLACEHOLDER,
-        "versionTime": version_time(None),
+        "versionTime": genesis.at.map(created_now_at).unwrap_or_else(|| version_time(None)),
         "parameters": parameters,
         "state": state,
     });
@@ -305,6 +307,18 @@ pub fn create(
 /// Append a version after `last` (the log's last line): the new document `state`, the
 /// changed `parameters` (an empty object for none), signed by an authorised update key.
 pub fn append(last: &str, state: Value, parameters: Value, signer: &Ed25519KeyPair) -> Result<Entry, WebvhError> {
+    append_at(last, state, parameters, signer, None)
+}
+
+/// [`append`], dated `at` (whole seconds, later than the last entry) instead of now: for
+/// logs built ahead of time (benchmarks, imports of a history).
+pub fn append_at(
+    last: &str,
+    state: Value,
+    parameters: Value,
+    signer: &Ed25519KeyPair,
+    at: Option<time::OffsetDateTime>,
+) -> Result<Entry, WebvhError> {
     let last: Value = serde_json::from_str(last).map_err(|e| WebvhError::Write(format!("the last entry: {e}")))?;
     let prev_id = last.get("versionId").and_then(Value::as_str).unwrap_or_default();
     let number: u64 = prev_id
@@ -317,7 +331,19 @@ pub fn append(last: &str, state: Value, parameters: Value, signer: &Ed25519KeyPa
     let prev_time = last.get("versionTime").and_then(Value::as_str);
     let mut entry = Map::new();
     entry.insert("versionId".into(), Value::String(prev_id.to_owned()));
-    entry.insert("versionTime".into(), Value::String(version_time(prev_time)));
+    let stamp = match at {
+        None => version_time(prev_time),
+        Some(t) => {
+            let t = t.replace_nanosecond(0).unwrap_or(t);
+            let after = prev_time
+                .and_then(|p| time::OffsetDateTime::parse(p, &time::format_description::well_known::Rfc3339).ok());
+            if after.is_some_and(|p| t <= p) {
+                return Err(WebvhError::Write("the entry must be dated after the last one".into()));
+            }
+            created_now_at(t)
+        }
+    };
+    entry.insert("versionTime".into(), Value::String(stamp));
     entry.insert("parameters".into(), parameters);
     entry.insert("state".into(), state);
     let version_id = format!("{}-{}", number + 1, multihash(&jcs(&Value::Object(entry.clone()))?));

@@ -121,7 +121,8 @@ async fn pre_rotation_binds_the_next_update_key() {
     let k1 = Ed25519KeyPair::generate();
     let k2 = Ed25519KeyPair::generate();
     let k3 = Ed25519KeyPair::generate();
-    let genesis = Genesis { next_key_hashes: vec![key_hash(&k2.public())], portable: true, ttl: Some(60) };
+    let genesis =
+        Genesis { next_key_hashes: vec![key_hash(&k2.public())], portable: true, ttl: Some(60), ..Default::default() };
     let (did, e1) = create(doc_template("example.com", &k1), &[k1.public()], &genesis, &k1).unwrap();
     let d = did.to_string();
     let v1 = verify_log(&d, &log(&[&e1.line])).await.unwrap();
