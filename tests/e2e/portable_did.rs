@@ -12,7 +12,9 @@ use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair};
 use sichat_core::net::{Fetcher, NetPolicy};
 use sichat_core::resolver::{Keys, Resolver};
 use sichat_core::webvh::{self, Genesis};
-use sichat_e2e::{json, sichat, stderr, storage_tests, Backend, TestApp};
+use sichat_e2e::{json, sichat, sichat_env, stderr, storage_tests, Backend, TestApp};
+
+const LOCAL: &[(&str, &str)] = &[("SICHAT_ALLOW_LOCAL_NETWORK", "true"), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
 use sqlx::Row;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -371,6 +373,13 @@ async fn credentials_from_before_and_after_the_upgrade_verify_and_revoke(backend
         let (valid, report) = verdict(&app, c).await;
         assert!(valid, "{report}");
     }
+    // A stranger's wallet (no node of its own) resolves the did:webvh log and verifies.
+    let file = app.dir.path().join("after.jwt");
+    std::fs::write(&file, &after).expect("write");
+    let nobody = app.wallet("nobody");
+    let out = sichat_env(&nobody, &["--json", "verify", file.to_str().expect("path")], LOCAL).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["valid"], true);
     if let Some(modules) = crate::di_interop::node_modules() {
         let doc: Value = serde_json::from_str(&ldp).expect("json");
         let resolver = Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local: true }).expect("fetcher")));
