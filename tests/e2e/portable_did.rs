@@ -22,7 +22,8 @@ use std::sync::Arc;
 storage_tests!(
     upgrade_then_every_root_operation_keeps_both_documents_in_step,
     forged_log_entries_change_nothing,
-    credentials_from_before_and_after_the_upgrade_verify_and_revoke
+    credentials_from_before_and_after_the_upgrade_verify_and_revoke,
+    the_node_has_a_did_webvh_that_follows_its_url
 );
 
 async fn text(app: &TestApp, path: &str) -> (u16, String, String) {
@@ -398,4 +399,45 @@ async fn credentials_from_before_and_after_the_upgrade_verify_and_revoke(backend
         let (valid, report) = verdict(&app, c).await;
         assert!(!valid && report.contains("revoked"), "{report}");
     }
+}
+
+/// The node's own did:webvh, controlled by the node key: made at first start, verified,
+/// linked both ways with its did:web; when the node's public URL changes, a new entry moves
+/// it to the new host (same SCID), naming the DID it had.
+async fn the_node_has_a_did_webvh_that_follows_its_url(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let web = app.node.identity.did().to_string();
+    let (status, ct, raw) = text(&app, "/.well-known/did.jsonl").await;
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/jsonl"), "{ct}");
+    let webvh_did = app.node.identity.webvh_did().expect("a did:webvh on localhost").to_owned();
+    let log = webvh::verify_log(&webvh_did, &raw).await.expect("verifies");
+    assert_eq!(log.document["alsoKnownAs"], json!([web]));
+    assert_eq!(log.update_keys, [app.node.identity.public_key().to_multibase()]);
+    let (_, doc) = app.get_json("/.well-known/did.json").await;
+    assert_eq!(doc["alsoKnownAs"], json!([webvh_did]));
+
+    // A second process on the same database, configured with a new URL (PostgreSQL: SQLite
+    // has one writer): the DID moves with it.
+    if backend != Backend::Postgres {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let moved = app
+        .replica(|c| {
+            c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+            c.public_url = Some(format!("http://moved.localhost:{port}").parse().expect("url"));
+        })
+        .await;
+    let new_did = moved.node.identity.webvh_did().expect("moved").to_owned();
+    assert!(new_did.ends_with(&format!("moved.localhost%3A{port}")), "{new_did}");
+    let scid = |d: &str| d.split(':').nth(2).expect("scid").to_owned();
+    assert_eq!(scid(&new_did), scid(&webvh_did), "same SCID, same history");
+    let (_, _, raw) = text(&moved, "/.well-known/did.jsonl").await;
+    let log = webvh::verify_log(&new_did, &raw).await.expect("the moved log verifies");
+    assert_eq!(log.entries, 2);
+    assert!(log.document["alsoKnownAs"].to_string().contains(&webvh_did), "names the DID it had");
+    // The old DID, resolved against the same log, leads to the new document.
+    let at_old = webvh::verify_log(&webvh_did, &raw).await.expect("verifies for the old DID too");
+    assert_eq!(at_old.document["id"], new_did.as_str());
 }
