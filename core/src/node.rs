@@ -235,7 +235,7 @@ async fn node_did_log(db: &Db, did: &Did, key: &Ed25519KeyPair) -> Result<Option
                 tracing::warn!(%did, "the node's did:webvh DID cannot follow it to an IP address: it stays {current}");
                 log
             } else {
-                let state = webvh_state(did, &key.public(), &moved, &[current.clone()])?;
+                let state = webvh_state(did, &key.public(), &moved, std::slice::from_ref(&current))?;
                 let entry = webvh::append(&last, state, serde_json::json!({}), key)
                     .map_err(|e| CoreError::Sealed(e.to_string()))?;
                 let grown = format!("{log}{}\n", entry.line);
