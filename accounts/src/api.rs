@@ -29,7 +29,9 @@ pub fn router(accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/invites", post(create_invite).get(list_invites))
         .route("/api/v1/invites/{id}", delete(revoke_invite))
         .route("/api/v1/users/{name}", delete(remove_user))
+        .route("/api/v1/did/draft", post(did_draft))
         .route("/users/{name}/did.json", get(did_document))
+        .route("/users/{name}/did.jsonl", get(did_log))
         .with_state(accounts)
 }
 
@@ -136,4 +138,15 @@ async fn did_document(
 ) -> Result<impl IntoResponse, ApiError> {
     let doc = a.did_document(&name).await?;
     Ok(([(header::CONTENT_TYPE, "application/did+json"), (header::CACHE_CONTROL, "no-cache")], Json(doc)))
+}
+
+/// The account's `did:webvh` log (JSON Lines, the method's `text/jsonl`).
+async fn did_log(State(a): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
+    let log = a.did_log(&name).await?;
+    Ok(([(header::CONTENT_TYPE, "text/jsonl; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], log))
+}
+
+/// The document the caller's root key signs to upgrade the account to `did:webvh`.
+async fn did_draft(State(a): State<AppState>, me: AuthDevice) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(a.did_draft(&me).await?))
 }

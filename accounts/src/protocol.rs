@@ -192,6 +192,12 @@ pub enum RootOperation {
         new_root_key: String,
         certificates: Vec<String>,
     },
+    /// Give the account a portable `did:webvh` DID: `entry` is the first line of its log,
+    /// signed by the root key, whose document is the draft the node handed out
+    /// (`POST /api/v1/did/draft`).
+    UpgradeDid {
+        entry: String,
+    },
 }
 
 /// Payload of a root-key-signed request.
@@ -204,6 +210,11 @@ pub struct RootOpClaims {
     pub iat: i64,
     #[serde(flatten)]
     pub op: RootOperation,
+    /// For an account with a `did:webvh` log, every operation that changes its document
+    /// carries the log's next entry, signed by the root key, whose document is the
+    /// account's document after the operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub did_log_entry: Option<String>,
 }
 
 /// The node's signed login challenge.

@@ -15,6 +15,8 @@ use sichat_core::p256key::{KeyPair, P256KeyPair};
 use sichat_core::seal::MasterKey;
 use std::sync::{Arc, RwLock};
 
+mod did_log;
+
 const CHALLENGE_PURPOSE_REQUEST: &str = "signed-request";
 const CHALLENGE_PURPOSE_LOGIN: &str = "login";
 /// Label of the invite `sichatd` prints at start while the node has no accounts.
@@ -433,7 +435,8 @@ impl Accounts {
 
     // ---- DID documents ----
 
-    /// The DID document of `name`: root key, issuing keys, and every active device.
+    /// The DID document of `name`: root key, issuing keys, and every active device; with
+    /// its `did:webvh` DID in `alsoKnownAs` once the account has one.
     pub async fn did_document(&self, name: &str) -> Result<DidDocument, AccountError> {
         let name = UserName::parse(name).map_err(|_| AccountError::NotFound("no such account".into()))?;
         let mut conn = self.conn().await?;
@@ -443,13 +446,23 @@ impl Accounts {
         if user.status != "active" {
             return Err(AccountError::AccountRemoved(name.to_string()));
         }
-        let mut doc = DidDocument::new(self.node.user_did(name.as_str())?);
+        let mut doc = self.document_of(&mut conn, &user).await?;
+        if let Some(webvh) = Self::webvh_did(&mut conn, &user.id).await? {
+            doc.also_known_as.push(webvh);
+        }
+        Ok(doc)
+    }
+
+    /// The `did:web` document of an account, from its rows (in `conn`, which may be the
+    /// transaction of a change).
+    async fn document_of(&self, conn: &mut store::Conn, user: &store::UserRow) -> Result<DidDocument, AccountError> {
+        let mut doc = DidDocument::new(self.node.user_did(&user.name)?);
         let control = Relationships { capability: true, ..Default::default() };
-        doc.add_key("root", user.root_key, control);
-        for (id, key) in store::issuing_keys(&mut conn, &user.id).await? {
+        doc.add_key("root", user.root_key.clone(), control);
+        for (id, key) in store::issuing_keys(conn, &user.id).await? {
             doc.add_key(&format!("issuing-{id}"), key, Relationships { assertion_method: true, ..Default::default() });
         }
-        for d in store::active_devices(&mut conn, &user.id).await? {
+        for d in store::active_devices(conn, &user.id).await? {
             doc.add_key(
                 &format!("device-{}", d.id),
                 d.sign_key,
@@ -621,6 +634,10 @@ impl Accounts {
                 }
                 store::set_root_key(&mut tx, &user.id, new_root_key).await?;
             }
+            RootOperation::UpgradeDid { entry } => self.upgrade_did(&mut tx, &user, entry, now).await?,
+        }
+        if !matches!(claims.op, RootOperation::UpgradeDid { .. }) {
+            self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
         }
         tx.commit().await?;
         tracing::info!(user = %name, op = op_name(&claims.op), "root operation");
@@ -646,9 +663,12 @@ impl Accounts {
         };
         let mut conn = self.conn().await?;
         let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AccountError::Unauthorized)?;
-        let kid_for = |id: &str| -> Result<String, AccountError> {
-            Ok(self.node.user_did(&user.name)?.url(&format!("issuing-{id}")))
+        // Credentials are issued under the portable did:webvh DID once the account has one.
+        let issuer = match Self::webvh_did(&mut conn, user_id).await? {
+            Some(did) => did,
+            None => self.node.user_did(&user.name)?.to_string(),
         };
+        let kid_for = |id: &str| -> Result<String, AccountError> { Ok(format!("{issuer}#issuing-{id}")) };
         if let Some((id, sealed)) = store::current_issuing_key(&mut conn, user_id, algorithm).await? {
             let secret = self.master.open(&sealed, &format!("acct_issuing_keys:{id}"))?;
             let key = match algorithm {
@@ -710,6 +730,7 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::AddDevice { .. } => "add_device",
         RootOperation::RevokeDevice { .. } => "revoke_device",
         RootOperation::RotateRoot { .. } => "rotate_root",
+        RootOperation::UpgradeDid { .. } => "upgrade_did",
     }
 }
 

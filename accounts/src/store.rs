@@ -510,3 +510,33 @@ pub async fn purge_expired(c: &mut Conn, now: i64) -> Result<u64, sqlx::Error> {
     let b = sqlx::query("DELETE FROM acct_sessions WHERE expires_at <= $1").bind(now).execute(&mut *c).await?;
     Ok(a.rows_affected() + b.rows_affected())
 }
+
+// ---- did:webvh logs ----
+
+/// The account's did:webvh log, one JSON line per entry, in order.
+pub async fn did_log(c: &mut Conn, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT entry FROM acct_did_log WHERE user_id = $1 ORDER BY version")
+        .bind(user_id)
+        .fetch_all(c)
+        .await?;
+    rows.iter().map(|r| r.try_get("entry")).collect()
+}
+
+/// Append entry `version` (1 for the first). The primary key refuses a second writer of
+/// the same version.
+pub async fn append_did_log(
+    c: &mut Conn,
+    user_id: &str,
+    version: i64,
+    entry: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO acct_did_log (user_id, version, entry, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(user_id)
+        .bind(version)
+        .bind(entry)
+        .bind(now)
+        .execute(c)
+        .await?;
+    Ok(())
+}

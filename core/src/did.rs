@@ -163,6 +163,9 @@ pub struct DidDocument {
     pub capability_delegation: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service: Vec<Service>,
+    /// Other identifiers of the same subject (a `did:web` and its `did:webvh`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_known_as: Vec<String>,
 }
 
 /// Which relationships a key is listed under.
@@ -186,6 +189,22 @@ impl DidDocument {
             capability_invocation: Vec::new(),
             capability_delegation: Vec::new(),
             service: Vec::new(),
+            also_known_as: Vec::new(),
+        }
+    }
+
+    /// Remove the method `#fragment` and every reference to it.
+    pub fn remove_key(&mut self, fragment: &str) {
+        let id = self.id.url(fragment);
+        self.verification_method.retain(|vm| vm.id != id);
+        for list in [
+            &mut self.authentication,
+            &mut self.assertion_method,
+            &mut self.key_agreement,
+            &mut self.capability_invocation,
+            &mut self.capability_delegation,
+        ] {
+            list.retain(|r| *r != id);
         }
     }
 

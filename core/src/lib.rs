@@ -12,6 +12,7 @@
 //! - [`node`]: the node's own identity: its `did:web` and its sealed node key.
 //! - [`http`]: the error body and the extractors every HTTP API shares.
 //! - [`json`]: depth bounds on untrusted JSON, and serde errors without Rust type names.
+//! - [`webvh`]: `did:webvh` logs: writing entries, verifying whole logs, the parallel `did:web`.
 //! - [`ids`]: time-ordered ids, random tokens and clock helpers.
 
 pub mod db;
@@ -28,5 +29,6 @@ pub mod node;
 pub mod p256key;
 pub mod resolver;
 pub mod seal;
+pub mod webvh;
 
 pub use error::CoreError;

@@ -206,6 +206,11 @@ impl Fetcher {
 
     /// GET `url`, from the cache when it is fresh, revalidating with `ETag` otherwise.
     pub async fn get(&self, url: &str, accept: &str) -> Result<Arc<Vec<u8>>, FetchError> {
+        self.get_limited(url, accept, MAX_BYTES).await
+    }
+
+    /// [`Fetcher::get`] with another size limit (a DID log may be larger than a document).
+    pub async fn get_limited(&self, url: &str, accept: &str, max: usize) -> Result<Arc<Vec<u8>>, FetchError> {
         let checked = self.check_url(url)?;
         let cached = self.cache.lock().ok().and_then(|c| c.get(url).cloned());
         if let Some(c) = &cached {
@@ -233,14 +238,14 @@ impl Fetcher {
             let why = why.map(|w| w.chars().take(300).collect::<String>());
             return Err(FetchError::Status { url: url.to_owned(), status: status.as_u16(), why });
         }
-        if resp.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
+        if resp.content_length().is_some_and(|n| n > max as u64) {
             return Err(FetchError::TooLarge { url: url.into() });
         }
         let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::unreachable(url, &e))? {
             body.extend_from_slice(&chunk);
-            if body.len() > MAX_BYTES {
+            if body.len() > max {
                 return Err(FetchError::TooLarge { url: url.into() });
             }
         }

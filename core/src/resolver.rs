@@ -10,6 +10,7 @@ use crate::ids::b64url_decode;
 use crate::keys::X25519Public;
 use crate::net::{FetchError, Fetcher};
 use crate::p256key::PublicKey;
+use crate::webvh::{self, WebvhDid};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,12 +39,14 @@ impl Relationship {
 pub enum ResolveError {
     #[error("{0} is not a valid DID")]
     Invalid(String),
-    #[error("did:{0} is not supported (did:key, did:jwk and did:web are)")]
+    #[error("did:{0} is not supported (did:key, did:jwk, did:web and did:webvh are)")]
     Unsupported(String),
     #[error("cannot resolve {did}: {why}")]
     Unresolvable { did: String, why: String },
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error("{did}'s DID log does not verify: {why}")]
+    InvalidLog { did: String, why: String },
     #[error("{method} is not in {did}'s DID document")]
     UnknownKey { did: String, method: String },
     #[error("{method} is in {did}'s DID document but not listed under {relationship}")]
@@ -76,11 +79,27 @@ pub struct Keys {
     pub agreement: Vec<AgreementMethod>,
     /// The URIs of its `DIDCommMessaging` services, in document order.
     pub didcomm_endpoints: Vec<String>,
+    /// Its `alsoKnownAs` identifiers.
+    pub also_known_as: Vec<String>,
+    /// Earlier DIDs of the same identity that resolved to this document (a moved
+    /// `did:webvh`): their method ids `old#frag` name this document's `did#frag`.
+    pub aliases: Vec<String>,
 }
 
 impl Keys {
+    /// `method_id` with an alias DID replaced by the document's own.
+    fn own_id<'a>(&self, method_id: &'a str) -> std::borrow::Cow<'a, str> {
+        for alias in &self.aliases {
+            if let Some(frag) = method_id.strip_prefix(alias.as_str()).and_then(|r| r.strip_prefix('#')) {
+                return std::borrow::Cow::Owned(format!("{}#{frag}", self.did));
+            }
+        }
+        std::borrow::Cow::Borrowed(method_id)
+    }
+
     /// The key `method_id` names, if the document lists it for `rel`.
     pub fn key_for(&self, method_id: &str, rel: Relationship) -> Result<PublicKey, ResolveError> {
+        let method_id = &*self.own_id(method_id);
         let m = self
             .methods
             .iter()
@@ -102,6 +121,7 @@ impl Keys {
 
     /// The X25519 key `method_id` names, if the document lists it under `keyAgreement`.
     pub fn agreement_key(&self, method_id: &str) -> Result<X25519Public, ResolveError> {
+        let method_id = &*self.own_id(method_id);
         if let Some(m) = self.agreement.iter().find(|m| m.id == method_id) {
             return Ok(m.key);
         }
@@ -160,7 +180,15 @@ impl Keys {
         }
         let agreement = agreement_ids.iter().filter_map(|id| x25519.iter().find(|m| &m.id == id)).cloned().collect();
         let didcomm_endpoints = didcomm_endpoints(doc);
-        Ok(Keys { did: did.into(), methods, agreement, didcomm_endpoints })
+        let also_known_as = doc
+            .get("alsoKnownAs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        Ok(Keys { did: did.into(), methods, agreement, didcomm_endpoints, also_known_as, aliases: Vec::new() })
     }
 
     fn single(did: &str, id: String, key: PublicKey) -> Self {
@@ -171,7 +199,18 @@ impl Keys {
             agreement.push(AgreementMethod { id: format!("{did}#{}", x.to_multibase()), key: x });
         }
         let methods = vec![Method { id, key, authentication: true, assertion: true }];
-        Keys { did: did.into(), methods, agreement, didcomm_endpoints: Vec::new() }
+        Keys::bare(did, methods, agreement)
+    }
+
+    fn bare(did: &str, methods: Vec<Method>, agreement: Vec<AgreementMethod>) -> Self {
+        Keys {
+            did: did.into(),
+            methods,
+            agreement,
+            didcomm_endpoints: Vec::new(),
+            also_known_as: Vec::new(),
+            aliases: Vec::new(),
+        }
     }
 }
 
@@ -250,6 +289,7 @@ impl Resolver {
                 let doc = self.fetcher.get_json(&url).await?;
                 Keys::from_document(did, &doc)?
             }
+            "webvh" => self.webvh(did).await?,
             other => return Err(ResolveError::Unsupported(other.into())),
         });
         if let Ok(mut c) = self.cache.lock() {
@@ -262,12 +302,43 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// Fetch a `did:webvh` log, verify all of it, and read the keys of its last version.
+    /// A moved DID resolves to its new document; its own method ids still name the keys.
+    async fn webvh(&self, did: &str) -> Result<Keys, ResolveError> {
+        let url = self.webvh_log_url(did)?;
+        let body = self.fetcher.get_limited(&url, "text/jsonl, application/jsonl", webvh::MAX_LOG_BYTES).await?;
+        let raw = std::str::from_utf8(&body)
+            .map_err(|_| ResolveError::InvalidLog { did: did.into(), why: "the log is not UTF-8".into() })?;
+        let log = webvh::verify_log(did, raw)
+            .await
+            .map_err(|e| ResolveError::InvalidLog { did: did.into(), why: e.to_string() })?;
+        if log.deactivated {
+            return Err(ResolveError::Unresolvable { did: did.into(), why: "the DID is deactivated".into() });
+        }
+        let current = log.document.get("id").and_then(Value::as_str).unwrap_or(did).to_owned();
+        let mut keys = Keys::from_document(&current, &log.document)?;
+        if current != did {
+            keys.aliases.push(did.to_owned());
+        }
+        Ok(keys)
+    }
+
+    /// Where a `did:webvh` log is: the `did:web` URL of the same host and path, with
+    /// `did.jsonl` for `did.json`.
+    pub fn webvh_log_url(&self, did: &str) -> Result<String, ResolveError> {
+        let parsed = WebvhDid::parse(did).map_err(|_| ResolveError::Invalid(did.into()))?;
+        let web = did_web_url_for(&parsed.web_did(), self.fetcher.policy().allow_local, &self.origins)?;
+        Ok(format!("{}l", web))
+    }
+}
+
 fn did_key(did: &str) -> Result<Keys, ResolveError> {
     let mb = did.strip_prefix("did:key:").unwrap_or_default();
     if let Ok(x) = X25519Public::from_multibase(mb) {
         // An X25519 did:key can only be encrypted to: it has no signature method.
         let agreement = vec![AgreementMethod { id: format!("{did}#{mb}"), key: x }];
-        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement, didcomm_endpoints: Vec::new() });
+        return Ok(Keys::bare(did, Vec::new(), agreement));
     }
     let key = PublicKey::from_multibase(mb)
         .map_err(|_| ResolveError::Unresolvable { did: did.into(), why: "not an Ed25519 or P-256 did:key".into() })?;
@@ -281,7 +352,7 @@ fn did_jwk(did: &str) -> Result<Keys, ResolveError> {
         .ok_or_else(|| bad("not a base64url JWK"))?;
     if let Some(x) = X25519Public::from_jwk(&jwk) {
         let agreement = vec![AgreementMethod { id: format!("{did}#0"), key: x }];
-        return Ok(Keys { did: did.into(), methods: Vec::new(), agreement, didcomm_endpoints: Vec::new() });
+        return Ok(Keys::bare(did, Vec::new(), agreement));
     }
     let key = PublicKey::from_jwk(&jwk).ok_or_else(|| bad("not an Ed25519 or P-256 public JWK"))?;
     Ok(Keys::single(did, format!("{did}#0"), key))

@@ -207,6 +207,25 @@ pub fn didcomm(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// Every target by name, as the corpus directories are named.
+/// did:webvh logs (`did.jsonl` from another host): the DID's syntax, then the whole log
+/// verified (our bounds, then `didwebvh-rs`). A first line naming a `did:webvh` DID is the
+/// DID resolved; otherwise the last entry's `id`.
+pub fn webvh(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let (did, log) = match t.split_once('\n') {
+        Some((first, rest)) if first.starts_with("did:webvh:") => (first.trim().to_owned(), rest),
+        _ => {
+            let last = t.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+            let id = bounded::from_str_bounded::<Value>(last, bounded::MAX_DEPTH)
+                .ok()
+                .and_then(|e| e.get("state")?.get("id")?.as_str().map(str::to_owned));
+            (id.unwrap_or_default(), t)
+        }
+    };
+    let _ = sichat_core::webvh::WebvhDid::parse(&did);
+    let _ = futures_executor::block_on(sichat_core::webvh::verify_log(&did, log));
+}
+
 pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
     ("did", did),
@@ -215,4 +234,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("oid4vp_response", oid4vp_response),
     ("http_signature", http_signature),
     ("didcomm", didcomm),
+    ("webvh", webvh),
 ];

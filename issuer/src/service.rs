@@ -302,9 +302,11 @@ impl Issuer {
         let now = now_ms();
         let issuer_did = p.kid.split('#').next().unwrap_or_default().to_owned();
         let id = new_id();
-        let (rev_list, rev_index) = self.allocate(tx, &p.user_id, Purpose::Revocation, now).await?;
+        let web_did = self.accounts.user_did(&p.user_name)?.to_string();
+        let under = (issuer_did.as_str(), web_did.as_str());
+        let (rev_list, rev_index) = self.allocate(tx, &p.user_id, Purpose::Revocation, under, now).await?;
         let suspension = match p.req.suspendable {
-            true => Some(self.allocate(tx, &p.user_id, Purpose::Suspension, now).await?),
+            true => Some(self.allocate(tx, &p.user_id, Purpose::Suspension, under, now).await?),
             false => None,
         };
         let mut statuses = vec![StatusEntry {
@@ -369,9 +371,10 @@ impl Issuer {
         c: &mut store::Conn,
         user_id: &str,
         purpose: Purpose,
+        (issuer_did, web_did): (&str, &str),
         now: i64,
     ) -> Result<(String, usize), IssuerError> {
-        if let Some((list, _)) = store::current_list(c, user_id, purpose).await? {
+        if let Some((list, _)) = store::current_list(c, user_id, purpose, issuer_did, web_did).await? {
             for _ in 0..32 {
                 let index = (u32::from_le_bytes(random_bytes::<4>()) as usize) % LIST_SIZE;
                 if !store::index_taken(c, &list, index as i64).await? {
@@ -380,7 +383,7 @@ impl Issuer {
             }
         }
         let list = new_id();
-        store::insert_list(c, &list, user_id, purpose, Bitstring::new(LIST_SIZE).as_bytes(), now).await?;
+        store::insert_list(c, &list, user_id, purpose, issuer_did, Bitstring::new(LIST_SIZE).as_bytes(), now).await?;
         let index = (u32::from_le_bytes(random_bytes::<4>()) as usize) % LIST_SIZE;
         Ok((list, index))
     }
@@ -466,7 +469,13 @@ impl Issuer {
         if let Some(hit) = self.cached(list_id).filter(|c| c.etag == etag) {
             return Ok(hit);
         }
+        // Signed under the DID its credentials name: the same key, listed in both documents.
         let (kid, key) = self.accounts.issuing_key(&user_id).await?;
+        let issuer = match store::list_issuer(&mut *self.conn().await?, list_id).await? {
+            Some(did) => did,
+            None => self.accounts.user_did(&name)?.to_string(),
+        };
+        let kid = format!("{issuer}#{}", kid.rsplit_once('#').map(|(_, f)| f).unwrap_or_default());
         let url = self.list_url(&name, list_id);
         let vc = json!({
             "@context": [credential::VCDM2_CONTEXT],

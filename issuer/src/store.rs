@@ -44,16 +44,23 @@ pub async fn insert_type(c: &mut Conn, t: NewType<'_>) -> Result<(), sqlx::Error
 }
 
 /// The newest list of a user for a purpose: (id, bits).
+/// The newest list of `user_id` for `purpose` issued under `issuer_did`; a list with no
+/// issuer recorded is under the account's `web_did`.
 pub async fn current_list(
     c: &mut Conn,
     user_id: &str,
     purpose: Purpose,
+    issuer_did: &str,
+    web_did: &str,
 ) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT id, bits FROM issuer_status_lists WHERE user_id = $1 AND purpose = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+        "SELECT id, bits FROM issuer_status_lists WHERE user_id = $1 AND purpose = $2 \
+         AND COALESCE(issuer_did, $4) = $3 ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .bind(user_id)
     .bind(purpose.as_str())
+    .bind(issuer_did)
+    .bind(web_did)
     .fetch_optional(c)
     .await?;
     row.map(|r| Ok((r.try_get("id")?, r.try_get("bits")?))).transpose()
@@ -64,20 +71,30 @@ pub async fn insert_list(
     id: &str,
     user_id: &str,
     purpose: Purpose,
+    issuer_did: &str,
     bits: &[u8],
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO issuer_status_lists (id, user_id, purpose, bits, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        "INSERT INTO issuer_status_lists (id, user_id, purpose, issuer_did, bits, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
     .bind(id)
     .bind(user_id)
     .bind(purpose.as_str())
+    .bind(issuer_did)
     .bind(bits.to_vec())
     .bind(now)
     .execute(c)
     .await?;
     Ok(())
+}
+
+/// The DID a list is issued under, if recorded (see [`current_list`]).
+pub async fn list_issuer(c: &mut Conn, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT issuer_did FROM issuer_status_lists WHERE id = $1").bind(id).fetch_optional(c).await?;
+    Ok(row.and_then(|r| r.try_get::<Option<String>, _>("issuer_did").ok().flatten()))
 }
 
 /// A list with its owner's name: (user id, user name, purpose, bits, updated_at).

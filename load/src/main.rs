@@ -336,6 +336,8 @@ pub(crate) async fn register(
             challenge: ch["challenge"].as_str().unwrap_or("").into(),
             iat: now_secs(),
             op: RootOperation::AddDevice { certificate: d.cert.clone() },
+            // A fresh account has only its did:web DID: no log to continue.
+            did_log_entry: None,
         };
         post(&t, "/api/v1/root-operations", &json!({ "request": jws::sign(&root, TYP_ROOT_OP, None, &op)? })).await?;
     }

@@ -57,6 +57,8 @@ pub fn router(node: &Node, limiters: &Limiters) -> Router {
         // A public URL with a path (https://host/sichat) makes did:web:host:sichat, whose
         // document lives at /sichat/did.json: behind a proxy that strips the prefix, here.
         .route("/did.json", get(node_did_document))
+        .route("/.well-known/did.jsonl", get(node_did_log))
+        .route("/did.jsonl", get(node_did_log))
         .with_state(node.clone())
         .merge(sichat_accounts::api::router(node.accounts.clone()))
         .merge(sichat_issuer::api::router(node.issuer.clone(), node.accounts.clone()))
@@ -98,6 +100,18 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
 async fn node_did_document(State(node): State<Node>) -> impl IntoResponse {
     let doc = node.identity.did_document();
     ([(header::CONTENT_TYPE, "application/did+json"), (header::CACHE_CONTROL, "max-age=300")], Json(doc))
+}
+
+/// The node's `did:webvh` log, when its host is a domain name.
+async fn node_did_log(State(node): State<Node>) -> Response {
+    match node.identity.did_log() {
+        Some(log) => (
+            [(header::CONTENT_TYPE, "text/jsonl; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")],
+            log.to_owned(),
+        )
+            .into_response(),
+        None => not_found().await.into_response(),
+    }
 }
 
 async fn healthz(State(node): State<Node>) -> Response {

@@ -28,7 +28,7 @@ storage_tests!(
 
 const LOCAL: &[(&str, &str)] = &[("SICHAT_ALLOW_LOCAL_NETWORK", "true"), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
 
-fn node_modules() -> Option<PathBuf> {
+pub(crate) fn node_modules() -> Option<PathBuf> {
     let dir = std::env::var_os("SICHAT_DI_NODE_MODULES").map(PathBuf::from).unwrap_or_else(|| {
         std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache/sichat-node/node_modules")
     });
@@ -50,7 +50,7 @@ fn node_modules() -> Option<PathBuf> {
 }
 
 /// The independent verifier's answer: `Ok(())` when it verifies, else its error.
-fn js_verify(modules: &Path, work: &Path, credential: &Value, dids: Value) -> Result<(), String> {
+pub(crate) fn js_verify(modules: &Path, work: &Path, credential: &Value, dids: Value) -> Result<(), String> {
     let dir = work.join("di-verify");
     if !dir.exists() {
         std::fs::create_dir_all(&dir).expect("dir");

@@ -185,7 +185,14 @@ impl Presentations {
     /// The signed request object (`oauth-authz-req+jwt`), fetched by the wallet.
     pub async fn request_object(&self, user_name: &str, id: &str) -> Result<String, VpError> {
         let (user_id, nonce, req) = self.pending(user_name, id).await?;
+        // The request names the verifier by its did:web DID (its client_id): sign under that
+        // DID, whose document lists the same issuing key.
         let (kid, key) = self.accounts.issuing_key_for(&user_id, "EdDSA").await?;
+        let kid = format!(
+            "{}#{}",
+            self.accounts.user_did(user_name)?,
+            kid.rsplit_once('#').map(|(_, f)| f).unwrap_or_default()
+        );
         let now = now_ms() / 1000;
         let host = self.accounts.node().public_url().host_str().unwrap_or("sichat").to_owned();
         let claims = json!({

@@ -60,6 +60,18 @@ impl Client {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
+    /// GET a text resource; `None` when the node answers 404.
+    pub async fn get_text_if_found(&self, path: &str) -> Result<Option<String>> {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await.map_err(|e| {
+            anyhow!("cannot reach the server at {}: {e}. Is sichatd running, and is the URL right?", self.base)
+        })?;
+        match resp.status() {
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(resp.text().await.context("the server's answer was cut short")?)),
+            s => bail!("the server answered {s} for {path}"),
+        }
+    }
+
     pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
@@ -137,6 +149,7 @@ impl Client {
     /// Send a request signed by the root key, over a fresh challenge.
     pub async fn root_operation(&self, wallet: &Wallet, root: &Ed25519KeyPair, op: RootOperation) -> Result<Account> {
         let (node_did, _) = pinned_node(wallet)?;
+        let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op).await?;
         let ch: Challenge = self.post("/api/v1/challenges", &serde_json::json!({})).await?;
         let claims = RootOpClaims {
             iss: wallet.profile.did.clone(),
@@ -144,6 +157,7 @@ impl Client {
             challenge: ch.challenge,
             iat: now_secs(),
             op,
+            did_log_entry,
         };
         let request = jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#root", wallet.profile.did)), &claims)?;
         self.post("/api/v1/root-operations", &SignedRequest { request }).await

@@ -4,6 +4,7 @@
 mod client;
 mod contacts;
 mod credential;
+mod did_log;
 mod login;
 mod message;
 mod oidc;
@@ -138,6 +139,9 @@ enum Command {
 enum DidCmd {
     /// Print your DID document (fetched from your node, or derived for did:key).
     Show,
+    /// Give your account a portable did:webvh DID, whose verifiable history your root key
+    /// signs, so it can move to another server. Your did:web DID stays valid and names it.
+    Upgrade,
 }
 
 #[derive(Subcommand)]
@@ -333,6 +337,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Init { server, invite, name, device_name } => init(&ctx, server, invite, name, device_name).await,
         Command::Whoami => whoami(&ctx),
         Command::Did(DidCmd::Show) => did_show(&ctx).await,
+        Command::Did(DidCmd::Upgrade) => did_upgrade(&ctx).await,
         Command::Device(cmd) => device(&ctx, cmd).await,
         Command::Invite(cmd) => invite(&ctx, cmd).await,
         Command::User(UserCmd::Remove { name }) => {
@@ -509,6 +514,27 @@ async fn did_show(ctx: &Ctx) -> Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
+}
+
+async fn did_upgrade(ctx: &Ctx) -> Result<()> {
+    let (w, _) = ctx.open()?;
+    let root = need_root(&w)?;
+    let mut c = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
+    c.login(&w).await?;
+    let draft = c.post::<serde_json::Value>("/api/v1/did/draft", &json!({})).await;
+    c.logout().await;
+    let draft = match draft {
+        Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "conflict") => {
+            bail!("your account already has a did:webvh DID: `sichat did show` lists it under alsoKnownAs")
+        }
+        other => other?,
+    };
+    let (did, entry) = did_log::first_entry(draft, root)?;
+    c.root_operation(&w, root, RootOperation::UpgradeDid { entry }).await?;
+    ctx.print(&json!({"did": did.to_string(), "also_known_as": w.profile.did}), |_| {
+        println!("Your portable DID is {did}");
+        println!("Its history is signed by your root key; {} stays valid and names it.", w.profile.did);
+    })
 }
 
 async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {

@@ -1,0 +1,121 @@
+//! The wallet's side of its `did:webvh` log. Only the root key signs entries: the first one
+//! (`sichat did upgrade`), and the next one of every root operation that changes the
+//! document. The wallet verifies the node's copy of the log before building on it, and
+//! makes each new document itself from the last one and the operation, so the node can
+//! only store what the user signed.
+
+use crate::client::Client;
+use crate::wallet::Wallet;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use sichat_accounts::protocol::{DeviceCertificate, RootOperation};
+use sichat_core::did::{DidDocument, Relationships};
+use sichat_core::jws;
+use sichat_core::keys::Ed25519KeyPair;
+use sichat_core::webvh::{self, Genesis, WebvhDid};
+
+/// The account's log as the node serves it, or `None` when it has only a `did:web` DID.
+async fn fetch_log(client: &Client, wallet: &Wallet) -> Result<Option<String>> {
+    let name = wallet.profile.name.as_deref().ok_or_else(|| anyhow!("this wallet has no account name"))?;
+    client.get_text_if_found(&format!("/users/{name}/did.jsonl")).await
+}
+
+/// The first entry of a new log, over the node's draft. The draft must name this wallet's
+/// root key as the only controller: the node cannot slip in a key of its own there.
+pub fn first_entry(draft: Value, root: &Ed25519KeyPair) -> Result<(WebvhDid, String)> {
+    let id = draft.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let root_id = format!("{id}#root");
+    let root_key = draft
+        .get("verificationMethod")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|vm| vm.get("id").and_then(Value::as_str) == Some(root_id.as_str()))
+        .and_then(|vm| vm.get("publicKeyMultibase"))
+        .and_then(Value::as_str);
+    if root_key != Some(root.public().to_multibase().as_str())
+        || draft.get("capabilityInvocation") != Some(&json!([root_id]))
+    {
+        bail!("the node's draft of your DID document does not name your root key as its only controller: refusing to sign it");
+    }
+    let genesis = Genesis { portable: true, ..Default::default() };
+    let (did, entry) = webvh::create(draft, &[root.public()], &genesis, root)?;
+    Ok((did, entry.line))
+}
+
+/// The next entry for `op`, signed by `root`, or `None` when the account has no log.
+pub async fn next_entry(
+    client: &Client,
+    wallet: &Wallet,
+    root: &Ed25519KeyPair,
+    op: &RootOperation,
+) -> Result<Option<String>> {
+    if matches!(op, RootOperation::UpgradeDid { .. }) {
+        return Ok(None);
+    }
+    let Some(raw) = fetch_log(client, wallet).await? else { return Ok(None) };
+    let last = raw.lines().rfind(|l| !l.trim().is_empty()).ok_or_else(|| anyhow!("your DID log is empty"))?;
+    let did = serde_json::from_str::<Value>(last)
+        .ok()
+        .and_then(|v| v["state"]["id"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow!("your DID log's last entry has no DID"))?;
+    let log = webvh::verify_log(&did, &raw)
+        .await
+        .with_context(|| format!("your DID log on {} does not verify: do not trust this node", client.base()))?;
+    if !log.update_keys.contains(&root.public().to_multibase()) {
+        bail!("your DID log is not controlled by this wallet's root key (was it rotated from another wallet?)");
+    }
+    let mut doc: DidDocument = serde_json::from_value(log.document).context("reading your DID document")?;
+    let mut parameters = json!({});
+    match op {
+        RootOperation::AddDevice { certificate } => {
+            let cert: DeviceCertificate = jws::unverified_payload(certificate)?;
+            add_device(&mut doc, &cert);
+        }
+        RootOperation::RevokeDevice { device_id, .. } => remove_device(&mut doc, device_id),
+        RootOperation::RotateRoot { new_root_key, certificates } => {
+            doc.remove_key("root");
+            doc.add_key("root", new_root_key.clone(), Relationships { capability: true, ..Default::default() });
+            let kept: Vec<String> = certificates
+                .iter()
+                .filter_map(|c| jws::unverified_payload::<DeviceCertificate>(c).ok().map(|d| d.sub))
+                .collect();
+            let prefix = format!("{}#device-", doc.id);
+            let devices: Vec<String> = doc
+                .verification_method
+                .iter()
+                .filter_map(|vm| vm.id.strip_prefix(&prefix))
+                .filter(|rest| !rest.ends_with("-x25519"))
+                .map(str::to_owned)
+                .collect();
+            for id in devices.iter().filter(|id| !kept.contains(id)) {
+                remove_device(&mut doc, id);
+            }
+            parameters = json!({"updateKeys": [new_root_key]});
+        }
+        RootOperation::UpgradeDid { .. } => return Ok(None),
+    }
+    let state = serde_json::to_value(&doc)?;
+    // May wait up to a second: each version must be later than the last, to the second.
+    let entry = webvh::append(last, state, parameters, root)?;
+    Ok(Some(entry.line))
+}
+
+fn add_device(doc: &mut DidDocument, cert: &DeviceCertificate) {
+    let id = &cert.sub;
+    doc.add_key(
+        &format!("device-{id}"),
+        cert.sign_key.clone(),
+        Relationships { authentication: true, ..Default::default() },
+    );
+    doc.add_key(
+        &format!("device-{id}-x25519"),
+        cert.agree_key.clone(),
+        Relationships { key_agreement: true, ..Default::default() },
+    );
+}
+
+fn remove_device(doc: &mut DidDocument, id: &str) {
+    doc.remove_key(&format!("device-{id}"));
+    doc.remove_key(&format!("device-{id}-x25519"));
+}
