@@ -11,6 +11,11 @@
 //!
 //! Hooks only run SQL on the connection they are given; they must not take another
 //! connection from the pool (on SQLite that would wait for ever on the one writer).
+//!
+//! What lives outside the database (a device's open connections) is ended once the change
+//! has committed: the `*_committed` methods run then, on the process that made the change.
+//! Other processes (replicas) must learn of it through the database, e.g. a PostgreSQL
+//! `NOTIFY` sent inside the transaction, which is delivered only if it commits.
 
 use sqlx::AnyConnection;
 use std::future::Future;
@@ -57,6 +62,13 @@ pub trait AccountHooks: Send + Sync + 'static {
     fn device_revoked<'a>(&'a self, _c: &'a mut AnyConnection, _revocation: Revocation<'a>) -> HookFuture<'a> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// The account's removal has committed: end what this process holds for it outside the
+    /// database (open connections). Cannot fail or undo the removal.
+    fn account_removed_committed(&self, _removal: Removal<'_>) {}
+
+    /// The device's revocation has committed: as [`AccountHooks::account_removed_committed`].
+    fn device_revoked_committed(&self, _revocation: Revocation<'_>) {}
 
     /// The user signs out everywhere (asked for, or after a password change).
     fn signed_out_everywhere<'a>(&'a self, _c: &'a mut AnyConnection, _sign_out: SignOut<'a>) -> HookFuture<'a> {

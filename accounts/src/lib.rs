@@ -18,4 +18,4 @@ pub mod service;
 mod store;
 
 pub use error::AccountError;
-pub use service::{Accounts, AuthDevice, Settings, DIDCOMM_PATH};
+pub use service::{Accounts, AuthDevice, Settings, Standing, DIDCOMM_PATH};

@@ -45,6 +45,15 @@ pub struct AuthDevice {
     pub token_hash: String,
 }
 
+/// Whether a device may still open sessions, and if not, why: to tell a connection whose
+/// session stopped authenticating what ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Active,
+    DeviceRevoked,
+    AccountRemoved,
+}
+
 /// Where a node receives DIDComm messages from other nodes; every user's DID document
 /// names it as its `DIDCommMessaging` service.
 pub const DIDCOMM_PATH: &str = "/didcomm";
@@ -429,6 +438,9 @@ impl Accounts {
                 .map_err(|e| AccountError::Internal(format!("{} could not remove {name}: {e}", hook.name())))?;
         }
         tx.commit().await?;
+        for hook in self.hooks() {
+            hook.account_removed_committed(Removal { user_id: &target.id, device_ids: &device_ids });
+        }
         tracing::info!(user = %name, by = actor.map(|a| a.user_name.as_str()).unwrap_or("operator"), "account removed");
         Ok(())
     }
@@ -549,6 +561,17 @@ impl Accounts {
         Ok(AuthDevice { user_id, user_name, device_id, token_hash: hash })
     }
 
+    /// Where `device_id` of `user_id` stands: active, revoked, or gone with its account.
+    pub async fn device_standing(&self, user_id: &str, device_id: &str) -> Result<Standing, AccountError> {
+        let found = store::device_standing(&mut *self.read_conn().await?, user_id, device_id).await?;
+        match found {
+            None => Err(AccountError::NotFound(format!("no device {device_id} on this account"))),
+            Some((status, _)) if status != "active" => Ok(Standing::AccountRemoved),
+            Some((_, Some(_))) => Ok(Standing::DeviceRevoked),
+            Some((_, None)) => Ok(Standing::Active),
+        }
+    }
+
     pub async fn logout(&self, me: &AuthDevice) -> Result<(), AccountError> {
         store::delete_session(&mut *self.conn().await?, &me.token_hash).await?;
         Ok(())
@@ -588,6 +611,7 @@ impl Accounts {
             return Err(AccountError::ChallengeInvalid);
         }
         let did = self.node.user_did(name.as_str())?;
+        let mut revoked = Vec::new();
         match &claims.op {
             RootOperation::AddDevice { certificate } => {
                 let cert = DeviceCertificate::verify(certificate, &root)?;
@@ -606,6 +630,7 @@ impl Accounts {
                 }
                 store::revoke_device(&mut tx, device_id, &user.id, now).await?;
                 self.run_device_revoked(&mut tx, &user.id, device_id).await?;
+                revoked.push(device_id.clone());
             }
             RootOperation::RotateRoot { new_root_key, certificates } => {
                 let new_root = Ed25519Public::from_multibase(new_root_key)?;
@@ -631,6 +656,7 @@ impl Accounts {
                 for d in active.iter().filter(|d| !kept.contains(&d.id)) {
                     store::revoke_device(&mut tx, &d.id, &user.id, now).await?;
                     self.run_device_revoked(&mut tx, &user.id, &d.id).await?;
+                    revoked.push(d.id.clone());
                 }
                 store::set_root_key(&mut tx, &user.id, new_root_key).await?;
             }
@@ -640,6 +666,11 @@ impl Accounts {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
         }
         tx.commit().await?;
+        for device_id in &revoked {
+            for hook in self.hooks() {
+                hook.device_revoked_committed(Revocation { user_id: &user.id, device_id });
+            }
+        }
         tracing::info!(user = %name, op = op_name(&claims.op), "root operation");
         self.account(&user.id).await
     }

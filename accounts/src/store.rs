@@ -395,6 +395,23 @@ pub async fn device_ids(c: &mut Conn, user_id: &str) -> Result<Vec<String>, sqlx
     rows.iter().map(|r| r.try_get("id")).collect()
 }
 
+/// The status of the device's account and when the device was revoked, if it was.
+pub async fn device_standing(
+    c: &mut Conn,
+    user_id: &str,
+    device_id: &str,
+) -> Result<Option<(String, Option<i64>)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT u.status, d.revoked_at FROM acct_devices d JOIN acct_users u ON u.id = d.user_id \
+         WHERE d.id = $1 AND d.user_id = $2",
+    )
+    .bind(device_id)
+    .bind(user_id)
+    .fetch_optional(c)
+    .await?;
+    row.map(|r| Ok((r.try_get("status")?, r.try_get("revoked_at")?))).transpose()
+}
+
 pub async fn active_devices(c: &mut Conn, user_id: &str) -> Result<Vec<DeviceRow>, sqlx::Error> {
     let sql = format!(
         "SELECT {DEVICE_COLUMNS} FROM acct_devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at"

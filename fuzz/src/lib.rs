@@ -5,18 +5,25 @@
 //! every file of `fuzz/corpus/<target>/` through them under plain `cargo test`, so the
 //! seed corpora (small real inputs and the hostile ones an outside review found) are
 //! checked in CI without a nightly toolchain. Nothing here touches the network: DIDs are
-//! `did:key`/`did:jwk` or resolved from a fixed map.
+//! `did:key`/`did:jwk` or resolved from a fixed map, and the verifier's fetcher is offline.
+//! Key proofs and presentations are checked as the node checks them (signature, audience,
+//! nonce, times) against the fixed issuer, verifier, nonce and time their seeds were made
+//! for: [`PROOF_AUDIENCE`], [`VP_AUDIENCE`], [`VP_NONCE`], [`NOW`].
 
 use serde_json::{json, Value};
 use sichat_core::did::Did;
 use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair};
+use sichat_core::net::Fetcher;
 use sichat_core::p256key::{KeyPair, PublicKey};
-use sichat_core::resolver::{Keys, Relationship};
+use sichat_core::resolver::{Keys, Relationship, Resolver};
 use sichat_core::{json as bounded, jws};
 use sichat_issuer::data_integrity::{self, Contexts, Method, ProofPurpose};
+use sichat_issuer::oid4vci::{self, ProofKey};
 use sichat_messaging::federation_auth::{verify_request, IncomingRequest};
 use sichat_messaging::{unpack, unwrap_forward, AgreementKey, UnpackOptions};
-use sichat_verifier::verify::Input;
+use sichat_verifier::oid4vp;
+use sichat_verifier::policy::{Issuers, TrustPolicy, TrustRule};
+use sichat_verifier::verify::{Expectation, Input, Options, Report, Verifier, LDP_VP};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -55,6 +62,23 @@ pub fn fixture() -> &'static Fixture {
             node_key,
             recipient: [AgreementKey::new("did:web:node.example:users:bob#x", agree)],
         }
+    })
+}
+
+/// The credential issuer the `oid4vci_proof` seeds were made for.
+pub const PROOF_AUDIENCE: &str = "https://node.example/users/alice";
+/// The verifier and the request nonce the `oid4vp_response` seeds answer.
+pub const VP_AUDIENCE: &str = "decentralized_identifier:did:web:node.example:users:carol";
+pub const VP_NONCE: &str = "n";
+/// "Now" for every time check (unix seconds): when the seeds were made.
+pub const NOW: i64 = 1_790_000_000;
+
+/// A verifier that resolves `did:key` and `did:jwk` and fetches nothing.
+fn verifier() -> &'static Verifier {
+    static V: OnceLock<Verifier> = OnceLock::new();
+    V.get_or_init(|| {
+        let fetcher = Fetcher::offline().expect("an offline fetcher");
+        Verifier::with_resolver(Arc::new(Resolver::new(Arc::new(fetcher))), Contexts::new())
     })
 }
 
@@ -106,10 +130,11 @@ fn data_integrity_checks(doc: &Value, purpose: ProofPurpose) {
     let _ = data_integrity::remote_contexts(doc);
     let _ = data_integrity::proof_of(doc);
     let f = fixture();
-    let _ = futures_executor::block_on(data_integrity::verify(doc, &f.method, purpose, &Contexts::new()));
+    let verified = futures_executor::block_on(data_integrity::verify(doc, &f.method, purpose, &Contexts::new()));
+    no_caught_panic(verified.err());
     if purpose == ProofPurpose::Authentication {
         // The wallet signs what it is asked to present.
-        let _ = futures_executor::block_on(data_integrity::sign_for(
+        let signed = futures_executor::block_on(data_integrity::sign_for(
             &f.signer,
             &f.method.id,
             doc,
@@ -117,58 +142,77 @@ fn data_integrity_checks(doc: &Value, purpose: ProofPurpose) {
             purpose,
             Some(("nonce", "aud")),
         ));
+        no_caught_panic(signed.err());
     }
 }
 
-/// OpenID4VCI key proofs: a JWT whose header names the holder's key (`jwk`, a `did:key`
-/// or a `did:jwk` `kid`), checked with that key.
+/// The node catches a panic of the JSON-LD libraries and refuses the document; to the
+/// fuzzer it is still a panic, of an input the bounds let through.
+fn no_caught_panic(error: Option<String>) {
+    if error.as_deref() == Some(data_integrity::JSON_LD_PANICKED) {
+        panic!("JSON-LD processing panicked (caught by the node): check_bounds should refuse this input");
+    }
+}
+
+/// OpenID4VCI key proofs, checked as the Credential Endpoint checks them: the header
+/// (type, algorithm, the key it names), the holder's key (`jwk`, or a `did:key`/`did:jwk`
+/// `kid`), then the signature, the audience, the age and `exp`.
 pub fn oid4vci_proof(data: &[u8]) {
-    let Some(t) = text(data) else { return };
-    let Ok(header) = jws::header_of(t) else { return };
-    let mut keys = Vec::new();
-    if let Some(jwk) = header.get("jwk") {
-        keys.extend(PublicKey::from_jwk(jwk));
-    }
-    if let Some(kid) = header.get("kid").and_then(Value::as_str) {
-        let did = kid.split('#').next().unwrap_or_default();
-        if let Some(mb) = did.strip_prefix("did:key:") {
-            keys.extend(PublicKey::from_multibase(mb).ok());
-        }
-        if let Some(b64) = did.strip_prefix("did:jwk:") {
-            let jwk = sichat_core::ids::b64url_decode(b64)
-                .and_then(|b| bounded::from_slice_bounded::<Value>(&b, bounded::MAX_DEPTH).ok());
-            keys.extend(jwk.as_ref().and_then(PublicKey::from_jwk));
-        }
-    }
-    for key in keys {
-        let _ = jws::verify_with::<Value>(t, &key, "openid4vci-proof+jwt");
-    }
+    let _ = oid4vci_proof_nonce(data);
 }
 
-/// OpenID4VP `direct_post` bodies: the form, the `vp_token` JSON, and each presentation
-/// (a `vp+jwt`, or an `ldp_vp` with its Data Integrity proof).
+/// [`oid4vci_proof`]'s outcome: the proof's nonce, or why it was refused.
+pub fn oid4vci_proof_nonce(data: &[u8]) -> Result<String, String> {
+    let t = text(data).ok_or("not UTF-8")?;
+    let (alg, named) = oid4vci::proof_key(t).map_err(|e| e.description)?;
+    let key = match named {
+        ProofKey::Jwk(key) => key,
+        ProofKey::Kid(kid) => match oid4vci::offline_key(&kid) {
+            Some(found) => found.map_err(|e| e.to_string())?.1,
+            None => return Err(format!("{kid} needs resolving over the network")),
+        },
+    };
+    oid4vci::check_signed_proof(t, &alg, &key, PROOF_AUDIENCE, NOW).map_err(|e| e.description)
+}
+
+/// OpenID4VP `direct_post` bodies, as the verifier endpoint reads them: the form, the
+/// `vp_token`, then the presentation verified as for a request (signature by the holder's
+/// key, audience and nonce, each credential's signature, dates, status, schema and trust)
+/// and judged an answer or not. An `ldp_vp` is also signed as the wallet would sign it.
 pub fn oid4vp_response(data: &[u8]) {
+    let _ = oid4vp_response_report(data);
+}
+
+/// [`oid4vp_response`]'s outcome: the verifier's report, and whether it answers the request.
+pub fn oid4vp_response_report(data: &[u8]) -> Option<(Report, Result<(), String>)> {
     let form: HashMap<String, String> = url::form_urlencoded::parse(data).into_owned().collect();
-    let Some(token) = form.get("vp_token") else { return };
-    let Ok(token) = bounded::from_str_bounded::<Value>(token, bounded::MAX_DEPTH) else { return };
-    for presentations in token.as_object().into_iter().flat_map(|o| o.values()) {
-        for p in presentations.as_array().into_iter().flatten() {
-            match p {
-                Value::String(jwt) => {
-                    let _ = Input::detect(jwt);
-                    if let Ok((_, payload)) = jws::unverified_parts(jwt) {
-                        for vc in payload.get("verifiableCredential").and_then(Value::as_array).into_iter().flatten() {
-                            if let Some(id) = vc.get("id").and_then(Value::as_str) {
-                                jws(id.trim_start_matches("data:application/vc+jwt,").as_bytes());
-                            }
-                        }
-                    }
-                }
-                doc @ Value::Object(_) => data_integrity_checks(doc, ProofPurpose::Authentication),
-                _ => {}
-            }
+    let (format, text) = oid4vp::read_vp_token(form.get("vp_token").map(String::as_str)).ok()?;
+    if format == LDP_VP {
+        if let Ok(doc) = bounded::from_str_bounded::<Value>(&text, bounded::MAX_DEPTH) {
+            data_integrity_checks(&doc, ProofPurpose::Authentication);
         }
     }
+    let opts = Options {
+        now_ms: NOW * 1000,
+        clock_skew_ms: 60_000,
+        expect: Some(Expectation { nonce: VP_NONCE.into(), audience: VP_AUDIENCE.into() }),
+        policy: Some(TrustPolicy {
+            rules: vec![TrustRule { type_name: "FriendCredential".into(), issuers: Issuers::Any }],
+        }),
+    };
+    let report = futures_executor::block_on(verifier().verify_presentation(format, &text, &opts));
+    no_caught_panic_in(&report);
+    let answers = oid4vp::answers_request(&report);
+    Some((report, answers))
+}
+
+fn no_caught_panic_in(report: &Report) {
+    for check in &report.checks {
+        if check.reason.contains(data_integrity::JSON_LD_PANICKED) {
+            no_caught_panic(Some(data_integrity::JSON_LD_PANICKED.into()));
+        }
+    }
+    report.credentials.iter().for_each(no_caught_panic_in);
 }
 
 /// RFC 9421 signatures on node-to-node requests: lines of `name: value` headers, a blank

@@ -1,8 +1,20 @@
 //! Every seed of every fuzz target, run through the same entry point under plain
 //! `cargo test`: none may panic or overflow a stack (either would fail this test binary).
 
-use sichat_fuzz_harness::TARGETS;
+use sichat_fuzz_harness::{oid4vci_proof_nonce, oid4vp_response_report, TARGETS};
 use std::path::Path;
+
+fn seed(target: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A compact JWS with the first character of its signature changed.
+fn broken(jws: &str) -> String {
+    let (signed, signature) = jws.rsplit_once('.').expect("a compact JWS");
+    let first = if signature.starts_with('A') { 'B' } else { 'A' };
+    format!("{signed}.{first}{}", &signature[1..])
+}
 
 #[test]
 fn every_seed_of_every_target_runs_to_completion() {
@@ -20,4 +32,36 @@ fn every_seed_of_every_target_runs_to_completion() {
             run(&data);
         }
     }
+}
+
+/// The key proof and presentation targets reach the checks the node makes, not only the
+/// parsing before them: their signed seeds pass every one (so a mutation that keeps them
+/// valid explores past the signature), and one wrong signature fails there.
+#[test]
+fn signed_seeds_pass_the_checks_the_node_makes() {
+    for name in ["did-jwk-kid", "did-key-kid", "jwk-header"] {
+        let proof = String::from_utf8(seed("oid4vci_proof", name)).expect("UTF-8");
+        assert_eq!(oid4vci_proof_nonce(proof.trim().as_bytes()), Ok("n".to_owned()), "{name}");
+        let refused = oid4vci_proof_nonce(broken(proof.trim()).as_bytes()).expect_err("a broken signature");
+        assert!(refused.contains("signature"), "{name}: {refused}");
+    }
+
+    let form = seed("oid4vp_response", "vp-jwt");
+    let (report, answers) = oid4vp_response_report(&form).expect("a vp_token");
+    assert!(report.valid, "{:?}", report.first_failure());
+    assert_eq!(report.credentials.len(), 1);
+    assert_eq!(answers, Ok(()));
+    let mut fields: Vec<(String, String)> = url::form_urlencoded::parse(&form).into_owned().collect();
+    for (k, v) in &mut fields {
+        if k == "vp_token" {
+            let mut token: serde_json::Value = serde_json::from_str(v).expect("JSON");
+            let jwt = token["jwt"][0].as_str().expect("a vp+jwt").to_owned();
+            token["jwt"][0] = serde_json::Value::String(broken(&jwt));
+            *v = token.to_string();
+        }
+    }
+    let tampered = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&fields).finish();
+    let (report, answers) = oid4vp_response_report(tampered.as_bytes()).expect("a vp_token");
+    assert!(!report.valid);
+    assert!(answers.is_err(), "a presentation whose signature fails answers nothing");
 }

@@ -64,7 +64,8 @@ const JSON_LD_STACK: usize = 16 << 20;
 
 /// Refuse a document too deep or too large for JSON-LD processing, counted iteratively.
 /// Also refuses what the JSON-LD and RDF libraries are known to mishandle: a number
-/// beyond the range of an exact double (they panic formatting it as `xsd:double`).
+/// beyond the range of an exact double (they panic formatting it as `xsd:double`), and a
+/// proof's `created` or `expires` that is not a plain date and time (see [`proof_time`]).
 pub fn check_bounds(document: &Value) -> Result<(), String> {
     let (mut deepest, mut values, mut bytes) = (0usize, 0usize, 0usize);
     let mut stack = vec![(document, 0usize)];
@@ -74,6 +75,16 @@ pub fn check_bounds(document: &Value) -> Result<(), String> {
             Value::Object(o) => {
                 deepest = deepest.max(depth + 1);
                 bytes += o.keys().map(String::len).sum::<usize>();
+                let proofs = match o.get("proof") {
+                    Some(Value::Array(a)) => a.iter().collect(),
+                    Some(one) => vec![one],
+                    None => Vec::new(),
+                };
+                for (key, time) in proofs.iter().flat_map(|p| ["created", "expires"].map(|k| (k, p.get(k)))) {
+                    if let Some(Value::String(time)) = time {
+                        proof_time(time).map_err(|why| format!("proof.{key} {why}"))?;
+                    }
+                }
                 // Keys and `type`/`id` values become IRIs, whose percent-encoding the IRI
                 // library decodes with an unwrap: "%ed" alone made it panic.
                 let iris = o.keys().map(String::as_str).chain(
@@ -112,6 +123,45 @@ pub fn check_bounds(document: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// A proof's date and time as this verifier takes it: an XSD `dateTimeStamp` with a
+/// four-digit year, `2026-01-01T00:00:00Z` (fractional seconds and a `±hh:mm` offset
+/// allowed). The XSD library's grammar also admits years of one to three or of ten and more
+/// digits, and then panics reading them (`999-01-01T00:00:00Z`), so they are refused here.
+pub fn proof_time(time: &str) -> Result<(), String> {
+    let b = time.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let mut ok = digits(0..4)
+        && at(4, b'-')
+        && digits(5..7)
+        && at(7, b'-')
+        && digits(8..10)
+        && at(10, b'T')
+        && digits(11..13)
+        && at(13, b':')
+        && digits(14..16)
+        && at(16, b':')
+        && digits(17..19);
+    let mut i = 19;
+    if ok && at(i, b'.') {
+        let fraction = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        ok = fraction > 0;
+        i += 1 + fraction;
+    }
+    ok = ok
+        && match b.get(i) {
+            Some(b'Z') => i + 1 == b.len(),
+            Some(b'+' | b'-') => i + 6 == b.len() && digits(i + 1..i + 3) && at(i + 3, b':') && digits(i + 4..i + 6),
+            _ => false,
+        };
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "{time:?} is not a date and time such as 2026-01-01T00:00:00Z (a four-digit year, and Z or an offset)"
+        )),
+    }
+}
+
 /// Every `%` starts two hex digits, and what they decode to is UTF-8.
 fn percent_encoding_is_utf8(s: &str) -> bool {
     if !s.contains('%') {
@@ -142,6 +192,10 @@ fn percent_encoding_is_utf8(s: &str) -> bool {
 /// why [`check_bounds`] comes first.)
 const JSON_LD_THREAD: &str = "json-ld";
 
+/// The refusal a caught JSON-LD panic becomes. The fuzz harness treats it as the panic it
+/// was: an input [`check_bounds`] should have refused first.
+pub const JSON_LD_PANICKED: &str = "the document could not be processed as JSON-LD";
+
 /// A panic on the JSON-LD thread is caught and answered as a refusal (and logged as a
 /// warning there), so the default hook's "thread panicked" and backtrace on stderr would
 /// only alarm: keep it for every other thread.
@@ -171,7 +225,7 @@ async fn isolated<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + 
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::warn!(panic = %what, "JSON-LD processing panicked on a document");
-                Err("the document could not be processed as JSON-LD".into())
+                Err(JSON_LD_PANICKED.into())
             });
             let _ = tx.send(outcome);
         })
@@ -380,6 +434,35 @@ mod tests {
             "validFrom": "2026-01-01T00:00:00Z",
             "credentialSubject": {"id": "did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r", "name": "Bob"},
         })
+    }
+
+    #[test]
+    fn proof_times_the_xsd_library_would_panic_on_are_refused_first() {
+        for good in ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123456789012Z", "2026-01-01T23:59:59+14:00"] {
+            assert_eq!(proof_time(good), Ok(()), "{good}");
+        }
+        // Each of these passes the XSD library's grammar, or nearly, and panicked it.
+        for bad in [
+            "999-01-01T00:00:00Z",
+            "-99-01-01T00:00:00Z",
+            "99999999999-01-01T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00+1:00",
+            "2026-01-01",
+            "",
+        ] {
+            assert!(proof_time(bad).is_err(), "{bad}");
+        }
+        let mut doc = credential("did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r");
+        doc["proof"] = json!({"type": "DataIntegrityProof", "created": "999-01-01T00:00:00Z"});
+        assert!(check_bounds(&doc).unwrap_err().starts_with("proof.created"));
+        doc["proof"] = json!([{"expires": "99999999999-01-01T00:00:00Z"}]);
+        assert!(check_bounds(&doc).unwrap_err().starts_with("proof.expires"));
+        // Nested, as a presentation carries a credential.
+        let mut inner = credential("did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r");
+        inner["proof"] = json!({"created": "-99-01-01T00:00:00Z"});
+        assert!(check_bounds(&json!({"verifiableCredential": [inner]})).is_err());
     }
 
     #[tokio::test]

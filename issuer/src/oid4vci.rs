@@ -478,61 +478,25 @@ impl Issuer {
     /// Check a `jwt` key proof: type, key, signature, audience, age and nonce. Returns the
     /// holder's DID (the credential subject) and the proof's `c_nonce`.
     async fn check_proof(&self, user_name: &str, proof: &str) -> Result<(String, String), OAuthError> {
-        let bad = |why: String| OAuthError::bad("invalid_proof", why);
-        let header = proof_header(proof).map_err(|e| bad(e.to_string()))?;
-        if !header.get("typ").and_then(Value::as_str).is_some_and(|t| jws::typ_matches(t, PROOF_TYP)) {
-            return Err(bad(format!("typ must be {PROOF_TYP}")));
-        }
-        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-        if !crate::types::ALGORITHMS.contains(&alg) {
-            return Err(bad("alg must be EdDSA or ES256 (see proof_signing_alg_values_supported)".into()));
-        }
-        let (holder, key) = match (header.get("kid").and_then(Value::as_str), header.get("jwk")) {
-            (Some(kid), None) => self.resolve_kid(kid).await.map_err(|e| bad(e.to_string()))?,
-            (None, Some(jwk)) => {
-                let key =
-                    PublicKey::from_jwk(jwk).ok_or_else(|| bad("jwk must be an Ed25519 or P-256 public key".into()))?;
-                (key.did_jwk(), key)
+        let (alg, named) = proof_key(proof)?;
+        let (holder, key) = match named {
+            ProofKey::Kid(kid) => {
+                self.resolve_kid(&kid).await.map_err(|e| OAuthError::bad("invalid_proof", e.to_string()))?
             }
-            _ => return Err(bad("exactly one of kid or jwk must identify the key".into())),
+            ProofKey::Jwk(key) => (key.did_jwk(), key),
         };
-        if key.alg() != alg {
-            return Err(bad(format!("alg {alg} does not match the {} key", key.alg())));
-        }
-        let claims: Value = jws::verify_with(proof, &key, PROOF_TYP).map_err(|e| bad(format!("signature: {e}")))?;
-        if claims.get("aud").and_then(Value::as_str) != Some(self.issuer_id(user_name).as_str()) {
-            return Err(bad(format!("aud must be the credential issuer {}", self.issuer_id(user_name))));
-        }
-        let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| bad("iat is missing".into()))?;
-        let now = now_ms() / 1000;
-        if (now - iat).abs() > PROOF_MAX_AGE_SECS {
-            return Err(bad("iat is more than 5 minutes off".into()));
-        }
-        if let Some(exp) = claims.get("exp") {
-            let exp = exp.as_i64().ok_or_else(|| bad("exp must be a NumericDate (seconds)".into()))?;
-            if exp.saturating_add(CLOCK_SKEW_SECS) <= now {
-                return Err(bad("the proof has expired (exp)".into()));
-            }
-        }
-        let nonce =
-            claims.get("nonce").and_then(Value::as_str).ok_or_else(|| bad("nonce (a c_nonce) is missing".into()))?;
-        Ok((holder, nonce.to_owned()))
+        let nonce = check_signed_proof(proof, &alg, &key, &self.issuer_id(user_name), now_ms() / 1000)?;
+        Ok((holder, nonce))
     }
 
     /// The key a DID URL names: `did:key`, `did:jwk`, or a `did:web` of this node's users.
     async fn resolve_kid(&self, kid: &str) -> Result<(String, PublicKey), IssuerError> {
+        if let Some(found) = offline_key(kid) {
+            return found;
+        }
         let (did, _) = kid.split_once('#').unwrap_or((kid, ""));
         let parsed = Did::parse(did)?;
         match parsed.method() {
-            "key" => Ok((did.to_owned(), PublicKey::from_multibase(did.trim_start_matches("did:key:"))?)),
-            "jwk" => {
-                let jwk: Value = b64url_decode(did.trim_start_matches("did:jwk:"))
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not base64url JSON".into()))?;
-                let key = PublicKey::from_jwk(&jwk)
-                    .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not an Ed25519 or P-256 key".into()))?;
-                Ok((did.to_owned(), key))
-            }
             "web" => {
                 let prefix = format!("{}:users:", self.accounts.node().did());
                 if let Some(name) = did.strip_prefix(&prefix) {
@@ -616,6 +580,92 @@ pub fn configuration_id(type_name: &str, format: Format) -> String {
         Format::VcJwt => type_name.to_owned(),
         Format::LdpVc => format!("{type_name}_ldp_vc"),
     }
+}
+
+/// The key a `jwt` key proof's header names.
+#[derive(Debug, Clone)]
+pub enum ProofKey {
+    /// A DID URL (`kid`): `did:key`, `did:jwk`, or a `did:web` to resolve.
+    Kid(String),
+    /// The public key itself (`jwk`); the holder is its `did:jwk`.
+    Jwk(PublicKey),
+}
+
+/// The first step of checking a `jwt` key proof, on its header alone: the type, the
+/// algorithm (returned), and the key it names.
+pub fn proof_key(proof: &str) -> Result<(String, ProofKey), OAuthError> {
+    let bad = |why: String| OAuthError::bad("invalid_proof", why);
+    let header = proof_header(proof).map_err(|e| bad(e.to_string()))?;
+    if !header.get("typ").and_then(Value::as_str).is_some_and(|t| jws::typ_matches(t, PROOF_TYP)) {
+        return Err(bad(format!("typ must be {PROOF_TYP}")));
+    }
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    if !crate::types::ALGORITHMS.contains(&alg) {
+        return Err(bad("alg must be EdDSA or ES256 (see proof_signing_alg_values_supported)".into()));
+    }
+    let named = match (header.get("kid").and_then(Value::as_str), header.get("jwk")) {
+        (Some(kid), None) => ProofKey::Kid(kid.to_owned()),
+        (None, Some(jwk)) => ProofKey::Jwk(
+            PublicKey::from_jwk(jwk).ok_or_else(|| bad("jwk must be an Ed25519 or P-256 public key".into()))?,
+        ),
+        _ => return Err(bad("exactly one of kid or jwk must identify the key".into())),
+    };
+    Ok((alg.to_owned(), named))
+}
+
+/// The holder's DID and key that a `did:key` or `did:jwk` DID URL names, found without
+/// any network; `None` for a DID of another method.
+pub fn offline_key(kid: &str) -> Option<Result<(String, PublicKey), IssuerError>> {
+    let (did, _) = kid.split_once('#').unwrap_or((kid, ""));
+    let parsed = match Did::parse(did) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let found = match parsed.method() {
+        "key" => PublicKey::from_multibase(did.trim_start_matches("did:key:")).map_err(IssuerError::from),
+        "jwk" => b64url_decode(did.trim_start_matches("did:jwk:"))
+            .and_then(|b| sichat_core::json::from_slice_bounded::<Value>(&b, sichat_core::json::MAX_DEPTH).ok())
+            .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not base64url JSON".into()))
+            .and_then(|jwk| {
+                PublicKey::from_jwk(&jwk)
+                    .ok_or_else(|| IssuerError::InvalidRequest("did:jwk is not an Ed25519 or P-256 key".into()))
+            }),
+        _ => return None,
+    };
+    Some(found.map(|key| (did.to_owned(), key)))
+}
+
+/// The rest of checking a `jwt` key proof once its key is known: the key fits `alg`, the
+/// signature, the audience (the credential issuer), the age against `now` (seconds) and
+/// any `exp`. Returns the proof's `nonce` (a `c_nonce`, for the caller to take).
+pub fn check_signed_proof(
+    proof: &str,
+    alg: &str,
+    key: &PublicKey,
+    audience: &str,
+    now: i64,
+) -> Result<String, OAuthError> {
+    let bad = |why: String| OAuthError::bad("invalid_proof", why);
+    if key.alg() != alg {
+        return Err(bad(format!("alg {alg} does not match the {} key", key.alg())));
+    }
+    let claims: Value = jws::verify_with(proof, key, PROOF_TYP).map_err(|e| bad(format!("signature: {e}")))?;
+    if claims.get("aud").and_then(Value::as_str) != Some(audience) {
+        return Err(bad(format!("aud must be the credential issuer {audience}")));
+    }
+    let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| bad("iat is missing".into()))?;
+    if now.saturating_sub(iat).saturating_abs() > PROOF_MAX_AGE_SECS {
+        return Err(bad("iat is more than 5 minutes off".into()));
+    }
+    if let Some(exp) = claims.get("exp") {
+        let exp = exp.as_i64().ok_or_else(|| bad("exp must be a NumericDate (seconds)".into()))?;
+        if exp.saturating_add(CLOCK_SKEW_SECS) <= now {
+            return Err(bad("the proof has expired (exp)".into()));
+        }
+    }
+    let nonce =
+        claims.get("nonce").and_then(Value::as_str).ok_or_else(|| bad("nonce (a c_nonce) is missing".into()))?;
+    Ok(nonce.to_owned())
 }
 
 fn proof_header(jwt: &str) -> Result<Value, IssuerError> {

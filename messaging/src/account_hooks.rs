@@ -1,12 +1,43 @@
 //! What messaging does for its own tables when an account is removed or a device revoked
 //! ([`sichat_accounts::hooks`]). Runs on the accounts service's transaction.
+//!
+//! It also ends the pickup WebSockets of what ended: once the change has committed, the
+//! user's sessions on this process check their session tokens at once
+//! ([`Hub::end_sessions`]); on PostgreSQL a `NOTIFY` sent in the transaction does the same
+//! on every other replica, and only if the change commits.
 
-use crate::mailbox;
+use crate::live::{Hub, ENDED_CHANNEL};
+use crate::mailbox::{self, is_postgres};
 use sichat_accounts::hooks::{AccountHooks, HookFuture, Removal, Revocation};
 use sqlx::AnyConnection;
+use std::sync::Arc;
 
 /// Messaging's [`AccountHooks`]; registered by the server at startup.
-pub struct MessagingAccountHooks;
+pub struct MessagingAccountHooks {
+    hub: Arc<Hub>,
+}
+
+impl MessagingAccountHooks {
+    /// The hooks of the messaging service whose live sessions are `hub`'s
+    /// ([`crate::Messaging::hub`]).
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+
+    /// Tell the other replicas, when the transaction commits, that `user_id`'s sessions must
+    /// check whether they may go on.
+    async fn notify_replicas(&self, c: &mut AnyConnection, user_id: &str) -> Result<(), sqlx::Error> {
+        if is_postgres(c) {
+            // Counted, not returned: the Any driver has no type for `void`.
+            sqlx::query("SELECT COUNT(*) FROM (SELECT pg_notify($1, $2)) n")
+                .bind(ENDED_CHANNEL)
+                .bind(self.hub.notice(user_id))
+                .execute(&mut *c)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 impl AccountHooks for MessagingAccountHooks {
     fn name(&self) -> &'static str {
@@ -33,7 +64,7 @@ impl AccountHooks for MessagingAccountHooks {
                         .await?;
                 }
             }
-            Ok(())
+            self.notify_replicas(c, removal.user_id).await
         })
     }
 
@@ -47,7 +78,18 @@ impl AccountHooks for MessagingAccountHooks {
                     .execute(&mut *c)
                     .await?;
             }
-            Ok(())
+            self.notify_replicas(c, revocation.user_id).await
         })
+    }
+
+    /// Every pickup session of the account closes.
+    fn account_removed_committed(&self, removal: Removal<'_>) {
+        self.hub.end_sessions(removal.user_id);
+    }
+
+    /// The device's pickup sessions close (the user's other devices' stay open: each
+    /// session checks its own token).
+    fn device_revoked_committed(&self, revocation: Revocation<'_>) {
+        self.hub.end_sessions(revocation.user_id);
     }
 }

@@ -1,20 +1,31 @@
 //! Live delivery: wakes every connected device of a user when a message for it is
-//! committed. On PostgreSQL the wake-up crosses replicas through `LISTEN`/`NOTIFY`.
+//! committed, and tells a user's open sessions to check they may go on when one of the
+//! user's devices is revoked or the account removed. On PostgreSQL both cross replicas
+//! through `LISTEN`/`NOTIFY`.
 //!
 //! A wake-up carries no message: the woken session reads what is pending from the
-//! database, so a missed or doubled wake-up can delay a message but never lose one.
+//! database, so a missed or doubled wake-up can delay a message but never lose one. In the
+//! same way an end notice carries no verdict: each session re-checks its own session token
+//! against the database, and only those that no longer authenticate close.
 
 use sichat_core::db::Db;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
 
-/// The `NOTIFY` channel; its payload is `<origin> <user id>`, the origin naming the
-/// process that committed (which has woken its own sessions already).
+/// The `NOTIFY` channel of new messages; its payload is `<origin> <user id>`, the origin
+/// naming the process that committed (which has woken its own sessions already).
 pub const CHANNEL: &str = "sichat_mailbox";
+/// The `NOTIFY` channel of ended devices and accounts, sent inside the transaction that
+/// ends them; its payload is `<origin> <user id>` as on [`CHANNEL`].
+pub const ENDED_CHANNEL: &str = "sichat_sessions_ended";
+
+/// One watch channel per user, kept while someone listens.
+type Signals = Mutex<HashMap<String, watch::Sender<u64>>>;
 
 pub struct Hub {
-    users: Mutex<HashMap<String, watch::Sender<u64>>>,
+    users: Signals,
+    ended: Signals,
     origin: String,
     /// Set when the node shuts down; every session holds a receiver until it has ended.
     closing: watch::Sender<bool>,
@@ -22,7 +33,28 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { users: Mutex::default(), origin: sichat_core::ids::new_id(), closing: watch::channel(false).0 }
+        Self {
+            users: Signals::default(),
+            ended: Signals::default(),
+            origin: sichat_core::ids::new_id(),
+            closing: watch::channel(false).0,
+        }
+    }
+}
+
+fn subscribe(signals: &Signals, user_id: &str) -> watch::Receiver<u64> {
+    let mut users = signals.lock().unwrap_or_else(|p| p.into_inner());
+    users.entry(user_id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+}
+
+fn signal(signals: &Signals, user_id: &str) {
+    let mut users = signals.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tx) = users.get(user_id) {
+        if tx.receiver_count() == 0 {
+            users.remove(user_id);
+        } else {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 }
 
@@ -39,53 +71,62 @@ impl Hub {
         self.closing.closed().await;
     }
 
-    /// The `NOTIFY` payload announcing a message for `user_id`.
+    /// The `NOTIFY` payload announcing a message for `user_id`, or (on [`ENDED_CHANNEL`])
+    /// that a device or the account of `user_id` ended.
     pub fn notice(&self, user_id: &str) -> String {
         format!("{} {user_id}", self.origin)
     }
 
-    /// Wake the sessions a `NOTIFY` payload names, unless this process sent it.
-    fn on_notice(&self, payload: &str) {
-        match payload.split_once(' ') {
-            Some((origin, _)) if origin == self.origin => {}
-            Some((_, user_id)) => self.wake(user_id),
-            None => self.wake(payload),
+    /// Act on a `NOTIFY` payload of `channel`, unless this process sent it.
+    fn on_notice(&self, channel: &str, payload: &str) {
+        let user_id = match payload.split_once(' ') {
+            Some((origin, _)) if origin == self.origin => return,
+            Some((_, user_id)) => user_id,
+            None => payload,
+        };
+        match channel {
+            ENDED_CHANNEL => self.end_sessions(user_id),
+            _ => self.wake(user_id),
         }
     }
 
     /// Subscribe before reading the queue: whatever commits after the read wakes the
     /// receiver, so nothing falls between reading and waiting.
     pub fn subscribe(&self, user_id: &str) -> watch::Receiver<u64> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        users.entry(user_id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+        subscribe(&self.users, user_id)
     }
 
     /// Wake `user_id`'s sessions on this process.
     pub fn wake(&self, user_id: &str) {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = users.get(user_id) {
-            if tx.receiver_count() == 0 {
-                users.remove(user_id);
-            } else {
-                tx.send_modify(|n| *n = n.wrapping_add(1));
-            }
-        }
+        signal(&self.users, user_id)
+    }
+
+    /// For a session: changes when a device or the account of `user_id` has ended, and the
+    /// session must check that it may go on.
+    pub fn ended(&self, user_id: &str) -> watch::Receiver<u64> {
+        subscribe(&self.ended, user_id)
+    }
+
+    /// A device or the account of `user_id` has ended (committed): its sessions on this
+    /// process check their session tokens now, and those that no longer hold close.
+    pub fn end_sessions(&self, user_id: &str) {
+        signal(&self.ended, user_id)
     }
 }
 
-/// PostgreSQL: wake local sessions for every `NOTIFY` from any replica, reconnecting when
-/// the listening connection drops. Runs until the process ends.
+/// PostgreSQL: wake or check local sessions for every `NOTIFY` from any replica,
+/// reconnecting when the listening connection drops. Runs until the process ends.
 pub async fn listen(db: Db, hub: std::sync::Arc<Hub>) {
     let Some(url) = db.postgres_url() else { return };
     loop {
         match sqlx::postgres::PgListener::connect(url).await {
             Ok(mut listener) => {
-                if let Err(e) = listener.listen(CHANNEL).await {
+                if let Err(e) = listener.listen_all([CHANNEL, ENDED_CHANNEL]).await {
                     tracing::warn!(error = %e, "cannot LISTEN for new messages; retrying");
                 } else {
                     loop {
                         match listener.recv().await {
-                            Ok(n) => hub.on_notice(n.payload()),
+                            Ok(n) => hub.on_notice(n.channel(), n.payload()),
                             Err(e) => {
                                 tracing::warn!(error = %e, "lost the LISTEN connection; reconnecting");
                                 break;
@@ -108,12 +149,29 @@ mod tests {
     fn own_notices_are_skipped_others_wake() {
         let (hub, other) = (Hub::default(), Hub::default());
         let mut rx = hub.subscribe("u1");
-        hub.on_notice(&hub.notice("u1"));
+        hub.on_notice(CHANNEL, &hub.notice("u1"));
         assert!(!rx.has_changed().unwrap(), "this process woke its sessions already");
-        hub.on_notice(&other.notice("u1"));
+        hub.on_notice(CHANNEL, &other.notice("u1"));
         assert!(rx.has_changed().unwrap(), "another replica's message wakes");
         rx.borrow_and_update();
-        hub.on_notice("u1");
+        hub.on_notice(CHANNEL, "u1");
         assert!(rx.has_changed().unwrap(), "a bare user id (an older replica) wakes");
+    }
+
+    #[test]
+    fn end_notices_reach_only_that_users_sessions_and_do_not_wake() {
+        let (hub, other) = (Hub::default(), Hub::default());
+        let (mut ended, woken, bystander) = (hub.ended("u1"), hub.subscribe("u1"), hub.ended("u2"));
+        hub.on_notice(ENDED_CHANNEL, &hub.notice("u1"));
+        assert!(!ended.has_changed().unwrap(), "this process told its sessions already");
+        hub.on_notice(ENDED_CHANNEL, &other.notice("u1"));
+        assert!(ended.has_changed().unwrap(), "another replica's revocation reaches the user's sessions");
+        assert!(!woken.has_changed().unwrap(), "an end is not a new message");
+        assert!(!bystander.has_changed().unwrap(), "another user's sessions are left alone");
+        ended.borrow_and_update();
+        hub.end_sessions("u1");
+        assert!(ended.has_changed().unwrap());
+        hub.on_notice(CHANNEL, &other.notice("u2"));
+        assert!(!bystander.has_changed().unwrap(), "a new message is not an end");
     }
 }

@@ -6,6 +6,10 @@
 //! redelivers the whole unacknowledged queue first; the session subscribes to wake-ups
 //! *before* reading the queue, so a message committed meanwhile is read on the next wake-up
 //! rather than lost between the two.
+//!
+//! A session lasts while its session token authenticates: it checks when its device is
+//! revoked or its account removed (told at once, on every replica, see [`crate::live`])
+//! and every `pickup_recheck` besides, and closes with a [`close`] code saying why.
 
 use crate::mailbox::{self, Stored};
 use crate::{Message, Messaging};
@@ -13,7 +17,7 @@ use axum::extract::ws::{close_code, CloseFrame, Message as Frame, Utf8Bytes, Web
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use sichat_accounts::AuthDevice;
+use sichat_accounts::{AccountError, AuthDevice, Standing};
 use sichat_core::ids::now_ms;
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,6 +25,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub const PIURI: &str = "https://didcomm.org/messagepickup/3.0/";
+
+/// Close codes of the pickup WebSocket beside RFC 6455's own (1001 when the node shuts
+/// down), from the range it leaves to applications (4000–4999); the wallet reads them.
+pub mod close {
+    /// The session token no longer authenticates (it expired, or the device logged out):
+    /// log in again and reconnect.
+    pub const SESSION_EXPIRED: u16 = 4001;
+    /// The device was revoked or its account removed: logging in again cannot help. The
+    /// close reason says which.
+    pub const ENDED: u16 = 4003;
+}
 const PROBLEM: &str = "https://didcomm.org/report-problem/2.0/problem-report";
 /// Messages, and envelope bytes, handed to a live session and not yet acknowledged, at
 /// most: past either the node waits for acknowledgements before sending more.
@@ -113,6 +128,10 @@ async fn going_away(closing: &mut tokio::sync::watch::Receiver<bool>) {
 /// Serve one device's WebSocket until it closes or its session ends.
 pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut socket: WebSocket) {
     let mut wake = messaging.hub.subscribe(&me.user_id);
+    let mut ended = messaging.hub.ended(&me.user_id);
+    // The session was checked at the upgrade: check it again once listening, so that a
+    // revocation committed in between is not missed until the next periodic check.
+    ended.mark_changed();
     let mut closing = messaging.hub.closing();
     let added_at = match messaging.accounts().devices(&me).await {
         Ok(devices) => devices.into_iter().find(|d| d.id == me.device_id).map_or(0, |d| d.created_at),
@@ -160,11 +179,20 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
                 let _ = socket.send(Frame::Close(Some(frame))).await;
                 break;
             },
-            _ = tick.tick() => match session.messaging.accounts().authenticate(&session.token).await {
-                Ok(_) if session.live => session.push().await,
-                Ok(_) => Ok(vec![]),
-                Err(_) => {
-                    let frame = CloseFrame { code: 4001, reason: Utf8Bytes::from_static("session expired: log in again") };
+            changed = ended.changed() => match changed {
+                Ok(()) => match session.ending().await {
+                    None => Ok(vec![]),
+                    Some(frame) => {
+                        let _ = socket.send(Frame::Close(Some(frame))).await;
+                        break;
+                    }
+                },
+                Err(_) => break,
+            },
+            _ = tick.tick() => match session.ending().await {
+                None if session.live => session.push().await,
+                None => Ok(vec![]),
+                Some(frame) => {
                     let _ = socket.send(Frame::Close(Some(frame))).await;
                     break;
                 }
@@ -191,6 +219,33 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
 }
 
 impl Session {
+    /// Whether the session may go on (`None`), or the frame that closes it: its token no
+    /// longer authenticates. A failure to check is not an end; the next check tries again.
+    async fn ending(&mut self) -> Option<CloseFrame> {
+        match self.messaging.accounts().authenticate(&self.token).await {
+            Ok(_) => None,
+            Err(AccountError::Unauthorized) => Some(self.why_ended().await),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a pickup session; checking again later");
+                None
+            }
+        }
+    }
+
+    /// Why the session's token stopped authenticating, as the close frame that says so.
+    async fn why_ended(&mut self) -> CloseFrame {
+        let standing = self.messaging.accounts().device_standing(&self.me.user_id, &self.me.device_id).await;
+        let (code, reason) = match standing {
+            Ok(Standing::DeviceRevoked) => (close::ENDED, "this device was revoked"),
+            Ok(Standing::AccountRemoved) => (close::ENDED, "this account was removed"),
+            Ok(Standing::Active) | Err(_) => (close::SESSION_EXPIRED, "session expired: log in again"),
+        };
+        if code == close::ENDED {
+            tracing::info!(user_id = %self.me.user_id, device_id = %self.me.device_id, reason, "pickup session closed");
+        }
+        CloseFrame { code, reason: Utf8Bytes::from_static(reason) }
+    }
+
     /// Messages per `delivery` message: [`BATCH`], or fewer where messages may be large.
     fn per_delivery(&self) -> i64 {
         let fit = BATCH_BYTES / self.messaging.settings.max_message_bytes.max(1);

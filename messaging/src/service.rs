@@ -307,6 +307,13 @@ impl Messaging {
                 )
             })
             .transpose()?;
+        // A presentation is a `vp+jwt`: one that cannot even be read (not a compact JWS, or
+        // JSON nested past the bounds) is bad input, refused before anything looks inside.
+        if let Some(vp) = &presentation {
+            sichat_core::jws::unverified_parts(vp).map_err(|e| {
+                MessagingError::Malformed(format!("the presentation attachment is not a readable vp+jwt: {e}"))
+            })?;
+        }
         Ok(Forward { id: message.id.as_str().to_owned(), next, envelope, presentation })
     }
 

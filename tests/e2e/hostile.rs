@@ -1,17 +1,24 @@
 //! Hostile JSON: deeply nested documents and the inputs that made `ssi`/`json-ld` panic,
 //! sent where they reach JSON-LD processing (OpenID4VP `direct_post`, `ldp_vc` issuance,
-//! a planted credential checked for the consent page), and nested or ill-typed JSON at
-//! every JSON endpoint. The node answers each with a clear 4xx in the JSON error body (the
+//! a planted credential checked for the consent page, a forward's `presentation` delivered
+//! by another node to `POST /didcomm`), and nested or ill-typed JSON at every JSON endpoint. The node answers each with a clear 4xx in the JSON error body (the
 //! OAuth format on OAuth endpoints), names no Rust type, and keeps answering.
 
+use crate::mailbox::Device;
 use serde_json::{json, Value};
+use sichat_core::ids::{b64url, now_ms};
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
 use sichat_e2e::{login, storage_tests, Backend, TestApp};
 use sichat_issuer::credential::VCDM2_CONTEXT;
+use sichat_messaging::federation_auth::{sign_request, OutgoingRequest};
 use sqlx::Row;
 
-storage_tests!(json_ld_bombs_are_refused_and_the_node_lives, every_json_endpoint_refuses_hostile_json);
+storage_tests!(
+    json_ld_bombs_are_refused_and_the_node_lives,
+    every_json_endpoint_refuses_hostile_json,
+    a_bomb_in_a_delivered_presentation_is_refused_and_the_node_lives,
+);
 
 /// Words that give away a Rust type in an error message.
 const RUST_WORDS: &[&str] =
@@ -69,16 +76,22 @@ impl Attacker {
 
     /// A `vp+jwt` carrying `credential` as a plain object, its signature broken.
     fn vp_jwt(&self, credential: Value, aud: &str) -> String {
+        let jwt = self.signed_vp_jwt(credential, aud, "n");
+        let (signed, _) = jwt.rsplit_once('.').expect("jws");
+        format!("{signed}.{}", "A".repeat(86))
+    }
+
+    /// A `vp+jwt` carrying `credential` as a plain object, validly signed by this attacker
+    /// for `aud` and `nonce`.
+    fn signed_vp_jwt(&self, credential: Value, aud: &str, nonce: &str) -> String {
         let vp = json!({
             "@context": [VCDM2_CONTEXT],
             "type": ["VerifiablePresentation"],
             "holder": self.did,
             "verifiableCredential": [credential],
-            "iss": self.did, "aud": aud, "nonce": "n",
+            "iss": self.did, "aud": aud, "nonce": nonce,
         });
-        let jwt = jws::sign(&self.key, "vp+jwt", Some(&self.method), &vp).expect("sign");
-        let (signed, _) = jwt.rsplit_once('.').expect("jws");
-        format!("{signed}.{}", "A".repeat(86))
+        jws::sign(&self.key, "vp+jwt", Some(&self.method), &vp).expect("sign")
     }
 }
 
@@ -306,4 +319,74 @@ async fn every_json_endpoint_refuses_hostile_json(backend: Backend) {
     assert_refused("POST with a path segment that is not UTF-8", status, &r.text().await.expect("body"));
     healthy(&app).await;
     app.stop().await;
+}
+
+/// Another node delivers to `POST /didcomm` a forward whose `presentation` attachment
+/// carries the 114-level credential: in a `vp+jwt` validly signed for this very forward,
+/// or as an `ldp_vp`. Each is refused as a malformed message, nothing is stored, and the
+/// node goes on: `/healthz` answers and the next ordinary delivery is taken.
+async fn a_bomb_in_a_delivered_presentation_is_refused_and_the_node_lives(backend: Backend) {
+    let Some(a) = TestApp::spawn(backend).await else { return };
+    let Some(b) = TestApp::spawn(backend).await else { return };
+    let alice_w = a.join("alice", &a.owner_invite).await;
+    let mallory_w = b.join("mallory", &b.owner_invite).await;
+    let (alice, mallory) = (Device::of(&a, &alice_w).await, Device::of(&b, &mallory_w).await);
+    let attacker = Attacker::new();
+    let (_, bomb) = hostile_credentials(&attacker, &attacker.did).swap_remove(0);
+    assert!(bomb.to_string().len() < 4096, "a small request");
+
+    // What B's node key signs and posts to A, as a delivery of mallory's.
+    let deliver = |body: String| {
+        let identity = b.node.identity.clone();
+        let (url, sender) = (format!("{}/didcomm", a.url), mallory.did.clone());
+        async move {
+            let signed =
+                sign_request(&*identity, &OutgoingRequest::delivery(&url, &sender, body.as_bytes()), now_ms() / 1000)
+                    .expect("sign");
+            let r = reqwest::Client::new()
+                .post(url)
+                .headers(signed.to_header_map().expect("headers"))
+                .body(body)
+                .send()
+                .await
+                .expect("POST /didcomm");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    let mailbox = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM msg_mailbox")
+            .fetch_one(a.node.db.pool())
+            .await
+            .expect("count")
+    };
+
+    for (what, presentation, said) in [
+        ("a vp+jwt signed for this forward", None, "nests deeper than"),
+        ("an ldp_vp", Some(attacker.ldp_vp(bomb.clone()).to_string()), "not a readable vp+jwt"),
+    ] {
+        let (id, forward) = mallory.forward(&alice.did, "with a presentation").await;
+        let vp = presentation.unwrap_or_else(|| attacker.signed_vp_jwt(bomb.clone(), alice.did.as_str(), &id));
+        let mut forward: Value = serde_json::from_str(&forward).expect("forward");
+        forward["attachments"].as_array_mut().expect("attachments").push(json!({
+            "id": "presentation", "media_type": "application/vp+jwt", "data": {"base64": b64url(vp.as_bytes())},
+        }));
+        let (status, body) = deliver(forward.to_string()).await;
+        let what = format!("POST /didcomm with the 114-level credential in {what}");
+        assert_refused(&what, status, &body);
+        let answer: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!((status, answer["error"].as_str()), (400, Some("malformed_message")), "{what}: {body}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains("presentation attachment") && message.contains(said), "{what}: {message}");
+        assert_eq!(mailbox().await, 0, "{what}: nothing is stored");
+        healthy(&a).await;
+    }
+
+    // The node goes on: an ordinary delivery from the same node is taken.
+    let (_, forward) = mallory.forward(&alice.did, "an ordinary message").await;
+    let (status, body) = deliver(forward).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(mailbox().await, 1, "the ordinary message is stored");
+    healthy(&a).await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -21,6 +21,7 @@ mod oidc;
 mod oidc_clients;
 mod oidc_interop;
 mod oidc_logout;
+mod pickup_end;
 mod portable_did;
 mod process;
 mod proxies;

@@ -433,6 +433,11 @@ impl Watch {
         }
     }
 
+    /// Wait for it to end by itself (the node ended the device, say).
+    pub async fn exited(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(WATCH_PATIENCE, self.child.wait()).await.expect("watch ends by itself").expect("wait")
+    }
+
     /// Ctrl-C, then wait for it to end.
     pub async fn interrupt(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();

@@ -229,25 +229,7 @@ impl Presentations {
     /// reasons.
     pub async fn respond(&self, user_name: &str, id: &str, vp_token: Option<&str>) -> Result<Report, VpError> {
         let (user_id, nonce, req) = self.pending(user_name, id).await?;
-        let token = vp_token.ok_or_else(|| VpError::InvalidRequest("vp_token is missing".into()))?;
-        let token: Value = serde_json::from_str(token).map_err(|_| {
-            VpError::InvalidRequest("vp_token must be a JSON object keyed by credential query id".into())
-        })?;
-        let entries = token.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
-            VpError::InvalidRequest("vp_token must answer exactly one credential query (jwt or ldp)".into())
-        })?;
-        let (query, presentations) = entries.iter().next().map(|(k, v)| (k.as_str(), v)).unwrap_or(("", &Value::Null));
-        let one = presentations.as_array().filter(|a| a.len() == 1).map(|a| &a[0]).ok_or_else(|| {
-            VpError::InvalidRequest("each vp_token entry must be an array of one presentation".into())
-        })?;
-        let (format, text) = match (query, one) {
-            (JWT_QUERY, Value::String(jwt)) => (VP_JWT, jwt.clone()),
-            (LDP_QUERY, Value::Object(_)) => (LDP_VP, one.to_string()),
-            (JWT_QUERY | LDP_QUERY, _) => {
-                return Err(VpError::InvalidRequest(format!("the {query} answer is not a presentation of that format")))
-            }
-            (other, _) => return Err(VpError::InvalidRequest(format!("unknown credential query id {other:?}"))),
-        };
+        let (format, text) = read_vp_token(vp_token)?;
         let opts = Options {
             expect: Some(Expectation { nonce, audience: self.client_id(user_name)? }),
             policy: Some(self.policy(&user_id, &req).await?),
@@ -357,6 +339,31 @@ impl Presentations {
 /// signature verifying under its holder's DID (a key listed for `authentication`), and made
 /// for this verifier and this request's nonce. Whatever its credentials say, only such an
 /// answer may close a request; the first of these checks that did not pass says why not.
+/// The one presentation a `direct_post`'s `vp_token` carries, with its format (`vp+jwt` or
+/// `ldp_vp`): the token is a JSON object keyed by credential query id (`jwt` or `ldp`),
+/// answering exactly one query with an array of one presentation.
+pub fn read_vp_token(vp_token: Option<&str>) -> Result<(&'static str, String), VpError> {
+    let token = vp_token.ok_or_else(|| VpError::InvalidRequest("vp_token is missing".into()))?;
+    let token: Value = serde_json::from_str(token)
+        .map_err(|_| VpError::InvalidRequest("vp_token must be a JSON object keyed by credential query id".into()))?;
+    let entries = token.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+        VpError::InvalidRequest("vp_token must answer exactly one credential query (jwt or ldp)".into())
+    })?;
+    let (query, presentations) = entries.iter().next().map(|(k, v)| (k.as_str(), v)).unwrap_or(("", &Value::Null));
+    let one =
+        presentations.as_array().filter(|a| a.len() == 1).map(|a| &a[0]).ok_or_else(|| {
+            VpError::InvalidRequest("each vp_token entry must be an array of one presentation".into())
+        })?;
+    match (query, one) {
+        (JWT_QUERY, Value::String(jwt)) => Ok((VP_JWT, jwt.clone())),
+        (LDP_QUERY, Value::Object(_)) => Ok((LDP_VP, one.to_string())),
+        (JWT_QUERY | LDP_QUERY, _) => {
+            Err(VpError::InvalidRequest(format!("the {query} answer is not a presentation of that format")))
+        }
+        (other, _) => Err(VpError::InvalidRequest(format!("unknown credential query id {other:?}"))),
+    }
+}
+
 pub fn answers_request(report: &Report) -> Result<(), String> {
     for name in ["syntax", "signature", "audience_and_nonce"] {
         match report.checks.iter().find(|c| c.check == name) {

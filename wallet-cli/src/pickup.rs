@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
+use sichat_messaging::pickup::close;
 use sichat_messaging::Message;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -26,12 +27,10 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection to the node's pickup endpoint.
 pub struct Pickup {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// The code of the node's close frame, once it closed.
+    /// The code and reason of the node's close frame, once it closed.
     close_code: Option<u16>,
+    close_reason: String,
 }
-
-/// The close code with which the node ends a connection whose session expired.
-pub const SESSION_EXPIRED: u16 = 4001;
 /// The largest frame taken from the node.
 const MAX_DELIVERY: usize = 72 << 20;
 
@@ -133,7 +132,7 @@ impl Pickup {
             Ok(Err(e)) => bail!("cannot open the message connection to your node at {base}: {e}"),
             Ok(Ok(pair)) => pair,
         };
-        Ok(Self { ws, close_code: None })
+        Ok(Self { ws, close_code: None, close_reason: String::new() })
     }
 
     /// Send a pickup request of type `kind` (e.g. `status-request`); returns its id.
@@ -182,7 +181,10 @@ impl Pickup {
             match frame {
                 Frame::Text(text) => return parse_event(text.as_str()).map(Some),
                 Frame::Close(frame) => {
-                    self.close_code = frame.map(|f| u16::from(f.code));
+                    if let Some(f) = frame {
+                        self.close_code = Some(u16::from(f.code));
+                        self.close_reason = f.reason.as_str().chars().filter(|c| !c.is_control()).collect();
+                    }
                     return Ok(None);
                 }
                 Frame::Binary(_) => bail!("your node sent a binary frame; this wallet expects DIDComm JSON text"),
@@ -198,7 +200,10 @@ impl Pickup {
         loop {
             match tokio::time::timeout_at(deadline, self.next()).await {
                 Err(_) => bail!("your node did not answer within 30 s"),
-                Ok(Ok(None)) => bail!("your node closed the message connection"),
+                Ok(Ok(None)) => match self.ended() {
+                    Some(why) => bail!("your node closed the message connection: {why}"),
+                    None => bail!("your node closed the message connection"),
+                },
                 Ok(Ok(Some(Event::Problem { code, comment }))) => bail!("your node refused: {comment} ({code})"),
                 Ok(Ok(Some(Event::Other))) => continue,
                 Ok(Ok(Some(event))) => return Ok(event),
@@ -209,7 +214,17 @@ impl Pickup {
 
     /// Whether the node closed the connection because the session expired (log in again).
     pub fn session_expired(&self) -> bool {
-        self.close_code == Some(SESSION_EXPIRED)
+        self.close_code == Some(close::SESSION_EXPIRED)
+    }
+
+    /// Why the node ended this device's connection for good (the device was revoked, the
+    /// account removed), if it did: logging in again cannot help.
+    pub fn ended(&self) -> Option<&str> {
+        match self.close_code {
+            Some(close::ENDED) if self.close_reason.is_empty() => Some("this device can no longer pick up messages"),
+            Some(close::ENDED) => Some(&self.close_reason),
+            _ => None,
+        }
     }
 
     /// Whether the node closed the connection because it is shutting down ("going away").

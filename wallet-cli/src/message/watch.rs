@@ -148,6 +148,10 @@ impl Watching<'_> {
             match event {
                 Err(e) => return Ok(End::Lost(e)),
                 Ok(None) if p.session_expired() => return Ok(End::Renew),
+                Ok(None) if p.ended().is_some() => {
+                    let why = p.ended().unwrap_or_default();
+                    bail!("your node closed the message connection: {why}")
+                }
                 Ok(None) if p.going_away() => {
                     return Ok(End::Lost(anyhow!("your node is shutting down or restarting")))
                 }
