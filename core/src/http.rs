@@ -185,6 +185,7 @@ pub async fn rejection(response: Response) -> ApiError {
         StatusCode::UPGRADE_REQUIRED => "upgrade_required",
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
         s if s.is_server_error() => return ApiError::internal(text),
         _ => "bad_request",
     };

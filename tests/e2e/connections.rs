@@ -75,6 +75,42 @@ async fn half_sent_requests_are_cut_after_the_header_timeout() {
     .await
 }
 
+/// A request whose body stalls half-way is answered `408` with the JSON error body and its
+/// connection closed, once the request timeout (and at the latest the no-progress timeout)
+/// has passed, so slow bodies cannot hold connections either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_are_cut() {
+    sichat_e2e::or_hung(async {
+        let Some(app) = TestApp::spawn_with(Backend::Sqlite, |c| {
+            c.request_timeout_secs = 1;
+            c.idle_timeout_secs = 2;
+        })
+        .await
+        else {
+            return;
+        };
+        let server = server_addr(&app);
+        let mut stalled = Vec::new();
+        for path in ["/api/v1/accounts", "/didcomm"] {
+            let mut s = connect_from([127, 0, 0, 1], server).await;
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\":"
+            );
+            s.write_all(head.as_bytes()).await.expect("write");
+            stalled.push((path, s));
+        }
+        for (path, s) in &mut stalled {
+            let (status, body) = read_response(s).await;
+            assert_eq!(status, 408, "{path}: {body}");
+            assert_eq!(body["error"], "request_timeout", "{path}: {body}");
+            assert!(closed_within(s, SOON).await, "{path}: the stalled connection stays open");
+        }
+        assert_eq!(healthz_from([127, 0, 0, 1], server).await.expect("healthz"), 200);
+        app.stop().await;
+    })
+    .await
+}
+
 /// One address holds at most `max_connections_per_address` connections; the rest are
 /// closed at once, other addresses are served, and closing some gives the places back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
