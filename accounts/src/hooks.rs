@@ -1,5 +1,6 @@
-//! What other crates do when something ends for an account: the account is removed, a
-//! device is revoked, or the user signs out everywhere.
+//! What other crates do when something ends for an account (the account is removed, a
+//! device is revoked, the user signs out everywhere), and what each hands over when the
+//! account moves to another node (export on the old node, import on the new).
 //!
 //! Each crate that keeps rows for a user (tokens, consents, sessions, passkeys, offers,
 //! presentation requests, mailbox) implements [`AccountHooks`] for the tables it owns, in its
@@ -48,6 +49,32 @@ pub struct SignOut<'a> {
     pub keep_browser_session: Option<&'a str>,
 }
 
+/// Why an import refused a crate's part of a moved account: it names what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The future of an export: the crate's part of the account, as JSON of its own shape.
+pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<serde_json::Value, sqlx::Error>> + Send + 'a>>;
+/// The future of an import.
+pub type ImportFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ImportError>> + Send + 'a>>;
+
+/// An account being moved in from another node: its id here (the id it had there), the
+/// URL of the node it comes from and of this one, and its DIDs there (`did:web`, and the
+/// `did:webvh` before the move) and here (the moved `did:webvh`).
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    pub user_id: &'a str,
+    pub user_name: &'a str,
+    pub from_origin: &'a str,
+    pub old_web_did: &'a str,
+    pub new_did: &'a str,
+}
+
 /// What a crate does for its own tables when something ends for an account. Every method
 /// runs inside the accounts service's transaction, on `c`; it must be idempotent (deleting
 /// what is there), so running it twice changes nothing more.
@@ -72,6 +99,32 @@ pub trait AccountHooks: Send + Sync + 'static {
 
     /// The user signs out everywhere (asked for, or after a password change).
     fn signed_out_everywhere<'a>(&'a self, _c: &'a mut AnyConnection, _sign_out: SignOut<'a>) -> HookFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The account is moving to another node: this crate's part of everything the account
+    /// owns, as JSON the same crate's [`AccountHooks::import_account`] reads on the other
+    /// node (`null`: nothing). It travels sealed to the new node. Runs in a read
+    /// transaction; the account keeps working here until the move is done.
+    fn export_account<'a>(&'a self, _c: &'a mut AnyConnection, _user_id: &'a str) -> ExportFuture<'a> {
+        Box::pin(std::future::ready(Ok(serde_json::Value::Null)))
+    }
+
+    /// The account arrives from another node with this crate's `part` (from
+    /// [`AccountHooks::export_account`] there): store it, inside the transaction that creates
+    /// the account. Refuse anything malformed: the whole move is then refused.
+    fn import_account<'a>(
+        &'a self,
+        _c: &'a mut AnyConnection,
+        _arrival: Arrival<'a>,
+        _part: serde_json::Value,
+    ) -> ImportFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The account has moved away (the new node holds it now): end what this crate serves
+    /// for it here (tokens, sessions), keeping what the old node still answers for.
+    fn account_moved<'a>(&'a self, _c: &'a mut AnyConnection, _user_id: &'a str) -> HookFuture<'a> {
         Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -12,6 +12,9 @@ use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519Public};
 use std::fmt;
 
+mod moves;
+pub use moves::*;
+
 /// `typ` of each JWS, so none can be replayed as another.
 pub const TYP_DEVICE_CERT: &str = "sichat-device-cert+jwt";
 pub const TYP_REGISTER: &str = "sichat-register+jwt";
@@ -197,6 +200,19 @@ pub enum RootOperation {
     /// (`POST /api/v1/did/draft`).
     UpgradeDid {
         entry: String,
+    },
+    /// Export the account, sealed to the new node's `recipient_key` (an X25519 JWK), for the
+    /// move named by `ticket` to the node at `to` (see [`moves`]).
+    MoveOut {
+        to: String,
+        ticket: String,
+        recipient_key: serde_json::Value,
+    },
+    /// The move is done: the account now lives at `did` on the node at `to`.
+    /// `did_log_entry` is the log entry that moved it.
+    MoveDone {
+        to: String,
+        did: String,
     },
 }
 

@@ -3,6 +3,7 @@
 //! - [`keys`]: Ed25519 and X25519 key pairs and their multibase (Multikey) encodings.
 //! - [`p256key`]: P-256 (ES256) keys, and the algorithm-generic `PublicKey` / `KeyPair`.
 //! - [`did`]: `did:key` and `did:web` identifiers and DID documents.
+//! - [`jwe`]: data sealed to an X25519 key (compact JWE, ECDH-ES and A256GCM).
 //! - [`jws`]: compact JWS (EdDSA) signing and verification through `josekit`.
 //! - [`seal`]: secrets sealed at rest with XChaCha20-Poly1305 under a master key.
 //! - [`db`]: the storage pool (SQLite or PostgreSQL) and its migrations.
@@ -22,6 +23,7 @@ pub mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod json;
+pub mod jwe;
 pub mod jws;
 pub mod keys;
 pub mod net;
