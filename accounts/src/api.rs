@@ -3,16 +3,86 @@
 use crate::protocol::*;
 use crate::service::{Accounts, AuthDevice};
 use crate::AccountError;
-use axum::extract::{FromRef, FromRequestParts, State};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use sichat_core::http::{ApiError, ApiJson, ApiPath};
 use std::sync::Arc;
 
 type AppState = Arc<Accounts>;
+
+/// Moving an account between nodes (see [`crate::protocol::moves`]). Bundles are large:
+/// the server gives these routes a body limit of their own.
+pub fn moves_router(accounts: Arc<Accounts>) -> Router {
+    Router::new()
+        .route("/api/v1/moves/tickets", post(move_ticket))
+        .route("/api/v1/moves/export", post(move_export))
+        .route("/api/v1/moves/draft", post(move_draft))
+        .route("/api/v1/moves/import", post(move_import))
+        .with_state(accounts)
+}
+
+/// Requests for a moved account's URLs on its old node (`/users/<name>/…`, and
+/// `/.well-known/<metadata>/users/<name>`), other than its DID document and log, which this
+/// node keeps serving, are redirected (`308`) to the same URL on the new node.
+pub async fn redirect_moved(State(a): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let name = match path.strip_prefix("/users/") {
+        Some(rest) => rest.split_once('/').filter(|(_, tail)| !matches!(*tail, "did.json" | "did.jsonl")).map(|(n, _)| n),
+        None => path
+            .strip_prefix("/.well-known/")
+            .and_then(|rest| rest.split_once("/users/"))
+            .map(|(_, n)| n)
+            .filter(|n| !n.contains('/')),
+    };
+    let Some(name) = name.filter(|n| UserName::parse(n).is_ok()) else { return next.run(req).await };
+    match a.moved_away(name).await {
+        Ok(Some((origin, new_name))) => {
+            let old = format!("/users/{name}");
+            let moved = path.replacen(&old, &format!("/users/{new_name}"), 1);
+            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let location = format!("{}{moved}{query}", origin.trim_end_matches('/'));
+            match HeaderValue::from_str(&location) {
+                Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
+                Err(_) => next.run(req).await,
+            }
+        }
+        Ok(None) => next.run(req).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn move_ticket(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<MoveTicketRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((StatusCode::CREATED, Json(a.move_ticket(&body).await?)))
+}
+
+async fn move_export(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<SignedRequest>,
+) -> Result<Json<MoveExport>, ApiError> {
+    Ok(Json(a.move_export(&body.request).await?))
+}
+
+async fn move_draft(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<MoveDraftRequest>,
+) -> Result<Json<MoveDraft>, ApiError> {
+    Ok(Json(a.move_draft(&body).await?))
+}
+
+async fn move_import(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<SignedRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((StatusCode::CREATED, Json(a.move_import(&body.request).await?)))
+}
 
 /// Every accounts route, under `/api/v1` plus the users' DID documents.
 pub fn router(accounts: Arc<Accounts>) -> Router {

@@ -41,6 +41,8 @@ pub enum AccountError {
     NotFound(String),
     #[error("the account {0:?} has been removed")]
     AccountRemoved(String),
+    #[error("the account {name:?} has moved to {to}: its wallet signs in there now")]
+    AccountMoved { name: String, to: String },
     #[error("{0}")]
     Conflict(String),
     #[error(
@@ -91,6 +93,7 @@ impl AccountError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::AccountRemoved(_) => "account_removed",
+            Self::AccountMoved { .. } => "account_moved",
             Self::Conflict(_) => "conflict",
             Self::LastDevice(_) => "last_device",
             Self::Internal(_) => "internal",
@@ -109,7 +112,7 @@ impl AccountError {
             Self::QuotaExceeded { .. } | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::InviteNotFound | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InviteUsed | Self::NameTaken(_) | Self::Conflict(_) | Self::LastDevice(_) => StatusCode::CONFLICT,
-            Self::InviteExpired | Self::AccountRemoved(_) => StatusCode::GONE,
+            Self::InviteExpired | Self::AccountRemoved(_) | Self::AccountMoved { .. } => StatusCode::GONE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

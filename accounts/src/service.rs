@@ -16,6 +16,7 @@ use sichat_core::seal::MasterKey;
 use std::sync::{Arc, RwLock};
 
 mod did_log;
+mod moves;
 
 const CHALLENGE_PURPOSE_REQUEST: &str = "signed-request";
 const CHALLENGE_PURPOSE_LOGIN: &str = "login";
@@ -52,6 +53,15 @@ pub enum Standing {
     Active,
     DeviceRevoked,
     AccountRemoved,
+}
+
+/// A root-key-signed request that passed its checks, in its transaction.
+struct RootOp {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    user: store::UserRow,
+    root: Ed25519Public,
+    claims: RootOpClaims,
+    now: i64,
 }
 
 /// Where a node receives DIDComm messages from other nodes; every user's DID document
@@ -291,14 +301,7 @@ impl Accounts {
         if !store::take_challenge(&mut tx, &claims.challenge, CHALLENGE_PURPOSE_REQUEST, None, now).await? {
             return Err(AccountError::ChallengeInvalid);
         }
-        let invite = store::invite_by_code_hash(&mut tx, &token_hash(&claims.invite))
-            .await?
-            .ok_or(AccountError::InviteNotFound)?;
-        match invite.status.as_str() {
-            "used" => return Err(AccountError::InviteUsed),
-            "open" if invite.expires_at > now => {}
-            _ => return Err(AccountError::InviteExpired),
-        }
+        let invite = self.usable_invite(&mut tx, &claims.invite, now).await?;
         if store::user_by_name(&mut tx, name.as_str()).await?.is_some() {
             return Err(AccountError::NameTaken(name.to_string()));
         }
@@ -336,6 +339,21 @@ impl Accounts {
         metrics::counter!("sichat_registrations_total").increment(1);
         tracing::info!(user = %name, did = %did, "account registered");
         self.account(&user_id).await
+    }
+
+    /// The open, unexpired invite with this code.
+    async fn usable_invite(&self, c: &mut store::Conn, code: &str, now: i64) -> Result<store::InviteRow, AccountError> {
+        let invite = store::invite_by_code_hash(c, &token_hash(code)).await?.ok_or(AccountError::InviteNotFound)?;
+        Self::check_invite(&invite, now)?;
+        Ok(invite)
+    }
+
+    fn check_invite(invite: &store::InviteRow, now: i64) -> Result<(), AccountError> {
+        match invite.status.as_str() {
+            "used" => Err(AccountError::InviteUsed),
+            "open" if invite.expires_at > now => Ok(()),
+            _ => Err(AccountError::InviteExpired),
+        }
     }
 
     async fn insert_device(
@@ -455,43 +473,35 @@ impl Accounts {
         let user = store::user_by_name(&mut conn, name.as_str())
             .await?
             .ok_or_else(|| AccountError::NotFound(format!("no account named {name}")))?;
-        if user.status != "active" {
-            return Err(AccountError::AccountRemoved(name.to_string()));
+        // A moved account's old did:web document stays, naming its DIDs on the new node.
+        if user.status != "moved" {
+            self.check_active(&mut conn, &user).await?;
         }
         let mut doc = self.document_of(&mut conn, &user).await?;
         if let Some(webvh) = Self::webvh_did(&mut conn, &user.id).await? {
             doc.also_known_as.push(webvh);
         }
+        doc.also_known_as.extend(Self::earlier_dids(&mut conn, &user.id).await?);
         Ok(doc)
     }
 
     /// The `did:web` document of an account, from its rows (in `conn`, which may be the
-    /// transaction of a change).
+    /// transaction of a change). A moved account's names the new node's messaging endpoint.
     async fn document_of(&self, conn: &mut store::Conn, user: &store::UserRow) -> Result<DidDocument, AccountError> {
-        let mut doc = DidDocument::new(self.node.user_did(&user.name)?);
-        let control = Relationships { capability: true, ..Default::default() };
-        doc.add_key("root", user.root_key.clone(), control);
-        for (id, key) in store::issuing_keys(conn, &user.id).await? {
-            doc.add_key(&format!("issuing-{id}"), key, Relationships { assertion_method: true, ..Default::default() });
-        }
-        for d in store::active_devices(conn, &user.id).await? {
-            doc.add_key(
-                &format!("device-{}", d.id),
-                d.sign_key,
-                Relationships { authentication: true, ..Default::default() },
-            );
-            doc.add_key(
-                &format!("device-{}-x25519", d.id),
-                d.agree_key,
-                Relationships { key_agreement: true, ..Default::default() },
-            );
-        }
-        doc.service.push(Service {
-            id: doc.id.url("didcomm"),
-            kind: "DIDCommMessaging".into(),
-            service_endpoint: serde_json::json!({"uri": self.node.url(DIDCOMM_PATH), "accept": ["didcomm/v2"]}),
-        });
-        Ok(doc)
+        let issuing = store::issuing_keys(conn, &user.id).await?;
+        let devices: Vec<(String, String, String)> = store::active_devices(conn, &user.id)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d.sign_key, d.agree_key))
+            .collect();
+        let didcomm = match user.status.as_str() {
+            "moved" => match store::finished_move(conn, &user.id, "out").await?.and_then(|m| m.peer_origin) {
+                Some(origin) => format!("{}{DIDCOMM_PATH}", origin.trim_end_matches('/')),
+                None => self.node.url(DIDCOMM_PATH),
+            },
+            _ => self.node.url(DIDCOMM_PATH),
+        };
+        Ok(build_document(self.node.user_did(&user.name)?, &user.root_key, &issuing, &devices, didcomm))
     }
 
     // ---- devices and sessions ----
@@ -506,9 +516,7 @@ impl Accounts {
         let name = self.name_in_did(&presented.iss)?;
         let mut conn = self.conn().await?;
         let user = store::user_by_name(&mut conn, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
-        if user.status != "active" {
-            return Err(AccountError::AccountRemoved(name.to_string()));
-        }
+        self.check_active(&mut conn, &user).await?;
         let device = match store::device(&mut conn, &presented.sub).await? {
             Some(d) if d.user_id == user.id && d.revoked_at.is_none() && d.sign_key == presented.sign_key => d,
             _ => return Err(AccountError::InvalidCertificate("this device is not registered, or was revoked".into())),
@@ -592,16 +600,15 @@ impl Accounts {
             .collect())
     }
 
-    /// A request signed by the account's root key: add or revoke a device, rotate the root.
-    pub async fn root_operation(&self, request: &str) -> Result<Account, AccountError> {
+    /// The checks every request signed by the root key passes (signature, audience,
+    /// freshness, single-use challenge), in a transaction that holds the account.
+    async fn begin_root_op(&self, request: &str) -> Result<RootOp, AccountError> {
         let unverified: RootOpClaims = jws::unverified_payload(request)?;
         let name = self.name_in_did(&unverified.iss)?;
         let now = now_ms();
         let mut tx = self.db.pool().begin().await?;
         let user = store::user_by_name(&mut tx, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
-        if user.status != "active" {
-            return Err(AccountError::AccountRemoved(name.to_string()));
-        }
+        self.check_active(&mut tx, &user).await?;
         store::lock_user(&mut tx, &user.id, self.db.backend() == Backend::Postgres).await?;
         let root = Ed25519Public::from_multibase(&user.root_key)?;
         let claims: RootOpClaims = jws::verify(request, &root, TYP_ROOT_OP)?;
@@ -609,6 +616,36 @@ impl Accounts {
         Self::check_fresh(claims.iat)?;
         if !store::take_challenge(&mut tx, &claims.challenge, CHALLENGE_PURPOSE_REQUEST, None, now).await? {
             return Err(AccountError::ChallengeInvalid);
+        }
+        Ok(RootOp { tx, user, root, claims, now })
+    }
+
+    /// Refuse an account that was removed, or moved to another node (saying where).
+    async fn check_active(&self, c: &mut store::Conn, user: &store::UserRow) -> Result<(), AccountError> {
+        match user.status.as_str() {
+            "active" => Ok(()),
+            "moved" => {
+                let to = store::finished_move(c, &user.id, "out").await?.and_then(|m| m.peer_origin);
+                Err(AccountError::AccountMoved { name: user.name.clone(), to: to.unwrap_or_default() })
+            }
+            _ => Err(AccountError::AccountRemoved(user.name.clone())),
+        }
+    }
+
+    /// A request signed by the account's root key: add or revoke a device, rotate the root.
+    pub async fn root_operation(&self, request: &str) -> Result<Account, AccountError> {
+        let RootOp { mut tx, user, root, claims, now } = self.begin_root_op(request).await?;
+        let name = UserName::parse(&user.name)?;
+        if matches!(claims.op, RootOperation::MoveOut { .. }) {
+            return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()));
+        }
+        if let Some(m) = store::move_in_flight(&mut tx, &user.id, now).await? {
+            if !matches!(claims.op, RootOperation::MoveDone { .. }) {
+                return Err(AccountError::Conflict(format!(
+                    "the account is moving to {}: finish the move (sichat move) before changing it",
+                    m.peer_origin.unwrap_or_default()
+                )));
+            }
         }
         let did = self.node.user_did(name.as_str())?;
         let mut revoked = Vec::new();
@@ -661,6 +698,23 @@ impl Accounts {
                 store::set_root_key(&mut tx, &user.id, new_root_key).await?;
             }
             RootOperation::UpgradeDid { entry } => self.upgrade_did(&mut tx, &user, entry, now).await?,
+            RootOperation::MoveDone { to, did } => {
+                self.move_done(&mut tx, &user, to, did, claims.did_log_entry.as_deref(), now).await?;
+                tx.commit().await?;
+                tracing::info!(user = %name, to = %to, did = %did, "account moved away");
+                // What is left here: the old DID document, for its old DIDs.
+                return Ok(Account {
+                    did_document_url: self.node.url(&format!("users/{}/did.json", user.name)),
+                    did: self.node.user_did(&user.name)?.to_string(),
+                    node_did: self.node.did().to_string(),
+                    quota_available: 0,
+                    quota: user.quota,
+                    name: user.name,
+                    invited_by: user.invited_by,
+                    created_at: user.created_at,
+                });
+            }
+            RootOperation::MoveOut { .. } => unreachable!("refused above"),
         }
         if !matches!(claims.op, RootOperation::UpgradeDid { .. }) {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
@@ -756,12 +810,50 @@ impl Accounts {
     }
 }
 
+/// A user's `did:web` document: the root key (`capabilityInvocation`), the issuing keys
+/// (`assertionMethod`), each device's keys (`authentication`, `keyAgreement`), and the
+/// messaging service at `didcomm`.
+fn build_document(
+    did: Did,
+    root_key: &str,
+    issuing: &[(String, String)],
+    devices: &[(String, String, String)],
+    didcomm: String,
+) -> DidDocument {
+    let mut doc = DidDocument::new(did);
+    let control = Relationships { capability: true, ..Default::default() };
+    doc.add_key("root", root_key.to_owned(), control);
+    for (id, key) in issuing {
+        doc.add_key(&format!("issuing-{id}"), key.clone(), Relationships { assertion_method: true, ..Default::default() });
+    }
+    for (id, sign_key, agree_key) in devices {
+        doc.add_key(
+            &format!("device-{id}"),
+            sign_key.clone(),
+            Relationships { authentication: true, ..Default::default() },
+        );
+        doc.add_key(
+            &format!("device-{id}-x25519"),
+            agree_key.clone(),
+            Relationships { key_agreement: true, ..Default::default() },
+        );
+    }
+    doc.service.push(Service {
+        id: doc.id.url("didcomm"),
+        kind: "DIDCommMessaging".into(),
+        service_endpoint: serde_json::json!({"uri": didcomm, "accept": ["didcomm/v2"]}),
+    });
+    doc
+}
+
 fn op_name(op: &RootOperation) -> &'static str {
     match op {
         RootOperation::AddDevice { .. } => "add_device",
         RootOperation::RevokeDevice { .. } => "revoke_device",
         RootOperation::RotateRoot { .. } => "rotate_root",
         RootOperation::UpgradeDid { .. } => "upgrade_did",
+        RootOperation::MoveOut { .. } => "move_out",
+        RootOperation::MoveDone { .. } => "move_done",
     }
 }
 

@@ -166,6 +166,11 @@ pub async fn invite_by_code_hash(c: &mut Conn, hash: &str) -> Result<Option<Invi
     sqlx::query(&sql).bind(hash).fetch_optional(c).await?.as_ref().map(invite_row).transpose()
 }
 
+pub async fn invite_by_id(c: &mut Conn, id: &str) -> Result<Option<InviteRow>, sqlx::Error> {
+    let sql = format!("SELECT {INVITE_COLUMNS} FROM acct_invites i WHERE i.id = $1");
+    sqlx::query(&sql).bind(id).fetch_optional(c).await?.as_ref().map(invite_row).transpose()
+}
+
 pub async fn invites_by(c: &mut Conn, inviter_id: Option<&str>) -> Result<Vec<InviteRow>, sqlx::Error> {
     let sql = format!(
         "SELECT {INVITE_COLUMNS} FROM acct_invites i \
@@ -525,7 +530,8 @@ pub async fn delete_session(c: &mut Conn, token_hash: &str) -> Result<(), sqlx::
 pub async fn purge_expired(c: &mut Conn, now: i64) -> Result<u64, sqlx::Error> {
     let a = sqlx::query("DELETE FROM acct_challenges WHERE expires_at <= $1").bind(now).execute(&mut *c).await?;
     let b = sqlx::query("DELETE FROM acct_sessions WHERE expires_at <= $1").bind(now).execute(&mut *c).await?;
-    Ok(a.rows_affected() + b.rows_affected())
+    let moves = purge_expired_moves(c, now).await?;
+    Ok(a.rows_affected() + b.rows_affected() + moves)
 }
 
 // ---- did:webvh logs ----
@@ -556,4 +562,221 @@ pub async fn append_did_log(
         .execute(c)
         .await?;
     Ok(())
+}
+
+/// Every issuing key of an account, with its sealed secret (for a move).
+pub struct IssuingKeyRow {
+    pub id: String,
+    pub algorithm: String,
+    pub public_key: String,
+    pub sealed_secret: Vec<u8>,
+    pub created_at: i64,
+}
+
+pub async fn all_issuing_keys(c: &mut Conn, user_id: &str) -> Result<Vec<IssuingKeyRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, algorithm, public_key, sealed_secret, created_at FROM acct_issuing_keys \
+         WHERE user_id = $1 ORDER BY created_at",
+    )
+    .bind(user_id)
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(IssuingKeyRow {
+                id: r.try_get("id")?,
+                algorithm: r.try_get("algorithm")?,
+                public_key: r.try_get("public_key")?,
+                sealed_secret: r.try_get("sealed_secret")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+/// A moved account's issuing keys sign nothing more here: their secrets are erased (the
+/// public keys stay, for the old DID documents).
+pub async fn erase_issuing_secrets(c: &mut Conn, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_issuing_keys SET sealed_secret = $1 WHERE user_id = $2")
+        .bind(Vec::<u8>::new())
+        .bind(user_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_user_status(c: &mut Conn, user_id: &str, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_users SET status = $1 WHERE id = $2").bind(status).bind(user_id).execute(c).await?;
+    Ok(())
+}
+
+pub async fn delete_user_sessions(c: &mut Conn, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM acct_sessions WHERE user_id = $1").bind(user_id).execute(c).await?;
+    Ok(())
+}
+
+// ---- moves ----
+
+#[derive(Debug, Clone)]
+pub struct MoveRow {
+    pub id: String,
+    pub status: String,
+    pub user_name: Option<String>,
+    pub peer_origin: Option<String>,
+    pub invite_id: Option<String>,
+    pub ticket_key: Option<Vec<u8>>,
+    pub bundle: Option<String>,
+    pub new_did: Option<String>,
+    pub old_dids: Option<String>,
+    pub expires_at: i64,
+}
+
+const MOVE_COLUMNS: &str =
+    "id, status, user_name, peer_origin, invite_id, ticket_key, bundle, new_did, old_dids, expires_at";
+
+fn move_row(r: &AnyRow) -> Result<MoveRow, sqlx::Error> {
+    Ok(MoveRow {
+        id: r.try_get("id")?,
+        status: r.try_get("status")?,
+        user_name: r.try_get("user_name")?,
+        peer_origin: r.try_get("peer_origin")?,
+        invite_id: r.try_get("invite_id")?,
+        ticket_key: r.try_get("ticket_key")?,
+        bundle: r.try_get("bundle")?,
+        new_did: r.try_get("new_did")?,
+        old_dids: r.try_get("old_dids")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+pub struct NewMove<'a> {
+    pub id: &'a str,
+    pub direction: &'a str,
+    pub status: &'a str,
+    pub ticket_hash: &'a str,
+    pub user_id: Option<&'a str>,
+    pub user_name: Option<&'a str>,
+    pub peer_origin: Option<&'a str>,
+    pub invite_id: Option<&'a str>,
+    pub ticket_key: Option<Vec<u8>>,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+pub async fn insert_move(c: &mut Conn, m: NewMove<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO acct_moves (id, direction, status, ticket_hash, user_id, user_name, peer_origin, invite_id, \
+         ticket_key, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(m.id)
+    .bind(m.direction)
+    .bind(m.status)
+    .bind(m.ticket_hash)
+    .bind(m.user_id)
+    .bind(m.user_name)
+    .bind(m.peer_origin)
+    .bind(m.invite_id)
+    .bind(m.ticket_key)
+    .bind(m.now)
+    .bind(m.expires_at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn move_by_ticket(c: &mut Conn, direction: &str, ticket_hash: &str) -> Result<Option<MoveRow>, sqlx::Error> {
+    let sql = format!("SELECT {MOVE_COLUMNS} FROM acct_moves WHERE direction = $1 AND ticket_hash = $2");
+    sqlx::query(&sql).bind(direction).bind(ticket_hash).fetch_optional(c).await?.as_ref().map(move_row).transpose()
+}
+
+/// The account's export that has not expired and is not done, if there is one.
+pub async fn move_in_flight(c: &mut Conn, user_id: &str, now: i64) -> Result<Option<MoveRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {MOVE_COLUMNS} FROM acct_moves WHERE user_id = $1 AND direction = 'out' AND status = 'exported' \
+         AND expires_at > $2"
+    );
+    sqlx::query(&sql).bind(user_id).bind(now).fetch_optional(c).await?.as_ref().map(move_row).transpose()
+}
+
+/// How many tickets taken with an invite are still open.
+pub async fn open_tickets(c: &mut Conn, invite_id: &str, now: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "SELECT COUNT(*) AS n FROM acct_moves WHERE invite_id = $1 AND direction = 'in' \
+         AND status IN ('open', 'drafted') AND expires_at > $2",
+    )
+    .bind(invite_id)
+    .bind(now)
+    .fetch_one(c)
+    .await?
+    .try_get("n")
+}
+
+/// The new node keeps the bundle and the chosen name between the draft and the import.
+pub async fn set_move_drafted(
+    c: &mut Conn,
+    id: &str,
+    bundle: &str,
+    user_name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE acct_moves SET status = 'drafted', bundle = $1, user_name = $2 WHERE id = $3 AND status IN ('open', 'drafted')",
+    )
+    .bind(bundle)
+    .bind(user_name)
+    .bind(id)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// A move is done: where the account is now, and its DIDs before; the ticket's key and
+/// the bundle are forgotten.
+pub async fn finish_move(
+    c: &mut Conn,
+    id: &str,
+    user_id: &str,
+    new_did: &str,
+    old_dids: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE acct_moves SET status = 'done', user_id = $1, new_did = $2, old_dids = $3, finished_at = $4, \
+         ticket_key = NULL, bundle = NULL WHERE id = $5 AND status IN ('drafted', 'exported')",
+    )
+    .bind(user_id)
+    .bind(new_did)
+    .bind(old_dids)
+    .bind(now)
+    .bind(id)
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The finished move of an account, in `direction`: for `out`, where it went; for `in`,
+/// the DIDs it had before.
+pub async fn finished_move(c: &mut Conn, user_id: &str, direction: &str) -> Result<Option<MoveRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {MOVE_COLUMNS} FROM acct_moves WHERE user_id = $1 AND direction = $2 AND status = 'done' \
+         ORDER BY finished_at DESC LIMIT 1"
+    );
+    sqlx::query(&sql).bind(user_id).bind(direction).fetch_optional(c).await?.as_ref().map(move_row).transpose()
+}
+
+/// Where the account that was called `name` here went, if it moved away.
+pub async fn moved_away(c: &mut Conn, name: &str) -> Result<Option<MoveRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {MOVE_COLUMNS} FROM acct_moves WHERE user_name = $1 AND direction = 'out' AND status = 'done' \
+         ORDER BY finished_at DESC LIMIT 1"
+    );
+    sqlx::query(&sql).bind(name).fetch_optional(c).await?.as_ref().map(move_row).transpose()
+}
+
+/// Tickets and exports that expired unfinished.
+pub async fn purge_expired_moves(c: &mut Conn, now: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM acct_moves WHERE status <> 'done' AND expires_at <= $1")
+        .bind(now)
+        .execute(c)
+        .await?;
+    Ok(done.rows_affected())
 }

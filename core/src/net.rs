@@ -5,7 +5,9 @@
 //!   the local network (development and tests).
 //! - Every name is resolved by [`SafeDns`], which drops private addresses, so a host that
 //!   re-resolves to one between check and connect (DNS rebinding) still cannot be reached.
-//! - No redirects, a timeout, and a size limit.
+//! - At most [`MAX_REDIRECTS`] redirects, each target checked as the first URL was (an
+//!   account that moved to another node redirects its old status-list and schema URLs),
+//!   a timeout, and a size limit.
 //! - A cache that follows `Cache-Control` (`max-age`, `no-cache`, `no-store`) and
 //!   revalidates with `ETag`.
 
@@ -19,6 +21,9 @@ use url::{Host, Url};
 
 /// What a refusal of a loopback or private address says (for callers that add a hint).
 pub const LOCAL_REFUSED: &str = "is a loopback or private address: refused";
+
+/// Redirects followed for one fetch.
+pub const MAX_REDIRECTS: usize = 3;
 
 /// Largest document fetched.
 pub const MAX_BYTES: usize = 256 * 1024;
@@ -175,7 +180,15 @@ impl Fetcher {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() > MAX_REDIRECTS {
+                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                match check_url(policy, attempt.url().as_str()) {
+                    Ok(_) => attempt.follow(),
+                    Err(e) => attempt.error(e),
+                }
+            }))
             .dns_resolver(Arc::new(SafeDns { policy }))
             .user_agent(concat!("sichat/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -203,21 +216,7 @@ impl Fetcher {
 
     /// Refuse a URL before any connection: scheme, and IP literals or `localhost`.
     pub fn check_url(&self, url: &str) -> Result<Url, FetchError> {
-        let u = Url::parse(url).map_err(|_| FetchError::Failed { url: url.into(), why: "not a URL".into() })?;
-        let host = u.host().ok_or_else(|| FetchError::Failed { url: url.into(), why: "no host".into() })?;
-        let local = match &host {
-            Host::Ipv4(ip) => !is_public(IpAddr::V4(*ip)),
-            Host::Ipv6(ip) => !is_public(IpAddr::V6(*ip)),
-            Host::Domain(d) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
-        };
-        if local && !self.policy.allow_local {
-            return Err(FetchError::PrivateAddress { host: host.to_string() });
-        }
-        match u.scheme() {
-            "https" => Ok(u),
-            "http" if local && self.policy.allow_local => Ok(u),
-            _ => Err(FetchError::NotHttps(url.into())),
-        }
+        check_url(self.policy, url)
     }
 
     /// GET `url`, from the cache when it is fresh, revalidating with `ETag` otherwise.
@@ -348,6 +347,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// [`Fetcher::check_url`] under `policy`: also every redirect's target.
+fn check_url(policy: NetPolicy, url: &str) -> Result<Url, FetchError> {
+    let u = Url::parse(url).map_err(|_| FetchError::Failed { url: url.into(), why: "not a URL".into() })?;
+    let host = u.host().ok_or_else(|| FetchError::Failed { url: url.into(), why: "no host".into() })?;
+    let local = match &host {
+        Host::Ipv4(ip) => !is_public(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => !is_public(IpAddr::V6(*ip)),
+        Host::Domain(d) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+    };
+    if local && !policy.allow_local {
+        return Err(FetchError::PrivateAddress { host: host.to_string() });
+    }
+    match u.scheme() {
+        "https" => Ok(u),
+        "http" if local && policy.allow_local => Ok(u),
+        _ => Err(FetchError::NotHttps(url.into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +474,29 @@ mod tests {
         assert!(refused.err().is_some_and(|e| e.to_string().contains("loopback or private")));
         let allowed = SafeDns { policy: NetPolicy { allow_local: true } }.resolve(name()).await.unwrap();
         assert!(allowed.into_iter().all(|a| a.ip().is_loopback()));
+    }
+
+    /// Redirects are followed a few times, each target checked like the first URL: to plain
+    /// HTTP elsewhere, or round in circles, the fetch fails.
+    #[tokio::test]
+    async fn redirects_are_checked_like_the_first_url() {
+        use axum::response::Redirect;
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/moved", get(|| async { Redirect::permanent("/here") }))
+            .route("/here", get(|| async { "the list" }))
+            .route("/away", get(|| async { Redirect::permanent("http://example.org/list") }))
+            .route("/loop", get(|| async { Redirect::temporary("/loop") }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let f = Fetcher::new(NetPolicy { allow_local: true }).unwrap();
+        let body = f.get(&format!("{base}/moved"), "text/plain").await.unwrap();
+        assert_eq!(body.as_slice(), b"the list");
+        for path in ["/away", "/loop"] {
+            let e = f.get(&format!("{base}{path}"), "text/plain").await.unwrap_err();
+            assert!(matches!(e, FetchError::Unreachable { .. } | FetchError::Failed { .. }), "{path}: {e:?}");
+        }
     }
 
     #[test]

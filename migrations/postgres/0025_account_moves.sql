@@ -22,3 +22,4 @@ CREATE TABLE acct_moves (
     UNIQUE (direction, ticket_hash)
 );
 CREATE INDEX acct_moves_user ON acct_moves (user_id, direction, status);
+CREATE INDEX acct_moves_name ON acct_moves (user_name, direction, status);

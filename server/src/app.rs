@@ -66,7 +66,14 @@ pub fn router(node: &Node, limiters: &Limiters) -> Router {
         .merge(sichat_verifier::api::router(node.presentations.clone(), node.accounts.clone()))
         .merge(sichat_oidc::api::router(node.oidc.clone(), node.accounts.clone()))
         .fallback(not_found);
+    // A moved account's bundle is large: its routes have a limit of their own.
+    let moves = sichat_core::http::limit_body(
+        sichat_accounts::api::moves_router(node.accounts.clone()),
+        node.config.move_body_limit_bytes,
+    );
     let limited = sichat_core::http::limit_body(limited, node.config.body_limit_bytes)
+        .merge(moves)
+        .layer(middleware::from_fn_with_state(node.accounts.clone(), sichat_accounts::api::redirect_moved))
         .layer(middleware::from_fn_with_state(limiters.general.clone(), rate_limit));
     // Messaging has limits of its own, per device, sending node and sender: a node
     // delivering for many users must not hit a per-address limit meant for browsers.

@@ -31,6 +31,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,
+    /// Largest body of the account-move routes (`/api/v1/moves/…`), whose sealed bundle
+    /// holds a whole account.
+    pub move_body_limit_bytes: usize,
     pub request_timeout_secs: u64,
     /// How long a connection may take to send a request's head, counted from when it is
     /// opened or has had its last response (so also how long an idle keep-alive lasts).
@@ -109,6 +112,7 @@ impl Default for Config {
             database_url: None,
             log_format: LogFormat::Text,
             body_limit_bytes: 64 * 1024,
+            move_body_limit_bytes: 64 * 1024 * 1024,
             request_timeout_secs: 30,
             header_read_timeout_secs: 15,
             idle_timeout_secs: 60,
@@ -153,6 +157,7 @@ const ENV_KEYS: &[&str] = &[
     "database_url",
     "log_format",
     "body_limit_bytes",
+    "move_body_limit_bytes",
     "request_timeout_secs",
     "header_read_timeout_secs",
     "idle_timeout_secs",

@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL. One binary, one link step.
 
 mod account_end;
+mod account_move;
 mod accounts;
 mod bad_input;
 mod browser;

@@ -26,7 +26,7 @@ storage_tests!(
     the_node_has_a_did_webvh_that_follows_its_url
 );
 
-async fn text(app: &TestApp, path: &str) -> (u16, String, String) {
+pub(crate) async fn text(app: &TestApp, path: &str) -> (u16, String, String) {
     let r = app.http.get(format!("{}{path}", app.url)).send().await.expect("GET");
     let status = r.status().as_u16();
     let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_owned()).unwrap_or_default();
@@ -128,13 +128,13 @@ async fn upgrade_then_every_root_operation_keeps_both_documents_in_step(backend:
 }
 
 /// A user registered by hand, so the test holds the root key and can forge.
-struct Raw {
-    root: Ed25519KeyPair,
-    did: Did,
+pub(crate) struct Raw {
+    pub(crate) root: Ed25519KeyPair,
+    pub(crate) did: Did,
 }
 
 impl Raw {
-    async fn register(app: &TestApp) -> Self {
+    pub(crate) async fn register(app: &TestApp) -> Self {
         let root = Ed25519KeyPair::generate();
         let did = app.node.identity.user_did("alice").expect("did");
         let claims = RegistrationClaims {
@@ -152,7 +152,7 @@ impl Raw {
         Self { root, did }
     }
 
-    async fn root_op(&self, app: &TestApp, op: RootOperation, entry: Option<String>) -> (u16, Value) {
+    pub(crate) async fn root_op(&self, app: &TestApp, op: RootOperation, entry: Option<String>) -> (u16, Value) {
         let claims = RootOpClaims {
             iss: self.did.to_string(),
             aud: app.node.identity.did().to_string(),
@@ -166,19 +166,19 @@ impl Raw {
     }
 }
 
-fn device_cert(root: &Ed25519KeyPair, did: &Did, id: &str) -> String {
+pub(crate) fn device_cert(root: &Ed25519KeyPair, did: &Did, id: &str) -> String {
     let (sign, agree) = (Ed25519KeyPair::generate(), X25519KeyPair::generate());
     DeviceCertificate::issue(root, did, id, "test", &sign.public(), &agree.public(), 3600).expect("cert")
 }
 
-async fn challenge(app: &TestApp) -> String {
+pub(crate) async fn challenge(app: &TestApp) -> String {
     let (status, body) = app.post_json("/api/v1/challenges", &json!({})).await;
     assert_eq!(status, 200);
     body["challenge"].as_str().expect("challenge").to_owned()
 }
 
 /// The account's document in did:webvh form, `id` the template or a DID.
-async fn webvh_state(app: &TestApp, web: &Did, id: &str) -> Value {
+pub(crate) async fn webvh_state(app: &TestApp, web: &Did, id: &str) -> Value {
     let doc: Value = app
         .http
         .get(format!("{}/users/alice/did.json", app.url))
@@ -196,7 +196,7 @@ async fn webvh_state(app: &TestApp, web: &Did, id: &str) -> Value {
     state
 }
 
-fn first(state: Value, keys: &[&Ed25519KeyPair], signer: &Ed25519KeyPair, portable: bool) -> (String, String) {
+pub(crate) fn first(state: Value, keys: &[&Ed25519KeyPair], signer: &Ed25519KeyPair, portable: bool) -> (String, String) {
     let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
     let (did, entry) =
         webvh::create(state, &publics, &Genesis { portable, ..Default::default() }, signer).expect("create");
@@ -305,7 +305,7 @@ async fn forged_log_entries_change_nothing(backend: Backend) {
     assert_eq!(log_rows(&app).await, 2);
 }
 
-async fn issue(app: &TestApp, wallet: &std::path::Path, to: &str, format: &str) -> (String, String) {
+pub(crate) async fn issue(app: &TestApp, wallet: &std::path::Path, to: &str, format: &str) -> (String, String) {
     let _ = app;
     let out = sichat(
         wallet,
@@ -338,7 +338,7 @@ async fn verdict(app: &TestApp, credential: &str) -> (bool, String) {
     (report.valid, serde_json::to_string(&report).unwrap_or_default())
 }
 
-fn issuer_of(credential: &str) -> String {
+pub(crate) fn issuer_of(credential: &str) -> String {
     let vc: Value = if credential.starts_with('{') {
         serde_json::from_str(credential).expect("json")
     } else {

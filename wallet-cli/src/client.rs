@@ -148,8 +148,21 @@ impl Client {
 
     /// Send a request signed by the root key, over a fresh challenge.
     pub async fn root_operation(&self, wallet: &Wallet, root: &Ed25519KeyPair, op: RootOperation) -> Result<Account> {
-        let (node_did, _) = pinned_node(wallet)?;
         let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op).await?;
+        let request = self.signed_root_op(wallet, root, op, did_log_entry).await?;
+        self.post("/api/v1/root-operations", &SignedRequest { request }).await
+    }
+
+    /// A root operation signed over a fresh challenge, with the log entry it carries, for
+    /// the endpoint that takes it.
+    pub async fn signed_root_op(
+        &self,
+        wallet: &Wallet,
+        root: &Ed25519KeyPair,
+        op: RootOperation,
+        did_log_entry: Option<String>,
+    ) -> Result<String> {
+        let (node_did, _) = pinned_node(wallet)?;
         let ch: Challenge = self.post("/api/v1/challenges", &serde_json::json!({})).await?;
         let claims = RootOpClaims {
             iss: wallet.profile.did.clone(),
@@ -159,8 +172,7 @@ impl Client {
             op,
             did_log_entry,
         };
-        let request = jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#root", wallet.profile.did)), &claims)?;
-        self.post("/api/v1/root-operations", &SignedRequest { request }).await
+        Ok(jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#root", wallet.profile.did)), &claims)?)
     }
 }
 

@@ -20,6 +20,23 @@ async fn fetch_log(client: &Client, wallet: &Wallet) -> Result<Option<String>> {
     client.get_text_if_found(&format!("/users/{name}/did.jsonl")).await
 }
 
+/// Give the account a portable `did:webvh` DID: the node drafts the document, the root key
+/// signs the log's first entry. `None` when the account has one already.
+pub async fn upgrade(c: &mut Client, w: &Wallet, root: &Ed25519KeyPair) -> Result<Option<WebvhDid>> {
+    c.login(w).await?;
+    let draft = c.post::<Value>("/api/v1/did/draft", &json!({})).await;
+    c.logout().await;
+    let draft = match draft {
+        Err(e) if e.downcast_ref::<crate::client::ServerError>().is_some_and(|s| s.code == "conflict") => {
+            return Ok(None)
+        }
+        other => other?,
+    };
+    let (did, entry) = first_entry(draft, root)?;
+    c.root_operation(w, root, RootOperation::UpgradeDid { entry }).await?;
+    Ok(Some(did))
+}
+
 /// The first entry of a new log, over the node's draft. The draft must name this wallet's
 /// root key as the only controller: the node cannot slip in a key of its own there.
 pub fn first_entry(draft: Value, root: &Ed25519KeyPair) -> Result<(WebvhDid, String)> {
@@ -50,7 +67,7 @@ pub async fn next_entry(
     root: &Ed25519KeyPair,
     op: &RootOperation,
 ) -> Result<Option<String>> {
-    if matches!(op, RootOperation::UpgradeDid { .. }) {
+    if matches!(op, RootOperation::UpgradeDid { .. } | RootOperation::MoveOut { .. } | RootOperation::MoveDone { .. }) {
         return Ok(None);
     }
     let Some(raw) = fetch_log(client, wallet).await? else { return Ok(None) };
@@ -93,7 +110,9 @@ pub async fn next_entry(
             }
             parameters = json!({"updateKeys": [new_root_key]});
         }
-        RootOperation::UpgradeDid { .. } => return Ok(None),
+        RootOperation::UpgradeDid { .. } | RootOperation::MoveOut { .. } | RootOperation::MoveDone { .. } => {
+            return Ok(None)
+        }
     }
     let state = serde_json::to_value(&doc)?;
     // May wait up to a second: each version must be later than the last, to the second.

@@ -1,6 +1,7 @@
 //! `sichat`, the Sichat wallet: your keys, your DID, and your client for your own node.
 //! It also works with no server at all (a `did:key` identity).
 
+mod account_move;
 mod client;
 mod contacts;
 mod credential;
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use wallet::{Profile, Wallet};
 
-const CERT_LIFETIME_SECS: i64 = 365 * 24 * 3600;
+pub(crate) const CERT_LIFETIME_SECS: i64 = 365 * 24 * 3600;
 
 /// sichat: your sovereign identity wallet.
 ///
@@ -98,6 +99,9 @@ enum Command {
     /// Your root key.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Move your account to another node, keeping your DID, what you issued and hold, and
+    /// your devices: `sichat move --to https://new.example --invite CODE`.
+    Move(account_move::MoveArgs),
     /// Issue credentials to friends, and revoke them.
     #[command(subcommand)]
     Credential(credential::CredentialCmd),
@@ -316,11 +320,11 @@ fn non_empty(p: String) -> Result<String> {
     Ok(p)
 }
 
-fn no_server() -> anyhow::Error {
+pub(crate) fn no_server() -> anyhow::Error {
     anyhow!("this wallet has no server (a did:key identity); make a wallet with `sichat init --server URL --invite CODE --name NAME`")
 }
 
-fn need_root(w: &Wallet) -> Result<&Ed25519KeyPair> {
+pub(crate) fn need_root(w: &Wallet) -> Result<&Ed25519KeyPair> {
     w.root.as_ref().ok_or_else(|| {
         anyhow!("this wallet holds only a device key; run this from the wallet that holds your root key (where you ran `sichat init`)")
     })
@@ -338,6 +342,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Whoami => whoami(&ctx),
         Command::Did(DidCmd::Show) => did_show(&ctx).await,
         Command::Did(DidCmd::Upgrade) => did_upgrade(&ctx).await,
+        Command::Move(args) => account_move::run(&ctx, args).await,
         Command::Device(cmd) => device(&ctx, cmd).await,
         Command::Invite(cmd) => invite(&ctx, cmd).await,
         Command::User(UserCmd::Remove { name }) => {
@@ -520,17 +525,9 @@ async fn did_upgrade(ctx: &Ctx) -> Result<()> {
     let (w, _) = ctx.open()?;
     let root = need_root(&w)?;
     let mut c = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
-    c.login(&w).await?;
-    let draft = c.post::<serde_json::Value>("/api/v1/did/draft", &json!({})).await;
-    c.logout().await;
-    let draft = match draft {
-        Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "conflict") => {
-            bail!("your account already has a did:webvh DID: `sichat did show` lists it under alsoKnownAs")
-        }
-        other => other?,
+    let Some(did) = did_log::upgrade(&mut c, &w, root).await? else {
+        bail!("your account already has a did:webvh DID: `sichat did show` lists it under alsoKnownAs")
     };
-    let (did, entry) = did_log::first_entry(draft, root)?;
-    c.root_operation(&w, root, RootOperation::UpgradeDid { entry }).await?;
     ctx.print(&json!({"did": did.to_string(), "also_known_as": w.profile.did}), |_| {
         println!("Your portable DID is {did}");
         println!("Its history is signed by your root key; {} stays valid and names it.", w.profile.did);

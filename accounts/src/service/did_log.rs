@@ -9,24 +9,26 @@ use serde_json::Value;
 use sichat_core::webvh::{self, WebvhDid};
 
 /// `did:webvh:<scid>:…` at the host and path of the `did:web` DID `web`.
-fn webvh_at(web: &Did, scid: &str) -> String {
+pub(super) fn webvh_at(web: &Did, scid: &str) -> String {
     format!("did:webvh:{scid}:{}", web.as_str().trim_start_matches("did:web:"))
 }
 
-/// The `did:webvh` form of a `did:web` document: every `web` DID made `webvh`, and the
-/// `did:web` DID in `alsoKnownAs`.
-fn webvh_state(doc: &DidDocument, webvh: &str) -> Result<Value, AccountError> {
+/// The `did:webvh` form of a `did:web` document: every `web` DID made `webvh`, and in
+/// `alsoKnownAs` the `did:web` DID, then the DIDs the account had on earlier nodes.
+pub(super) fn webvh_state(doc: &DidDocument, webvh: &str, earlier: &[String]) -> Result<Value, AccountError> {
     let web = doc.id.to_string();
     let text = serde_json::to_string(doc).map_err(|e| AccountError::Internal(e.to_string()))?;
     // A DID is followed by `"` (the id) or `#` (its methods) wherever it appears.
     let text =
         text.replace(&format!("{web}\""), &format!("{webvh}\"")).replace(&format!("{web}#"), &format!("{webvh}#"));
     let mut state: Value = serde_json::from_str(&text).map_err(|e| AccountError::Internal(e.to_string()))?;
-    state["alsoKnownAs"] = serde_json::json!([web]);
+    let mut aka = vec![Value::String(web)];
+    aka.extend(earlier.iter().cloned().map(Value::String));
+    state["alsoKnownAs"] = Value::Array(aka);
     Ok(state)
 }
 
-fn bad_entry(why: impl std::fmt::Display) -> AccountError {
+pub(super) fn bad_entry(why: impl std::fmt::Display) -> AccountError {
     AccountError::InvalidRequest(format!("the DID log entry: {why}"))
 }
 
@@ -38,8 +40,9 @@ impl Accounts {
         let user = store::user_by_name(&mut conn, name.as_str())
             .await?
             .ok_or_else(|| AccountError::NotFound(format!("no account named {name}")))?;
-        if user.status != "active" {
-            return Err(AccountError::AccountRemoved(name.to_string()));
+        // A moved account's log stays, ending with the entry that moved it.
+        if user.status != "moved" {
+            self.check_active(&mut conn, &user).await?;
         }
         let lines = store::did_log(&mut conn, &user.id).await?;
         if lines.is_empty() {
@@ -76,7 +79,7 @@ impl Accounts {
         }
         let user = store::user_by_id(&mut conn, &me.user_id).await?.ok_or(AccountError::Unauthorized)?;
         let doc = self.document_of(&mut conn, &user).await?;
-        webvh_state(&doc, &template)
+        webvh_state(&doc, &template, &[])
     }
 
     /// Root operation `upgrade_did`: the first entry of the account's log.
@@ -103,7 +106,7 @@ impl Accounts {
         if !log.portable {
             return Err(bad_entry("it must set portable, so the DID can move to another server"));
         }
-        let expected = webvh_state(&self.document_of(tx, user).await?, &did)?;
+        let expected = webvh_state(&self.document_of(tx, user).await?, &did, &[])?;
         if !webvh::same_document(&log.document, &expected) {
             return Err(bad_entry("its document is not the account's document (ask the node for a new draft)"));
         }
@@ -149,7 +152,8 @@ impl Accounts {
         if log.update_keys != [user.root_key.clone()] {
             return Err(bad_entry("after it, the update key must be the account's root key, alone"));
         }
-        let expected = webvh_state(&self.document_of(tx, &user).await?, &current)?;
+        let earlier = Self::earlier_dids(tx, user_id).await?;
+        let expected = webvh_state(&self.document_of(tx, &user).await?, &current, &earlier)?;
         if !webvh::same_document(&log.document, &expected) {
             return Err(bad_entry("its document is not the account's document after this operation"));
         }
@@ -159,7 +163,7 @@ impl Accounts {
 }
 
 /// The DID an entry's document names.
-fn entry_did(entry: &str) -> Result<String, AccountError> {
+pub(super) fn entry_did(entry: &str) -> Result<String, AccountError> {
     let value: Value = sichat_core::json::from_str_bounded(entry, 16).map_err(|e| bad_entry(e.to_string()))?;
     value
         .get("state")
