@@ -203,6 +203,12 @@ async fn together(
     held: &mut Option<PoolConnection<sqlx::Any>>,
     batch: &[Queued],
 ) -> Result<Vec<Answer>, sqlx::Error> {
+    // A database closed while this writer kept a connection takes no more writes, even
+    // if the close event has not reached the loop yet.
+    if db.pool().is_closed() {
+        *held = None;
+        return Err(sqlx::Error::PoolClosed);
+    }
     let conn = match held {
         Some(conn) => conn,
         None => held.insert(db.pool().acquire().await?),
