@@ -661,10 +661,6 @@ impl Accounts {
                 store::set_root_key(&mut tx, &user.id, new_root_key).await?;
             }
             RootOperation::UpgradeDid { entry } => self.upgrade_did(&mut tx, &user, entry, now).await?,
-            // Stopgap until the accounts side of moves lands: the workspace builds meanwhile.
-            RootOperation::MoveOut { .. } | RootOperation::MoveDone { .. } => {
-                return Err(AccountError::InvalidRequest("moving an account is not supported yet".into()))
-            }
         }
         if !matches!(claims.op, RootOperation::UpgradeDid { .. }) {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
@@ -766,8 +762,6 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::RevokeDevice { .. } => "revoke_device",
         RootOperation::RotateRoot { .. } => "rotate_root",
         RootOperation::UpgradeDid { .. } => "upgrade_did",
-        RootOperation::MoveOut { .. } => "move_out",
-        RootOperation::MoveDone { .. } => "move_done",
     }
 }
 
