@@ -1,6 +1,7 @@
 //! The holder's side of credentials.
 //!
-//! - [`account_hooks`]: what an account's removal ends here (the node's copies).
+//! - [`account_hooks`]: what an account's removal ends here (the node's copies), and what
+//!   moves with it to another node.
 //! - [`oid4vci`]: the wallet side of OpenID4VCI 1.0 (pre-authorized code flow), every
 //!   request through the wallet's [`sichat_core::net::Fetcher`] and its network policy.
 //! - [`dcql`]: which held credentials answer an OpenID4VP DCQL query, and whether the

@@ -114,3 +114,87 @@ async fn remove(
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+// ---- an account moving between nodes (see `crate::account_hooks`) ----
+
+/// The holder's part of a moved account: the node's copies of its credentials.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolderPart {
+    pub credentials: Vec<MovedCredential>,
+}
+
+/// A row of `holder_credentials`, less its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(deny_unknown_fields)]
+pub struct MovedCredential {
+    pub id: String,
+    /// `vc+jwt` or `ldp_vc`.
+    pub format: String,
+    pub credential: String,
+    pub received_at: i64,
+}
+
+impl HolderPart {
+    /// Whether every credential is one this node would keep: what is wrong, naming it. The
+    /// subject is not checked against the account's DID: it names the DID of the old node.
+    pub fn check(&self) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        for c in &self.credentials {
+            if c.id.is_empty() || c.id.len() > 128 {
+                let shown: String = c.id.chars().take(40).collect();
+                return Err(format!("credential id {shown:?} must be 1-128 characters"));
+            }
+            let bad = |why: &dyn std::fmt::Display| format!("credential {}: {why}", c.id);
+            if !ids.insert(c.id.as_str()) {
+                return Err(bad(&"appears twice"));
+            }
+            if !matches!(c.format.as_str(), "vc+jwt" | "ldp_vc") {
+                return Err(bad(&format!("format {:?} is neither vc+jwt nor ldp_vc", c.format)));
+            }
+            crate::check::unverified(&c.format, &c.credential).map_err(|e| bad(&e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The account's credentials kept here, every column but the owner.
+pub async fn credentials_of(c: &mut sqlx::AnyConnection, user_id: &str) -> Result<Vec<MovedCredential>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, format, credential, received_at FROM holder_credentials WHERE user_id = $1 ORDER BY received_at, id",
+    )
+    .bind(user_id)
+    .fetch_all(c)
+    .await
+}
+
+/// Which of the account's credentials `ids` are already kept here.
+pub async fn kept_ids(c: &mut sqlx::AnyConnection, user_id: &str, ids: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    // Bounded statements: SQLite builds before 3.32 allow 999 parameters.
+    const CHUNK: usize = 500;
+    let mut found = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let params = (2..chunk.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT id FROM holder_credentials WHERE user_id = $1 AND id IN ({params})");
+        let mut q = sqlx::query_scalar(&sql).bind(user_id);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        found.extend(q.fetch_all(&mut *c).await?);
+    }
+    Ok(found)
+}
+
+pub async fn insert_moved(c: &mut sqlx::AnyConnection, user_id: &str, m: &MovedCredential) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO holder_credentials (id, user_id, format, credential, received_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&m.id)
+    .bind(user_id)
+    .bind(&m.format)
+    .bind(&m.credential)
+    .bind(m.received_at)
+    .execute(c)
+    .await?;
+    Ok(())
+}

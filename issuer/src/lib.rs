@@ -1,7 +1,9 @@
 //! The issuer: W3C Verifiable Credentials (Data Model 2.0) signed with a user's issuing
 //! key, so the node issues while the user is offline.
 //!
-//! - [`account_hooks`]: what an account's removal ends here (pending offers and nonces).
+//! - [`account_hooks`]: what an account's removal ends here (pending offers and nonces), and
+//!   what moves with it to another node.
+//! - [`moves`]: the issuer's part of a moving account (types, status lists, issuance log).
 //! - [`types`]: credential types and their JSON Schemas.
 //! - [`credential`]: building a credential and securing it as `vc+jwt`.
 //! - [`data_integrity`]: Data Integrity proofs (`eddsa-rdfc-2022`, `ecdsa-rdfc-2019`) via `ssi`.
@@ -19,6 +21,7 @@ pub mod credential;
 pub mod data_integrity;
 mod error;
 pub mod membership;
+pub mod moves;
 pub mod oid4vci;
 pub mod service;
 pub mod status;

@@ -12,6 +12,7 @@ use sichat_accounts::{Accounts, AuthDevice};
 use sichat_core::db::{is_unique_violation, Backend, Db};
 use sichat_core::did::Did;
 use sichat_core::ids::{new_id, now_ms, random_bytes};
+use sichat_core::node::NodeIdentity;
 use sichat_core::p256key::KeyPair;
 use sichat_core::resolver::Resolver;
 use std::collections::HashMap;
@@ -151,7 +152,7 @@ impl Issuer {
     }
 
     pub(crate) fn base_url(&self, user_name: &str) -> String {
-        self.accounts.node().url(&format!("users/{user_name}"))
+        user_base_url(self.accounts.node(), user_name)
     }
 
     /// The node's JSON-LD context, which credentials issued before the context was embedded
@@ -171,7 +172,7 @@ impl Issuer {
     }
 
     pub fn list_url(&self, user_name: &str, list_id: &str) -> String {
-        format!("{}/status/{list_id}", self.base_url(user_name))
+        list_url(self.accounts.node(), user_name, list_id)
     }
 
     // ---- types ----
@@ -444,10 +445,10 @@ impl Issuer {
                 }
             }
         };
-        let (_, _, _, bytes, _) = store::list(&mut tx, &list, self.postgres())
+        let stored = store::list(&mut tx, &list, self.postgres())
             .await?
             .ok_or_else(|| IssuerError::Internal("status list missing".into()))?;
-        let mut bits = Bitstring::from_bytes(bytes);
+        let mut bits = Bitstring::from_bytes(stored.bits);
         bits.set(index as usize, bit)?;
         store::save_bits(&mut tx, &list, bits.as_bytes(), now_ms()).await?;
         store::set_status(&mut tx, id, status).await?;
@@ -462,32 +463,35 @@ impl Issuer {
 
     /// The signed status list credential, re-signed only when its bits have changed.
     pub async fn status_list(&self, user_name: &str, list_id: &str) -> Result<ServedList, IssuerError> {
-        let found = store::list(&mut *self.conn().await?, list_id, false).await?;
-        let (user_id, name, purpose, bytes, updated_at) =
-            found.filter(|l| l.1 == user_name).ok_or_else(|| IssuerError::NotFound("no such status list".into()))?;
-        let etag = format!("\"{}\"", &hex(&Sha256::digest(&bytes))[..32]);
+        let list = store::list(&mut *self.conn().await?, list_id, false)
+            .await?
+            .filter(|l| l.name == user_name)
+            .ok_or_else(|| IssuerError::NotFound("no such status list".into()))?;
+        let etag = format!("\"{}\"", &hex(&Sha256::digest(&list.bits))[..32]);
         if let Some(hit) = self.cached(list_id).filter(|c| c.etag == etag) {
             return Ok(hit);
         }
         // Signed under the DID its credentials name: the same key, listed in both documents.
-        let (kid, key) = self.accounts.issuing_key(&user_id).await?;
-        let issuer = match store::list_issuer(&mut *self.conn().await?, list_id).await? {
+        let (kid, key) = self.accounts.issuing_key(&list.user_id).await?;
+        let issuer = match list.issuer_did {
             Some(did) => did,
-            None => self.accounts.user_did(&name)?.to_string(),
+            None => self.accounts.user_did(&list.name)?.to_string(),
         };
         let kid = format!("{issuer}#{}", kid.rsplit_once('#').map(|(_, f)| f).unwrap_or_default());
-        let url = self.list_url(&name, list_id);
+        // Its id is the URL its credentials name: this node's, or, for a list that moved in
+        // with its account, the old node's (which redirects here).
+        let url = list.published_url.unwrap_or_else(|| self.list_url(&list.name, list_id));
         let vc = json!({
             "@context": [credential::VCDM2_CONTEXT],
             "id": url,
             "type": ["VerifiableCredential", "BitstringStatusListCredential"],
             "issuer": kid.split('#').next().unwrap_or_default(),
-            "validFrom": credential::rfc3339(updated_at),
+            "validFrom": credential::rfc3339(list.updated_at),
             "credentialSubject": {
                 "id": format!("{url}#list"),
                 "type": "BitstringStatusList",
-                "statusPurpose": purpose,
-                "encodedList": Bitstring::from_bytes(bytes).encode(),
+                "statusPurpose": list.purpose,
+                "encodedList": Bitstring::from_bytes(list.bits).encode(),
             }
         });
         let served = ServedList { etag, jwt: credential::sign_vc_jwt(&KeyPair::Ed25519(key), &kid, &vc)? };
@@ -500,6 +504,17 @@ impl Issuer {
     fn cached(&self, list_id: &str) -> Option<ServedList> {
         self.lists.lock().ok().and_then(|c| c.get(list_id).cloned())
     }
+}
+
+/// Where a node serves a user's issuer documents (types, schemas, status lists).
+pub(crate) fn user_base_url(node: &NodeIdentity, user_name: &str) -> String {
+    node.url(&format!("users/{user_name}"))
+}
+
+/// The URL a node serves a user's status list at, which credentials issued there name as
+/// their `statusListCredential`.
+pub fn list_url(node: &NodeIdentity, user_name: &str, list_id: &str) -> String {
+    format!("{}/status/{list_id}", user_base_url(node, user_name))
 }
 
 fn hex(bytes: &[u8]) -> String {

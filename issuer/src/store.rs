@@ -1,5 +1,6 @@
 //! The issuer's tables (`issuer_*`) and every query on them.
 
+use crate::moves::MovedType;
 use crate::status::Purpose;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -43,9 +44,9 @@ pub async fn insert_type(c: &mut Conn, t: NewType<'_>) -> Result<(), sqlx::Error
     Ok(())
 }
 
-/// The newest list of a user for a purpose: (id, bits).
-/// The newest list of `user_id` for `purpose` issued under `issuer_did`; a list with no
-/// issuer recorded is under the account's `web_did`.
+/// The newest list of `user_id` for `purpose` issued under `issuer_did` (a list with no
+/// issuer recorded is under the account's `web_did`) and published here: (id, bits). Lists
+/// that moved in with the account keep their old URL, which new credentials must not name.
 pub async fn current_list(
     c: &mut Conn,
     user_id: &str,
@@ -55,7 +56,7 @@ pub async fn current_list(
 ) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, bits FROM issuer_status_lists WHERE user_id = $1 AND purpose = $2 \
-         AND COALESCE(issuer_did, $4) = $3 ORDER BY created_at DESC, id DESC LIMIT 1",
+         AND COALESCE(issuer_did, $4) = $3 AND published_url IS NULL ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .bind(user_id)
     .bind(purpose.as_str())
@@ -90,35 +91,30 @@ pub async fn insert_list(
     Ok(())
 }
 
-/// The DID a list is issued under, if recorded (see [`current_list`]).
-pub async fn list_issuer(c: &mut Conn, id: &str) -> Result<Option<String>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT issuer_did FROM issuer_status_lists WHERE id = $1").bind(id).fetch_optional(c).await?;
-    Ok(row.and_then(|r| r.try_get::<Option<String>, _>("issuer_did").ok().flatten()))
+/// A status list with its owner's name, as the node serves it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListRow {
+    pub user_id: String,
+    /// The owner's account name.
+    pub name: String,
+    pub purpose: String,
+    pub bits: Vec<u8>,
+    pub updated_at: i64,
+    /// The DID the list is issued under; `None`: the account's `did:web` (see [`current_list`]).
+    pub issuer_did: Option<String>,
+    /// The URL the list was first published at, for a list that moved in with its account;
+    /// `None`: this node's URL for it.
+    pub published_url: Option<String>,
 }
 
-/// A list with its owner's name: (user id, user name, purpose, bits, updated_at).
-pub async fn list(
-    c: &mut Conn,
-    id: &str,
-    lock: bool,
-) -> Result<Option<(String, String, String, Vec<u8>, i64)>, sqlx::Error> {
+/// A list with its owner's name; `lock` takes a row lock (PostgreSQL) for an update.
+pub async fn list(c: &mut Conn, id: &str, lock: bool) -> Result<Option<ListRow>, sqlx::Error> {
     let sql = format!(
-        "SELECT l.user_id, u.name, l.purpose, l.bits, l.updated_at FROM issuer_status_lists l \
-         JOIN acct_users u ON u.id = l.user_id WHERE l.id = $1{}",
+        "SELECT l.user_id, u.name, l.purpose, l.bits, l.updated_at, l.issuer_did, l.published_url \
+         FROM issuer_status_lists l JOIN acct_users u ON u.id = l.user_id WHERE l.id = $1{}",
         if lock { " FOR UPDATE OF l" } else { "" }
     );
-    let row = sqlx::query(&sql).bind(id).fetch_optional(c).await?;
-    row.map(|r| {
-        Ok((
-            r.try_get("user_id")?,
-            r.try_get("name")?,
-            r.try_get("purpose")?,
-            r.try_get("bits")?,
-            r.try_get("updated_at")?,
-        ))
-    })
-    .transpose()
+    sqlx::query_as(&sql).bind(id).fetch_optional(c).await
 }
 
 pub async fn save_bits(c: &mut Conn, id: &str, bits: &[u8], now: i64) -> Result<(), sqlx::Error> {
@@ -239,4 +235,113 @@ pub async fn has_active_credential(
 pub async fn set_status(c: &mut Conn, id: &str, status: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE issuer_credentials SET status = $1 WHERE id = $2").bind(status).bind(id).execute(c).await?;
     Ok(())
+}
+
+// ---- an account moving between nodes (see `crate::moves`) ----
+
+/// An account's name (for the URLs and `did:web` it has on this node).
+pub async fn account_name(c: &mut Conn, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM acct_users WHERE id = $1").bind(user_id).fetch_optional(c).await
+}
+
+/// A user's own types, every column but the owner.
+pub async fn types_of(c: &mut Conn, user_id: &str) -> Result<Vec<MovedType>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, name, display_name, schema, alg, created_at FROM issuer_types WHERE user_id = $1 \
+         ORDER BY created_at, id",
+    )
+    .bind(user_id)
+    .fetch_all(c)
+    .await
+}
+
+pub async fn insert_moved_type(c: &mut Conn, user_id: &str, t: &MovedType) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO issuer_types (id, user_id, name, display_name, schema, alg, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&t.id)
+    .bind(user_id)
+    .bind(&t.name)
+    .bind(&t.display_name)
+    .bind(&t.schema)
+    .bind(&t.alg)
+    .bind(t.created_at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// A status list as stored, every column but the owner.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredList {
+    pub id: String,
+    pub purpose: String,
+    pub bits: Vec<u8>,
+    pub issuer_did: Option<String>,
+    pub published_url: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub async fn lists_of(c: &mut Conn, user_id: &str) -> Result<Vec<StoredList>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, purpose, bits, issuer_did, published_url, created_at, updated_at FROM issuer_status_lists \
+         WHERE user_id = $1 ORDER BY created_at, id",
+    )
+    .bind(user_id)
+    .fetch_all(c)
+    .await
+}
+
+pub async fn insert_moved_list(c: &mut Conn, user_id: &str, l: &StoredList) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO issuer_status_lists (id, user_id, purpose, bits, issuer_did, published_url, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&l.id)
+    .bind(user_id)
+    .bind(&l.purpose)
+    .bind(l.bits.clone())
+    .bind(&l.issuer_did)
+    .bind(&l.published_url)
+    .bind(l.created_at)
+    .bind(l.updated_at)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// A table whose rows keep their ids when an account moves in.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Types,
+    Lists,
+    Credentials,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Types => "issuer_types",
+            Self::Lists => "issuer_status_lists",
+            Self::Credentials => "issuer_credentials",
+        }
+    }
+}
+
+/// Which of `ids` already name a row of `table`.
+pub async fn present_ids(c: &mut Conn, table: Table, ids: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    // Bounded statements: SQLite builds before 3.32 allow 999 parameters.
+    const CHUNK: usize = 500;
+    let mut found = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let params = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT id FROM {} WHERE id IN ({params})", table.name());
+        let mut q = sqlx::query_scalar(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        found.extend(q.fetch_all(&mut *c).await?);
+    }
+    Ok(found)
 }
