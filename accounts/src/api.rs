@@ -32,7 +32,9 @@ pub fn moves_router(accounts: Arc<Accounts>) -> Router {
 pub async fn redirect_moved(State(a): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let name = match path.strip_prefix("/users/") {
-        Some(rest) => rest.split_once('/').filter(|(_, tail)| !matches!(*tail, "did.json" | "did.jsonl")).map(|(n, _)| n),
+        Some(rest) => {
+            rest.split_once('/').filter(|(_, tail)| !matches!(*tail, "did.json" | "did.jsonl")).map(|(n, _)| n)
+        }
         None => path
             .strip_prefix("/.well-known/")
             .and_then(|rest| rest.split_once("/users/"))

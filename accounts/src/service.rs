@@ -489,11 +489,8 @@ impl Accounts {
     /// transaction of a change). A moved account's names the new node's messaging endpoint.
     async fn document_of(&self, conn: &mut store::Conn, user: &store::UserRow) -> Result<DidDocument, AccountError> {
         let issuing = store::issuing_keys(conn, &user.id).await?;
-        let devices: Vec<(String, String, String)> = store::active_devices(conn, &user.id)
-            .await?
-            .into_iter()
-            .map(|d| (d.id, d.sign_key, d.agree_key))
-            .collect();
+        let devices: Vec<(String, String, String)> =
+            store::active_devices(conn, &user.id).await?.into_iter().map(|d| (d.id, d.sign_key, d.agree_key)).collect();
         let didcomm = match user.status.as_str() {
             "moved" => match store::finished_move(conn, &user.id, "out").await?.and_then(|m| m.peer_origin) {
                 Some(origin) => format!("{}{DIDCOMM_PATH}", origin.trim_end_matches('/')),
@@ -714,7 +711,9 @@ impl Accounts {
                     created_at: user.created_at,
                 });
             }
-            RootOperation::MoveOut { .. } => unreachable!("refused above"),
+            RootOperation::MoveOut { .. } => {
+                return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()))
+            }
         }
         if !matches!(claims.op, RootOperation::UpgradeDid { .. }) {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
@@ -824,7 +823,11 @@ fn build_document(
     let control = Relationships { capability: true, ..Default::default() };
     doc.add_key("root", root_key.to_owned(), control);
     for (id, key) in issuing {
-        doc.add_key(&format!("issuing-{id}"), key.clone(), Relationships { assertion_method: true, ..Default::default() });
+        doc.add_key(
+            &format!("issuing-{id}"),
+            key.clone(),
+            Relationships { assertion_method: true, ..Default::default() },
+        );
     }
     for (id, sign_key, agree_key) in devices {
         doc.add_key(

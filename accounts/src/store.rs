@@ -712,12 +712,7 @@ pub async fn open_tickets(c: &mut Conn, invite_id: &str, now: i64) -> Result<i64
 }
 
 /// The new node keeps the bundle and the chosen name between the draft and the import.
-pub async fn set_move_drafted(
-    c: &mut Conn,
-    id: &str,
-    bundle: &str,
-    user_name: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn set_move_drafted(c: &mut Conn, id: &str, bundle: &str, user_name: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE acct_moves SET status = 'drafted', bundle = $1, user_name = $2 WHERE id = $3 AND status IN ('open', 'drafted')",
     )
@@ -774,9 +769,7 @@ pub async fn moved_away(c: &mut Conn, name: &str) -> Result<Option<MoveRow>, sql
 
 /// Tickets and exports that expired unfinished.
 pub async fn purge_expired_moves(c: &mut Conn, now: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM acct_moves WHERE status <> 'done' AND expires_at <= $1")
-        .bind(now)
-        .execute(c)
-        .await?;
+    let done =
+        sqlx::query("DELETE FROM acct_moves WHERE status <> 'done' AND expires_at <= $1").bind(now).execute(c).await?;
     Ok(done.rows_affected())
 }

@@ -142,14 +142,25 @@ async fn export(a: &TestApp, alice: &Raw, signer: &Ed25519KeyPair, b: &TestApp, 
         aud: a.node.identity.did().to_string(),
         challenge: challenge(a).await,
         iat: now_secs(),
-        op: RootOperation::MoveOut { to: b.url.clone(), ticket: t.ticket.clone(), recipient_key: t.recipient_key.clone() },
+        op: RootOperation::MoveOut {
+            to: b.url.clone(),
+            ticket: t.ticket.clone(),
+            recipient_key: t.recipient_key.clone(),
+        },
         did_log_entry: None,
     };
     let request = jws::sign(signer, TYP_ROOT_OP, Some(&alice.did.url("root")), &claims).expect("sign");
     a.post_json("/api/v1/moves/export", &json!({ "request": request })).await
 }
 
-async fn import(b: &TestApp, t: &MoveTicket, signer: &Ed25519KeyPair, did: &str, entry: &str, certs: Vec<String>) -> (u16, Value) {
+async fn import(
+    b: &TestApp,
+    t: &MoveTicket,
+    signer: &Ed25519KeyPair,
+    did: &str,
+    entry: &str,
+    certs: Vec<String>,
+) -> (u16, Value) {
     let claims = MoveInClaims {
         iss: did.to_owned(),
         aud: t.node_did.clone(),

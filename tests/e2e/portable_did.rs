@@ -196,7 +196,12 @@ pub(crate) async fn webvh_state(app: &TestApp, web: &Did, id: &str) -> Value {
     state
 }
 
-pub(crate) fn first(state: Value, keys: &[&Ed25519KeyPair], signer: &Ed25519KeyPair, portable: bool) -> (String, String) {
+pub(crate) fn first(
+    state: Value,
+    keys: &[&Ed25519KeyPair],
+    signer: &Ed25519KeyPair,
+    portable: bool,
+) -> (String, String) {
     let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
     let (did, entry) =
         webvh::create(state, &publics, &Genesis { portable, ..Default::default() }, signer).expect("create");

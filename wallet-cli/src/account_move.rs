@@ -56,7 +56,8 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
 
     step(ctx, &format!("asking {} for a place", b.base()));
     let (b_doc, b_key) = b.node().await.with_context(|| format!("{} is not a Sichat node", b.base()))?;
-    let ticket: MoveTicket = b.post("/api/v1/moves/tickets", &MoveTicketRequest { invite: args.invite.clone() }).await?;
+    let ticket: MoveTicket =
+        b.post("/api/v1/moves/tickets", &MoveTicketRequest { invite: args.invite.clone() }).await?;
     if ticket.node_did != b_doc.id.as_str() {
         bail!("{} answered for {}, not for its own DID {}", b.base(), ticket.node_did, b_doc.id);
     }

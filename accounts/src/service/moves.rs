@@ -154,7 +154,8 @@ impl Accounts {
 
     /// Open a bundle sealed to a ticket's key, and check it is whole and for this ticket.
     fn open_bundle(&self, m: &store::MoveRow, ticket: &str, sealed: &str) -> Result<Bundle, AccountError> {
-        let key = m.ticket_key.as_deref().ok_or_else(|| AccountError::Internal("a move ticket without its key".into()))?;
+        let key =
+            m.ticket_key.as_deref().ok_or_else(|| AccountError::Internal("a move ticket without its key".into()))?;
         let key = X25519KeyPair::from_secret(&self.master.open(key, &format!("acct_moves:{}", m.id))?)?;
         let plain = jwe::open(&key, TYP_MOVE_BUNDLE, sealed, MAX_BUNDLE_BYTES).map_err(bad_bundle)?;
         let text = std::str::from_utf8(&plain).map_err(|_| bad_bundle("not UTF-8"))?;
@@ -289,7 +290,8 @@ impl Accounts {
         if claims.iss != did || entry_did(&claims.entry)? != did {
             return Err(bad_entry(format!("it must move the DID to {did}")));
         }
-        let raw: String = bundle.did_log.iter().chain(std::iter::once(&claims.entry)).map(|l| format!("{l}\n")).collect();
+        let raw: String =
+            bundle.did_log.iter().chain(std::iter::once(&claims.entry)).map(|l| format!("{l}\n")).collect();
         let log = webvh::verify_log(&did, &raw).await.map_err(bad_entry)?;
         if log.entries != bundle.did_log.len() + 1 {
             return Err(bad_entry("it is not the next version of the log"));
@@ -303,7 +305,8 @@ impl Accounts {
             return Err(bad_entry("its document is not the account's document here (ask for a new draft)"));
         }
 
-        let invite_id = m.invite_id.as_deref().ok_or_else(|| AccountError::Internal("a ticket without invite".into()))?;
+        let invite_id =
+            m.invite_id.as_deref().ok_or_else(|| AccountError::Internal("a ticket without invite".into()))?;
         let invite = store::invite_by_id(&mut tx, invite_id).await?.ok_or(AccountError::InviteNotFound)?;
         Self::check_invite(&invite, now)?;
         if store::user_by_name(&mut tx, name.as_str()).await?.is_some() {
@@ -352,7 +355,11 @@ impl Accounts {
             return Err(AccountError::Conflict("this move is done already: the ticket is used".into()));
         }
         let peer = origin_of(&bundle.from)?;
-        sqlx::query("UPDATE acct_moves SET peer_origin = $1 WHERE id = $2").bind(&peer).bind(&m.id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE acct_moves SET peer_origin = $1 WHERE id = $2")
+            .bind(&peer)
+            .bind(&m.id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         metrics::counter!("sichat_moves_in_total").increment(1);
         tracing::info!(user = %name, %did, from = %peer, "account moved in");
@@ -417,7 +424,10 @@ impl Accounts {
                 d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key && d.name == cert.name
             });
             if cert.iss != web.as_str() || !known {
-                return Err(AccountError::InvalidCertificate(format!("{} is not a device of the draft for {web}", cert.sub)));
+                return Err(AccountError::InvalidCertificate(format!(
+                    "{} is not a device of the draft for {web}",
+                    cert.sub
+                )));
             }
             self.insert_device(c, user_id, &cert, token, now).await?;
         }
@@ -501,7 +511,8 @@ impl Accounts {
             devices,
             parts,
         };
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&bundle).map_err(|e| AccountError::Internal(e.to_string()))?);
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(&bundle).map_err(|e| AccountError::Internal(e.to_string()))?);
         let sealed = jwe::seal(&recipient, TYP_MOVE_BUNDLE, &plain)?;
         if sealed.len() > MAX_BUNDLE_BYTES {
             return Err(AccountError::InvalidRequest(format!(
@@ -543,7 +554,9 @@ impl Accounts {
         let m = store::move_in_flight(tx, &user.id, now)
             .await?
             .filter(|m| m.peer_origin.as_deref() == Some(to.as_str()))
-            .ok_or_else(|| AccountError::Conflict(format!("no move to {to} is in flight: start it with sichat move")))?;
+            .ok_or_else(|| {
+                AccountError::Conflict(format!("no move to {to} is in flight: start it with sichat move"))
+            })?;
         let entry = entry.ok_or_else(|| bad_entry("a move_done carries the entry that moved the DID"))?;
         if entry_did(entry)? != did {
             return Err(bad_entry(format!("it does not move the DID to {did}")));
