@@ -773,3 +773,25 @@ pub async fn purge_expired_moves(c: &mut Conn, now: i64) -> Result<u64, sqlx::Er
         sqlx::query("DELETE FROM acct_moves WHERE status <> 'done' AND expires_at <= $1").bind(now).execute(c).await?;
     Ok(done.rows_affected())
 }
+
+/// The DIDs a moved-in account had before, each naming it here.
+pub async fn insert_did_alias(c: &mut Conn, did: &str, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO acct_did_aliases (did, user_id) VALUES ($1, $2)")
+        .bind(did)
+        .bind(user_id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// The name of the active account that once had `did` on another node.
+pub async fn name_by_alias(c: &mut Conn, did: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT u.name FROM acct_did_aliases a JOIN acct_users u ON u.id = a.user_id \
+         WHERE a.did = $1 AND u.status = 'active'",
+    )
+    .bind(did)
+    .fetch_optional(c)
+    .await?;
+    row.map(|r| r.try_get("name")).transpose()
+}

@@ -270,6 +270,14 @@ impl Resolver {
         self
     }
 
+    /// Drop what the cache holds for `did`: the next resolution fetches it again (its
+    /// holder moved, say).
+    pub fn forget(&self, did: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(did);
+        }
+    }
+
     pub fn fetcher(&self) -> &Arc<Fetcher> {
         &self.fetcher
     }

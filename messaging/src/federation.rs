@@ -27,6 +27,7 @@ pub(crate) async fn post(m: &Messaging, endpoint: &str, sender: &Did, body: &[u8
     match status {
         200..=299 => Ok(()),
         403 => Err(Failure::NotAccepted),
+        421 => Err(Failure::Moved(said())),
         408 | 425 | 429 | 500..=599 => Err(Failure::Temporary(said())),
         _ => Err(Failure::Permanent(said())),
     }

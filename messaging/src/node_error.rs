@@ -17,6 +17,10 @@ pub enum MessagingError {
     TooManyRecipients { count: usize, limit: usize },
     #[error("{0}")]
     UnknownRecipient(String),
+    /// The recipient's account moved to another node: resolve its DID again (its document
+    /// here names the new node's endpoint) and deliver there.
+    #[error("{0}")]
+    RecipientMoved(String),
     #[error("message id {0} was already used for different content")]
     DuplicateId(String),
     /// The recipient's policy refused the sender. Deliberately says nothing more.
@@ -76,6 +80,7 @@ impl From<MessagingError> for ApiError {
             MessagingError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
             MessagingError::TooManyRecipients { .. } => (StatusCode::BAD_REQUEST, "too_many_recipients"),
             MessagingError::UnknownRecipient(_) => (StatusCode::NOT_FOUND, "unknown_recipient"),
+            MessagingError::RecipientMoved(_) => (StatusCode::MISDIRECTED_REQUEST, "recipient_moved"),
             MessagingError::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_message"),
             MessagingError::NotAccepted => (StatusCode::FORBIDDEN, "not_accepted"),
             MessagingError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),

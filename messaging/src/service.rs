@@ -229,7 +229,8 @@ impl Messaging {
             }
         }
         if let Some(name) = self.local_user_name(&forward.next) {
-            if self.accounts.active_user_id(&name).await?.is_none() {
+            let moved = self.accounts.moved_away(&name).await?.is_some();
+            if !moved && self.accounts.active_user_id(&name).await?.is_none() {
                 return Err(MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)));
             }
         }
@@ -318,6 +319,12 @@ impl Messaging {
     }
 
     /// The name of a user of this node, if `did` is one's.
+    /// The user of a portable `did:webvh` DID that lives at this node's `did:web` address.
+    fn local_webvh_name(&self, did: &Did) -> Option<String> {
+        let webvh = sichat_core::webvh::WebvhDid::parse(did.as_str()).ok()?;
+        self.local_user_name(&webvh.web_did())
+    }
+
     fn local_user_name(&self, did: &Did) -> Option<String> {
         let prefix = format!("{}:users:", self.node.did().as_str());
         let name = did.as_str().strip_prefix(&prefix)?;
@@ -410,6 +417,7 @@ impl Messaging {
         let (state, error) = match result {
             Ok(()) => (outbox::DELIVERED, None),
             Err(Failure::NotAccepted) => (outbox::NOT_ACCEPTED, None),
+            Err(Failure::Moved(why)) => (outbox::QUEUED, Some(why)),
             Err(Failure::Permanent(why)) => (outbox::FAILED, Some(why)),
             Err(Failure::Temporary(why)) if now - entry.created_at > self.settings.retry_window_ms => {
                 (outbox::FAILED, Some(format!("gave up after {} attempts: {why}", entry.attempts + 1)))
@@ -427,25 +435,48 @@ impl Messaging {
         let sender = Did::parse(&entry.sender).map_err(|e| Failure::Permanent(e.to_string()))?;
         let recipient = Did::parse(&entry.recipient).map_err(|e| Failure::Permanent(e.to_string()))?;
         if self.local_user_name(&recipient).is_some() {
-            let vouched = Vouched { node: self.node.did().clone(), sender };
-            return match self.receive(&vouched, entry.body.as_bytes()).await {
-                Ok(_) => Ok(()),
-                Err(MessagingError::NotAccepted) => Err(Failure::NotAccepted),
+            let vouched = Vouched { node: self.node.did().clone(), sender: sender.clone() };
+            match self.receive(&vouched, entry.body.as_bytes()).await {
+                Ok(_) => return Ok(()),
+                // Moved away: its DID document here names the new node; deliver there.
+                Err(MessagingError::RecipientMoved(_)) => {}
+                Err(MessagingError::NotAccepted) => return Err(Failure::NotAccepted),
                 Err(MessagingError::RateLimited(why)) | Err(MessagingError::Internal(why)) => {
-                    Err(Failure::Temporary(why))
+                    return Err(Failure::Temporary(why))
                 }
-                Err(other) => Err(Failure::Permanent(other.to_string())),
-            };
+                Err(other) => return Err(Failure::Permanent(other.to_string())),
+            }
         }
+        let post = |endpoint: String| {
+            let sender = sender.clone();
+            async move { crate::federation::post(self, &endpoint, &sender, entry.body.as_bytes()).await }
+        };
+        match post(self.endpoint_of(&recipient).await?).await {
+            // The recipient moved since its document was cached: resolve it afresh, once.
+            Err(Failure::Moved(why)) => {
+                self.resolver.forget(recipient.as_str());
+                let endpoint = self.endpoint_of(&recipient).await?;
+                tracing::info!(%recipient, %endpoint, "the recipient moved; delivering to its new node");
+                post(endpoint).await.map_err(|e| match e {
+                    Failure::Moved(_) => Failure::Temporary(why),
+                    other => other,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The DIDComm endpoint the recipient's DID document names first.
+    async fn endpoint_of(&self, recipient: &Did) -> Result<String, Failure> {
         let keys = self.resolver.resolve(recipient.as_str()).await.map_err(|e| match no_such_did(&e) {
             // Its node says the DID does not exist (or no longer does): retrying cannot help.
             true => Failure::Permanent(format!("no such recipient: {e}")),
             false => Failure::Temporary(e.to_string()),
         })?;
-        let Some(endpoint) = keys.didcomm_endpoints.first() else {
-            return Err(Failure::Permanent(format!("{recipient} names no DIDCommMessaging service")));
-        };
-        crate::federation::post(self, endpoint, &sender, entry.body.as_bytes()).await
+        keys.didcomm_endpoints
+            .first()
+            .cloned()
+            .ok_or_else(|| Failure::Permanent(format!("{recipient} names no DIDCommMessaging service")))
     }
 
     // ---- receiving ----
@@ -454,13 +485,22 @@ impl Messaging {
     /// It is committed before this returns.
     pub async fn receive(&self, from: &Vouched, body: &[u8]) -> Result<Received, MessagingError> {
         let forward = self.read_forward(body)?;
-        let name = self
-            .local_user_name(&forward.next)
-            .ok_or_else(|| MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next)))?;
-        let Recipient { user_id, devices, policy } = self
-            .recipient(&name)
-            .await?
-            .ok_or_else(|| MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)))?;
+        let name = match self.local_user_name(&forward.next).or_else(|| self.local_webvh_name(&forward.next)) {
+            Some(name) => name,
+            // A DID the account had on the node it moved here from.
+            None => self.accounts.name_by_alias(forward.next.as_str()).await?.ok_or_else(|| {
+                MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next))
+            })?,
+        };
+        let Some(Recipient { user_id, devices, policy }) = self.recipient(&name).await? else {
+            if let Some((origin, _)) = self.accounts.moved_away(&name).await? {
+                return Err(MessagingError::RecipientMoved(format!(
+                    "{} moved to {origin}: resolve the DID again and deliver there",
+                    forward.next
+                )));
+            }
+            return Err(MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)));
+        };
         if from.node != *self.node.did() && self.nodes.check_key(&from.node.to_string()).is_err() {
             return Err(MessagingError::RateLimited("your node is delivering too fast".into()));
         }
@@ -694,6 +734,8 @@ fn parse_policy(stored: Option<String>) -> Result<Policy, MessagingError> {
 /// Why an attempt failed, and whether to try again.
 pub(crate) enum Failure {
     NotAccepted,
+    /// The node answered that the recipient moved away (`421 recipient_moved`).
+    Moved(String),
     Permanent(String),
     Temporary(String),
 }

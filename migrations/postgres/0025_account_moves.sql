@@ -23,3 +23,10 @@ CREATE TABLE acct_moves (
 );
 CREATE INDEX acct_moves_user ON acct_moves (user_id, direction, status);
 CREATE INDEX acct_moves_name ON acct_moves (user_name, direction, status);
+
+-- The DIDs an account had on the nodes it came from: messages still addressed to them
+-- (by senders that resolved the old DID) reach the account here.
+CREATE TABLE acct_did_aliases (
+    did     TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES acct_users (id)
+);

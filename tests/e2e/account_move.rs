@@ -3,6 +3,7 @@
 //! be revoked on B through A's old status-list URLs, the wallet and its devices sign in on
 //! B, and A keeps answering for the old DIDs. Every bad step changes nothing on either node.
 
+use crate::messaging::{delivered, inbox, send, texts};
 use crate::portable_did::{challenge, device_cert, first, issue, issuer_of, text, webvh_state, Raw};
 use serde_json::{json, Value};
 use sichat_accounts::protocol::*;
@@ -50,6 +51,12 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     let (vh_id, vh_cred) = issue(&a, &alice, &bob_did, "vc+jwt").await;
     let (_, ldp_cred) = issue(&a, &alice, &bob_did, "ldp_vc").await;
     assert_eq!(issuer_of(&vh_cred), old_webvh);
+
+    // Carol, on A, writes before the move; alice reads it there.
+    let carol = a.join("carol", &a.invite(&alice, 1).await).await;
+    let id = send(&carol, &old_web, "before the move", &[]).await;
+    delivered(&carol, &id).await;
+    assert!(texts(&inbox(&alice, &[]).await).contains(&"before the move".to_owned()));
 
     let out = sichat(&alice, &["--json", "move", "--to", &b.url, "--invite", &b.owner_invite]).await;
     assert!(out.status.success(), "move: {}", stderr(&out));
@@ -122,10 +129,25 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     let (valid, report) = verdict(&fresh).await;
     assert!(valid, "{report}");
 
+    // Carol still writes to the DID she knows: A's copy of alice's document names B's
+    // endpoint, A tells its own outbox so (421 recipient_moved), and B takes the message for
+    // the DID alice had on A. It arrives once; so does one to the new DID.
+    for (to, text) in [(&old_web, "after the move"), (&new_did, "to the new DID")] {
+        let id = send(&carol, to, text, &[]).await;
+        delivered(&carol, &id).await;
+    }
+    let listings = [inbox(&alice, &[]).await, inbox(&alice, &["--requests"]).await];
+    let got: Vec<String> = listings.iter().flat_map(texts).collect();
+    for text in ["after the move", "to the new DID"] {
+        assert_eq!(got.iter().filter(|t| *t == text).count(), 1, "{text:?} once in {listings:?}");
+    }
+
     // A holds no usable secret of the account, and refuses its sessions.
     assert_eq!(count(&a, "SELECT COUNT(*) FROM acct_users WHERE status = 'moved'").await, 1);
-    assert_eq!(count(&a, "SELECT COUNT(*) FROM acct_sessions").await, 0);
-    let erased = "SELECT COUNT(*) FROM acct_issuing_keys WHERE LENGTH(sealed_secret) > 0";
+    let alices = "(SELECT id FROM acct_users WHERE name = 'alice')";
+    assert_eq!(count(&a, &format!("SELECT COUNT(*) FROM acct_sessions WHERE user_id = {alices}")).await, 0);
+    let erased =
+        &format!("SELECT COUNT(*) FROM acct_issuing_keys WHERE user_id = {alices} AND LENGTH(sealed_secret) > 0");
     assert_eq!(count(&a, erased).await, 0);
 }
 

@@ -41,7 +41,7 @@ async fn did_of(wallet: &Path) -> String {
 }
 
 /// `sichat message send`, which must succeed; returns the message id.
-async fn send(wallet: &Path, to: &str, text: &str, extra: &[&str]) -> String {
+pub(crate) async fn send(wallet: &Path, to: &str, text: &str, extra: &[&str]) -> String {
     let mut args = vec!["--json", "message", "send", to, text];
     args.extend_from_slice(extra);
     let out = sichat(wallet, &args).await;
@@ -53,7 +53,7 @@ async fn send(wallet: &Path, to: &str, text: &str, extra: &[&str]) -> String {
 }
 
 /// Poll `sichat message status ID` until the message leaves `queued`; returns the status.
-async fn settled(wallet: &Path, id: &str) -> Value {
+pub(crate) async fn settled(wallet: &Path, id: &str) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let out = sichat(wallet, &["--json", "message", "status", id]).await;
@@ -67,12 +67,12 @@ async fn settled(wallet: &Path, id: &str) -> Value {
     }
 }
 
-async fn delivered(wallet: &Path, id: &str) {
+pub(crate) async fn delivered(wallet: &Path, id: &str) {
     let s = settled(wallet, id).await;
     assert_eq!(s["state"], "delivered", "{s}");
 }
 
-async fn inbox(wallet: &Path, extra: &[&str]) -> Value {
+pub(crate) async fn inbox(wallet: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["--json", "message", "inbox"];
     args.extend_from_slice(extra);
     let out = sichat(wallet, &args).await;
@@ -80,7 +80,7 @@ async fn inbox(wallet: &Path, extra: &[&str]) -> Value {
     json(&out)
 }
 
-fn texts(listing: &Value) -> Vec<String> {
+pub(crate) fn texts(listing: &Value) -> Vec<String> {
     listing["messages"].as_array().into_iter().flatten().filter_map(|m| m["text"].as_str().map(str::to_owned)).collect()
 }
 

@@ -119,6 +119,16 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
         w.profile.node_did = Some(b_doc.id.to_string());
         w.profile.node_key = Some(b_key.to_multibase());
         w.certificate = mine.clone();
+        // Messages to any of the account's DIDs open on this device.
+        let known = draft.state["alsoKnownAs"].as_array().cloned().unwrap_or_default();
+        let all = std::iter::once(draft.did.clone())
+            .chain(known.iter().filter_map(|d| d.as_str()).map(str::to_owned))
+            .chain(std::mem::take(&mut w.profile.also_known_as));
+        for did in all {
+            if did != draft.web_did && !w.profile.also_known_as.contains(&did) {
+                w.profile.also_known_as.push(did);
+            }
+        }
         Ok(())
     })?;
 

@@ -428,6 +428,7 @@ async fn init(
         device_name,
         has_root_key: true,
         created_at: now_ms(),
+        also_known_as: Vec::new(),
     };
     let w = Wallet {
         profile,
@@ -522,12 +523,16 @@ async fn did_show(ctx: &Ctx) -> Result<()> {
 }
 
 async fn did_upgrade(ctx: &Ctx) -> Result<()> {
-    let (w, _) = ctx.open()?;
+    let (w, pass) = ctx.open()?;
     let root = need_root(&w)?;
     let mut c = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
     let Some(did) = did_log::upgrade(&mut c, &w, root).await? else {
         bail!("your account already has a did:webvh DID: `sichat did show` lists it under alsoKnownAs")
     };
+    wallet::update(&ctx.dir, &pass, |w| {
+        w.profile.also_known_as.push(did.to_string());
+        Ok(())
+    })?;
     ctx.print(&json!({"did": did.to_string(), "also_known_as": w.profile.did}), |_| {
         println!("Your portable DID is {did}");
         println!("Its history is signed by your root key; {} stays valid and names it.", w.profile.did);

@@ -378,9 +378,13 @@ enum Opened {
 
 impl Opener {
     fn new(ctx: &Ctx, w: &Wallet) -> Result<Self> {
-        let kid = format!("{}#device-{}-x25519", w.profile.did, w.profile.device_id);
-        let key = X25519KeyPair::from_secret(&w.device_agree.secret())?;
-        Ok(Self { ours: vec![AgreementKey::new(kid, key)], resolver: ctx.resolver(&[w.profile.server.as_deref()])? })
+        // This device's key, under each DID of the account a sender may have used.
+        let mut ours = Vec::new();
+        for did in std::iter::once(&w.profile.did).chain(&w.profile.also_known_as) {
+            let kid = format!("{did}#device-{}-x25519", w.profile.device_id);
+            ours.push(AgreementKey::new(kid, X25519KeyPair::from_secret(&w.device_agree.secret())?));
+        }
+        Ok(Self { ours, resolver: ctx.resolver(&[w.profile.server.as_deref()])? })
     }
 
     async fn open(&self, d: &Delivered) -> Opened {

@@ -31,6 +31,11 @@ pub struct Profile {
     /// False for a device-only wallet made by `sichat device add`.
     pub has_root_key: bool,
     pub created_at: i64,
+    /// The account's other DIDs: its `did:webvh`, and those it had on nodes it moved from.
+    /// Messages encrypted to this device under any of them are opened. (Left out when
+    /// empty, so wallets written before it keep their sealed profile as it was.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_known_as: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -319,6 +324,7 @@ mod tests {
                 device_name: "test".into(),
                 has_root_key: false,
                 created_at: 0,
+                also_known_as: Vec::new(),
             },
             root: None,
             device_sign: Ed25519KeyPair::generate(),

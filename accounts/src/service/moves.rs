@@ -350,6 +350,12 @@ impl Accounts {
         if let Some(unknown) = bundle.parts.keys().next() {
             return Err(bad_bundle(format!("it holds a part ({unknown}) this node cannot store: update this node")));
         }
+        for old in &earlier {
+            store::insert_did_alias(&mut tx, old, &user_id).await.map_err(|e| match is_unique_violation(&e) {
+                true => AccountError::Conflict(format!("{old} already names an account of this node")),
+                false => e.into(),
+            })?;
+        }
         let old_dids = serde_json::to_string(&earlier).map_err(|e| AccountError::Internal(e.to_string()))?;
         if !store::finish_move(&mut tx, &m.id, &user_id, &did, &old_dids, now).await? {
             return Err(AccountError::Conflict("this move is done already: the ticket is used".into()));
@@ -602,6 +608,11 @@ impl Accounts {
         let Some(m) = store::finished_move(c, user_id, "in").await? else { return Ok(Vec::new()) };
         let text = m.old_dids.unwrap_or_default();
         serde_json::from_str(&text).map_err(|e| AccountError::Internal(format!("acct_moves.old_dids: {e}")))
+    }
+
+    /// The account that had `did` on the node it came from, by its name here.
+    pub async fn name_by_alias(&self, did: &str) -> Result<Option<String>, AccountError> {
+        Ok(store::name_by_alias(&mut *self.read_conn().await?, did).await?)
     }
 
     /// Where the account once called `name` here went: the new node's URL and the account's
