@@ -1,5 +1,11 @@
 //! What messaging does for its own tables when an account is removed or a device revoked
-//! ([`sichat_accounts::hooks`]). Runs on the accounts service's transaction.
+//! ([`sichat_accounts::hooks`]), and what it hands over when the account moves. Runs on the
+//! accounts service's transaction.
+//!
+//! - Moving: the messages still waiting for the user's devices (with which device still
+//!   owes each), the policy and the replay guard travel ([`crate::moves`]). Once the account
+//!   has moved, its mailbox here goes, freeing the node's quota; the ids it received stay,
+//!   and so does what it was still sending (the delivery worker finishes it).
 //!
 //! It also ends the pickup WebSockets of what ended: once the change has committed, the
 //! user's sessions on this process check their session tokens at once
@@ -8,7 +14,8 @@
 
 use crate::live::{Hub, ENDED_CHANNEL};
 use crate::mailbox::{self, is_postgres};
-use sichat_accounts::hooks::{AccountHooks, HookFuture, Removal, Revocation};
+use crate::moves::{self, Limits};
+use sichat_accounts::hooks::{AccountHooks, Arrival, ExportFuture, HookFuture, ImportFuture, Removal, Revocation};
 use sqlx::AnyConnection;
 use std::sync::Arc;
 
@@ -91,5 +98,32 @@ impl AccountHooks for MessagingAccountHooks {
     /// session checks its own token).
     fn device_revoked_committed(&self, revocation: Revocation<'_>) {
         self.hub.end_sessions(revocation.user_id);
+    }
+
+    fn export_account<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> ExportFuture<'a> {
+        Box::pin(async move {
+            match moves::export(c, user_id, Limits::default()).await? {
+                Some(part) => serde_json::to_value(part).map_err(|e| sqlx::Error::Encode(Box::new(e))),
+                None => Ok(serde_json::Value::Null),
+            }
+        })
+    }
+
+    fn import_account<'a>(
+        &'a self,
+        c: &'a mut AnyConnection,
+        arrival: Arrival<'a>,
+        part: serde_json::Value,
+    ) -> ImportFuture<'a> {
+        Box::pin(moves::import(c, arrival, part))
+    }
+
+    /// The mailbox here goes: the new node holds what was waiting. Pickup sessions end with
+    /// the account's device sessions (the accounts service ends those).
+    fn account_moved<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> HookFuture<'a> {
+        Box::pin(async move {
+            mailbox::forget_moved(c, user_id).await?;
+            self.notify_replicas(c, user_id).await
+        })
     }
 }

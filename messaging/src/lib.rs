@@ -17,6 +17,7 @@
 //! The node:
 //! - [`service`]: [`Messaging`]: sending into the outbox, the delivery worker, receiving
 //!   under the recipient's [`policy`], housekeeping.
+//! - [`moves`]: the mailbox, policy and received ids an account takes to another node.
 //! - [`mailbox`] and [`outbox`]: their tables. [`live`]: waking connected devices.
 //! - [`pickup`]: Message Pickup 3.0 over a WebSocket, at most so many per device and account
 //!   ([`sessions`]). [`api`]: the HTTP endpoints.
@@ -35,6 +36,7 @@ pub mod jws;
 pub mod live;
 pub mod mailbox;
 pub mod message;
+pub mod moves;
 mod node_error;
 pub mod outbox;
 pub mod pickup;

@@ -511,6 +511,7 @@ fn warn_dropped(drops: &[Dropped]) {
             "quota" => "your mailbox on the node was full, so the oldest went first",
             "requests_quota" => "the requests folder (messages from strangers) was full, so its oldest went first",
             "expired" => "they waited on the node longer than it keeps messages",
+            "move_limit" => "your account moved with more waiting than a move carries, so the oldest stayed behind",
             other => other,
         };
         if !reasons.contains(&why) {
