@@ -21,6 +21,9 @@ pub enum MessagingError {
     /// here names the new node's endpoint) and deliver there.
     #[error("{0}")]
     RecipientMoved(String),
+    /// The recipient's account is being moved: try again shortly.
+    #[error("{0}")]
+    RecipientMoving(String),
     #[error("message id {0} was already used for different content")]
     DuplicateId(String),
     /// The recipient's policy refused the sender. Deliberately says nothing more.
@@ -81,6 +84,7 @@ impl From<MessagingError> for ApiError {
             MessagingError::TooManyRecipients { .. } => (StatusCode::BAD_REQUEST, "too_many_recipients"),
             MessagingError::UnknownRecipient(_) => (StatusCode::NOT_FOUND, "unknown_recipient"),
             MessagingError::RecipientMoved(_) => (StatusCode::MISDIRECTED_REQUEST, "recipient_moved"),
+            MessagingError::RecipientMoving(_) => (StatusCode::SERVICE_UNAVAILABLE, "recipient_moving"),
             MessagingError::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_message"),
             MessagingError::NotAccepted => (StatusCode::FORBIDDEN, "not_accepted"),
             MessagingError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),

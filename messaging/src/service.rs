@@ -441,9 +441,9 @@ impl Messaging {
                 // Moved away: its DID document here names the new node; deliver there.
                 Err(MessagingError::RecipientMoved(_)) => {}
                 Err(MessagingError::NotAccepted) => return Err(Failure::NotAccepted),
-                Err(MessagingError::RateLimited(why)) | Err(MessagingError::Internal(why)) => {
-                    return Err(Failure::Temporary(why))
-                }
+                Err(MessagingError::RateLimited(why))
+                | Err(MessagingError::Internal(why))
+                | Err(MessagingError::RecipientMoving(why)) => return Err(Failure::Temporary(why)),
                 Err(other) => return Err(Failure::Permanent(other.to_string())),
             }
         }
@@ -492,7 +492,7 @@ impl Messaging {
                 MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next))
             })?,
         };
-        let Some(Recipient { user_id, devices, policy }) = self.recipient(&name).await? else {
+        let Some(Recipient { user_id, devices, policy, moving }) = self.recipient(&name).await? else {
             if let Some((origin, _)) = self.accounts.moved_away(&name).await? {
                 return Err(MessagingError::RecipientMoved(format!(
                     "{} moved to {origin}: resolve the DID again and deliver there",
@@ -501,6 +501,12 @@ impl Messaging {
             }
             return Err(MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)));
         };
+        if moving {
+            return Err(MessagingError::RecipientMoving(format!(
+                "{} is moving to another node: try again in a minute",
+                forward.next
+            )));
+        }
         if from.node != *self.node.did() && self.nodes.check_key(&from.node.to_string()).is_err() {
             return Err(MessagingError::RateLimited("your node is delivering too fast".into()));
         }
@@ -625,12 +631,15 @@ impl Messaging {
     /// tables, as `accounts` would, beside this crate's own.)
     async fn recipient(&self, name: &str) -> Result<Option<Recipient>, MessagingError> {
         let rows = sqlx::query(
-            "SELECT u.id AS user_id, d.id AS device_id, p.policy FROM acct_users u \
+            "SELECT u.id AS user_id, d.id AS device_id, p.policy, \
+             (SELECT COUNT(*) FROM acct_moves m WHERE m.user_id = u.id AND m.direction = 'out' \
+              AND m.status = 'exported' AND m.expires_at > $2) AS moving FROM acct_users u \
              LEFT JOIN msg_policies p ON p.user_id = u.id \
              LEFT JOIN acct_devices d ON d.user_id = u.id AND d.revoked_at IS NULL \
              WHERE u.name = $1 AND u.status = 'active' ORDER BY d.created_at",
         )
         .bind(name)
+        .bind(now_ms())
         .fetch_all(&mut *self.db.read().await?)
         .await?;
         let Some(first) = rows.first() else { return Ok(None) };
@@ -642,6 +651,7 @@ impl Messaging {
             user_id: first.try_get("user_id")?,
             devices,
             policy: parse_policy(first.try_get("policy")?)?,
+            moving: first.try_get::<i64, _>("moving")? > 0,
         }))
     }
 
@@ -721,6 +731,9 @@ struct Recipient {
     user_id: String,
     devices: Vec<String>,
     policy: Policy,
+    /// The account is being exported to another node: what arrives now would miss the
+    /// move, so senders are asked to try again (then they find it on the new node).
+    moving: bool,
 }
 
 /// A stored policy, or the default when the user has set none.
