@@ -57,6 +57,9 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     let id = send(&carol, &old_web, "before the move", &[]).await;
     delivered(&carol, &id).await;
     assert!(texts(&inbox(&alice, &[]).await).contains(&"before the move".to_owned()));
+    // One more she has not fetched when she moves: it moves with her mailbox.
+    let id = send(&carol, &old_web, "waiting during the move", &[]).await;
+    delivered(&carol, &id).await;
 
     let out = sichat(&alice, &["--json", "move", "--to", &b.url, "--invite", &b.owner_invite]).await;
     assert!(out.status.success(), "move: {}", stderr(&out));
@@ -138,7 +141,7 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     }
     let listings = [inbox(&alice, &[]).await, inbox(&alice, &["--requests"]).await];
     let got: Vec<String> = listings.iter().flat_map(texts).collect();
-    for text in ["after the move", "to the new DID"] {
+    for text in ["waiting during the move", "after the move", "to the new DID"] {
         assert_eq!(got.iter().filter(|t| *t == text).count(), 1, "{text:?} once in {listings:?}");
     }
 
