@@ -2,7 +2,7 @@
 //! Connect, with the node as their identity provider.
 //!
 //! - [`account_hooks`]: what an account's removal, a device's revocation or signing out
-//!   everywhere ends here.
+//!   everywhere ends here; [`moves`]: what an account takes along to another node.
 //! - [`amr`]: how a user signed in, as RFC 8176 `amr` values.
 //! - [`keys`]: the ID token signing keys (RS256, EdDSA, ES256), sealed at rest, rotated,
 //!   and the JWKS.
@@ -15,6 +15,7 @@
 //! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`).
 //! - [`passkeys`]: passkeys (WebAuthn) and their one-time registration links.
 //! - [`signin`], [`signin_pages`]: the sign-in page's other ways in, and the account page.
+//! - [`subjects`]: pairwise `sub` values, from a secret of each account's own.
 //! - [`throttle`]: the password sign-in throttle, per account and address, in the database.
 //! - [`writer`]: codes and tokens written durably, group-committed on SQLite.
 //! - [`api`]: the axum router.
@@ -29,11 +30,13 @@ pub mod claims;
 pub mod clients;
 mod error;
 pub mod keys;
+pub mod moves;
 pub mod pages;
 pub mod passkeys;
 pub mod provider;
 pub mod signin;
 pub mod signin_pages;
+pub mod subjects;
 pub mod throttle;
 pub mod writer;
 

@@ -8,6 +8,7 @@ use crate::amr::SignIn;
 use crate::clients::Registration;
 use crate::clients::{self, Client, ClientCache};
 use crate::keys::{self, KeySet};
+use crate::subjects::Subjects;
 use crate::throttle::PasswordThrottle;
 use crate::writer::{CodeRow, Outcome, Spend, TokenRow, Write, Writer};
 use crate::OidcError;
@@ -115,7 +116,8 @@ pub struct Provider {
     settings: Settings,
     issuer: String,
     keys: RwLock<Arc<KeySet>>,
-    pairwise_salt: Vec<u8>,
+    /// Pairwise subjects: the master key and the node's salt for them.
+    subjects: Arc<Subjects>,
     /// Bounds the memory of concurrent argon2id hashing (19 MiB each).
     hashing: Semaphore,
     /// Password attempts per account and address, and per address (in the database).
@@ -167,8 +169,9 @@ fn invalid_grant(why: impl Into<String>) -> OidcError {
     OidcError::bad("invalid_grant", why)
 }
 
-/// The node's secret for pairwise subjects, sealed under the master key: with it and the
-/// user ids, anyone could link a user's subjects across sites.
+/// The node's secret for the pairwise subjects of legacy accounts ([`crate::subjects`]),
+/// sealed under the master key: with it and the user ids, anyone could link a user's
+/// subjects across sites.
 async fn pairwise_salt(db: &Db, master: &MasterKey) -> Result<Vec<u8>, OidcError> {
     const NAME: &str = "oidc_pairwise_salt_sealed";
     let read = || async {
@@ -210,7 +213,7 @@ impl Provider {
     ) -> Result<Self, OidcError> {
         let fetcher = verifier.resolver().fetcher().clone();
         let keys = keys::load(&db, &master).await?;
-        let pairwise_salt = pairwise_salt(&db, &master).await?;
+        let subjects = Arc::new(Subjects::new(master.clone(), pairwise_salt(&db, &master).await?));
         let issuer = accounts.node().public_url().as_str().trim_end_matches('/').to_owned();
         Ok(Self {
             writer: Writer::new(db.clone()),
@@ -223,10 +226,16 @@ impl Provider {
             settings,
             issuer,
             keys: RwLock::new(Arc::new(keys)),
-            pairwise_salt,
+            subjects,
             hashing: Semaphore::new(2),
             clients: ClientCache::default(),
         })
+    }
+
+    /// The hooks that end and move this provider's rows of an account; the server registers
+    /// them with the accounts service.
+    pub fn account_hooks(&self) -> crate::account_hooks::OidcAccountHooks {
+        crate::account_hooks::OidcAccountHooks::new(self.subjects.clone())
     }
 
     pub fn issuer(&self) -> &str {

@@ -96,7 +96,7 @@ impl Node {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open the OpenID Provider: {e}"))?,
         );
-        register_account_hooks(&accounts, &identity, &messaging);
+        register_account_hooks(&accounts, &identity, &messaging, &oidc);
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -120,8 +120,8 @@ impl Node {
 /// Every crate that keeps rows for a user ends them when the account is removed, a device
 /// revoked, or the user signs out everywhere: each through its own hook, in the accounts
 /// service's transaction. Messaging's also closes the pickup WebSockets of what ended.
-fn register_account_hooks(accounts: &Accounts, node: &Arc<NodeIdentity>, messaging: &Messaging) {
-    accounts.register_hooks(Arc::new(sichat_oidc::account_hooks::OidcAccountHooks));
+fn register_account_hooks(accounts: &Accounts, node: &Arc<NodeIdentity>, messaging: &Messaging, oidc: &Provider) {
+    accounts.register_hooks(Arc::new(oidc.account_hooks()));
     accounts.register_hooks(Arc::new(sichat_issuer::account_hooks::IssuerAccountHooks::new(node.clone())));
     accounts.register_hooks(Arc::new(sichat_verifier::account_hooks::VerifierAccountHooks));
     accounts.register_hooks(Arc::new(sichat_holder::account_hooks::HolderAccountHooks));

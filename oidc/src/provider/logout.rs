@@ -85,6 +85,6 @@ impl Provider {
     /// Is `hint` an ID token of this session's user (for the client it names)?
     pub async fn hint_is_for(&self, hint: &LogoutHint, session: &BrowserSession) -> Result<bool, OidcError> {
         let Some(client) = self.client(&hint.client_id).await? else { return Ok(false) };
-        Ok(self.subject(&client, &session.user_id) == hint.subject)
+        Ok(self.subject(&client, &session.user_id).await? == hint.subject)
     }
 }

@@ -139,16 +139,13 @@ impl Provider {
         Ok(client)
     }
 
-    pub(crate) fn subject(&self, client: &Client, user_id: &str) -> String {
+    /// The `sub` `client` knows `user_id` by: the user id for a `public` client, else the
+    /// pairwise subject of the client's sector ([`crate::subjects`]).
+    pub async fn subject(&self, client: &Client, user_id: &str) -> Result<String, OidcError> {
         if client.metadata.subject_type == "public" {
-            return user_id.to_owned();
+            return Ok(user_id.to_owned());
         }
-        let mut h = Sha256::new();
-        h.update(&self.pairwise_salt);
-        h.update(client.sector().as_bytes());
-        h.update([0]);
-        h.update(user_id.as_bytes());
-        b64url(&h.finalize())
+        self.subjects.pairwise(&self.db, user_id, &client.sector()).await
     }
 
     /// A new token and the row that stores it (keyed by [`token_key`]).
@@ -200,10 +197,11 @@ impl Provider {
         if self.writer.write(Write::Tokens { spend: Some(spend), tokens: rows }).await? == Outcome::AlreadySpent {
             return Err(invalid_grant("the code or refresh token was already used"));
         }
+        let sub = self.subject(client, user_id).await?;
         let now = now_ms() / 1000;
         let mut claims = json!({
             "iss": self.issuer,
-            "sub": self.subject(client, user_id),
+            "sub": sub,
             "aud": client.id,
             "azp": client.id,
             "iat": now,
@@ -448,7 +446,7 @@ impl Provider {
             "iss": self.issuer,
         });
         if let Some(u) = user_id {
-            out["sub"] = json!(self.subject(client, &u));
+            out["sub"] = json!(self.subject(client, &u).await?);
         }
         Ok(out)
     }

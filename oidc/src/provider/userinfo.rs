@@ -26,7 +26,7 @@ impl Provider {
         }
         let client = self.client(&client_id).await?.ok_or_else(|| denied("the client is gone"))?;
         let account = self.accounts.account(&user_id).await.map_err(|_| denied("the account is gone"))?;
-        let mut out = json!({"sub": self.subject(&client, &user_id)});
+        let mut out = json!({"sub": self.subject(&client, &user_id).await?});
         if scope_set(&scope).contains(&"profile") {
             out["preferred_username"] = json!(account.name);
             out["name"] = json!(account.name);
