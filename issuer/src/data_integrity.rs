@@ -105,7 +105,17 @@ pub fn check_bounds(document: &Value) -> Result<(), String> {
                 deepest = deepest.max(depth + 1);
                 stack.extend(a.iter().map(|c| (c, depth + 1)));
             }
-            Value::String(t) => bytes += t.len(),
+            Value::String(t) => {
+                bytes += t.len();
+                // Any string may become an IRI (a context URL, a value of an `@id`-typed
+                // term, resolved against a base): "%de" in an `@context` URL made it panic
+                // too (found by cargo-fuzz). Text with such a sequence is refused with it.
+                // A string with a `:` may be an absolute or compact IRI: it is held to the IRI
+                // rule; other text only may not hold an escape that decodes to non-UTF-8.
+                if !percent_escapes_decode_to_utf8(t, t.contains(':')) {
+                    return Err(format!("{t:?} holds a percent-encoding that is not UTF-8"));
+                }
+            }
             Value::Number(n)
                 if !n.as_f64().is_some_and(|f| f.is_finite() && f.abs() < 1e21) && !n.is_i64() && !n.is_u64() =>
             {
@@ -164,6 +174,12 @@ pub fn proof_time(time: &str) -> Result<(), String> {
 
 /// Every `%` starts two hex digits, and what they decode to is UTF-8.
 fn percent_encoding_is_utf8(s: &str) -> bool {
+    percent_escapes_decode_to_utf8(s, true)
+}
+
+/// What the `%XX` escapes of `s` decode to is UTF-8; when `strict`, every `%` must also
+/// start one (a lone `%`, as in "50% off", is otherwise left as it is).
+fn percent_escapes_decode_to_utf8(s: &str, strict: bool) -> bool {
     if !s.contains('%') {
         return true;
     }
@@ -175,7 +191,12 @@ fn percent_encoding_is_utf8(s: &str) -> bool {
             let hex = |c: u8| (c as char).to_digit(16);
             match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
                 (Some(h), Some(l)) => decoded.push((h * 16 + l) as u8),
-                _ => return false,
+                _ if strict => return false,
+                _ => {
+                    decoded.push(b'%');
+                    i += 1;
+                    continue;
+                }
             }
             i += 3;
         } else {
@@ -463,6 +484,24 @@ mod tests {
         let mut inner = credential("did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r");
         inner["proof"] = json!({"created": "-99-01-01T00:00:00Z"});
         assert!(check_bounds(&json!({"verifiableCredential": [inner]})).is_err());
+    }
+
+    /// Any string may become an IRI: a context URL with "%de" panicked the IRI library
+    /// (found by cargo-fuzz). IRI-like strings are held to the IRI rule; text keeps a lone `%`.
+    #[test]
+    fn strings_whose_escapes_are_not_utf8_are_refused() {
+        let mut doc = credential("did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r");
+        doc["@context"] = json!(["https://www.w3.org/ns/cr%dentials/v2"]);
+        assert!(check_bounds(&doc).unwrap_err().contains("percent-encoding"));
+        let mut doc = credential("did:key:z6MkhTNL7i2etLerDK8Acz5t528giE5KA4p75T6ka1E1D74r");
+        doc["credentialSubject"]["note"] = json!("caf%e9");
+        assert!(check_bounds(&doc).is_err(), "an escape of a Latin-1 byte");
+        doc["credentialSubject"]["note"] = json!("50% off, 100%");
+        assert_eq!(check_bounds(&doc), Ok(()));
+        doc["credentialSubject"]["homepage"] = json!("https://example.org/a%zz");
+        assert!(check_bounds(&doc).is_err(), "an IRI with a broken escape");
+        doc["credentialSubject"]["homepage"] = json!("https://example.org/caf%C3%A9");
+        assert_eq!(check_bounds(&doc), Ok(()));
     }
 
     #[tokio::test]
