@@ -28,7 +28,8 @@ pub fn moves_router(accounts: Arc<Accounts>) -> Router {
 
 /// Requests for a moved account's URLs on its old node (`/users/<name>/…`, and
 /// `/.well-known/<metadata>/users/<name>`), other than its DID document and log, which this
-/// node keeps serving, are redirected (`308`) to the same URL on the new node.
+/// node keeps serving, are redirected (`308`) to the same URL on the new node; once the node
+/// stops answering for the account (`moved_account_days`), they are gone (`410`).
 pub async fn redirect_moved(State(a): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let name = match path.strip_prefix("/users/") {
@@ -43,11 +44,14 @@ pub async fn redirect_moved(State(a): State<AppState>, req: Request, next: Next)
     };
     let Some(name) = name.filter(|n| UserName::parse(n).is_ok()) else { return next.run(req).await };
     match a.moved_away(name).await {
-        Ok(Some((origin, new_name))) => {
+        Ok(Some(away)) if !away.answering => {
+            ApiError::from(AccountError::AccountMoved { name: name.to_owned(), to: away.origin }).into_response()
+        }
+        Ok(Some(away)) => {
             let old = format!("/users/{name}");
-            let moved = path.replacen(&old, &format!("/users/{new_name}"), 1);
+            let moved = path.replacen(&old, &format!("/users/{}", away.name), 1);
             let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-            let location = format!("{}{moved}{query}", origin.trim_end_matches('/'));
+            let location = format!("{}{moved}{query}", away.origin.trim_end_matches('/'));
             match HeaderValue::from_str(&location) {
                 Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
                 Err(_) => next.run(req).await,

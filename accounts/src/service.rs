@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 
 mod did_log;
 mod moves;
+pub use moves::MovedAway;
 
 const CHALLENGE_PURPOSE_REQUEST: &str = "signed-request";
 const CHALLENGE_PURPOSE_LOGIN: &str = "login";
@@ -29,11 +30,18 @@ pub struct Settings {
     pub session_ttl_ms: i64,
     pub challenge_ttl_ms: i64,
     pub invite_ttl_ms: i64,
+    /// How long this node answers for an account that moved away (then: `410`).
+    pub moved_account_ms: i64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { session_ttl_ms: 15 * 60 * 1000, challenge_ttl_ms: 5 * 60 * 1000, invite_ttl_ms: 7 * 24 * 3600 * 1000 }
+        Self {
+            session_ttl_ms: 15 * 60 * 1000,
+            challenge_ttl_ms: 5 * 60 * 1000,
+            invite_ttl_ms: 7 * 24 * 3600 * 1000,
+            moved_account_ms: 180 * 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -473,8 +481,9 @@ impl Accounts {
         let user = store::user_by_name(&mut conn, name.as_str())
             .await?
             .ok_or_else(|| AccountError::NotFound(format!("no account named {name}")))?;
-        // A moved account's old did:web document stays, naming its DIDs on the new node.
-        if user.status != "moved" {
+        // A moved account's old did:web document stays, naming its DIDs on the new node,
+        // for as long as this node answers for it.
+        if !self.still_answering_for(&mut conn, &user).await? {
             self.check_active(&mut conn, &user).await?;
         }
         let mut doc = self.document_of(&mut conn, &user).await?;

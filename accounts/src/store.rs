@@ -629,10 +629,11 @@ pub struct MoveRow {
     pub new_did: Option<String>,
     pub old_dids: Option<String>,
     pub expires_at: i64,
+    pub finished_at: Option<i64>,
 }
 
 const MOVE_COLUMNS: &str =
-    "id, status, user_name, peer_origin, invite_id, ticket_key, bundle, new_did, old_dids, expires_at";
+    "id, status, user_name, peer_origin, invite_id, ticket_key, bundle, new_did, old_dids, expires_at, finished_at";
 
 fn move_row(r: &AnyRow) -> Result<MoveRow, sqlx::Error> {
     Ok(MoveRow {
@@ -646,6 +647,7 @@ fn move_row(r: &AnyRow) -> Result<MoveRow, sqlx::Error> {
         new_did: r.try_get("new_did")?,
         old_dids: r.try_get("old_dids")?,
         expires_at: r.try_get("expires_at")?,
+        finished_at: r.try_get("finished_at")?,
     })
 }
 

@@ -229,7 +229,7 @@ impl Messaging {
             }
         }
         if let Some(name) = self.local_user_name(&forward.next) {
-            let moved = self.accounts.moved_away(&name).await?.is_some();
+            let moved = self.accounts.moved_away(&name).await?.is_some_and(|a| a.answering);
             if !moved && self.accounts.active_user_id(&name).await?.is_none() {
                 return Err(MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)));
             }
@@ -493,10 +493,10 @@ impl Messaging {
             })?,
         };
         let Some(Recipient { user_id, devices, policy, moving }) = self.recipient(&name).await? else {
-            if let Some((origin, _)) = self.accounts.moved_away(&name).await? {
+            if let Some(away) = self.accounts.moved_away(&name).await?.filter(|a| a.answering) {
                 return Err(MessagingError::RecipientMoved(format!(
-                    "{} moved to {origin}: resolve the DID again and deliver there",
-                    forward.next
+                    "{} moved to {}: resolve the DID again and deliver there",
+                    forward.next, away.origin
                 )));
             }
             return Err(MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)));

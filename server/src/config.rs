@@ -54,6 +54,9 @@ pub struct Config {
     pub rate_limit_burst: u32,
     pub session_ttl_secs: i64,
     pub invite_ttl_hours: i64,
+    /// How long a node keeps answering for an account that moved away: its DID log and old
+    /// `did:web` document, redirects of its other URLs, and `recipient_moved` to senders.
+    pub moved_account_days: i64,
     /// Quota of the owner invite printed at first start.
     pub owner_quota: i64,
     /// Let the verifier reach loopback and private addresses (and plain HTTP there) when
@@ -123,6 +126,7 @@ impl Default for Config {
             rate_limit_burst: 60,
             session_ttl_secs: 15 * 60,
             invite_ttl_hours: 7 * 24,
+            moved_account_days: 180,
             owner_quota: 50,
             allow_local_network: None,
             oidc_registration: RegistrationPolicy::Open,
@@ -168,6 +172,7 @@ const ENV_KEYS: &[&str] = &[
     "rate_limit_burst",
     "session_ttl_secs",
     "invite_ttl_hours",
+    "moved_account_days",
     "owner_quota",
     "allow_local_network",
     "oidc_registration",
@@ -242,6 +247,9 @@ impl Config {
         }
         if self.rate_limit_per_second == 0 || self.rate_limit_burst == 0 {
             return Err("rate_limit_per_second and rate_limit_burst must be at least 1".into());
+        }
+        if self.moved_account_days < 1 {
+            return Err("moved_account_days must be at least 1".into());
         }
         if self.owner_quota < 1 || self.session_ttl_secs < 60 || self.invite_ttl_hours < 1 {
             return Err("owner_quota ≥ 1, session_ttl_secs ≥ 60 and invite_ttl_hours ≥ 1 are required".into());

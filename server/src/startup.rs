@@ -65,6 +65,7 @@ impl Node {
         let settings = Settings {
             session_ttl_ms: config.session_ttl_secs * 1000,
             invite_ttl_ms: config.invite_ttl_hours * 3600 * 1000,
+            moved_account_ms: config.moved_account_days * 24 * 3600 * 1000,
             ..Settings::default()
         };
         let identity = Arc::new(identity);

@@ -152,6 +152,17 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     let erased =
         &format!("SELECT COUNT(*) FROM acct_issuing_keys WHERE user_id = {alices} AND LENGTH(sealed_secret) > 0");
     assert_eq!(count(&a, erased).await, 0);
+
+    // A answers for the account for `moved_account_days` (180) after the move, then no more.
+    // 181 days, in milliseconds.
+    let aged = "UPDATE acct_moves SET finished_at = finished_at - 15638400000 WHERE direction = 'out'";
+    sqlx::query(aged).execute(a.node.db.pool()).await.expect("age the move");
+    let r = no_redirects.get(&status_url).send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 410, "old status lists are gone");
+    for path in ["/users/alice/did.json", "/users/alice/did.jsonl"] {
+        let (status, body) = a.get_json(path).await;
+        assert_eq!((status, body["error"].as_str()), (410, Some("account_moved")), "{path}: {body}");
+    }
 }
 
 /// A ticket of B and the sealed export of A, by hand.

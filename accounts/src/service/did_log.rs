@@ -40,8 +40,9 @@ impl Accounts {
         let user = store::user_by_name(&mut conn, name.as_str())
             .await?
             .ok_or_else(|| AccountError::NotFound(format!("no account named {name}")))?;
-        // A moved account's log stays, ending with the entry that moved it.
-        if user.status != "moved" {
+        // A moved account's log stays, ending with the entry that moved it, for as long as
+        // this node answers for it.
+        if !self.still_answering_for(&mut conn, &user).await? {
             self.check_active(&mut conn, &user).await?;
         }
         let lines = store::did_log(&mut conn, &user.id).await?;

@@ -20,6 +20,18 @@ use sichat_core::webvh::{self, WebvhDid};
 use std::collections::BTreeMap;
 use zeroize::Zeroize;
 
+/// An account that moved away from this node.
+#[derive(Debug, Clone)]
+pub struct MovedAway {
+    /// The URL of the node it moved to.
+    pub origin: String,
+    /// Its name there.
+    pub name: String,
+    /// Whether this node still answers for it (redirects, `recipient_moved`): for
+    /// `Settings::moved_account_ms` after the move; then its old URLs are gone (`410`).
+    pub answering: bool,
+}
+
 /// How long a ticket, and an export, stay usable.
 const MOVE_TTL_MS: i64 = 60 * 60 * 1000;
 /// The largest sealed bundle a node makes or opens.
@@ -615,13 +627,27 @@ impl Accounts {
         Ok(store::name_by_alias(&mut *self.read_conn().await?, did).await?)
     }
 
-    /// Where the account once called `name` here went: the new node's URL and the account's
-    /// name there, for redirecting its old URLs.
-    pub async fn moved_away(&self, name: &str) -> Result<Option<(String, String)>, AccountError> {
+    /// Whether `user` moved away recently enough that this node still answers for it
+    /// (`Settings::moved_account_ms` after the move).
+    pub(super) async fn still_answering_for(
+        &self,
+        c: &mut store::Conn,
+        user: &store::UserRow,
+    ) -> Result<bool, AccountError> {
+        if user.status != "moved" {
+            return Ok(false);
+        }
+        let m = store::finished_move(c, &user.id, "out").await?;
+        Ok(m.and_then(|m| m.finished_at).is_some_and(|at| at + self.settings.moved_account_ms > now_ms()))
+    }
+
+    /// Where the account once called `name` here went, if it moved away.
+    pub async fn moved_away(&self, name: &str) -> Result<Option<MovedAway>, AccountError> {
         let mut c = self.read_conn().await?;
         let Some(m) = store::moved_away(&mut c, name).await? else { return Ok(None) };
         let (Some(origin), Some(did)) = (m.peer_origin, m.new_did) else { return Ok(None) };
-        let new_name = WebvhDid::parse(&did).ok().and_then(|d| d.path().last().cloned()).unwrap_or_else(|| name.into());
-        Ok(Some((origin, new_name)))
+        let name = WebvhDid::parse(&did).ok().and_then(|d| d.path().last().cloned()).unwrap_or_else(|| name.into());
+        let answering = m.finished_at.is_some_and(|at| at + self.settings.moved_account_ms > now_ms());
+        Ok(Some(MovedAway { origin, name, answering }))
     }
 }
