@@ -1,0 +1,158 @@
+//! Requests signed by the account's root key: add or revoke a device, rotate the root,
+//! upgrade or move the DID. Every one is checked (signature, audience, freshness,
+//! single-use challenge) in the transaction that makes the change.
+
+use super::*;
+
+/// A root-key-signed request that passed its checks, in its transaction.
+pub(super) struct RootOp {
+    pub(super) tx: sqlx::Transaction<'static, sqlx::Any>,
+    pub(super) user: store::UserRow,
+    pub(super) root: Ed25519Public,
+    pub(super) claims: RootOpClaims,
+    pub(super) now: i64,
+}
+
+impl Accounts {
+    /// The checks every request signed by the root key passes (signature, audience,
+    /// freshness, single-use challenge), in a transaction that holds the account.
+    pub(super) async fn begin_root_op(&self, request: &str) -> Result<RootOp, AccountError> {
+        let unverified: RootOpClaims = jws::unverified_payload(request)?;
+        let name = self.name_in_did(&unverified.iss)?;
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let user = store::user_by_name(&mut tx, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
+        self.check_active(&mut tx, &user).await?;
+        store::lock_user(&mut tx, &user.id, self.db.backend() == Backend::Postgres).await?;
+        let root = Ed25519Public::from_multibase(&user.root_key)?;
+        let claims: RootOpClaims = jws::verify(request, &root, TYP_ROOT_OP)?;
+        self.check_audience(&claims.aud)?;
+        Self::check_fresh(claims.iat)?;
+        if !store::take_challenge(&mut tx, &claims.challenge, CHALLENGE_PURPOSE_REQUEST, None, now).await? {
+            return Err(AccountError::ChallengeInvalid);
+        }
+        Ok(RootOp { tx, user, root, claims, now })
+    }
+
+    /// Refuse an account that was removed, or moved to another node (saying where).
+    pub(super) async fn check_active(&self, c: &mut store::Conn, user: &store::UserRow) -> Result<(), AccountError> {
+        match user.status.as_str() {
+            "active" => Ok(()),
+            "moved" => {
+                let to = store::finished_move(c, &user.id, "out").await?.and_then(|m| m.peer_origin);
+                Err(AccountError::AccountMoved { name: user.name.clone(), to: to.unwrap_or_default() })
+            }
+            _ => Err(AccountError::AccountRemoved(user.name.clone())),
+        }
+    }
+
+    /// A request signed by the account's root key: add or revoke a device, rotate the root.
+    pub async fn root_operation(&self, request: &str) -> Result<Account, AccountError> {
+        let RootOp { mut tx, user, root, claims, now } = self.begin_root_op(request).await?;
+        let name = UserName::parse(&user.name)?;
+        if matches!(claims.op, RootOperation::MoveOut { .. }) {
+            return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()));
+        }
+        if let Some(m) = store::move_in_flight(&mut tx, &user.id, now).await? {
+            if !matches!(claims.op, RootOperation::MoveDone { .. }) {
+                return Err(AccountError::Conflict(format!(
+                    "the account is moving to {}: finish the move (sichat move) before changing it",
+                    m.peer_origin.unwrap_or_default()
+                )));
+            }
+        }
+        let did = self.node.user_did(name.as_str())?;
+        let mut revoked = Vec::new();
+        match &claims.op {
+            RootOperation::AddDevice { certificate } => {
+                let cert = DeviceCertificate::verify(certificate, &root)?;
+                if cert.iss != did.as_str() {
+                    return Err(AccountError::InvalidCertificate(format!("issued for {}, not for {did}", cert.iss)));
+                }
+                self.insert_device(&mut tx, &user.id, &cert, certificate, now).await?;
+            }
+            RootOperation::RevokeDevice { device_id, last_device } => {
+                let active = store::active_devices(&mut tx, &user.id).await?;
+                if !active.iter().any(|d| &d.id == device_id) {
+                    return Err(AccountError::NotFound(format!("no active device {device_id} on this account")));
+                }
+                if active.len() == 1 && !last_device {
+                    return Err(AccountError::LastDevice(device_id.clone()));
+                }
+                store::revoke_device(&mut tx, device_id, &user.id, now).await?;
+                self.run_device_revoked(&mut tx, &user.id, device_id).await?;
+                revoked.push(device_id.clone());
+            }
+            RootOperation::RotateRoot { new_root_key, certificates } => {
+                let new_root = Ed25519Public::from_multibase(new_root_key)?;
+                if new_root == root {
+                    return Err(AccountError::InvalidRequest("the new root key is the current one".into()));
+                }
+                let active = store::active_devices(&mut tx, &user.id).await?;
+                let mut kept = Vec::new();
+                for token in certificates {
+                    let cert = DeviceCertificate::verify(token, &new_root)?;
+                    let known = active
+                        .iter()
+                        .find(|d| d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key);
+                    if cert.iss != did.as_str() || known.is_none() {
+                        return Err(AccountError::InvalidCertificate(format!(
+                            "{} is not an active device of {did}",
+                            cert.sub
+                        )));
+                    }
+                    store::recertify_device(&mut tx, &cert.sub, token, cert.exp * 1000).await?;
+                    kept.push(cert.sub);
+                }
+                for d in active.iter().filter(|d| !kept.contains(&d.id)) {
+                    store::revoke_device(&mut tx, &d.id, &user.id, now).await?;
+                    self.run_device_revoked(&mut tx, &user.id, &d.id).await?;
+                    revoked.push(d.id.clone());
+                }
+                store::set_root_key(&mut tx, &user.id, new_root_key).await?;
+            }
+            RootOperation::UpgradeDid { entry } => self.upgrade_did(&mut tx, &user, entry, now).await?,
+            RootOperation::MoveDone { to, did } => {
+                self.move_done(&mut tx, &user, to, did, claims.did_log_entry.as_deref(), now).await?;
+                tx.commit().await?;
+                tracing::info!(user = %name, to = %to, did = %did, "account moved away");
+                // What is left here: the old DID document, for its old DIDs.
+                return Ok(Account {
+                    did_document_url: self.node.url(&format!("users/{}/did.json", user.name)),
+                    did: self.node.user_did(&user.name)?.to_string(),
+                    node_did: self.node.did().to_string(),
+                    quota_available: 0,
+                    quota: user.quota,
+                    name: user.name,
+                    invited_by: user.invited_by,
+                    created_at: user.created_at,
+                });
+            }
+            RootOperation::MoveOut { .. } => {
+                return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()))
+            }
+        }
+        if !matches!(claims.op, RootOperation::UpgradeDid { .. }) {
+            self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
+        }
+        tx.commit().await?;
+        for device_id in &revoked {
+            for hook in self.hooks() {
+                hook.device_revoked_committed(Revocation { user_id: &user.id, device_id });
+            }
+        }
+        tracing::info!(user = %name, op = op_name(&claims.op), "root operation");
+        self.account(&user.id).await
+    }
+}
+
+fn op_name(op: &RootOperation) -> &'static str {
+    match op {
+        RootOperation::AddDevice { .. } => "add_device",
+        RootOperation::RevokeDevice { .. } => "revoke_device",
+        RootOperation::RotateRoot { .. } => "rotate_root",
+        RootOperation::UpgradeDid { .. } => "upgrade_did",
+        RootOperation::MoveOut { .. } => "move_out",
+        RootOperation::MoveDone { .. } => "move_done",
+    }
+}
