@@ -9,8 +9,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use sichat_core::http::{ApiError, ApiJson, ApiPath};
+use sichat_core::node::FormerUrl;
 use std::sync::Arc;
 
 type AppState = Arc<Accounts>;
@@ -106,6 +107,7 @@ pub fn router(accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/invites/{id}", delete(revoke_invite))
         .route("/api/v1/users/{name}", delete(remove_user))
         .route("/api/v1/did/draft", post(did_draft))
+        .route("/api/v1/did/rehost-draft", post(rehost_draft))
         .route("/users/{name}/did.json", get(did_document))
         .route("/users/{name}/did.jsonl", get(did_log))
         .with_state(accounts)
@@ -208,11 +210,17 @@ async fn remove_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The account's `did:web` document; asked at a URL the node left (the server marks such
+/// requests with [`FormerUrl`]), the document of the DID made from that URL.
 async fn did_document(
     State(a): State<AppState>,
+    former: Option<Extension<FormerUrl>>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let doc = a.did_document(&name).await?;
+    let doc = match former {
+        Some(Extension(f)) => a.former_did_document(&f, &name).await?,
+        None => a.did_document(&name).await?,
+    };
     Ok(([(header::CONTENT_TYPE, "application/did+json"), (header::CACHE_CONTROL, "no-cache")], Json(doc)))
 }
 
@@ -220,6 +228,11 @@ async fn did_document(
 async fn did_log(State(a): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<impl IntoResponse, ApiError> {
     let log = a.did_log(&name).await?;
     Ok(([(header::CONTENT_TYPE, "text/jsonl; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], log))
+}
+
+/// What the caller's root key signs for its `did:webvh` to follow the node's new URL.
+async fn rehost_draft(State(a): State<AppState>, me: AuthDevice) -> Result<Json<MoveDraft>, ApiError> {
+    Ok(Json(a.rehost_draft(&me).await?))
 }
 
 /// The document the caller's root key signs to upgrade the account to `did:webvh`.

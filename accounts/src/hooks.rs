@@ -75,6 +75,16 @@ pub struct Arrival<'a> {
     pub new_did: &'a str,
 }
 
+/// The node changed its public URL: an account follows it. Its old `did:web` DID and the
+/// URL its links were made from (`from_url`, the former public URL without a final `/`).
+#[derive(Debug, Clone, Copy)]
+pub struct Rehosting<'a> {
+    pub user_id: &'a str,
+    pub user_name: &'a str,
+    pub from_url: &'a str,
+    pub old_web_did: &'a str,
+}
+
 /// What a crate does for its own tables when something ends for an account. Every method
 /// runs inside the accounts service's transaction, on `c`; it must be idempotent (deleting
 /// what is there), so running it twice changes nothing more.
@@ -125,6 +135,13 @@ pub trait AccountHooks: Send + Sync + 'static {
     /// The account has moved away (the new node holds it now): end what this crate serves
     /// for it here (tokens, sessions), keeping what the old node still answers for.
     fn account_moved<'a>(&'a self, _c: &'a mut AnyConnection, _user_id: &'a str) -> HookFuture<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The node changed its public URL (`sichatd admin change-url`): keep what the account
+    /// published under the old one (URLs credentials name, the DID they were issued under)
+    /// answering as it was. Runs once per account, in the accounts service's transaction.
+    fn node_rehosted<'a>(&'a self, _c: &'a mut AnyConnection, _rehosting: Rehosting<'a>) -> HookFuture<'a> {
         Box::pin(std::future::ready(Ok(())))
     }
 }

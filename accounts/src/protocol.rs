@@ -214,6 +214,12 @@ pub enum RootOperation {
         to: String,
         did: String,
     },
+    /// The node changed its public URL: the account's `did:webvh` follows it to `did` (same
+    /// SCID, the node's new host). `did_log_entry` is the entry that moves it, over the
+    /// node's draft (`POST /api/v1/did/rehost-draft`).
+    FollowHost {
+        did: String,
+    },
 }
 
 /// Payload of a root-key-signed request.
@@ -317,8 +323,16 @@ pub struct LoginRequest {
 pub struct Session {
     pub token: String,
     pub expires_at: i64,
+    /// The account's `did:web` DID now (it changes when the node changes its public URL).
     pub did: String,
     pub device_id: String,
+    /// The node's public URL now: a wallet that reached it at an older one follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// The account's `did:webvh` is still at a host the node left: the root key should sign
+    /// `follow_host` (`POST /api/v1/did/rehost-draft`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub did_log_behind: bool,
 }
 
 impl fmt::Debug for Session {

@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 
 mod did_log;
 mod moves;
+mod rehost;
 mod root_ops;
 pub use moves::MovedAway;
 use root_ops::RootOp;
@@ -156,17 +157,20 @@ impl Accounts {
         Ok(self.db.read().await?)
     }
 
-    /// The user name in a DID of this node (`<node did>:users:<name>`).
+    /// The user name in a DID of this node (`<node did>:users:<name>`), or of a URL the
+    /// node had before: wallets that have not followed it yet still name those.
     fn name_in_did(&self, did: &str) -> Result<UserName, AccountError> {
-        let prefix = format!("{}:users:", self.node.did());
-        let name = did
-            .strip_prefix(&prefix)
+        let node_dids = std::iter::once(self.node.did()).chain(self.node.former().iter().map(|f| &f.did));
+        let name = node_dids
+            .filter_map(|node| did.strip_prefix(&format!("{node}:users:")).map(str::to_owned))
+            .next()
             .ok_or_else(|| AccountError::Forbidden(format!("{did} is not an account of this node")))?;
-        UserName::parse(name)
+        UserName::parse(&name)
     }
 
+    /// Requests must name this node, by its DID now or at a URL it had before.
     fn check_audience(&self, aud: &str) -> Result<(), AccountError> {
-        if aud != self.node.did().as_str() {
+        if !self.node.is_own_did(aud) {
             return Err(AccountError::WrongAudience { expected: self.node.did().to_string(), got: aud.into() });
         }
         Ok(())
@@ -547,7 +551,7 @@ impl Accounts {
         if device.cert_expires_at <= now {
             return Err(AccountError::CertificateExpired);
         }
-        if claims.iss != self.node.user_did(&user.name)?.as_str() {
+        if !self.is_user_did(&user.name, &claims.iss)? {
             return Err(AccountError::InvalidRequest("iss is not the device's account".into()));
         }
         if !store::take_challenge(&mut conn, &claims.nonce, CHALLENGE_PURPOSE_LOGIN, Some(&device.id), now).await? {
@@ -557,7 +561,22 @@ impl Accounts {
         let expires_at = now + self.settings.session_ttl_ms;
         store::insert_session(&mut conn, &token_hash(&token), &user.id, &device.id, now, expires_at).await?;
         metrics::counter!("sichat_logins_total").increment(1);
-        Ok(Session { token, expires_at, did: claims.iss, device_id: device.id })
+        // The account's DID now: a wallet that still names the one from a URL the node left
+        // learns where it is.
+        let did = self.node.user_did(&user.name)?;
+        let did_log_behind = !self.node.former().is_empty()
+            && Self::webvh_did(&mut conn, &user.id)
+                .await?
+                .and_then(|d| sichat_core::webvh::WebvhDid::parse(&d).ok())
+                .is_some_and(|d| d.web_did() != did);
+        Ok(Session {
+            token,
+            expires_at,
+            did: did.to_string(),
+            device_id: device.id,
+            public_url: Some(self.node.public_url().to_string()),
+            did_log_behind,
+        })
     }
 
     /// The device behind a bearer token, if its session, device and account are all live.
@@ -677,6 +696,19 @@ impl Accounts {
 
     pub fn user_did(&self, name: &str) -> Result<Did, AccountError> {
         Ok(self.node.user_did(name)?)
+    }
+
+    /// Whether `did` is the `did:web` DID of user `name`, now or at a URL the node left.
+    fn is_user_did(&self, name: &str, did: &str) -> Result<bool, AccountError> {
+        if self.node.user_did(name)?.as_str() == did {
+            return Ok(true);
+        }
+        for f in self.node.former() {
+            if f.user_did(name)?.as_str() == did {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

@@ -23,6 +23,31 @@ pub struct NodeIdentity {
     /// The node's `did:webvh` log (JSON Lines) and its current DID, when its host is a
     /// domain name (see [`node_did_log`]).
     did_log: Option<(String, String)>,
+    /// The public URLs the node had before, newest first (`sichatd admin change-url`).
+    former: Vec<FormerUrl>,
+}
+
+/// A public URL the node had before: it still answers there, for the DIDs made from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormerUrl {
+    pub url: Url,
+    pub did: Did,
+}
+
+impl FormerUrl {
+    /// The DID its user `name` had there.
+    pub fn user_did(&self, name: &str) -> Result<Did, CoreError> {
+        self.did.web_child(&["users", name])
+    }
+}
+
+/// `host[:port]` of a URL, as a `Host` header names it (lowercase, default port left out).
+pub fn authority(url: &Url) -> Option<String> {
+    let host = url.host_str()?.to_ascii_lowercase();
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
 }
 
 /// The public URL a node uses, and what happened to it at this start.
@@ -32,9 +57,13 @@ pub enum PublicUrl {
     New(Url),
     /// The URL remembered from earlier starts.
     Kept(Url),
-    /// Configured to something else than before: every DID of the node changes.
+    /// Configured to something else than before: every DID of the node changes, and the
+    /// node goes on answering for the old ones at `from` (see [`rehost_pending`]).
     Changed { from: Url, to: Url },
 }
+
+const FORMER_URLS: &str = "former_urls";
+const REHOST_PENDING: &str = "rehost_pending";
 
 impl PublicUrl {
     pub fn url(&self) -> &Url {
@@ -46,27 +75,68 @@ impl PublicUrl {
 
 /// Settle the node's public URL. Its DIDs are made from it, so once chosen it is kept:
 /// a `configured` URL wins (and replaces the remembered one), else the remembered one,
-/// else `derived` (from the listen address) on first start.
+/// else `derived` (from the listen address) on first start. A changed URL is recorded
+/// with the one it replaces (`former_urls`) and the accounts' part still to do
+/// (`rehost_pending`), in one transaction. Configuring a URL the node left is refused.
 pub async fn settle_public_url(db: &Db, configured: Option<&Url>, derived: &Url) -> Result<PublicUrl, CoreError> {
-    let stored: Option<String> = sqlx::query("SELECT value FROM node_settings WHERE name = 'public_url'")
-        .fetch_optional(db.pool())
-        .await?
-        .map(|r| r.try_get("value"))
-        .transpose()?;
-    let stored = stored.and_then(|s| Url::parse(&s).ok());
+    let mut tx = db.pool().begin().await?;
+    let stored = setting(&mut tx, "public_url").await?.and_then(|s| Url::parse(&s).ok());
     let outcome = match (stored, configured) {
         (Some(old), Some(new)) if old != *new => PublicUrl::Changed { from: old, to: new.clone() },
         (Some(old), _) => return Ok(PublicUrl::Kept(old)),
         (None, c) => PublicUrl::New(c.unwrap_or(derived).clone()),
     };
-    sqlx::query(
-        "INSERT INTO node_settings (name, value) VALUES ('public_url', $1) \
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    )
-    .bind(outcome.url().as_str())
-    .execute(db.pool())
-    .await?;
+    if let PublicUrl::Changed { from, to } = &outcome {
+        let mut former = former_urls_in(&mut tx).await?;
+        if former.contains(to) {
+            return Err(CoreError::Sealed(format!(
+                "this node left {to} for {from}: it answers there only for its old DIDs. Set public_url = \"{from}\" \
+                 (or leave it out: the node remembers it)"
+            )));
+        }
+        former.insert(0, from.clone());
+        let list: Vec<&str> = former.iter().map(Url::as_str).collect();
+        let list = serde_json::to_string(&list).map_err(|e| CoreError::Sealed(e.to_string()))?;
+        put_setting(&mut tx, FORMER_URLS, &list).await?;
+        put_setting(&mut tx, REHOST_PENDING, from.as_str()).await?;
+    }
+    put_setting(&mut tx, "public_url", outcome.url().as_str()).await?;
+    tx.commit().await?;
     Ok(outcome)
+}
+
+/// The URL the node left whose accounts still have to follow it (their old DIDs made
+/// aliases, their crates told): set by [`settle_public_url`], cleared by [`rehost_done`].
+pub async fn rehost_pending(db: &Db) -> Result<Option<Url>, CoreError> {
+    let mut c = db.pool().acquire().await?;
+    Ok(setting(&mut c, REHOST_PENDING).await?.and_then(|s| Url::parse(&s).ok()))
+}
+
+pub async fn rehost_done(db: &Db) -> Result<(), CoreError> {
+    sqlx::query("DELETE FROM node_settings WHERE name = $1").bind(REHOST_PENDING).execute(db.pool()).await?;
+    Ok(())
+}
+
+async fn setting(c: &mut sqlx::AnyConnection, name: &str) -> Result<Option<String>, CoreError> {
+    Ok(sqlx::query_scalar("SELECT value FROM node_settings WHERE name = $1").bind(name).fetch_optional(c).await?)
+}
+
+async fn put_setting(c: &mut sqlx::AnyConnection, name: &str, value: &str) -> Result<(), CoreError> {
+    sqlx::query(
+        "INSERT INTO node_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name)
+    .bind(value)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+async fn former_urls_in(c: &mut sqlx::AnyConnection) -> Result<Vec<Url>, CoreError> {
+    let Some(text) = setting(c, FORMER_URLS).await? else { return Ok(Vec::new()) };
+    let list: Vec<String> =
+        serde_json::from_str(&text).map_err(|e| CoreError::Sealed(format!("node_settings.former_urls: {e}")))?;
+    Ok(list.iter().filter_map(|u| Url::parse(u).ok()).collect())
 }
 
 impl NodeIdentity {
@@ -106,7 +176,14 @@ impl NodeIdentity {
             return Err(CoreError::Sealed("stored node key does not match its public key".into()));
         }
         let did_log = node_did_log(db, &did, &key).await?;
-        Ok((Self { did, public_url: public_url.clone(), key, did_log }, inserted))
+        let mut c = db.pool().acquire().await?;
+        let former = former_urls_in(&mut c)
+            .await?
+            .into_iter()
+            .filter(|u| u != public_url)
+            .map(|url| Ok(FormerUrl { did: Did::web(&url)?, url }))
+            .collect::<Result<_, CoreError>>()?;
+        Ok((Self { did, public_url: public_url.clone(), key, did_log, former }, inserted))
     }
 
     pub fn did(&self) -> &Did {
@@ -115,6 +192,32 @@ impl NodeIdentity {
 
     pub fn public_url(&self) -> &Url {
         &self.public_url
+    }
+
+    /// The public URLs the node had before, newest first.
+    pub fn former(&self) -> &[FormerUrl] {
+        &self.former
+    }
+
+    /// The former URL whose `host[:port]` is `authority` (from a request's `Host`).
+    pub fn former_at(&self, authority: &str) -> Option<&FormerUrl> {
+        self.former.iter().find(|f| self::authority(&f.url).is_some_and(|a| a.eq_ignore_ascii_case(authority)))
+    }
+
+    /// Whether `did` is this node's DID, now or at a URL it had before.
+    pub fn is_own_did(&self, did: &str) -> bool {
+        self.did.as_str() == did || self.former.iter().any(|f| f.did.as_str() == did)
+    }
+
+    /// The node's DID document as it is answered at a former URL: the same key, under the
+    /// DID made from that URL, naming the current DIDs in `alsoKnownAs`.
+    pub fn former_did_document(&self, former: &FormerUrl) -> DidDocument {
+        let mut doc = document(&former.did, &self.key.public());
+        doc.also_known_as.push(self.did.to_string());
+        if let Some((_, webvh)) = &self.did_log {
+            doc.also_known_as.push(webvh.clone());
+        }
+        doc
     }
 
     /// An absolute URL under the node's public URL.
@@ -141,6 +244,7 @@ impl NodeIdentity {
         if let Some((_, webvh)) = &self.did_log {
             doc.also_known_as.push(webvh.clone());
         }
+        doc.also_known_as.extend(self.former.iter().map(|f| f.did.to_string()));
         doc
     }
 

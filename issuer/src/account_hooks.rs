@@ -9,10 +9,14 @@
 //!   account has moved, its pending offers and nonces here go too, as the account issues
 //!   from its new node.
 //!
+//! - The node changed its public URL: the account's status lists keep the URLs and the DID
+//!   their credentials name (`published_url`, `issuer_did`, as for a list that moved in), so
+//!   they go on verifying; new credentials go into new lists under the new URL.
+//!
 //! Runs on the accounts service's transaction.
 
 use crate::moves;
-use sichat_accounts::hooks::{AccountHooks, Arrival, ExportFuture, HookFuture, ImportFuture, Removal};
+use sichat_accounts::hooks::{AccountHooks, Arrival, ExportFuture, HookFuture, ImportFuture, Rehosting, Removal};
 use sichat_core::node::NodeIdentity;
 use sqlx::AnyConnection;
 use std::sync::Arc;
@@ -66,5 +70,10 @@ impl AccountHooks for IssuerAccountHooks {
 
     fn account_moved<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> HookFuture<'a> {
         Box::pin(end_offers(c, user_id))
+    }
+
+    fn node_rehosted<'a>(&'a self, c: &'a mut AnyConnection, r: Rehosting<'a>) -> HookFuture<'a> {
+        let prefix = format!("{}/users/{}/status/", r.from_url, r.user_name);
+        Box::pin(async move { crate::store::keep_list_urls(c, r.user_id, &prefix, r.old_web_did).await })
     }
 }

@@ -345,3 +345,19 @@ pub async fn present_ids(c: &mut Conn, table: Table, ids: &[&str]) -> Result<Vec
     }
     Ok(found)
 }
+
+/// The node changed its public URL: each list of the account that had none records the
+/// URL its credentials name (`url_prefix` + its id) and the DID it was issued under (the
+/// old `did:web`, for a list that recorded none), so it is served as before.
+pub async fn keep_list_urls(c: &mut Conn, user_id: &str, url_prefix: &str, old_did: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE issuer_status_lists SET published_url = $1 || id, issuer_did = COALESCE(issuer_did, $2) \
+         WHERE user_id = $3 AND published_url IS NULL",
+    )
+    .bind(url_prefix)
+    .bind(old_did)
+    .bind(user_id)
+    .execute(c)
+    .await?;
+    Ok(())
+}

@@ -10,10 +10,11 @@ use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 use sichat_accounts::{Accounts, AuthDevice, DIDCOMM_PATH};
 use sichat_core::http::{Api, ApiError, ApiJson, ApiPath};
+use sichat_core::node::FormerUrl;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -88,12 +89,14 @@ async fn pickup(
 /// Another node delivers a forward, signed by its node key.
 async fn deliver(
     State(s): State<AppState>,
+    former: Option<Extension<FormerUrl>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let from = crate::federation::authenticate(&s.messaging, &method, &uri, &headers, &body).await?;
+    let at = former.map(|Extension(f)| f.url.to_string());
+    let from = crate::federation::authenticate(&s.messaging, at.as_deref(), &method, &uri, &headers, &body).await?;
     match s.messaging.receive(&from, &body).await? {
         Received::Stored => Ok((StatusCode::ACCEPTED, Json(json!({"state": "delivered"}))).into_response()),
         Received::Duplicate => {

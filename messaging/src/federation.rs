@@ -67,9 +67,12 @@ pub(crate) async fn forget_expired_nonces(c: &mut sqlx::AnyConnection, now: i64)
     Ok(done.rows_affected())
 }
 
-/// Who sent a delivery: the node whose key signed it, and the user it vouches for.
+/// Who sent a delivery: the node whose key signed it, and the user it vouches for. `at`:
+/// the URL this node had before that the request came in at (a sender that resolved an
+/// old DID document), if so.
 pub(crate) async fn authenticate(
     m: &Messaging,
+    at: Option<&str>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -82,9 +85,12 @@ pub(crate) async fn authenticate(
             crate::federation_auth::CONTENT_TYPE
         )));
     }
-    // The URL the sender signed is ours, never what the Host header says.
+    // The URL the sender signed is ours (now, or one we had), never what the Host header says.
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let target = m.node().url(path);
+    let target = match at {
+        Some(former) => format!("{}/{}", former.trim_end_matches('/'), path.trim_start_matches('/')),
+        None => m.node().url(path),
+    };
     let request = IncomingRequest { method: method.as_str(), target_uri: &target, headers, body };
     let now = now_ms() / 1000;
     let peer = verify_request(&request, m.resolver(), now).await.map_err(|e| {

@@ -222,7 +222,10 @@ impl Messaging {
         let sender = self.did_of(me)?;
         let forward = self.read_forward(body)?;
         if let Some(skid) = forward.envelope.get("protected").and_then(protected_skid) {
-            if !skid.starts_with(&format!("{}#", sender.as_str())) {
+            // A wallet that has not followed the node to its new URL yet still seals under
+            // the user's DID from the old one: the same keys, answered there.
+            let former = self.node.former().iter().filter_map(|f| f.user_did(&me.user_name).ok());
+            if !std::iter::once(sender.clone()).chain(former).any(|d| skid.starts_with(&format!("{}#", d.as_str()))) {
                 return Err(MessagingError::Malformed(format!(
                     "the envelope is authcrypted from {skid}, which is not a key of your DID {sender}"
                 )));
@@ -318,16 +321,17 @@ impl Messaging {
         Ok(Forward { id: message.id.as_str().to_owned(), next, envelope, presentation })
     }
 
-    /// The name of a user of this node, if `did` is one's.
     /// The user of a portable `did:webvh` DID that lives at this node's `did:web` address.
     fn local_webvh_name(&self, did: &Did) -> Option<String> {
         let webvh = sichat_core::webvh::WebvhDid::parse(did.as_str()).ok()?;
         self.local_user_name(&webvh.web_did())
     }
 
+    /// The name of a user of this node, if `did` is one's: by the node's DID now or at a URL
+    /// it had before (`sichatd admin change-url`).
     fn local_user_name(&self, did: &Did) -> Option<String> {
-        let prefix = format!("{}:users:", self.node.did().as_str());
-        let name = did.as_str().strip_prefix(&prefix)?;
+        let node_dids = std::iter::once(self.node.did()).chain(self.node.former().iter().map(|f| &f.did));
+        let name = node_dids.filter_map(|node| did.as_str().strip_prefix(&format!("{node}:users:"))).next()?;
         (!name.is_empty() && !name.contains(':')).then(|| name.to_owned())
     }
 

@@ -9,9 +9,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sichat_core::http::{ApiError, ClientAddr};
+use sichat_core::node::{FormerUrl, NodeIdentity};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub fn router(node: &Node, limiters: &Limiters) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(middleware::from_fn_with_state(node.identity.clone(), mark_former_url))
         // First of all: who is asking, for every per-address limit after it.
         .layer(middleware::from_fn_with_state(node.config.trusted_proxies(), crate::proxy::record_client))
 }
@@ -104,8 +106,13 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), route)
 }
 
-async fn node_did_document(State(node): State<Node>) -> impl IntoResponse {
-    let doc = node.identity.did_document();
+/// The node's `did:web` document, or, asked at a URL the node left, the document of the
+/// DID made from that URL.
+async fn node_did_document(State(node): State<Node>, former: Option<Extension<FormerUrl>>) -> impl IntoResponse {
+    let doc = match former {
+        Some(Extension(f)) => node.identity.former_did_document(&f),
+        None => node.identity.did_document(),
+    };
     ([(header::CONTENT_TYPE, "application/did+json"), (header::CACHE_CONTROL, "max-age=300")], Json(doc))
 }
 
@@ -153,6 +160,25 @@ async fn json_errors(req: Request, next: Next) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A request for a host the node had before (`sichatd admin change-url`; the old name
+/// still points here) carries that [`FormerUrl`]: the DID documents answered are then those
+/// of the old DIDs. The `Host` header (or the HTTP/2 authority) decides: a reverse proxy
+/// must pass it on.
+async fn mark_former_url(State(identity): State<Arc<NodeIdentity>>, mut req: Request, next: Next) -> Response {
+    if !identity.former().is_empty() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        if let Some(former) = host.and_then(|h| identity.former_at(&h).cloned()) {
+            req.extensions_mut().insert(former);
+        }
+    }
+    next.run(req).await
 }
 
 /// Per-client-address rate limit.

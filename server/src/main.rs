@@ -74,6 +74,22 @@ enum Admin {
         #[arg(long)]
         json: bool,
     },
+    /// Move the node to a new public URL (a new domain) with every account. The DIDs made
+    /// from the old URL keep working: keep the old name pointing at this node (for
+    /// `moved_account_days`), and the node answers there for them. Stop the node first,
+    /// then start it at the new URL (and set `public_url` to it in the configuration file,
+    /// if it names one). Accounts with a did:webvh DID follow when their root-key wallet
+    /// next signs in.
+    ChangeUrl {
+        /// The new public URL, e.g. https://id.new.example.
+        #[arg(long)]
+        to: Url,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Mint a single-use initial access token for OpenID client registration, for nodes with
     /// `oidc_registration = "invite-only"`. Give it to the site's operator; their client
     /// sends it as `Authorization: Bearer TOKEN` to the registration endpoint.
@@ -106,6 +122,46 @@ fn main() {
 /// the system when freed. By default glibc raises its mmap threshold once such a buffer is
 /// freed, so every later one is carved from some thread's heap and stays resident there: RSS
 /// grew by about 40 MB with every burst of sign-ins (BENCHMARKS.md, OpenID Provider).
+/// `sichatd admin change-url`: opening the node at the new URL records the change and makes
+/// every account follow it (with progress), as a new `public_url` does at a start.
+async fn change_url(mut config: Config, to: Url, yes: bool, json: bool) -> Result<()> {
+    if !matches!(to.scheme(), "https" | "http") || to.host_str().is_none() {
+        bail!("{to} is not a node URL: give https://host[:port]");
+    }
+    if !yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            bail!("changing the node's URL needs your confirmation: run it in a terminal, or pass --yes");
+        }
+        eprintln!("Every DID of this node and of its accounts moves to {to}.");
+        eprintln!("Keep the old host name pointing at this node: it answers there for the old DIDs.");
+        eprint!("Stop the node first. Go on? [y/N] ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            bail!("nothing changed");
+        }
+    }
+    let derived = config.public_url_for(config.listen);
+    config.public_url = Some(to.clone());
+    let node = Node::open(config, derived).await?;
+    let former: Vec<String> = node.identity.former().iter().map(|f| f.url.to_string()).collect();
+    let users = node.accounts.users().await?.len();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"public_url": to, "did": node.identity.did(), "former_urls": former, "accounts": users})
+        );
+    } else {
+        println!("The node is now {to} ({}), with its {users} accounts.", node.identity.did());
+        if let Some(old) = former.first() {
+            println!("It keeps answering at {old} for the old DIDs: keep that name pointing here.");
+        }
+        println!("Start it again: it remembers the new URL (a public_url in the configuration file must name it).");
+    }
+    node.db.close().await;
+    Ok(())
+}
+
 fn keep_big_buffers_out_of_the_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread exists.
@@ -178,9 +234,13 @@ async fn serve_node(config: Config) -> Result<()> {
 }
 
 async fn admin(config: Config, cmd: Admin) -> Result<()> {
+    if let Admin::ChangeUrl { to, yes, json } = cmd {
+        return change_url(config, to, yes, json).await;
+    }
     let public_url = config.public_url_for(config.listen);
     let node = Node::open(config, public_url).await?;
     match cmd {
+        Admin::ChangeUrl { .. } => bail!("change-url opens the node at its new URL itself"),
         Admin::Invite { quota, label, json } => {
             let created =
                 node.accounts.create_invite(None, CreateInvite { quota, label, expires_in_hours: None }).await?;

@@ -6,7 +6,7 @@ use sichat_accounts::protocol::InviteCreated;
 use sichat_accounts::{Accounts, Settings};
 use sichat_core::db::Db;
 use sichat_core::net::{Fetcher, NetPolicy};
-use sichat_core::node::{settle_public_url, NodeIdentity, PublicUrl};
+use sichat_core::node::{rehost_done, rehost_pending, settle_public_url, NodeIdentity, PublicUrl};
 use sichat_core::resolver::Resolver;
 use sichat_core::seal::{MasterKey, MasterKeySource};
 use sichat_issuer::Issuer;
@@ -52,7 +52,11 @@ impl Node {
         let db = Db::open(&url).await.with_context(|| format!("cannot open the database at {}", redact(&url)))?;
         let public_url = match settle_public_url(&db, config.public_url.as_ref(), &derived_url).await? {
             PublicUrl::Changed { from, to } => {
-                tracing::warn!(%from, %to, "public_url changed: every DID of this node changes with it");
+                tracing::warn!(
+                    %from, %to,
+                    "public_url changed: every DID of this node moves with it; the node keeps answering at {from} \
+                     for the old DIDs (keep that name pointing here)"
+                );
                 to
             }
             PublicUrl::Kept(url) if url != derived_url && config.public_url.is_none() => {
@@ -77,9 +81,10 @@ impl Node {
         }
         // The node's own DIDs are fetched with its public URL's scheme: HTTPS for a node at
         // https://localhost:8443, not a plain HTTP guessed for loopback.
-        let resolver = Arc::new(
-            Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?)).with_origins([public_url.clone()]),
-        );
+        let resolver =
+            Arc::new(Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?)).with_origins(
+                std::iter::once(public_url.clone()).chain(identity.former().iter().map(|f| f.url.clone())),
+            ));
         let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone(), resolver.clone()));
         let verifier = Arc::new(Verifier::with_resolver(resolver.clone(), issuer.own_contexts()));
         let messaging = Arc::new(Messaging::new(
@@ -98,6 +103,7 @@ impl Node {
                 .map_err(|e| anyhow::anyhow!("cannot open the OpenID Provider: {e}"))?,
         );
         register_account_hooks(&accounts, &identity, &messaging, &oidc);
+        follow_new_url(&db, &accounts).await?;
         Ok(Self {
             config: Arc::new(config),
             db,
@@ -116,6 +122,22 @@ impl Node {
     pub async fn owner_invite(&self) -> Result<Option<InviteCreated>> {
         Ok(self.accounts.owner_invite_if_needed(self.config.owner_quota).await?)
     }
+}
+
+/// After a change of public URL (`sichatd admin change-url`, or a new `public_url`), every
+/// account follows the node, with progress on stderr. Resumed at the next start if cut
+/// short: each account follows once.
+async fn follow_new_url(db: &Db, accounts: &Accounts) -> Result<()> {
+    let Some(from) = rehost_pending(db).await? else { return Ok(()) };
+    let mut progress = crate::progress::Progress::new("accounts following the new URL");
+    let followed =
+        accounts.rehost_accounts(&from, |done, total| progress.update(done, total)).await.with_context(|| {
+            format!("the accounts could not follow the node from {from}: start the node again to resume")
+        })?;
+    progress.finish();
+    rehost_done(db).await?;
+    tracing::info!(%from, followed, "every account follows the node's new URL");
+    Ok(())
 }
 
 /// Every crate that keeps rows for a user ends them when the account is removed, a device

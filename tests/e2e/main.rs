@@ -17,6 +17,7 @@ mod issuer;
 mod mailbox;
 mod mailbox_abuse;
 mod messaging;
+mod node_url_change;
 mod oid4vci;
 mod oidc;
 mod oidc_clients;

@@ -213,6 +213,20 @@ impl TestApp {
         }
     }
 
+    /// Stop serving, keeping the database and data directory, to start again later (after
+    /// an admin command, on another address).
+    pub async fn stop_keeping(mut self) -> StoppedApp {
+        let config = (*self.node.config).clone();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        self.node.db.close().await;
+        StoppedApp { config, db: self._db.take(), dir: std::mem::replace(&mut self.dir, TempDir::new("gone")) }
+    }
+
     /// Stop serving and wait for the server to drain.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -253,6 +267,21 @@ impl TestApp {
         let r = self.http.post(format!("{}{path}", self.url)).json(body).send().await.expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// A node stopped by [`TestApp::stop_keeping`]: its configuration, database and data.
+pub struct StoppedApp {
+    pub config: Config,
+    db: Option<TestDb>,
+    dir: TempDir,
+}
+
+impl StoppedApp {
+    /// Serve again, listening on `listen`.
+    pub async fn serve_at(self, listen: std::net::SocketAddr) -> TestApp {
+        let config = Config { listen, ..self.config };
+        TestApp::serve(config, self.db, self.dir).await
     }
 }
 

@@ -160,7 +160,7 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
 
 /// The draft must continue the log the old node serves, and name this wallet's root key as
 /// the only controller: neither node can slip anything past the root key's signature.
-fn check_draft(draft: &MoveDraft, old_log: &str, root: &Ed25519KeyPair) -> Result<()> {
+pub(crate) fn check_draft(draft: &MoveDraft, old_log: &str, root: &Ed25519KeyPair) -> Result<()> {
     let last = old_log.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
     if draft.last_entry != last {
         bail!("the new node's draft does not continue your DID log as your node serves it: refusing to sign");

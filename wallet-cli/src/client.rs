@@ -110,32 +110,39 @@ impl Client {
     /// Mutual login: the node proves its key by signing the challenge, the device proves
     /// its key by signing the nonce bound to the node's DID. Returns a fresher device
     /// certificate when the node has one (after a root rotation).
-    pub async fn login(&mut self, wallet: &Wallet) -> Result<Option<String>> {
+    pub async fn login(&mut self, wallet: &Wallet) -> Result<LoggedIn> {
         let (node_did, node_key) = pinned_node(wallet)?;
         let req = LoginChallengeRequest { certificate: wallet.certificate.clone() };
         let LoginChallenge { challenge, certificate } = self.post("/api/v1/sessions/challenge", &req).await?;
         let claims: LoginChallengeClaims = jws::verify(&challenge, &node_key, TYP_LOGIN_CHALLENGE).map_err(|e| {
             anyhow!("the server failed to prove it holds the node key pinned at init ({e}): refusing to log in")
         })?;
-        if claims.iss != node_did || claims.aud != wallet.profile.device_id || claims.exp < now_secs() {
+        if claims.aud != wallet.profile.device_id || claims.exp < now_secs() {
             bail!("the server's login challenge is not for this device or has expired: refusing to log in");
+        }
+        // The pinned node key vouches for the node's DID: a node that changed its public URL
+        // names its new DID, which the wallet then follows.
+        let node_did_now = claims.iss.clone();
+        if node_did_now != node_did && !node_did_now.starts_with("did:web:") {
+            bail!("the server's login challenge names {node_did_now}, not a did:web DID: refusing to log in");
         }
         let answer = LoginClaims {
             iss: wallet.profile.did.clone(),
             sub: wallet.profile.device_id.clone(),
-            aud: node_did,
+            aud: node_did_now.clone(),
             nonce: claims.nonce,
             iat: now_secs(),
         };
         let response = jws::sign(&wallet.device_sign, TYP_LOGIN, Some(&device_kid(wallet)), &answer)?;
         let session: Session = self.post("/api/v1/sessions", &LoginRequest { response }).await?;
-        self.token = Some(session.token);
+        self.token = Some(session.token.clone());
         // Keep a newer certificate only if it really is this device's, by the current root.
-        Ok(certificate.filter(|c| {
+        let certificate = certificate.filter(|c| {
             jws::unverified_payload::<DeviceCertificate>(c).is_ok_and(|d| {
                 d.sub == wallet.profile.device_id && d.sign_key == wallet.device_sign.public().to_multibase()
             })
-        }))
+        });
+        Ok(LoggedIn { certificate, node_did: node_did_now, session })
     }
 
     /// End the session (best effort: it expires by itself anyway).
@@ -174,6 +181,15 @@ impl Client {
         };
         Ok(jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#root", wallet.profile.did)), &claims)?)
     }
+}
+
+/// What a login tells the wallet besides its session.
+pub struct LoggedIn {
+    /// This device's newer certificate, if the node holds one.
+    pub certificate: Option<String>,
+    /// The node's DID now (its public URL may have changed).
+    pub node_did: String,
+    pub session: Session,
 }
 
 fn pinned_node(wallet: &Wallet) -> Result<(String, Ed25519Public)> {

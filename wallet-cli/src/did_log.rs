@@ -8,7 +8,7 @@ use crate::client::Client;
 use crate::wallet::Wallet;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use sichat_accounts::protocol::{DeviceCertificate, RootOperation};
+use sichat_accounts::protocol::{DeviceCertificate, MoveDraft, RootOperation, SignedRequest};
 use sichat_core::did::{DidDocument, Relationships};
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
@@ -60,6 +60,36 @@ pub fn first_entry(draft: Value, root: &Ed25519KeyPair) -> Result<(WebvhDid, Str
     Ok((did, entry.line))
 }
 
+/// The node changed its public URL: move the account's `did:webvh` to its new host. The
+/// node drafts the document there; the wallet checks that it continues the log it serves
+/// (verified first) and names this root key as the only controller, then signs the entry.
+/// `client` must hold a session. Returns the DID at the new host.
+pub async fn follow_host(client: &Client, wallet: &Wallet, root: &Ed25519KeyPair) -> Result<String> {
+    let draft: MoveDraft = client.post("/api/v1/did/rehost-draft", &json!({})).await?;
+    let raw = fetch_log(client, wallet).await?.ok_or_else(|| anyhow!("your node serves no DID log for you"))?;
+    let last = raw.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+    let current = serde_json::from_str::<Value>(last)
+        .ok()
+        .and_then(|v| v["state"]["id"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow!("your DID log's last entry has no DID"))?;
+    let log = webvh::verify_log(&current, &raw)
+        .await
+        .with_context(|| format!("your DID log on {} does not verify: do not trust this node", client.base()))?;
+    let (old, new) = (WebvhDid::parse(&current)?, WebvhDid::parse(&draft.did)?);
+    if old.scid() != new.scid() {
+        bail!("the node's draft names another DID ({}) than yours: refusing to sign", draft.did);
+    }
+    if !log.update_keys.contains(&root.public().to_multibase()) {
+        bail!("your DID log is not controlled by this wallet's root key (was it rotated from another wallet?)");
+    }
+    crate::account_move::check_draft(&draft, &raw, root)?;
+    let entry = webvh::append(&draft.last_entry, draft.state.clone(), json!({}), root)?;
+    let op = RootOperation::FollowHost { did: draft.did.clone() };
+    let request = client.signed_root_op(wallet, root, op, Some(entry.line)).await?;
+    let _: Value = client.post("/api/v1/root-operations", &SignedRequest { request }).await?;
+    Ok(draft.did)
+}
+
 /// The next entry for `op`, signed by `root`, or `None` when the account has no log.
 pub async fn next_entry(
     client: &Client,
@@ -67,7 +97,13 @@ pub async fn next_entry(
     root: &Ed25519KeyPair,
     op: &RootOperation,
 ) -> Result<Option<String>> {
-    if matches!(op, RootOperation::UpgradeDid { .. } | RootOperation::MoveOut { .. } | RootOperation::MoveDone { .. }) {
+    if matches!(
+        op,
+        RootOperation::UpgradeDid { .. }
+            | RootOperation::MoveOut { .. }
+            | RootOperation::MoveDone { .. }
+            | RootOperation::FollowHost { .. }
+    ) {
         return Ok(None);
     }
     let Some(raw) = fetch_log(client, wallet).await? else { return Ok(None) };
@@ -110,9 +146,10 @@ pub async fn next_entry(
             }
             parameters = json!({"updateKeys": [new_root_key]});
         }
-        RootOperation::UpgradeDid { .. } | RootOperation::MoveOut { .. } | RootOperation::MoveDone { .. } => {
-            return Ok(None)
-        }
+        RootOperation::UpgradeDid { .. }
+        | RootOperation::MoveOut { .. }
+        | RootOperation::MoveDone { .. }
+        | RootOperation::FollowHost { .. } => return Ok(None),
     }
     let state = serde_json::to_value(&doc)?;
     // May wait up to a second: each version must be later than the last, to the second.

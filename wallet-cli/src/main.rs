@@ -296,11 +296,64 @@ impl Ctx {
         let (mut w, pass) = self.open()?;
         let server = w.profile.server.clone().ok_or_else(no_server)?;
         let mut client = Client::new(&server)?;
-        if let Some(fresh) = client.login(&w).await? {
+        let login = client.login(&w).await?;
+        let followed = self.follow_node(&mut w.profile, &login);
+        let renewed = login.certificate.is_some();
+        if let Some(fresh) = login.certificate.clone() {
             w.certificate = fresh;
+        }
+        if followed || renewed {
             w.save(&self.dir, &pass)?;
         }
+        if followed {
+            self.tell_followed(&w.profile);
+        }
+        if login.session.did_log_behind {
+            if let Some(root) = w.root.as_ref() {
+                let did = did_log::follow_host(&client, &w, root).await?;
+                wallet::update(&self.dir, &pass, |saved: &mut Wallet| {
+                    saved.profile.remember_dids([did.clone()]);
+                    Ok(())
+                })?;
+                w.profile.remember_dids([did.clone()]);
+                if !self.json {
+                    eprintln!("Your portable DID follows your node: {did}");
+                }
+            }
+        }
         Ok((w, client))
+    }
+
+    /// Say that the wallet followed its node to a new URL.
+    pub(crate) fn tell_followed(&self, profile: &Profile) {
+        if !self.json {
+            let server = profile.server.as_deref().unwrap_or_default();
+            eprintln!("Your node moved to {server}: this wallet follows it (your DID is now {}).", profile.did);
+        }
+    }
+
+    /// The node changed its public URL (`sichatd admin change-url`): the wallet follows it,
+    /// keeping the old DID among those its messages may be sealed to. True if it did.
+    pub(crate) fn follow_node(&self, profile: &mut Profile, login: &client::LoggedIn) -> bool {
+        let new_did = (login.session.did != profile.did).then(|| login.session.did.clone());
+        let new_node = (Some(&login.node_did) != profile.node_did.as_ref()).then(|| login.node_did.clone());
+        if new_did.is_none() && new_node.is_none() {
+            return false;
+        }
+        // Only a node whose DID changed moved: the wallet may reach an unchanged node at
+        // another address than its public URL.
+        let new_server = login.session.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(did) = new_did {
+            let old = std::mem::replace(&mut profile.did, did);
+            profile.remember_dids([old]);
+        }
+        if let Some(node) = new_node {
+            profile.node_did = Some(node);
+        }
+        if let Some(server) = new_server {
+            profile.server = Some(server);
+        }
+        true
     }
 
     pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> Result<()> {

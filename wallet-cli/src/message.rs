@@ -113,15 +113,25 @@ pub(crate) fn need_node(profile: &Profile) -> Result<String> {
     })
 }
 
-/// Log in to the wallet's node, keeping a fresher device certificate if it hands one back.
+/// Log in to the wallet's node, keeping a fresher device certificate if it hands one back,
+/// and following the node to a new public URL (from the next command on).
 async fn login(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<Client> {
     let server = need_node(&w.profile)?;
     let mut c = Client::new(&server)?;
-    if let Some(fresh) = c.login(w).await? {
-        wallet::update(&ctx.dir, pass, |w| {
-            w.certificate = fresh;
+    let login = c.login(w).await?;
+    let mut profile = w.profile.clone();
+    let follows = ctx.follow_node(&mut profile, &login);
+    if login.certificate.is_some() || follows {
+        wallet::update(&ctx.dir, pass, |saved| {
+            if let Some(fresh) = login.certificate.clone() {
+                saved.certificate = fresh;
+            }
+            ctx.follow_node(&mut saved.profile, &login);
             Ok(())
         })?;
+    }
+    if follows {
+        ctx.tell_followed(&profile);
     }
     Ok(c)
 }

@@ -38,6 +38,17 @@ pub struct Profile {
     pub also_known_as: Vec<String>,
 }
 
+impl Profile {
+    /// Remember more DIDs of the account (messages sealed to any of them open here).
+    pub fn remember_dids(&mut self, dids: impl IntoIterator<Item = String>) {
+        for did in dids {
+            if did != self.did && !self.also_known_as.contains(&did) {
+                self.also_known_as.push(did);
+            }
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Secrets {
     root: Option<String>,

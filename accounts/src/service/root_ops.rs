@@ -131,8 +131,11 @@ impl Accounts {
             RootOperation::MoveOut { .. } => {
                 return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()))
             }
+            RootOperation::FollowHost { did } => {
+                self.follow_host(&mut tx, &user, did, claims.did_log_entry.as_deref(), now).await?
+            }
         }
-        if !matches!(claims.op, RootOperation::UpgradeDid { .. }) {
+        if !matches!(claims.op, RootOperation::UpgradeDid { .. } | RootOperation::FollowHost { .. }) {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
         }
         tx.commit().await?;
@@ -154,5 +157,6 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::UpgradeDid { .. } => "upgrade_did",
         RootOperation::MoveOut { .. } => "move_out",
         RootOperation::MoveDone { .. } => "move_done",
+        RootOperation::FollowHost { .. } => "follow_host",
     }
 }
