@@ -6,11 +6,14 @@
 //! the old DIDs, from this node and another, arrive once; a bad configuration changes nothing.
 
 use crate::messaging::{delivered, inbox, send, texts};
-use crate::portable_did::{issue, issuer_of, text};
+use crate::portable_did::{issue, issuer_of, text, Raw};
 use serde_json::Value;
+use sichat_accounts::protocol::{MoveDraft, RootOperation};
+use sichat_core::did::Did;
+use sichat_core::keys::Ed25519KeyPair;
 use sichat_core::net::NetPolicy;
 use sichat_core::webvh;
-use sichat_e2e::{json, sichat, stderr, storage_tests, Backend, TestApp};
+use sichat_e2e::{json, session_token, sichat, stderr, storage_tests, unseal, Backend, TestApp};
 use sichat_verifier::{Options, Verifier};
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
@@ -135,6 +138,20 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
         node_doc["verificationMethod"][0]["publicKeyMultibase"]
     );
 
+    // The node's own did:webvh followed it, signed by the node key.
+    let (status, _, node_log) = text(&a, "/.well-known/did.jsonl").await;
+    assert_eq!(status, 200);
+    let node_webvh = node_doc["alsoKnownAs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|d| d.starts_with("did:webvh:"))
+        .expect("the node's did:webvh")
+        .to_owned();
+    assert!(node_webvh.contains(&new_port.to_string()), "{node_webvh}");
+    webvh::verify_log(&node_webvh, &node_log).await.expect("the node's log verifies at the new host");
+
     // Alice's old did:web document, at the old URL: her keys, the new DIDs, the new endpoint.
     let old_alice: Value =
         http.get(at_old("/users/alice/did.json")).send().await.expect("GET").json().await.expect("json");
@@ -167,6 +184,8 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
     let who = json(&sichat(&carol, &["--json", "whoami"]).await);
     assert_eq!(who["server"], new_url.as_str(), "{who}");
     assert_ne!(who["did"], carol_old.as_str(), "{who}");
+
+    bad_follows_change_nothing(&a, &alice, &old_web).await;
 
     // Alice's wallet follows at its next session, and its root key moves the did:webvh.
     let out = sichat(&alice, &["device", "list"]).await;
@@ -215,6 +234,46 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
     assert!(valid, "{report}");
     other.stop().await;
     a.stop().await;
+}
+
+/// A `follow_host` to a host the node does not have, with an entry not signed by the update
+/// key, signed by another key than the root, or whose document is not the account's: each
+/// refused, the log unchanged.
+async fn bad_follows_change_nothing(a: &TestApp, alice: &std::path::Path, old_web: &str) {
+    let token = session_token(a, alice).await;
+    let r = a.http.post(format!("{}/api/v1/did/rehost-draft", a.url)).bearer_auth(&token).json(&serde_json::json!({}));
+    let draft: MoveDraft = r.send().await.expect("POST").json().await.expect("draft");
+    let (_, _, before) = text(a, "/users/alice/did.jsonl").await;
+    let raw = Raw { root: unseal(alice).root.expect("the root key"), did: Did::parse(old_web).expect("did") };
+    let stranger = Ed25519KeyPair::generate();
+    let scid = draft.did.split(':').nth(2).expect("scid");
+    let evil = format!("did:webvh:{scid}:evil.example:users:alice");
+    let entry = |state: Value, key: &Ed25519KeyPair| {
+        webvh::append(&draft.last_entry, state, serde_json::json!({}), key).expect("entry").line
+    };
+    let elsewhere: Value = serde_json::from_str(&draft.state.to_string().replace(&draft.did, &evil)).expect("json");
+    let mut tampered = draft.state.clone();
+    tampered["alsoKnownAs"].as_array_mut().expect("aka").push(Value::String("did:web:evil.example".into()));
+    let cases = [
+        (RootOperation::FollowHost { did: evil.clone() }, entry(elsewhere, &raw.root), "must move the DID to"),
+        (RootOperation::FollowHost { did: draft.did.clone() }, entry(draft.state.clone(), &stranger), "DID log entry"),
+        (
+            RootOperation::FollowHost { did: draft.did.clone() },
+            entry(tampered, &raw.root),
+            "not the account's document",
+        ),
+    ];
+    for (op, line, says) in cases {
+        let (status, body) = raw.root_op(a, op, Some(line)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains(says), "{says}: {body}");
+    }
+    let forger = Raw { root: stranger, did: raw.did.clone() };
+    let line = entry(draft.state.clone(), &raw.root);
+    let (status, body) = forger.root_op(a, RootOperation::FollowHost { did: draft.did.clone() }, Some(line)).await;
+    assert!(matches!(status, 400 | 401), "{status} {body}");
+    let (_, _, after) = text(a, "/users/alice/did.jsonl").await;
+    assert_eq!(before, after, "nothing changed");
 }
 
 fn a_addr(port: u16) -> SocketAddr {

@@ -338,6 +338,8 @@ pub struct WalletSecrets {
     pub device_sign: sichat_core::keys::Ed25519KeyPair,
     pub device_agree: sichat_core::keys::X25519KeyPair,
     pub certificate: String,
+    /// The root key, in the wallet that holds it.
+    pub root: Option<sichat_core::keys::Ed25519KeyPair>,
 }
 
 pub fn unseal(wallet: &Path) -> WalletSecrets {
@@ -355,6 +357,10 @@ pub fn unseal(wallet: &Path) -> WalletSecrets {
         device_sign: sichat_core::keys::Ed25519KeyPair::from_secret(&secret("device_sign")).expect("key"),
         device_agree: sichat_core::keys::X25519KeyPair::from_secret(&secret("device_agree")).expect("key"),
         certificate: secrets["certificate"].as_str().expect("certificate").to_owned(),
+        root: secrets["root"].as_str().map(|r| {
+            sichat_core::keys::Ed25519KeyPair::from_secret(&sichat_core::keys::decode_secret(r).expect("b64"))
+                .expect("key")
+        }),
         profile,
     }
 }
