@@ -83,8 +83,7 @@ impl Accounts {
         let text =
             text.replace(&format!("{now}\""), &format!("{old}\"")).replace(&format!("{now}#"), &format!("{old}#"));
         let mut doc: DidDocument = serde_json::from_str(&text).map_err(|e| AccountError::Internal(e.to_string()))?;
-        doc.also_known_as =
-            std::iter::once(now).chain(current.also_known_as.into_iter()).filter(|d| *d != old.as_str()).collect();
+        doc.also_known_as = std::iter::once(now).chain(current.also_known_as).filter(|d| *d != old.as_str()).collect();
         Ok(doc)
     }
 
