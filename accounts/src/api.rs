@@ -22,6 +22,8 @@ pub fn moves_router(accounts: Arc<Accounts>) -> Router {
     Router::new()
         .route("/api/v1/moves/tickets", post(move_ticket))
         .route("/api/v1/moves/export", post(move_export))
+        .route("/api/v1/moves/export/page", post(move_export_page))
+        .route("/api/v1/moves/pages", post(move_page))
         .route("/api/v1/moves/draft", post(move_draft))
         .route("/api/v1/moves/import", post(move_import))
         .with_state(accounts)
@@ -75,6 +77,20 @@ async fn move_export(
     ApiJson(body): ApiJson<SignedRequest>,
 ) -> Result<Json<MoveExport>, ApiError> {
     Ok(Json(a.move_export(&body.request).await?))
+}
+
+async fn move_export_page(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<MovePageRequest>,
+) -> Result<Json<MovePage>, ApiError> {
+    Ok(Json(a.move_export_page(&body).await?))
+}
+
+async fn move_page(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<MovePageUpload>,
+) -> Result<Json<MovePagesHeld>, ApiError> {
+    Ok(Json(a.move_page_upload(&body).await?))
 }
 
 async fn move_draft(

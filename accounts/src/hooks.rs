@@ -63,6 +63,37 @@ pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = Result<serde_json::Value
 /// The future of an import.
 pub type ImportFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ImportError>> + Send + 'a>>;
 
+/// What a crate exports of a moving account: its `part` for the bundle, and, when not all
+/// of it fits there, where the rest starts ([`AccountHooks::export_page`] takes it on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exported {
+    pub part: serde_json::Value,
+    pub more: Option<More>,
+}
+
+/// The rest of a crate's export, carried in pages after the bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct More {
+    /// Opaque to others: where the next page starts.
+    pub cursor: String,
+    /// How many items are left (for progress).
+    pub items: u64,
+}
+
+/// One page of a crate's export: JSON of its own shape, and where the next starts (`None`:
+/// this was the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub page: serde_json::Value,
+    pub next: Option<String>,
+    pub items: u64,
+}
+
+/// The future of an export with its rest.
+pub type ExportedFuture<'a> = Pin<Box<dyn Future<Output = Result<Exported, sqlx::Error>> + Send + 'a>>;
+/// The future of one page of an export.
+pub type PageFuture<'a> = Pin<Box<dyn Future<Output = Result<Page, ImportError>> + Send + 'a>>;
+
 /// An account being moved in from another node: its id here (the id it had there), the
 /// URL of the node it comes from and of this one, and its DIDs there (`did:web`, and the
 /// `did:webvh` before the move) and here (the moved `did:webvh`).
@@ -118,6 +149,30 @@ pub trait AccountHooks: Send + Sync + 'static {
     /// transaction; the account keeps working here until the move is done.
     fn export_account<'a>(&'a self, _c: &'a mut AnyConnection, _user_id: &'a str) -> ExportFuture<'a> {
         Box::pin(std::future::ready(Ok(serde_json::Value::Null)))
+    }
+
+    /// [`AccountHooks::export_account`], for a crate whose data may not all fit the bundle:
+    /// the rest is then exported page by page ([`AccountHooks::export_page`]) and imported
+    /// on the new node ([`AccountHooks::import_page`]) before the account is created.
+    fn export_with_more<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> ExportedFuture<'a> {
+        Box::pin(async move { Ok(Exported { part: self.export_account(c, user_id).await?, more: None }) })
+    }
+
+    /// The page of the account's export that starts at `cursor` (from [`More`] or the last
+    /// [`Page`]). Runs on the old node while the export is in flight.
+    fn export_page<'a>(&'a self, _c: &'a mut AnyConnection, _user_id: &'a str, _cursor: &'a str) -> PageFuture<'a> {
+        Box::pin(std::future::ready(Err(ImportError::Invalid(format!("{} exports no pages", self.name())))))
+    }
+
+    /// Store one page of an arriving account (from [`AccountHooks::export_page`] there), in
+    /// the transaction that creates the account, after its part. Pages come in order.
+    fn import_page<'a>(
+        &'a self,
+        _c: &'a mut AnyConnection,
+        _arrival: Arrival<'a>,
+        _page: serde_json::Value,
+    ) -> ImportFuture<'a> {
+        Box::pin(std::future::ready(Err(ImportError::Invalid(format!("{} takes no pages", self.name())))))
     }
 
     /// The account arrives from another node with this crate's `part` (from

@@ -16,6 +16,7 @@ use sichat_core::seal::MasterKey;
 use std::sync::{Arc, RwLock};
 
 mod did_log;
+mod move_pages;
 mod moves;
 mod rehost;
 mod root_ops;

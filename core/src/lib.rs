@@ -10,11 +10,12 @@
 //! - [`group_commit`]: concurrent small writes sharing one transaction on SQLite.
 //! - [`net`]: fetching under a network policy (HTTPS, no private addresses, limits, HTTP cache).
 //! - [`resolver`]: DID resolution (`did:key`, `did:jwk`, `did:web`) to keys, with relationships.
-//! - [`node`]: the node's own identity: its `did:web` and its sealed node key.
+//! - [`node`]: the node's own identity: its `did:web`, its sealed node key, its former URLs.
 //! - [`http`]: the error body and the extractors every HTTP API shares.
 //! - [`json`]: depth bounds on untrusted JSON, and serde errors without Rust type names.
 //! - [`webvh`]: `did:webvh` logs: writing entries, verifying whole logs, the parallel `did:web`.
 //! - [`ids`]: time-ordered ids, random tokens and clock helpers.
+//! - [`progress`]: progress of long work on stderr (a bar at a terminal, lines otherwise).
 
 pub mod db;
 pub mod did;
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod net;
 pub mod node;
 pub mod p256key;
+pub mod progress;
 pub mod resolver;
 pub mod seal;
 pub mod webvh;

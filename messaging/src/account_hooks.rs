@@ -15,7 +15,10 @@
 use crate::live::{Hub, ENDED_CHANNEL};
 use crate::mailbox::{self, is_postgres};
 use crate::moves::{self, Limits};
-use sichat_accounts::hooks::{AccountHooks, Arrival, ExportFuture, HookFuture, ImportFuture, Removal, Revocation};
+use sichat_accounts::hooks::{
+    AccountHooks, Arrival, ExportFuture, Exported, ExportedFuture, HookFuture, ImportFuture, PageFuture, Removal,
+    Revocation,
+};
 use sqlx::AnyConnection;
 use std::sync::Arc;
 
@@ -101,12 +104,33 @@ impl AccountHooks for MessagingAccountHooks {
     }
 
     fn export_account<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> ExportFuture<'a> {
+        Box::pin(async move { Ok(self.export_with_more(c, user_id).await?.part) })
+    }
+
+    /// The part carries the oldest waiting messages that fit; the rest follow in pages.
+    fn export_with_more<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> ExportedFuture<'a> {
         Box::pin(async move {
             match moves::export(c, user_id, Limits::default()).await? {
-                Some(part) => serde_json::to_value(part).map_err(|e| sqlx::Error::Encode(Box::new(e))),
-                None => Ok(serde_json::Value::Null),
+                Some((part, more)) => {
+                    let part = serde_json::to_value(part).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                    Ok(Exported { part, more })
+                }
+                None => Ok(Exported { part: serde_json::Value::Null, more: None }),
             }
         })
+    }
+
+    fn export_page<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str, cursor: &'a str) -> PageFuture<'a> {
+        Box::pin(moves::export_page(c, user_id, cursor))
+    }
+
+    fn import_page<'a>(
+        &'a self,
+        c: &'a mut AnyConnection,
+        arrival: Arrival<'a>,
+        page: serde_json::Value,
+    ) -> ImportFuture<'a> {
+        Box::pin(moves::import_page(c, arrival, page))
     }
 
     fn import_account<'a>(

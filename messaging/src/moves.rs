@@ -10,18 +10,19 @@
 //! so does the user's policy. What the user was still sending stays on the old node, whose
 //! worker delivers it.
 //!
-//! A part is bounded ([`Limits`]): the bundle it rides in is at most 64 MiB sealed. An
-//! account with more waiting than that carries its newest messages; the new node reports
-//! the others to its devices as dropped (reason `move_limit`), as a full mailbox does.
+//! A part is bounded ([`Limits`]): the bundle it rides in is at most 64 MiB sealed. It
+//! carries the oldest waiting messages that fit; the rest follow in pages ([`MessagingPage`],
+//! [`Limits::page`] each), oldest first, which the new node stores after the part, in the
+//! same transaction: nothing waiting is left behind, and the order is kept.
 
 use crate::mailbox::{self, ReceivedRow, WaitingRow};
 use crate::policy::{Folder, Policy};
 use crate::MessageId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sichat_accounts::hooks::{Arrival, ImportError};
+use sichat_accounts::hooks::{Arrival, ImportError, More, Page};
 use sichat_core::did::Did;
-use sichat_core::ids::{b64url_decode, now_ms};
+use sichat_core::ids::b64url_decode;
 use sqlx::AnyConnection;
 use std::collections::{BTreeMap, HashSet};
 
@@ -35,8 +36,13 @@ pub struct MessagingPart {
     pub messages: Vec<MovedMessage>,
     /// The replay guard: ids of forwards accepted for the user (`msg_received`), newest first.
     pub received: Vec<ReceivedRow>,
-    /// Waiting messages the part had no room for: reported on the new node as dropped.
-    pub left_behind: Option<LeftBehind>,
+}
+
+/// Waiting messages that did not fit the part, in `seq` order after it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingPage {
+    pub messages: Vec<MovedMessage>,
 }
 
 /// A user's policy as stored, and when it was set.
@@ -66,14 +72,6 @@ pub struct MovedMessage {
     pub pending: Vec<String>,
 }
 
-/// Waiting messages left on the old node: how many, and their envelopes' bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeftBehind {
-    pub count: i64,
-    pub bytes: i64,
-}
-
 /// What one part may carry. The defaults keep a part under about 42 MiB of JSON (about
 /// 56 MiB sealed), leaving room for the rest of a 64 MiB bundle.
 #[derive(Debug, Clone, Copy)]
@@ -92,19 +90,25 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// What one page carries (no received ids: those ride in the part).
+    pub fn page() -> Self {
+        Self { messages: 5_000, envelope_bytes: 16 << 20, received: 0 }
+    }
+}
+
 /// The largest envelope an import takes (a node's `max_message_bytes` is 256 KiB by default).
 pub const MAX_ENVELOPE_BYTES: usize = 4 << 20;
 /// Longest sender DID.
 const MAX_DID: usize = 2048;
-/// The drop reason the new node reports for messages left behind.
-pub const LEFT_BEHIND_REASON: &str = "move_limit";
 
-/// The account's messaging data on this node (`None`: it has none), within `limits`.
+/// The account's messaging data on this node (`None`: it has none), within `limits`, and
+/// where the messages that did not fit start.
 pub async fn export(
     c: &mut AnyConnection,
     user_id: &str,
     limits: Limits,
-) -> Result<Option<MessagingPart>, sqlx::Error> {
+) -> Result<Option<(MessagingPart, Option<More>)>, sqlx::Error> {
     let policy = match mailbox::stored_policy(c, user_id).await? {
         Some((text, updated_at)) => {
             let policy = serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -113,49 +117,67 @@ pub async fn export(
         None => None,
     };
 
-    // The newest waiting messages that fit, then everything from the oldest of them on.
-    let (waiting, waiting_bytes) = mailbox::waiting_totals(c, user_id).await?;
-    let mut from = None;
-    let (mut count, mut bytes) = (0, 0);
-    for (seq, size) in mailbox::waiting_sizes(c, user_id, limits.messages as i64).await? {
-        if bytes + size > limits.envelope_bytes {
+    let (messages, upto) = waiting_page(c, user_id, 0, limits).await?;
+    let left = mailbox::waiting_count_after(c, user_id, upto).await?;
+    let more = (left > 0).then(|| More { cursor: upto.to_string(), items: left as u64 });
+
+    let received = mailbox::received_rows(c, user_id, limits.received as i64).await?;
+    if policy.is_none() && messages.is_empty() && received.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((MessagingPart { policy, messages, received }, more)))
+}
+
+/// The page of waiting messages after `seq` `cursor` (from [`export`] or the page before).
+pub async fn export_page(c: &mut AnyConnection, user_id: &str, cursor: &str) -> Result<Page, ImportError> {
+    let after: i64 =
+        cursor.parse().map_err(|_| ImportError::Invalid(format!("cursor {:?} is not a seq", shown(cursor))))?;
+    let (messages, upto) = waiting_page(c, user_id, after, Limits::page()).await?;
+    let left = mailbox::waiting_count_after(c, user_id, upto).await?;
+    let items = messages.len() as u64;
+    let page = serde_json::to_value(MessagingPage { messages }).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    Ok(Page { page, next: (left > 0).then(|| upto.to_string()), items })
+}
+
+/// The oldest waiting messages after `seq` `after` that fit `limits`, each with the devices
+/// that owe it, and the `seq` of the last one (`after` if none).
+async fn waiting_page(
+    c: &mut AnyConnection,
+    user_id: &str,
+    after: i64,
+    limits: Limits,
+) -> Result<(Vec<MovedMessage>, i64), sqlx::Error> {
+    let (mut upto, mut bytes) = (after, 0);
+    for (seq, size) in mailbox::waiting_sizes_after(c, user_id, after, limits.messages as i64).await? {
+        if bytes + size > limits.envelope_bytes && upto > after {
             break;
         }
-        from = Some(seq);
-        count += 1;
+        upto = seq;
         bytes += size;
     }
     let mut messages = Vec::new();
-    if let Some(from) = from {
-        let mut devices: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-        for (seq, device) in mailbox::pending_devices_from(c, user_id, from).await? {
-            devices.entry(seq).or_default().push(device);
-        }
-        for m in mailbox::waiting_from(c, user_id, from).await? {
-            // A message that arrived or was fetched between the queries is as good as
-            // missed: only those with devices still owing them travel.
-            let Some(pending) = devices.remove(&m.seq) else { continue };
-            messages.push(MovedMessage {
-                id: m.id,
-                sender: m.sender,
-                folder: m.folder,
-                envelope: m.envelope,
-                presentation: m.presentation != 0,
-                received_at: m.received_at,
-                pending,
-            });
-        }
+    if upto == after {
+        return Ok((messages, upto));
     }
-    let left_behind = (waiting > count).then(|| LeftBehind { count: waiting - count, bytes: waiting_bytes - bytes });
-    if let Some(left) = left_behind {
-        tracing::warn!(user_id, count = left.count, bytes = left.bytes, "moving account: waiting messages left behind");
+    let mut devices: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (seq, device) in mailbox::pending_devices_between(c, user_id, after, upto).await? {
+        devices.entry(seq).or_default().push(device);
     }
-
-    let received = mailbox::received_rows(c, user_id, limits.received as i64).await?;
-    if policy.is_none() && messages.is_empty() && received.is_empty() && left_behind.is_none() {
-        return Ok(None);
+    for m in mailbox::waiting_between(c, user_id, after, upto).await? {
+        // A message fetched between the queries is as good as delivered: only those with
+        // devices still owing them travel.
+        let Some(pending) = devices.remove(&m.seq) else { continue };
+        messages.push(MovedMessage {
+            id: m.id,
+            sender: m.sender,
+            folder: m.folder,
+            envelope: m.envelope,
+            presentation: m.presentation != 0,
+            received_at: m.received_at,
+            pending,
+        });
     }
-    Ok(Some(MessagingPart { policy, messages, received, left_behind }))
+    Ok((messages, upto))
 }
 
 /// Store an arriving account's messaging `part` (JSON `null`: nothing), on the transaction
@@ -179,8 +201,34 @@ pub async fn import(c: &mut AnyConnection, arrival: Arrival<'_>, part: Value) ->
         let text = serde_json::to_string(&policy).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         mailbox::insert_policy(c, user_id, &text, moved.updated_at).await?;
     }
+    insert_messages(c, user_id, &part.messages).await?;
+    for r in &part.received {
+        mailbox::insert_received(c, user_id, r).await?;
+    }
+    tracing::info!(
+        user_id,
+        from = arrival.from_origin,
+        messages = part.messages.len(),
+        received = part.received.len(),
+        "messaging data moved in"
+    );
+    Ok(())
+}
+
+/// Store a page of an arriving account's waiting messages, after its part (same checks).
+pub async fn import_page(c: &mut AnyConnection, arrival: Arrival<'_>, page: Value) -> Result<(), ImportError> {
+    let invalid = |why: String| ImportError::Invalid(format!("messaging page: {why}"));
+    let page: MessagingPage = serde_path_to_error::deserialize(page).map_err(|e| invalid(e.to_string()))?;
+    let devices: HashSet<String> = mailbox::active_devices(c, arrival.user_id).await?.into_iter().collect();
+    let as_part = MessagingPart { messages: page.messages, ..Default::default() };
+    as_part.check(&devices, Limits::page()).map_err(invalid)?;
+    insert_messages(c, arrival.user_id, &as_part.messages).await?;
+    Ok(())
+}
+
+async fn insert_messages(c: &mut AnyConnection, user_id: &str, messages: &[MovedMessage]) -> Result<(), sqlx::Error> {
     let mut bytes = 0;
-    for m in &part.messages {
+    for m in messages {
         let row = WaitingRow {
             seq: 0,
             id: m.id.clone(),
@@ -194,22 +242,9 @@ pub async fn import(c: &mut AnyConnection, arrival: Arrival<'_>, part: Value) ->
         mailbox::insert_moved(c, user_id, &row, &m.pending).await?;
         bytes += row.size;
     }
-    if !part.messages.is_empty() {
-        mailbox::add_usage(c, user_id, part.messages.len() as i64, bytes).await?;
+    if !messages.is_empty() {
+        mailbox::add_usage(c, user_id, messages.len() as i64, bytes).await?;
     }
-    for r in &part.received {
-        mailbox::insert_received(c, user_id, r).await?;
-    }
-    if let Some(left) = part.left_behind {
-        mailbox::report_drop(c, user_id, LEFT_BEHIND_REASON, left.count, left.bytes, now_ms()).await?;
-    }
-    tracing::info!(
-        user_id,
-        from = arrival.from_origin,
-        messages = part.messages.len(),
-        received = part.received.len(),
-        "messaging data moved in"
-    );
     Ok(())
 }
 
@@ -288,11 +323,6 @@ impl MessagingPart {
             check_time("received_at", r.received_at).map_err(|e| bad(&e))?;
         }
 
-        if let Some(left) = self.left_behind {
-            if left.count <= 0 || left.bytes < 0 {
-                return Err(format!("left_behind: count {} and bytes {} must be positive", left.count, left.bytes));
-            }
-        }
         Ok(policy)
     }
 }

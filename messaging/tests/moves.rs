@@ -14,7 +14,7 @@ use sichat_core::ids::{b64url, new_id, now_ms};
 use sichat_messaging::account_hooks::MessagingAccountHooks;
 use sichat_messaging::live::Hub;
 use sichat_messaging::mailbox::{self, Incoming, Inserted, NewMessage, Quota};
-use sichat_messaging::moves::{self, Limits, MessagingPart, LEFT_BEHIND_REASON};
+use sichat_messaging::moves::{self, Limits, MessagingPage, MessagingPart};
 use sqlx::{Connection, Executor, PgConnection};
 use std::sync::Arc;
 
@@ -40,11 +40,7 @@ macro_rules! storage_tests {
     )*};
 }
 
-storage_tests!(
-    waiting_messages_move_with_their_queues,
-    a_full_mailbox_leaves_its_oldest_behind,
-    bad_parts_change_nothing
-);
+storage_tests!(waiting_messages_move_with_their_queues, a_full_mailbox_follows_in_pages, bad_parts_change_nothing);
 
 const USER: &str = "user-1";
 const PHONE: &str = "device-phone";
@@ -191,24 +187,38 @@ impl Node {
     }
 
     async fn export(&self, limits: Limits) -> Value {
+        self.export_with_more(limits).await.0
+    }
+
+    /// The part, and the cursor and count of what follows in pages.
+    async fn export_with_more(&self, limits: Limits) -> (Value, Option<(String, u64)>) {
         let mut tx = self.db().pool().begin().await.expect("begin");
-        let part = moves::export(&mut tx, USER, limits).await.expect("export");
+        let exported = moves::export(&mut tx, USER, limits).await.expect("export");
         tx.commit().await.expect("commit");
-        serde_json::to_value(part).expect("part")
+        match exported {
+            Some((part, more)) => (serde_json::to_value(part).expect("part"), more.map(|m| (m.cursor, m.items))),
+            None => (Value::Null, None),
+        }
+    }
+
+    async fn export_page(&self, cursor: &str) -> (Value, Option<String>) {
+        let mut c = self.db().pool().acquire().await.expect("connection");
+        let page = self.hooks.export_page(&mut c, USER, cursor).await.expect("page");
+        (page.page, page.next)
+    }
+
+    async fn import_page(&self, page: Value) -> Result<(), ImportError> {
+        let mut tx = self.db().pool().begin().await.expect("begin");
+        let outcome = self.hooks.import_page(&mut tx, arrival(), page).await;
+        tx.commit().await.expect("commit");
+        outcome
     }
 
     /// Import `part` in a transaction that commits whatever the outcome, so a refused part
     /// that had written anything would show.
     async fn import(&self, part: Value) -> Result<(), ImportError> {
-        let arrival = Arrival {
-            user_id: USER,
-            user_name: "alice",
-            from_origin: "https://a.example",
-            old_web_did: "did:web:a.example:users:alice",
-            new_did: "did:webvh:QmScid:b.example:users:alice",
-        };
         let mut tx = self.db().pool().begin().await.expect("begin");
-        let outcome = self.hooks.import_account(&mut tx, arrival, part).await;
+        let outcome = self.hooks.import_account(&mut tx, arrival(), part).await;
         tx.commit().await.expect("commit");
         outcome
     }
@@ -317,6 +327,16 @@ async fn set_policy(node: &Node) {
         .expect("policy");
 }
 
+fn arrival() -> Arrival<'static> {
+    Arrival {
+        user_id: USER,
+        user_name: "alice",
+        from_origin: "https://a.example",
+        old_web_did: "did:web:a.example:users:alice",
+        new_did: "did:webvh:QmScid:b.example:users:alice",
+    }
+}
+
 async fn waiting_messages_move_with_their_queues(backend: Backend) {
     let Some(a) = Node::start(backend).await else { return };
     let Some(b) = Node::start(backend).await else { return };
@@ -336,7 +356,7 @@ async fn waiting_messages_move_with_their_queues(backend: Backend) {
     let typed: MessagingPart = serde_json::from_value(part.clone()).expect("typed part");
     assert_eq!(typed.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m2", "m3", "m4"]);
     assert_eq!(typed.received.len(), 4, "every id A accepted travels");
-    assert!(typed.left_behind.is_none());
+    assert!(a.export_with_more(Limits::default()).await.1.is_none(), "nothing follows");
 
     b.import(part).await.expect("import");
     for device in [PHONE, LAPTOP] {
@@ -382,25 +402,54 @@ async fn waiting_messages_move_with_their_queues(backend: Backend) {
     b.stop().await;
 }
 
-async fn a_full_mailbox_leaves_its_oldest_behind(backend: Backend) {
+async fn a_full_mailbox_follows_in_pages(backend: Backend) {
     let Some(a) = Node::start(backend).await else { return };
     let Some(b) = Node::start(backend).await else { return };
     for i in 1..=5 {
         a.receive(&format!("m{i}"), "inbox", 1000).await;
     }
+    a.acknowledge(LAPTOP, &["m4"]).await;
     let size = a.rows().await.mailbox[0].size;
-    // Room for three messages by count, two by bytes: the newest two travel.
-    let part = a.export(Limits { messages: 3, envelope_bytes: 2 * size + 1, received: 4 }).await;
+    // Room for three messages by count, two by bytes: the oldest two travel in the part.
+    let (part, more) = a.export_with_more(Limits { messages: 3, envelope_bytes: 2 * size + 1, received: 4 }).await;
     let typed: MessagingPart = serde_json::from_value(part.clone()).expect("typed part");
-    assert_eq!(typed.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m4", "m5"]);
+    assert_eq!(typed.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
     assert_eq!(typed.received.len(), 4);
-    assert_eq!(typed.left_behind.map(|l| (l.count, l.bytes)), Some((3, 3 * size)));
+    let (cursor, items) = more.expect("the rest follows");
+    assert_eq!(items, 3);
+    // The rest in one page (a page holds thousands), and no page after it.
+    let (page, next) = a.export_page(&cursor).await;
+    assert_eq!(next, None);
+    let typed: MessagingPage = serde_json::from_value(page.clone()).expect("typed page");
+    assert_eq!(typed.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["m3", "m4", "m5"]);
+
+    // A page that names a device the account does not have is refused, changing nothing.
     b.import(part).await.expect("import");
-    assert_eq!(b.queue_ids(PHONE).await, ["m4", "m5"]);
-    // The devices are told, as of a drop.
-    let drops = b.rows().await.drops;
-    assert_eq!(drops, [(USER.to_owned(), LEFT_BEHIND_REASON.to_owned(), 3, 3 * size)]);
-    assert!(b.queue(PHONE).await.3.is_some(), "an unseen drop report");
+    let before = b.rows().await;
+    let mut bad = page.clone();
+    bad["messages"][0]["pending"] = json!(["device-stolen"]);
+    match b.import_page(bad).await {
+        Err(ImportError::Invalid(why)) => assert!(why.contains("device-stolen"), "{why}"),
+        other => panic!("a bad page: {other:?}"),
+    }
+    assert_eq!(b.rows().await, before);
+    match a.hooks.export_page(&mut a.db().pool().acquire().await.expect("c"), USER, "not a seq").await {
+        Err(ImportError::Invalid(why)) => assert!(why.contains("not a seq"), "{why}"),
+        other => panic!("a bad cursor: {other:?}"),
+    }
+
+    // Imported after the part, the page keeps every message, each for its devices, in order.
+    b.import_page(page).await.expect("the page");
+    for device in [PHONE, LAPTOP] {
+        assert_eq!(b.queue_ids(device).await, a.queue_ids(device).await, "{device}'s queue");
+        assert_eq!(b.queue(device).await, a.queue(device).await, "{device}'s queue status");
+    }
+    assert_eq!(b.queue_ids(PHONE).await, ["m1", "m2", "m3", "m4", "m5"]);
+    let (ra, rb) = (a.rows().await, b.rows().await);
+    assert_eq!(rb.mailbox, ra.mailbox);
+    assert_eq!(rb.pending, ra.pending);
+    assert_eq!(rb.usage, ra.usage);
+    assert!(rb.drops.is_empty(), "nothing dropped");
     a.stop().await;
     b.stop().await;
 }
@@ -435,7 +484,6 @@ async fn bad_parts_change_nothing(backend: Backend) {
         ("bad received folder", |p| p["received"][0]["folder"] = json!("Inbox"), "folder \"Inbox\""),
         ("bad policy", |p| p["policy"]["policy"]["blocked"] = json!(["not a host"]), "policy"),
         ("negative time", |p| p["messages"][0]["received_at"] = json!(-1), "negative"),
-        ("empty left behind", |p| p["left_behind"] = json!({"count": 0, "bytes": 0}), "left_behind"),
         ("not an object", |p| *p = json!([1, 2]), "messaging part"),
     ];
     for (what, change, expected) in cases {

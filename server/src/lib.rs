@@ -7,13 +7,11 @@
 //! - [`proxy`]: the client's address, behind trusted reverse proxies.
 //! - [`conn`]: accepting connections, with timeouts and a cap per address.
 //! - [`serve`]: running it until SIGTERM or Ctrl-C.
-//! - [`progress`]: progress of long operator work.
 
 pub mod app;
 pub mod config;
 pub mod conn;
 mod metrics;
-pub mod progress;
 pub mod proxy;
 pub mod serve;
 pub mod startup;

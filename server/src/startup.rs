@@ -129,7 +129,7 @@ impl Node {
 /// short: each account follows once.
 async fn follow_new_url(db: &Db, accounts: &Accounts) -> Result<()> {
     let Some(from) = rehost_pending(db).await? else { return Ok(()) };
-    let mut progress = crate::progress::Progress::new("accounts following the new URL");
+    let mut progress = sichat_core::progress::Progress::new("accounts following the new URL");
     let followed =
         accounts.rehost_accounts(&from, |done, total| progress.update(done, total)).await.with_context(|| {
             format!("the accounts could not follow the node from {from}: start the node again to resume")

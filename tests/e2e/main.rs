@@ -3,6 +3,7 @@
 
 mod account_end;
 mod account_move;
+mod account_move_large;
 mod accounts;
 mod bad_input;
 mod browser;

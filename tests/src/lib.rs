@@ -6,6 +6,8 @@
 //! it afterwards. When PostgreSQL cannot be reached they are skipped with a loud warning,
 //! except under `CI=true`, where they fail.
 
+pub mod fill;
+
 use sichat_server::{Config, Node};
 use sqlx::{Connection, Executor, PgConnection};
 use std::path::{Path, PathBuf};

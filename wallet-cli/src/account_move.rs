@@ -13,6 +13,7 @@ use sichat_accounts::protocol::*;
 use sichat_core::did::Did;
 use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519Public};
+use sichat_core::progress::Progress;
 use sichat_core::webvh;
 
 #[derive(Args)]
@@ -75,6 +76,7 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
     let req = MoveDraftRequest { ticket: ticket.ticket.clone(), bundle: export.bundle, name: args.name.clone() };
     let draft: MoveDraft = b.post("/api/v1/moves/draft", &req).await?;
     check_draft(&draft, &old_log, root)?;
+    carry_pages(ctx, &a, &b, &ticket.ticket, &export.more).await?;
 
     step(ctx, "signing the move with your root key");
     let entry = webvh::append(&draft.last_entry, draft.state.clone(), json!({}), root)?;
@@ -156,6 +158,31 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
         println!("  also:         {}", draft.web_did);
         println!("  {from} keeps answering for your old DIDs and links, and points to the new node.");
     })
+}
+
+/// What did not fit the bundle (waiting messages), page by page from the old node to the new
+/// one, each sealed to the new node: the import then takes them all, or nothing.
+async fn carry_pages(ctx: &Ctx, a: &Client, b: &Client, ticket: &str, more: &[MoreToMove]) -> Result<()> {
+    for m in more {
+        step(ctx, &format!("carrying {} more items of {}", m.items, m.part));
+        let mut progress = if ctx.json {
+            Progress::quiet("moving")
+        } else {
+            Progress::new(if m.part == "messaging" { "messages" } else { "items" })
+        };
+        let (mut cursor, mut done) = (Some(m.cursor.clone()), 0u64);
+        while let Some(at) = cursor {
+            let req = MovePageRequest { ticket: ticket.to_owned(), part: m.part.clone(), cursor: at };
+            let page: MovePage = a.post("/api/v1/moves/export/page", &req).await?;
+            let _: MovePagesHeld =
+                b.post("/api/v1/moves/pages", &MovePageUpload { ticket: ticket.to_owned(), page: page.page }).await?;
+            done += page.items;
+            progress.update(done.min(m.items) as usize, m.items as usize);
+            cursor = page.next;
+        }
+        progress.finish();
+    }
+    Ok(())
 }
 
 /// The draft must continue the log the old node serves, and name this wallet's root key as

@@ -14,6 +14,11 @@
 //!    entry): it appends the entry, keeps serving the log and the old `did:web` document
 //!    (naming the new DID), and redirects the account's other URLs to the new node.
 //!
+//! What does not fit the bundle (a large mailbox) follows it in **pages**, between steps 3
+//! and 4: the wallet asks the old node for each ([`MovePageRequest`], sealed to the same key)
+//! and hands it to the new node ([`MovePageUpload`]), which keeps it until the import and
+//! refuses an import whose pages are not all there.
+//!
 //! Until step 5, the account keeps working on the old node; a move that stops half-way
 //! leaves it there, and its export expires.
 
@@ -23,6 +28,8 @@ use serde::{Deserialize, Serialize};
 /// `typ` of the bundle (a JWE) and of the signed import request.
 pub const TYP_MOVE_BUNDLE: &str = "sichat-move-bundle+jwe";
 pub const TYP_MOVE_IN: &str = "sichat-move-in+jwt";
+/// `typ` of a page (a JWE).
+pub const TYP_MOVE_PAGE: &str = "sichat-move-page+jwe";
 
 /// `POST /api/v1/moves/tickets` on the new node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,6 +55,53 @@ pub struct MoveExport {
     pub bundle: String,
     /// The account's `did:webvh` DID on the old node.
     pub did: String,
+    /// What follows in pages: where each crate's pages start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<MoreToMove>,
+}
+
+/// A crate's data that follows the bundle in pages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoreToMove {
+    /// The crate (`messaging`, …).
+    pub part: String,
+    /// Where its first page starts.
+    pub cursor: String,
+    /// How many items (messages, …) follow.
+    pub items: u64,
+}
+
+/// `POST /api/v1/moves/export/page` on the old node: the page of `part` at `cursor`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovePageRequest {
+    pub ticket: String,
+    pub part: String,
+    pub cursor: String,
+}
+
+/// A page, sealed to the new node; `next` is where the following one starts (`None`: last).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MovePage {
+    pub page: String,
+    pub next: Option<String>,
+    /// Items in this page.
+    pub items: u64,
+}
+
+/// `POST /api/v1/moves/pages` on the new node: keep a page for the import.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovePageUpload {
+    pub ticket: String,
+    pub page: String,
+}
+
+/// How many pages the new node holds for the move.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MovePagesHeld {
+    pub pages: u64,
 }
 
 /// `POST /api/v1/moves/draft` on the new node.

@@ -40,7 +40,7 @@ pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
 const OPEN_TICKETS_PER_INVITE: i64 = 3;
 const BUNDLE_VERSION: u32 = 1;
 /// Nesting allowed in a bundle (credential claims included).
-const BUNDLE_DEPTH: usize = 64;
+pub(super) const BUNDLE_DEPTH: usize = 64;
 
 /// Everything an account owns, as the old node hands it to the new one (sealed).
 #[derive(Serialize, Deserialize)]
@@ -61,6 +61,9 @@ struct Bundle {
     devices: Vec<BundleDevice>,
     /// Each crate's part ([`AccountHooks::export_account`]), by crate name.
     parts: BTreeMap<String, Value>,
+    /// Crates whose rest follows in pages, with how many items: the import needs all of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    more: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,7 +112,7 @@ fn origin_of(url: &str) -> Result<String, AccountError> {
     Ok(u.origin().ascii_serialization())
 }
 
-fn bad_bundle(why: impl std::fmt::Display) -> AccountError {
+pub(super) fn bad_bundle(why: impl std::fmt::Display) -> AccountError {
     AccountError::InvalidRequest(format!("the move bundle: {why}"))
 }
 
@@ -153,7 +156,12 @@ impl Accounts {
     }
 
     /// The live move a ticket names on this node.
-    async fn ticket(&self, c: &mut store::Conn, ticket: &str, now: i64) -> Result<store::MoveRow, AccountError> {
+    pub(super) async fn ticket(
+        &self,
+        c: &mut store::Conn,
+        ticket: &str,
+        now: i64,
+    ) -> Result<store::MoveRow, AccountError> {
         let m = store::move_by_ticket(c, "in", &token_hash(ticket))
             .await?
             .filter(|m| m.status == "done" || m.expires_at > now)
@@ -362,6 +370,7 @@ impl Accounts {
         if let Some(unknown) = bundle.parts.keys().next() {
             return Err(bad_bundle(format!("it holds a part ({unknown}) this node cannot store: update this node")));
         }
+        self.import_pages(&mut tx, &m, &unverified.ticket, &bundle.more, arrival).await?;
         for old in &earlier {
             store::insert_did_alias(&mut tx, old, &user_id).await.map_err(|e| match is_unique_violation(&e) {
                 true => AccountError::Conflict(format!("{old} already names an account of this node")),
@@ -503,13 +512,17 @@ impl Accounts {
             })
             .collect();
         let mut parts = BTreeMap::new();
+        let mut more = Vec::new();
         for hook in self.hooks() {
-            let part = hook
-                .export_account(&mut tx, &user.id)
+            let exported = hook
+                .export_with_more(&mut tx, &user.id)
                 .await
                 .map_err(|e| AccountError::Internal(format!("{} could not export: {e}", hook.name())))?;
-            if !part.is_null() {
-                parts.insert(hook.name().to_owned(), part);
+            if !exported.part.is_null() {
+                parts.insert(hook.name().to_owned(), exported.part);
+            }
+            if let Some(m) = exported.more {
+                more.push(MoreToMove { part: hook.name().to_owned(), cursor: m.cursor, items: m.items });
             }
         }
         let bundle = Bundle {
@@ -528,6 +541,7 @@ impl Accounts {
             issuing_keys,
             devices,
             parts,
+            more: more.iter().map(|m| (m.part.clone(), m.items)).collect(),
         };
         let plain =
             zeroize::Zeroizing::new(serde_json::to_vec(&bundle).map_err(|e| AccountError::Internal(e.to_string()))?);
@@ -547,14 +561,15 @@ impl Accounts {
             user_name: Some(&user.name),
             peer_origin: Some(&to),
             invite_id: None,
-            ticket_key: None,
+            // The new node's public key: the pages that follow are sealed to it too.
+            ticket_key: Some(recipient.as_bytes().to_vec()),
             now,
             expires_at: now + MOVE_TTL_MS,
         };
         store::insert_move(&mut tx, new).await?;
         tx.commit().await?;
-        tracing::info!(user = %user.name, %to, bytes = sealed.len(), "account exported for a move");
-        Ok(MoveExport { bundle: sealed, did })
+        tracing::info!(user = %user.name, %to, bytes = sealed.len(), pages_for = more.len(), "account exported for a move");
+        Ok(MoveExport { bundle: sealed, did, more })
     }
 
     /// Root operation `move_done`: the entry that moved the DID to the node at `to` joins

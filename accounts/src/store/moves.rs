@@ -247,3 +247,64 @@ pub async fn add_did_alias(c: &mut Conn, did: &str, user_id: &str) -> Result<(),
         .await?;
     Ok(())
 }
+
+/// A page held for a move, in the order it came.
+pub struct MovePageRow {
+    pub part: String,
+    pub last: bool,
+    pub page: String,
+}
+
+/// Hold a page for the move `move_id`, after those it holds. Returns how many it holds.
+pub async fn insert_move_page(
+    c: &mut Conn,
+    move_id: &str,
+    part: &str,
+    last: bool,
+    page: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO acct_move_pages (move_id, seq, part, last, page) \
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM acct_move_pages WHERE move_id = $1",
+    )
+    .bind(move_id)
+    .bind(part)
+    .bind(i64::from(last))
+    .bind(page)
+    .execute(&mut *c)
+    .await?;
+    Ok(move_page_totals(c, move_id).await?.0)
+}
+
+/// How many pages a move holds, and their bytes.
+pub async fn move_page_totals(c: &mut Conn, move_id: &str) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(page)), 0) AS bytes FROM acct_move_pages WHERE move_id = $1",
+    )
+    .bind(move_id)
+    .fetch_one(c)
+    .await?;
+    Ok((row.try_get("n")?, row.try_get::<i64, _>("bytes")?))
+}
+
+/// The pages a move holds, in order.
+pub async fn move_pages(c: &mut Conn, move_id: &str) -> Result<Vec<MovePageRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT part, last, page FROM acct_move_pages WHERE move_id = $1 ORDER BY seq")
+        .bind(move_id)
+        .fetch_all(c)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(MovePageRow {
+                part: r.try_get("part")?,
+                last: r.try_get::<i64, _>("last")? != 0,
+                page: r.try_get("page")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn delete_move_pages(c: &mut Conn, move_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM acct_move_pages WHERE move_id = $1").bind(move_id).execute(c).await?;
+    Ok(())
+}

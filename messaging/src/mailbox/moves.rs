@@ -33,43 +33,58 @@ pub struct ReceivedRow {
 const WAITING: &str = "EXISTS (SELECT 1 FROM msg_pending p JOIN acct_devices d ON d.id = p.device_id \
      WHERE p.seq = m.seq AND d.user_id = m.user_id AND d.revoked_at IS NULL)";
 
-/// `user_id`'s waiting messages, newest first: (`seq`, size), at most `limit`.
-pub async fn waiting_sizes(c: &mut Conn, user_id: &str, limit: i64) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+/// `user_id`'s waiting messages after `seq` `after`, oldest first: (`seq`, size), at most
+/// `limit`.
+pub async fn waiting_sizes_after(
+    c: &mut Conn,
+    user_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
     let sql = format!(
-        "SELECT m.seq, m.size FROM msg_mailbox m WHERE m.user_id = $1 AND {WAITING} ORDER BY m.seq DESC LIMIT $2"
+        "SELECT m.seq, m.size FROM msg_mailbox m WHERE m.user_id = $1 AND m.seq > $2 AND {WAITING} \
+         ORDER BY m.seq LIMIT $3"
     );
-    let rows = sqlx::query(&sql).bind(user_id).bind(limit).fetch_all(c).await?;
+    let rows = sqlx::query(&sql).bind(user_id).bind(after).bind(limit).fetch_all(c).await?;
     rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("size")?))).collect()
 }
 
-/// How many waiting messages `user_id` has, and their bytes.
-pub async fn waiting_totals(c: &mut Conn, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
-    let sql = format!(
-        "SELECT COUNT(*) AS messages, CAST(COALESCE(SUM(m.size), 0) AS BIGINT) AS bytes FROM msg_mailbox m \
-         WHERE m.user_id = $1 AND {WAITING}"
-    );
-    let row = sqlx::query(&sql).bind(user_id).fetch_one(c).await?;
-    Ok((row.try_get("messages")?, row.try_get("bytes")?))
+/// How many waiting messages `user_id` has after `seq` `after`.
+pub async fn waiting_count_after(c: &mut Conn, user_id: &str, after: i64) -> Result<i64, sqlx::Error> {
+    let sql = format!("SELECT COUNT(*) AS n FROM msg_mailbox m WHERE m.user_id = $1 AND m.seq > $2 AND {WAITING}");
+    sqlx::query(&sql).bind(user_id).bind(after).fetch_one(c).await?.try_get("n")
 }
 
-/// `user_id`'s waiting messages from `seq` `from` on, oldest first.
-pub async fn waiting_from(c: &mut Conn, user_id: &str, from: i64) -> Result<Vec<WaitingRow>, sqlx::Error> {
+/// `user_id`'s waiting messages with `after < seq <= upto`, oldest first.
+pub async fn waiting_between(
+    c: &mut Conn,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<WaitingRow>, sqlx::Error> {
     let sql = format!(
-        "SELECT {STORED_COLUMNS} FROM msg_mailbox m WHERE m.user_id = $1 AND m.seq >= $2 AND {WAITING} ORDER BY m.seq"
+        "SELECT {STORED_COLUMNS} FROM msg_mailbox m WHERE m.user_id = $1 AND m.seq > $2 AND m.seq <= $3 \
+         AND {WAITING} ORDER BY m.seq"
     );
-    sqlx::query_as(&sql).bind(user_id).bind(from).fetch_all(c).await
+    sqlx::query_as(&sql).bind(user_id).bind(after).bind(upto).fetch_all(c).await
 }
 
-/// The active devices of `user_id` that still owe each of its messages from `seq` `from`
-/// on: (`seq`, device id), by `seq`.
-pub async fn pending_devices_from(c: &mut Conn, user_id: &str, from: i64) -> Result<Vec<(i64, String)>, sqlx::Error> {
+/// The active devices of `user_id` that still owe each of its messages with
+/// `after < seq <= upto`: (`seq`, device id), by `seq`.
+pub async fn pending_devices_between(
+    c: &mut Conn,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT p.seq, p.device_id FROM msg_pending p JOIN msg_mailbox m ON m.seq = p.seq \
          JOIN acct_devices d ON d.id = p.device_id AND d.user_id = m.user_id AND d.revoked_at IS NULL \
-         WHERE m.user_id = $1 AND m.seq >= $2 ORDER BY p.seq, p.device_id",
+         WHERE m.user_id = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY p.seq, p.device_id",
     )
     .bind(user_id)
-    .bind(from)
+    .bind(after)
+    .bind(upto)
     .fetch_all(c)
     .await?;
     rows.iter().map(|r| Ok((r.try_get("seq")?, r.try_get("device_id")?))).collect()
@@ -188,18 +203,6 @@ pub async fn insert_policy(c: &mut Conn, user_id: &str, policy: &str, updated_at
         .execute(c)
         .await?;
     Ok(())
-}
-
-/// Tell `user_id`'s devices that `count` messages (`bytes`) were dropped for `reason`.
-pub async fn report_drop(
-    c: &mut Conn,
-    user_id: &str,
-    reason: &str,
-    count: i64,
-    bytes: i64,
-    at: i64,
-) -> Result<(), sqlx::Error> {
-    record_drop(c, user_id, reason, count, bytes, at).await
 }
 
 /// The account moved away: its mailbox here goes (pending rows with it, through the

@@ -1,4 +1,4 @@
-//! Progress of long operator work on stderr: a bar redrawn in place at a terminal, a line
+//! Progress of long work (an operator's, a wallet's) on stderr: a bar redrawn in place at a terminal, a line
 //! per tenth of the way (and at the end) otherwise, so logs and scripts see it too.
 
 use std::io::{IsTerminal, Write};
@@ -15,6 +15,11 @@ impl Progress {
         Self { what, terminal: std::io::stderr().is_terminal(), last_tenth: 0, drawn: false }
     }
 
+    /// Nothing shown (for `--json` output).
+    pub fn quiet(what: &'static str) -> Self {
+        Self { what, terminal: false, last_tenth: usize::MAX, drawn: false }
+    }
+
     pub fn update(&mut self, done: usize, total: usize) {
         let total = total.max(1);
         if self.terminal {
@@ -23,6 +28,9 @@ impl Progress {
             eprint!("\r{}: [{}{}] {done}/{total}", self.what, "=".repeat(filled), " ".repeat(WIDTH - filled));
             std::io::stderr().flush().ok();
             self.drawn = true;
+            return;
+        }
+        if self.last_tenth == usize::MAX {
             return;
         }
         let tenth = done * 10 / total;
