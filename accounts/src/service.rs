@@ -517,8 +517,16 @@ impl Accounts {
     /// those differ, and the fresh one is handed back.
     pub async fn login_challenge(&self, certificate: &str) -> Result<LoginChallenge, AccountError> {
         let presented: DeviceCertificate = jws::unverified_payload(certificate)?;
-        let name = self.name_in_did(&presented.iss)?;
         let mut conn = self.conn().await?;
+        // A device whose account moved here still presents its certificate for the old
+        // node's DID: it gets the one this node holds for it, for the DID here.
+        let name = match self.name_in_did(&presented.iss) {
+            Ok(name) => name,
+            Err(e) => match store::name_by_alias(&mut conn, &presented.iss).await? {
+                Some(name) => UserName::parse(&name)?,
+                None => return Err(e),
+            },
+        };
         let user = store::user_by_name(&mut conn, name.as_str()).await?.ok_or(AccountError::Unauthorized)?;
         self.check_active(&mut conn, &user).await?;
         let device = match store::device(&mut conn, &presented.sub).await? {
@@ -552,7 +560,8 @@ impl Accounts {
         if device.cert_expires_at <= now {
             return Err(AccountError::CertificateExpired);
         }
-        if !self.is_user_did(&user.name, &claims.iss)? {
+        let alias = store::name_by_alias(&mut conn, &claims.iss).await?;
+        if !self.is_user_did(&user.name, &claims.iss)? && alias.as_deref() != Some(user.name.as_str()) {
             return Err(AccountError::InvalidRequest("iss is not the device's account".into()));
         }
         if !store::take_challenge(&mut conn, &claims.nonce, CHALLENGE_PURPOSE_LOGIN, Some(&device.id), now).await? {

@@ -224,8 +224,12 @@ impl Messaging {
         if let Some(skid) = forward.envelope.get("protected").and_then(protected_skid) {
             // A wallet that has not followed the node to its new URL yet still seals under
             // the user's DID from the old one: the same keys, answered there.
+            // So does a wallet that followed its account here from another node.
             let former = self.node.former().iter().filter_map(|f| f.user_did(&me.user_name).ok());
-            if !std::iter::once(sender.clone()).chain(former).any(|d| skid.starts_with(&format!("{}#", d.as_str()))) {
+            let ours =
+                std::iter::once(sender.clone()).chain(former).any(|d| skid.starts_with(&format!("{}#", d.as_str())));
+            let skid_did = skid.split('#').next().unwrap_or_default();
+            if !ours && self.accounts.name_by_alias(skid_did).await?.as_deref() != Some(me.user_name.as_str()) {
                 return Err(MessagingError::Malformed(format!(
                     "the envelope is authcrypted from {skid}, which is not a key of your DID {sender}"
                 )));

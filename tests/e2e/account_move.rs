@@ -52,6 +52,12 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     let (_, ldp_cred) = issue(&a, &alice, &bob_did, "ldp_vc").await;
     assert_eq!(issuer_of(&vh_cred), old_webvh);
 
+    // Alice's phone: a second device, made before the move.
+    let phone = a.wallet("alice-phone");
+    let out =
+        sichat(&alice, &["--json", "device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
+    assert!(out.status.success(), "device add: {}", stderr(&out));
+
     // Carol, on A, writes before the move; alice reads it there.
     let carol = a.join("carol", &a.invite(&alice, 1).await).await;
     let id = send(&carol, &old_web, "before the move", &[]).await;
@@ -145,6 +151,19 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
         assert_eq!(got.iter().filter(|t| *t == text).count(), 1, "{text:?} once in {listings:?}");
     }
 
+    // The phone's wallet still names A: A answers that the account moved, and the phone
+    // follows to B on its own (B re-certified it in the move), where the messages wait for it.
+    let out = sichat(&phone, &["device", "list"]).await;
+    assert!(out.status.success(), "the phone follows: {}", stderr(&out));
+    assert!(stderr(&out).contains("this wallet follows it"), "{}", stderr(&out));
+    let who = json(&sichat(&phone, &["--json", "whoami"]).await);
+    assert_eq!(who["server"], b.url.as_str(), "{who}");
+    let mut on_phone = texts(&inbox(&phone, &[]).await);
+    on_phone.extend(texts(&inbox(&phone, &["--requests"]).await));
+    assert!(on_phone.contains(&"after the move".to_owned()), "{on_phone:?}");
+    let id = send(&phone, &carol_did(&carol).await, "from the phone, on B", &[]).await;
+    delivered(&phone, &id).await;
+
     // A holds no usable secret of the account, and refuses its sessions.
     assert_eq!(count(&a, "SELECT COUNT(*) FROM acct_users WHERE status = 'moved'").await, 1);
     let alices = "(SELECT id FROM acct_users WHERE name = 'alice')";
@@ -163,6 +182,10 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
         let (status, body) = a.get_json(path).await;
         assert_eq!((status, body["error"].as_str()), (410, Some("account_moved")), "{path}: {body}");
     }
+}
+
+async fn carol_did(carol: &std::path::Path) -> String {
+    json(&sichat(carol, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned()
 }
 
 /// A ticket of B and the sealed export of A, by hand.

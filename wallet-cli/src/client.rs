@@ -1,7 +1,7 @@
 //! Talking to the wallet's own node: plain JSON over HTTP, the login handshake, and
 //! root-key-signed requests.
 
-use crate::wallet::Wallet;
+use crate::wallet::{Profile, Wallet};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -111,13 +111,23 @@ impl Client {
     /// its key by signing the nonce bound to the node's DID. Returns a fresher device
     /// certificate when the node has one (after a root rotation).
     pub async fn login(&mut self, wallet: &Wallet) -> Result<LoggedIn> {
-        let (node_did, node_key) = pinned_node(wallet)?;
-        let req = LoginChallengeRequest { certificate: wallet.certificate.clone() };
+        self.login_as(&wallet.profile, &wallet.certificate, &wallet.device_sign).await
+    }
+
+    /// [`Client::login`] with this profile (its pinned node) and certificate.
+    pub async fn login_as(
+        &mut self,
+        profile: &Profile,
+        certificate: &str,
+        device_sign: &Ed25519KeyPair,
+    ) -> Result<LoggedIn> {
+        let (node_did, node_key) = pinned_node(profile)?;
+        let req = LoginChallengeRequest { certificate: certificate.to_owned() };
         let LoginChallenge { challenge, certificate } = self.post("/api/v1/sessions/challenge", &req).await?;
         let claims: LoginChallengeClaims = jws::verify(&challenge, &node_key, TYP_LOGIN_CHALLENGE).map_err(|e| {
             anyhow!("the server failed to prove it holds the node key pinned at init ({e}): refusing to log in")
         })?;
-        if claims.aud != wallet.profile.device_id || claims.exp < now_secs() {
+        if claims.aud != profile.device_id || claims.exp < now_secs() {
             bail!("the server's login challenge is not for this device or has expired: refusing to log in");
         }
         // The pinned node key vouches for the node's DID: a node that changed its public URL
@@ -127,20 +137,19 @@ impl Client {
             bail!("the server's login challenge names {node_did_now}, not a did:web DID: refusing to log in");
         }
         let answer = LoginClaims {
-            iss: wallet.profile.did.clone(),
-            sub: wallet.profile.device_id.clone(),
+            iss: profile.did.clone(),
+            sub: profile.device_id.clone(),
             aud: node_did_now.clone(),
             nonce: claims.nonce,
             iat: now_secs(),
         };
-        let response = jws::sign(&wallet.device_sign, TYP_LOGIN, Some(&device_kid(wallet)), &answer)?;
+        let response = jws::sign(device_sign, TYP_LOGIN, Some(&device_kid(profile)), &answer)?;
         let session: Session = self.post("/api/v1/sessions", &LoginRequest { response }).await?;
         self.token = Some(session.token.clone());
         // Keep a newer certificate only if it really is this device's, by the current root.
         let certificate = certificate.filter(|c| {
-            jws::unverified_payload::<DeviceCertificate>(c).is_ok_and(|d| {
-                d.sub == wallet.profile.device_id && d.sign_key == wallet.device_sign.public().to_multibase()
-            })
+            jws::unverified_payload::<DeviceCertificate>(c)
+                .is_ok_and(|d| d.sub == profile.device_id && d.sign_key == device_sign.public().to_multibase())
         });
         Ok(LoggedIn { certificate, node_did: node_did_now, session })
     }
@@ -169,7 +178,7 @@ impl Client {
         op: RootOperation,
         did_log_entry: Option<String>,
     ) -> Result<String> {
-        let (node_did, _) = pinned_node(wallet)?;
+        let (node_did, _) = pinned_node(&wallet.profile)?;
         let ch: Challenge = self.post("/api/v1/challenges", &serde_json::json!({})).await?;
         let claims = RootOpClaims {
             iss: wallet.profile.did.clone(),
@@ -192,17 +201,17 @@ pub struct LoggedIn {
     pub session: Session,
 }
 
-fn pinned_node(wallet: &Wallet) -> Result<(String, Ed25519Public)> {
-    let did = wallet.profile.node_did.clone();
-    let key = wallet.profile.node_key.as_deref().map(Ed25519Public::from_multibase).transpose()?;
+fn pinned_node(profile: &Profile) -> Result<(String, Ed25519Public)> {
+    let did = profile.node_did.clone();
+    let key = profile.node_key.as_deref().map(Ed25519Public::from_multibase).transpose()?;
     match (did, key) {
         (Some(d), Some(k)) => Ok((d, k)),
         _ => bail!("this wallet has no server (a did:key identity): run `sichat init --server URL --invite CODE` in a new wallet"),
     }
 }
 
-fn device_kid(wallet: &Wallet) -> String {
-    format!("{}#device-{}", wallet.profile.did, wallet.profile.device_id)
+fn device_kid(profile: &Profile) -> String {
+    format!("{}#device-{}", profile.did, profile.device_id)
 }
 
 /// An error the server reported, with its stable code.

@@ -296,7 +296,13 @@ impl Ctx {
         let (mut w, pass) = self.open()?;
         let server = w.profile.server.clone().ok_or_else(no_server)?;
         let mut client = Client::new(&server)?;
-        let login = client.login(&w).await?;
+        let login = match client.login(&w).await {
+            Err(e) if moved_away(&e) => {
+                let client = account_move::follow_moved(self, &w, &pass).await?;
+                return Ok((Wallet::open(&self.dir, &pass)?, client));
+            }
+            other => other?,
+        };
         let followed = self.follow_node(&mut w.profile, &login);
         let renewed = login.certificate.is_some();
         if let Some(fresh) = login.certificate.clone() {
@@ -371,6 +377,11 @@ fn non_empty(p: String) -> Result<String> {
         bail!("the passphrase is empty");
     }
     Ok(p)
+}
+
+/// The node answered that the account moved to another node (`410 account_moved`).
+pub(crate) fn moved_away(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "account_moved")
 }
 
 pub(crate) fn no_server() -> anyhow::Error {

@@ -118,7 +118,10 @@ pub(crate) fn need_node(profile: &Profile) -> Result<String> {
 async fn login(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<Client> {
     let server = need_node(&w.profile)?;
     let mut c = Client::new(&server)?;
-    let login = c.login(w).await?;
+    let login = match c.login(w).await {
+        Err(e) if crate::moved_away(&e) => return crate::account_move::follow_moved(ctx, w, pass).await,
+        other => other?,
+    };
     let mut profile = w.profile.clone();
     let follows = ctx.follow_node(&mut profile, &login);
     if login.certificate.is_some() || follows {
