@@ -214,6 +214,11 @@ pub enum RootOperation {
         to: String,
         did: String,
     },
+    /// Cancel the move to the node at `to` while it is in flight (before `move_done`): the
+    /// account stays here, and works as before at once.
+    MoveCancel {
+        to: String,
+    },
     /// The node changed its public URL: the account's `did:webvh` follows it to `did` (same
     /// SCID, the node's new host). `did_log_entry` is the entry that moves it, over the
     /// node's draft (`POST /api/v1/did/rehost-draft`).

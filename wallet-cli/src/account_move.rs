@@ -3,7 +3,7 @@
 //! step; the wallet checks what each node hands it before signing, and never sees the
 //! issuing keys (the bundle is sealed to the new node).
 
-use crate::client::Client;
+use crate::client::{Client, ServerError};
 use crate::wallet::{self, Wallet};
 use crate::{did_log, need_root, no_server, Ctx, CERT_LIFETIME_SECS};
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,8 +22,12 @@ pub struct MoveArgs {
     #[arg(long)]
     to: String,
     /// An invite code of that node.
+    #[arg(long, required_unless_present = "cancel")]
+    invite: Option<String>,
+    /// Cancel a move to --to that did not finish: the account stays where it is and works
+    /// as before at once (otherwise it waits an hour for the move to expire).
     #[arg(long)]
-    invite: String,
+    cancel: bool,
     /// Your user name there [default: the same as here].
     #[arg(long)]
     name: Option<String>,
@@ -45,6 +49,14 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
     if a.base() == b.base() {
         bail!("your account is on {} already", b.base());
     }
+    if args.cancel {
+        let request = a.signed_root_op(&w, root, RootOperation::MoveCancel { to: b.base().to_owned() }, None).await?;
+        let _: Account = a.post("/api/v1/root-operations", &SignedRequest { request }).await?;
+        return ctx.print(&json!({"cancelled": true, "server": from}), |_| {
+            println!("Cancelled the move to {}: your account works on {from} as before.", b.base())
+        });
+    }
+    let invite = args.invite.clone().unwrap_or_default();
 
     if a.get_text_if_found(&format!("/users/{old_name}/did.jsonl")).await?.is_none() {
         step(ctx, "giving your account a portable DID first (did:webvh)");
@@ -57,8 +69,7 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
 
     step(ctx, &format!("asking {} for a place", b.base()));
     let (b_doc, b_key) = b.node().await.with_context(|| format!("{} is not a Sichat node", b.base()))?;
-    let ticket: MoveTicket =
-        b.post("/api/v1/moves/tickets", &MoveTicketRequest { invite: args.invite.clone() }).await?;
+    let ticket: MoveTicket = b.post("/api/v1/moves/tickets", &MoveTicketRequest { invite }).await?;
     if ticket.node_did != b_doc.id.as_str() {
         bail!("{} answered for {}, not for its own DID {}", b.base(), ticket.node_did, b_doc.id);
     }
@@ -72,45 +83,85 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
     let request = a.signed_root_op(&w, root, op, None).await?;
     let export: MoveExport = a.post("/api/v1/moves/export", &SignedRequest { request }).await?;
 
-    step(ctx, &format!("{} opens it ({} bytes)", b.base(), export.bundle.len()));
-    let req = MoveDraftRequest { ticket: ticket.ticket.clone(), bundle: export.bundle, name: args.name.clone() };
-    let draft: MoveDraft = b.post("/api/v1/moves/draft", &req).await?;
-    check_draft(&draft, &old_log, root)?;
-    carry_pages(ctx, &a, &b, &ticket.ticket, &export.more).await?;
+    // From the export to the import: a failure the new node answered (or one before the
+    // import was sent) cancels the move on the old node, where the account then works as
+    // before; a lost answer to the import cannot tell, and says what to check.
+    let sent = std::sync::atomic::AtomicBool::new(false);
+    let imported = async {
+        step(ctx, &format!("{} opens it ({} bytes)", b.base(), export.bundle.len()));
+        let req = MoveDraftRequest { ticket: ticket.ticket.clone(), bundle: export.bundle, name: args.name.clone() };
+        let draft: MoveDraft = b.post("/api/v1/moves/draft", &req).await?;
+        check_draft(&draft, &old_log, root)?;
+        carry_pages(ctx, &a, &b, &ticket.ticket, &export.more).await?;
 
-    step(ctx, "signing the move with your root key");
-    let entry = webvh::append(&draft.last_entry, draft.state.clone(), json!({}), root)?;
-    let web = Did::parse(&draft.web_did)?;
-    let mut certificates = Vec::new();
-    let mut mine = None;
-    for d in &draft.devices {
-        let cert = DeviceCertificate::issue(
-            root,
-            &web,
-            &d.id,
-            &d.name,
-            &Ed25519Public::from_multibase(&d.sign_key)?,
-            &X25519Public::from_multibase(&d.agree_key)?,
-            CERT_LIFETIME_SECS,
-        )?;
-        if d.id == w.profile.device_id {
-            mine = Some(cert.clone());
+        step(ctx, "signing the move with your root key");
+        let entry = webvh::append(&draft.last_entry, draft.state.clone(), json!({}), root)?;
+        let web = Did::parse(&draft.web_did)?;
+        let mut certificates = Vec::new();
+        let mut mine = None;
+        for d in &draft.devices {
+            let cert = DeviceCertificate::issue(
+                root,
+                &web,
+                &d.id,
+                &d.name,
+                &Ed25519Public::from_multibase(&d.sign_key)?,
+                &X25519Public::from_multibase(&d.agree_key)?,
+                CERT_LIFETIME_SECS,
+            )?;
+            if d.id == w.profile.device_id {
+                mine = Some(cert.clone());
+            }
+            certificates.push(cert);
         }
-        certificates.push(cert);
+        let mine = mine.ok_or_else(|| anyhow!("the new node's draft leaves out this device: refusing to sign it"))?;
+        let ch: Challenge = b.post("/api/v1/challenges", &json!({})).await?;
+        let claims = MoveInClaims {
+            iss: draft.did.clone(),
+            aud: ticket.node_did.clone(),
+            challenge: ch.challenge,
+            iat: now_secs(),
+            ticket: ticket.ticket.clone(),
+            entry: entry.line.clone(),
+            certificates,
+        };
+        let request = jws::sign(root, TYP_MOVE_IN, Some(&format!("{}#root", draft.did)), &claims)?;
+        sent.store(true, std::sync::atomic::Ordering::Relaxed);
+        let account: Account = b.post("/api/v1/moves/import", &SignedRequest { request }).await?;
+        Ok::<_, anyhow::Error>((draft, entry, mine, account))
     }
-    let mine = mine.ok_or_else(|| anyhow!("the new node's draft leaves out this device: refusing to sign it"))?;
-    let ch: Challenge = b.post("/api/v1/challenges", &json!({})).await?;
-    let claims = MoveInClaims {
-        iss: draft.did.clone(),
-        aud: ticket.node_did.clone(),
-        challenge: ch.challenge,
-        iat: now_secs(),
-        ticket: ticket.ticket.clone(),
-        entry: entry.line.clone(),
-        certificates,
+    .await;
+    let (draft, entry, mine, account) = match imported {
+        Ok(done) => done,
+        // A refusal (4xx) changed nothing on the new node; a 5xx or no answer may have.
+        Err(e)
+            if !sent.load(std::sync::atomic::Ordering::Relaxed)
+                || e.downcast_ref::<ServerError>().is_some_and(|s| s.status < 500) =>
+        {
+            let op = RootOperation::MoveCancel { to: b.base().to_owned() };
+            let cancelled = async {
+                let request = a.signed_root_op(&w, root, op, None).await?;
+                a.post::<Account>("/api/v1/root-operations", &SignedRequest { request }).await
+            }
+            .await;
+            return Err(match cancelled {
+                Ok(_) => e.context(format!("the move was cancelled: your account keeps working on {from}")),
+                Err(c) => e.context(format!(
+                    "the move failed, and {from} could not be told to cancel it ({c:#}): run \
+                     `sichat move --cancel --to {}`, or wait an hour",
+                    b.base()
+                )),
+            });
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "{} did not answer the import: if `sichat move` again says your account is there, it is; \
+                 if not, run `sichat move --cancel --to {}` and try again",
+                b.base(),
+                b.base()
+            )))
+        }
     };
-    let request = jws::sign(root, TYP_MOVE_IN, Some(&format!("{}#root", draft.did)), &claims)?;
-    let account: Account = b.post("/api/v1/moves/import", &SignedRequest { request }).await?;
 
     // From here the account lives on the new node: the wallet on disk follows it before
     // anything else can fail (`w`, in memory, still names the old node).

@@ -102,6 +102,7 @@ pub async fn next_entry(
         RootOperation::UpgradeDid { .. }
             | RootOperation::MoveOut { .. }
             | RootOperation::MoveDone { .. }
+            | RootOperation::MoveCancel { .. }
             | RootOperation::FollowHost { .. }
     ) {
         return Ok(None);
@@ -149,6 +150,7 @@ pub async fn next_entry(
         RootOperation::UpgradeDid { .. }
         | RootOperation::MoveOut { .. }
         | RootOperation::MoveDone { .. }
+        | RootOperation::MoveCancel { .. }
         | RootOperation::FollowHost { .. } => return Ok(None),
     }
     let state = serde_json::to_value(&doc)?;

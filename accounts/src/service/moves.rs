@@ -630,6 +630,25 @@ impl Accounts {
         Ok(())
     }
 
+    /// Root operation `move_cancel`: the export in flight to `to` ends unfinished; the
+    /// account works here as before (root operations, deliveries).
+    pub(super) async fn move_cancel(
+        &self,
+        tx: &mut store::Conn,
+        user: &store::UserRow,
+        to: &str,
+        now: i64,
+    ) -> Result<(), AccountError> {
+        let to = origin_of(to)?;
+        let m = store::move_in_flight(tx, &user.id, now)
+            .await?
+            .filter(|m| m.peer_origin.as_deref() == Some(to.as_str()))
+            .ok_or_else(|| AccountError::Conflict(format!("no move to {to} is in flight: nothing to cancel")))?;
+        store::cancel_move(tx, &m.id).await?;
+        tracing::info!(user = %user.name, %to, "move cancelled");
+        Ok(())
+    }
+
     /// DIDs the account had on the nodes it came from (none if it was made here).
     pub(super) async fn earlier_dids(c: &mut store::Conn, user_id: &str) -> Result<Vec<String>, AccountError> {
         let Some(m) = store::finished_move(c, user_id, "in").await? else { return Ok(Vec::new()) };

@@ -54,7 +54,7 @@ impl Accounts {
             return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()));
         }
         if let Some(m) = store::move_in_flight(&mut tx, &user.id, now).await? {
-            if !matches!(claims.op, RootOperation::MoveDone { .. }) {
+            if !matches!(claims.op, RootOperation::MoveDone { .. } | RootOperation::MoveCancel { .. }) {
                 return Err(AccountError::Conflict(format!(
                     "the account is moving to {}: finish the move (sichat move) before changing it",
                     m.peer_origin.unwrap_or_default()
@@ -131,11 +131,15 @@ impl Accounts {
             RootOperation::MoveOut { .. } => {
                 return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()))
             }
+            RootOperation::MoveCancel { to } => self.move_cancel(&mut tx, &user, to, now).await?,
             RootOperation::FollowHost { did } => {
                 self.follow_host(&mut tx, &user, did, claims.did_log_entry.as_deref(), now).await?
             }
         }
-        if !matches!(claims.op, RootOperation::UpgradeDid { .. } | RootOperation::FollowHost { .. }) {
+        if !matches!(
+            claims.op,
+            RootOperation::UpgradeDid { .. } | RootOperation::FollowHost { .. } | RootOperation::MoveCancel { .. }
+        ) {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
         }
         tx.commit().await?;
@@ -158,5 +162,6 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::MoveOut { .. } => "move_out",
         RootOperation::MoveDone { .. } => "move_done",
         RootOperation::FollowHost { .. } => "follow_host",
+        RootOperation::MoveCancel { .. } => "move_cancel",
     }
 }

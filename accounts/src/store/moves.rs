@@ -87,6 +87,15 @@ pub async fn move_in_flight(c: &mut Conn, user_id: &str, now: i64) -> Result<Opt
     sqlx::query(&sql).bind(user_id).bind(now).fetch_optional(c).await?.as_ref().map(move_row).transpose()
 }
 
+/// An export in flight ends unfinished (`move_cancel`).
+pub async fn cancel_move(c: &mut Conn, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_moves SET status = 'cancelled', ticket_key = NULL WHERE id = $1 AND status = 'exported'")
+        .bind(id)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
 /// How many tickets taken with an invite are still open.
 pub async fn open_tickets(c: &mut Conn, invite_id: &str, now: i64) -> Result<i64, sqlx::Error> {
     sqlx::query(
