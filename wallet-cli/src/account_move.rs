@@ -211,64 +211,6 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
     })
 }
 
-/// The account moved to another node from another wallet (`sichat move`), and the old node
-/// now answers `account_moved`: follow it. The old node's document of the account's old DID
-/// names the new node's messaging endpoint; the new node, which re-certified this device in
-/// the move, signs its challenge with its own key (pinned from now on) and hands this device
-/// its certificate for the DID there. Returns a client logged in to the new node; the wallet
-/// on disk names it.
-pub(crate) async fn follow_moved(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<Client> {
-    let from = w.profile.server.clone().ok_or_else(no_server)?;
-    let name = w.profile.name.clone().ok_or_else(|| anyhow!("this wallet has no account name"))?;
-    let a = Client::new(&from)?;
-    let doc: sichat_core::did::DidDocument = a
-        .get(&format!("/users/{name}/did.json"))
-        .await
-        .with_context(|| format!("{from} says your account moved, but serves no document saying where"))?;
-    let endpoint = doc
-        .service
-        .iter()
-        .filter(|s| s.kind == "DIDCommMessaging")
-        .find_map(|s| s.service_endpoint.as_str().or_else(|| s.service_endpoint["uri"].as_str()).map(str::to_owned))
-        .ok_or_else(|| anyhow!("{from} says your account moved, but names no new node"))?;
-    let to = url::Url::parse(&endpoint).context("the new node's address")?.origin().ascii_serialization();
-    let mut b = Client::new(&to)?;
-    if a.base() == b.base() {
-        bail!("{from} says your account moved, but names itself as the new node");
-    }
-    let (b_doc, b_key) = b.node().await.with_context(|| format!("{to} is not a Sichat node"))?;
-    let mut profile = w.profile.clone();
-    profile.server = Some(b.base().to_owned());
-    profile.node_did = Some(b_doc.id.to_string());
-    profile.node_key = Some(b_key.to_multibase());
-    let login = b.login_as(&profile, &w.certificate, &w.device_sign).await.with_context(|| {
-        format!("your account moved to {to}, which does not take this device: add it again from your root wallet")
-    })?;
-    let certificate = login
-        .certificate
-        .clone()
-        .ok_or_else(|| anyhow!("{to} handed this device no certificate for your account there: refusing to follow"))?;
-    let new_did = login.session.did.clone();
-    let new_name = new_did.rsplit(':').next().unwrap_or(&name).to_owned();
-    wallet::update(&ctx.dir, pass, |saved: &mut Wallet| {
-        let old = std::mem::replace(&mut saved.profile.did, new_did.clone());
-        saved.profile.remember_dids([old]);
-        saved.profile.remember_dids(doc.also_known_as.iter().cloned());
-        saved.profile.name = Some(new_name.clone());
-        saved.profile.server = profile.server.clone();
-        saved.profile.node_did = profile.node_did.clone();
-        saved.profile.node_key = profile.node_key.clone();
-        saved.certificate = certificate.clone();
-        Ok(())
-    })?;
-    if !ctx.json {
-        eprintln!(
-            "Your account moved to {to} (from another wallet): this wallet follows it (your DID is now {new_did})."
-        );
-    }
-    Ok(b)
-}
-
 /// What did not fit the bundle (waiting messages), page by page from the old node to the new
 /// one, each sealed to the new node: the import then takes them all, or nothing.
 async fn carry_pages(ctx: &Ctx, a: &Client, b: &Client, ticket: &str, more: &[MoreToMove]) -> Result<()> {

@@ -6,6 +6,7 @@ mod client;
 mod contacts;
 mod credential;
 mod did_log;
+mod follow;
 mod login;
 mod message;
 mod oidc;
@@ -297,13 +298,13 @@ impl Ctx {
         let server = w.profile.server.clone().ok_or_else(no_server)?;
         let mut client = Client::new(&server)?;
         let login = match client.login(&w).await {
-            Err(e) if moved_away(&e) => {
-                let client = account_move::follow_moved(self, &w, &pass).await?;
+            Err(e) if follow::moved_away(&e) => {
+                let client = follow::follow_moved(self, &w, &pass).await?;
                 return Ok((Wallet::open(&self.dir, &pass)?, client));
             }
             other => other?,
         };
-        let followed = self.follow_node(&mut w.profile, &login);
+        let followed = follow::follow_node(&mut w.profile, &login);
         let renewed = login.certificate.is_some();
         if let Some(fresh) = login.certificate.clone() {
             w.certificate = fresh;
@@ -312,7 +313,7 @@ impl Ctx {
             w.save(&self.dir, &pass)?;
         }
         if followed {
-            self.tell_followed(&w.profile);
+            follow::tell_followed(self, &w.profile);
         }
         if login.session.did_log_behind {
             if let Some(root) = w.root.as_ref() {
@@ -330,38 +331,6 @@ impl Ctx {
         Ok((w, client))
     }
 
-    /// Say that the wallet followed its node to a new URL.
-    pub(crate) fn tell_followed(&self, profile: &Profile) {
-        if !self.json {
-            let server = profile.server.as_deref().unwrap_or_default();
-            eprintln!("Your node moved to {server}: this wallet follows it (your DID is now {}).", profile.did);
-        }
-    }
-
-    /// The node changed its public URL (`sichatd admin change-url`): the wallet follows it,
-    /// keeping the old DID among those its messages may be sealed to. True if it did.
-    pub(crate) fn follow_node(&self, profile: &mut Profile, login: &client::LoggedIn) -> bool {
-        let new_did = (login.session.did != profile.did).then(|| login.session.did.clone());
-        let new_node = (Some(&login.node_did) != profile.node_did.as_ref()).then(|| login.node_did.clone());
-        if new_did.is_none() && new_node.is_none() {
-            return false;
-        }
-        // Only a node whose DID changed moved: the wallet may reach an unchanged node at
-        // another address than its public URL.
-        let new_server = login.session.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned());
-        if let Some(did) = new_did {
-            let old = std::mem::replace(&mut profile.did, did);
-            profile.remember_dids([old]);
-        }
-        if let Some(node) = new_node {
-            profile.node_did = Some(node);
-        }
-        if let Some(server) = new_server {
-            profile.server = Some(server);
-        }
-        true
-    }
-
     pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
@@ -377,11 +346,6 @@ fn non_empty(p: String) -> Result<String> {
         bail!("the passphrase is empty");
     }
     Ok(p)
-}
-
-/// The node answered that the account moved to another node (`410 account_moved`).
-pub(crate) fn moved_away(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "account_moved")
 }
 
 pub(crate) fn no_server() -> anyhow::Error {

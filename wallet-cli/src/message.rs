@@ -119,22 +119,22 @@ async fn login(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<Client> {
     let server = need_node(&w.profile)?;
     let mut c = Client::new(&server)?;
     let login = match c.login(w).await {
-        Err(e) if crate::moved_away(&e) => return crate::account_move::follow_moved(ctx, w, pass).await,
+        Err(e) if crate::follow::moved_away(&e) => return crate::follow::follow_moved(ctx, w, pass).await,
         other => other?,
     };
     let mut profile = w.profile.clone();
-    let follows = ctx.follow_node(&mut profile, &login);
+    let follows = crate::follow::follow_node(&mut profile, &login);
     if login.certificate.is_some() || follows {
         wallet::update(&ctx.dir, pass, |saved| {
             if let Some(fresh) = login.certificate.clone() {
                 saved.certificate = fresh;
             }
-            ctx.follow_node(&mut saved.profile, &login);
+            crate::follow::follow_node(&mut saved.profile, &login);
             Ok(())
         })?;
     }
     if follows {
-        ctx.tell_followed(&profile);
+        crate::follow::tell_followed(ctx, &profile);
     }
     Ok(c)
 }
