@@ -376,6 +376,9 @@ impl Issuer {
         now: i64,
     ) -> Result<(String, usize), IssuerError> {
         if let Some((list, _)) = store::current_list(c, user_id, purpose, issuer_did, web_did).await? {
+            // Two issuances at once must not both take one free index (the second would fail
+            // on the list's unique index).
+            store::lock_list(c, &list, self.db.backend() == Backend::Postgres).await?;
             for _ in 0..32 {
                 let index = (u32::from_le_bytes(random_bytes::<4>()) as usize) % LIST_SIZE;
                 if !store::index_taken(c, &list, index as i64).await? {

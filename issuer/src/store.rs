@@ -67,6 +67,16 @@ pub async fn current_list(
     row.map(|r| Ok((r.try_get("id")?, r.try_get("bits")?))).transpose()
 }
 
+/// Hold `list` until the transaction ends (PostgreSQL; SQLite's one writer already
+/// serialises): concurrent issuances of one account then pick their indexes one after the
+/// other, each seeing those taken before it.
+pub async fn lock_list(c: &mut Conn, list: &str, postgres: bool) -> Result<(), sqlx::Error> {
+    if postgres {
+        sqlx::query("SELECT id FROM issuer_status_lists WHERE id = $1 FOR UPDATE").bind(list).execute(c).await?;
+    }
+    Ok(())
+}
+
 pub async fn insert_list(
     c: &mut Conn,
     id: &str,

@@ -227,22 +227,25 @@ pub async fn import_page(c: &mut AnyConnection, arrival: Arrival<'_>, page: Valu
 }
 
 async fn insert_messages(c: &mut AnyConnection, user_id: &str, messages: &[MovedMessage]) -> Result<(), sqlx::Error> {
-    let mut bytes = 0;
-    for m in messages {
-        let row = WaitingRow {
-            seq: 0,
-            id: m.id.clone(),
-            sender: m.sender.clone(),
-            folder: m.folder.clone(),
-            envelope: m.envelope.clone(),
-            size: m.envelope.len() as i64,
-            presentation: i64::from(m.presentation),
-            received_at: m.received_at,
-        };
-        mailbox::insert_moved(c, user_id, &row, &m.pending).await?;
-        bytes += row.size;
-    }
+    let rows: Vec<(WaitingRow, &[String])> = messages
+        .iter()
+        .map(|m| {
+            let row = WaitingRow {
+                seq: 0,
+                id: m.id.clone(),
+                sender: m.sender.clone(),
+                folder: m.folder.clone(),
+                envelope: m.envelope.clone(),
+                size: m.envelope.len() as i64,
+                presentation: i64::from(m.presentation),
+                received_at: m.received_at,
+            };
+            (row, m.pending.as_slice())
+        })
+        .collect();
+    mailbox::insert_moved_batch(c, user_id, &rows).await?;
     if !messages.is_empty() {
+        let bytes = rows.iter().map(|(r, _)| r.size).sum();
         mailbox::add_usage(c, user_id, messages.len() as i64, bytes).await?;
     }
     Ok(())

@@ -7,9 +7,10 @@
 //! `cargo build --release -p sichat-wallet-cli -p sichat-e2e --bins && target/release/measure-move`
 
 use sichat_e2e::fill::{fill_mailbox, issue_many};
-use sichat_e2e::{session_token, sichat, stderr, Backend, TestApp};
+use sichat_e2e::{session_token, Backend, TestApp};
 use sqlx::Row;
 use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 struct Args {
     credentials: usize,
@@ -67,10 +68,25 @@ async fn main() {
     fill_mailbox(&a.node, &me.user_id, &devices, args.messages, args.message_bytes).await;
     let fill_secs = began.elapsed().as_secs_f64();
 
+    // The move, with the time each of its steps (its progress lines) began.
     let began = Instant::now();
-    let out = sichat(&alice, &["move", "--to", &b.url, "--invite", &b.owner_invite]).await;
+    let mut child = tokio::process::Command::new(sichat_e2e::binary("sichat"))
+        .arg("--wallet")
+        .arg(&alice)
+        .args(["move", "--to", &b.url, "--invite", &b.owner_invite])
+        .env("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sichat");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut steps = Vec::new();
+    while let Some(line) = lines.next_line().await.expect("stderr") {
+        steps.push(serde_json::json!([(began.elapsed().as_secs_f64() * 100.0).round() / 100.0, line]));
+    }
+    let status = child.wait().await.expect("sichat");
     let move_secs = began.elapsed().as_secs_f64();
-    assert!(out.status.success(), "move: {}", stderr(&out));
+    assert!(status.success(), "move: {steps:?}");
     let messages = count(&b, "SELECT COUNT(*) FROM msg_mailbox WHERE user_id = $1", &me.user_id).await;
     let credentials = count(&b, "SELECT COUNT(*) FROM issuer_credentials WHERE user_id = $1", &me.user_id).await;
     assert_eq!((messages as usize, credentials as usize), (args.messages, args.credentials), "all moved");
@@ -84,6 +100,7 @@ async fn main() {
             "issue_seconds": issue_secs,
             "fill_seconds": fill_secs,
             "move_seconds": move_secs,
+            "steps": steps,
         })
     );
     a.stop().await;
