@@ -46,27 +46,29 @@ pub async fn fill_mailbox(node: &Node, user_id: &str, devices: &[String], count:
     let padding = "x".repeat(bytes.saturating_sub(40));
     let now = sichat_core::ids::now_ms();
     for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+        let rows: Vec<(WaitingRow, &[String])> = chunk
+            .iter()
+            .map(|_| {
+                let envelope = serde_json::json!({ "ciphertext": padding }).to_string();
+                let row = WaitingRow {
+                    seq: 0,
+                    id: MessageId::new().as_str().to_owned(),
+                    sender: "did:web:sender.example:users:carol".into(),
+                    folder: "inbox".into(),
+                    size: envelope.len() as i64,
+                    envelope,
+                    presentation: 0,
+                    received_at: now,
+                };
+                (row, devices)
+            })
+            .collect();
+        let size = rows.iter().map(|(r, _)| r.size).sum();
         let mut tx = node.db.pool().begin().await.expect("begin");
-        let mut size = 0;
-        for _ in chunk {
-            let id = MessageId::new().as_str().to_owned();
-            let envelope = serde_json::json!({ "ciphertext": padding }).to_string();
-            size += envelope.len() as i64;
-            let row = WaitingRow {
-                seq: 0,
-                id: id.clone(),
-                sender: "did:web:sender.example:users:carol".into(),
-                folder: "inbox".into(),
-                size: envelope.len() as i64,
-                envelope,
-                presentation: 0,
-                received_at: now,
-            };
-            mailbox::insert_moved(&mut tx, user_id, &row, devices).await.expect("insert");
-            ids.push(id);
-        }
-        mailbox::add_usage(&mut tx, user_id, chunk.len() as i64, size).await.expect("usage");
+        mailbox::insert_moved_batch(&mut tx, user_id, &rows).await.expect("insert");
+        mailbox::add_usage(&mut tx, user_id, rows.len() as i64, size).await.expect("usage");
         tx.commit().await.expect("commit");
+        ids.extend(rows.into_iter().map(|(r, _)| r.id));
     }
     ids
 }

@@ -131,7 +131,8 @@ pub async fn active_devices(c: &mut Conn, user_id: &str) -> Result<Vec<String>, 
         .await
 }
 
-/// [`insert_moved`] for many messages at once, in order (their `seq`s follow the order given),
+/// Store moved messages for `user_id`, each with its pending rows for its devices, in order
+/// (their `seq`s follow the order given; their bytes are counted by [`add_usage`]),
 /// a few hundred per statement: an import of a large mailbox makes a few hundred round trips,
 /// not two per message.
 pub async fn insert_moved_batch(
@@ -207,39 +208,6 @@ pub async fn insert_moved_batch(
         }
     }
     Ok(())
-}
-
-/// Store a moved message for `user_id` and its pending rows for `devices` (the triggers
-/// keep the queue totals); its bytes are counted by [`add_usage`]. Returns its new `seq`.
-pub async fn insert_moved(c: &mut Conn, user_id: &str, m: &WaitingRow, devices: &[String]) -> Result<i64, sqlx::Error> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO msg_mailbox (id, user_id, sender, folder, envelope, size, presentation, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
-    )
-    .bind(&m.id)
-    .bind(user_id)
-    .bind(&m.sender)
-    .bind(&m.folder)
-    .bind(&m.envelope)
-    .bind(m.size)
-    .bind(m.presentation)
-    .bind(m.received_at)
-    .fetch_one(&mut *c)
-    .await?;
-    let request = i64::from(m.folder == crate::policy::Folder::Requests.as_str());
-    let sql = format!(
-        "INSERT INTO msg_pending (device_id, seq, size, request, received_at) SELECT d.value, $1, $2, $3, $4 FROM ({}) d",
-        json_values(c, 5, Listed::Text)
-    );
-    sqlx::query(&sql)
-        .bind(seq)
-        .bind(m.size)
-        .bind(request)
-        .bind(m.received_at)
-        .bind(json_list(devices)?)
-        .execute(&mut *c)
-        .await?;
-    Ok(seq)
 }
 
 /// Count `messages` more messages of `bytes` in `user_id`'s mailbox.
