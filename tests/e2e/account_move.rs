@@ -3,6 +3,7 @@
 //! be revoked on B through A's old status-list URLs, the wallet and its devices sign in on
 //! B, and A keeps answering for the old DIDs. Every bad step changes nothing on either node.
 
+use crate::holder::{did, give, request_from, request_status};
 use crate::messaging::{delivered, inbox, send, texts};
 use crate::portable_did::{challenge, device_cert, first, issue, issuer_of, text, webvh_state, Raw};
 use serde_json::{json, Value};
@@ -63,6 +64,8 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     let id = send(&carol, &old_web, "before the move", &[]).await;
     delivered(&carol, &id).await;
     assert!(texts(&inbox(&alice, &[]).await).contains(&"before the move".to_owned()));
+    // Carol gives alice a credential: alice holds it, about her DID on A.
+    let held = give(&carol, &alice, "FriendCredential", &[]).await;
     // One more she has not fetched when she moves: it moves with her mailbox.
     let id = send(&carol, &old_web, "waiting during the move", &[]).await;
     delivered(&carol, &id).await;
@@ -151,6 +154,14 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
         assert_eq!(got.iter().filter(|t| *t == text).count(), 1, "{text:?} once in {listings:?}");
     }
 
+    // What alice holds still presents from B: under the DID it is about (her did:web on A,
+    // whose document A keeps serving), so the holder binding holds.
+    let (req, uri) = request_from(&carol, &did(&carol).await).await;
+    let out = sichat(&alice, &["--json", "present", &uri, "--yes"]).await;
+    assert!(out.status.success(), "present after the move: {}", stderr(&out));
+    assert_eq!(json(&out)["presented"], json!([held]));
+    assert_eq!(request_status(&carol, req).await, "verified");
+
     // The phone's wallet still names A: A answers that the account moved, and the phone
     // follows to B on its own (B re-certified it in the move), where the messages wait for it.
     let out = sichat(&phone, &["device", "list"]).await;
@@ -161,7 +172,7 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
     let mut on_phone = texts(&inbox(&phone, &[]).await);
     on_phone.extend(texts(&inbox(&phone, &["--requests"]).await));
     assert!(on_phone.contains(&"after the move".to_owned()), "{on_phone:?}");
-    let id = send(&phone, &carol_did(&carol).await, "from the phone, on B", &[]).await;
+    let id = send(&phone, &did(&carol).await, "from the phone, on B", &[]).await;
     delivered(&phone, &id).await;
 
     // A holds no usable secret of the account, and refuses its sessions.
@@ -182,10 +193,6 @@ async fn a_moved_account_keeps_its_identity_and_what_it_issued(backend: Backend)
         let (status, body) = a.get_json(path).await;
         assert_eq!((status, body["error"].as_str()), (410, Some("account_moved")), "{path}: {body}");
     }
-}
-
-async fn carol_did(carol: &std::path::Path) -> String {
-    json(&sichat(carol, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned()
 }
 
 /// A ticket of B and the sealed export of A, by hand.

@@ -28,12 +28,12 @@ storage_tests!(
     fetch_failures_do_not_describe_the_network
 );
 
-async fn did(wallet: &Path) -> String {
+pub(crate) async fn did(wallet: &Path) -> String {
     json(&sichat(wallet, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned()
 }
 
 /// `from` offers `to` a credential of `type_name`, and `to` receives it. Returns its id.
-async fn give(from: &Path, to: &Path, type_name: &str, extra: &[&str]) -> String {
+pub(crate) async fn give(from: &Path, to: &Path, type_name: &str, extra: &[&str]) -> String {
     let to_did = did(to).await;
     let mut args = vec!["--json", "credential", "offer", "--type", type_name, "--to", &to_did, "--claim", "name=Bob"];
     args.extend_from_slice(extra);
@@ -214,14 +214,14 @@ async fn present_answers_the_whole_dcql_query(backend: Backend) {
     assert_eq!(v.posted().len(), 2);
 }
 
-async fn request_from(carol: &Path, issuer: &str) -> (String, String) {
+pub(crate) async fn request_from(carol: &Path, issuer: &str) -> (String, String) {
     let out = sichat(carol, &["--json", "verifier", "request", "--type", "FriendCredential", "--issuer", issuer]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = json(&out);
     (r["id"].as_str().expect("id").to_owned(), r["request_uri"].as_str().expect("uri").to_owned())
 }
 
-async fn request_status(carol: &Path, id: String) -> Value {
+pub(crate) async fn request_status(carol: &Path, id: String) -> Value {
     json(&sichat(carol, &["--json", "verifier", "result", &id]).await)["status"].clone()
 }
 

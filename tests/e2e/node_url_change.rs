@@ -5,6 +5,7 @@
 //! URLs; the wallets follow on their own (the root key moves the did:webvh); messages to
 //! the old DIDs, from this node and another, arrive once; a bad configuration changes nothing.
 
+use crate::holder::{give, request_from, request_status};
 use crate::messaging::{delivered, inbox, send, texts};
 use crate::portable_did::{issue, issuer_of, text, Raw};
 use serde_json::Value;
@@ -80,6 +81,7 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
     let id = send(&carol, &old_web, "before the change", &[]).await;
     delivered(&carol, &id).await;
     assert!(texts(&inbox(&alice, &[]).await).contains(&"before the change".to_owned()));
+    let held = give(&carol, &alice, "FriendCredential", &[]).await;
     let id = send(&carol, &old_web, "waiting during the change", &[]).await;
     delivered(&carol, &id).await;
 
@@ -209,6 +211,14 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
     // Once is enough: a second draft has nothing to do.
     let out = sichat(&alice, &["device", "list"]).await;
     assert!(out.status.success() && !stderr(&out).contains("follows"), "{}", stderr(&out));
+
+    // What alice held before the change presents, under the DID it is about (answered at
+    // the old URL), to a verifier that knows carol, its issuer, by her DID then.
+    let (req, uri) = request_from(&carol, &carol_old).await;
+    let out = sichat(&alice, &["--json", "present", &uri, "--yes"]).await;
+    assert!(out.status.success(), "present after the change: {}", stderr(&out));
+    assert_eq!(json(&out)["presented"], serde_json::json!([held]));
+    assert_eq!(request_status(&carol, req).await, "verified");
 
     // Every message arrived, once (dave's, from a stranger, in the requests folder).
     let mut all = texts(&inbox(&alice, &[]).await);

@@ -199,10 +199,6 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
                 .iter()
                 .find(|c| &c.id == id)
                 .ok_or_else(|| anyhow!("this wallet holds no credential {id}: see `sichat credential list`"))?;
-            let vc = sichat_holder::check::unverified(&held.format, &held.credential)?;
-            if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
-                bail!("credential {id} is about someone else, not you: it cannot be presented");
-            }
             Some(crate::present::vp_jwt(&w, held, to.did.as_str(), forward_id.as_str())?)
         }
     };

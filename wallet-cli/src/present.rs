@@ -186,7 +186,7 @@ pub async fn present(ctx: &Ctx, a: PresentArgs) -> Result<()> {
     let mut left_out: Vec<(String, String)> = Vec::new();
     for held in &w.credentials {
         let vc = check::unverified(&held.format, &held.credential)?;
-        if vc.pointer("/credentialSubject/id").and_then(Value::as_str) != Some(w.profile.did.as_str()) {
+        if !vc.pointer("/credentialSubject/id").and_then(Value::as_str).is_some_and(|s| is_mine(&w, s)) {
             continue;
         }
         let c = dcql::Candidate { id: &held.id, format: &held.format, vc: &vc };
@@ -303,14 +303,31 @@ pub async fn present(ctx: &Ctx, a: PresentArgs) -> Result<()> {
     ctx.print(&out, |_| println!("Presented {} to {who}: accepted.", ids.join(" and ")))
 }
 
-/// The key this wallet presents with, and its DID URL: a key its DID document lists under
-/// `authentication` (the device key, or the did:key itself).
-fn holder_key(w: &Wallet) -> Result<(String, &Ed25519KeyPair)> {
+/// Whether `did` is this account's: its DID now, or one it had (its `did:webvh`, the DIDs of
+/// nodes it moved from or of its node's former URL), whose documents list the same keys.
+pub(crate) fn is_mine(w: &Wallet, did: &str) -> bool {
+    w.profile.did == did || w.profile.also_known_as.iter().any(|d| d == did)
+}
+
+/// The DID a held credential is about (this account's, now or before), which presents it.
+fn holder_of(w: &Wallet, held: &HeldCredential) -> Result<String> {
+    let vc = check::unverified(&held.format, &held.credential)?;
+    match vc.pointer("/credentialSubject/id").and_then(Value::as_str) {
+        Some(subject) if is_mine(w, subject) => Ok(subject.to_owned()),
+        _ => bail!("credential {} is about someone else, not you: it cannot be presented", held.id),
+    }
+}
+
+/// The key this wallet presents with as `holder`, and its DID URL: a key the holder's DID
+/// document lists under `authentication` (the device key, or the did:key itself). A
+/// credential issued to a DID the account had before is presented under that DID, so the
+/// holder binding holds.
+fn holder_key<'w>(w: &'w Wallet, holder: &str) -> Result<(String, &'w Ed25519KeyPair)> {
     match &w.profile.server {
-        Some(_) => Ok((format!("{}#device-{}", w.profile.did, w.profile.device_id), &w.device_sign)),
+        Some(_) => Ok((format!("{holder}#device-{}", w.profile.device_id), &w.device_sign)),
         None => {
             let root = w.root.as_ref().ok_or_else(|| anyhow!("this wallet has no key for its DID"))?;
-            Ok((format!("{}#{}", w.profile.did, root.public().to_multibase()), root))
+            Ok((format!("{holder}#{}", root.public().to_multibase()), root))
         }
     }
 }
@@ -321,12 +338,13 @@ pub(crate) fn vp_jwt(w: &Wallet, held: &HeldCredential, aud: &str, nonce: &str) 
     if held.format != "vc+jwt" {
         bail!("credential {} is {}; only vc+jwt credentials can be presented this way", held.id, held.format);
     }
-    let (kid, key) = holder_key(w)?;
+    let holder = holder_of(w, held)?;
+    let (kid, key) = holder_key(w, &holder)?;
     let now = now_ms() / 1000;
     let vp = json!({
         "@context": [sichat_issuer::credential::VCDM2_CONTEXT],
         "type": ["VerifiablePresentation"],
-        "holder": w.profile.did,
+        "holder": holder,
         "verifiableCredential": [{
             "@context": [sichat_issuer::credential::VCDM2_CONTEXT],
             "type": "EnvelopedVerifiableCredential",
@@ -347,11 +365,12 @@ async fn sign_presentation(w: &Wallet, held: &HeldCredential, req: &Request, fet
     if held.format == "vc+jwt" {
         return Ok(Value::String(vp_jwt(w, held, &req.client_id, nonce)?));
     }
-    let (kid, key) = holder_key(w)?;
+    let holder = holder_of(w, held)?;
+    let (kid, key) = holder_key(w, &holder)?;
     let mut vp = json!({
         "@context": [sichat_issuer::credential::VCDM2_CONTEXT],
         "type": ["VerifiablePresentation"],
-        "holder": w.profile.did,
+        "holder": holder,
     });
     let credential: Value = serde_json::from_str(&held.credential)?;
     vp["verifiableCredential"] = json!([credential]);
