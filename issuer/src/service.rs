@@ -300,6 +300,8 @@ impl Issuer {
 
     /// Allocate status entries, sign, and log, inside the caller's transaction.
     pub(crate) async fn issue_prepared(&self, tx: &mut store::Conn, p: Prepared) -> Result<Issued, IssuerError> {
+        // What is issued while the account moves would not reach its new node.
+        self.accounts.hold_unless_moving(tx, &p.user_id).await?;
         let now = now_ms();
         let issuer_did = p.kid.split('#').next().unwrap_or_default().to_owned();
         let id = new_id();
@@ -430,6 +432,7 @@ impl Issuer {
         action: StatusAction,
     ) -> Result<IssuedRecord, IssuerError> {
         let mut tx = self.db.pool().begin().await?;
+        self.accounts.hold_unless_moving(&mut tx, &me.user_id).await?;
         let row = store::credential(&mut tx, id, &me.user_id)
             .await?
             .ok_or_else(|| IssuerError::NotFound(format!("you issued no credential {id}")))?;

@@ -274,6 +274,30 @@ async fn bad_moves_change_nothing_on_either_node(backend: Backend) {
     refused(export(&a, &alice, &alice.root, &b, &t).await, 409, "in flight");
     let cert = device_cert(&alice.root, &alice.did, &sichat_core::ids::new_id());
     refused(alice.root_op(&a, RootOperation::AddDevice { certificate: cert }, None).await, 409, "moving");
+    // Nor does A issue for it: the credential would not reach B.
+    let user_id: String = sqlx::query("SELECT id FROM acct_users WHERE name = 'alice'")
+        .fetch_one(a.node.db.pool())
+        .await
+        .expect("alice")
+        .try_get("id")
+        .expect("id");
+    let me = sichat_accounts::AuthDevice {
+        user_id,
+        user_name: "alice".into(),
+        device_id: "any".into(),
+        token_hash: String::new(),
+    };
+    let req = sichat_issuer::service::IssueRequest {
+        type_name: "FriendCredential".into(),
+        subject: alice.did.to_string(),
+        claims: serde_json::from_value(json!({"name": "Bob"})).expect("claims"),
+        valid_until: None,
+        suspendable: false,
+        format: Default::default(),
+    };
+    let refused_issue = a.node.issuer.issue(&me, req).await.expect_err("no issuance while moving");
+    assert!(refused_issue.to_string().contains("moving"), "{refused_issue}");
+    assert_eq!(count(&a, "SELECT COUNT(*) FROM issuer_credentials").await, 0);
 
     // A bundle changed on the way, or sealed for another ticket, is refused.
     let mut parts: Vec<String> = bundle.split('.').map(str::to_owned).collect();

@@ -630,6 +630,22 @@ impl Accounts {
         Ok(())
     }
 
+    /// For a change another crate makes to what an account owns (an issuance, a status
+    /// change): hold the account in the caller's transaction `c`, and refuse while a move is
+    /// in flight, so that nothing changes between the export and the end of the move (an
+    /// export holds the account the same way).
+    pub async fn hold_unless_moving(&self, c: &mut sqlx::AnyConnection, user_id: &str) -> Result<(), AccountError> {
+        store::lock_user(c, user_id, self.db.backend() == Backend::Postgres).await?;
+        match store::move_in_flight(c, user_id, now_ms()).await? {
+            Some(m) => Err(AccountError::Conflict(format!(
+                "your account is moving to {}: finish the move (sichat move), or cancel it \
+                 (sichat move --cancel), first",
+                m.peer_origin.unwrap_or_default()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Root operation `move_cancel`: the export in flight to `to` ends unfinished; the
     /// account works here as before (root operations, deliveries).
     pub(super) async fn move_cancel(
