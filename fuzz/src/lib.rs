@@ -250,7 +250,6 @@ pub fn didcomm(data: &[u8]) {
 /// A fuzz target: any input must end without a panic.
 pub type Target = fn(&[u8]);
 
-/// Every target by name, as the corpus directories are named.
 /// did:webvh logs (`did.jsonl` from another host): the DID's syntax, then the whole log
 /// verified (our bounds, then `didwebvh-rs`). A first line naming a `did:webvh` DID is the
 /// DID resolved; otherwise the last entry's `id`.
@@ -270,6 +269,23 @@ pub fn webvh(data: &[u8]) {
     let _ = futures_executor::block_on(sichat_core::webvh::verify_log(&did, log));
 }
 
+/// A moving account's messages as the new node reads them from the old node's bundle or
+/// pages (after opening the JWE): a part, or else a page, checked for the devices
+/// `phone` and `laptop` as the import checks them.
+pub fn move_messages(data: &[u8]) {
+    use sichat_messaging::moves::{Limits, MessagingPage, MessagingPart};
+    let Some(t) = text(data) else { return };
+    let Ok(value) = bounded::from_str_bounded::<Value>(t, bounded::MAX_DEPTH) else { return };
+    let devices = ["phone".to_owned(), "laptop".to_owned()].into_iter().collect();
+    if let Ok(part) = serde_json::from_value::<MessagingPart>(value.clone()) {
+        let _ = part.check(&devices, Limits::default());
+    } else if let Ok(page) = serde_json::from_value::<MessagingPage>(value) {
+        let part = MessagingPart { messages: page.messages, ..Default::default() };
+        let _ = part.check(&devices, Limits::page());
+    }
+}
+
+/// Every target by name, as the corpus directories are named.
 pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
     ("did", did),
@@ -279,4 +295,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("http_signature", http_signature),
     ("didcomm", didcomm),
     ("webvh", webvh),
+    ("move_messages", move_messages),
 ];
