@@ -170,7 +170,7 @@ impl Node {
         for sql in [
             "DROP TABLE oidc_subject_pins",
             "DROP TABLE oidc_subject_secrets",
-            "DELETE FROM _sqlx_migrations WHERE version >= 27",
+            "DELETE FROM _sqlx_migrations WHERE version = 27",
         ] {
             sqlx::query(sql).execute(self.db().pool()).await.expect(sql);
         }
