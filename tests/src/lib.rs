@@ -207,7 +207,12 @@ impl TestApp {
             url,
             owner_invite,
             node,
-            http: reqwest::Client::new(),
+            // The node closes a connection idle for `header_read_timeout_secs` (15 s); a
+            // client that keeps one longer may reuse it as it closes (IncompleteMessage).
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("HTTP client"),
             shutdown: Some(tx),
             server: Some(server),
             _db: db,
