@@ -15,7 +15,7 @@ pub enum AccountError {
     InvalidSignature,
     #[error("invalid device certificate: {0}")]
     InvalidCertificate(String),
-    #[error("the device certificate has expired: bless the device again with the root key")]
+    #[error("the device certificate has expired: on the wallet that holds the root key run `sichat device renew` (it renews every device), then run the command here again")]
     CertificateExpired,
     #[error("the request is addressed to {got}, not to this node ({expected})")]
     WrongAudience { expected: String, got: String },

@@ -190,6 +190,12 @@ pub enum RootOperation {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         last_device: bool,
     },
+    /// Renew device certificates: each one a fresh certificate, signed by the root key, for
+    /// an active device of the account with the keys the node holds for it. The node hands
+    /// each device its new certificate at its next sign-in, even when the old one expired.
+    RenewDevices {
+        certificates: Vec<String>,
+    },
     /// The new root key, and every device to keep, re-blessed by the new key.
     RotateRoot {
         new_root_key: String,
@@ -338,7 +344,14 @@ pub struct Session {
     /// `follow_host` (`POST /api/v1/did/rehost-draft`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub did_log_behind: bool,
+    /// An active device's certificate ends within [`RENEW_WITHIN_SECS`]: the wallet that holds
+    /// the root key should renew them (`renew_devices`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub renewal_due: bool,
 }
+
+/// Device certificates are renewed when they have this long left (30 days).
+pub const RENEW_WITHIN_SECS: i64 = 30 * 24 * 3600;
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

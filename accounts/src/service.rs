@@ -579,6 +579,9 @@ impl Accounts {
                 .await?
                 .and_then(|d| sichat_core::webvh::WebvhDid::parse(&d).ok())
                 .is_some_and(|d| d.web_did() != did);
+        let renew_before = now + RENEW_WITHIN_SECS * 1000;
+        let renewal_due =
+            store::active_devices(&mut conn, &user.id).await?.iter().any(|d| d.cert_expires_at < renew_before);
         Ok(Session {
             token,
             expires_at,
@@ -586,6 +589,7 @@ impl Accounts {
             device_id: device.id,
             public_url: Some(self.node.public_url().to_string()),
             did_log_behind,
+            renewal_due,
         })
     }
 

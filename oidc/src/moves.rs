@@ -8,8 +8,12 @@
 //!   fresh secret for the sectors it signs in to later.
 //! - Pins it holds already (from an earlier move) travel too.
 //!
-//! Consents, sessions, tokens, passwords and passkeys stay behind: the issuer URL changes,
-//! so each site signs the user in again and sees the same `sub` under a new `iss`.
+//! - The sign-in password's hash moves too (argon2id with this node's parameters, the only
+//!   kind an import takes), so the same password signs in at the new node.
+//!
+//! Consents, sessions, tokens and passkeys stay behind: the issuer URL changes, so each
+//! site signs the user in again and sees the same `sub` under a new `iss`; a passkey is
+//! bound to the old host name (its relying party id), which no standard lets it leave.
 
 use crate::clients::{Client, Metadata};
 use crate::subjects::{SubjectSecret, Subjects, MAX_SECTOR, MAX_SUB};
@@ -31,6 +35,9 @@ pub struct OidcPart {
     pub subject_secret: SubjectSecret,
     /// Subjects fixed per sector, each sector once.
     pub pins: Vec<MovedPin>,
+    /// The sign-in password's hash (PHC string), if the account has a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// The `sub` one sector (a client's host) has seen for the account.
@@ -69,7 +76,11 @@ pub async fn export(c: &mut AnyConnection, subjects: &Subjects, user_id: &str) -
         None => SubjectSecret::generate(),
     };
     let pins = pins.into_iter().map(|(sector, sub)| MovedPin { sector, sub }).collect();
-    Ok(OidcPart { subject_secret: secret, pins })
+    let password = sqlx::query_scalar("SELECT hash FROM oidc_passwords WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(OidcPart { subject_secret: secret, pins, password })
 }
 
 /// The pairwise sectors of the clients the user has consented to.
@@ -112,7 +123,7 @@ pub async fn import(
     part.check().map_err(invalid)?;
     let user_id = arrival.user_id;
     let mut held = 0;
-    for table in ["oidc_subject_secrets", "oidc_subject_pins"] {
+    for table in ["oidc_subject_secrets", "oidc_subject_pins", "oidc_passwords"] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE user_id = $1"))
             .bind(user_id)
             .fetch_one(&mut *c)
@@ -120,7 +131,7 @@ pub async fn import(
         held += n;
     }
     if held > 0 {
-        return Err(invalid(format!("account {user_id} already has pairwise subjects on this node")));
+        return Err(invalid(format!("account {user_id} already has pairwise subjects or a password on this node")));
     }
     sqlx::query("INSERT INTO oidc_subject_secrets (user_id, secret_sealed, created_at) VALUES ($1, $2, $3)")
         .bind(user_id)
@@ -136,7 +147,21 @@ pub async fn import(
             .execute(&mut *c)
             .await?;
     }
-    tracing::info!(user_id, from = arrival.from_origin, pins = part.pins.len(), "pairwise subjects moved in");
+    if let Some(hash) = &part.password {
+        sqlx::query("INSERT INTO oidc_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(hash)
+            .bind(now_ms())
+            .execute(&mut *c)
+            .await?;
+    }
+    tracing::info!(
+        user_id,
+        from = arrival.from_origin,
+        pins = part.pins.len(),
+        password = part.password.is_some(),
+        "pairwise subjects moved in"
+    );
     Ok(())
 }
 
@@ -146,6 +171,9 @@ impl OidcPart {
     pub fn check(&self) -> Result<(), String> {
         if self.pins.len() > MAX_PINS {
             return Err(format!("at most {MAX_PINS} pins"));
+        }
+        if let Some(hash) = &self.password {
+            crate::provider::check_password_hash(hash).map_err(|why| format!("password: {why}"))?;
         }
         let mut sectors = HashSet::new();
         for (n, pin) in self.pins.iter().enumerate() {

@@ -128,10 +128,36 @@ pub struct Provider {
     clients: ClientCache,
 }
 
+/// OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
+const ARGON_M_KIB: u32 = 19 * 1024;
+const ARGON_T: u32 = 2;
+const ARGON_P: u32 = 1;
+
 fn argon() -> argon2::Argon2<'static> {
-    // OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
-    let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    let params = argon2::Params::new(ARGON_M_KIB, ARGON_T, ARGON_P, None).unwrap_or_default();
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// Whether `hash` (a PHC string from another node) is one this node would have made:
+/// argon2id, version 19, this node's cost. A verification runs with the hash's own cost, so
+/// any other would let the sender set what each sign-in attempt costs here.
+pub(crate) fn check_password_hash(hash: &str) -> Result<(), String> {
+    if hash.len() > 256 {
+        return Err("longer than 256 bytes".into());
+    }
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC string ({e})"))?;
+    let params = argon2::Params::try_from(&parsed).map_err(|e| format!("not argon2 parameters ({e})"))?;
+    let ours = parsed.algorithm == argon2::Algorithm::Argon2id.ident()
+        && parsed.version == Some(0x13)
+        && (params.m_cost(), params.t_cost(), params.p_cost()) == (ARGON_M_KIB, ARGON_T, ARGON_P)
+        && parsed.salt.is_some()
+        && parsed.hash.is_some_and(|h| h.len() == argon2::Params::DEFAULT_OUTPUT_LEN);
+    if !ours {
+        return Err(format!(
+            "must be argon2id v=19 m={ARGON_M_KIB},t={ARGON_T},p={ARGON_P} with a salt and a 32-byte hash"
+        ));
+    }
+    Ok(())
 }
 
 fn scope_set(scope: &str) -> Vec<&str> {

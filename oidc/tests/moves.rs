@@ -335,6 +335,8 @@ async fn a_moved_account_keeps_its_subjects(backend: Backend) {
     // A sector carol has not signed in to yet, as A would have named her there.
     let later_on_a = a.sub(&a.client("later.example", false).await, &carol).await;
 
+    let password = "correct horse battery staple";
+    a.provider.set_password(&alice, password).await.expect("password");
     let alice_part = a.export(&alice).await;
     let carol_part = a.export(&carol).await;
     let typed: OidcPart = serde_json::from_value(alice_part.clone()).expect("the oidc part");
@@ -367,12 +369,25 @@ async fn a_moved_account_keeps_its_subjects(backend: Backend) {
     assert_eq!(alice_later, typed.subject_secret.subject("later.example"));
     assert_ne!(alice_later, a.old_formula("later.example", &alice).await);
 
-    // B hands on what it received: the same secret and pins.
+    // Alice's password signs her in on B; carol had none.
+    let addr: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+    assert!(typed.password.is_some() && carol_typed.password.is_none());
+    assert_eq!(b.provider.check_password("alice", password, addr).await.expect("check"), Some(alice.clone()));
+    assert_eq!(b.provider.check_password("alice", "another password!", addr).await.expect("check"), None);
+
+    // B hands on what it received: the same secret, pins and password.
     let again: OidcPart = serde_json::from_value(b.export(&alice).await).expect("part");
     assert_eq!(again, typed);
 
     a.stop().await;
     b.stop().await;
+}
+
+/// A PHC string of `algorithm` with `params`, well formed but not what this node makes.
+fn argon_hash(algorithm: &str, params: &str) -> String {
+    let salt = sichat_core::ids::b64url(&[1u8; 16]);
+    let hash = sichat_core::ids::b64url(&[2u8; 32]);
+    format!("${algorithm}$v=19${params}${salt}${hash}")
 }
 
 async fn bad_parts_change_nothing(backend: Backend) {
@@ -405,6 +420,17 @@ async fn bad_parts_change_nothing(backend: Backend) {
         ),
         (&alice, json!({"subject_secret": secret, "pins": {"rp.example": "x"}}), "pins"),
         (&alice, json!([1, 2]), "invalid type"),
+        (&alice, json!({"subject_secret": secret, "pins": [], "password": "hunter2"}), "password: not a PHC string"),
+        (
+            &alice,
+            json!({"subject_secret": secret, "pins": [], "password": argon_hash("argon2id", "m=4000000,t=2,p=1")}),
+            "password: must be argon2id",
+        ),
+        (
+            &alice,
+            json!({"subject_secret": secret, "pins": [], "password": argon_hash("argon2i", "m=19456,t=2,p=1")}),
+            "password: must be argon2id",
+        ),
         (&dave, good.clone(), "already has pairwise subjects"),
     ];
     for (user, part, why) in cases {

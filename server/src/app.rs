@@ -164,16 +164,11 @@ async fn not_found() -> ApiError {
 
 /// A request for a host the node had before (`sichatd admin change-url`; the old name
 /// still points here) carries that [`FormerUrl`]: the DID documents answered are then those
-/// of the old DIDs. The `Host` header (or the HTTP/2 authority) decides: a reverse proxy
-/// must pass it on.
+/// of the old DIDs. The host asked for decides ([`crate::proxy::RequestHost`]: a trusted
+/// proxy's `X-Forwarded-Host`, else `Host`).
 async fn mark_former_url(State(identity): State<Arc<NodeIdentity>>, mut req: Request, next: Next) -> Response {
     if !identity.former().is_empty() {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+        let host = req.extensions().get::<crate::proxy::RequestHost>().map(|h| h.0.clone());
         if let Some(former) = host.and_then(|h| identity.former_at(&h).cloned()) {
             req.extensions_mut().insert(former);
         }

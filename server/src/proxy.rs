@@ -6,6 +6,10 @@
 //! peer listed in `trusted_proxies` may say so, or any client could pick its own address.
 //! The header is read from the right (each proxy appends the address it saw), skipping
 //! trusted proxies; the first address that is not one is the client.
+//!
+//! The host the client asked for comes the same way: a trusted proxy's `X-Forwarded-Host`
+//! (or RFC 7239 `host=`), else the request's own `Host`. It decides which of the node's
+//! names (its URL, or one it left) a request was for.
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
@@ -144,6 +148,45 @@ fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
+impl TrustedProxies {
+    /// The host the client asked for: a trusted peer's forwarding header (the value its
+    /// nearest proxy wrote, the rightmost), else `Host`, else the HTTP/2 authority.
+    pub fn host(&self, peer: Option<IpAddr>, req: &Request) -> Option<String> {
+        let headers = req.headers();
+        let forwarded = peer.filter(|p| self.is_trusted(p.to_canonical())).and_then(|_| match self.header {
+            ProxyHeader::XForwardedFor => last_value(headers, "x-forwarded-host", None),
+            ProxyHeader::Forwarded => last_value(headers, "forwarded", Some("host")),
+        });
+        forwarded
+            .or_else(|| headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+    }
+}
+
+/// The last comma-separated value of header `name` (or of its `param=` pairs), if any.
+fn last_value(headers: &HeaderMap, name: &str, param: Option<&str>) -> Option<String> {
+    let mut last = None;
+    for value in headers.get_all(name) {
+        for element in value.to_str().unwrap_or("").split(',') {
+            let found = match param {
+                None => Some(element.trim()),
+                Some(param) => element.split(';').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case(param).then(|| v.trim().trim_matches('"'))
+                }),
+            };
+            if let Some(v) = found.filter(|v| !v.is_empty()) {
+                last = Some(v.to_owned());
+            }
+        }
+    }
+    last
+}
+
+/// The host a request was for, as [`TrustedProxies::host`] found it.
+#[derive(Debug, Clone)]
+pub struct RequestHost(pub String);
+
 /// Every `for=` of RFC 7239 `Forwarded` headers, left to right.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let mut hops = Vec::new();
@@ -173,11 +216,16 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     s.strip_prefix('[').and_then(|r| r.split_once(']')).and_then(|(ip, _)| ip.parse().ok())
 }
 
-/// Middleware: record the request's [`ClientAddr`] for every handler and limit after it.
+/// Middleware: record the request's [`ClientAddr`] and [`RequestHost`] for every handler
+/// and limit after it.
 pub async fn record_client(State(proxies): State<TrustedProxies>, mut req: Request, next: Next) -> Response {
-    if let Some(peer) = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()) {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(peer) = peer {
         let client = proxies.client(peer, req.headers());
         req.extensions_mut().insert(ClientAddr(client));
+    }
+    if let Some(host) = proxies.host(peer, &req) {
+        req.extensions_mut().insert(RequestHost(host));
     }
     next.run(req).await
 }
@@ -197,6 +245,28 @@ mod tests {
             h.append(name, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    fn request(headers: &[(&'static str, &str)]) -> Request {
+        let mut req = Request::new(axum::body::Body::empty());
+        for (k, v) in headers {
+            req.headers_mut().append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn the_host_comes_from_a_trusted_proxy_only() {
+        let xff = TrustedProxies::new(&["10.0.0.0/8".parse().unwrap()], ProxyHeader::XForwardedFor);
+        let req = request(&[("host", "inner:8080"), ("x-forwarded-host", "evil.example, old.example")]);
+        assert_eq!(xff.host(Some(ip("10.0.0.2")), &req).as_deref(), Some("old.example"));
+        assert_eq!(xff.host(Some(ip("198.51.100.4")), &req).as_deref(), Some("inner:8080"), "not a proxy");
+        assert_eq!(xff.host(None, &req).as_deref(), Some("inner:8080"));
+        let rfc = TrustedProxies::new(&["10.0.0.0/8".parse().unwrap()], ProxyHeader::Forwarded);
+        let req = request(&[("host", "inner"), ("forwarded", "for=1.2.3.4;host=\"old.example:8443\";proto=https")]);
+        assert_eq!(rfc.host(Some(ip("10.1.1.1")), &req).as_deref(), Some("old.example:8443"));
+        let req = request(&[("host", "inner"), ("forwarded", "for=1.2.3.4")]);
+        assert_eq!(rfc.host(Some(ip("10.1.1.1")), &req).as_deref(), Some("inner"), "no host= in it");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod bad_input;
 mod browser;
 mod connections;
 mod crash;
+mod device_renewal;
 mod device_revoke;
 mod di_interop;
 mod group_commit;

@@ -87,7 +87,7 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
 
     // The operator stops the node and moves it to a new port (a new host name would do the
     // same): the real binary, with progress on stderr.
-    let stopped = a.stop_keeping().await;
+    let mut stopped = a.stop_keeping().await;
     let new_port = free_port();
     let new_url = format!("http://localhost:{new_port}");
     let run = |args: Vec<String>| {
@@ -121,6 +121,8 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
     assert!(!out.status.success(), "the old URL again");
     assert!(stderr(&out).contains("left"), "{}", stderr(&out));
 
+    // Behind a reverse proxy (here: loopback) that names the host in `X-Forwarded-Host`.
+    stopped.config.trusted_proxies = vec!["127.0.0.1".parse().expect("cidr")];
     let a = stopped.serve_at(format!("127.0.0.1:{new_port}").parse().expect("addr")).await;
     assert_eq!(a.url, new_url);
     let _old_name = forward(format!("127.0.0.1:{}", port_of(&old_url)).parse().expect("addr"), a_addr(new_port)).await;
@@ -164,6 +166,18 @@ async fn a_node_changes_its_url_and_its_users_keep_everything(backend: Backend) 
     assert!(old_alice["alsoKnownAs"].to_string().contains(&new_web), "{old_alice}");
     assert!(old_alice["service"].to_string().contains(&format!("{new_url}/didcomm")), "{old_alice}");
     assert!(new_alice["alsoKnownAs"].to_string().contains(&old_web), "{new_alice}");
+    // Through the proxy, the forwarded host decides.
+    let old_host = old_url.trim_start_matches("http://").to_owned();
+    let proxied: Value = http
+        .get(format!("{new_url}/users/alice/did.json"))
+        .header("x-forwarded-host", &old_host)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(proxied["id"], old_web.as_str(), "{proxied}");
     // Not a DID this node ever had: nothing.
     let r = http.get(at_old("/users/nobody/did.json")).send().await.expect("GET");
     assert_eq!(r.status().as_u16(), 404);

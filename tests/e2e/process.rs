@@ -62,7 +62,7 @@ fn log_path(data: &Path, port: u16) -> std::path::PathBuf {
     data.parent().expect("parent").join(format!("sichatd-{port}.log"))
 }
 
-async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().expect("pid").to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
     assert!(killed.success());

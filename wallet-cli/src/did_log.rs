@@ -104,6 +104,7 @@ pub async fn next_entry(
             | RootOperation::MoveDone { .. }
             | RootOperation::MoveCancel { .. }
             | RootOperation::FollowHost { .. }
+            | RootOperation::RenewDevices { .. }
     ) {
         return Ok(None);
     }
@@ -151,7 +152,8 @@ pub async fn next_entry(
         | RootOperation::MoveOut { .. }
         | RootOperation::MoveDone { .. }
         | RootOperation::MoveCancel { .. }
-        | RootOperation::FollowHost { .. } => return Ok(None),
+        | RootOperation::FollowHost { .. }
+        | RootOperation::RenewDevices { .. } => return Ok(None),
     }
     let state = serde_json::to_value(&doc)?;
     // May wait up to a second: each version must be later than the last, to the second.

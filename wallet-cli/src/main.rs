@@ -5,6 +5,7 @@ mod account_move;
 mod client;
 mod contacts;
 mod credential;
+mod device;
 mod did_log;
 mod follow;
 mod login;
@@ -90,7 +91,7 @@ enum Command {
     Did(DidCmd),
     /// Your devices.
     #[command(subcommand)]
-    Device(DeviceCmd),
+    Device(device::DeviceCmd),
     /// Invite friends to your node.
     #[command(subcommand)]
     Invite(InviteCmd),
@@ -147,27 +148,6 @@ enum DidCmd {
     /// Give your account a portable did:webvh DID, whose verifiable history your root key
     /// signs, so it can move to another server. Your did:web DID stays valid and names it.
     Upgrade,
-}
-
-#[derive(Subcommand)]
-enum DeviceCmd {
-    /// List the devices listed in your DID document.
-    List,
-    /// Bless a new device with your root key and write its wallet to --out.
-    Add {
-        #[arg(long)]
-        name: String,
-        /// Directory for the new device's wallet; copy it to the new device.
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Revoke a device: its keys leave your DID document and its sessions end.
-    Revoke {
-        id: String,
-        /// Revoke it even if it is this device or the account's last active device.
-        #[arg(long)]
-        yes: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -296,6 +276,7 @@ impl Ctx {
     pub(crate) async fn session(&self) -> Result<(Wallet, Client)> {
         let (mut w, pass) = self.open()?;
         let server = w.profile.server.clone().ok_or_else(no_server)?;
+        self.renew_own_certificate(&mut w, &pass).await?;
         let mut client = Client::new(&server)?;
         let login = match client.login(&w).await {
             Err(e) if follow::moved_away(&e) => {
@@ -328,7 +309,31 @@ impl Ctx {
                 }
             }
         }
+        if login.session.renewal_due && w.root.is_some() {
+            match device::renew_others(&client, &w, false).await {
+                Ok(renewed) if !self.json => {
+                    for d in renewed {
+                        eprintln!("Renewed the certificate of {} ({}) until {}", d.name, d.id, date(d.cert_expires_at));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: could not renew your devices' certificates: {e:#}"),
+            }
+        }
         Ok((w, client))
+    }
+
+    /// [`device::renew_own`] before signing in. A certificate that has not ended yet is
+    /// still good if renewing fails (say, while the account moves): warn and go on.
+    async fn renew_own_certificate(&self, w: &mut Wallet, pass: &str) -> Result<()> {
+        let Err(e) = device::renew_own(self, w, pass, false).await else { return Ok(()) };
+        let ended =
+            jws::unverified_payload::<DeviceCertificate>(&w.certificate).map_or(true, |c| c.exp * 1000 <= now_ms());
+        if ended {
+            return Err(e.context("this device's certificate has ended and renewing it failed"));
+        }
+        eprintln!("warning: could not renew this device's certificate yet: {e:#}");
+        Ok(())
     }
 
     pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T)) -> Result<()> {
@@ -371,7 +376,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Did(DidCmd::Show) => did_show(&ctx).await,
         Command::Did(DidCmd::Upgrade) => did_upgrade(&ctx).await,
         Command::Move(args) => account_move::run(&ctx, args).await,
-        Command::Device(cmd) => device(&ctx, cmd).await,
+        Command::Device(cmd) => device::run(&ctx, cmd).await,
         Command::Invite(cmd) => invite(&ctx, cmd).await,
         Command::User(UserCmd::Remove { name }) => {
             let (_, mut c) = ctx.session().await?;
@@ -567,90 +572,6 @@ async fn did_upgrade(ctx: &Ctx) -> Result<()> {
     })
 }
 
-async fn device(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
-    match cmd {
-        DeviceCmd::List => {
-            let (w, mut c) = ctx.session().await?;
-            let devices: Vec<Device> = c.get("/api/v1/devices").await?;
-            c.logout().await;
-            ctx.print(&devices, |ds| {
-                for d in ds {
-                    let this = if d.id == w.profile.device_id { " (this device)" } else { "" };
-                    println!("{}  {}{}  expires {}", d.id, d.name, this, date(d.cert_expires_at));
-                }
-            })
-        }
-        DeviceCmd::Add { name, out } => {
-            if wallet::exists(&out) {
-                bail!("{} already holds a wallet: choose another --out", out.display());
-            }
-            let (w, pass) = ctx.open()?;
-            let root = need_root(&w)?;
-            let server = w.profile.server.clone().ok_or_else(no_server)?;
-            let did = Did::parse(&w.profile.did)?;
-            let sign = Ed25519KeyPair::generate();
-            let agree = X25519KeyPair::generate();
-            let id = new_id();
-            let certificate =
-                DeviceCertificate::issue(root, &did, &id, &name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
-            let profile =
-                Profile { device_id: id.clone(), device_name: name.clone(), has_root_key: false, ..w.profile.clone() };
-            let new = Wallet {
-                profile,
-                root: None,
-                device_sign: sign,
-                device_agree: agree,
-                certificate: certificate.clone(),
-                credentials: Vec::new(),
-                messages: Vec::new(),
-                contacts: Vec::new(),
-                known_keys: Vec::new(),
-            };
-            let pending = new.write_pending(&out, &pass)?;
-            let client = Client::new(&server)?;
-            if let Err(e) = client.root_operation(&w, root, RootOperation::AddDevice { certificate }).await {
-                let _ = std::fs::remove_file(&pending);
-                return Err(e);
-            }
-            wallet::commit_pending(&pending, &out)?;
-            ctx.print(&json!({"device_id": id, "name": name, "wallet": out}), |_| {
-                println!("Blessed device {name} ({id}). Its wallet is in {}", out.display());
-                println!("Copy that directory to the new device; it opens with the same passphrase.");
-            })
-        }
-        DeviceCmd::Revoke { id, yes } => {
-            let (w, _) = ctx.open()?;
-            let root = need_root(&w)?;
-            if id == w.profile.device_id && !yes {
-                bail!(
-                    "{id} is this device. Revoking it means this wallet can no longer sign in to {node}, pick up \
-                     messages or approve sign-ins; its root key can still bless a new device. To move to another \
-                     device, add it first with `sichat device add`, then revoke this one from there. To revoke \
-                     this device anyway, run again with --yes.",
-                    node = w.profile.server.as_deref().unwrap_or("your node")
-                );
-            }
-            // The node refuses to revoke the account's last active device unless told it is
-            // meant (--yes); it knows the devices even when this one can no longer sign in.
-            let client = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
-            let op = RootOperation::RevokeDevice { device_id: id.clone(), last_device: yes };
-            if let Err(e) = client.root_operation(&w, root, op).await {
-                if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "last_device") {
-                    bail!(
-                        "{id} is your account's last active device. Revoking it leaves no device that can sign \
-                         in, receive messages or approve sign-ins until your root key blesses a new one with \
-                         `sichat device add`. Add the new device first, or run again with --yes to revoke it anyway."
-                    );
-                }
-                return Err(e);
-            }
-            ctx.print(&json!({"revoked": id}), |_| {
-                println!("Revoked {id}: its keys are gone from your DID document and its sessions ended.");
-            })
-        }
-    }
-}
-
 async fn invite(ctx: &Ctx, cmd: InviteCmd) -> Result<()> {
     let (w, mut c) = ctx.session().await?;
     let result = match cmd {
@@ -702,10 +623,12 @@ async fn invite(ctx: &Ctx, cmd: InviteCmd) -> Result<()> {
 }
 
 async fn rotate(ctx: &Ctx) -> Result<()> {
-    let (w, pass) = ctx.open()?;
-    let old_root = need_root(&w)?;
+    let (mut w, pass) = ctx.open()?;
+    need_root(&w)?;
     let server =
         w.profile.server.clone().ok_or_else(|| anyhow!("a did:key identity is its key: it cannot be rotated"))?;
+    ctx.renew_own_certificate(&mut w, &pass).await?;
+    let old_root = need_root(&w)?;
     let mut c = Client::new(&server)?;
     c.login(&w).await?;
     let devices: Vec<Device> = c.get("/api/v1/devices").await?;

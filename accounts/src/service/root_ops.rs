@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// The most certificates one `renew_devices` carries.
+const MAX_RENEWALS: usize = 100;
+
 /// A root-key-signed request that passed its checks, in its transaction.
 pub(super) struct RootOp {
     pub(super) tx: sqlx::Transaction<'static, sqlx::Any>,
@@ -83,6 +86,36 @@ impl Accounts {
                 self.run_device_revoked(&mut tx, &user.id, device_id).await?;
                 revoked.push(device_id.clone());
             }
+            RootOperation::RenewDevices { certificates } => {
+                if certificates.is_empty() || certificates.len() > MAX_RENEWALS {
+                    return Err(AccountError::InvalidRequest(format!("renew 1 to {MAX_RENEWALS} certificates")));
+                }
+                let active = store::active_devices(&mut tx, &user.id).await?;
+                let mut renewed = Vec::new();
+                for token in certificates {
+                    let cert = DeviceCertificate::verify(token, &root)?;
+                    let known = active
+                        .iter()
+                        .find(|d| d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key);
+                    let Some(device) = known.filter(|_| cert.iss == did.as_str()) else {
+                        return Err(AccountError::InvalidCertificate(format!(
+                            "{} is not an active device of {did} with these keys",
+                            cert.sub
+                        )));
+                    };
+                    if renewed.contains(&cert.sub) {
+                        return Err(AccountError::InvalidRequest(format!("{} is renewed twice", cert.sub)));
+                    }
+                    if cert.exp * 1000 < device.cert_expires_at {
+                        return Err(AccountError::InvalidCertificate(format!(
+                            "the certificate of {} would end earlier than the one it holds",
+                            cert.sub
+                        )));
+                    }
+                    store::recertify_device(&mut tx, &cert.sub, token, cert.exp * 1000).await?;
+                    renewed.push(cert.sub);
+                }
+            }
             RootOperation::RotateRoot { new_root_key, certificates } => {
                 let new_root = Ed25519Public::from_multibase(new_root_key)?;
                 if new_root == root {
@@ -138,7 +171,10 @@ impl Accounts {
         }
         if !matches!(
             claims.op,
-            RootOperation::UpgradeDid { .. } | RootOperation::FollowHost { .. } | RootOperation::MoveCancel { .. }
+            RootOperation::UpgradeDid { .. }
+                | RootOperation::FollowHost { .. }
+                | RootOperation::MoveCancel { .. }
+                | RootOperation::RenewDevices { .. }
         ) {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
         }
@@ -157,6 +193,7 @@ fn op_name(op: &RootOperation) -> &'static str {
     match op {
         RootOperation::AddDevice { .. } => "add_device",
         RootOperation::RevokeDevice { .. } => "revoke_device",
+        RootOperation::RenewDevices { .. } => "renew_devices",
         RootOperation::RotateRoot { .. } => "rotate_root",
         RootOperation::UpgradeDid { .. } => "upgrade_did",
         RootOperation::MoveOut { .. } => "move_out",

@@ -1,0 +1,246 @@
+//! `sichat device`: list, add, revoke and renew the devices of your account, and the
+//! renewal of certificates before they end.
+//!
+//! A device certificate (signed by the root key) lasts [`CERT_LIFETIME_SECS`]. The wallet
+//! that holds the root key renews its own when it has less than [`RENEW_WITHIN_SECS`] left,
+//! before it signs in (a root operation needs no session, so an ended one comes back too),
+//! and every other device's when the node says one is due at sign-in. The node hands each
+//! device its renewed certificate at that device's next sign-in.
+
+use crate::client::{Client, ServerError};
+use crate::wallet::{self, Profile, Wallet};
+use crate::{date, need_root, no_server, Ctx, CERT_LIFETIME_SECS};
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use serde_json::json;
+use sichat_accounts::protocol::*;
+use sichat_core::did::Did;
+use sichat_core::ids::{new_id, now_ms};
+use sichat_core::jws;
+use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519KeyPair, X25519Public};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub(crate) enum DeviceCmd {
+    /// List the devices listed in your DID document.
+    List,
+    /// Bless a new device with your root key and write its wallet to --out.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Directory for the new device's wallet; copy it to the new device.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Revoke a device: its keys leave your DID document and its sessions end.
+    Revoke {
+        id: String,
+        /// Revoke it even if it is this device or the account's last active device.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Renew device certificates (they last a year). From the wallet that holds the root
+    /// key: renew every active device now. From another device: take the certificate the
+    /// root key renewed for it. Certificates due within 30 days renew by themselves at any
+    /// command of the root-key wallet.
+    Renew,
+}
+
+pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
+    match cmd {
+        DeviceCmd::Renew => renew(ctx).await,
+        DeviceCmd::List => {
+            let (w, mut c) = ctx.session().await?;
+            let devices: Vec<Device> = c.get("/api/v1/devices").await?;
+            c.logout().await;
+            ctx.print(&devices, |ds| {
+                for d in ds {
+                    let this = if d.id == w.profile.device_id { " (this device)" } else { "" };
+                    println!("{}  {}{}  expires {}", d.id, d.name, this, date(d.cert_expires_at));
+                }
+            })
+        }
+        DeviceCmd::Add { name, out } => {
+            if wallet::exists(&out) {
+                bail!("{} already holds a wallet: choose another --out", out.display());
+            }
+            let (w, pass) = ctx.open()?;
+            let root = need_root(&w)?;
+            let server = w.profile.server.clone().ok_or_else(no_server)?;
+            let did = Did::parse(&w.profile.did)?;
+            let sign = Ed25519KeyPair::generate();
+            let agree = X25519KeyPair::generate();
+            let id = new_id();
+            let certificate =
+                DeviceCertificate::issue(root, &did, &id, &name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
+            let profile =
+                Profile { device_id: id.clone(), device_name: name.clone(), has_root_key: false, ..w.profile.clone() };
+            let new = Wallet {
+                profile,
+                root: None,
+                device_sign: sign,
+                device_agree: agree,
+                certificate: certificate.clone(),
+                credentials: Vec::new(),
+                messages: Vec::new(),
+                contacts: Vec::new(),
+                known_keys: Vec::new(),
+            };
+            let pending = new.write_pending(&out, &pass)?;
+            let client = Client::new(&server)?;
+            if let Err(e) = client.root_operation(&w, root, RootOperation::AddDevice { certificate }).await {
+                let _ = std::fs::remove_file(&pending);
+                return Err(e);
+            }
+            wallet::commit_pending(&pending, &out)?;
+            ctx.print(&json!({"device_id": id, "name": name, "wallet": out}), |_| {
+                println!("Blessed device {name} ({id}). Its wallet is in {}", out.display());
+                println!("Copy that directory to the new device; it opens with the same passphrase.");
+            })
+        }
+        DeviceCmd::Revoke { id, yes } => {
+            let (w, _) = ctx.open()?;
+            let root = need_root(&w)?;
+            if id == w.profile.device_id && !yes {
+                bail!(
+                    "{id} is this device. Revoking it means this wallet can no longer sign in to {node}, pick up \
+                     messages or approve sign-ins; its root key can still bless a new device. To move to another \
+                     device, add it first with `sichat device add`, then revoke this one from there. To revoke \
+                     this device anyway, run again with --yes.",
+                    node = w.profile.server.as_deref().unwrap_or("your node")
+                );
+            }
+            // The node refuses to revoke the account's last active device unless told it is
+            // meant (--yes); it knows the devices even when this one can no longer sign in.
+            let client = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
+            let op = RootOperation::RevokeDevice { device_id: id.clone(), last_device: yes };
+            if let Err(e) = client.root_operation(&w, root, op).await {
+                if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "last_device") {
+                    bail!(
+                        "{id} is your account's last active device. Revoking it leaves no device that can sign \
+                         in, receive messages or approve sign-ins until your root key blesses a new one with \
+                         `sichat device add`. Add the new device first, or run again with --yes to revoke it anyway."
+                    );
+                }
+                return Err(e);
+            }
+            ctx.print(&json!({"revoked": id}), |_| {
+                println!("Revoked {id}: its keys are gone from your DID document and its sessions ended.");
+            })
+        }
+    }
+}
+
+/// When this wallet's own certificate ends (ms), read from the certificate it holds.
+fn own_expiry(w: &Wallet) -> Result<i64> {
+    let cert: DeviceCertificate = jws::unverified_payload(&w.certificate)?;
+    Ok(cert.exp * 1000)
+}
+
+/// A certificate for `device`, signed by `root`, for a year from now.
+fn recertify(w: &Wallet, root: &Ed25519KeyPair, device: &Device) -> Result<String> {
+    let did = Did::parse(&w.profile.did)?;
+    let sign = Ed25519Public::from_multibase(&device.sign_key)?;
+    let agree = X25519Public::from_multibase(&device.agree_key)?;
+    Ok(DeviceCertificate::issue(root, &did, &device.id, &device.name, &sign, &agree, CERT_LIFETIME_SECS)?)
+}
+
+/// This wallet as a [`Device`], for [`recertify`].
+fn this_device(w: &Wallet) -> Device {
+    Device {
+        id: w.profile.device_id.clone(),
+        name: w.profile.device_name.clone(),
+        sign_key: w.device_sign.public().to_multibase(),
+        agree_key: w.device_agree.public().to_multibase(),
+        created_at: 0,
+        cert_expires_at: 0,
+    }
+}
+
+/// In the wallet that holds the root key: renew this device's own certificate when it ends
+/// within [`RENEW_WITHIN_SECS`] (or `force`), with a root operation, which needs no
+/// session. Saves the wallet. Nothing to do in a wallet without the root key.
+pub(crate) async fn renew_own(ctx: &Ctx, w: &mut Wallet, pass: &str, force: bool) -> Result<Option<i64>> {
+    let Some(root) = w.root.as_ref() else { return Ok(None) };
+    if !force && own_expiry(w)? > now_ms() + RENEW_WITHIN_SECS * 1000 {
+        return Ok(None);
+    }
+    let server = w.profile.server.clone().ok_or_else(no_server)?;
+    let certificate = recertify(w, root, &this_device(w))?;
+    let op = RootOperation::RenewDevices { certificates: vec![certificate.clone()] };
+    Client::new(&server)?.root_operation(w, root, op).await?;
+    w.certificate = certificate.clone();
+    wallet::update(&ctx.dir, pass, |saved: &mut Wallet| {
+        saved.certificate = certificate;
+        Ok(())
+    })?;
+    let until = own_expiry(w)?;
+    if !ctx.json && !force {
+        eprintln!("Renewed this device's certificate until {}", date(until));
+    }
+    Ok(Some(until))
+}
+
+/// With a session of the wallet that holds the root key: renew every active device whose
+/// certificate ends within [`RENEW_WITHIN_SECS`] (every one with `all`). The devices that
+/// were renewed, with their new end.
+pub(crate) async fn renew_others(c: &Client, w: &Wallet, all: bool) -> Result<Vec<Device>> {
+    let root = need_root(w)?;
+    let devices: Vec<Device> = c.get("/api/v1/devices").await?;
+    let due = now_ms() + RENEW_WITHIN_SECS * 1000;
+    let mut renewed = Vec::new();
+    let mut certificates = Vec::new();
+    for d in devices.into_iter().filter(|d| d.id != w.profile.device_id && (all || d.cert_expires_at < due)) {
+        let certificate = recertify(w, root, &d)?;
+        let cert: DeviceCertificate = jws::unverified_payload(&certificate)?;
+        certificates.push(certificate);
+        renewed.push(Device { cert_expires_at: cert.exp * 1000, ..d });
+    }
+    if !certificates.is_empty() {
+        c.root_operation(w, root, RootOperation::RenewDevices { certificates }).await?;
+    }
+    Ok(renewed)
+}
+
+/// `sichat device renew`.
+async fn renew(ctx: &Ctx) -> Result<()> {
+    let (mut w, pass) = ctx.open()?;
+    if w.root.is_some() {
+        let until = renew_own(ctx, &mut w, &pass, true).await?.unwrap_or_default();
+        let (w, mut c) = ctx.session().await?;
+        let renewed = renew_others(&c, &w, true).await;
+        c.logout().await;
+        let mut renewed = renewed?;
+        renewed.insert(0, Device { cert_expires_at: until, ..this_device(&w) });
+        return ctx.print(&renewed, |ds| {
+            for d in ds {
+                println!("Renewed {} ({}) until {}", d.name, d.id, date(d.cert_expires_at));
+            }
+            println!("Each other device takes its new certificate at its next command.");
+        });
+    }
+    let before = own_expiry(&w)?;
+    let (w, mut c) = match ctx.session().await {
+        Ok(s) => s,
+        Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "certificate_expired") => bail!(
+            "this device's certificate ended on {} and your node holds no newer one for it: on the wallet that \
+             holds your root key run `sichat device renew`, then run it here again",
+            date(before)
+        ),
+        Err(e) => return Err(e),
+    };
+    c.logout().await;
+    let until = own_expiry(&w)?;
+    let value = json!({"device_id": w.profile.device_id, "renewed": until > before, "expires_at": until});
+    ctx.print(&value, |_| {
+        if until > before {
+            println!("This device's certificate is renewed until {}", date(until));
+        } else {
+            println!(
+                "This device's certificate lasts until {}; the wallet that holds your root key renews it in its \
+                 last 30 days (or now, with `sichat device renew` there).",
+                date(until)
+            );
+        }
+    })
+}
