@@ -97,10 +97,12 @@ async fn deliver(
 ) -> Result<Response, ApiError> {
     let at = former.map(|Extension(f)| f.url.to_string());
     let from = crate::federation::authenticate(&s.messaging, at.as_deref(), &method, &uri, &headers, &body).await?;
-    match s.messaging.receive(&from, &body).await? {
-        Received::Stored => Ok((StatusCode::ACCEPTED, Json(json!({"state": "delivered"}))).into_response()),
-        Received::Duplicate => {
+    // A messaging error answers as its own response (`recipient_moved` says where to).
+    match s.messaging.receive(&from, &body).await {
+        Ok(Received::Stored) => Ok((StatusCode::ACCEPTED, Json(json!({"state": "delivered"}))).into_response()),
+        Ok(Received::Duplicate) => {
             Ok((StatusCode::OK, Json(json!({"state": "delivered", "duplicate": true}))).into_response())
         }
+        Err(e) => Ok(e.into_response()),
     }
 }

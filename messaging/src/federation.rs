@@ -19,15 +19,20 @@ pub(crate) async fn post(m: &Messaging, endpoint: &str, sender: &Did, body: &[u8
         .post(endpoint, &headers, body.to_vec())
         .await
         .map_err(|e| Failure::Temporary(e.to_string()))?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
     let said = || {
-        let v: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-        let text = v.get("message").and_then(|m| m.as_str()).unwrap_or("no reason given");
+        let text = answer.get("message").and_then(|m| m.as_str()).unwrap_or("no reason given");
         format!("the recipient's node answered HTTP {status}: {}", text.chars().take(300).collect::<String>())
+    };
+    // Where a node the recipient left says it went: an http(s) URL, or nothing.
+    let moved_to = || {
+        let to = answer.get("moved_to").and_then(|t| t.as_str()).filter(|t| t.len() <= 2048)?;
+        url::Url::parse(to).ok().filter(|u| matches!(u.scheme(), "https" | "http")).map(|u| u.to_string())
     };
     match status {
         200..=299 => Ok(()),
         403 => Err(Failure::NotAccepted),
-        421 => Err(Failure::Moved(said())),
+        421 => Err(Failure::Moved { why: said(), to: moved_to() }),
         408 | 425 | 429 | 500..=599 => Err(Failure::Temporary(said())),
         _ => Err(Failure::Permanent(said())),
     }

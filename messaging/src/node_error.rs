@@ -18,9 +18,10 @@ pub enum MessagingError {
     #[error("{0}")]
     UnknownRecipient(String),
     /// The recipient's account moved to another node: resolve its DID again (its document
-    /// here names the new node's endpoint) and deliver there.
-    #[error("{0}")]
-    RecipientMoved(String),
+    /// here names the new node's endpoint) and deliver there. `to` is that endpoint, for a
+    /// sender whose copy of the document names this node still (answered as `moved_to`).
+    #[error("{message}")]
+    RecipientMoved { message: String, to: String },
     /// The recipient's account is being moved: try again shortly.
     #[error("{0}")]
     RecipientMoving(String),
@@ -83,7 +84,7 @@ impl From<MessagingError> for ApiError {
             MessagingError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
             MessagingError::TooManyRecipients { .. } => (StatusCode::BAD_REQUEST, "too_many_recipients"),
             MessagingError::UnknownRecipient(_) => (StatusCode::NOT_FOUND, "unknown_recipient"),
-            MessagingError::RecipientMoved(_) => (StatusCode::MISDIRECTED_REQUEST, "recipient_moved"),
+            MessagingError::RecipientMoved { .. } => (StatusCode::MISDIRECTED_REQUEST, "recipient_moved"),
             MessagingError::RecipientMoving(_) => (StatusCode::SERVICE_UNAVAILABLE, "recipient_moving"),
             MessagingError::DuplicateId(_) => (StatusCode::CONFLICT, "duplicate_message"),
             MessagingError::NotAccepted => (StatusCode::FORBIDDEN, "not_accepted"),
@@ -100,6 +101,10 @@ impl From<MessagingError> for ApiError {
 
 impl IntoResponse for MessagingError {
     fn into_response(self) -> Response {
+        if let MessagingError::RecipientMoved { message, to } = self {
+            let body = serde_json::json!({"error": "recipient_moved", "message": message, "moved_to": to});
+            return (StatusCode::MISDIRECTED_REQUEST, axum::Json(body)).into_response();
+        }
         let limited = matches!(self, MessagingError::RateLimited(_));
         let mut resp = ApiError::from(self).into_response();
         if limited {

@@ -425,7 +425,7 @@ impl Messaging {
         let (state, error) = match result {
             Ok(()) => (outbox::DELIVERED, None),
             Err(Failure::NotAccepted) => (outbox::NOT_ACCEPTED, None),
-            Err(Failure::Moved(why)) => (outbox::QUEUED, Some(why)),
+            Err(Failure::Moved { why, .. }) => (outbox::QUEUED, Some(why)),
             Err(Failure::Permanent(why)) => (outbox::FAILED, Some(why)),
             Err(Failure::Temporary(why)) if now - entry.created_at > self.settings.retry_window_ms => {
                 (outbox::FAILED, Some(format!("gave up after {} attempts: {why}", entry.attempts + 1)))
@@ -447,7 +447,7 @@ impl Messaging {
             match self.receive(&vouched, entry.body.as_bytes()).await {
                 Ok(_) => return Ok(()),
                 // Moved away: its DID document here names the new node; deliver there.
-                Err(MessagingError::RecipientMoved(_)) => {}
+                Err(MessagingError::RecipientMoved { .. }) => {}
                 Err(MessagingError::NotAccepted) => return Err(Failure::NotAccepted),
                 Err(MessagingError::RateLimited(why))
                 | Err(MessagingError::Internal(why))
@@ -459,18 +459,27 @@ impl Messaging {
             let sender = sender.clone();
             async move { crate::federation::post(self, &endpoint, &sender, entry.body.as_bytes()).await }
         };
-        match post(self.endpoint_of(&recipient).await?).await {
-            // The recipient moved since its document was cached: resolve it afresh, once.
-            Err(Failure::Moved(why)) => {
-                self.resolver.forget(recipient.as_str());
-                let endpoint = self.endpoint_of(&recipient).await?;
-                tracing::info!(%recipient, %endpoint, "the recipient moved; delivering to its new node");
-                post(endpoint).await.map_err(|e| match e {
-                    Failure::Moved(_) => Failure::Temporary(why),
-                    other => other,
-                })
+        let first = post(self.endpoint_of(&recipient).await?).await;
+        let Err(Failure::Moved { why, .. }) = first else { return first };
+        // The recipient moved since its document was cached: resolve it afresh. A document
+        // that still names a node the account left (it moved on again, A→B→C, and A's copy
+        // names B) is followed by the hint each such node gives, a few hops at most. The
+        // envelope is sealed to the recipient's keys: a wrong hint can lose it, as that node
+        // could anyway, never read it.
+        self.resolver.forget(recipient.as_str());
+        let mut endpoint = self.endpoint_of(&recipient).await?;
+        tracing::info!(%recipient, %endpoint, "the recipient moved; delivering to its new node");
+        let mut seen = vec![endpoint.clone()];
+        loop {
+            match post(endpoint.clone()).await {
+                Err(Failure::Moved { to: Some(next), .. }) if seen.len() <= MAX_MOVED_HOPS && !seen.contains(&next) => {
+                    tracing::info!(%recipient, from = %endpoint, to = %next, "the recipient moved on; following");
+                    seen.push(next.clone());
+                    endpoint = next;
+                }
+                Err(Failure::Moved { .. }) => return Err(Failure::Temporary(why)),
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -502,10 +511,13 @@ impl Messaging {
         };
         let Some(Recipient { user_id, devices, policy, moving }) = self.recipient(&name).await? else {
             if let Some(away) = self.accounts.moved_away(&name).await?.filter(|a| a.answering) {
-                return Err(MessagingError::RecipientMoved(format!(
-                    "{} moved to {}: resolve the DID again and deliver there",
-                    forward.next, away.origin
-                )));
+                return Err(MessagingError::RecipientMoved {
+                    message: format!(
+                        "{} moved to {}: resolve the DID again and deliver there",
+                        forward.next, away.origin
+                    ),
+                    to: format!("{}{}", away.origin.trim_end_matches('/'), sichat_accounts::DIDCOMM_PATH),
+                });
             }
             return Err(MessagingError::UnknownRecipient(format!("{} has no account on this node", forward.next)));
         };
@@ -753,10 +765,18 @@ fn parse_policy(stored: Option<String>) -> Result<Policy, MessagingError> {
 }
 
 /// Why an attempt failed, and whether to try again.
+/// How many further nodes a delivery follows after a fresh resolution, each named by the
+/// `421 recipient_moved` of the one before.
+const MAX_MOVED_HOPS: usize = 3;
+
 pub(crate) enum Failure {
     NotAccepted,
-    /// The node answered that the recipient moved away (`421 recipient_moved`).
-    Moved(String),
+    /// The node answered that the recipient moved away (`421 recipient_moved`), and where
+    /// its messages go now (the new node's DIDComm endpoint), when it said.
+    Moved {
+        why: String,
+        to: Option<String>,
+    },
     Permanent(String),
     Temporary(String),
 }

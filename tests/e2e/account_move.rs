@@ -24,7 +24,7 @@ fn fresh_verifier() -> Verifier {
     Verifier::new(NetPolicy { allow_local: true }, Default::default()).expect("verifier")
 }
 
-async fn verdict(credential: &str) -> (bool, String) {
+pub(crate) async fn verdict(credential: &str) -> (bool, String) {
     let report = fresh_verifier().verify(credential, &Options::default()).await;
     (report.valid, serde_json::to_string(&report).unwrap_or_default())
 }

@@ -4,6 +4,7 @@
 mod account_end;
 mod account_move;
 mod account_move_large;
+mod account_move_twice;
 mod accounts;
 mod bad_input;
 mod browser;

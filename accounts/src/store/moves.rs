@@ -182,11 +182,12 @@ pub async fn insert_did_alias(c: &mut Conn, did: &str, user_id: &str) -> Result<
     Ok(())
 }
 
-/// The name of the active account that once had `did` on another node.
+/// The name of the account (active, or moved on from here) that once had `did` on another
+/// node: callers check the account's status (a moved one is answered `moved`).
 pub async fn name_by_alias(c: &mut Conn, did: &str) -> Result<Option<String>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT u.name FROM acct_did_aliases a JOIN acct_users u ON u.id = a.user_id \
-         WHERE a.did = $1 AND u.status = 'active'",
+         WHERE a.did = $1 AND u.status IN ('active', 'moved')",
     )
     .bind(did)
     .fetch_optional(c)

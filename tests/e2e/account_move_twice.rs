@@ -1,0 +1,66 @@
+//! An account moves twice, A → B → C (`sichat move`, the real binary). Those who know only
+//! the DIDs it had on A keep reaching it: A's copy of its document names B, and B, which it
+//! left too, says where it went (`421 recipient_moved` with `moved_to`), so a message to the
+//! A-era DID from a node that never heard of C arrives once, on C. What it issued on A
+//! verifies, and a revocation on C is seen through A's status-list URL. A's and B's logs
+//! both lead to the DID on C.
+
+use crate::account_move::verdict;
+use crate::messaging::{delivered, inbox, send, texts};
+use crate::portable_did::{issue, text};
+use sichat_core::webvh;
+use sichat_e2e::{json, sichat, stderr, storage_tests, Backend, TestApp};
+
+storage_tests!(an_account_moves_twice_and_its_first_dids_still_reach_it);
+
+async fn an_account_moves_twice_and_its_first_dids_still_reach_it(backend: Backend) {
+    let Some(a) = TestApp::spawn(backend).await else { return };
+    let Some(b) = TestApp::spawn(backend).await else { return };
+    let Some(c) = TestApp::spawn(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let carol = a.join("carol", &a.invite(&alice, 1).await).await;
+    let bob = a.wallet("bob");
+    let out = sichat(&bob, &["--json", "init"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bob_did = json(&out)["did"].as_str().expect("did").to_owned();
+    let a_web = json(&sichat(&alice, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let (cred_id, cred) = issue(&a, &alice, &bob_did, "vc+jwt").await;
+
+    let mut c_did = String::new();
+    for (to, invite) in [(&b, &b.owner_invite), (&c, &c.owner_invite)] {
+        let out = sichat(&alice, &["--json", "move", "--to", &to.url, "--invite", invite]).await;
+        assert!(out.status.success(), "move to {}: {}", to.url, stderr(&out));
+        c_did = json(&out)["did"].as_str().expect("did").to_owned();
+    }
+    let who = json(&sichat(&alice, &["--json", "whoami"]).await);
+    assert_eq!(who["server"], c.url.as_str(), "{who}");
+    assert!(c_did.contains(&c.url.trim_start_matches("http://").replace(':', "%3A")), "{c_did}");
+
+    // A's document names B; B's names C. Carol, on A, writes to the DID she knows: it
+    // arrives on C, once.
+    let (_, on_a) = a.get_json("/users/alice/did.json").await;
+    assert!(on_a["service"].to_string().contains(&format!("{}/didcomm", b.url)), "{on_a}");
+    let id = send(&carol, &a_web, "to the first DID, two moves later", &[]).await;
+    delivered(&carol, &id).await;
+    let got = [texts(&inbox(&alice, &[]).await), texts(&inbox(&alice, &["--requests"]).await)].concat();
+    assert_eq!(got.iter().filter(|t| *t == "to the first DID, two moves later").count(), 1, "{got:?}");
+
+    // Issued on A: verifies, and a revocation on C is seen through A's status-list URL.
+    let (valid, report) = verdict(&cred).await;
+    assert!(valid, "{report}");
+    let out = sichat(&alice, &["credential", "revoke", &cred_id]).await;
+    assert!(out.status.success(), "revoke on C: {}", stderr(&out));
+    let (valid, report) = verdict(&cred).await;
+    assert!(!valid && report.contains("revoked"), "{report}");
+
+    // The log B keeps, and C's, verify to the DID on C.
+    for node in [&b, &c] {
+        let (status, _, log) = text(node, "/users/alice/did.jsonl").await;
+        assert_eq!(status, 200, "{}", node.url);
+        let verified = webvh::verify_log(&c_did, &log).await.expect("the log verifies");
+        assert_eq!(verified.document["id"], c_did.as_str());
+    }
+    for app in [a, b, c] {
+        app.stop().await;
+    }
+}
