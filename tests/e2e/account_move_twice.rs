@@ -2,12 +2,15 @@
 //! the DIDs it had on A keep reaching it: A's copy of its document names B, and B, which it
 //! left too, says where it went (`421 recipient_moved` with `moved_to`), so a message to the
 //! A-era DID from a node that never heard of C arrives once, on C. What it issued on A
-//! verifies, and a revocation on C is seen through A's status-list URL. A's and B's logs
+//! verifies (with our verifier, and a Data Integrity one by Digital Bazaar given A's
+//! document), and a revocation on C is seen through A's status-list URL. A's and B's logs
 //! both lead to the DID on C.
 
 use crate::account_move::verdict;
+use crate::di_interop::{js_verify, node_modules};
 use crate::messaging::{delivered, inbox, send, texts};
 use crate::portable_did::{issue, text};
+use serde_json::{json as json_value, Value};
 use sichat_core::webvh;
 use sichat_e2e::{json, sichat, stderr, storage_tests, Backend, TestApp};
 
@@ -25,6 +28,7 @@ async fn an_account_moves_twice_and_its_first_dids_still_reach_it(backend: Backe
     let bob_did = json(&out)["did"].as_str().expect("did").to_owned();
     let a_web = json(&sichat(&alice, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
     let (cred_id, cred) = issue(&a, &alice, &bob_did, "vc+jwt").await;
+    let (_, ldp) = issue(&a, &alice, &bob_did, "ldp_vc").await;
 
     let mut c_did = String::new();
     for (to, invite) in [(&b, &b.owner_invite), (&c, &c.owner_invite)] {
@@ -52,6 +56,17 @@ async fn an_account_moves_twice_and_its_first_dids_still_reach_it(backend: Backe
     assert!(out.status.success(), "revoke on C: {}", stderr(&out));
     let (valid, report) = verdict(&cred).await;
     assert!(!valid && report.contains("revoked"), "{report}");
+
+    // An independent Data Integrity verifier (Digital Bazaar's), given the document A
+    // still serves for the issuer's DID, accepts what was issued there before both moves.
+    if let Some(modules) = node_modules() {
+        let ldp: Value = serde_json::from_str(&ldp).expect("a JSON-LD credential");
+        let (status, doc) = a.get_json("/users/alice/did.json").await;
+        assert_eq!(status, 200);
+        let issuer = ldp["issuer"].as_str().expect("issuer").to_owned();
+        assert_eq!(issuer, a_web);
+        js_verify(&modules, a.dir.path(), &ldp, json_value!({ issuer: doc })).expect("verifies after two moves");
+    }
 
     // The log B keeps, and C's, verify to the DID on C.
     for node in [&b, &c] {
