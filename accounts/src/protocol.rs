@@ -196,6 +196,19 @@ pub enum RootOperation {
     RenewDevices {
         certificates: Vec<String>,
     },
+    /// Name a recovery key (multibase Ed25519), kept apart from every device: it can sign
+    /// one operation, [`RootOperation::Recover`]. Replaces the one named before; in a
+    /// did:webvh log it becomes an update key beside the root key.
+    SetRecoveryKey {
+        recovery_key: String,
+    },
+    /// Signed by the recovery key (JWS `kid` `<did>#recovery`), not the root: the root key
+    /// was lost. A new root key, and the devices to keep re-blessed by it (usually the one
+    /// device making the request); every other device is revoked.
+    Recover {
+        new_root_key: String,
+        certificates: Vec<String>,
+    },
     /// The new root key, and every device to keep, re-blessed by the new key.
     RotateRoot {
         new_root_key: String,

@@ -10,13 +10,15 @@ pub struct UserRow {
     pub id: String,
     pub name: String,
     pub root_key: String,
+    /// The recovery key named in advance, if any (multibase Ed25519).
+    pub recovery_key: Option<String>,
     pub quota: i64,
     pub status: String,
     pub invited_by: Option<String>,
     pub created_at: i64,
 }
 
-const USER_COLUMNS: &str = "u.id, u.name, u.root_key, u.quota, u.status, u.created_at, \
+const USER_COLUMNS: &str = "u.id, u.name, u.root_key, u.recovery_key, u.quota, u.status, u.created_at, \
      (SELECT p.name FROM acct_invites i JOIN acct_users p ON p.id = i.inviter_id WHERE i.id = u.invite_id) AS invited_by";
 
 fn user_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
@@ -24,6 +26,7 @@ fn user_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         root_key: r.try_get("root_key")?,
+        recovery_key: r.try_get("recovery_key")?,
         quota: r.try_get("quota")?,
         status: r.try_get("status")?,
         invited_by: r.try_get("invited_by")?,
@@ -85,6 +88,28 @@ pub async fn insert_user(c: &mut Conn, u: NewUser<'_>) -> Result<(), sqlx::Error
     .bind(u.now)
     .execute(c)
     .await?;
+    Ok(())
+}
+
+impl UserRow {
+    /// The keys that may sign the account's did:webvh log: the root key, and the recovery
+    /// key when one is named.
+    pub fn update_keys(&self) -> Vec<String> {
+        std::iter::once(self.root_key.clone()).chain(self.recovery_key.clone()).collect()
+    }
+
+    /// Whether `keys` (a log's update keys) are exactly [`Self::update_keys`], in any order.
+    pub fn controls_log(&self, keys: &[String]) -> bool {
+        let mut want = self.update_keys();
+        let mut got = keys.to_vec();
+        want.sort();
+        got.sort();
+        want == got
+    }
+}
+
+pub async fn set_recovery_key(c: &mut Conn, user_id: &str, key: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_users SET recovery_key = $1 WHERE id = $2").bind(key).bind(user_id).execute(c).await?;
     Ok(())
 }
 

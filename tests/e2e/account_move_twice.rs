@@ -30,6 +30,11 @@ async fn an_account_moves_twice_and_its_first_dids_still_reach_it(backend: Backe
     let (cred_id, cred) = issue(&a, &alice, &bob_did, "vc+jwt").await;
     let (_, ldp) = issue(&a, &alice, &bob_did, "ldp_vc").await;
 
+    // A recovery key named before the moves moves with the account.
+    let kit = a.dir.path().join("kit.json");
+    let out = sichat(&alice, &["--json", "recovery", "setup", "--out", kit.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recovery_key = json(&out)["recovery_key"].as_str().expect("key").to_owned();
     let mut c_did = String::new();
     for (to, invite) in [(&b, &b.owner_invite), (&c, &c.owner_invite)] {
         let out = sichat(&alice, &["--json", "move", "--to", &to.url, "--invite", invite]).await;
@@ -68,12 +73,19 @@ async fn an_account_moves_twice_and_its_first_dids_still_reach_it(backend: Backe
         js_verify(&modules, a.dir.path(), &ldp, json_value!({ issuer: doc })).expect("verifies after two moves");
     }
 
+    let on_c: Option<String> = sqlx::query_scalar("SELECT recovery_key FROM acct_users WHERE name = 'alice'")
+        .fetch_one(c.node.db.pool())
+        .await
+        .expect("alice on C");
+    assert_eq!(on_c.as_deref(), Some(recovery_key.as_str()));
+
     // The log B keeps, and C's, verify to the DID on C.
     for node in [&b, &c] {
         let (status, _, log) = text(node, "/users/alice/did.jsonl").await;
         assert_eq!(status, 200, "{}", node.url);
         let verified = webvh::verify_log(&c_did, &log).await.expect("the log verifies");
         assert_eq!(verified.document["id"], c_did.as_str());
+        assert!(verified.update_keys.contains(&recovery_key), "{:?}", verified.update_keys);
     }
     for app in [a, b, c] {
         app.stop().await;

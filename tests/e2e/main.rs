@@ -30,6 +30,7 @@ mod pickup_end;
 mod portable_did;
 mod process;
 mod proxies;
+mod recovery;
 mod schema;
 mod signin;
 mod signin_throttle;

@@ -1,6 +1,7 @@
 //! The DIF's Python did:webvh implementation (`did-webvh` from PyPI, pinned in
 //! `tests/interop/webvh-requirements.txt`) resolves the logs a node serves after an upgrade,
-//! a device added and a root rotation, and after the node moved the DID to a new host: an
+//! a device added, a root rotation, a recovery key named and a recovery signed by it, and
+//! after the node moved the DID to a new host: an
 //! implementation that shares no code with ours or with `didwebvh-rs`. And it refuses the
 //! same logs with one entry changed, or with the move signed by another key.
 //!
@@ -70,6 +71,13 @@ async fn the_dif_python_resolver_accepts_our_logs_and_refuses_a_forged_one(backe
     let out = sichat(&alice, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let out = sichat(&alice, &["key", "rotate"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A recovery key beside the root key, then a recovery signed by it alone.
+    let kit = app.dir.path().join("kit.json");
+    let out = sichat(&alice, &["recovery", "setup", "--out", kit.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recovered = app.wallet("alice-recovered");
+    let out = sichat(&recovered, &["recovery", "restore", "--kit", kit.to_str().expect("path")]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 
     let log = app

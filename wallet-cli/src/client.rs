@@ -180,6 +180,10 @@ impl Client {
     ) -> Result<String> {
         let (node_did, _) = pinned_node(&wallet.profile)?;
         let ch: Challenge = self.post("/api/v1/challenges", &serde_json::json!({})).await?;
+        let kid = match op {
+            RootOperation::Recover { .. } => "recovery",
+            _ => "root",
+        };
         let claims = RootOpClaims {
             iss: wallet.profile.did.clone(),
             aud: node_did,
@@ -188,7 +192,7 @@ impl Client {
             op,
             did_log_entry,
         };
-        Ok(jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#root", wallet.profile.did)), &claims)?)
+        Ok(jws::sign(root, TYP_ROOT_OP, Some(&format!("{}#{kid}", wallet.profile.did)), &claims)?)
     }
 }
 

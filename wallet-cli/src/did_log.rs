@@ -32,14 +32,21 @@ pub async fn upgrade(c: &mut Client, w: &Wallet, root: &Ed25519KeyPair) -> Resul
         }
         other => other?,
     };
-    let (did, entry) = first_entry(draft, root)?;
+    let recovery =
+        w.profile.recovery_key.as_deref().map(sichat_core::keys::Ed25519Public::from_multibase).transpose()?;
+    let (did, entry) = first_entry(draft, root, recovery)?;
     c.root_operation(w, root, RootOperation::UpgradeDid { entry }).await?;
     Ok(Some(did))
 }
 
 /// The first entry of a new log, over the node's draft. The draft must name this wallet's
-/// root key as the only controller: the node cannot slip in a key of its own there.
-pub fn first_entry(draft: Value, root: &Ed25519KeyPair) -> Result<(WebvhDid, String)> {
+/// root key as the only controller: the node cannot slip in a key of its own there. The
+/// update keys are the root key and the recovery key, if one is named.
+pub fn first_entry(
+    draft: Value,
+    root: &Ed25519KeyPair,
+    recovery: Option<sichat_core::keys::Ed25519Public>,
+) -> Result<(WebvhDid, String)> {
     let id = draft.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
     let root_id = format!("{id}#root");
     let root_key = draft
@@ -56,7 +63,8 @@ pub fn first_entry(draft: Value, root: &Ed25519KeyPair) -> Result<(WebvhDid, Str
         bail!("the node's draft of your DID document does not name your root key as its only controller: refusing to sign it");
     }
     let genesis = Genesis { portable: true, ..Default::default() };
-    let (did, entry) = webvh::create(draft, &[root.public()], &genesis, root)?;
+    let keys: Vec<_> = std::iter::once(root.public()).chain(recovery).collect();
+    let (did, entry) = webvh::create(draft, &keys, &genesis, root)?;
     Ok((did, entry.line))
 }
 
@@ -128,13 +136,16 @@ pub async fn next_entry(
             add_device(&mut doc, &cert);
         }
         RootOperation::RevokeDevice { device_id, .. } => remove_device(&mut doc, device_id),
-        RootOperation::RotateRoot { new_root_key, certificates } => {
+        RootOperation::RotateRoot { new_root_key, certificates }
+        | RootOperation::Recover { new_root_key, certificates } => {
+            // The update keys other than the old root (the recovery key) stay.
+            let old_root = doc_key(&doc, "root");
+            let mut update_keys = vec![new_root_key.clone()];
+            update_keys.extend(log.update_keys.iter().filter(|k| Some(*k) != old_root.as_ref()).cloned());
             doc.remove_key("root");
             doc.add_key("root", new_root_key.clone(), Relationships { capability: true, ..Default::default() });
-            let kept: Vec<String> = certificates
-                .iter()
-                .filter_map(|c| jws::unverified_payload::<DeviceCertificate>(c).ok().map(|d| d.sub))
-                .collect();
+            let kept: Vec<DeviceCertificate> =
+                certificates.iter().filter_map(|c| jws::unverified_payload::<DeviceCertificate>(c).ok()).collect();
             let prefix = format!("{}#device-", doc.id);
             let devices: Vec<String> = doc
                 .verification_method
@@ -143,10 +154,18 @@ pub async fn next_entry(
                 .filter(|rest| !rest.ends_with("-x25519"))
                 .map(str::to_owned)
                 .collect();
-            for id in devices.iter().filter(|id| !kept.contains(id)) {
+            for id in devices.iter().filter(|id| !kept.iter().any(|c| &c.sub == *id)) {
                 remove_device(&mut doc, id);
             }
-            parameters = json!({"updateKeys": [new_root_key]});
+            // A recovery adds the device recovering (the others were lost with the root key).
+            for cert in kept.iter().filter(|c| !devices.contains(&c.sub)) {
+                add_device(&mut doc, cert);
+            }
+            parameters = json!({ "updateKeys": update_keys });
+        }
+        RootOperation::SetRecoveryKey { recovery_key } => {
+            let root_key = doc_key(&doc, "root").ok_or_else(|| anyhow!("your DID document names no root key"))?;
+            parameters = json!({"updateKeys": [root_key, recovery_key]});
         }
         RootOperation::UpgradeDid { .. }
         | RootOperation::MoveOut { .. }
@@ -159,6 +178,12 @@ pub async fn next_entry(
     // May wait up to a second: each version must be later than the last, to the second.
     let entry = webvh::append(last, state, parameters, root)?;
     Ok(Some(entry.line))
+}
+
+/// The public key (multibase) of the document's method `#<fragment>`.
+fn doc_key(doc: &DidDocument, fragment: &str) -> Option<String> {
+    let id = format!("{}#{fragment}", doc.id);
+    doc.verification_method.iter().find(|vm| vm.id == id).map(|vm| vm.public_key_multibase.clone())
 }
 
 fn add_device(doc: &mut DidDocument, cert: &DeviceCertificate) {

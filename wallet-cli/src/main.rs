@@ -14,6 +14,7 @@ mod oidc;
 mod pickup;
 mod policy;
 mod present;
+mod recovery;
 mod verify;
 mod wallet;
 
@@ -101,6 +102,9 @@ enum Command {
     /// Your root key.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// A recovery kit for when the root key is lost: `setup`, then `restore` on a new wallet.
+    #[command(subcommand)]
+    Recovery(recovery::RecoveryCmd),
     /// Move your account to another node, keeping your DID, what you issued and hold, and
     /// your devices: `sichat move --to https://new.example --invite CODE`.
     Move(account_move::MoveArgs),
@@ -244,7 +248,7 @@ impl Ctx {
         Ok(Resolver::new(Arc::new(Fetcher::new(policy)?)).with_origins(origins))
     }
 
-    fn passphrase(&self, confirm: bool) -> Result<String> {
+    pub(crate) fn passphrase(&self, confirm: bool) -> Result<String> {
         if let Some(path) = &self.passphrase_file {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             return non_empty(text.trim_end_matches(['\n', '\r']).to_owned());
@@ -377,6 +381,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Did(DidCmd::Upgrade) => did_upgrade(&ctx).await,
         Command::Move(args) => account_move::run(&ctx, args).await,
         Command::Device(cmd) => device::run(&ctx, cmd).await,
+        Command::Recovery(cmd) => recovery::run(&ctx, cmd).await,
         Command::Invite(cmd) => invite(&ctx, cmd).await,
         Command::User(UserCmd::Remove { name }) => {
             let (_, mut c) = ctx.session().await?;
@@ -462,6 +467,7 @@ async fn init(
         has_root_key: true,
         created_at: now_ms(),
         also_known_as: Vec::new(),
+        recovery_key: None,
     };
     let w = Wallet {
         profile,

@@ -36,6 +36,10 @@ pub struct Profile {
     /// empty, so wallets written before it keep their sealed profile as it was.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_known_as: Vec<String>,
+    /// The public recovery key named with `sichat recovery setup` (its secret is in the
+    /// recovery kit, never here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_key: Option<String>,
 }
 
 impl Profile {
@@ -336,6 +340,7 @@ mod tests {
                 has_root_key: false,
                 created_at: 0,
                 also_known_as: Vec::new(),
+                recovery_key: None,
             },
             root: None,
             device_sign: Ed25519KeyPair::generate(),

@@ -28,6 +28,10 @@ pub(super) fn webvh_state(doc: &DidDocument, webvh: &str, earlier: &[String]) ->
     Ok(state)
 }
 
+/// What a log's update keys must be.
+pub(super) const CONTROL: &str =
+    "its update keys must be the account's root key and, if the account named one, its recovery key";
+
 pub(super) fn bad_entry(why: impl std::fmt::Display) -> AccountError {
     AccountError::InvalidRequest(format!("the DID log entry: {why}"))
 }
@@ -101,8 +105,8 @@ impl Accounts {
             return Err(AccountError::Forbidden(format!("{did} is not at this account's address ({web})")));
         }
         let log = webvh::verify_log(&did, &format!("{entry}\n")).await.map_err(bad_entry)?;
-        if log.update_keys != [user.root_key.clone()] {
-            return Err(bad_entry("its update key must be the account's root key, alone"));
+        if !user.controls_log(&log.update_keys) {
+            return Err(bad_entry(CONTROL));
         }
         if !log.portable {
             return Err(bad_entry("it must set portable, so the DID can move to another server"));
@@ -150,8 +154,8 @@ impl Accounts {
         if log.entries != lines.len() + 1 {
             return Err(bad_entry("it is not the next version of the log"));
         }
-        if log.update_keys != [user.root_key.clone()] {
-            return Err(bad_entry("after it, the update key must be the account's root key, alone"));
+        if !user.controls_log(&log.update_keys) {
+            return Err(bad_entry(format!("after it, {CONTROL}")));
         }
         let earlier = Self::earlier_dids(tx, user_id).await?;
         let expected = webvh_state(&self.document_of(tx, &user).await?, &current, &earlier)?;

@@ -72,7 +72,20 @@ struct BundleUser {
     id: String,
     name: String,
     root_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recovery_key: Option<String>,
     created_at: i64,
+}
+
+impl BundleUser {
+    /// Whether `keys` are exactly the account's root key and recovery key (if any).
+    fn controls_log(&self, keys: &[String]) -> bool {
+        let mut want: Vec<&String> = std::iter::once(&self.root_key).chain(&self.recovery_key).collect();
+        let mut got: Vec<&String> = keys.iter().collect();
+        want.sort();
+        got.sort();
+        want == got
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,8 +213,8 @@ impl Accounts {
         let did = entry_did(bundle.did_log.last().map(String::as_str).unwrap_or_default())?;
         let raw: String = bundle.did_log.iter().map(|l| format!("{l}\n")).collect();
         let log = webvh::verify_log(&did, &raw).await.map_err(|e| bad_bundle(format!("its DID log: {e}")))?;
-        if log.update_keys != [bundle.user.root_key.clone()] {
-            return Err(bad_bundle("its DID log is not controlled by the account's root key alone"));
+        if !bundle.user.controls_log(&log.update_keys) {
+            return Err(bad_bundle("its DID log is not controlled by the account's root and recovery keys alone"));
         }
         if !log.portable {
             return Err(bad_bundle("its DID was not made portable: it cannot move"));
@@ -316,8 +329,8 @@ impl Accounts {
         if log.entries != bundle.did_log.len() + 1 {
             return Err(bad_entry("it is not the next version of the log"));
         }
-        if log.update_keys != [bundle.user.root_key.clone()] || !log.portable {
-            return Err(bad_entry("after it, the root key alone must control the DID, and it must stay portable"));
+        if !bundle.user.controls_log(&log.update_keys) || !log.portable {
+            return Err(bad_entry(format!("after it, {}, and the DID must stay portable", super::did_log::CONTROL)));
         }
         let earlier = Self::earlier_of(&bundle, &old_did);
         let expected = self.arriving_state(&bundle, &name, &did, &earlier)?;
@@ -345,6 +358,10 @@ impl Accounts {
             true => AccountError::Conflict("this account is on this node already".into()),
             false => e.into(),
         })?;
+        if let Some(key) = &bundle.user.recovery_key {
+            Ed25519Public::from_multibase(key).map_err(bad_bundle)?;
+            store::set_recovery_key(&mut tx, &user_id, Some(key)).await?;
+        }
         if !store::use_invite(&mut tx, &invite.id, &user_id, now).await? {
             return Err(AccountError::InviteUsed);
         }
@@ -533,6 +550,7 @@ impl Accounts {
                 id: user.id.clone(),
                 name: user.name.clone(),
                 root_key: user.root_key.clone(),
+                recovery_key: user.recovery_key.clone(),
                 created_at: user.created_at,
             },
             web_did: self.node.user_did(&user.name)?.to_string(),
@@ -611,8 +629,8 @@ impl Accounts {
         if log.entries != lines.len() + 1 {
             return Err(bad_entry("it is not the next version of the log"));
         }
-        if log.update_keys != [user.root_key.clone()] {
-            return Err(bad_entry("after it, the root key alone must control the DID"));
+        if !user.controls_log(&log.update_keys) {
+            return Err(bad_entry(format!("after it, {}", super::did_log::CONTROL)));
         }
         store::append_did_log(tx, &user.id, log.entries as i64, entry, now).await?;
         if !store::finish_move(tx, &m.id, &user.id, did, "[]", now).await? {

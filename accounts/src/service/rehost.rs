@@ -149,8 +149,8 @@ impl Accounts {
         if log.entries != lines.len() + 1 {
             return Err(bad_entry("it is not the next version of the log"));
         }
-        if log.update_keys != [user.root_key.clone()] {
-            return Err(bad_entry("after it, the root key alone must control the DID"));
+        if !user.controls_log(&log.update_keys) {
+            return Err(bad_entry(format!("after it, {}", super::did_log::CONTROL)));
         }
         let expected = webvh_state(&self.document_of(tx, user).await?, did, &earlier)?;
         if !webvh::same_document(&log.document, &expected) {

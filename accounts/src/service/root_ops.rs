@@ -28,7 +28,17 @@ impl Accounts {
         self.check_active(&mut tx, &user).await?;
         store::lock_user(&mut tx, &user.id, self.db.backend() == Backend::Postgres).await?;
         let root = Ed25519Public::from_multibase(&user.root_key)?;
-        let claims: RootOpClaims = jws::verify(request, &root, TYP_ROOT_OP)?;
+        // `recover` alone is signed by the recovery key; everything else by the root key.
+        let signer = match &unverified.op {
+            RootOperation::Recover { .. } => {
+                let key = user.recovery_key.as_deref().ok_or_else(|| {
+                    AccountError::Forbidden("this account named no recovery key: it cannot be recovered".into())
+                })?;
+                Ed25519Public::from_multibase(key)?
+            }
+            _ => root,
+        };
+        let claims: RootOpClaims = jws::verify(request, &signer, TYP_ROOT_OP)?;
         self.check_audience(&claims.aud)?;
         Self::check_fresh(claims.iat)?;
         if !store::take_challenge(&mut tx, &claims.challenge, CHALLENGE_PURPOSE_REQUEST, None, now).await? {
@@ -116,33 +126,23 @@ impl Accounts {
                     renewed.push(cert.sub);
                 }
             }
+            RootOperation::SetRecoveryKey { recovery_key } => {
+                let key = Ed25519Public::from_multibase(recovery_key)?;
+                if key == root {
+                    return Err(AccountError::InvalidRequest(
+                        "the recovery key must be another key than the root key".into(),
+                    ));
+                }
+                store::set_recovery_key(&mut tx, &user.id, Some(recovery_key)).await?;
+            }
             RootOperation::RotateRoot { new_root_key, certificates } => {
-                let new_root = Ed25519Public::from_multibase(new_root_key)?;
-                if new_root == root {
-                    return Err(AccountError::InvalidRequest("the new root key is the current one".into()));
-                }
-                let active = store::active_devices(&mut tx, &user.id).await?;
-                let mut kept = Vec::new();
-                for token in certificates {
-                    let cert = DeviceCertificate::verify(token, &new_root)?;
-                    let known = active
-                        .iter()
-                        .find(|d| d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key);
-                    if cert.iss != did.as_str() || known.is_none() {
-                        return Err(AccountError::InvalidCertificate(format!(
-                            "{} is not an active device of {did}",
-                            cert.sub
-                        )));
-                    }
-                    store::recertify_device(&mut tx, &cert.sub, token, cert.exp * 1000).await?;
-                    kept.push(cert.sub);
-                }
-                for d in active.iter().filter(|d| !kept.contains(&d.id)) {
-                    store::revoke_device(&mut tx, &d.id, &user.id, now).await?;
-                    self.run_device_revoked(&mut tx, &user.id, &d.id).await?;
-                    revoked.push(d.id.clone());
-                }
-                store::set_root_key(&mut tx, &user.id, new_root_key).await?;
+                revoked =
+                    self.replace_root(&mut tx, &user, &root, &did, new_root_key, certificates, false, now).await?;
+            }
+            // The devices may be new: the one recovering has lost every other.
+            RootOperation::Recover { new_root_key, certificates } => {
+                revoked = self.replace_root(&mut tx, &user, &root, &did, new_root_key, certificates, true, now).await?;
+                tracing::warn!(user = %name, "account recovered with its recovery key: new root key");
             }
             RootOperation::UpgradeDid { entry } => self.upgrade_did(&mut tx, &user, entry, now).await?,
             RootOperation::MoveDone { to, did } => {
@@ -189,12 +189,82 @@ impl Accounts {
     }
 }
 
+impl Accounts {
+    /// `rotate_root` and `recover`: `new_root_key` in place of `root`, each device in
+    /// `certificates` re-blessed by it (or, with `may_add`, added), every other device
+    /// revoked. The devices revoked.
+    #[allow(clippy::too_many_arguments)]
+    async fn replace_root(
+        &self,
+        tx: &mut store::Conn,
+        user: &store::UserRow,
+        root: &Ed25519Public,
+        did: &Did,
+        new_root_key: &str,
+        certificates: &[String],
+        may_add: bool,
+        now: i64,
+    ) -> Result<Vec<String>, AccountError> {
+        let new_root = Ed25519Public::from_multibase(new_root_key)?;
+        if new_root == *root {
+            return Err(AccountError::InvalidRequest("the new root key is the current one".into()));
+        }
+        if user.recovery_key.as_deref() == Some(new_root_key) {
+            return Err(AccountError::InvalidRequest(
+                "the new root key must be another key than the recovery key".into(),
+            ));
+        }
+        let active = store::active_devices(tx, &user.id).await?;
+        let mut kept = Vec::new();
+        for token in certificates {
+            let cert = DeviceCertificate::verify(token, &new_root)?;
+            if cert.iss != did.as_str() {
+                return Err(AccountError::InvalidCertificate(format!("issued for {}, not for {did}", cert.iss)));
+            }
+            if kept.contains(&cert.sub) {
+                return Err(AccountError::InvalidRequest(format!("{} is named twice", cert.sub)));
+            }
+            let known = active
+                .iter()
+                .find(|d| d.id == cert.sub && d.sign_key == cert.sign_key && d.agree_key == cert.agree_key);
+            match known {
+                Some(_) => store::recertify_device(tx, &cert.sub, token, cert.exp * 1000).await?,
+                None if may_add && store::device(tx, &cert.sub).await?.is_none() => {
+                    self.insert_device(tx, &user.id, &cert, token, now).await?
+                }
+                None => {
+                    return Err(AccountError::InvalidCertificate(format!(
+                        "{} is not an active device of {did}",
+                        cert.sub
+                    )))
+                }
+            }
+            kept.push(cert.sub);
+        }
+        if kept.is_empty() {
+            return Err(AccountError::InvalidRequest(
+                "keep at least one device, re-blessed by the new root key".into(),
+            ));
+        }
+        let mut revoked = Vec::new();
+        for d in active.iter().filter(|d| !kept.contains(&d.id)) {
+            store::revoke_device(tx, &d.id, &user.id, now).await?;
+            self.run_device_revoked(tx, &user.id, &d.id).await?;
+            revoked.push(d.id.clone());
+        }
+        store::set_root_key(tx, &user.id, new_root_key).await?;
+        Ok(revoked)
+    }
+}
+
 fn op_name(op: &RootOperation) -> &'static str {
     match op {
         RootOperation::AddDevice { .. } => "add_device",
         RootOperation::RevokeDevice { .. } => "revoke_device",
         RootOperation::RenewDevices { .. } => "renew_devices",
         RootOperation::RotateRoot { .. } => "rotate_root",
+        RootOperation::SetRecoveryKey { .. } => "set_recovery_key",
+        RootOperation::Recover { .. } => "recover",
         RootOperation::UpgradeDid { .. } => "upgrade_did",
         RootOperation::MoveOut { .. } => "move_out",
         RootOperation::MoveDone { .. } => "move_done",
