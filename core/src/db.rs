@@ -133,6 +133,22 @@ impl DerefMut for ReadConn {
     }
 }
 
+/// The newest migration this build has for `backend`.
+pub fn latest_schema(backend: Backend) -> i64 {
+    let migrator = match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    };
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The newest migration applied to the database on `c`; 0 when none is.
+pub async fn schema_of(c: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(c).await?;
+    Ok(v.unwrap_or(0))
+}
+
 impl Db {
     /// The SQLite URL of a database file, created if missing.
     pub fn sqlite_url(path: &Path) -> String {

@@ -142,6 +142,25 @@ async fn former_urls_in(c: &mut sqlx::AnyConnection) -> Result<Vec<Url>, CoreErr
 impl NodeIdentity {
     /// Load the node key, creating it on first start. Returns whether it was created.
     /// A master key that does not open the stored key is a clear error.
+    /// The public key of the node key a database holds, opened with `master` to prove the
+    /// key seals it: `None` when the database has no node key yet.
+    pub async fn key_in(c: &mut sqlx::AnyConnection, master: &MasterKey) -> Result<Option<String>, CoreError> {
+        let row = sqlx::query("SELECT public_key, sealed_secret FROM node_keys WHERE id = $1")
+            .bind(NODE_KEY_ID)
+            .fetch_optional(c)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("sealed_secret")?;
+        let secret = master
+            .open(&sealed, &format!("node_keys:{NODE_KEY_ID}"))
+            .map_err(|_| CoreError::Sealed("the master key does not open this database's node key".into()))?;
+        let public: String = row.try_get("public_key")?;
+        if Ed25519KeyPair::from_secret(&secret)?.public().to_multibase() != public {
+            return Err(CoreError::Sealed("the stored node key does not match its public key".into()));
+        }
+        Ok(Some(public))
+    }
+
     pub async fn load_or_create(db: &Db, master: &MasterKey, public_url: &Url) -> Result<(Self, bool), CoreError> {
         let did = Did::web(public_url)?;
         let context = format!("node_keys:{NODE_KEY_ID}");

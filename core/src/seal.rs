@@ -86,6 +86,15 @@ impl MasterKey {
 
     /// The master key of a data directory: `SICHAT_MASTER_KEY` if given, else the
     /// `master.key` file, created `0600` on first use. A file others can read is refused.
+    /// The master key from `from_env` or `<data_dir>/master.key`, never a new one: `None`
+    /// when there is neither.
+    pub fn load(data_dir: &Path, from_env: Option<&str>) -> Result<Option<(Self, MasterKeySource)>, CoreError> {
+        if from_env.is_none() && !data_dir.join("master.key").exists() {
+            return Ok(None);
+        }
+        Self::load_or_create(data_dir, from_env).map(Some)
+    }
+
     pub fn load_or_create(data_dir: &Path, from_env: Option<&str>) -> Result<(Self, MasterKeySource), CoreError> {
         if let Some(value) = from_env {
             return Ok((Self::from_base64(value)?, MasterKeySource::Environment));

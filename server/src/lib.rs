@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 mod metrics;
 pub mod proxy;
+pub mod restore;
 pub mod serve;
 pub mod startup;
 

@@ -67,6 +67,19 @@ enum Admin {
     Remove { name: String },
     /// Write a consistent copy of the database to PATH.
     Backup { path: PathBuf },
+    /// Put a backup made by `admin backup` in place of the database, after checking that it
+    /// is whole, of this node, sealed under this node's master key and not newer than this
+    /// sichatd. The database it replaces is kept beside it. Stop the node first.
+    Restore {
+        /// The backup (a SQLite file, or a pg_dump archive for PostgreSQL).
+        #[arg(long)]
+        from: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace the OpenID Provider's signing keys now. The old ones stay published until the
     /// ID tokens they signed expire (about an hour); a running node picks the new ones up
     /// within a minute.
@@ -118,10 +131,6 @@ fn main() {
     }
 }
 
-/// Large buffers (argon2id's 19 MiB per password check) get their own mapping, returned to
-/// the system when freed. By default glibc raises its mmap threshold once such a buffer is
-/// freed, so every later one is carved from some thread's heap and stays resident there: RSS
-/// grew by about 40 MB with every burst of sign-ins (BENCHMARKS.md, OpenID Provider).
 /// `sichatd admin change-url`: opening the node at the new URL records the change and makes
 /// every account follow it (with progress), as a new `public_url` does at a start.
 async fn change_url(mut config: Config, to: Url, yes: bool, json: bool) -> Result<()> {
@@ -159,6 +168,38 @@ async fn change_url(mut config: Config, to: Url, yes: bool, json: bool) -> Resul
         println!("Start it again: it remembers the new URL (a public_url in the configuration file must name it).");
     }
     node.db.close().await;
+    Ok(())
+}
+
+/// Large buffers (argon2id's 19 MiB per password check) get their own mapping, returned to
+/// the system when freed. By default glibc raises its mmap threshold once such a buffer is
+/// freed, so every later one is carved from some thread's heap and stays resident there: RSS
+/// grew by about 40 MB with every burst of sign-ins (BENCHMARKS.md, OpenID Provider).
+/// `sichatd admin restore` (`restore.rs`), after the operator confirmed.
+async fn restore(config: Config, from: PathBuf, yes: bool, json: bool) -> Result<()> {
+    if !yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            bail!("restoring replaces the node's database and needs your confirmation: run it in a terminal, or pass --yes");
+        }
+        eprintln!("The node's database is replaced by {} (the current one is kept beside it).", from.display());
+        eprintln!("Everything since that backup is no longer in the node. Stop the node first.");
+        eprint!("Go on? [y/N] ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            bail!("nothing changed");
+        }
+    }
+    let restored = sichat_server::restore::restore(&config, &from).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&restored)?);
+    } else {
+        println!("Restored {} (node key {}, schema {}).", from.display(), restored.node_key, restored.schema);
+        if let Some(kept) = &restored.kept {
+            println!("The database it replaced is kept as {kept}.");
+        }
+        println!("Start the node: it brings an older schema up to date.");
+    }
     Ok(())
 }
 
@@ -237,10 +278,14 @@ async fn admin(config: Config, cmd: Admin) -> Result<()> {
     if let Admin::ChangeUrl { to, yes, json } = cmd {
         return change_url(config, to, yes, json).await;
     }
+    if let Admin::Restore { from, yes, json } = cmd {
+        return restore(config, from, yes, json).await;
+    }
     let public_url = config.public_url_for(config.listen);
     let node = Node::open(config, public_url).await?;
     match cmd {
         Admin::ChangeUrl { .. } => bail!("change-url opens the node at its new URL itself"),
+        Admin::Restore { .. } => bail!("restore runs without opening the node"),
         Admin::Invite { quota, label, json } => {
             let created =
                 node.accounts.create_invite(None, CreateInvite { quota, label, expires_in_hours: None }).await?;

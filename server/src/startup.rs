@@ -46,10 +46,9 @@ impl Node {
                 .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         }
         warn_if_others_can_read(&config.data_dir);
-        let env_key = std::env::var("SICHAT_MASTER_KEY").ok().filter(|v| !v.is_empty());
-        let (master, master_key_source) = MasterKey::load_or_create(&config.data_dir, env_key.as_deref())?;
         let url = config.database_url();
         let db = Db::open(&url).await.with_context(|| format!("cannot open the database at {}", redact(&url)))?;
+        let (master, master_key_source) = master_key(&config.data_dir, &db).await?;
         let public_url = match settle_public_url(&db, config.public_url.as_ref(), &derived_url).await? {
             PublicUrl::Changed { from, to } => {
                 tracing::warn!(
@@ -143,6 +142,25 @@ async fn follow_new_url(db: &Db, accounts: &Accounts) -> Result<()> {
 /// Every crate that keeps rows for a user ends them when the account is removed, a device
 /// revoked, or the user signs out everywhere: each through its own hook, in the accounts
 /// service's transaction. Messaging's also closes the pickup WebSockets of what ended.
+/// The master key: `SICHAT_MASTER_KEY`, else `master.key` in the data directory, made on a
+/// first start. A database that holds a node key was made with a master key already: a new
+/// one could not open it, so none is made (a restore into a fresh directory without its
+/// `master.key` stops here, leaving nothing behind).
+async fn master_key(data_dir: &std::path::Path, db: &Db) -> Result<(MasterKey, MasterKeySource)> {
+    let env_key = std::env::var("SICHAT_MASTER_KEY").ok().filter(|v| !v.is_empty());
+    let keyed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM node_keys").fetch_one(db.pool()).await?;
+    if keyed == 0 {
+        return Ok(MasterKey::load_or_create(data_dir, env_key.as_deref())?);
+    }
+    MasterKey::load(data_dir, env_key.as_deref())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "this database was made with a master key, and there is none in {} (nor SICHAT_MASTER_KEY): put the \
+             master.key this node was created with back there",
+            data_dir.join("master.key").display()
+        )
+    })
+}
+
 fn register_account_hooks(accounts: &Accounts, node: &Arc<NodeIdentity>, messaging: &Messaging, oidc: &Provider) {
     accounts.register_hooks(Arc::new(oidc.account_hooks()));
     accounts.register_hooks(Arc::new(sichat_issuer::account_hooks::IssuerAccountHooks::new(node.clone())));

@@ -31,6 +31,7 @@ mod portable_did;
 mod process;
 mod proxies;
 mod recovery;
+mod restore;
 mod schema;
 mod signin;
 mod signin_throttle;

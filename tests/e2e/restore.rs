@@ -1,0 +1,166 @@
+//! `sichatd admin restore` (the real binary, both backends): a backup from `admin backup`
+//! goes back in place of the database, and what came after it is gone; the database it
+//! replaced is kept. A damaged backup, one of a newer schema, one under another master key,
+//! or a restore with no master key at all is refused and changes nothing; and a node never
+//! makes a new master key for a database that was made with one.
+
+use crate::portable_did::issue;
+use serde_json::Value;
+use sichat_core::seal::MasterKey;
+use sichat_e2e::{binary, json, sichat, stderr, storage_tests, Backend, TestApp};
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+storage_tests!(a_backup_restores_and_bad_ones_change_nothing);
+
+async fn sichatd(data: &Path, db: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(binary("sichatd"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--database-url")
+        .arg(db)
+        .args(args)
+        .env_remove("SICHAT_MASTER_KEY")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run sichatd")
+}
+
+async fn users(data: &Path, db: &str) -> Vec<String> {
+    let out = sichatd(data, db, &["admin", "users", "--json"], &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&out).as_array().expect("users").iter().map(|u| u["name"].as_str().expect("name").to_owned()).collect()
+}
+
+async fn a_backup_restores_and_bad_ones_change_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let (data, db) = (app.node.config.data_dir.clone(), app.node.config.database_url());
+    let alice = app.join("alice", &app.owner_invite).await;
+    let bob = app.wallet("bob");
+    assert!(sichat(&bob, &["init"]).await.status.success());
+    let bob_did = json(&sichat(&bob, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let (_, cred) = issue(&app, &alice, &bob_did, "vc+jwt").await;
+    let backup = app.dir.path().join("backup");
+    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+    // After the backup: carol joins.
+    let carol = app.join("carol", &app.invite(&alice, 1).await).await;
+    let port = url::Url::parse(&app.url).expect("url").port().expect("port");
+    let stopped = app.stop_keeping().await;
+    let key_file = std::fs::read(data.join("master.key")).expect("master.key");
+    assert_eq!(users(&data, &db).await, ["alice", "carol"]);
+
+    let refused = |out: &Output, says: &str| {
+        assert!(!out.status.success(), "{says}: it was accepted");
+        assert!(stderr(out).contains(says), "{says}: {}", stderr(out));
+    };
+    // Without --yes, and no terminal: it asks first.
+    let out = sichatd(&data, &db, &["admin", "restore", "--from", backup.to_str().expect("path")], &[]).await;
+    refused(&out, "--yes");
+    // Damaged: bytes overwritten in the middle.
+    let damaged = stopped_copy(&backup, "damaged");
+    let mut bytes = std::fs::read(&damaged).expect("read");
+    let (mid, len) = (bytes.len() / 2, bytes.len());
+    bytes[mid..mid + 4096.min(len - mid)].fill(0x5a);
+    std::fs::write(&damaged, &bytes).expect("write");
+    let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", damaged.to_str().expect("path")], &[]).await;
+    assert!(!out.status.success(), "a damaged backup was restored");
+    // Under another master key.
+    let other = MasterKey::generate().to_base64().as_str().to_owned();
+    let out = sichatd(
+        &data,
+        &db,
+        &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")],
+        &[("SICHAT_MASTER_KEY", &other)],
+    )
+    .await;
+    refused(&out, "another master key");
+    // Of a newer schema (SQLite: the backup is a database we can change).
+    if backend == Backend::Sqlite {
+        let newer = stopped_copy(&backup, "newer");
+        let url = format!("sqlite://{}", newer.display());
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("open");
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99999, 'from the future', TRUE, X'00', 0)",
+        )
+        .execute(&mut c)
+        .await
+        .expect("insert");
+        drop(c);
+        let out =
+            sichatd(&data, &db, &["admin", "restore", "--yes", "--from", newer.to_str().expect("path")], &[]).await;
+        refused(&out, "newer than this sichatd");
+    }
+    // A data directory with no master key: refused, and no key is made.
+    let bare = stopped.config.data_dir.parent().expect("parent").join("bare");
+    std::fs::create_dir_all(&bare).expect("dir");
+    let out = sichatd(&bare, &db, &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")], &[]).await;
+    refused(&out, "no master key");
+    assert!(!bare.join("master.key").exists());
+    // Nothing changed.
+    assert_eq!(users(&data, &db).await, ["alice", "carol"]);
+    assert_eq!(std::fs::read(data.join("master.key")).expect("master.key"), key_file);
+
+    if backend == Backend::Postgres {
+        // A connection is still open (here: the stopped in-process node's listener, as a
+        // running node's would be): the database cannot be set aside, and nothing changed.
+        let from = backup.to_str().expect("path");
+        let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", from], &[]).await;
+        refused(&out, "stop the node");
+        assert_eq!(users(&data, &db).await, ["alice", "carol"]);
+        let mut c =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&sichat_e2e::postgres_admin_url()).await.expect("pg");
+        let name = url::Url::parse(&db).expect("url").path().trim_start_matches('/').to_owned();
+        let scratch: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("{name}_restore_%"))
+            .fetch_one(&mut c)
+            .await
+            .expect("count");
+        assert_eq!(scratch, 0, "the scratch database is gone");
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&name)
+        .execute(&mut c)
+        .await
+        .expect("end the stopped node's connections");
+    }
+
+    // The restore.
+    let out =
+        sichatd(&data, &db, &["admin", "restore", "--yes", "--json", "--from", backup.to_str().expect("path")], &[])
+            .await;
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    let restored: Value = json(&out);
+    let kept = restored["kept"].as_str().expect("kept").to_owned();
+    assert_eq!(users(&data, &db).await, ["alice"], "carol came after the backup");
+
+    // The node starts on it: alice signs in, what she issued verifies; carol is unknown.
+    let app = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let out = sichat(&alice, &["--json", "device", "list"]).await;
+    assert!(out.status.success(), "alice after the restore: {}", stderr(&out));
+    let report = app.node.verifier.verify(&cred, &sichat_verifier::Options::default()).await;
+    assert!(report.valid, "{}", serde_json::to_string(&report).unwrap_or_default());
+    assert!(!sichat(&carol, &["device", "list"]).await.status.success());
+
+    // A node never makes a new master key for a database made with one.
+    let out = sichatd(&bare, &db, &["admin", "users"], &[]).await;
+    refused(&out, "made with a master key");
+    assert!(!bare.join("master.key").exists(), "no wrong master.key left behind");
+    app.stop().await;
+
+    if backend == Backend::Postgres {
+        let admin = sichat_e2e::postgres_admin_url();
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("admin");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{kept}\" WITH (FORCE)")).execute(&mut c).await.expect("drop");
+    }
+}
+
+fn stopped_copy(backup: &Path, name: &str) -> std::path::PathBuf {
+    let copy = backup.with_file_name(name);
+    std::fs::copy(backup, &copy).expect("copy");
+    copy
+}
