@@ -118,6 +118,7 @@ pub fn router(accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/sign-out-everywhere", post(sign_out_everywhere))
         .route("/api/v1/me", get(me))
         .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/{id}/revoke", post(revoke_device))
         .route("/api/v1/root-operations", post(root_operation))
         .route("/api/v1/invites", post(create_invite).get(list_invites))
         .route("/api/v1/invites/{id}", delete(revoke_invite))
@@ -185,8 +186,28 @@ async fn me(State(a): State<AppState>, me: AuthDevice) -> Result<Json<Account>, 
     Ok(Json(a.account(&me.user_id).await?))
 }
 
-async fn devices(State(a): State<AppState>, me: AuthDevice) -> Result<Json<Vec<Device>>, ApiError> {
-    Ok(Json(a.devices(&me).await?))
+#[derive(serde::Deserialize)]
+struct DevicesQuery {
+    #[serde(default)]
+    revoked: bool,
+}
+
+async fn devices(
+    State(a): State<AppState>,
+    me: AuthDevice,
+    axum::extract::Query(q): axum::extract::Query<DevicesQuery>,
+) -> Result<Json<Vec<Device>>, ApiError> {
+    Ok(Json(a.devices(&me, q.revoked).await?))
+}
+
+/// `POST /api/v1/devices/{id}/revoke`: the session's device revokes another.
+async fn revoke_device(
+    State(a): State<AppState>,
+    me: AuthDevice,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    a.revoke_by_device(&me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn root_operation(

@@ -209,6 +209,19 @@ pub enum RootOperation {
         new_root_key: String,
         certificates: Vec<String>,
     },
+    /// Whether the account's devices may revoke each other (a phone cutting off a lost
+    /// laptop at once, `POST /api/v1/devices/{id}/revoke`). Off by default.
+    SetDevicePolicy {
+        devices_may_revoke: bool,
+    },
+    /// Make a device another device revoked active again, with a new certificate for the
+    /// keys it had: the root key undoes what a device did.
+    ReinstateDevice {
+        certificate: String,
+    },
+    /// Only the log entry: it brings the did:webvh log up to the account's document after a
+    /// change no root key signed (a device revoked by another device).
+    SyncDidLog,
     /// The new root key, and every device to keep, re-blessed by the new key.
     RotateRoot {
         new_root_key: String,
@@ -361,6 +374,10 @@ pub struct Session {
     /// the root key should renew them (`renew_devices`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub renewal_due: bool,
+    /// The account's did:webvh log lags its document (a device revoked another): the wallet
+    /// that holds the root key should sign `sync_did_log`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub did_log_stale: bool,
 }
 
 /// Device certificates are renewed when they have this long left (30 days).
@@ -417,6 +434,12 @@ pub struct Device {
     pub agree_key: String,
     pub created_at: i64,
     pub cert_expires_at: i64,
+    /// For a device another device revoked (`GET /api/v1/devices?revoked=true`): when, and
+    /// by which device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use sichat_core::p256key::{KeyPair, P256KeyPair};
 use sichat_core::seal::MasterKey;
 use std::sync::{Arc, RwLock};
 
+mod devices;
 mod did_log;
 mod move_pages;
 mod moves;
@@ -579,6 +580,7 @@ impl Accounts {
                 .await?
                 .and_then(|d| sichat_core::webvh::WebvhDid::parse(&d).ok())
                 .is_some_and(|d| d.web_did() != did);
+        let did_log_stale = store::did_log_stale(&mut conn, &user.id).await?;
         let renew_before = now + RENEW_WITHIN_SECS * 1000;
         let renewal_due =
             store::active_devices(&mut conn, &user.id).await?.iter().any(|d| d.cert_expires_at < renew_before);
@@ -590,6 +592,7 @@ impl Accounts {
             public_url: Some(self.node.public_url().to_string()),
             did_log_behind,
             renewal_due,
+            did_log_stale,
         })
     }
 
@@ -615,21 +618,6 @@ impl Accounts {
     pub async fn logout(&self, me: &AuthDevice) -> Result<(), AccountError> {
         store::delete_session(&mut *self.conn().await?, &me.token_hash).await?;
         Ok(())
-    }
-
-    pub async fn devices(&self, me: &AuthDevice) -> Result<Vec<Device>, AccountError> {
-        let rows = store::active_devices(&mut *self.conn().await?, &me.user_id).await?;
-        Ok(rows
-            .into_iter()
-            .map(|d| Device {
-                id: d.id,
-                name: d.name,
-                sign_key: d.sign_key,
-                agree_key: d.agree_key,
-                created_at: d.created_at,
-                cert_expires_at: d.cert_expires_at,
-            })
-            .collect())
     }
 
     /// The user's Ed25519 issuing key, unsealed, with its verification method id

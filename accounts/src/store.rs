@@ -12,13 +12,15 @@ pub struct UserRow {
     pub root_key: String,
     /// The recovery key named in advance, if any (multibase Ed25519).
     pub recovery_key: Option<String>,
+    /// Whether the account's devices may revoke each other.
+    pub devices_may_revoke: bool,
     pub quota: i64,
     pub status: String,
     pub invited_by: Option<String>,
     pub created_at: i64,
 }
 
-const USER_COLUMNS: &str = "u.id, u.name, u.root_key, u.recovery_key, u.quota, u.status, u.created_at, \
+const USER_COLUMNS: &str = "u.id, u.name, u.root_key, u.recovery_key, u.devices_may_revoke, u.quota, u.status, u.created_at, \
      (SELECT p.name FROM acct_invites i JOIN acct_users p ON p.id = i.inviter_id WHERE i.id = u.invite_id) AS invited_by";
 
 fn user_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
@@ -27,6 +29,7 @@ fn user_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
         name: r.try_get("name")?,
         root_key: r.try_get("root_key")?,
         recovery_key: r.try_get("recovery_key")?,
+        devices_may_revoke: r.try_get::<i64, _>("devices_may_revoke")? != 0,
         quota: r.try_get("quota")?,
         status: r.try_get("status")?,
         invited_by: r.try_get("invited_by")?,
@@ -395,6 +398,8 @@ pub struct DeviceRow {
     pub cert_expires_at: i64,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// The device that revoked it; `None` when the root key did (or it is active).
+    pub revoked_by: Option<String>,
 }
 
 fn device_row(r: &AnyRow) -> Result<DeviceRow, sqlx::Error> {
@@ -408,11 +413,12 @@ fn device_row(r: &AnyRow) -> Result<DeviceRow, sqlx::Error> {
         cert_expires_at: r.try_get("cert_expires_at")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        revoked_by: r.try_get("revoked_by")?,
     })
 }
 
 const DEVICE_COLUMNS: &str =
-    "id, user_id, name, sign_key, agree_key, certificate, cert_expires_at, created_at, revoked_at";
+    "id, user_id, name, sign_key, agree_key, certificate, cert_expires_at, created_at, revoked_at, revoked_by";
 
 pub async fn device(c: &mut Conn, id: &str) -> Result<Option<DeviceRow>, sqlx::Error> {
     let sql = format!("SELECT {DEVICE_COLUMNS} FROM acct_devices WHERE id = $1");
@@ -505,6 +511,58 @@ pub async fn revoke_device(c: &mut Conn, id: &str, user_id: &str, now: i64) -> R
             .await?;
     sqlx::query("DELETE FROM acct_sessions WHERE device_id = $1").bind(id).execute(&mut *c).await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Record that device `by` (not the root key) revoked device `id`.
+pub async fn set_revoked_by(c: &mut Conn, id: &str, by: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_devices SET revoked_by = $1 WHERE id = $2").bind(by).bind(id).execute(c).await?;
+    Ok(())
+}
+
+/// The account's devices another device revoked, newest first.
+pub async fn revoked_by_devices(c: &mut Conn, user_id: &str) -> Result<Vec<DeviceRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {DEVICE_COLUMNS} FROM acct_devices WHERE user_id = $1 AND revoked_at IS NOT NULL \
+         AND revoked_by IS NOT NULL ORDER BY revoked_at DESC"
+    );
+    let rows = sqlx::query(&sql).bind(user_id).fetch_all(c).await?;
+    rows.iter().map(device_row).collect()
+}
+
+/// Make a device another device revoked active again, with a new certificate.
+pub async fn reinstate_device(c: &mut Conn, id: &str, certificate: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE acct_devices SET revoked_at = NULL, revoked_by = NULL, certificate = $1, cert_expires_at = $2 \
+         WHERE id = $3",
+    )
+    .bind(certificate)
+    .bind(expires_at)
+    .bind(id)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Whether the account's did:webvh log lags its document: a device another device revoked
+/// after the log's last entry.
+pub async fn did_log_stale(c: &mut Conn, user_id: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM acct_devices d WHERE d.user_id = $1 AND d.revoked_by IS NOT NULL \
+         AND d.revoked_at >= (SELECT MAX(l.created_at) FROM acct_did_log l WHERE l.user_id = $1)",
+    )
+    .bind(user_id)
+    .fetch_one(c)
+    .await?;
+    Ok(n > 0)
+}
+
+pub async fn set_devices_may_revoke(c: &mut Conn, user_id: &str, allowed: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_users SET devices_may_revoke = $1 WHERE id = $2")
+        .bind(i64::from(allowed))
+        .bind(user_id)
+        .execute(c)
+        .await?;
+    Ok(())
 }
 
 // ---- sessions ----

@@ -133,7 +133,7 @@ pub async fn serve(messaging: Arc<Messaging>, me: AuthDevice, token: String, mut
     // revocation committed in between is not missed until the next periodic check.
     ended.mark_changed();
     let mut closing = messaging.hub.closing();
-    let added_at = match messaging.accounts().devices(&me).await {
+    let added_at = match messaging.accounts().devices(&me, false).await {
         Ok(devices) => devices.into_iter().find(|d| d.id == me.device_id).map_or(0, |d| d.created_at),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the device's creation time; showing every drop report");

@@ -12,6 +12,7 @@ mod connections;
 mod crash;
 mod device_renewal;
 mod device_revoke;
+mod device_revokes_device;
 mod di_interop;
 mod group_commit;
 mod holder;

@@ -32,7 +32,9 @@ pub(crate) enum DeviceCmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Revoke a device: its keys leave your DID document and its sessions end.
+    /// Revoke a device: its keys leave your DID document and its sessions end. From the
+    /// wallet that holds the root key; or from any other device of yours, when the root key
+    /// allowed it (`sichat device policy --devices-may-revoke on`).
     Revoke {
         id: String,
         /// Revoke it even if it is this device or the account's last active device.
@@ -44,6 +46,15 @@ pub(crate) enum DeviceCmd {
     /// root key renewed for it. Certificates due within 30 days renew by themselves at any
     /// command of the root-key wallet.
     Renew,
+    /// Whether your devices may revoke each other (from the wallet that holds the root key).
+    /// On, a phone can cut off a lost laptop at once; the root key can reinstate it.
+    Policy {
+        #[arg(long, value_parser = ["on", "off"])]
+        devices_may_revoke: String,
+    },
+    /// Make a device another device revoked active again (from the wallet that holds the
+    /// root key). Without an ID, list the devices another device revoked.
+    Reinstate { id: Option<String> },
 }
 
 pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
@@ -98,6 +109,24 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 println!("Copy that directory to the new device; it opens with the same passphrase.");
             })
         }
+        DeviceCmd::Policy { devices_may_revoke } => {
+            let (w, _) = ctx.open()?;
+            let root = need_root(&w)?;
+            let on = devices_may_revoke == "on";
+            let client = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
+            client.root_operation(&w, root, RootOperation::SetDevicePolicy { devices_may_revoke: on }).await?;
+            ctx.print(&json!({"devices_may_revoke": on}), |_| match on {
+                true => println!(
+                    "Your devices may now revoke each other: `sichat device revoke ID` from any of them. The root \
+                     key can undo it (`sichat device reinstate`)."
+                ),
+                false => println!("Only the root key revokes devices now."),
+            })
+        }
+        DeviceCmd::Reinstate { id } => reinstate(ctx, id).await,
+        DeviceCmd::Revoke { id, yes } if !wallet::read_profile(&ctx.dir)?.has_root_key => {
+            revoke_from_device(ctx, &id, yes).await
+        }
         DeviceCmd::Revoke { id, yes } => {
             let (w, _) = ctx.open()?;
             let root = need_root(&w)?;
@@ -131,6 +160,77 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
     }
 }
 
+/// `sichat device revoke` from a device without the root key: the node allows it when the
+/// root key said devices may revoke each other.
+async fn revoke_from_device(ctx: &Ctx, id: &str, yes: bool) -> Result<()> {
+    let (w, mut c) = ctx.session().await?;
+    if id == w.profile.device_id {
+        c.logout().await;
+        bail!("{id} is this device: a device revokes only others (the root key may revoke any)");
+    }
+    let devices: Vec<Device> = c.get("/api/v1/devices").await?;
+    let Some(target) = devices.iter().find(|d| d.id == id) else {
+        c.logout().await;
+        bail!("{id} is not an active device of your account (see `sichat device list`)");
+    };
+    if !yes {
+        c.logout().await;
+        bail!(
+            "revoking {} ({id}) signs it out everywhere and removes its keys from your DID document; only the \
+             root key can reinstate it. Run again with --yes to revoke it.",
+            target.name
+        );
+    }
+    let done: Result<serde_json::Value> = c.post(&format!("/api/v1/devices/{id}/revoke"), &json!({})).await;
+    c.logout().await;
+    if let Err(e) = done {
+        if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "forbidden") {
+            bail!("{e}");
+        }
+        return Err(e);
+    }
+    ctx.print(&json!({"revoked": id, "by": w.profile.device_id}), |_| {
+        println!("Revoked {} ({id}): its sessions ended and its keys left your DID document.", target.name);
+    })
+}
+
+/// `sichat device reinstate [ID]`, from the wallet that holds the root key.
+async fn reinstate(ctx: &Ctx, id: Option<String>) -> Result<()> {
+    let (w, mut c) = ctx.session().await?;
+    let root = need_root(&w)?;
+    let revoked: Result<Vec<Device>> = c.get("/api/v1/devices?revoked=true").await;
+    let revoked = match revoked {
+        Ok(r) => r,
+        Err(e) => {
+            c.logout().await;
+            return Err(e);
+        }
+    };
+    let Some(id) = id else {
+        c.logout().await;
+        return ctx.print(&revoked, |ds| {
+            if ds.is_empty() {
+                println!("No device was revoked by another device.");
+            }
+            for d in ds {
+                let by = d.revoked_by.as_deref().unwrap_or("?");
+                println!("{}  {}  revoked {} by {by}", d.id, d.name, date(d.revoked_at.unwrap_or_default()));
+            }
+        });
+    };
+    let Some(device) = revoked.into_iter().find(|d| d.id == id) else {
+        c.logout().await;
+        bail!("{id} was not revoked by another device (see `sichat device reinstate` for those that were)");
+    };
+    let certificate = recertify(&w, root, &device)?;
+    let done = c.root_operation(&w, root, RootOperation::ReinstateDevice { certificate }).await;
+    c.logout().await;
+    done?;
+    ctx.print(&json!({"reinstated": id}), |_| {
+        println!("Reinstated {} ({id}): it signs in again with its own wallet.", device.name);
+    })
+}
+
 /// When this wallet's own certificate ends (ms), read from the certificate it holds.
 fn own_expiry(w: &Wallet) -> Result<i64> {
     let cert: DeviceCertificate = jws::unverified_payload(&w.certificate)?;
@@ -154,6 +254,8 @@ fn this_device(w: &Wallet) -> Device {
         agree_key: w.device_agree.public().to_multibase(),
         created_at: 0,
         cert_expires_at: 0,
+        revoked_at: None,
+        revoked_by: None,
     }
 }
 

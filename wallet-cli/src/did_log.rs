@@ -113,6 +113,7 @@ pub async fn next_entry(
             | RootOperation::MoveCancel { .. }
             | RootOperation::FollowHost { .. }
             | RootOperation::RenewDevices { .. }
+            | RootOperation::SetDevicePolicy { .. }
     ) {
         return Ok(None);
     }
@@ -129,12 +130,14 @@ pub async fn next_entry(
         bail!("your DID log is not controlled by this wallet's root key (was it rotated from another wallet?)");
     }
     let mut doc: DidDocument = serde_json::from_value(log.document).context("reading your DID document")?;
+    drop_revoked_devices(client, wallet, &mut doc).await?;
     let mut parameters = json!({});
     match op {
-        RootOperation::AddDevice { certificate } => {
+        RootOperation::AddDevice { certificate } | RootOperation::ReinstateDevice { certificate } => {
             let cert: DeviceCertificate = jws::unverified_payload(certificate)?;
             add_device(&mut doc, &cert);
         }
+        RootOperation::SyncDidLog => {}
         RootOperation::RevokeDevice { device_id, .. } => remove_device(&mut doc, device_id),
         RootOperation::RotateRoot { new_root_key, certificates }
         | RootOperation::Recover { new_root_key, certificates } => {
@@ -172,12 +175,35 @@ pub async fn next_entry(
         | RootOperation::MoveDone { .. }
         | RootOperation::MoveCancel { .. }
         | RootOperation::FollowHost { .. }
-        | RootOperation::RenewDevices { .. } => return Ok(None),
+        | RootOperation::RenewDevices { .. }
+        | RootOperation::SetDevicePolicy { .. } => return Ok(None),
     }
     let state = serde_json::to_value(&doc)?;
     // May wait up to a second: each version must be later than the last, to the second.
     let entry = webvh::append(last, state, parameters, root)?;
     Ok(Some(entry.line))
+}
+
+/// Devices another device revoked leave the node's `did:web` document at once; the log
+/// catches up with the next entry. Take from the node's document only removals of devices:
+/// a device it lists that the log does not is never added from there.
+async fn drop_revoked_devices(client: &Client, wallet: &Wallet, doc: &mut DidDocument) -> Result<()> {
+    let name = wallet.profile.name.as_deref().ok_or_else(|| anyhow!("this wallet has no account name"))?;
+    let web: DidDocument = client.get(&format!("/users/{name}/did.json")).await?;
+    let listed: Vec<&str> =
+        web.verification_method.iter().filter_map(|vm| vm.id.split_once('#').map(|(_, f)| f)).collect();
+    let prefix = format!("{}#device-", doc.id);
+    let gone: Vec<String> = doc
+        .verification_method
+        .iter()
+        .filter_map(|vm| vm.id.strip_prefix(&prefix))
+        .filter(|rest| !rest.ends_with("-x25519") && !listed.contains(&format!("device-{rest}").as_str()))
+        .map(str::to_owned)
+        .collect();
+    for id in gone {
+        remove_device(doc, &id);
+    }
+    Ok(())
 }
 
 /// The public key (multibase) of the document's method `#<fragment>`.

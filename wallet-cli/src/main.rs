@@ -313,6 +313,13 @@ impl Ctx {
                 }
             }
         }
+        if let (true, Some(root)) = (login.session.did_log_stale, w.root.as_ref()) {
+            match client.root_operation(&w, root, RootOperation::SyncDidLog).await {
+                Ok(_) if !self.json => eprintln!("Your DID log now drops the devices another device revoked."),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: could not bring your DID log up to date: {e:#}"),
+            }
+        }
         if login.session.renewal_due && w.root.is_some() {
             match device::renew_others(&client, &w, false).await {
                 Ok(renewed) if !self.json => {

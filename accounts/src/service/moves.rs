@@ -291,6 +291,8 @@ impl Accounts {
                 agree_key: d.agree_key.clone(),
                 created_at: d.created_at,
                 cert_expires_at: 0,
+                revoked_at: None,
+                revoked_by: None,
             })
             .collect();
         let last_entry = bundle.did_log.last().cloned().unwrap_or_default();

@@ -91,7 +91,7 @@ impl Accounts {
     /// URL: the document at the new host and the log entry it follows. `409` when the DID
     /// is there already (or the account has none).
     pub async fn rehost_draft(&self, me: &AuthDevice) -> Result<MoveDraft, AccountError> {
-        let devices = self.devices(me).await?;
+        let devices = self.devices(me, false).await?;
         let mut conn = self.conn().await?;
         let user = store::user_by_id(&mut conn, &me.user_id).await?.ok_or(AccountError::Unauthorized)?;
         let lines = store::did_log(&mut conn, &user.id).await?;

@@ -135,6 +135,27 @@ impl Accounts {
                 }
                 store::set_recovery_key(&mut tx, &user.id, Some(recovery_key)).await?;
             }
+            RootOperation::SetDevicePolicy { devices_may_revoke } => {
+                store::set_devices_may_revoke(&mut tx, &user.id, *devices_may_revoke).await?;
+            }
+            RootOperation::ReinstateDevice { certificate } => {
+                let cert = DeviceCertificate::verify(certificate, &root)?;
+                let device = store::device(&mut tx, &cert.sub).await?;
+                let Some(device) = device.filter(|d| d.user_id == user.id && d.revoked_by.is_some()) else {
+                    return Err(AccountError::NotFound(format!(
+                        "no device {} of this account that another device revoked",
+                        cert.sub
+                    )));
+                };
+                if cert.iss != did.as_str() || device.sign_key != cert.sign_key || device.agree_key != cert.agree_key {
+                    return Err(AccountError::InvalidCertificate(format!(
+                        "not a certificate for {}'s keys, for {did}",
+                        cert.sub
+                    )));
+                }
+                store::reinstate_device(&mut tx, &cert.sub, certificate, cert.exp * 1000).await?;
+            }
+            RootOperation::SyncDidLog => {}
             RootOperation::RotateRoot { new_root_key, certificates } => {
                 revoked =
                     self.replace_root(&mut tx, &user, &root, &did, new_root_key, certificates, false, now).await?;
@@ -175,6 +196,7 @@ impl Accounts {
                 | RootOperation::FollowHost { .. }
                 | RootOperation::MoveCancel { .. }
                 | RootOperation::RenewDevices { .. }
+                | RootOperation::SetDevicePolicy { .. }
         ) {
             self.append_did_entry(&mut tx, &user.id, claims.did_log_entry.as_deref(), now).await?;
         }
@@ -264,6 +286,9 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::RenewDevices { .. } => "renew_devices",
         RootOperation::RotateRoot { .. } => "rotate_root",
         RootOperation::SetRecoveryKey { .. } => "set_recovery_key",
+        RootOperation::SetDevicePolicy { .. } => "set_device_policy",
+        RootOperation::ReinstateDevice { .. } => "reinstate_device",
+        RootOperation::SyncDidLog => "sync_did_log",
         RootOperation::Recover { .. } => "recover",
         RootOperation::UpgradeDid { .. } => "upgrade_did",
         RootOperation::MoveOut { .. } => "move_out",
