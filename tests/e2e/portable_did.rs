@@ -224,7 +224,10 @@ async fn forged_log_entries_change_nothing(backend: Backend) {
     let (_, by_stranger) = first(state.clone(), &[&stranger], &stranger, true);
     refused(alice.root_op(&app, RootOperation::UpgradeDid { entry: by_stranger }, None).await, "root key");
     let (_, both) = first(state.clone(), &[&alice.root, &stranger], &alice.root, true);
-    refused(alice.root_op(&app, RootOperation::UpgradeDid { entry: both }, None).await, "root key, alone");
+    refused(
+        alice.root_op(&app, RootOperation::UpgradeDid { entry: both }, None).await,
+        "update keys must be the account's root key",
+    );
     let (_, fixed) = first(state.clone(), &[&alice.root], &alice.root, false);
     refused(alice.root_op(&app, RootOperation::UpgradeDid { entry: fixed }, None).await, "portable");
     let mut extra = state.clone();

@@ -42,11 +42,16 @@ async fn a_backup_restores_and_bad_ones_change_nothing(backend: Backend) {
     assert!(sichat(&bob, &["init"]).await.status.success());
     let bob_did = json(&sichat(&bob, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
     let (_, cred) = issue(&app, &alice, &bob_did, "vc+jwt").await;
+    let kit = app.dir.path().join("kit.json");
+    let out = sichat(&alice, &["recovery", "setup", "--out", kit.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
     let backup = app.dir.path().join("backup");
     let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
     assert!(out.status.success(), "backup: {}", stderr(&out));
-    // After the backup: carol joins.
+    // After the backup: carol joins, and alice rotates her root key.
     let carol = app.join("carol", &app.invite(&alice, 1).await).await;
+    let out = sichat(&alice, &["key", "rotate"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
     let port = url::Url::parse(&app.url).expect("url").port().expect("port");
     let stopped = app.stop_keeping().await;
     let key_file = std::fs::read(data.join("master.key")).expect("master.key");
@@ -145,6 +150,21 @@ async fn a_backup_restores_and_bad_ones_change_nothing(backend: Backend) {
     let report = app.node.verifier.verify(&cred, &sichat_verifier::Options::default()).await;
     assert!(report.valid, "{}", serde_json::to_string(&report).unwrap_or_default());
     assert!(!sichat(&carol, &["device", "list"]).await.status.success());
+    // Her root key is newer than the restored node's: a root operation says so and how to
+    // get back in, and the recovery kit made before the backup does.
+    let phone = app.wallet("phone");
+    let out = sichat(&alice, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("restored from a backup") && stderr(&out).contains("recovery restore"),
+        "{}",
+        stderr(&out)
+    );
+    let again = app.wallet("alice-again");
+    let out = sichat(&again, &["recovery", "restore", "--kit", kit.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sichat(&again, &["key", "rotate"]).await;
+    assert!(out.status.success(), "back in: {}", stderr(&out));
 
     // A node never makes a new master key for a database made with one.
     let out = sichatd(&bare, &db, &["admin", "users"], &[]).await;

@@ -166,7 +166,31 @@ impl Client {
     pub async fn root_operation(&self, wallet: &Wallet, root: &Ed25519KeyPair, op: RootOperation) -> Result<Account> {
         let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op).await?;
         let request = self.signed_root_op(wallet, root, op, did_log_entry).await?;
-        self.post("/api/v1/root-operations", &SignedRequest { request }).await
+        let sent = self.post("/api/v1/root-operations", &SignedRequest { request }).await;
+        match sent {
+            Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "invalid_signature") => {
+                Err(self.explain_root_mismatch(wallet, root).await.unwrap_or(e))
+            }
+            other => other,
+        }
+    }
+
+    /// A root operation refused as not signed by the root key: when the node's document
+    /// names another root key than this wallet's, say what happened and the way back in.
+    async fn explain_root_mismatch(&self, wallet: &Wallet, root: &Ed25519KeyPair) -> Option<anyhow::Error> {
+        let name = wallet.profile.name.as_deref()?;
+        let doc: sichat_core::did::DidDocument = self.get(&format!("/users/{name}/did.json")).await.ok()?;
+        let root_id = format!("{}#root", doc.id);
+        let theirs = doc.verification_method.iter().find(|vm| vm.id == root_id)?.public_key_multibase.clone();
+        let ours = root.public().to_multibase();
+        (theirs != ours).then(|| {
+            anyhow!(
+                "your node holds another root key for you ({theirs}) than this wallet's ({ours}). If you rotated \
+                 your root key, its database was probably restored from a backup made before that. A recovery kit \
+                 made before that backup gets you back in (`sichat --wallet NEW-DIR recovery restore --kit FILE`); \
+                 otherwise ask your node's operator"
+            )
+        })
     }
 
     /// A root operation signed over a fresh challenge, with the log entry it carries, for
