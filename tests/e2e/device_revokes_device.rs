@@ -5,11 +5,35 @@
 //! nothing: without the policy, without --yes, a device revoking itself, reinstating a
 //! device the root key revoked.
 
+use crate::holder::give;
+use crate::messaging::{delivered, inbox, send, texts};
 use crate::portable_did::text;
 use sichat_core::webvh;
 use sichat_e2e::{json, sichat, stderr, storage_tests, unseal, Backend, TestApp};
 
-storage_tests!(a_phone_revokes_a_lost_laptop_and_the_root_key_can_undo_it);
+storage_tests!(a_phone_revokes_a_lost_laptop_and_the_root_key_can_undo_it, a_new_device_starts_with_the_history);
+
+/// A device blessed by the root-key wallet starts with that wallet's history: the
+/// credentials it holds and the messages it fetched, which the node no longer has.
+async fn a_new_device_starts_with_the_history(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let carol = app.join("carol", &app.invite(&alice, 1).await).await;
+    let alice_did = json(&sichat(&alice, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let id = send(&carol, &alice_did, "before the phone existed", &[]).await;
+    delivered(&carol, &id).await;
+    assert!(texts(&inbox(&alice, &[]).await).contains(&"before the phone existed".to_owned()));
+    let held = give(&carol, &alice, "FriendCredential", &[]).await;
+
+    let phone = app.wallet("phone");
+    let out = sichat(&alice, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = inbox(&phone, &[]).await;
+    assert!(texts(&listing).contains(&"before the phone existed".to_owned()), "{listing}");
+    let creds = json(&sichat(&phone, &["--json", "credential", "list"]).await);
+    assert!(creds.to_string().contains(&held), "{creds}");
+    app.stop().await;
+}
 
 async fn a_phone_revokes_a_lost_laptop_and_the_root_key_can_undo_it(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };

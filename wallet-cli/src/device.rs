@@ -92,10 +92,12 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 device_sign: sign,
                 device_agree: agree,
                 certificate: certificate.clone(),
-                credentials: Vec::new(),
-                messages: Vec::new(),
-                contacts: Vec::new(),
-                known_keys: Vec::new(),
+                // The new device starts with this wallet's history: what it holds, its
+                // messages and contacts (the node never saw them in clear).
+                credentials: w.credentials.clone(),
+                messages: w.messages.clone(),
+                contacts: w.contacts.clone(),
+                known_keys: w.known_keys.clone(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;
@@ -106,6 +108,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
             wallet::commit_pending(&pending, &out)?;
             ctx.print(&json!({"device_id": id, "name": name, "wallet": out}), |_| {
                 println!("Blessed device {name} ({id}). Its wallet is in {}", out.display());
+                println!("It holds this wallet's credentials, messages and contacts.");
                 println!("Copy that directory to the new device; it opens with the same passphrase.");
             })
         }
