@@ -299,6 +299,10 @@ pub struct LoginClaims {
     pub aud: String,
     pub nonce: String,
     pub iat: i64,
+    /// The wallet's sign-in number for this device: each copy of a wallet counts on its own,
+    /// so a number the node saw already means two copies sign in as one device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 // ---- HTTP bodies ----
@@ -378,6 +382,10 @@ pub struct Session {
     /// that holds the root key should sign `sync_did_log`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub did_log_stale: bool,
+    /// This sign-in's `seq` was seen before: two copies of one wallet are in use as this
+    /// device, splitting its messages between them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy_suspected: bool,
 }
 
 /// Device certificates are renewed when they have this long left (30 days).

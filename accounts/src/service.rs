@@ -581,6 +581,13 @@ impl Accounts {
                 .and_then(|d| sichat_core::webvh::WebvhDid::parse(&d).ok())
                 .is_some_and(|d| d.web_did() != did);
         let did_log_stale = store::did_log_stale(&mut conn, &user.id).await?;
+        let copy_suspected = match claims.seq {
+            Some(seq) => store::note_login_seq(&mut conn, &device.id, seq).await?,
+            None => false,
+        };
+        if copy_suspected {
+            tracing::warn!(user = %user.name, device = %device.id, "two copies of one wallet sign in as this device");
+        }
         let renew_before = now + RENEW_WITHIN_SECS * 1000;
         let renewal_due =
             store::active_devices(&mut conn, &user.id).await?.iter().any(|d| d.cert_expires_at < renew_before);
@@ -593,6 +600,7 @@ impl Accounts {
             did_log_behind,
             renewal_due,
             did_log_stale,
+            copy_suspected,
         })
     }
 

@@ -513,6 +513,27 @@ pub async fn revoke_device(c: &mut Conn, id: &str, user_id: &str, now: i64) -> R
     Ok(r.rows_affected() == 1)
 }
 
+/// How many sign-in numbers a device keeps.
+const LOGIN_SEQS_KEPT: usize = 64;
+
+/// Note sign-in number `seq` of device `id`: true when it was seen already (a copy of the
+/// wallet), else it is kept with the last [`LOGIN_SEQS_KEPT`].
+pub async fn note_login_seq(c: &mut Conn, id: &str, seq: i64) -> Result<bool, sqlx::Error> {
+    let stored: Option<Option<String>> = sqlx::query_scalar("SELECT login_seqs FROM acct_devices WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let mut seqs: Vec<i64> = stored.flatten().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    if seqs.contains(&seq) {
+        return Ok(true);
+    }
+    seqs.push(seq);
+    let skip = seqs.len().saturating_sub(LOGIN_SEQS_KEPT);
+    let text = serde_json::to_string(&seqs[skip..]).unwrap_or_default();
+    sqlx::query("UPDATE acct_devices SET login_seqs = $1 WHERE id = $2").bind(text).bind(id).execute(c).await?;
+    Ok(false)
+}
+
 /// Record that device `by` (not the root key) revoked device `id`.
 pub async fn set_revoked_by(c: &mut Conn, id: &str, by: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE acct_devices SET revoked_by = $1 WHERE id = $2").bind(by).bind(id).execute(c).await?;

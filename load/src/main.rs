@@ -245,6 +245,7 @@ pub(crate) async fn session(t: &Target, d: &Device) -> Result<String> {
         aud: t.node_did.clone(),
         nonce: claims.nonce,
         iat: now_secs(),
+        seq: None,
     };
     let response = jws::sign(&d.sign, TYP_LOGIN, None, &answer)?;
     let s = post(t, "/api/v1/sessions", &json!({ "response": response })).await?;

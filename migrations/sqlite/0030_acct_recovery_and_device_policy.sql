@@ -8,3 +8,7 @@ ALTER TABLE acct_users ADD COLUMN recovery_key TEXT;
 -- reinstate a device another device cut off.
 ALTER TABLE acct_users ADD COLUMN devices_may_revoke BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE acct_devices ADD COLUMN revoked_by TEXT;
+
+-- The sign-in numbers a device's wallet sent lately (JSON array, the last 64): a number
+-- seen twice means two copies of one wallet sign in as the same device.
+ALTER TABLE acct_devices ADD COLUMN login_seqs TEXT;

@@ -239,6 +239,7 @@ async fn login_is_mutual_single_use_and_hashed(backend: Backend) {
             aud: aud.into(),
             nonce: nonce.into(),
             iat: now_secs(),
+            seq: None,
         };
         json!({ "response": jws::sign(key, TYP_LOGIN, None, &c).expect("sign") })
     };

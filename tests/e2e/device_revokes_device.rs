@@ -11,7 +11,47 @@ use crate::portable_did::text;
 use sichat_core::webvh;
 use sichat_e2e::{json, sichat, stderr, storage_tests, unseal, Backend, TestApp};
 
-storage_tests!(a_phone_revokes_a_lost_laptop_and_the_root_key_can_undo_it, a_new_device_starts_with_the_history);
+storage_tests!(
+    a_phone_revokes_a_lost_laptop_and_the_root_key_can_undo_it,
+    a_new_device_starts_with_the_history,
+    two_copies_of_one_wallet_are_told
+);
+
+/// A wallet directory copied to a second machine is the same device: the two would split
+/// its messages. The node sees a sign-in number twice and both copies are told; one wallet
+/// running commands at once is not.
+async fn two_copies_of_one_wallet_are_told(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let phone = app.wallet("phone");
+    let out = sichat(&alice, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sichat(&phone, &["device", "list"]).await;
+    assert!(out.status.success() && !stderr(&out).contains("another copy"), "{}", stderr(&out));
+    let copy = app.wallet("phone-copy");
+    std::fs::create_dir_all(&copy).expect("dir");
+    for entry in std::fs::read_dir(&phone).expect("dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy");
+    }
+    let told = |out: &std::process::Output| stderr(out).contains("another copy of this wallet");
+    let first = sichat(&phone, &["device", "list"]).await;
+    let second = sichat(&copy, &["device", "list"]).await;
+    assert!(first.status.success() && second.status.success());
+    assert!(!told(&first), "{}", stderr(&first));
+    assert!(told(&second), "the copy is told: {}", stderr(&second));
+    let again = sichat(&copy, &["device", "list"]).await;
+    let original = sichat(&phone, &["device", "list"]).await;
+    assert!(told(&original), "the original is told too, once the copy got ahead: {}", stderr(&original));
+    assert!(!told(&again));
+
+    // One wallet, several commands at once: never told.
+    let runs: Vec<_> = (0..3).map(|_| sichat(&alice, &["device", "list"])).collect();
+    for out in futures_util::future::join_all(runs).await {
+        assert!(out.status.success() && !told(&out), "{}", stderr(&out));
+    }
+    app.stop().await;
+}
 
 /// A device blessed by the root-key wallet starts with that wallet's history: the
 /// credentials it holds and the messages it fetched, which the node no longer has.

@@ -392,6 +392,7 @@ pub async fn session_token_at(url: &str, node_did: &str, wallet: &Path) -> Strin
         aud: node_did.into(),
         nonce: claims.nonce,
         iat: now_secs(),
+        seq: None,
     };
     let response = sichat_core::jws::sign(&w.device_sign, TYP_LOGIN, None, &answer).expect("sign");
     let session = post("/api/v1/sessions", serde_json::json!({"response": response})).await;

@@ -16,6 +16,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// This wallet copy's next sign-in number, sent with the login (see `LoginClaims::seq`).
+    pub login_seq: Option<i64>,
 }
 
 impl Client {
@@ -29,7 +31,7 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("sichat/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, base: url.as_str().trim_end_matches('/').to_owned(), token: None })
+        Ok(Self { http, base: url.as_str().trim_end_matches('/').to_owned(), token: None, login_seq: None })
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
@@ -142,6 +144,7 @@ impl Client {
             aud: node_did_now.clone(),
             nonce: claims.nonce,
             iat: now_secs(),
+            seq: self.login_seq,
         };
         let response = jws::sign(device_sign, TYP_LOGIN, Some(&device_kid(profile)), &answer)?;
         let session: Session = self.post("/api/v1/sessions", &LoginRequest { response }).await?;

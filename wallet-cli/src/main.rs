@@ -282,6 +282,7 @@ impl Ctx {
         let server = w.profile.server.clone().ok_or_else(no_server)?;
         self.renew_own_certificate(&mut w, &pass).await?;
         let mut client = Client::new(&server)?;
+        client.login_seq = Some(wallet::next_login_seq(&self.dir)?);
         let login = match client.login(&w).await {
             Err(e) if follow::moved_away(&e) => {
                 let client = follow::follow_moved(self, &w, &pass).await?;
@@ -312,6 +313,14 @@ impl Ctx {
                     eprintln!("Your portable DID follows your node: {did}");
                 }
             }
+        }
+        if login.session.copy_suspected {
+            eprintln!(
+                "warning: another copy of this wallet signs in as this device ({}): the two split its incoming \
+                 messages between them. Keep one; for the other, bless a device of its own with `sichat device add` \
+                 on the wallet that holds your root key, and use that wallet there.",
+                w.profile.device_name
+            );
         }
         if let (true, Some(root)) = (login.session.did_log_stale, w.root.as_ref()) {
             match client.root_operation(&w, root, RootOperation::SyncDidLog).await {

@@ -313,6 +313,20 @@ impl Lock {
     }
 }
 
+/// The next sign-in number of this wallet copy, kept (not secret) beside the wallet file.
+/// Each copy of a wallet directory counts on its own from where the copy was made, so the
+/// node sees a number twice when two copies sign in as one device.
+pub fn next_login_seq(dir: &Path) -> Result<i64> {
+    let _lock = Lock::take(dir)?;
+    let path = dir.join("login.seq");
+    let last: i64 = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    let next = last.saturating_add(1);
+    let tmp = dir.join("login.seq.tmp");
+    fs::write(&tmp, format!("{next}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(next)
+}
+
 pub fn commit_pending(tmp: &Path, dir: &Path) -> Result<()> {
     fs::rename(tmp, dir.join(FILE)).with_context(|| format!("cannot write the wallet in {}", dir.display()))
 }
