@@ -138,17 +138,14 @@ async fn change_url(mut config: Config, to: Url, yes: bool, json: bool) -> Resul
         bail!("{to} is not a node URL: give https://host[:port]");
     }
     if !yes {
-        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            bail!("changing the node's URL needs your confirmation: run it in a terminal, or pass --yes");
-        }
-        eprintln!("Every DID of this node and of its accounts moves to {to}.");
-        eprintln!("Keep the old host name pointing at this node: it answers there for the old DIDs.");
-        eprint!("Stop the node first. Go on? [y/N] ");
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
-            bail!("nothing changed");
-        }
+        confirm(
+            "changing the node's URL",
+            &[
+                &format!("Every DID of this node and of its accounts moves to {to}."),
+                "Keep the old host name pointing at this node: it answers there for the old DIDs.",
+                "Stop the node first.",
+            ],
+        )?;
     }
     let derived = config.public_url_for(config.listen);
     config.public_url = Some(to.clone());
@@ -175,20 +172,34 @@ async fn change_url(mut config: Config, to: Url, yes: bool, json: bool) -> Resul
 /// the system when freed. By default glibc raises its mmap threshold once such a buffer is
 /// freed, so every later one is carved from some thread's heap and stays resident there: RSS
 /// grew by about 40 MB with every burst of sign-ins (BENCHMARKS.md, OpenID Provider).
+/// Ask the operator before `what` (which "needs your confirmation"), saying `lines` first:
+/// refused without a terminal (scripts pass `--yes`), and unless the answer is yes.
+fn confirm(what: &str, lines: &[&str]) -> Result<()> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("{what} needs your confirmation: run it in a terminal, or pass --yes");
+    }
+    for line in lines {
+        eprintln!("{line}");
+    }
+    eprint!("Go on? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    if !matches!(line.trim(), "y" | "Y" | "yes") {
+        bail!("nothing changed");
+    }
+    Ok(())
+}
+
 /// `sichatd admin restore` (`restore.rs`), after the operator confirmed.
 async fn restore(config: Config, from: PathBuf, yes: bool, json: bool) -> Result<()> {
     if !yes {
-        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            bail!("restoring replaces the node's database and needs your confirmation: run it in a terminal, or pass --yes");
-        }
-        eprintln!("The node's database is replaced by {} (the current one is kept beside it).", from.display());
-        eprintln!("Everything since that backup is no longer in the node. Stop the node first.");
-        eprint!("Go on? [y/N] ");
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
-            bail!("nothing changed");
-        }
+        confirm(
+            "restoring replaces the node's database and",
+            &[
+                &format!("The node's database is replaced by {} (the current one is kept beside it).", from.display()),
+                "Everything since that backup is no longer in the node. Stop the node first.",
+            ],
+        )?;
     }
     let restored = sichat_server::restore::restore(&config, &from).await?;
     if json {

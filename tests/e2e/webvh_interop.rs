@@ -54,15 +54,7 @@ async fn the_dif_python_resolver_accepts_our_logs_and_refuses_a_forged_one(backe
     // did:webvh wants a domain name with a dot (the specification's ABNF; the Python
     // implementation holds to it, so `localhost` will not do): the node calls itself
     // `sichat.localhost`, while the test reaches it on loopback.
-    let port = free_port();
-    let Some(app) = TestApp::spawn_with(backend, |c| {
-        c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-        c.public_url = Some(format!("http://sichat.localhost:{port}").parse().expect("url"));
-    })
-    .await
-    else {
-        return;
-    };
+    let Some(app) = spawn_named(backend).await else { return };
     let alice = app.join("alice", &app.owner_invite).await;
     let out = sichat(&alice, &["--json", "did", "upgrade"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -108,6 +100,17 @@ async fn the_dif_python_resolver_accepts_our_logs_and_refuses_a_forged_one(backe
     assert!(theirs["didResolutionMetadata"].get("error").is_some(), "the DIF resolver accepted a forged log: {theirs}");
 }
 
+/// A node that calls itself `sichat.localhost` (a host name with a dot, as did:webvh wants),
+/// reached by the test on loopback.
+async fn spawn_named(backend: Backend) -> Option<TestApp> {
+    let port = free_port();
+    TestApp::spawn_with(backend, |c| {
+        c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+        c.public_url = Some(format!("http://sichat.localhost:{port}").parse().expect("url"));
+    })
+    .await
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
@@ -118,15 +121,7 @@ fn free_port() -> u16 {
 /// log when the move entry is signed by a key the log never authorised.
 async fn the_dif_python_resolver_follows_a_did_to_its_new_host(backend: Backend) {
     let Some(py) = python() else { return };
-    let port = free_port();
-    let Some(app) = TestApp::spawn_with(backend, |c| {
-        c.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-        c.public_url = Some(format!("http://sichat.localhost:{port}").parse().expect("url"));
-    })
-    .await
-    else {
-        return;
-    };
+    let Some(app) = spawn_named(backend).await else { return };
     let alice = app.join("alice", &app.owner_invite).await;
     let old_web = json(&sichat(&alice, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
     let out = sichat(&alice, &["--json", "did", "upgrade"]).await;
