@@ -589,8 +589,7 @@ impl Accounts {
             tracing::warn!(user = %user.name, device = %device.id, "two copies of one wallet sign in as this device");
         }
         let renew_before = now + RENEW_WITHIN_SECS * 1000;
-        let renewal_due =
-            store::active_devices(&mut conn, &user.id).await?.iter().any(|d| d.cert_expires_at < renew_before);
+        let renewal_due = store::certificate_ends_before(&mut conn, &user.id, renew_before).await?;
         Ok(Session {
             token,
             expires_at,

@@ -513,6 +513,18 @@ pub async fn revoke_device(c: &mut Conn, id: &str, user_id: &str, now: i64) -> R
     Ok(r.rows_affected() == 1)
 }
 
+/// Whether an active device of the account has a certificate ending before `at` (ms).
+pub async fn certificate_ends_before(c: &mut Conn, user_id: &str, at: i64) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM acct_devices WHERE user_id = $1 AND revoked_at IS NULL AND cert_expires_at < $2",
+    )
+    .bind(user_id)
+    .bind(at)
+    .fetch_one(c)
+    .await?;
+    Ok(n > 0)
+}
+
 /// How many sign-in numbers a device keeps.
 const LOGIN_SEQS_KEPT: usize = 64;
 

@@ -1,12 +1,99 @@
-//! Node-to-node delivery: posting a forward to the recipient's node, signed with this
-//! node's key, and checking the signature on a forward another node posts here.
+//! Node-to-node delivery: an outbox entry's attempt (to a user here, or to the recipient's
+//! node, following it when it moved), posting a forward signed with this node's key, and
+//! checking the signature on a forward another node posts here.
 
 use crate::federation_auth::{sign_request, verify_request, IncomingRequest, OutgoingRequest};
-use crate::service::{Failure, Vouched};
+use crate::outbox::Entry;
+use crate::service::Vouched;
 use crate::{Messaging, MessagingError};
 use axum::http::{HeaderMap, Method, Uri};
 use sichat_core::did::Did;
 use sichat_core::ids::now_ms;
+
+/// How many further nodes a delivery follows after a fresh resolution, each named by the
+/// `421 recipient_moved` of the one before.
+const MAX_MOVED_HOPS: usize = 3;
+
+/// Why an attempt failed, and whether to try again.
+pub(crate) enum Failure {
+    NotAccepted,
+    /// The node answered that the recipient moved away (`421 recipient_moved`), and where
+    /// its messages go now (the new node's DIDComm endpoint), when it said.
+    Moved {
+        why: String,
+        to: Option<String>,
+    },
+    Permanent(String),
+    Temporary(String),
+}
+
+impl Messaging {
+    /// One attempt at an outbox entry: to a user of this node, or to the recipient's node.
+    pub(crate) async fn deliver(&self, entry: &Entry) -> Result<(), Failure> {
+        let sender = Did::parse(&entry.sender).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let recipient = Did::parse(&entry.recipient).map_err(|e| Failure::Permanent(e.to_string()))?;
+        if self.local_user_name(&recipient).is_some() {
+            let vouched = Vouched { node: self.node().did().clone(), sender: sender.clone() };
+            match self.receive(&vouched, entry.body.as_bytes()).await {
+                Ok(_) => return Ok(()),
+                // Moved away: its DID document here names the new node; deliver there.
+                Err(MessagingError::RecipientMoved { .. }) => {}
+                Err(MessagingError::NotAccepted) => return Err(Failure::NotAccepted),
+                Err(MessagingError::RateLimited(why))
+                | Err(MessagingError::Internal(why))
+                | Err(MessagingError::RecipientMoving(why)) => return Err(Failure::Temporary(why)),
+                Err(other) => return Err(Failure::Permanent(other.to_string())),
+            }
+        }
+        let post = |endpoint: String| {
+            let sender = sender.clone();
+            async move { post(self, &endpoint, &sender, entry.body.as_bytes()).await }
+        };
+        let first = post(self.endpoint_of(&recipient).await?).await;
+        let Err(Failure::Moved { why, .. }) = first else { return first };
+        // The recipient moved since its document was cached: resolve it afresh. A document
+        // that still names a node the account left (it moved on again, A→B→C, and A's copy
+        // names B) is followed by the hint each such node gives, a few hops at most. The
+        // envelope is sealed to the recipient's keys: a wrong hint can lose it, as that node
+        // could anyway, never read it.
+        self.resolver().forget(recipient.as_str());
+        let mut endpoint = self.endpoint_of(&recipient).await?;
+        tracing::info!(%recipient, %endpoint, "the recipient moved; delivering to its new node");
+        let mut seen = vec![endpoint.clone()];
+        loop {
+            match post(endpoint.clone()).await {
+                Err(Failure::Moved { to: Some(next), .. }) if seen.len() <= MAX_MOVED_HOPS && !seen.contains(&next) => {
+                    tracing::info!(%recipient, from = %endpoint, to = %next, "the recipient moved on; following");
+                    seen.push(next.clone());
+                    endpoint = next;
+                }
+                Err(Failure::Moved { .. }) => return Err(Failure::Temporary(why)),
+                other => return other,
+            }
+        }
+    }
+
+    /// The DIDComm endpoint the recipient's DID document names first.
+    async fn endpoint_of(&self, recipient: &Did) -> Result<String, Failure> {
+        let keys = self.resolver().resolve(recipient.as_str()).await.map_err(|e| match no_such_did(&e) {
+            // Its node says the DID does not exist (or no longer does): retrying cannot help.
+            true => Failure::Permanent(format!("no such recipient: {e}")),
+            false => Failure::Temporary(e.to_string()),
+        })?;
+        keys.didcomm_endpoints
+            .first()
+            .cloned()
+            .ok_or_else(|| Failure::Permanent(format!("{recipient} names no DIDCommMessaging service")))
+    }
+}
+
+/// The recipient's node answered the DID document's URL with 404 Not Found or 410 Gone:
+/// the DID does not exist there.
+fn no_such_did(e: &sichat_core::resolver::ResolveError) -> bool {
+    use sichat_core::net::FetchError;
+    use sichat_core::resolver::ResolveError;
+    matches!(e, ResolveError::Fetch(FetchError::Status { status: 404 | 410, .. }))
+}
 
 /// Post `body` to another node's DIDComm endpoint, vouching for `sender`.
 pub(crate) async fn post(m: &Messaging, endpoint: &str, sender: &Did, body: &[u8]) -> Result<(), Failure> {

@@ -2,6 +2,7 @@
 //! them to other nodes (or to its own users), accepting messages from other nodes under each
 //! recipient's policy, and keeping them until every device has them.
 
+use crate::federation::Failure;
 use crate::live::Hub;
 use crate::mailbox::{self, Incoming, Inserted, NewMessage};
 use crate::outbox::{self, Entry, NewEntry, Outcome};
@@ -333,7 +334,7 @@ impl Messaging {
 
     /// The name of a user of this node, if `did` is one's: by the node's DID now or at a URL
     /// it had before (`sichatd admin change-url`).
-    fn local_user_name(&self, did: &Did) -> Option<String> {
+    pub(crate) fn local_user_name(&self, did: &Did) -> Option<String> {
         let node_dids = std::iter::once(self.node.did()).chain(self.node.former().iter().map(|f| &f.did));
         let name = node_dids.filter_map(|node| did.as_str().strip_prefix(&format!("{node}:users:"))).next()?;
         (!name.is_empty() && !name.contains(':')).then(|| name.to_owned())
@@ -437,63 +438,6 @@ impl Messaging {
         }
         ::metrics::counter!("sichat_message_deliveries_total", "state" => state).increment(1);
         Outcome { id: entry.id.clone(), state, next_attempt_at: now + outbox::backoff_ms(entry.attempts), error }
-    }
-
-    async fn deliver(&self, entry: &Entry) -> Result<(), Failure> {
-        let sender = Did::parse(&entry.sender).map_err(|e| Failure::Permanent(e.to_string()))?;
-        let recipient = Did::parse(&entry.recipient).map_err(|e| Failure::Permanent(e.to_string()))?;
-        if self.local_user_name(&recipient).is_some() {
-            let vouched = Vouched { node: self.node.did().clone(), sender: sender.clone() };
-            match self.receive(&vouched, entry.body.as_bytes()).await {
-                Ok(_) => return Ok(()),
-                // Moved away: its DID document here names the new node; deliver there.
-                Err(MessagingError::RecipientMoved { .. }) => {}
-                Err(MessagingError::NotAccepted) => return Err(Failure::NotAccepted),
-                Err(MessagingError::RateLimited(why))
-                | Err(MessagingError::Internal(why))
-                | Err(MessagingError::RecipientMoving(why)) => return Err(Failure::Temporary(why)),
-                Err(other) => return Err(Failure::Permanent(other.to_string())),
-            }
-        }
-        let post = |endpoint: String| {
-            let sender = sender.clone();
-            async move { crate::federation::post(self, &endpoint, &sender, entry.body.as_bytes()).await }
-        };
-        let first = post(self.endpoint_of(&recipient).await?).await;
-        let Err(Failure::Moved { why, .. }) = first else { return first };
-        // The recipient moved since its document was cached: resolve it afresh. A document
-        // that still names a node the account left (it moved on again, A→B→C, and A's copy
-        // names B) is followed by the hint each such node gives, a few hops at most. The
-        // envelope is sealed to the recipient's keys: a wrong hint can lose it, as that node
-        // could anyway, never read it.
-        self.resolver.forget(recipient.as_str());
-        let mut endpoint = self.endpoint_of(&recipient).await?;
-        tracing::info!(%recipient, %endpoint, "the recipient moved; delivering to its new node");
-        let mut seen = vec![endpoint.clone()];
-        loop {
-            match post(endpoint.clone()).await {
-                Err(Failure::Moved { to: Some(next), .. }) if seen.len() <= MAX_MOVED_HOPS && !seen.contains(&next) => {
-                    tracing::info!(%recipient, from = %endpoint, to = %next, "the recipient moved on; following");
-                    seen.push(next.clone());
-                    endpoint = next;
-                }
-                Err(Failure::Moved { .. }) => return Err(Failure::Temporary(why)),
-                other => return other,
-            }
-        }
-    }
-
-    /// The DIDComm endpoint the recipient's DID document names first.
-    async fn endpoint_of(&self, recipient: &Did) -> Result<String, Failure> {
-        let keys = self.resolver.resolve(recipient.as_str()).await.map_err(|e| match no_such_did(&e) {
-            // Its node says the DID does not exist (or no longer does): retrying cannot help.
-            true => Failure::Permanent(format!("no such recipient: {e}")),
-            false => Failure::Temporary(e.to_string()),
-        })?;
-        keys.didcomm_endpoints
-            .first()
-            .cloned()
-            .ok_or_else(|| Failure::Permanent(format!("{recipient} names no DIDCommMessaging service")))
     }
 
     // ---- receiving ----
@@ -764,23 +708,6 @@ fn parse_policy(stored: Option<String>) -> Result<Policy, MessagingError> {
     }
 }
 
-/// Why an attempt failed, and whether to try again.
-/// How many further nodes a delivery follows after a fresh resolution, each named by the
-/// `421 recipient_moved` of the one before.
-const MAX_MOVED_HOPS: usize = 3;
-
-pub(crate) enum Failure {
-    NotAccepted,
-    /// The node answered that the recipient moved away (`421 recipient_moved`), and where
-    /// its messages go now (the new node's DIDComm endpoint), when it said.
-    Moved {
-        why: String,
-        to: Option<String>,
-    },
-    Permanent(String),
-    Temporary(String),
-}
-
 /// Whether one of the envelope's recipient `kid`s is the key agreement key of one of the
 /// recipient's active devices (as its DID document lists them: `<did>#device-<id>-x25519`).
 /// An envelope no device can open only takes room in the mailbox.
@@ -793,14 +720,6 @@ fn encrypted_to_any(envelope: &Value, did: &Did, devices: &[String]) -> bool {
             .and_then(|k| k.strip_suffix("-x25519"))
             .is_some_and(|device| devices.iter().any(|d| d == device))
     })
-}
-
-/// The recipient's node answered the DID document's URL with 404 Not Found or 410 Gone:
-/// the DID does not exist there.
-fn no_such_did(e: &sichat_core::resolver::ResolveError) -> bool {
-    use sichat_core::net::FetchError;
-    use sichat_core::resolver::ResolveError;
-    matches!(e, ResolveError::Fetch(FetchError::Status { status: 404 | 410, .. }))
 }
 
 /// The `skid` in a JWE's protected header, if any (authcrypt).
