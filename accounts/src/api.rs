@@ -14,6 +14,8 @@ use sichat_core::http::{ApiError, ApiJson, ApiPath};
 use sichat_core::node::FormerUrl;
 use std::sync::Arc;
 
+pub mod recovery;
+
 type AppState = Arc<Accounts>;
 
 /// Moving an account between nodes (see [`crate::protocol::moves`]). Bundles are large:

@@ -13,7 +13,9 @@ use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519Public};
 use std::fmt;
 
 mod moves;
+mod recovery;
 pub use moves::*;
+pub use recovery::*;
 
 /// `typ` of each JWS, so none can be replayed as another.
 pub const TYP_DEVICE_CERT: &str = "sichat-device-cert+jwt";
@@ -198,9 +200,13 @@ pub enum RootOperation {
     },
     /// Name a recovery key (multibase Ed25519), kept apart from every device: it can sign
     /// one operation, [`RootOperation::Recover`]. Replaces the one named before; in a
-    /// did:webvh log it becomes an update key beside the root key.
+    /// did:webvh log it becomes an update key beside the root key. With `guardians`, the
+    /// key's secret was split among those friends (social recovery, see [`recovery`]);
+    /// without, no friend can approve a recovery any more.
     SetRecoveryKey {
         recovery_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guardians: Option<Guardians>,
     },
     /// Signed by the recovery key (JWS `kid` `<did>#recovery`), not the root: the root key
     /// was lost. A new root key, and the devices to keep re-blessed by it (usually the one
@@ -386,6 +392,10 @@ pub struct Session {
     /// device, splitting its messages between them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copy_suspected: bool,
+    /// A social recovery of this account is open (`GET /api/v1/recovery/requests`): if the
+    /// user did not ask for it, a device should cancel it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovery_open: bool,
 }
 
 /// Device certificates are renewed when they have this long left (30 days).

@@ -21,6 +21,7 @@ mod move_pages;
 mod moves;
 mod rehost;
 mod root_ops;
+mod social;
 pub use moves::MovedAway;
 use root_ops::RootOp;
 
@@ -590,6 +591,7 @@ impl Accounts {
         }
         let renew_before = now + RENEW_WITHIN_SECS * 1000;
         let renewal_due = store::certificate_ends_before(&mut conn, &user.id, renew_before).await?;
+        let recovery_open = store::recovery_open(&mut conn, &user.id, now).await?;
         Ok(Session {
             token,
             expires_at,
@@ -600,6 +602,7 @@ impl Accounts {
             renewal_due,
             did_log_stale,
             copy_suspected,
+            recovery_open,
         })
     }
 

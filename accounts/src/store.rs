@@ -732,4 +732,6 @@ pub async fn delete_user_sessions(c: &mut Conn, user_id: &str) -> Result<(), sql
 }
 
 mod moves;
+mod recovery;
 pub use moves::*;
+pub use recovery::*;

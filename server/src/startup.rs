@@ -30,6 +30,8 @@ pub struct Node {
     pub presentations: Arc<Presentations>,
     pub oidc: Arc<Provider>,
     pub messaging: Arc<Messaging>,
+    /// Resolves other parties' DIDs (a recovery friend's key, say).
+    pub resolver: Arc<Resolver>,
     pub master_key_source: MasterKeySource,
 }
 
@@ -92,7 +94,7 @@ impl Node {
             accounts.clone(),
             issuer.clone(),
             verifier.clone(),
-            resolver,
+            resolver.clone(),
             config.messaging_settings(),
         ));
         let presentations = Arc::new(Presentations::new(db.clone(), accounts.clone(), verifier.clone()));
@@ -113,6 +115,7 @@ impl Node {
             presentations,
             oidc,
             messaging,
+            resolver,
             master_key_source,
         })
     }

@@ -166,7 +166,7 @@ pub async fn next_entry(
             }
             parameters = json!({ "updateKeys": update_keys });
         }
-        RootOperation::SetRecoveryKey { recovery_key } => {
+        RootOperation::SetRecoveryKey { recovery_key, .. } => {
             let root_key = doc_key(&doc, "root").ok_or_else(|| anyhow!("your DID document names no root key"))?;
             parameters = json!({"updateKeys": [root_key, recovery_key]});
         }

@@ -70,7 +70,7 @@ fn code_of(input: &str, server: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("this URL holds no sign-in code (?code=…)"))
 }
 
-fn confirm(question: &str) -> Result<bool> {
+pub(crate) fn confirm(question: &str) -> Result<bool> {
     eprint!("{question}");
     std::io::stderr().flush().ok();
     let mut line = String::new();

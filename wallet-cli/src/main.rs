@@ -314,6 +314,12 @@ impl Ctx {
                 }
             }
         }
+        if login.session.recovery_open {
+            eprintln!(
+                "warning: someone opened a recovery of your account with your recovery friends. If it was not you, \
+                 cancel it now: `sichat recovery cancel` (see who approved: `sichat recovery log`)."
+            );
+        }
         if login.session.copy_suspected {
             eprintln!(
                 "warning: another copy of this wallet signs in as this device ({}): the two split its incoming \

@@ -115,7 +115,7 @@ pub(crate) fn need_node(profile: &Profile) -> Result<String> {
 
 /// Log in to the wallet's node, keeping a fresher device certificate if it hands one back,
 /// and following the node to a new public URL (from the next command on).
-async fn login(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<Client> {
+pub(crate) async fn login(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<Client> {
     let server = need_node(&w.profile)?;
     let mut c = Client::new(&server)?;
     let login = match c.login(w).await {
@@ -182,14 +182,7 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
     let to = contacts::recipient(ctx, &w, &resolver, &a.to).await?;
     progress(ctx, &format!("Resolving {} …", to.did));
-    let recipients = recipient_keys(ctx, &w, &pass, &resolver, &to.did).await?;
-    if recipients.is_empty() {
-        bail!("{} lists no keyAgreement key in its DID document: it cannot receive encrypted messages", to.did);
-    }
-    let me = Did::parse(&w.profile.did).context("this wallet's DID is corrupt")?;
-    let device = Device { did: &me, id: &w.profile.device_id, sign: &w.device_sign, agree: &w.device_agree };
-    progress(ctx, &format!("Encrypting to {} key(s) of {} …", recipients.len(), to.label));
-    let (msg, envelope) = device.pack_text(&to.did, &recipients, &text)?;
+    let (msg, envelope) = seal_to(ctx, &w, &pass, &resolver, &to.did, TEXT_TYPE, json!({ "text": text })).await?;
     let forward_id = MessageId::new();
     let presentation = match &a.present {
         None => None,
@@ -233,6 +226,27 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
         println!("Sent {id} to {} ({state}).", to.label);
         println!("Your node delivers it, retrying while their node is down: `sichat message status {id}`.");
     })
+}
+
+/// A DIDComm message of `kind` with `body`, from this wallet's device to every device of
+/// `to`: the message and its JWE.
+pub(crate) async fn seal_to(
+    ctx: &Ctx,
+    w: &Wallet,
+    pass: &str,
+    resolver: &Resolver,
+    to: &Did,
+    kind: &str,
+    body: Value,
+) -> Result<(Message, Value)> {
+    let recipients = recipient_keys(ctx, w, pass, resolver, to).await?;
+    if recipients.is_empty() {
+        bail!("{to} lists no keyAgreement key in its DID document: it cannot receive encrypted messages");
+    }
+    let me = Did::parse(&w.profile.did).context("this wallet's DID is corrupt")?;
+    let device = Device { did: &me, id: &w.profile.device_id, sign: &w.device_sign, agree: &w.device_agree };
+    progress(ctx, &format!("Encrypting to {} key(s) of {to} …", recipients.len()));
+    device.pack(to, &recipients, kind, body)
 }
 
 /// Every key agreement key of `did`, as its DID document lists them now. When the document
@@ -289,9 +303,8 @@ struct Device<'a> {
 impl Device<'_> {
     /// A text message to `to`, signed by this device's key and authcrypted from its key
     /// agreement key to every one of `recipients`. Returns the message and the JWE.
-    fn pack_text(&self, to: &Did, recipients: &[RecipientKey], text: &str) -> Result<(Message, Value)> {
-        let msg =
-            Message::new(TEXT_TYPE, json!({ "text": text })).with_from(self.did.clone()).with_to(vec![to.clone()]);
+    fn pack(&self, to: &Did, recipients: &[RecipientKey], kind: &str, body: Value) -> Result<(Message, Value)> {
+        let msg = Message::new(kind, body).with_from(self.did.clone()).with_to(vec![to.clone()]);
         let sign_kid = format!("{}#device-{}", self.did, self.id);
         let sender = AgreementKey::new(format!("{sign_kid}-x25519"), X25519KeyPair::from_secret(&self.agree.secret())?);
         let packed = pack_authcrypt(&msg, &sender, Some(&SigningKey { kid: &sign_kid, key: self.sign }), recipients)
@@ -303,7 +316,7 @@ impl Device<'_> {
 /// The Routing 2.0 forward a device hands its node: a plaintext (the session already
 /// authenticates both ends) carrying the encrypted message for `next`, and optionally a
 /// `vp+jwt` presentation for the recipient's node.
-fn forward(id: &MessageId, next: &Did, envelope: Value, presentation: Option<&str>) -> Value {
+pub(crate) fn forward(id: &MessageId, next: &Did, envelope: Value, presentation: Option<&str>) -> Value {
     let mut attachments = vec![json!({"id": "envelope", "data": {"json": envelope}})];
     if let Some(vp) = presentation {
         attachments.push(json!({
@@ -666,7 +679,7 @@ mod tests {
         let resolver: HashMap<String, Arc<Keys>> = [(bob.did.to_string(), bob.keys())].into();
         let recipients = RecipientKey::all_of(&alice.keys());
         assert_eq!(recipients.len(), 2, "both of Alice's devices");
-        let (msg, envelope) = bob.device(0).pack_text(&alice.did, &recipients, "hello").unwrap();
+        let (msg, envelope) = bob.device(0).pack(&alice.did, &recipients, TEXT_TYPE, json!({"text": "hello"})).unwrap();
 
         // The forward the node gets names Alice and carries the envelope untouched.
         let id = MessageId::new();
@@ -717,7 +730,7 @@ mod tests {
             sichat_core::net::Fetcher::new(sichat_core::net::NetPolicy { allow_local: true }).unwrap(),
         ));
         let nowhere = User::new("did:web:127.0.0.1%3A9:users:bob", 1);
-        let (_, from_nowhere) = nowhere.device(0).pack_text(&alice.did, &recipients, "hi").unwrap();
+        let (_, from_nowhere) = nowhere.device(0).pack(&alice.did, &recipients, TEXT_TYPE, json!({"text": "hi"})).unwrap();
         let later = open(&alice.ours(0), &unreachable, &delivered(from_nowhere, &nowhere.did)).await;
         assert!(matches!(later, Opened::Later(_)), "a transient failure is not acknowledged");
     }

@@ -8,6 +8,9 @@
 //! `restore` makes a new wallet from the kit: a new root key and a new device, and the
 //! recovery key signs `recover`, which puts them in place of the lost ones and revokes every
 //! other device. The DID, its log, what the account issued and its mailbox stay.
+//!
+//! With `--friend`, `setup` also splits the recovery key among friends ([`social`]): k of
+//! them approving a request rebuilds it, with no kit at all.
 
 use crate::client::Client;
 use crate::wallet::{self, Profile, Wallet};
@@ -24,14 +27,28 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+mod social;
+
 #[derive(Subcommand)]
 pub(crate) enum RecoveryCmd {
-    /// Make a recovery key and write the recovery kit to FILE (from the wallet that holds
-    /// the root key). Keep the kit offline, away from your devices: whoever holds it can
-    /// take over the account. Running it again replaces the key (the old kit stops working).
+    /// Make a recovery key (from the wallet that holds the root key) and keep it where you
+    /// choose: in a recovery kit file (--out), split among friends (--friend, k of them
+    /// needed: --threshold), or both. Running it again replaces the key: old kits and
+    /// shares stop working.
     Setup {
+        /// Write the recovery kit to FILE. Keep it offline, away from your devices: whoever
+        /// holds it can take over the account.
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
+        /// A friend to hold a share (a DID, name@host or contact name); name 2 to 16.
+        #[arg(long = "friend")]
+        friends: Vec<String>,
+        /// How many friends must approve a recovery (at least 2; default: a majority).
+        #[arg(long)]
+        threshold: Option<u8>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
     /// Make a new wallet (at --wallet) from a recovery kit, with a new root key and a new
     /// device. Every other device of the account is revoked.
@@ -41,6 +58,40 @@ pub(crate) enum RecoveryCmd {
         /// A name for this device.
         #[arg(long, default_value = "recovered")]
         device_name: String,
+    },
+    /// Lost your root key and named recovery friends? In a new wallet directory (--wallet),
+    /// open a recovery of your account and get a code to give your friends (by phone or in
+    /// person). Then `sichat recovery finish`.
+    Ask {
+        /// Your DID (or name@host).
+        did: String,
+        /// Your node's URL.
+        #[arg(long)]
+        server: String,
+    },
+    /// A friend asked you to approve their recovery: check it is them (call them), then
+    /// give the code or URL they gave you. Your share of their recovery key goes, sealed,
+    /// to the wallet that asked.
+    Approve {
+        code: String,
+        /// Do not ask for confirmation. Only for a recovery you checked with your friend.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// In the wallet that ran `recovery ask`: once enough friends approved, rebuild the
+    /// recovery key and take the account back with a new root key and device (every other
+    /// device is revoked). Says how many approvals are still missing otherwise.
+    Finish {
+        /// A name for this device.
+        #[arg(long, default_value = "recovered")]
+        device_name: String,
+    },
+    /// The recoveries opened for your account and who approved them.
+    Log,
+    /// Cancel the open recoveries of your account (all, or --id): for one you did not ask.
+    Cancel {
+        #[arg(long)]
+        id: Option<String>,
     },
 }
 
@@ -62,14 +113,27 @@ struct Kit {
 
 pub(crate) async fn run(ctx: &Ctx, cmd: RecoveryCmd) -> Result<()> {
     match cmd {
-        RecoveryCmd::Setup { out } => setup(ctx, &out).await,
+        RecoveryCmd::Setup { out, friends, threshold, yes } => {
+            setup(ctx, out.as_deref(), &friends, threshold, yes).await
+        }
         RecoveryCmd::Restore { kit, device_name } => restore(ctx, &kit, device_name).await,
+        RecoveryCmd::Ask { did, server } => social::ask(ctx, &did, &server).await,
+        RecoveryCmd::Approve { code, yes } => social::approve(ctx, &code, yes).await,
+        RecoveryCmd::Finish { device_name } => social::finish(ctx, device_name).await,
+        RecoveryCmd::Log => social::log(ctx).await,
+        RecoveryCmd::Cancel { id } => social::cancel(ctx, id).await,
     }
 }
 
-async fn setup(ctx: &Ctx, out: &Path) -> Result<()> {
-    if out.exists() {
+async fn setup(ctx: &Ctx, out: Option<&Path>, friends: &[String], threshold: Option<u8>, yes: bool) -> Result<()> {
+    if out.is_none() && friends.is_empty() {
+        bail!("say where the recovery key goes: a kit file (--out FILE), friends (--friend WHO, twice or more), or both");
+    }
+    if let Some(out) = out.filter(|o| o.exists()) {
         bail!("{} exists: choose another --out (a kit is never overwritten)", out.display());
+    }
+    if threshold.is_some() && friends.is_empty() {
+        bail!("--threshold is for friends: name them with --friend");
     }
     let (w, pass) = ctx.open()?;
     let root = need_root(&w)?;
@@ -79,43 +143,73 @@ async fn setup(ctx: &Ctx, out: &Path) -> Result<()> {
     else {
         bail!("this wallet's profile lacks its account name or node: it cannot make a recovery kit");
     };
-    let recovery = Ed25519KeyPair::generate();
-    let kit = Kit {
-        sichat_recovery_kit: 1,
-        did: w.profile.did.clone(),
-        name,
-        server: server.clone(),
-        node_did,
-        node_key,
-        also_known_as: w.profile.also_known_as.clone(),
-        recovery_secret: b64url(&recovery.secret()),
+    let guardians = match friends.is_empty() {
+        true => None,
+        false => Some(social::choose(ctx, &w, friends, threshold).await?),
     };
-    // The kit first (owner-only, never over a file), then the node: a kit whose key the
-    // node never took is harmless; a key without its kit would be.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| format!("cannot write {}", out.display()))?;
-    file.write_all(serde_json::to_string_pretty(&kit)?.as_bytes())?;
-    file.sync_all()?;
+    if w.profile.recovery_key.is_some() && !yes {
+        let ok = crate::login::confirm(
+            "This replaces your recovery key: the kit and friends' shares you made before stop working. Go on? [y/N] ",
+        )?;
+        if !ok {
+            bail!("nothing changed");
+        }
+    }
+    let recovery = Ed25519KeyPair::generate();
+    // The kit first (owner-only, never over a file), then the shares, then the node: a kit
+    // or share whose key the node never took is harmless; a key without them would be.
+    if let Some(out) = out {
+        let kit = Kit {
+            sichat_recovery_kit: 1,
+            did: w.profile.did.clone(),
+            name,
+            server: server.clone(),
+            node_did,
+            node_key,
+            also_known_as: w.profile.also_known_as.clone(),
+            recovery_secret: b64url(&recovery.secret()),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        file.write_all(serde_json::to_string_pretty(&kit)?.as_bytes())?;
+        file.sync_all()?;
+    }
     let key = recovery.public().to_multibase();
-    let op = RootOperation::SetRecoveryKey { recovery_key: key.clone() };
-    if let Err(e) = Client::new(&server)?.root_operation(&w, root, op).await {
-        let _ = std::fs::remove_file(out);
-        return Err(e);
+    let done = async {
+        if let Some(g) = &guardians {
+            social::send_shares(ctx, &w, &pass, &recovery, g).await?;
+        }
+        let op = RootOperation::SetRecoveryKey { recovery_key: key.clone(), guardians: guardians.clone() };
+        Client::new(&server)?.root_operation(&w, root, op).await
+    };
+    if let Err(e) = done.await {
+        if let Some(out) = out {
+            let _ = std::fs::remove_file(out);
+        }
+        return Err(e.context("the recovery key was not set: the account keeps the one it had"));
     }
     wallet::update(&ctx.dir, &pass, |saved: &mut Wallet| {
         saved.profile.recovery_key = Some(key.clone());
         Ok(())
     })?;
-    ctx.print(&json!({"did": w.profile.did, "recovery_key": key, "kit": out}), |_| {
-        println!("Recovery kit for {} written to {}", w.profile.did, out.display());
-        println!("Keep it offline (a USB stick, a printout), away from your devices: whoever holds it can");
-        println!(
-            "take over your account. If you lose your root key: sichat --wallet NEW-DIR recovery restore --kit FILE"
-        );
+    let out_json = json!({"did": w.profile.did, "recovery_key": key, "kit": out, "guardians": guardians});
+    ctx.print(&out_json, |_| {
+        if let Some(out) = out {
+            println!("Recovery kit for {} written to {}", w.profile.did, out.display());
+            println!("Keep it offline (a USB stick, a printout), away from your devices: whoever holds it can");
+            println!(
+                "take over your account. If you lose your root key: sichat --wallet NEW-DIR recovery restore --kit FILE"
+            );
+        }
+        if let Some(g) = &guardians {
+            println!("Your recovery key is split among {} friends; {} of them together can rebuild it.", g.dids.len(), g.threshold);
+            println!("Each gets their share as an encrypted message. If you lose your root key:");
+            println!("  sichat --wallet NEW-DIR recovery ask {} --server {server}", w.profile.did);
+        }
     })
 }
 
@@ -130,7 +224,43 @@ async fn restore(ctx: &Ctx, kit_path: &Path, device_name: String) -> Result<()> 
     }
     let secret = b64url_decode(&kit.recovery_secret).context("the kit's recovery secret")?;
     let recovery = Ed25519KeyPair::from_secret(&secret).context("the kit's recovery secret")?;
-    let did = Did::parse(&kit.did)?;
+    let pass = ctx.passphrase(true)?;
+    let account = Recovered {
+        did: kit.did,
+        name: kit.name,
+        server: kit.server,
+        node_did: kit.node_did,
+        node_key: kit.node_key,
+        also_known_as: kit.also_known_as,
+    };
+    recover_account(ctx, &pass, account, &recovery, device_name).await?;
+    if !ctx.json {
+        println!("The kit still works: make a new one with `sichat recovery setup` and destroy the old one.");
+    }
+    Ok(())
+}
+
+/// The account a recovery takes back, and how to reach its node.
+struct Recovered {
+    did: String,
+    name: String,
+    server: String,
+    node_did: String,
+    node_key: String,
+    also_known_as: Vec<String>,
+}
+
+/// A new wallet in `ctx.dir` for `account`: a new root key and device, put in place of the
+/// lost ones by `recover`, signed with the recovery key. Nothing is written if the node
+/// refuses.
+async fn recover_account(
+    ctx: &Ctx,
+    pass: &str,
+    account: Recovered,
+    recovery: &Ed25519KeyPair,
+    device_name: String,
+) -> Result<()> {
+    let did = Did::parse(&account.did)?;
     let root = Ed25519KeyPair::generate();
     let (sign, agree) = (Ed25519KeyPair::generate(), X25519KeyPair::generate());
     let device_id = new_id();
@@ -145,16 +275,16 @@ async fn restore(ctx: &Ctx, kit_path: &Path, device_name: String) -> Result<()> 
     )?;
     let w = Wallet {
         profile: Profile {
-            did: kit.did.clone(),
-            name: Some(kit.name.clone()),
-            server: Some(kit.server.clone()),
-            node_did: Some(kit.node_did.clone()),
-            node_key: Some(kit.node_key.clone()),
+            did: account.did.clone(),
+            name: Some(account.name),
+            server: Some(account.server.clone()),
+            node_did: Some(account.node_did),
+            node_key: Some(account.node_key),
             device_id: device_id.clone(),
             device_name,
             has_root_key: true,
             created_at: now_ms(),
-            also_known_as: kit.also_known_as.clone(),
+            also_known_as: account.also_known_as,
             recovery_key: Some(recovery.public().to_multibase()),
         },
         root: Some(root),
@@ -166,15 +296,14 @@ async fn restore(ctx: &Ctx, kit_path: &Path, device_name: String) -> Result<()> 
         contacts: Vec::new(),
         known_keys: Vec::new(),
     };
-    let pass = ctx.passphrase(true)?;
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
-    let pending = w.write_pending(&ctx.dir, &pass)?;
+    let pending = w.write_pending(&ctx.dir, pass)?;
     let new_root_key = w.root.as_ref().map(|r| r.public().to_multibase()).unwrap_or_default();
     let op = RootOperation::Recover { new_root_key: new_root_key.clone(), certificates: vec![certificate] };
-    let client = Client::new(&kit.server)?;
+    let client = Client::new(&account.server)?;
     let sent = async {
-        let entry = crate::did_log::next_entry(&client, &w, &recovery, &op).await?;
-        let request = client.signed_root_op(&w, &recovery, op, entry).await?;
+        let entry = crate::did_log::next_entry(&client, &w, recovery, &op).await?;
+        let request = client.signed_root_op(&w, recovery, op, entry).await?;
         client.post::<Account>("/api/v1/root-operations", &SignedRequest { request }).await
     };
     if let Err(e) = sent.await {
@@ -182,9 +311,8 @@ async fn restore(ctx: &Ctx, kit_path: &Path, device_name: String) -> Result<()> 
         return Err(e.context("the node refused the recovery; nothing changed"));
     }
     wallet::commit_pending(&pending, &ctx.dir)?;
-    ctx.print(&json!({"did": kit.did, "root_key": new_root_key, "device_id": device_id}), |_| {
-        println!("Recovered {}: this wallet holds its new root key.", kit.did);
+    ctx.print(&json!({"did": account.did, "root_key": new_root_key, "device_id": device_id}), |_| {
+        println!("Recovered {}: this wallet holds its new root key.", account.did);
         println!("Every other device was revoked; bless new ones with `sichat device add`.");
-        println!("The kit still works: make a new one with `sichat recovery setup` and destroy the old one.");
     })
 }

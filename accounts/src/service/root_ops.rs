@@ -126,14 +126,25 @@ impl Accounts {
                     renewed.push(cert.sub);
                 }
             }
-            RootOperation::SetRecoveryKey { recovery_key } => {
+            RootOperation::SetRecoveryKey { recovery_key, guardians } => {
                 let key = Ed25519Public::from_multibase(recovery_key)?;
                 if key == root {
                     return Err(AccountError::InvalidRequest(
                         "the recovery key must be another key than the root key".into(),
                     ));
                 }
+                if let Some(g) = guardians {
+                    g.check(did.as_str())?;
+                }
+                let guardians = guardians
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| AccountError::Internal(e.to_string()))?;
                 store::set_recovery_key(&mut tx, &user.id, Some(recovery_key)).await?;
+                store::set_guardians(&mut tx, &user.id, guardians.as_deref()).await?;
+                // The friends' shares rebuild the old key: no request for it can succeed.
+                store::close_recovery_requests(&mut tx, &user.id, None, "void", None, now).await?;
             }
             RootOperation::SetDevicePolicy { devices_may_revoke } => {
                 store::set_devices_may_revoke(&mut tx, &user.id, *devices_may_revoke).await?;
@@ -163,6 +174,7 @@ impl Accounts {
             // The devices may be new: the one recovering has lost every other.
             RootOperation::Recover { new_root_key, certificates } => {
                 revoked = self.replace_root(&mut tx, &user, &root, &did, new_root_key, certificates, true, now).await?;
+                store::close_recovery_requests(&mut tx, &user.id, None, "done", None, now).await?;
                 tracing::warn!(user = %name, "account recovered with its recovery key: new root key");
             }
             RootOperation::UpgradeDid { entry } => self.upgrade_did(&mut tx, &user, entry, now).await?,
