@@ -35,6 +35,7 @@ mod recovery;
 mod restore;
 mod schema;
 mod signin;
+mod social_recovery;
 mod signin_throttle;
 mod verifier;
 mod webvh_interop;

@@ -1,5 +1,6 @@
 //! `sichat message inbox` and `read`: the wallet's stored messages, fetched first from the node.
 
+use sichat_accounts::protocol::SHARE_MESSAGE_TYPE;
 use super::*;
 use crate::wallet::Contact;
 
@@ -69,6 +70,9 @@ pub(super) fn preview(m: &StoredMessage) -> String {
             }
             p
         }
+        None if m.kind == SHARE_MESSAGE_TYPE => {
+            "(a share of their recovery key: keep it; `sichat recovery approve` only when they ask you)".into()
+        }
         None => format!("(a {} message)", m.kind),
     }
 }
@@ -89,6 +93,9 @@ pub(super) fn sender_label(m: &StoredMessage, contacts: &[Contact]) -> String {
 /// A message as `--json` shows it.
 pub(super) fn view(m: &StoredMessage, contacts: &[Contact]) -> Value {
     let mut v = serde_json::to_value(m).unwrap_or(Value::Null);
+    if m.kind == SHARE_MESSAGE_TYPE {
+        v["body"]["share"] = json!("(kept in the wallet)");
+    }
     v["text"] = json!(text_of(m));
     let who = if m.from.is_empty() { &m.vouched_from } else { &m.from };
     v["from_contact"] = json!(contacts::name_of(contacts, who));
