@@ -285,6 +285,23 @@ pub fn move_messages(data: &[u8]) {
     }
 }
 
+/// What a recovery friend posts to `/api/v1/recovery/requests/{id}/approvals`, read as the
+/// node reads it before resolving the friend's DID (then its signature checked against the
+/// fixed node key), or else the friends an account names (`set_recovery_key`).
+pub fn recovery_approval(data: &[u8]) {
+    use sichat_accounts::protocol::{Guardians, RecoveryApprovalClaims, TYP_RECOVERY_APPROVAL};
+    let Some(t) = text(data) else { return };
+    if let Ok((claims, _kid)) = RecoveryApprovalClaims::unverified(t.trim()) {
+        let _ = claims.check_times(NOW);
+        let key = PublicKey::Ed25519(fixture().node_key.public());
+        let _ = jws::verify_with::<RecoveryApprovalClaims>(t.trim(), &key, TYP_RECOVERY_APPROVAL);
+    } else if let Ok(value) = bounded::from_str_bounded::<Value>(t, bounded::MAX_DEPTH) {
+        if let Ok(g) = serde_json::from_value::<Guardians>(value) {
+            let _ = g.check("did:web:node.example:users:alice");
+        }
+    }
+}
+
 /// Every target by name, as the corpus directories are named.
 pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
@@ -296,4 +313,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("didcomm", didcomm),
     ("webvh", webvh),
     ("move_messages", move_messages),
+    ("recovery_approval", recovery_approval),
 ];

@@ -35,7 +35,7 @@ mod recovery;
 mod restore;
 mod schema;
 mod signin;
-mod social_recovery;
 mod signin_throttle;
+mod social_recovery;
 mod verifier;
 mod webvh_interop;

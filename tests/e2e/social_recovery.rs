@@ -6,12 +6,12 @@
 //! cancelled request are each refused and change nothing.
 
 use crate::messaging::inbox;
+use serde_json::Value;
 use sichat_accounts::protocol::{RecoveryApprovalClaims, TYP_RECOVERY_APPROVAL};
 use sichat_core::ids::now_ms;
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
 use sichat_e2e::{json, sichat, stderr, stdout, storage_tests, Backend, TestApp};
-use serde_json::Value;
 use sqlx::Row;
 use std::path::Path;
 
@@ -30,7 +30,8 @@ async fn wait_for_share(wallet: &Path) {
     for _ in 0..100 {
         let listing = inbox(wallet, &["--requests"]).await;
         let all = [listing, inbox(wallet, &[]).await];
-        let found = all.iter().flat_map(|l| l["messages"].as_array().cloned().unwrap_or_default()).find(|m| m["kind"] == SHARE);
+        let found =
+            all.iter().flat_map(|l| l["messages"].as_array().cloned().unwrap_or_default()).find(|m| m["kind"] == SHARE);
         if let Some(m) = found {
             assert_eq!(m["body"]["share"], "(kept in the wallet)", "the share is never printed: {m}");
             return;
@@ -87,7 +88,8 @@ async fn circle(backend: Backend) -> Option<Circle> {
     }
 
     // One friend alone could take the account: refused, nothing set.
-    let out = sichat(&alice, &["recovery", "setup", "--friend", &dids[0], "--friend", &dids[1], "--threshold", "1"]).await;
+    let out =
+        sichat(&alice, &["recovery", "setup", "--friend", &dids[0], "--friend", &dids[1], "--threshold", "1"]).await;
     assert!(!out.status.success() && stderr(&out).contains("at least 2"), "{}", stderr(&out));
     let out = sichat(&alice, &["recovery", "setup", "--friend", &alice_did, "--friend", &dids[1]]).await;
     assert!(!out.status.success() && stderr(&out).contains("your own recovery friend"), "{}", stderr(&out));
@@ -159,11 +161,13 @@ async fn friends_recover_a_lost_root_key(backend: Backend) {
         iat: now,
         exp: now + 60,
     };
-    let bob_device = json(&sichat(&friends[0], &["--json", "whoami"]).await)["device_id"].as_str().expect("device").to_owned();
+    let bob_device =
+        json(&sichat(&friends[0], &["--json", "whoami"]).await)["device_id"].as_str().expect("device").to_owned();
     let kid = format!("{bob_did}#device-{bob_device}");
     let token = jws::sign(&Ed25519KeyPair::generate(), TYP_RECOVERY_APPROVAL, Some(&kid), &forged).expect("sign");
-    let (status, body) =
-        app.post_json(&format!("/api/v1/recovery/requests/{id}/approvals"), &serde_json::json!({"approval": token})).await;
+    let (status, body) = app
+        .post_json(&format!("/api/v1/recovery/requests/{id}/approvals"), &serde_json::json!({"approval": token}))
+        .await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_signature")), "{body}");
     assert_eq!(approvals_count(&app).await, 0, "nothing was kept");
 
@@ -198,7 +202,8 @@ async fn friends_recover_a_lost_root_key(backend: Backend) {
     assert!(out.status.success(), "{}", stderr(&out));
     let log = json(&out);
     assert_eq!(log[0]["status"], "done", "{log}");
-    let approvers: Vec<&str> = log[0]["approvals"].as_array().expect("approvals").iter().filter_map(|a| a["guardian"].as_str()).collect();
+    let approvers: Vec<&str> =
+        log[0]["approvals"].as_array().expect("approvals").iter().filter_map(|a| a["guardian"].as_str()).collect();
     assert_eq!(approvers.len(), 2);
     assert!(approvers.contains(&bob_did.as_str()));
     // A finished request takes no more approvals.

@@ -730,7 +730,8 @@ mod tests {
             sichat_core::net::Fetcher::new(sichat_core::net::NetPolicy { allow_local: true }).unwrap(),
         ));
         let nowhere = User::new("did:web:127.0.0.1%3A9:users:bob", 1);
-        let (_, from_nowhere) = nowhere.device(0).pack(&alice.did, &recipients, TEXT_TYPE, json!({"text": "hi"})).unwrap();
+        let (_, from_nowhere) =
+            nowhere.device(0).pack(&alice.did, &recipients, TEXT_TYPE, json!({"text": "hi"})).unwrap();
         let later = open(&alice.ours(0), &unreachable, &delivered(from_nowhere, &nowhere.did)).await;
         assert!(matches!(later, Opened::Later(_)), "a transient failure is not acknowledged");
     }

@@ -127,7 +127,9 @@ pub(crate) async fn run(ctx: &Ctx, cmd: RecoveryCmd) -> Result<()> {
 
 async fn setup(ctx: &Ctx, out: Option<&Path>, friends: &[String], threshold: Option<u8>, yes: bool) -> Result<()> {
     if out.is_none() && friends.is_empty() {
-        bail!("say where the recovery key goes: a kit file (--out FILE), friends (--friend WHO, twice or more), or both");
+        bail!(
+            "say where the recovery key goes: a kit file (--out FILE), friends (--friend WHO, twice or more), or both"
+        );
     }
     if let Some(out) = out.filter(|o| o.exists()) {
         bail!("{} exists: choose another --out (a kit is never overwritten)", out.display());
@@ -206,7 +208,11 @@ async fn setup(ctx: &Ctx, out: Option<&Path>, friends: &[String], threshold: Opt
             );
         }
         if let Some(g) = &guardians {
-            println!("Your recovery key is split among {} friends; {} of them together can rebuild it.", g.dids.len(), g.threshold);
+            println!(
+                "Your recovery key is split among {} friends; {} of them together can rebuild it.",
+                g.dids.len(),
+                g.threshold
+            );
             println!("Each gets their share as an encrypted message. If you lose your root key:");
             println!("  sichat --wallet NEW-DIR recovery ask {} --server {server}", w.profile.did);
         }

@@ -8,6 +8,7 @@
 use crate::AccountError;
 use serde::{Deserialize, Serialize};
 use sichat_core::did::Did;
+use sichat_core::jws;
 
 /// `typ` of a friend's approval of a recovery request.
 pub const TYP_RECOVERY_APPROVAL: &str = "sichat-recovery-approval+jwt";
@@ -145,4 +146,78 @@ pub struct RecoveryApprovalClaims {
     pub share: String,
     pub iat: i64,
     pub exp: i64,
+}
+
+impl RecoveryApprovalClaims {
+    /// An approval's claims and `kid`, before its signature is checked: at most
+    /// [`MAX_APPROVAL_BYTES`], a compact JWS whose `iss` is a DID and that names its key.
+    pub fn unverified(token: &str) -> Result<(Self, String), AccountError> {
+        if token.len() > MAX_APPROVAL_BYTES {
+            return Err(AccountError::InvalidRequest(format!("an approval is at most {MAX_APPROVAL_BYTES} bytes")));
+        }
+        let claims: Self = jws::unverified_payload(token)?;
+        let kid = jws::header_of(token)?
+            .get("kid")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| AccountError::MalformedJws("the approval names no key (kid)".into()))?;
+        Did::parse(&claims.iss).map_err(|e| AccountError::InvalidRequest(format!("iss: {e}")))?;
+        Ok((claims, kid))
+    }
+
+    /// Not expired at `now` (unix seconds), not from the future, and short-lived.
+    pub fn check_times(&self, now: i64) -> Result<(), AccountError> {
+        let skew = crate::protocol::MAX_SKEW_SECS;
+        if self.exp <= now || self.iat > now + skew || self.exp - self.iat > MAX_APPROVAL_LIFETIME_SECS {
+            return Err(AccountError::InvalidRequest(
+                "the approval has expired, is from the future, or lives longer than 10 minutes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guardians(k: u8, dids: &[&str]) -> Guardians {
+        Guardians { threshold: k, dids: dids.iter().map(|d| d.to_string()).collect() }
+    }
+
+    #[test]
+    fn guardians_are_checked() {
+        let me = "did:web:node.example:users:alice";
+        let (b, c) = ("did:web:node.example:users:bob", "did:web:node.example:users:carol");
+        assert!(guardians(2, &[b, c]).check(me).is_ok());
+        assert!(guardians(1, &[b, c]).check(me).is_err(), "one friend alone");
+        assert!(guardians(3, &[b, c]).check(me).is_err(), "more than there are");
+        assert!(guardians(2, &[b]).check(me).is_err(), "one friend");
+        assert!(guardians(2, &[b, b]).check(me).is_err(), "twice");
+        assert!(guardians(2, &[b, me]).check(me).is_err(), "oneself");
+        assert!(guardians(2, &[b, "not a did"]).check(me).is_err());
+        let many: Vec<String> = (0..17).map(|i| format!("did:web:n.example:users:u{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(guardians(2, &many).check(me).is_err(), "at most 16");
+    }
+
+    #[test]
+    fn approvals_must_be_short_lived_and_fresh() {
+        let claims = |iat, exp| RecoveryApprovalClaims {
+            iss: "did:web:x".into(),
+            sub: "did:web:y".into(),
+            aud: "did:web:n".into(),
+            request: "r".into(),
+            key: "k".into(),
+            share: "s".into(),
+            iat,
+            exp,
+        };
+        assert!(claims(1000, 1300).check_times(1000).is_ok());
+        assert!(claims(1000, 1300).check_times(1300).is_err(), "expired");
+        assert!(claims(2000, 2300).check_times(1000).is_err(), "from the future");
+        assert!(claims(1000, 1000 + 3600).check_times(1000).is_err(), "too long");
+        assert!(RecoveryApprovalClaims::unverified("a.b.c").is_err());
+        assert!(RecoveryApprovalClaims::unverified(&"a".repeat(MAX_APPROVAL_BYTES + 1)).is_err());
+    }
 }

@@ -74,6 +74,9 @@ struct BundleUser {
     root_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     recovery_key: Option<String>,
+    /// The friends holding shares of the recovery key: they move with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recovery_guardians: Option<Guardians>,
     created_at: i64,
 }
 
@@ -364,6 +367,14 @@ impl Accounts {
             Ed25519Public::from_multibase(key).map_err(bad_bundle)?;
             store::set_recovery_key(&mut tx, &user_id, Some(key)).await?;
         }
+        if let Some(g) = &bundle.user.recovery_guardians {
+            if bundle.user.recovery_key.is_none() {
+                return Err(bad_bundle("recovery friends without a recovery key"));
+            }
+            g.check(&bundle.web_did)?;
+            let raw = serde_json::to_string(g).map_err(|e| AccountError::Internal(e.to_string()))?;
+            store::set_guardians(&mut tx, &user_id, Some(&raw)).await?;
+        }
         if !store::use_invite(&mut tx, &invite.id, &user_id, now).await? {
             return Err(AccountError::InviteUsed);
         }
@@ -553,6 +564,13 @@ impl Accounts {
                 name: user.name.clone(),
                 root_key: user.root_key.clone(),
                 recovery_key: user.recovery_key.clone(),
+                recovery_guardians: match store::guardians(&mut tx, &user.id).await? {
+                    Some(raw) => Some(
+                        serde_json::from_str(&raw)
+                            .map_err(|e| AccountError::Internal(format!("stored recovery friends: {e}")))?,
+                    ),
+                    None => None,
+                },
                 created_at: user.created_at,
             },
             web_did: self.node.user_did(&user.name)?.to_string(),

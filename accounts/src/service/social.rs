@@ -3,7 +3,6 @@
 //! both that the account's devices read and can cancel.
 
 use super::*;
-use sichat_core::did::Did;
 use sichat_core::keys::X25519Public;
 use sichat_core::resolver::{Relationship, Resolver};
 
@@ -84,21 +83,11 @@ impl Accounts {
         id: &str,
         approval: &str,
     ) -> Result<RecoveryRequest, AccountError> {
-        if approval.len() > MAX_APPROVAL_BYTES {
-            return Err(AccountError::InvalidRequest(format!("an approval is at most {MAX_APPROVAL_BYTES} bytes")));
-        }
-        let unverified: RecoveryApprovalClaims = jws::unverified_payload(approval)?;
-        let kid = jws::header_of(approval)?
-            .get("kid")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| AccountError::MalformedJws("the approval names no key (kid)".into()))?;
-        Did::parse(&unverified.iss).map_err(|e| AccountError::InvalidRequest(format!("iss: {e}")))?;
+        let (unverified, kid) = RecoveryApprovalClaims::unverified(approval)?;
         let (guardians, row, user) = {
             let mut c = self.db.pool().acquire().await?;
             let row = Self::request_row(&mut c, id).await?;
-            let user =
-                store::user_by_id(&mut c, &row.user_id).await?.ok_or(AccountError::NotFound(not_found(id)))?;
+            let user = store::user_by_id(&mut c, &row.user_id).await?.ok_or(AccountError::NotFound(not_found(id)))?;
             (self.guardians_of(&mut c, &user.id).await?, row, user)
         };
         if !guardians.dids.contains(&unverified.iss) {
@@ -122,25 +111,25 @@ impl Accounts {
             jws::verify_with(approval, &key, TYP_RECOVERY_APPROVAL).map_err(|_| AccountError::InvalidSignature)?;
         self.check_audience(&claims.aud)?;
         let now = now_ms();
-        let now_s = now / 1000;
-        if claims.exp <= now_s || claims.iat > now_s + MAX_SKEW_SECS || claims.exp - claims.iat > MAX_APPROVAL_LIFETIME_SECS
-        {
-            return Err(AccountError::InvalidRequest(
-                "the approval has expired, is from the future, or lives longer than 10 minutes".into(),
-            ));
-        }
+        claims.check_times(now / 1000)?;
         if claims.request != row.id || claims.key != row.agree_key {
             return Err(AccountError::InvalidRequest("the approval is for another request or key".into()));
         }
         let mut tx = self.db.pool().begin().await?;
         let account = self.user_of_did(&mut tx, &claims.sub).await;
         if account.map(|a| a.id).ok().as_deref() != Some(&user.id) {
-            return Err(AccountError::InvalidRequest(format!("the approval is for {}, not for {}", claims.sub, user.name)));
+            return Err(AccountError::InvalidRequest(format!(
+                "the approval is for {}, not for {}",
+                claims.sub, user.name
+            )));
         }
         store::lock_user(&mut tx, &user.id, self.db.backend() == Backend::Postgres).await?;
         let row = Self::request_row(&mut tx, id).await?;
         if row.status != "open" || row.expires_at <= now {
-            return Err(AccountError::Conflict(format!("this recovery is {}: nothing to approve", status_now(&row, now))));
+            return Err(AccountError::Conflict(format!(
+                "this recovery is {}: nothing to approve",
+                status_now(&row, now)
+            )));
         }
         if !store::insert_approval(&mut tx, id, &claims.iss, approval, now).await? {
             return Err(AccountError::Conflict(format!("{} approved this recovery already", claims.iss)));

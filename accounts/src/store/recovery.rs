@@ -81,14 +81,17 @@ pub async fn recovery_request(c: &mut Conn, id: &str) -> Result<Option<RecoveryR
 }
 
 /// The account's requests, newest first, at most `limit`.
-pub async fn recovery_requests(c: &mut Conn, user_id: &str, limit: i64) -> Result<Vec<RecoveryRequestRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT * FROM acct_recovery_requests WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2",
-    )
-    .bind(user_id)
-    .bind(limit)
-    .fetch_all(c)
-    .await?;
+pub async fn recovery_requests(
+    c: &mut Conn,
+    user_id: &str,
+    limit: i64,
+) -> Result<Vec<RecoveryRequestRow>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT * FROM acct_recovery_requests WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2")
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(c)
+            .await?;
     rows.iter().map(request_row).collect()
 }
 

@@ -1,8 +1,8 @@
 //! `sichat message inbox` and `read`: the wallet's stored messages, fetched first from the node.
 
-use sichat_accounts::protocol::SHARE_MESSAGE_TYPE;
 use super::*;
 use crate::wallet::Contact;
+use sichat_accounts::protocol::SHARE_MESSAGE_TYPE;
 
 pub(super) async fn inbox(ctx: &Ctx, requests: bool, limit: usize) -> Result<()> {
     need_node(&wallet::read_profile(&ctx.dir)?)?;

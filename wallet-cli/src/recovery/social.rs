@@ -82,7 +82,8 @@ pub(super) async fn send_shares(
             let (_, envelope) =
                 seal_to(ctx, w, pass, &resolver, &to, SHARE_MESSAGE_TYPE, serde_json::to_value(&body)?).await?;
             let fwd = forward(&MessageId::new(), &to, envelope, None);
-            let _: Value = c.post("/api/v1/messages", &fwd).await.with_context(|| format!("sending {did} their share"))?;
+            let _: Value =
+                c.post("/api/v1/messages", &fwd).await.with_context(|| format!("sending {did} their share"))?;
         }
         anyhow::Ok(())
     };
@@ -136,10 +137,14 @@ fn write_pending(ctx: &Ctx, pass: &str, p: &Pending) -> Result<()> {
 fn read_pending(ctx: &Ctx, pass: &str) -> Result<Pending> {
     let path = pending_path(ctx);
     let text = std::fs::read_to_string(&path).map_err(|_| {
-        anyhow!("{} holds no open recovery: start one with `sichat recovery ask YOUR-DID --server URL`", ctx.dir.display())
+        anyhow!(
+            "{} holds no open recovery: start one with `sichat recovery ask YOUR-DID --server URL`",
+            ctx.dir.display()
+        )
     })?;
     let file: Value = serde_json::from_str(&text).context("the recovery request file is corrupt")?;
-    let field = |k: &str| file.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("the recovery request file lacks {k}"));
+    let field =
+        |k: &str| file.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("the recovery request file lacks {k}"));
     let salt = b64url_decode(field("salt")?).context("the recovery request file's salt")?;
     let params: KdfParams = serde_json::from_value(file.get("kdf").cloned().unwrap_or_default())
         .context("the recovery request file's KDF parameters")?;
@@ -179,24 +184,38 @@ pub(super) async fn ask(ctx: &Ctx, who: &str, server: &str) -> Result<()> {
     write_pending(
         ctx,
         &pass,
-        &Pending { server: server.to_owned(), did: did.clone(), id: req.id.clone(), key_secret: b64url(&agree.secret()) },
+        &Pending {
+            server: server.to_owned(),
+            did: did.clone(),
+            id: req.id.clone(),
+            key_secret: b64url(&agree.secret()),
+        },
     )?;
-    let code = format!("{}/api/v1/recovery/requests/{}#{}", client.base().trim_end_matches('/'), req.id, fingerprint(&key));
+    let code =
+        format!("{}/api/v1/recovery/requests/{}#{}", client.base().trim_end_matches('/'), req.id, fingerprint(&key));
     let out = json!({"id": req.id, "code": code, "threshold": req.threshold, "guardians": req.guardians, "expires_at": req.expires_at});
     ctx.print(&out, |_| {
-        println!("Recovery of {did} opened. Give this code to {} of your friends yourself (call them, or meet):", req.threshold);
+        println!(
+            "Recovery of {did} opened. Give this code to {} of your friends yourself (call them, or meet):",
+            req.threshold
+        );
         println!();
         println!("  {code}");
         println!();
         println!("Each runs: sichat recovery approve CODE");
         println!("Your friends: {}", req.guardians.join(", "));
-        println!("Then, here: sichat --wallet {} recovery finish   (open until {})", ctx.dir.display(), date(req.expires_at));
+        println!(
+            "Then, here: sichat --wallet {} recovery finish   (open until {})",
+            ctx.dir.display(),
+            date(req.expires_at)
+        );
     })
 }
 
 /// A code: the request's URL, `#` and the key's fingerprint.
 fn parse_code(code: &str) -> Result<(String, String, String)> {
-    let bad = || anyhow!("this is not a recovery code: it looks like https://node/api/v1/recovery/requests/ID#FINGERPRINT");
+    let bad =
+        || anyhow!("this is not a recovery code: it looks like https://node/api/v1/recovery/requests/ID#FINGERPRINT");
     let url = url::Url::parse(code.trim()).map_err(|_| bad())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad());
@@ -490,8 +509,17 @@ mod tests {
     fn codes_parse_and_bad_ones_are_refused() {
         let (server, id, fp) =
             parse_code("http://127.0.0.1:8080/api/v1/recovery/requests/abc123#0123456789abcdef0123").unwrap();
-        assert_eq!((server.as_str(), id.as_str(), fp.as_str()), ("http://127.0.0.1:8080", "abc123", "0123456789abcdef0123"));
-        for bad in ["", "abc", "http://x/api/v1/recovery/requests/abc", "http://x/api/v1/other/abc#0123456789abcdef0123", "ftp://x/api/v1/recovery/requests/a#0123456789abcdef0123"] {
+        assert_eq!(
+            (server.as_str(), id.as_str(), fp.as_str()),
+            ("http://127.0.0.1:8080", "abc123", "0123456789abcdef0123")
+        );
+        for bad in [
+            "",
+            "abc",
+            "http://x/api/v1/recovery/requests/abc",
+            "http://x/api/v1/other/abc#0123456789abcdef0123",
+            "ftp://x/api/v1/recovery/requests/a#0123456789abcdef0123",
+        ] {
             assert!(parse_code(bad).is_err(), "{bad}");
         }
     }
