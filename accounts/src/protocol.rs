@@ -23,6 +23,9 @@ pub const TYP_REGISTER: &str = "sichat-register+jwt";
 pub const TYP_ROOT_OP: &str = "sichat-root-op+jwt";
 pub const TYP_LOGIN_CHALLENGE: &str = "sichat-login-challenge+jwt";
 pub const TYP_LOGIN: &str = "sichat-login+jwt";
+pub const TYP_ROOT_ROTATION: &str = "sichat-root-rotation+jwt";
+/// Most rotations one `catch_up` carries.
+pub const MAX_ROTATIONS: usize = 64;
 
 /// Clock skew tolerated on `iat`.
 pub const MAX_SKEW_SECS: i64 = 300;
@@ -233,6 +236,14 @@ pub enum RootOperation {
         new_root_key: String,
         certificates: Vec<String>,
     },
+    /// Bring a node restored from an older backup up to the wallet's root key: the chain of
+    /// [`RootRotation`]s the wallet kept (each signed by the key before), from the key the node
+    /// holds to the one signing this request, and every device to keep, re-blessed by it.
+    /// Devices the node knows and the request does not name are revoked, as by `rotate_root`.
+    CatchUp {
+        rotations: Vec<String>,
+        certificates: Vec<String>,
+    },
     /// Give the account a portable `did:webvh` DID: `entry` is the first line of its log,
     /// signed by the root key, whose document is the draft the node handed out
     /// (`POST /api/v1/did/draft`).
@@ -263,6 +274,19 @@ pub enum RootOperation {
     FollowHost {
         did: String,
     },
+}
+
+/// A root key's signed word that `next` took its place (`rotate_root`): the wallet keeps
+/// each one, so a node restored from a backup older than the rotation can follow it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootRotation {
+    /// The user's DID.
+    pub iss: String,
+    /// The key that signs this (multibase).
+    pub prev: String,
+    pub next: String,
+    pub iat: i64,
 }
 
 /// Payload of a root-key-signed request.

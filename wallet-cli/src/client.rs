@@ -6,10 +6,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sichat_accounts::protocol::*;
-use sichat_core::did::DidDocument;
+use sichat_core::did::{Did, DidDocument};
 use sichat_core::http::ErrorBody;
 use sichat_core::jws;
-use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
+use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519Public};
 use std::time::Duration;
 
 pub struct Client {
@@ -167,24 +167,95 @@ impl Client {
 
     /// Send a request signed by the root key, over a fresh challenge.
     pub async fn root_operation(&self, wallet: &Wallet, root: &Ed25519KeyPair, op: RootOperation) -> Result<Account> {
+        let op_again = op.clone();
         let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op).await?;
         let request = self.signed_root_op(wallet, root, op, did_log_entry).await?;
         let sent = self.post("/api/v1/root-operations", &SignedRequest { request }).await;
         match sent {
             Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "invalid_signature") => {
+                if !wallet.rotations.is_empty() && self.node_root_differs(wallet, root).await {
+                    self.catch_up(wallet, root).await?;
+                    let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op_again).await?;
+                    let request = self.signed_root_op(wallet, root, op_again, did_log_entry).await?;
+                    return self.post("/api/v1/root-operations", &SignedRequest { request }).await;
+                }
                 Err(self.explain_root_mismatch(wallet, root).await.unwrap_or(e))
             }
             other => other,
         }
     }
 
-    /// A root operation refused as not signed by the root key: when the node's document
-    /// names another root key than this wallet's, say what happened and the way back in.
-    async fn explain_root_mismatch(&self, wallet: &Wallet, root: &Ed25519KeyPair) -> Option<anyhow::Error> {
+    /// Whether the node's DID document names another root key than this wallet's.
+    async fn node_root_differs(&self, wallet: &Wallet, root: &Ed25519KeyPair) -> bool {
+        self.node_root_key(wallet).await.is_some_and(|theirs| theirs != root.public().to_multibase())
+    }
+
+    async fn node_root_key(&self, wallet: &Wallet) -> Option<String> {
         let name = wallet.profile.name.as_deref()?;
         let doc: sichat_core::did::DidDocument = self.get(&format!("/users/{name}/did.json")).await.ok()?;
         let root_id = format!("{}#root", doc.id);
-        let theirs = doc.verification_method.iter().find(|vm| vm.id == root_id)?.public_key_multibase.clone();
+        Some(doc.verification_method.iter().find(|vm| vm.id == root_id)?.public_key_multibase.clone())
+    }
+
+    /// The node holds an older root key (its database was restored from a backup made before
+    /// a rotation): show it the rotations this wallet signed since, and re-bless with the
+    /// current key every device it knows (read with this device's session, which still
+    /// works on the restored node) and this one. Devices added after the backup are added
+    /// again with `sichat device add`.
+    async fn catch_up(&self, wallet: &Wallet, root: &Ed25519KeyPair) -> Result<()> {
+        let did = Did::parse(&wallet.profile.did)?;
+        let mut session = Client::new(&self.base)?;
+        let known: Vec<Device> = match session.login(wallet).await {
+            Ok(_) => {
+                let devices = session.get("/api/v1/devices").await;
+                session.logout().await;
+                devices?
+            }
+            Err(_) => Vec::new(),
+        };
+        // This device's too: the restored node may have handed it its old certificate.
+        let p = &wallet.profile;
+        let mut certificates = vec![DeviceCertificate::issue(
+            root,
+            &did,
+            &p.device_id,
+            &p.device_name,
+            &wallet.device_sign.public(),
+            &wallet.device_agree.public(),
+            crate::CERT_LIFETIME_SECS,
+        )?];
+        for d in known.iter().filter(|d| d.id != p.device_id) {
+            let sign = Ed25519Public::from_multibase(&d.sign_key)?;
+            let agree = X25519Public::from_multibase(&d.agree_key)?;
+            certificates.push(DeviceCertificate::issue(
+                root,
+                &did,
+                &d.id,
+                &d.name,
+                &sign,
+                &agree,
+                crate::CERT_LIFETIME_SECS,
+            )?);
+        }
+        let op = RootOperation::CatchUp { rotations: wallet.rotations.clone(), certificates };
+        let request = self.signed_root_op(wallet, root, op, None).await?;
+        let _: Account = self
+            .post("/api/v1/root-operations", &SignedRequest { request })
+            .await
+            .context("your node holds an older root key than this wallet, and did not take the rotations since")?;
+        eprintln!(
+            "Your node was restored from a backup made before you rotated your root key: it now holds your current \
+             key again, and {} device(s) are re-blessed. Devices added after that backup: add them again with \
+             `sichat device add`.",
+            known.len().max(1)
+        );
+        Ok(())
+    }
+
+    /// A root operation refused as not signed by the root key: when the node's document
+    /// names another root key than this wallet's, say what happened and the way back in.
+    async fn explain_root_mismatch(&self, wallet: &Wallet, root: &Ed25519KeyPair) -> Option<anyhow::Error> {
+        let theirs = self.node_root_key(wallet).await?;
         let ours = root.public().to_multibase();
         (theirs != ours).then(|| {
             anyhow!(

@@ -98,6 +98,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 messages: w.messages.clone(),
                 contacts: w.contacts.clone(),
                 known_keys: w.known_keys.clone(),
+                rotations: Vec::new(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

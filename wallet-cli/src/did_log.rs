@@ -176,7 +176,8 @@ pub async fn next_entry(
         | RootOperation::MoveCancel { .. }
         | RootOperation::FollowHost { .. }
         | RootOperation::RenewDevices { .. }
-        | RootOperation::SetDevicePolicy { .. } => return Ok(None),
+        | RootOperation::SetDevicePolicy { .. }
+        | RootOperation::CatchUp { .. } => return Ok(None),
     }
     let state = serde_json::to_value(&doc)?;
     // May wait up to a second: each version must be later than the last, to the second.

@@ -501,6 +501,7 @@ async fn init(
         messages: Vec::new(),
         contacts: Vec::new(),
         known_keys: Vec::new(),
+        rotations: Vec::new(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -676,6 +677,16 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
     }
     let own_certificate = own_certificate.ok_or_else(|| anyhow!("this device is not active on the node"))?;
     let op = RootOperation::RotateRoot { new_root_key: new_root.public().to_multibase(), certificates };
+    // The old key's word that the new one replaces it: a node restored from an older
+    // backup follows it (`catch_up`).
+    let rotation = RootRotation {
+        iss: w.profile.did.clone(),
+        prev: old_root.public().to_multibase(),
+        next: new_root.public().to_multibase(),
+        iat: now_secs(),
+    };
+    let mut rotations = w.rotations.clone();
+    rotations.push(jws::sign(old_root, TYP_ROOT_ROTATION, None, &rotation)?);
     // Save the new key first, as a pending file, so a crash cannot lose it.
     let updated = Wallet {
         profile: w.profile.clone(),
@@ -687,6 +698,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         messages: w.messages.clone(),
         contacts: w.contacts.clone(),
         known_keys: w.known_keys.clone(),
+        rotations,
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -301,6 +301,7 @@ async fn recover_account(
         messages: Vec::new(),
         contacts: Vec::new(),
         known_keys: Vec::new(),
+        rotations: Vec::new(),
     };
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
     let pending = w.write_pending(&ctx.dir, pass)?;

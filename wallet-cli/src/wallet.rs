@@ -67,6 +67,8 @@ struct Secrets {
     contacts: Vec<Contact>,
     #[serde(default)]
     known_keys: Vec<KnownKeys>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rotations: Vec<String>,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -166,6 +168,9 @@ pub struct Wallet {
     pub messages: Vec<StoredMessage>,
     pub contacts: Vec<Contact>,
     pub known_keys: Vec<KnownKeys>,
+    /// Each `rotate_root` this wallet signed ([`RootRotation`](sichat_accounts::protocol::RootRotation)
+    /// JWS, oldest first): a node restored from an older backup follows them (`catch_up`).
+    pub rotations: Vec<String>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -226,6 +231,7 @@ impl Wallet {
             messages: s.messages,
             contacts: s.contacts,
             known_keys: s.known_keys,
+            rotations: s.rotations,
             profile: file.profile,
         })
     }
@@ -256,6 +262,7 @@ impl Wallet {
             messages: self.messages.clone(),
             contacts: self.contacts.clone(),
             known_keys: self.known_keys.clone(),
+            rotations: self.rotations.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -364,6 +371,7 @@ mod tests {
             messages: Vec::new(),
             contacts: Vec::new(),
             known_keys: Vec::new(),
+            rotations: Vec::new(),
         }
     }
 

@@ -12,6 +12,9 @@ pub(super) struct RootOp {
     pub(super) tx: sqlx::Transaction<'static, sqlx::Any>,
     pub(super) user: store::UserRow,
     pub(super) root: Ed25519Public,
+    /// The key that signed the request: the root key, the recovery key (`recover`) or the
+    /// last key of a `catch_up` chain.
+    pub(super) signer: Ed25519Public,
     pub(super) claims: RootOpClaims,
     pub(super) now: i64,
 }
@@ -36,6 +39,7 @@ impl Accounts {
                 })?;
                 Ed25519Public::from_multibase(key)?
             }
+            RootOperation::CatchUp { rotations, .. } => follow_rotations(&root, &unverified.iss, rotations)?,
             _ => root,
         };
         let claims: RootOpClaims = jws::verify(request, &signer, TYP_ROOT_OP)?;
@@ -44,7 +48,7 @@ impl Accounts {
         if !store::take_challenge(&mut tx, &claims.challenge, CHALLENGE_PURPOSE_REQUEST, None, now).await? {
             return Err(AccountError::ChallengeInvalid);
         }
-        Ok(RootOp { tx, user, root, claims, now })
+        Ok(RootOp { tx, user, root, signer, claims, now })
     }
 
     /// Refuse an account that was removed, or moved to another node (saying where).
@@ -61,7 +65,7 @@ impl Accounts {
 
     /// A request signed by the account's root key: add or revoke a device, rotate the root.
     pub async fn root_operation(&self, request: &str) -> Result<Account, AccountError> {
-        let RootOp { mut tx, user, root, claims, now } = self.begin_root_op(request).await?;
+        let RootOp { mut tx, user, root, signer, claims, now } = self.begin_root_op(request).await?;
         let name = UserName::parse(&user.name)?;
         if matches!(claims.op, RootOperation::MoveOut { .. }) {
             return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()));
@@ -170,6 +174,20 @@ impl Accounts {
             RootOperation::RotateRoot { new_root_key, certificates } => {
                 revoked =
                     self.replace_root(&mut tx, &user, &root, &did, new_root_key, certificates, false, now).await?;
+            }
+            RootOperation::CatchUp { certificates, .. } => {
+                if Self::webvh_did(&mut tx, &user.id).await?.is_some() {
+                    return Err(AccountError::Conflict(
+                        "this node's copy of your did:webvh log is older than your root key (it was restored from \
+                         a backup): the log cannot follow without the entries that were lost; recover with your \
+                         recovery kit or friends"
+                            .into(),
+                    ));
+                }
+                let new_root_key = signer.to_multibase();
+                revoked =
+                    self.replace_root(&mut tx, &user, &root, &did, &new_root_key, certificates, true, now).await?;
+                tracing::warn!(user = %name, "root key caught up after a restore");
             }
             // The devices may be new: the one recovering has lost every other.
             RootOperation::Recover { new_root_key, certificates } => {
@@ -297,6 +315,7 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::RevokeDevice { .. } => "revoke_device",
         RootOperation::RenewDevices { .. } => "renew_devices",
         RootOperation::RotateRoot { .. } => "rotate_root",
+        RootOperation::CatchUp { .. } => "catch_up",
         RootOperation::SetRecoveryKey { .. } => "set_recovery_key",
         RootOperation::SetDevicePolicy { .. } => "set_device_policy",
         RootOperation::ReinstateDevice { .. } => "reinstate_device",
@@ -307,5 +326,72 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::MoveDone { .. } => "move_done",
         RootOperation::FollowHost { .. } => "follow_host",
         RootOperation::MoveCancel { .. } => "move_cancel",
+    }
+}
+
+/// The key a chain of rotations leads to from `root`, the key the node holds: each one
+/// signed by the key before it, for `did`. Rotations before `root`'s are skipped (the node
+/// had them); a chain that never starts at `root` is refused (another account's, or an
+/// older one replayed).
+fn follow_rotations(root: &Ed25519Public, did: &str, rotations: &[String]) -> Result<Ed25519Public, AccountError> {
+    if rotations.is_empty() || rotations.len() > MAX_ROTATIONS {
+        return Err(AccountError::InvalidRequest(format!("catch up with 1 to {MAX_ROTATIONS} rotations")));
+    }
+    let ours = root.to_multibase();
+    let start = rotations
+        .iter()
+        .position(|r| jws::unverified_payload::<RootRotation>(r).is_ok_and(|r| r.prev == ours))
+        .ok_or_else(|| {
+            AccountError::Forbidden(format!(
+                "none of these rotations starts at the root key this node holds ({ours}): nothing to catch up from"
+            ))
+        })?;
+    let mut current = *root;
+    for token in &rotations[start..] {
+        let r: RootRotation =
+            jws::verify(token, &current, TYP_ROOT_ROTATION).map_err(|_| AccountError::InvalidSignature)?;
+        if r.iss != did || r.prev != current.to_multibase() {
+            return Err(AccountError::InvalidRequest(format!("a rotation is for {}, or out of order", r.iss)));
+        }
+        current = Ed25519Public::from_multibase(&r.next)?;
+    }
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sichat_core::keys::Ed25519KeyPair;
+
+    const DID: &str = "did:web:node.example:users:alice";
+
+    fn rotation(from: &Ed25519KeyPair, to: &Ed25519KeyPair, did: &str) -> String {
+        let r = RootRotation {
+            iss: did.into(),
+            prev: from.public().to_multibase(),
+            next: to.public().to_multibase(),
+            iat: 0,
+        };
+        jws::sign(from, TYP_ROOT_ROTATION, None, &r).expect("sign")
+    }
+
+    #[test]
+    fn a_chain_leads_from_the_held_key_to_the_newest() {
+        let k: Vec<Ed25519KeyPair> = (0..4).map(|_| Ed25519KeyPair::generate()).collect();
+        let chain = vec![rotation(&k[0], &k[1], DID), rotation(&k[1], &k[2], DID), rotation(&k[2], &k[3], DID)];
+        assert_eq!(follow_rotations(&k[0].public(), DID, &chain).unwrap(), k[3].public());
+        // A node restored to k1 skips what it had.
+        assert_eq!(follow_rotations(&k[1].public(), DID, &chain).unwrap(), k[3].public());
+        // A node at k3 (or any key not in the chain): nothing to follow.
+        assert!(follow_rotations(&k[3].public(), DID, &chain).is_err());
+        assert!(follow_rotations(&Ed25519KeyPair::generate().public(), DID, &chain).is_err());
+        // Out of order, forged, for another DID, empty: refused.
+        let swapped = vec![chain[1].clone(), chain[0].clone()];
+        assert_eq!(follow_rotations(&k[0].public(), DID, &swapped).unwrap(), k[1].public(), "only what follows k0");
+        let forged = vec![chain[0].clone(), rotation(&k[3], &k[2], DID)];
+        assert!(matches!(follow_rotations(&k[0].public(), DID, &forged), Err(AccountError::InvalidSignature)));
+        let other = vec![rotation(&k[0], &k[1], "did:web:node.example:users:eve")];
+        assert!(follow_rotations(&k[0].public(), DID, &other).is_err());
+        assert!(follow_rotations(&k[0].public(), DID, &[]).is_err());
     }
 }
