@@ -243,11 +243,12 @@ pub(super) async fn approve(ctx: &Ctx, code: &str, yes: bool) -> Result<()> {
     let held = w
         .messages
         .iter()
+        .rev()
         .filter(|m| m.kind == SHARE_MESSAGE_TYPE && !m.sender_mismatch)
         .filter_map(|m| Some((m, serde_json::from_value::<ShareMessage>(m.body.clone()).ok()?)))
         .filter(|(m, s)| m.from == s.did && s.recovery_key == req.recovery_key)
         .map(|(_, s)| s)
-        .last()
+        .next()
         .ok_or_else(|| {
             anyhow!(
                 "this wallet holds no share of {}'s current recovery key: run `sichat message inbox` to fetch new \
