@@ -14,6 +14,7 @@ use sichat_core::http::{ApiError, ApiJson, ApiPath};
 use sichat_core::node::FormerUrl;
 use std::sync::Arc;
 
+pub mod history;
 pub mod recovery;
 
 type AppState = Arc<Accounts>;

@@ -12,8 +12,10 @@ use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519Public};
 use std::fmt;
 
+mod history;
 mod moves;
 mod recovery;
+pub use history::*;
 pub use moves::*;
 pub use recovery::*;
 
@@ -210,6 +212,10 @@ pub enum RootOperation {
         recovery_key: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         guardians: Option<Guardians>,
+        /// The X25519 key (multibase) the account's history is also sealed to, derived from
+        /// the recovery key's secret (see [`history`]): a recovered wallet reads it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        history_key: Option<String>,
     },
     /// Signed by the recovery key (JWS `kid` `<did>#recovery`), not the root: the root key
     /// was lost. A new root key, and the devices to keep re-blessed by it (usually the one

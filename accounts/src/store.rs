@@ -328,6 +328,7 @@ pub async fn remove_user(c: &mut Conn, user_id: &str, now: i64) -> Result<(), sq
         .execute(&mut *c)
         .await?;
     sqlx::query("DELETE FROM acct_issuing_keys WHERE user_id = $1").bind(user_id).execute(&mut *c).await?;
+    sqlx::query("DELETE FROM acct_history WHERE user_id = $1").bind(user_id).execute(&mut *c).await?;
     sqlx::query("UPDATE acct_users SET status = 'removed', removed_at = $1 WHERE id = $2")
         .bind(now)
         .bind(user_id)
@@ -731,7 +732,9 @@ pub async fn delete_user_sessions(c: &mut Conn, user_id: &str) -> Result<(), sql
     Ok(())
 }
 
+mod history;
 mod moves;
 mod recovery;
+pub use history::*;
 pub use moves::*;
 pub use recovery::*;

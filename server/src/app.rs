@@ -62,6 +62,7 @@ pub fn router(node: &Node, limiters: &Limiters) -> Router {
         .route("/did.jsonl", get(node_did_log))
         .with_state(node.clone())
         .merge(sichat_accounts::api::router(node.accounts.clone()))
+        .merge(sichat_accounts::api::history::router(node.accounts.clone()))
         .merge(sichat_accounts::api::recovery::router(node.accounts.clone(), node.resolver.clone()))
         .merge(sichat_issuer::api::router(node.issuer.clone(), node.accounts.clone()))
         .merge(sichat_holder::store::router(node.db.clone(), node.accounts.clone()))

@@ -15,6 +15,7 @@ mod device_revoke;
 mod device_revokes_device;
 mod di_interop;
 mod group_commit;
+mod history;
 mod holder;
 mod hostile;
 mod issuer;

@@ -99,6 +99,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 contacts: w.contacts.clone(),
                 known_keys: w.known_keys.clone(),
                 rotations: Vec::new(),
+                history: Default::default(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

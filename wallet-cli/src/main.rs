@@ -8,6 +8,7 @@ mod credential;
 mod device;
 mod did_log;
 mod follow;
+mod history;
 mod login;
 mod message;
 mod oidc;
@@ -102,9 +103,14 @@ enum Command {
     /// Your root key.
     #[command(subcommand)]
     Key(KeyCmd),
-    /// A recovery kit for when the root key is lost: `setup`, then `restore` on a new wallet.
+    /// For when the root key is lost: a recovery kit, or friends who hold shares of a
+    /// recovery key (`setup`); then `restore`, or `ask` and `finish`, in a new wallet.
     #[command(subcommand)]
     Recovery(recovery::RecoveryCmd),
+    /// Your messages and contacts on your node, sealed to your devices and your recovery
+    /// key (the node cannot read them): every device and a recovered wallet get them.
+    #[command(subcommand)]
+    History(HistoryCmd),
     /// Move your account to another node, keeping your DID, what you issued and hold, and
     /// your devices: `sichat move --to https://new.example --invite CODE`.
     Move(account_move::MoveArgs),
@@ -178,6 +184,13 @@ enum InviteCmd {
 enum UserCmd {
     /// Remove an account below you in the invite tree. Accounts it invited move up to its inviter.
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum HistoryCmd {
+    /// Take in what your other devices kept on the node, and keep what this wallet holds
+    /// there (`message inbox` does this too).
+    Sync,
 }
 
 #[derive(Subcommand)]
@@ -404,6 +417,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Move(args) => account_move::run(&ctx, args).await,
         Command::Device(cmd) => device::run(&ctx, cmd).await,
         Command::Recovery(cmd) => recovery::run(&ctx, cmd).await,
+        Command::History(HistoryCmd::Sync) => history::run(&ctx).await,
         Command::Invite(cmd) => invite(&ctx, cmd).await,
         Command::User(UserCmd::Remove { name }) => {
             let (_, mut c) = ctx.session().await?;
@@ -502,6 +516,7 @@ async fn init(
         contacts: Vec::new(),
         known_keys: Vec::new(),
         rotations: Vec::new(),
+        history: Default::default(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -699,6 +714,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         contacts: w.contacts.clone(),
         known_keys: w.known_keys.clone(),
         rotations,
+        history: w.history.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -18,7 +18,7 @@ use crate::{need_root, no_server, Ctx, CERT_LIFETIME_SECS};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use sichat_accounts::protocol::*;
 use sichat_core::did::Did;
 use sichat_core::ids::{b64url, b64url_decode, new_id, now_ms};
@@ -185,7 +185,8 @@ async fn setup(ctx: &Ctx, out: Option<&Path>, friends: &[String], threshold: Opt
         if let Some(g) = &guardians {
             social::send_shares(ctx, &w, &pass, &recovery, g).await?;
         }
-        let op = RootOperation::SetRecoveryKey { recovery_key: key.clone(), guardians: guardians.clone() };
+        let history_key = Some(crate::history::history_key(&recovery)?.public().to_multibase());
+        let op = RootOperation::SetRecoveryKey { recovery_key: key.clone(), guardians: guardians.clone(), history_key };
         Client::new(&server)?.root_operation(&w, root, op).await
     };
     if let Err(e) = done.await {
@@ -302,6 +303,7 @@ async fn recover_account(
         contacts: Vec::new(),
         known_keys: Vec::new(),
         rotations: Vec::new(),
+        history: Default::default(),
     };
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
     let pending = w.write_pending(&ctx.dir, pass)?;
@@ -318,7 +320,24 @@ async fn recover_account(
         return Err(e.context("the node refused the recovery; nothing changed"));
     }
     wallet::commit_pending(&pending, &ctx.dir)?;
-    ctx.print(&json!({"did": account.did, "root_key": new_root_key, "device_id": device_id}), |_| {
+    // The history kept on the node, sealed to the history key this recovery key yields.
+    let history = async {
+        let w = Wallet::open(&ctx.dir, pass)?;
+        let mut c = Client::new(&account.server)?;
+        c.login(&w).await?;
+        let done = crate::history::sync_saved(ctx, pass, &c, Some(&crate::history::history_key(recovery)?)).await;
+        c.logout().await;
+        done
+    };
+    let history = match history.await {
+        Ok(done) => json!(done),
+        Err(e) => {
+            eprintln!("warning: your history on the node could not be read ({e:#}): `sichat history sync` retries");
+            Value::Null
+        }
+    };
+    let out = json!({"did": account.did, "root_key": new_root_key, "device_id": device_id, "history": history});
+    ctx.print(&out, |_| {
         println!("Recovered {}: this wallet holds its new root key.", account.did);
         println!("Every other device was revoked; bless new ones with `sichat device add`.");
     })

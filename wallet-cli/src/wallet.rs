@@ -69,6 +69,8 @@ struct Secrets {
     known_keys: Vec<KnownKeys>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     rotations: Vec<String>,
+    #[serde(default)]
+    history: crate::history::HistoryState,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -171,6 +173,8 @@ pub struct Wallet {
     /// Each `rotate_root` this wallet signed ([`RootRotation`](sichat_accounts::protocol::RootRotation)
     /// JWS, oldest first): a node restored from an older backup follows them (`catch_up`).
     pub rotations: Vec<String>,
+    /// Where this wallet stands with the account's history on the node.
+    pub history: crate::history::HistoryState,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -232,6 +236,7 @@ impl Wallet {
             contacts: s.contacts,
             known_keys: s.known_keys,
             rotations: s.rotations,
+            history: s.history,
             profile: file.profile,
         })
     }
@@ -263,6 +268,7 @@ impl Wallet {
             contacts: self.contacts.clone(),
             known_keys: self.known_keys.clone(),
             rotations: self.rotations.clone(),
+            history: self.history.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -372,6 +378,7 @@ mod tests {
             contacts: Vec::new(),
             known_keys: Vec::new(),
             rotations: Vec::new(),
+            history: Default::default(),
         }
     }
 

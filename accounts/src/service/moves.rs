@@ -77,6 +77,9 @@ struct BundleUser {
     /// The friends holding shares of the recovery key: they move with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     recovery_guardians: Option<Guardians>,
+    /// The history key (the sealed history itself is written again by the wallets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history_key: Option<String>,
     created_at: i64,
 }
 
@@ -375,6 +378,10 @@ impl Accounts {
             let raw = serde_json::to_string(g).map_err(|e| AccountError::Internal(e.to_string()))?;
             store::set_guardians(&mut tx, &user_id, Some(&raw)).await?;
         }
+        if let Some(key) = &bundle.user.history_key {
+            sichat_core::keys::X25519Public::from_multibase(key).map_err(bad_bundle)?;
+            store::set_history_key(&mut tx, &user_id, Some(key)).await?;
+        }
         if !store::use_invite(&mut tx, &invite.id, &user_id, now).await? {
             return Err(AccountError::InviteUsed);
         }
@@ -571,6 +578,7 @@ impl Accounts {
                     ),
                     None => None,
                 },
+                history_key: store::history_key(&mut tx, &user.id).await?,
                 created_at: user.created_at,
             },
             web_did: self.node.user_did(&user.name)?.to_string(),

@@ -130,7 +130,7 @@ impl Accounts {
                     renewed.push(cert.sub);
                 }
             }
-            RootOperation::SetRecoveryKey { recovery_key, guardians } => {
+            RootOperation::SetRecoveryKey { recovery_key, guardians, history_key } => {
                 let key = Ed25519Public::from_multibase(recovery_key)?;
                 if key == root {
                     return Err(AccountError::InvalidRequest(
@@ -147,6 +147,12 @@ impl Accounts {
                     .map_err(|e| AccountError::Internal(e.to_string()))?;
                 store::set_recovery_key(&mut tx, &user.id, Some(recovery_key)).await?;
                 store::set_guardians(&mut tx, &user.id, guardians.as_deref()).await?;
+                if let Some(key) = history_key {
+                    sichat_core::keys::X25519Public::from_multibase(key).map_err(|e| {
+                        AccountError::InvalidRequest(format!("history_key must be an X25519 key, multibase: {e}"))
+                    })?;
+                }
+                store::set_history_key(&mut tx, &user.id, history_key.as_deref()).await?;
                 // The friends' shares rebuild the old key: no request for it can succeed.
                 store::close_recovery_requests(&mut tx, &user.id, None, "void", None, now).await?;
             }

@@ -11,10 +11,22 @@ pub(super) async fn inbox(ctx: &Ctx, requests: bool, limit: usize) -> Result<()>
     progress(ctx, "Fetching new messages from your node …");
     let mut c = login(ctx, &w, &pass).await?;
     let fetched = fetch_all(ctx, &pass, &opener, &c).await;
+    // What came in is kept on the node too (sealed), and what other devices kept there comes in.
+    let synced = match &fetched {
+        Ok(_) => crate::history::sync_saved(ctx, &pass, &c, None).await,
+        Err(_) => Ok(Default::default()),
+    };
     c.logout().await;
     let fetched = fetched.map_err(|e| explain(e, &[NO_MESSAGING]))?;
     warn_dropped(&fetched.dropped);
-    let all = fetched.all.unwrap_or(w.messages);
+    let all = match synced {
+        Ok(s) if s.received_messages > 0 => Wallet::open(&ctx.dir, &pass)?.messages,
+        Ok(_) => fetched.all.unwrap_or(w.messages),
+        Err(e) => {
+            eprintln!("warning: your history on the node is not up to date ({e:#}); `sichat history sync` retries");
+            fetched.all.unwrap_or(w.messages)
+        }
+    };
     let folder = if requests { "requests" } else { "inbox" };
     let mut shown: Vec<&StoredMessage> = all.iter().filter(|m| m.folder == folder).collect();
     shown.sort_by(|a, b| b.received_time.cmp(&a.received_time).then_with(|| b.id.cmp(&a.id)));
