@@ -2,7 +2,8 @@
 //! contacts kept on the node sealed to the account's devices and its history key. A device
 //! gets a contact another device added; a wallet recovered with the kit gets back messages
 //! and contacts the lost wallet alone held (the node had deleted the messages once every
-//! device took them). The node holds no plaintext, and bad items are refused.
+//! device took them), and tells each contact of the recovery. The node holds no plaintext,
+//! and bad items are refused.
 
 use crate::messaging::{inbox, send, texts};
 use sichat_e2e::{json, session_token, sichat, stderr, storage_tests, Backend, TestApp};
@@ -104,4 +105,16 @@ async fn history_reaches_every_device_and_a_recovered_wallet(backend: Backend) {
     assert!(restored["history"]["received_messages"].as_u64().unwrap_or(0) >= 1, "{restored}");
     assert!(texts(&inbox(&fresh, &[]).await).contains(&"kept in the history".to_owned()));
     assert!(contacts(&fresh).await.contains(&"bob".to_owned()));
+    // Every contact is told of the recovery.
+    assert_eq!(restored["contacts_told"], 1, "{restored}");
+    let mut told = false;
+    for _ in 0..100 {
+        let listing = [inbox(&bob, &[]).await, inbox(&bob, &["--requests"]).await];
+        if listing.iter().flat_map(texts).any(|t| t.contains(&format!("{alice_did} was recovered"))) {
+            told = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(told, "bob hears of alice's recovery");
 }

@@ -320,14 +320,13 @@ async fn recover_account(
         return Err(e.context("the node refused the recovery; nothing changed"));
     }
     wallet::commit_pending(&pending, &ctx.dir)?;
-    // The history kept on the node, sealed to the history key this recovery key yields.
+    // The history kept on the node, sealed to the history key this recovery key yields;
+    // then every contact is told, so a recovery nobody expected is noticed.
+    let mut c = Client::new(&account.server)?;
     let history = async {
         let w = Wallet::open(&ctx.dir, pass)?;
-        let mut c = Client::new(&account.server)?;
         c.login(&w).await?;
-        let done = crate::history::sync_saved(ctx, pass, &c, Some(&crate::history::history_key(recovery)?)).await;
-        c.logout().await;
-        done
+        crate::history::sync_saved(ctx, pass, &c, Some(&crate::history::history_key(recovery)?)).await
     };
     let history = match history.await {
         Ok(done) => json!(done),
@@ -336,9 +335,49 @@ async fn recover_account(
             Value::Null
         }
     };
-    let out = json!({"did": account.did, "root_key": new_root_key, "device_id": device_id, "history": history});
+    let told = match c.token().is_some() {
+        true => tell_contacts(ctx, pass, &c).await,
+        false => 0,
+    };
+    c.logout().await;
+    let out = json!({
+        "did": account.did,
+        "root_key": new_root_key,
+        "device_id": device_id,
+        "history": history,
+        "contacts_told": told,
+    });
     ctx.print(&out, |_| {
         println!("Recovered {}: this wallet holds its new root key.", account.did);
         println!("Every other device was revoked; bless new ones with `sichat device add`.");
     })
+}
+
+/// Tell each contact that this account was recovered (a text message from the new device):
+/// how many were told. Best effort: a contact out of reach is skipped with a warning.
+async fn tell_contacts(ctx: &Ctx, pass: &str, c: &Client) -> usize {
+    let Ok(w) = Wallet::open(&ctx.dir, pass) else { return 0 };
+    let Ok(resolver) = ctx.resolver(&[w.profile.server.as_deref()]) else { return 0 };
+    let text = format!(
+        "{} was recovered on {}: its root key was lost and replaced, and its other devices were revoked. If you \
+         did not expect this, check with them by phone or in person.",
+        w.profile.did,
+        crate::date(now_ms())
+    );
+    let mut told = 0;
+    for contact in &w.contacts {
+        let sent = async {
+            let to = Did::parse(&contact.did)?;
+            let body = json!({ "text": text });
+            let (_, envelope) =
+                crate::message::seal_to(ctx, &w, pass, &resolver, &to, crate::message::TEXT_TYPE, body).await?;
+            let fwd = crate::message::forward(&sichat_messaging::MessageId::new(), &to, envelope, None);
+            c.post::<Value>("/api/v1/messages", &fwd).await
+        };
+        match sent.await {
+            Ok(_) => told += 1,
+            Err(e) => eprintln!("warning: could not tell {} about the recovery: {e:#}", contact.name),
+        }
+    }
+    told
 }
