@@ -11,7 +11,7 @@ use sichat_core::ids::{new_id, now_ms, random_bytes, random_token, token_hash};
 use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
 use sichat_core::node::NodeIdentity;
-use sichat_core::p256key::{KeyPair, P256KeyPair};
+use sichat_core::p256key::{KeyPair, P256KeyPair, PublicKey};
 use sichat_core::seal::MasterKey;
 use std::sync::{Arc, RwLock};
 
@@ -638,6 +638,24 @@ impl Accounts {
             (kid, KeyPair::Ed25519(key)) => Ok((kid, key)),
             _ => Err(AccountError::Internal("an EdDSA issuing key that is not Ed25519".into())),
         }
+    }
+
+    /// The public key of `kid` (`<one of the account's DIDs>#issuing-<id>`) when it names one
+    /// of the account's issuing keys: to check that a credential is the account's own.
+    pub async fn issuing_public_key(&self, user_id: &str, kid: &str) -> Result<Option<PublicKey>, AccountError> {
+        let Some((did, fragment)) = kid.split_once('#') else { return Ok(None) };
+        let Some(key_id) = fragment.strip_prefix("issuing-") else { return Ok(None) };
+        let mut conn = self.conn().await?;
+        let user = store::user_by_id(&mut conn, user_id).await?.ok_or(AccountError::Unauthorized)?;
+        let ours = self.node.user_did(&user.name)?.to_string() == did
+            || Self::webvh_did(&mut conn, user_id).await?.as_deref() == Some(did)
+            || store::name_by_alias(&mut conn, did).await?.as_deref() == Some(user.name.as_str());
+        if !ours {
+            return Ok(None);
+        }
+        let keys = store::issuing_keys(&mut conn, user_id).await?;
+        let Some((_, public)) = keys.iter().find(|(id, _)| id == key_id) else { return Ok(None) };
+        Ok(Some(PublicKey::from_multibase(public)?))
     }
 
     /// The user's issuing key for a JWS `alg` (`EdDSA` or `ES256`). A P-256 key is made,

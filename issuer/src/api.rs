@@ -29,6 +29,7 @@ pub fn router(issuer: Arc<Issuer>, accounts: Arc<Accounts>) -> Router {
     Router::new()
         .route("/api/v1/issuer/types", get(list_types).post(add_type))
         .route("/api/v1/issuer/credentials", get(issued).post(issue))
+        .route("/api/v1/issuer/credentials/reinstate", post(reinstate))
         .route("/api/v1/issuer/credentials/{id}/{action}", post(set_status))
         .route("/api/v1/issuer/offers", get(offers).post(create_offer))
         .route("/.well-known/openid-credential-issuer/users/{name}", get(issuer_metadata))
@@ -67,6 +68,15 @@ async fn issue(
 ) -> Result<impl IntoResponse, ApiError> {
     let issued: Issued = s.issuer.issue(&me, req).await?;
     Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// After a restore: credentials the issuing wallet kept, put back in the issuance log.
+async fn reinstate(
+    State(s): State<AppState>,
+    me: AuthDevice,
+    ApiJson(req): ApiJson<crate::reinstate::Reinstate>,
+) -> Result<Json<Vec<crate::reinstate::Reinstated>>, ApiError> {
+    Ok(Json(s.issuer.reinstate(&me, &req).await?))
 }
 
 async fn issued(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<IssuedRecord>>, ApiError> {

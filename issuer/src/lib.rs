@@ -23,6 +23,7 @@ mod error;
 pub mod membership;
 pub mod moves;
 pub mod oid4vci;
+pub mod reinstate;
 pub mod service;
 pub mod status;
 mod store;

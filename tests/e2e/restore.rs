@@ -41,15 +41,20 @@ async fn a_backup_restores_and_bad_ones_change_nothing(backend: Backend) {
     let bob = app.wallet("bob");
     assert!(sichat(&bob, &["init"]).await.status.success());
     let bob_did = json(&sichat(&bob, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
-    let (_, cred) = issue(&app, &alice, &bob_did, "vc+jwt").await;
+    let (first_id, cred) = issue(&app, &alice, &bob_did, "vc+jwt").await;
     let kit = app.dir.path().join("kit.json");
     let out = sichat(&alice, &["recovery", "setup", "--out", kit.to_str().expect("path")]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let backup = app.dir.path().join("backup");
     let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
     assert!(out.status.success(), "backup: {}", stderr(&out));
-    // After the backup: carol joins, and alice rotates her root key.
+    // After the backup: carol joins, alice revokes what she issued before, issues two more
+    // (one in each format), and rotates her root key.
     let carol = app.join("carol", &app.invite(&alice, 1).await).await;
+    let out = sichat(&alice, &["credential", "revoke", &first_id]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (later_id, later) = issue(&app, &alice, &bob_did, "vc+jwt").await;
+    let (later_ldp_id, later_ldp) = issue(&app, &alice, &bob_did, "ldp_vc").await;
     let out = sichat(&alice, &["key", "rotate"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let port = url::Url::parse(&app.url).expect("url").port().expect("port");
@@ -148,8 +153,46 @@ async fn a_backup_restores_and_bad_ones_change_nothing(backend: Backend) {
     let out = sichat(&alice, &["--json", "device", "list"]).await;
     assert!(out.status.success(), "alice after the restore: {}", stderr(&out));
     let report = app.node.verifier.verify(&cred, &sichat_verifier::Options::default()).await;
-    assert!(report.valid, "{}", serde_json::to_string(&report).unwrap_or_default());
+    assert!(
+        report.valid,
+        "the revocation came after the backup: {}",
+        serde_json::to_string(&report).unwrap_or_default()
+    );
     assert!(!sichat(&carol, &["device", "list"]).await.status.success());
+
+    // Alice's wallet kept what it issued and the status it set: the node takes them back.
+    let out = sichat(&alice, &["--json", "credential", "reinstate"]).await;
+    assert!(out.status.success(), "reinstate: {}", stderr(&out));
+    let outcomes = json(&out);
+    let outcome =
+        |id: &str| outcomes.as_array().into_iter().flatten().find(|o| o["id"] == id).map(|o| o["outcome"].clone());
+    assert_eq!(outcome(&first_id), Some(Value::from("revoked")), "{outcomes}");
+    assert_eq!(outcome(&later_id), Some(Value::from("reinstated")), "{outcomes}");
+    assert_eq!(outcome(&later_ldp_id), Some(Value::from("reinstated")), "{outcomes}");
+    let report = app.node.verifier.verify(&cred, &sichat_verifier::Options::default()).await;
+    assert!(!report.valid, "revoked again");
+    for (id, c) in [(&later_id, &later), (&later_ldp_id, &later_ldp)] {
+        let out = sichat(&alice, &["credential", "revoke", id]).await;
+        assert!(out.status.success(), "a credential issued after the backup can be revoked: {}", stderr(&out));
+        let report = app.node.verifier.verify(c, &sichat_verifier::Options::default()).await;
+        assert!(!report.valid, "{id} is revoked");
+    }
+    // Again: nothing more to do.
+    let out = sichat(&alice, &["--json", "credential", "reinstate"]).await;
+    assert!(json(&out).as_array().into_iter().flatten().all(|o| o["outcome"] == "known"), "{}", json(&out));
+    // Dave cannot pass alice's credentials off as his own issuance.
+    let dave = app.join("dave", &app.invite(&alice, 1).await).await;
+    let token = sichat_e2e::session_token(&app, &dave).await;
+    let r = app
+        .http
+        .post(format!("{}/api/v1/issuer/credentials/reinstate", app.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"credentials": [{"format": "vc+jwt", "credential": later, "status": "active"}]}))
+        .send()
+        .await
+        .expect("POST");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body[0]["outcome"], "refused", "{body}");
     // Her root key is newer than the restored node's: her wallet shows the node the rotation
     // it signed (each rotation signed by the key before), the node follows it (`catch_up`),
     // and the root operation goes through.

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use sichat_core::resolver::Resolver;
 use sichat_holder::{check, oid4vci};
 use sichat_issuer::oid4vci::NewOffer;
+use sichat_issuer::reinstate::{KeptCredential, Reinstate, Reinstated};
 use sichat_issuer::service::{Format, IssueRequest, Issued, IssuedRecord};
 use sichat_issuer::types::CredentialType;
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ pub enum CredentialCmd {
     },
     /// The credentials you have issued, with their status.
     Issued,
+    /// After your node was restored from an older backup: put what this wallet issued back
+    /// in its issuance log (so you can revoke it again), and apply again the revocations
+    /// made since.
+    Reinstate,
     /// Offer a credential over OpenID4VCI: prints an openid-credential-offer:// URI and a
     /// QR code. Your node signs it when the holder redeems it, even if you are offline.
     Offer {
@@ -183,6 +188,7 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
         CredentialCmd::Issue { what, out } => {
             let req = what.request()?;
             let issued: Issued = c.post("/api/v1/issuer/credentials", &req).await?;
+            keep_issued(ctx, &issued.id, issued.format.as_str(), &issued.credential)?;
             if let Some(path) = &out {
                 std::fs::write(path, &issued.credential).with_context(|| format!("cannot write {}", path.display()))?;
             }
@@ -190,6 +196,10 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
                 Some(p) => println!("Issued {} ({}), written to {}", i.id, i.format.as_str(), p.display()),
                 None => println!("{}", i.credential),
             })
+        }
+        CredentialCmd::Reinstate => {
+            let (w, _) = ctx.open()?;
+            reinstate(ctx, &c, &w).await
         }
         CredentialCmd::Issued => {
             let records: Vec<IssuedRecord> = c.get("/api/v1/issuer/credentials").await?;
@@ -446,8 +456,56 @@ async fn export(ctx: &Ctx, id: &str, out: Option<PathBuf>) -> Result<()> {
     }
 }
 
+/// Keep a copy of what this wallet issued: a node restored from an older backup takes it
+/// back (`sichat credential reinstate`).
+fn keep_issued(ctx: &Ctx, id: &str, format: &str, credential: &str) -> Result<()> {
+    let pass = ctx.passphrase(false)?;
+    crate::wallet::update(&ctx.dir, &pass, |w| {
+        w.issued.retain(|k| kept_id(k).as_deref() != Some(id));
+        w.issued.push(KeptCredential { format: format.into(), credential: credential.into(), status: "active".into() });
+        Ok(())
+    })
+    .context("issued, but this wallet could not keep its copy")
+}
+
+/// The id of a kept credential.
+fn kept_id(k: &KeptCredential) -> Option<String> {
+    let vc = check::unverified(&k.format, &k.credential).ok()?;
+    Some(vc["id"].as_str()?.trim_start_matches("urn:uuid:").to_owned())
+}
+
+/// `sichat credential reinstate`: after the node was restored from an older backup, put
+/// what this wallet issued back in its issuance log, with the status this wallet set.
+async fn reinstate(ctx: &Ctx, c: &crate::client::Client, w: &crate::wallet::Wallet) -> Result<()> {
+    let mut out: Vec<Reinstated> = Vec::new();
+    for batch in w.issued.chunks(20) {
+        let req = Reinstate { credentials: batch.to_vec() };
+        let done: Vec<Reinstated> = c.post("/api/v1/issuer/credentials/reinstate", &req).await?;
+        out.extend(done);
+    }
+    ctx.print(&out, |out| {
+        let count = |o: &str| out.iter().filter(|r| r.outcome == o).count();
+        println!(
+            "{} credential(s) put back in your node's issuance log, {} revoked again, {} it knew.",
+            count("reinstated"),
+            count("revoked"),
+            count("known")
+        );
+        for r in out.iter().filter(|r| r.outcome == "refused") {
+            println!("refused {}: {}", r.id, r.why.as_deref().unwrap_or("?"));
+        }
+    })
+}
+
 async fn status(ctx: &Ctx, c: &crate::client::Client, id: &str, action: &str) -> Result<()> {
     let r: IssuedRecord = c.post(&format!("/api/v1/issuer/credentials/{id}/{action}"), &json!({})).await?;
+    let pass = ctx.passphrase(false)?;
+    crate::wallet::update(&ctx.dir, &pass, |w| {
+        for k in w.issued.iter_mut().filter(|k| kept_id(k).as_deref() == Some(r.id.as_str())) {
+            k.status = r.status.clone();
+        }
+        Ok(())
+    })?;
     ctx.print(&r, |r| println!("{} is now {}; the status list shows it at once.", r.id, r.status))
 }
 

@@ -100,6 +100,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 known_keys: w.known_keys.clone(),
                 rotations: Vec::new(),
                 history: Default::default(),
+                issued: Vec::new(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

@@ -244,6 +244,8 @@ pub(crate) struct Ctx {
     passphrase_file: Option<PathBuf>,
     pub(crate) json: bool,
     allow_local_network: bool,
+    /// The passphrase that unlocked the wallet, so one command asks for it once.
+    unlocked_with: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
@@ -262,6 +264,9 @@ impl Ctx {
     }
 
     pub(crate) fn passphrase(&self, confirm: bool) -> Result<String> {
+        if let (false, Some(p)) = (confirm, self.unlocked_with.get()) {
+            return Ok(p.clone());
+        }
         if let Some(path) = &self.passphrase_file {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             return non_empty(text.trim_end_matches(['\n', '\r']).to_owned());
@@ -286,6 +291,7 @@ impl Ctx {
             eprint!("Unlocking wallet…\r");
         }
         let w = Wallet::open(&self.dir, &pass)?;
+        let _ = self.unlocked_with.set(pass.clone());
         Ok((w, pass))
     }
 
@@ -408,6 +414,7 @@ async fn run(cli: Cli) -> Result<()> {
         passphrase_file: cli.global.passphrase_file,
         json: cli.global.json,
         allow_local_network: cli.global.allow_local_network,
+        unlocked_with: std::sync::OnceLock::new(),
     };
     match cli.command {
         Command::Init { server, invite, name, device_name } => init(&ctx, server, invite, name, device_name).await,
@@ -517,6 +524,7 @@ async fn init(
         known_keys: Vec::new(),
         rotations: Vec::new(),
         history: Default::default(),
+        issued: Vec::new(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -715,6 +723,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         known_keys: w.known_keys.clone(),
         rotations,
         history: w.history.clone(),
+        issued: w.issued.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sichat_core::ids::{b64url, b64url_decode, random_bytes};
 use sichat_core::keys::{decode_secret, Ed25519KeyPair, X25519KeyPair};
 use sichat_core::seal::{KdfParams, MasterKey};
+use sichat_issuer::reinstate::KeptCredential;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -71,6 +72,8 @@ struct Secrets {
     rotations: Vec<String>,
     #[serde(default)]
     history: crate::history::HistoryState,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    issued: Vec<KeptCredential>,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -175,6 +178,9 @@ pub struct Wallet {
     pub rotations: Vec<String>,
     /// Where this wallet stands with the account's history on the node.
     pub history: crate::history::HistoryState,
+    /// What this wallet issued, with the status it last set: after the node is restored
+    /// from an older backup, `sichat credential reinstate` puts them back in its log.
+    pub issued: Vec<KeptCredential>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -237,6 +243,7 @@ impl Wallet {
             known_keys: s.known_keys,
             rotations: s.rotations,
             history: s.history,
+            issued: s.issued,
             profile: file.profile,
         })
     }
@@ -269,6 +276,7 @@ impl Wallet {
             known_keys: self.known_keys.clone(),
             rotations: self.rotations.clone(),
             history: self.history.clone(),
+            issued: self.issued.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -379,6 +387,7 @@ mod tests {
             known_keys: Vec::new(),
             rotations: Vec::new(),
             history: Default::default(),
+            issued: Vec::new(),
         }
     }
 
