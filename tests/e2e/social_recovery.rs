@@ -234,6 +234,13 @@ async fn a_recovery_the_user_did_not_ask_for_is_cancelled(backend: Backend) {
     assert!(!out.status.success() && stderr(&out).contains("cancelled"), "{}", stderr(&out));
     let out = sichat(&thief, &["recovery", "finish"]).await;
     assert!(!out.status.success() && stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    // A new request from the same directory replaces the closed one; an open one is kept.
+    let again = ask(&thief, &alice_did, &app.url).await;
+    assert_ne!(again, code);
+    let out = sichat(&thief, &["recovery", "ask", &alice_did, "--server", &app.url]).await;
+    assert!(!out.status.success() && stderr(&out).contains("open recovery already"), "{}", stderr(&out));
+    let out = sichat(&alice, &["--json", "recovery", "cancel"]).await;
+    assert_eq!(json(&out)["cancelled"], 1);
     assert_eq!(root_key(&app, "alice").await.0, root, "nothing changed");
     // An account that named no friends cannot be asked for.
     let bob_did = did_of(&friends[0]).await;

@@ -16,6 +16,7 @@ use sichat_core::did::Did;
 use sichat_core::ids::b64url;
 use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair, X25519Public};
 use sichat_messaging::{pack_anoncrypt, unpack, AgreementKey, Message, RecipientKey, UnpackOptions};
+use std::collections::HashSet;
 use zeroize::Zeroizing;
 
 /// Bytes of sealed items per upload, under the node's request body limit.
@@ -77,29 +78,32 @@ pub async fn sync(ctx: &Ctx, w: &mut Wallet, client: &Client, history: Option<&X
         ours.push(AgreementKey::new(format!("{did}#{HISTORY_KEY_FRAGMENT}"), X25519KeyPair::from_secret(&h.secret())?));
     }
     let resolver = ctx.resolver(&[w.profile.server.as_deref()])?;
+    let mut on_node: HashSet<String> = w.history.on_node.drain(..).collect();
+    let mut held: HashSet<String> = w.messages.iter().map(|m| m.id.clone()).collect();
     for _ in 0..MAX_PAGES {
         let page: HistoryPage = client.get(&format!("/api/v1/history?after={}", w.history.cursor)).await?;
         for item in &page.items {
             w.history.cursor = w.history.cursor.max(item.seq);
-            if !w.history.on_node.contains(&item.id) {
-                w.history.on_node.push(item.id.clone());
-            }
+            on_node.insert(item.id.clone());
             let Ok(opened) = unpack(item.jwe.as_bytes(), &ours, &resolver, &UnpackOptions::default()).await else {
                 continue; // sealed before this device existed, or not for it
             };
             if opened.message.kind != HISTORY_ITEM_TYPE || !opened.anoncrypted {
                 continue;
             }
-            merge(w, &opened.message.body, &mut done);
+            merge(w, &mut held, &opened.message.body, &mut done);
         }
         if page.next.is_none() {
             break;
         }
     }
+    if done.received_messages > 0 {
+        w.messages.sort_by_key(|m| m.received_time);
+    }
     let mut sealed_for: Vec<String> = keys.keys.iter().map(|k| format!("{}={}", k.kid, k.key)).collect();
     sealed_for.sort();
     if sealed_for != w.history.sealed_for {
-        w.history.on_node.clear();
+        on_node.clear();
     }
     let recipients = keys
         .keys
@@ -109,7 +113,7 @@ pub async fn sync(ctx: &Ctx, w: &mut Wallet, client: &Client, history: Option<&X
     let to = Did::parse(&did)?;
     let mut batch: Vec<HistoryItem> = Vec::new();
     let mut batch_bytes = 0;
-    for (id, body) in pending(w) {
+    for (id, body) in pending(w, &on_node) {
         let msg = Message::new(HISTORY_ITEM_TYPE, body).with_to(vec![to.clone()]);
         let jwe = pack_anoncrypt(&msg, None, &recipients).map_err(|e| anyhow!("cannot seal history: {e}"))?;
         if jwe.len() > MAX_HISTORY_ITEM_BYTES {
@@ -117,42 +121,49 @@ pub async fn sync(ctx: &Ctx, w: &mut Wallet, client: &Client, history: Option<&X
             continue;
         }
         if batch_bytes + jwe.len() > UPLOAD_BYTES || batch.len() == HISTORY_PAGE_ITEMS as usize {
-            upload(client, w, &mut batch, &mut done).await?;
+            upload(client, &mut on_node, &mut batch, &mut done).await?;
             batch_bytes = 0;
         }
         batch_bytes += jwe.len();
         batch.push(HistoryItem { id, jwe });
     }
-    upload(client, w, &mut batch, &mut done).await?;
+    let uploaded = upload(client, &mut on_node, &mut batch, &mut done).await;
+    // What was read and written so far stays known, even when an upload failed.
+    w.history.on_node = on_node.into_iter().collect();
+    uploaded?;
     w.history.sealed_for = sealed_for;
     Ok(done)
 }
 
-async fn upload(client: &Client, w: &mut Wallet, batch: &mut Vec<HistoryItem>, done: &mut Synced) -> Result<()> {
+async fn upload(
+    client: &Client,
+    on_node: &mut HashSet<String>,
+    batch: &mut Vec<HistoryItem>,
+    done: &mut Synced,
+) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
     let _: Value = client.post("/api/v1/history", &PutHistory { items: batch.clone() }).await?;
     done.sent += batch.len();
-    w.history.on_node.extend(batch.drain(..).map(|i| i.id));
+    on_node.extend(batch.drain(..).map(|i| i.id));
     Ok(())
 }
 
 /// Messages and contacts the node does not hold yet, with their item ids.
-fn pending(w: &Wallet) -> Vec<(String, Value)> {
+fn pending(w: &Wallet, on_node: &HashSet<String>) -> Vec<(String, Value)> {
     let messages = w.messages.iter().map(|m| (item_id("message", &m.id), json!({"kind": "message", "data": m})));
     let contacts = w.contacts.iter().map(|c| (item_id("contact", &c.did), json!({"kind": "contact", "data": c})));
-    messages.chain(contacts).filter(|(id, _)| !w.history.on_node.contains(id)).collect()
+    messages.chain(contacts).filter(|(id, _)| !on_node.contains(id)).collect()
 }
 
 /// Take in one item: a message this wallet lacks, a contact whose DID it lacks.
-fn merge(w: &mut Wallet, body: &Value, done: &mut Synced) {
+fn merge(w: &mut Wallet, held: &mut HashSet<String>, body: &Value, done: &mut Synced) {
     match body.get("kind").and_then(Value::as_str) {
         Some("message") => {
             let Ok(m) = serde_json::from_value::<StoredMessage>(body["data"].clone()) else { return };
-            if !w.messages.iter().any(|k| k.id == m.id) {
+            if held.insert(m.id.clone()) {
                 w.messages.push(m);
-                w.messages.sort_by_key(|m| m.received_time);
                 done.received_messages += 1;
             }
         }
@@ -198,8 +209,9 @@ pub async fn run(ctx: &Ctx) -> Result<()> {
 
 /// Take what a sync added into a freshly read wallet (another command may have saved it).
 pub fn adopt(saved: &mut Wallet, synced: &Wallet) {
+    let mut held: HashSet<String> = saved.messages.iter().map(|m| m.id.clone()).collect();
     for m in &synced.messages {
-        if !saved.messages.iter().any(|k| k.id == m.id) {
+        if held.insert(m.id.clone()) {
             saved.messages.push(m.clone());
         }
     }

@@ -163,18 +163,29 @@ pub(super) async fn ask(ctx: &Ctx, who: &str, server: &str) -> Result<()> {
     if wallet::exists(&ctx.dir) {
         bail!("{} already holds a wallet: choose an empty directory with --wallet", ctx.dir.display());
     }
-    if pending_path(ctx).exists() {
-        bail!(
-            "{} holds an open recovery already: `sichat recovery finish` (or delete {PENDING_FILE} to start over)",
-            ctx.dir.display()
-        );
-    }
     let client = Client::new(server)?;
     let did = match contacts::Address::parse(who) {
         Some(address) => address?.did()?.to_string(),
         None => Did::parse(who).map_err(|e| anyhow!("{e}: give your DID or name@host"))?.to_string(),
     };
-    let pass = ctx.passphrase(true)?;
+    let pass = match pending_path(ctx).exists() {
+        // A request opened here before: a closed one (cancelled, run out, void) makes way.
+        true => {
+            let pass = ctx.passphrase(false)?;
+            let p = read_pending(ctx, &pass)?;
+            let req: RecoveryRequest =
+                Client::new(&p.server)?.get(&format!("/api/v1/recovery/requests/{}", p.id)).await?;
+            if req.status == "open" {
+                bail!(
+                    "{} holds an open recovery already: ask your friends, then `sichat recovery finish`",
+                    ctx.dir.display()
+                );
+            }
+            std::fs::remove_file(pending_path(ctx))?;
+            pass
+        }
+        false => ctx.passphrase(true)?,
+    };
     let agree = X25519KeyPair::generate();
     let key = agree.public().to_multibase();
     let req: RecoveryRequest = client
