@@ -302,6 +302,15 @@ pub fn recovery_approval(data: &[u8]) {
     }
 }
 
+/// A credential a wallet hands back after a restore (`/api/v1/issuer/credentials/reinstate`),
+/// its document read as the node reads it once the signature checked out.
+pub fn reinstate(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let Ok(vc) = bounded::from_str_bounded::<Value>(t, bounded::MAX_DEPTH) else { return };
+    let kid = "did:web:node.example:users:alice#issuing-1";
+    let _ = sichat_issuer::reinstate::read_kept(&vc, kid, "https://node.example/users/alice/status/");
+}
+
 /// Every target by name, as the corpus directories are named.
 pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
@@ -314,4 +323,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("webvh", webvh),
     ("move_messages", move_messages),
     ("recovery_approval", recovery_approval),
+    ("reinstate", reinstate),
 ];
