@@ -9,6 +9,7 @@ mod accounts;
 mod bad_input;
 mod browser;
 mod connections;
+mod continuous_backup;
 mod crash;
 mod device_renewal;
 mod device_revoke;
