@@ -55,6 +55,9 @@ async fn a_backup_restores_and_bad_ones_change_nothing(backend: Backend) {
     assert!(out.status.success(), "{}", stderr(&out));
     let (later_id, later) = issue(&app, &alice, &bob_did, "vc+jwt").await;
     let (later_ldp_id, later_ldp) = issue(&app, &alice, &bob_did, "ldp_vc").await;
+    let tablet = app.wallet("tablet");
+    let out = sichat(&alice, &["device", "add", "--name", "tablet", "--out", tablet.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = sichat(&alice, &["key", "rotate"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let port = url::Url::parse(&app.url).expect("url").port().expect("port");
@@ -205,8 +208,15 @@ async fn a_backup_restores_and_bad_ones_change_nothing(backend: Backend) {
     assert_ne!(caught_up, restored_root, "the node held the key from before the rotation");
     let out = sichat(&alice, &["--json", "device", "list"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(json(&out).as_array().map(Vec::len), Some(2), "alice's laptop and the new phone: {}", json(&out));
+    assert_eq!(
+        json(&out).as_array().map(Vec::len),
+        Some(3),
+        "alice's laptop, the tablet, the new phone: {}",
+        json(&out)
+    );
     assert!(sichat(&phone, &["device", "list"]).await.status.success(), "the phone signs in");
+    let out = sichat(&tablet, &["device", "list"]).await;
+    assert!(out.status.success(), "the tablet, added after the backup, is back: {}", stderr(&out));
     // The recovery kit made before the backup still works.
     let again = app.wallet("alice-again");
     let out = sichat(&again, &["recovery", "restore", "--kit", kit.to_str().expect("path")]).await;

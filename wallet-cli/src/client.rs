@@ -224,6 +224,23 @@ impl Client {
             &wallet.device_agree.public(),
             crate::CERT_LIFETIME_SECS,
         )?];
+        // Devices this wallet blessed after the backup: the node never heard of them.
+        let mut known = known;
+        for cert in &wallet.blessed {
+            let Ok(c) = jws::unverified_payload::<DeviceCertificate>(cert) else { continue };
+            if c.sub != p.device_id && !known.iter().any(|d| d.id == c.sub) {
+                known.push(Device {
+                    id: c.sub,
+                    name: c.name,
+                    sign_key: c.sign_key,
+                    agree_key: c.agree_key,
+                    created_at: 0,
+                    cert_expires_at: 0,
+                    revoked_at: None,
+                    revoked_by: None,
+                });
+            }
+        }
         for d in known.iter().filter(|d| d.id != p.device_id) {
             let sign = Ed25519Public::from_multibase(&d.sign_key)?;
             let agree = X25519Public::from_multibase(&d.agree_key)?;

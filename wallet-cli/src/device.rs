@@ -24,6 +24,7 @@ use std::path::PathBuf;
 pub(crate) enum DeviceCmd {
     /// List the devices listed in your DID document.
     List,
+
     /// Bless a new device with your root key and write its wallet to --out.
     Add {
         #[arg(long)]
@@ -101,14 +102,20 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 rotations: Vec::new(),
                 history: Default::default(),
                 issued: Vec::new(),
+                blessed: Vec::new(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;
-            if let Err(e) = client.root_operation(&w, root, RootOperation::AddDevice { certificate }).await {
+            let op = RootOperation::AddDevice { certificate: certificate.clone() };
+            if let Err(e) = client.root_operation(&w, root, op).await {
                 let _ = std::fs::remove_file(&pending);
                 return Err(e);
             }
             wallet::commit_pending(&pending, &out)?;
+            wallet::update(&ctx.dir, &pass, |saved: &mut Wallet| {
+                saved.blessed.push(certificate.clone());
+                Ok(())
+            })?;
             ctx.print(&json!({"device_id": id, "name": name, "wallet": out}), |_| {
                 println!("Blessed device {name} ({id}). Its wallet is in {}", out.display());
                 println!("It holds this wallet's credentials, messages and contacts.");
@@ -159,6 +166,11 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 }
                 return Err(e);
             }
+            let pass = ctx.passphrase(false)?;
+            wallet::update(&ctx.dir, &pass, |saved: &mut Wallet| {
+                saved.blessed.retain(|c| blessed_id(c).as_deref() != Some(id.as_str()));
+                Ok(())
+            })?;
             ctx.print(&json!({"revoked": id}), |_| {
                 println!("Revoked {id}: its keys are gone from your DID document and its sessions ended.");
             })
@@ -351,4 +363,9 @@ async fn renew(ctx: &Ctx) -> Result<()> {
             );
         }
     })
+}
+
+/// The device a blessed certificate is for.
+pub(crate) fn blessed_id(certificate: &str) -> Option<String> {
+    sichat_core::jws::unverified_payload::<DeviceCertificate>(certificate).ok().map(|c| c.sub)
 }

@@ -525,6 +525,7 @@ async fn init(
         rotations: Vec::new(),
         history: Default::default(),
         issued: Vec::new(),
+        blessed: Vec::new(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -724,6 +725,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         rotations,
         history: w.history.clone(),
         issued: w.issued.clone(),
+        blessed: w.blessed.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -305,6 +305,7 @@ async fn recover_account(
         rotations: Vec::new(),
         history: Default::default(),
         issued: Vec::new(),
+        blessed: Vec::new(),
     };
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
     let pending = w.write_pending(&ctx.dir, pass)?;

@@ -74,6 +74,8 @@ struct Secrets {
     history: crate::history::HistoryState,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     issued: Vec<KeptCredential>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    blessed: Vec<String>,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -181,6 +183,9 @@ pub struct Wallet {
     /// What this wallet issued, with the status it last set: after the node is restored
     /// from an older backup, `sichat credential reinstate` puts them back in its log.
     pub issued: Vec<KeptCredential>,
+    /// The certificates of the devices this root-key wallet blessed and has not revoked: a
+    /// node restored from an older backup gets them back (`catch_up`).
+    pub blessed: Vec<String>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -244,6 +249,7 @@ impl Wallet {
             rotations: s.rotations,
             history: s.history,
             issued: s.issued,
+            blessed: s.blessed,
             profile: file.profile,
         })
     }
@@ -277,6 +283,7 @@ impl Wallet {
             rotations: self.rotations.clone(),
             history: self.history.clone(),
             issued: self.issued.clone(),
+            blessed: self.blessed.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -388,6 +395,7 @@ mod tests {
             rotations: Vec::new(),
             history: Default::default(),
             issued: Vec::new(),
+            blessed: Vec::new(),
         }
     }
 
