@@ -11,7 +11,7 @@ use sichat_e2e::{binary, json, sichat, stderr, storage_tests, Backend, TestApp};
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-storage_tests!(a_backup_restores_and_bad_ones_change_nothing);
+storage_tests!(a_backup_restores_and_bad_ones_change_nothing, devices_added_after_a_backup_are_blessed_again);
 
 async fn sichatd(data: &Path, db: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     tokio::process::Command::new(binary("sichatd"))
@@ -252,4 +252,69 @@ fn stopped_copy(backup: &Path, name: &str) -> std::path::PathBuf {
     let copy = backup.with_file_name(name);
     std::fs::copy(backup, &copy).expect("copy");
     copy
+}
+
+/// End every connection to `db` but ours (the stopped in-process node's pool).
+async fn end_connections(db: &str) {
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&sichat_e2e::postgres_admin_url()).await.expect("pg");
+    let name = url::Url::parse(db).expect("url").path().trim_start_matches('/').to_owned();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .execute(&mut c)
+    .await
+    .expect("end connections");
+}
+
+/// A restore with no root rotation since the backup: the devices the root-key wallet added
+/// after it are unknown to the node until `sichat device reconcile` blesses them again.
+async fn devices_added_after_a_backup_are_blessed_again(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let (data, db) = (app.node.config.data_dir.clone(), app.node.config.database_url());
+    let alice = app.join("alice", &app.owner_invite).await;
+    let backup = app.dir.path().join("backup");
+    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+    let tablet = app.wallet("tablet");
+    let out = sichat(&alice, &["device", "add", "--name", "tablet", "--out", tablet.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let port = url::Url::parse(&app.url).expect("url").port().expect("port");
+    let stopped = app.stop_keeping().await;
+    if backend == Backend::Postgres {
+        end_connections(&db).await;
+    }
+    let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    let app = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    assert!(!sichat(&tablet, &["device", "list"]).await.status.success(), "the restored node does not know it");
+
+    let out = sichat(&alice, &["--json", "device", "reconcile"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["added"].as_array().map(Vec::len), Some(1), "{}", json(&out));
+    let out = sichat(&tablet, &["device", "list"]).await;
+    assert!(out.status.success(), "the tablet signs in again: {}", stderr(&out));
+    let out = sichat(&alice, &["--json", "device", "reconcile"]).await;
+    assert_eq!(json(&out)["added"], serde_json::json!([]), "nothing more to do");
+    // A device the wallet revoked is not brought back.
+    let id = json(&sichat(&tablet, &["--json", "whoami"]).await)["device_id"].as_str().expect("id").to_owned();
+    let out = sichat(&alice, &["device", "revoke", &id]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sichat(&alice, &["--json", "device", "reconcile"]).await;
+    assert_eq!(json(&out)["added"], serde_json::json!([]), "{}", json(&out));
+    assert!(!sichat(&tablet, &["device", "list"]).await.status.success());
+    app.stop().await;
+    if backend == Backend::Postgres {
+        let name = url::Url::parse(&db).expect("url").path().trim_start_matches('/').to_owned();
+        let mut c =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&sichat_e2e::postgres_admin_url()).await.expect("pg");
+        let kept: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("{name}_before_restore%"))
+            .fetch_all(&mut c)
+            .await
+            .expect("kept");
+        for k in kept {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{k}\" WITH (FORCE)")).execute(&mut c).await.expect("drop");
+        }
+    }
 }

@@ -24,6 +24,9 @@ use std::path::PathBuf;
 pub(crate) enum DeviceCmd {
     /// List the devices listed in your DID document.
     List,
+    /// After your node was restored from an older backup: bless again the devices this
+    /// root-key wallet added since, which the restored node does not know.
+    Reconcile,
 
     /// Bless a new device with your root key and write its wallet to --out.
     Add {
@@ -61,6 +64,7 @@ pub(crate) enum DeviceCmd {
 pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
     match cmd {
         DeviceCmd::Renew => renew(ctx).await,
+        DeviceCmd::Reconcile => reconcile(ctx).await,
         DeviceCmd::List => {
             let (w, mut c) = ctx.session().await?;
             let devices: Vec<Device> = c.get("/api/v1/devices").await?;
@@ -368,4 +372,35 @@ async fn renew(ctx: &Ctx) -> Result<()> {
 /// The device a blessed certificate is for.
 pub(crate) fn blessed_id(certificate: &str) -> Option<String> {
     sichat_core::jws::unverified_payload::<DeviceCertificate>(certificate).ok().map(|c| c.sub)
+}
+
+/// `sichat device reconcile`: every device this wallet blessed that the node does not list
+/// is added again, with a fresh certificate for the same keys. A root key the node is behind
+/// on is caught up first (`catch_up`, which adds them itself).
+async fn reconcile(ctx: &Ctx) -> Result<()> {
+    let (w, mut c) = ctx.session().await?;
+    let root = need_root(&w)?;
+    let listed: Vec<Device> = c.get("/api/v1/devices").await?;
+    c.logout().await;
+    let did = Did::parse(&w.profile.did)?;
+    let mut added = Vec::new();
+    for cert in &w.blessed {
+        let Ok(old) = sichat_core::jws::unverified_payload::<DeviceCertificate>(cert) else { continue };
+        if old.sub == w.profile.device_id || listed.iter().any(|d| d.id == old.sub) {
+            continue;
+        }
+        let sign = sichat_core::keys::Ed25519Public::from_multibase(&old.sign_key)?;
+        let agree = sichat_core::keys::X25519Public::from_multibase(&old.agree_key)?;
+        let certificate = DeviceCertificate::issue(root, &did, &old.sub, &old.name, &sign, &agree, CERT_LIFETIME_SECS)?;
+        match c.root_operation(&w, root, RootOperation::AddDevice { certificate }).await {
+            Ok(_) => added.push(json!({"id": old.sub, "name": old.name})),
+            // A catch-up on the way (the node was behind on the root key) added it already.
+            Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.status == 409) => {}
+            Err(e) => return Err(e.context(format!("could not bless {} ({}) again", old.name, old.sub))),
+        }
+    }
+    ctx.print(&json!({ "added": added }), |_| match added.len() {
+        0 => println!("Your node knows every device this wallet blessed."),
+        n => println!("Blessed {n} device(s) again that your restored node did not know; they sign in as before."),
+    })
 }
