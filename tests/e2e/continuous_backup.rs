@@ -5,7 +5,7 @@
 //! backup is there, and sichatd opens the restored database. PostgreSQL's own binaries, run
 //! as the `postgres` user on a port of their own; under `CI=true` a missing one fails.
 
-use sichat_e2e::{binary, json, stderr};
+use sichat_e2e::{json, sichatd, stderr};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -49,19 +49,6 @@ impl Drop for StopClusters {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-async fn sichatd(data: &Path, db: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(binary("sichatd"))
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--database-url")
-        .arg(db)
-        .args(args)
-        .env_remove("SICHAT_MASTER_KEY")
-        .output()
-        .await
-        .expect("sichatd")
 }
 
 async fn labels(db: &str) -> Vec<String> {
@@ -111,7 +98,7 @@ async fn postgres_wal_archiving_restores_what_came_after_the_base_backup() {
     sqlx::query("CREATE DATABASE sichat").execute(&mut c).await.expect("create");
 
     let data = root.join("node");
-    let out = sichatd(&data, &db, &["admin", "invite", "--quota", "2", "--label", "before the base backup"]).await;
+    let out = sichatd(&data, &db, &["admin", "invite", "--quota", "2", "--label", "before the base backup"], &[]).await;
     ok(&out, "sichatd before");
     ok(
         &as_postgres(
@@ -121,7 +108,7 @@ async fn postgres_wal_archiving_restores_what_came_after_the_base_backup() {
         .await,
         "pg_basebackup",
     );
-    let out = sichatd(&data, &db, &["admin", "invite", "--quota", "2", "--label", "after the base backup"]).await;
+    let out = sichatd(&data, &db, &["admin", "invite", "--quota", "2", "--label", "after the base backup"], &[]).await;
     ok(&out, "sichatd after");
     // The segment holding that write is finished and archived.
     let segment: String =
@@ -156,7 +143,7 @@ async fn postgres_wal_archiving_restores_what_came_after_the_base_backup() {
     }
     drop(c);
     assert_eq!(labels(&db).await, ["before the base backup", "after the base backup"]);
-    let out = sichatd(&data, &db, &["admin", "users", "--json"]).await;
+    let out = sichatd(&data, &db, &["admin", "users", "--json"], &[]).await;
     ok(&out, "sichatd opens the restored database");
     assert!(json(&out).is_array());
     ok(&as_postgres(&pg_ctl, &["-D", &s(&restored), "-m", "fast", "-w", "stop"]).await, "stop restored");

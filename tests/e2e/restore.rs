@@ -7,26 +7,11 @@
 use crate::portable_did::issue;
 use serde_json::Value;
 use sichat_core::seal::MasterKey;
-use sichat_e2e::{binary, json, sichat, stderr, storage_tests, Backend, TestApp};
+use sichat_e2e::{json, sichat, sichatd, stderr, storage_tests, Backend, TestApp};
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 storage_tests!(a_backup_restores_and_bad_ones_change_nothing, devices_added_after_a_backup_are_blessed_again);
-
-async fn sichatd(data: &Path, db: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    tokio::process::Command::new(binary("sichatd"))
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--database-url")
-        .arg(db)
-        .args(args)
-        .env_remove("SICHAT_MASTER_KEY")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run sichatd")
-}
 
 async fn users(data: &Path, db: &str) -> Vec<String> {
     let out = sichatd(data, db, &["admin", "users", "--json"], &[]).await;

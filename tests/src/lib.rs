@@ -293,6 +293,23 @@ impl StoppedApp {
 }
 
 /// Path of a binary of this workspace, built by `cargo test --workspace`.
+/// The real `sichatd` on `data` and `db`, with `env` and no master key from the environment
+/// unless `env` gives one.
+pub async fn sichatd(data: &Path, db: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(binary("sichatd"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--database-url")
+        .arg(db)
+        .args(args)
+        .env_remove("SICHAT_MASTER_KEY")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run sichatd")
+}
+
 pub fn binary(name: &str) -> PathBuf {
     let env = format!("SICHAT_{}_BIN", name.to_uppercase());
     if let Ok(p) = std::env::var(&env) {

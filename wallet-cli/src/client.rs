@@ -6,10 +6,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sichat_accounts::protocol::*;
-use sichat_core::did::{Did, DidDocument};
+use sichat_core::did::DidDocument;
 use sichat_core::http::ErrorBody;
 use sichat_core::jws;
-use sichat_core::keys::{Ed25519KeyPair, Ed25519Public, X25519Public};
+use sichat_core::keys::{Ed25519KeyPair, Ed25519Public};
 use std::time::Duration;
 
 pub struct Client {
@@ -203,7 +203,6 @@ impl Client {
     /// works on the restored node) and this one. Devices added after the backup are added
     /// again with `sichat device add`.
     async fn catch_up(&self, wallet: &Wallet, root: &Ed25519KeyPair) -> Result<()> {
-        let did = Did::parse(&wallet.profile.did)?;
         let mut session = Client::new(&self.base)?;
         let known: Vec<Device> = match session.login(wallet).await {
             Ok(_) => {
@@ -213,47 +212,18 @@ impl Client {
             }
             Err(_) => Vec::new(),
         };
-        // This device's too: the restored node may have handed it its old certificate.
-        let p = &wallet.profile;
-        let mut certificates = vec![DeviceCertificate::issue(
-            root,
-            &did,
-            &p.device_id,
-            &p.device_name,
-            &wallet.device_sign.public(),
-            &wallet.device_agree.public(),
-            crate::CERT_LIFETIME_SECS,
-        )?];
-        // Devices this wallet blessed after the backup: the node never heard of them.
-        let mut known = known;
-        for cert in &wallet.blessed {
-            let Ok(c) = jws::unverified_payload::<DeviceCertificate>(cert) else { continue };
-            if c.sub != p.device_id && !known.iter().any(|d| d.id == c.sub) {
-                known.push(Device {
-                    id: c.sub,
-                    name: c.name,
-                    sign_key: c.sign_key,
-                    agree_key: c.agree_key,
-                    created_at: 0,
-                    cert_expires_at: 0,
-                    revoked_at: None,
-                    revoked_by: None,
-                });
+        // This device's too (the restored node may have handed it its old certificate), and
+        // those this wallet blessed after the backup, which the node never heard of.
+        let this = crate::device::this_device(wallet);
+        let blessed = wallet.blessed.iter().filter_map(|c| crate::device::blessed_device(c));
+        let mut devices = vec![this];
+        for d in known.into_iter().chain(blessed) {
+            if !devices.iter().any(|k| k.id == d.id) {
+                devices.push(d);
             }
         }
-        for d in known.iter().filter(|d| d.id != p.device_id) {
-            let sign = Ed25519Public::from_multibase(&d.sign_key)?;
-            let agree = X25519Public::from_multibase(&d.agree_key)?;
-            certificates.push(DeviceCertificate::issue(
-                root,
-                &did,
-                &d.id,
-                &d.name,
-                &sign,
-                &agree,
-                crate::CERT_LIFETIME_SECS,
-            )?);
-        }
+        let certificates =
+            devices.iter().map(|d| crate::device::recertify(wallet, root, d)).collect::<Result<Vec<_>>>()?;
         let op = RootOperation::CatchUp { rotations: wallet.rotations.clone(), certificates };
         let request = self.signed_root_op(wallet, root, op, None).await?;
         let _: Account = self
@@ -264,7 +234,7 @@ impl Client {
             "Your node was restored from a backup made before you rotated your root key: it now holds your current \
              key again, and {} device(s) are re-blessed. Devices added after that backup: add them again with \
              `sichat device add`.",
-            known.len().max(1)
+            devices.len()
         );
         Ok(())
     }

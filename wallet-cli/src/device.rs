@@ -172,7 +172,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
             }
             let pass = ctx.passphrase(false)?;
             wallet::update(&ctx.dir, &pass, |saved: &mut Wallet| {
-                saved.blessed.retain(|c| blessed_id(c).as_deref() != Some(id.as_str()));
+                saved.blessed.retain(|c| blessed_device(c).is_none_or(|d| d.id != id));
                 Ok(())
             })?;
             ctx.print(&json!({"revoked": id}), |_| {
@@ -260,7 +260,7 @@ fn own_expiry(w: &Wallet) -> Result<i64> {
 }
 
 /// A certificate for `device`, signed by `root`, for a year from now.
-fn recertify(w: &Wallet, root: &Ed25519KeyPair, device: &Device) -> Result<String> {
+pub(crate) fn recertify(w: &Wallet, root: &Ed25519KeyPair, device: &Device) -> Result<String> {
     let did = Did::parse(&w.profile.did)?;
     let sign = Ed25519Public::from_multibase(&device.sign_key)?;
     let agree = X25519Public::from_multibase(&device.agree_key)?;
@@ -268,7 +268,7 @@ fn recertify(w: &Wallet, root: &Ed25519KeyPair, device: &Device) -> Result<Strin
 }
 
 /// This wallet as a [`Device`], for [`recertify`].
-fn this_device(w: &Wallet) -> Device {
+pub(crate) fn this_device(w: &Wallet) -> Device {
     Device {
         id: w.profile.device_id.clone(),
         name: w.profile.device_name.clone(),
@@ -369,9 +369,19 @@ async fn renew(ctx: &Ctx) -> Result<()> {
     })
 }
 
-/// The device a blessed certificate is for.
-pub(crate) fn blessed_id(certificate: &str) -> Option<String> {
-    sichat_core::jws::unverified_payload::<DeviceCertificate>(certificate).ok().map(|c| c.sub)
+/// The device a certificate this wallet blessed is for, as the node would list it.
+pub(crate) fn blessed_device(certificate: &str) -> Option<Device> {
+    let c: DeviceCertificate = jws::unverified_payload(certificate).ok()?;
+    Some(Device {
+        id: c.sub,
+        name: c.name,
+        sign_key: c.sign_key,
+        agree_key: c.agree_key,
+        created_at: 0,
+        cert_expires_at: 0,
+        revoked_at: None,
+        revoked_by: None,
+    })
 }
 
 /// `sichat device reconcile`: every device this wallet blessed that the node does not list
@@ -382,21 +392,17 @@ async fn reconcile(ctx: &Ctx) -> Result<()> {
     let root = need_root(&w)?;
     let listed: Vec<Device> = c.get("/api/v1/devices").await?;
     c.logout().await;
-    let did = Did::parse(&w.profile.did)?;
     let mut added = Vec::new();
-    for cert in &w.blessed {
-        let Ok(old) = sichat_core::jws::unverified_payload::<DeviceCertificate>(cert) else { continue };
-        if old.sub == w.profile.device_id || listed.iter().any(|d| d.id == old.sub) {
+    for device in w.blessed.iter().filter_map(|c| blessed_device(c)) {
+        if device.id == w.profile.device_id || listed.iter().any(|d| d.id == device.id) {
             continue;
         }
-        let sign = sichat_core::keys::Ed25519Public::from_multibase(&old.sign_key)?;
-        let agree = sichat_core::keys::X25519Public::from_multibase(&old.agree_key)?;
-        let certificate = DeviceCertificate::issue(root, &did, &old.sub, &old.name, &sign, &agree, CERT_LIFETIME_SECS)?;
+        let certificate = recertify(&w, root, &device)?;
         match c.root_operation(&w, root, RootOperation::AddDevice { certificate }).await {
-            Ok(_) => added.push(json!({"id": old.sub, "name": old.name})),
+            Ok(_) => added.push(json!({"id": device.id, "name": device.name})),
             // A catch-up on the way (the node was behind on the root key) added it already.
             Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.status == 409) => {}
-            Err(e) => return Err(e.context(format!("could not bless {} ({}) again", old.name, old.sub))),
+            Err(e) => return Err(e.context(format!("could not bless {} ({}) again", device.name, device.id))),
         }
     }
     ctx.print(&json!({ "added": added }), |_| match added.len() {

@@ -687,13 +687,10 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
     let devices: Vec<Device> = c.get("/api/v1/devices").await?;
     c.logout().await;
     let new_root = Ed25519KeyPair::generate();
-    let did = Did::parse(&w.profile.did)?;
     let mut certificates = Vec::new();
     let mut own_certificate = None;
     for d in &devices {
-        let sign = sichat_core::keys::Ed25519Public::from_multibase(&d.sign_key)?;
-        let agree = sichat_core::keys::X25519Public::from_multibase(&d.agree_key)?;
-        let cert = DeviceCertificate::issue(&new_root, &did, &d.id, &d.name, &sign, &agree, CERT_LIFETIME_SECS)?;
+        let cert = device::recertify(&w, &new_root, d)?;
         if d.id == w.profile.device_id {
             own_certificate = Some(cert.clone());
         }

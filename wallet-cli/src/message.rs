@@ -249,6 +249,23 @@ pub(crate) async fn seal_to(
     device.pack(to, &recipients, kind, body)
 }
 
+/// Seal a message of `kind` to `to` and hand it to the node behind the signed-in `c`, which
+/// delivers it. The node's answer (`id`, `state`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn hand_over(
+    ctx: &Ctx,
+    w: &Wallet,
+    pass: &str,
+    resolver: &Resolver,
+    c: &Client,
+    to: &Did,
+    kind: &str,
+    body: Value,
+) -> Result<Value> {
+    let (_, envelope) = seal_to(ctx, w, pass, resolver, to, kind, body).await?;
+    c.post("/api/v1/messages", &forward(&MessageId::new(), to, envelope, None)).await
+}
+
 /// Every key agreement key of `did`, as its DID document lists them now. When the document
 /// cannot be fetched (the recipient's node is down), the keys seen last time, with a
 /// warning: the sender's node keeps retrying until the recipient's node is back.

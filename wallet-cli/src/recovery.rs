@@ -371,10 +371,7 @@ async fn tell_contacts(ctx: &Ctx, pass: &str, c: &Client) -> usize {
         let sent = async {
             let to = Did::parse(&contact.did)?;
             let body = json!({ "text": text });
-            let (_, envelope) =
-                crate::message::seal_to(ctx, &w, pass, &resolver, &to, crate::message::TEXT_TYPE, body).await?;
-            let fwd = crate::message::forward(&sichat_messaging::MessageId::new(), &to, envelope, None);
-            c.post::<Value>("/api/v1/messages", &fwd).await
+            crate::message::hand_over(ctx, &w, pass, &resolver, c, &to, crate::message::TEXT_TYPE, body).await
         };
         match sent.await {
             Ok(_) => told += 1,

@@ -571,13 +571,7 @@ impl Accounts {
                 name: user.name.clone(),
                 root_key: user.root_key.clone(),
                 recovery_key: user.recovery_key.clone(),
-                recovery_guardians: match store::guardians(&mut tx, &user.id).await? {
-                    Some(raw) => Some(
-                        serde_json::from_str(&raw)
-                            .map_err(|e| AccountError::Internal(format!("stored recovery friends: {e}")))?,
-                    ),
-                    None => None,
-                },
+                recovery_guardians: super::social::stored_guardians(&mut tx, &user.id).await?,
                 history_key: store::history_key(&mut tx, &user.id).await?,
                 created_at: user.created_at,
             },

@@ -181,10 +181,9 @@ impl Accounts {
     }
 
     async fn guardians_of(&self, c: &mut store::Conn, user_id: &str) -> Result<Guardians, AccountError> {
-        let raw = store::guardians(c, user_id).await?.ok_or_else(|| {
+        stored_guardians(c, user_id).await?.ok_or_else(|| {
             AccountError::Forbidden("the account named no recovery friends (any more): nothing to approve".into())
-        })?;
-        serde_json::from_str(&raw).map_err(|e| AccountError::Internal(format!("stored recovery friends: {e}")))
+        })
     }
 
     async fn show_request(
@@ -193,11 +192,7 @@ impl Accounts {
         user: &store::UserRow,
         row: store::RecoveryRequestRow,
     ) -> Result<RecoveryRequest, AccountError> {
-        let guardians = match store::guardians(c, &user.id).await? {
-            Some(raw) => serde_json::from_str(&raw)
-                .map_err(|e| AccountError::Internal(format!("stored recovery friends: {e}")))?,
-            None => Guardians { threshold: 0, dids: Vec::new() },
-        };
+        let guardians = stored_guardians(c, &user.id).await?.unwrap_or(Guardians { threshold: 0, dids: Vec::new() });
         let approvals = store::approvals(c, &row.id)
             .await?
             .into_iter()
@@ -229,4 +224,13 @@ fn status_now(row: &store::RecoveryRequestRow, now: i64) -> &str {
 
 fn not_found(id: &str) -> String {
     format!("no recovery request {id:?}: check the code your friend was given")
+}
+
+/// The friends the account named, if any.
+pub(super) async fn stored_guardians(c: &mut store::Conn, user_id: &str) -> Result<Option<Guardians>, AccountError> {
+    store::guardians(c, user_id)
+        .await?
+        .map(|raw| serde_json::from_str(&raw))
+        .transpose()
+        .map_err(|e| AccountError::Internal(format!("stored recovery friends: {e}")))
 }

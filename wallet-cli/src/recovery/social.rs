@@ -13,7 +13,7 @@
 
 use super::{recover_account, Recovered};
 use crate::client::Client;
-use crate::message::{forward, login, seal_to};
+use crate::message::{hand_over, login};
 use crate::wallet::{self, Wallet};
 use crate::{contacts, date, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,7 +27,6 @@ use sichat_core::jwe;
 use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair, X25519Public};
 use sichat_core::seal::{KdfParams, MasterKey};
-use sichat_messaging::MessageId;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -79,11 +78,9 @@ pub(super) async fn send_shares(
                 total: g.dids.len() as u8,
                 share: b64url(&Zeroizing::new(Vec::from(share))),
             };
-            let (_, envelope) =
-                seal_to(ctx, w, pass, &resolver, &to, SHARE_MESSAGE_TYPE, serde_json::to_value(&body)?).await?;
-            let fwd = forward(&MessageId::new(), &to, envelope, None);
-            let _: Value =
-                c.post("/api/v1/messages", &fwd).await.with_context(|| format!("sending {did} their share"))?;
+            hand_over(ctx, w, pass, &resolver, &c, &to, SHARE_MESSAGE_TYPE, serde_json::to_value(&body)?)
+                .await
+                .with_context(|| format!("sending {did} their share"))?;
         }
         anyhow::Ok(())
     };
