@@ -117,6 +117,28 @@ pub async fn rehost_done(db: &Db) -> Result<(), CoreError> {
     Ok(())
 }
 
+const MAILBOX_EPOCH: &str = "mailbox_epoch";
+
+/// Which copy of its mailboxes this node serves: a random name, made at the first start and
+/// again by every restore. Other nodes deliver again what they delivered under another one
+/// (`sichat_messaging::redelivery`).
+pub async fn mailbox_epoch(db: &Db) -> Result<String, CoreError> {
+    let mut c = db.pool().acquire().await?;
+    sqlx::query("INSERT INTO node_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(MAILBOX_EPOCH)
+        .bind(crate::ids::random_token())
+        .execute(&mut *c)
+        .await?;
+    setting(&mut c, MAILBOX_EPOCH).await?.ok_or(CoreError::Database(sqlx::Error::RowNotFound))
+}
+
+/// A new mailbox epoch, after the database went back to an earlier state (a restore).
+pub async fn new_mailbox_epoch(c: &mut sqlx::AnyConnection) -> Result<String, CoreError> {
+    let epoch = crate::ids::random_token();
+    put_setting(c, MAILBOX_EPOCH, &epoch).await?;
+    Ok(epoch)
+}
+
 async fn setting(c: &mut sqlx::AnyConnection, name: &str) -> Result<Option<String>, CoreError> {
     Ok(sqlx::query_scalar("SELECT value FROM node_settings WHERE name = $1").bind(name).fetch_optional(c).await?)
 }

@@ -38,7 +38,7 @@ pub fn router(messaging: Arc<Messaging>) -> Router {
         .route("/api/v1/messages/ws", get(pickup))
         .route("/api/v1/messages/policy", get(policy).put(set_policy))
         .route("/api/v1/messages/{id}", get(status))
-        .route(DIDCOMM_PATH, post(deliver));
+        .route(DIDCOMM_PATH, post(deliver).get(epoch));
     sichat_core::http::limit_body(routes, limit).with_state(AppState { messaging })
 }
 
@@ -99,10 +99,19 @@ async fn deliver(
     let from = crate::federation::authenticate(&s.messaging, at.as_deref(), &method, &uri, &headers, &body).await?;
     // A messaging error answers as its own response (`recipient_moved` says where to).
     match s.messaging.receive(&from, &body).await {
-        Ok(Received::Stored) => Ok((StatusCode::ACCEPTED, Json(json!({"state": "delivered"}))).into_response()),
+        Ok(Received::Stored) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({"state": "delivered", "epoch": s.messaging.epoch}))).into_response())
+        }
         Ok(Received::Duplicate) => {
-            Ok((StatusCode::OK, Json(json!({"state": "delivered", "duplicate": true}))).into_response())
+            Ok((StatusCode::OK, Json(json!({"state": "delivered", "duplicate": true, "epoch": s.messaging.epoch})))
+                .into_response())
         }
         Err(e) => Ok(e.into_response()),
     }
+}
+
+/// Which copy of its mailboxes this node serves: other nodes ask, and deliver again what it
+/// took under another (it was restored from a backup since).
+async fn epoch(State(s): State<AppState>) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Json(json!({"epoch": s.messaging.epoch}))).into_response()
 }

@@ -3,7 +3,7 @@
 //! checking the signature on a forward another node posts here.
 
 use crate::federation_auth::{sign_request, verify_request, IncomingRequest, OutgoingRequest};
-use crate::outbox::Entry;
+use crate::outbox::{Delivered, Entry};
 use crate::service::Vouched;
 use crate::{Messaging, MessagingError};
 use axum::http::{HeaderMap, Method, Uri};
@@ -28,14 +28,15 @@ pub(crate) enum Failure {
 }
 
 impl Messaging {
-    /// One attempt at an outbox entry: to a user of this node, or to the recipient's node.
-    pub(crate) async fn deliver(&self, entry: &Entry) -> Result<(), Failure> {
+    /// One attempt at an outbox entry: to a user of this node, or to the recipient's node
+    /// (then where it went, when that node named its mailbox epoch).
+    pub(crate) async fn deliver(&self, entry: &Entry) -> Result<Option<Delivered>, Failure> {
         let sender = Did::parse(&entry.sender).map_err(|e| Failure::Permanent(e.to_string()))?;
         let recipient = Did::parse(&entry.recipient).map_err(|e| Failure::Permanent(e.to_string()))?;
         if self.local_user_name(&recipient).is_some() {
             let vouched = Vouched { node: self.node().did().clone(), sender: sender.clone() };
             match self.receive(&vouched, entry.body.as_bytes()).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(None),
                 // Moved away: its DID document here names the new node; deliver there.
                 Err(MessagingError::RecipientMoved { .. }) => {}
                 Err(MessagingError::NotAccepted) => return Err(Failure::NotAccepted),
@@ -95,8 +96,14 @@ fn no_such_did(e: &sichat_core::resolver::ResolveError) -> bool {
     matches!(e, ResolveError::Fetch(FetchError::Status { status: 404 | 410, .. }))
 }
 
-/// Post `body` to another node's DIDComm endpoint, vouching for `sender`.
-pub(crate) async fn post(m: &Messaging, endpoint: &str, sender: &Did, body: &[u8]) -> Result<(), Failure> {
+/// Post `body` to another node's DIDComm endpoint, vouching for `sender`. Taken: where, and
+/// under which mailbox epoch, when the node named one.
+pub(crate) async fn post(
+    m: &Messaging,
+    endpoint: &str,
+    sender: &Did,
+    body: &[u8],
+) -> Result<Option<Delivered>, Failure> {
     let request = OutgoingRequest::delivery(endpoint, sender, body);
     let signed = sign_request(m.node(), &request, now_ms() / 1000).map_err(|e| Failure::Permanent(e.to_string()))?;
     let headers: Vec<(&str, String)> = signed.pairs().iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
@@ -117,7 +124,8 @@ pub(crate) async fn post(m: &Messaging, endpoint: &str, sender: &Did, body: &[u8
         url::Url::parse(to).ok().filter(|u| matches!(u.scheme(), "https" | "http")).map(|u| u.to_string())
     };
     match status {
-        200..=299 => Ok(()),
+        200..=299 => Ok(crate::service::epoch_in(&answer)
+            .map(|epoch| Delivered { endpoint: endpoint.to_owned(), epoch: epoch.to_owned() })),
         403 => Err(Failure::NotAccepted),
         421 => Err(Failure::Moved { why: said(), to: moved_to() }),
         408 | 425 | 429 | 500..=599 => Err(Failure::Temporary(said())),

@@ -189,7 +189,7 @@ pub async fn claim(
     let sql = format!(
         "UPDATE msg_outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM msg_outbox \
          WHERE state = 'queued' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $3{lock}) \
-         RETURNING id, user_id, sender, recipient, body, attempts, created_at"
+         RETURNING id, user_id, sender, recipient, body, attempts, COALESCE(requeued_at, created_at) AS created_at"
     );
     let rows = sqlx::query(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(c).await?;
     rows.iter()
@@ -216,9 +216,20 @@ pub struct Outcome {
     pub state: &'static str,
     pub next_attempt_at: i64,
     pub error: Option<String>,
+    /// Delivered to another node: where, and under which of its mailbox epochs.
+    pub delivered: Option<Delivered>,
 }
 
-/// Record the ends of attempts. Finished forwards lose their body: it is no use any more.
+/// Where a forward went: another node's DIDComm endpoint and the mailbox epoch it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Delivered {
+    pub endpoint: String,
+    pub epoch: String,
+}
+
+/// Record the ends of attempts. Finished forwards lose their body, except those another
+/// node took: they keep it for [`REDELIVERY_WINDOW_MS`], in case that node is restored from
+/// a backup and needs it again.
 pub async fn record(c: &mut Conn, outcomes: &[Outcome], now: i64) -> Result<(), sqlx::Error> {
     let (done, retry): (Vec<&Outcome>, Vec<&Outcome>) = outcomes.iter().partition(|o| o.state != QUEUED);
     let sql = format!(
@@ -227,10 +238,31 @@ pub async fn record(c: &mut Conn, outcomes: &[Outcome], now: i64) -> Result<(), 
         any_of(c, "id", &json_values(c, 3, Listed::Text))
     );
     for state in [DELIVERED, NOT_ACCEPTED, FAILED] {
-        let ids: Vec<&str> = done.iter().filter(|o| o.state == state).map(|o| o.id.as_str()).collect();
+        let ids: Vec<&str> =
+            done.iter().filter(|o| o.state == state && o.delivered.is_none()).map(|o| o.id.as_str()).collect();
         if !ids.is_empty() {
             sqlx::query(&sql).bind(state).bind(now).bind(json_list(&ids)?).execute(&mut *c).await?;
         }
+    }
+    let mut by_peer: std::collections::HashMap<&Delivered, Vec<&str>> = Default::default();
+    for o in &done {
+        if let Some(d) = &o.delivered {
+            by_peer.entry(d).or_default().push(o.id.as_str());
+        }
+    }
+    let kept = format!(
+        "UPDATE msg_outbox SET state = 'delivered', attempts = attempts + 1, updated_at = $1, last_error = NULL, \
+         delivered_to = $3, delivered_epoch = $4, delivered_at = $1 WHERE {}",
+        any_of(c, "id", &json_values(c, 2, Listed::Text))
+    );
+    for (peer, ids) in by_peer {
+        sqlx::query(&kept)
+            .bind(now)
+            .bind(json_list(&ids)?)
+            .bind(&peer.endpoint)
+            .bind(&peer.epoch)
+            .execute(&mut *c)
+            .await?;
     }
     for o in retry {
         sqlx::query(
@@ -285,6 +317,46 @@ pub async fn prune(c: &mut Conn, before: i64) -> Result<u64, sqlx::Error> {
         .execute(c)
         .await?;
     Ok(r.rows_affected())
+}
+
+/// How long a forward another node took keeps its body, to deliver it again if that node
+/// is restored from a backup: a day less than the recipient's memory of the ids it
+/// received, so that what it had before the backup is recognised, not taken twice.
+pub const REDELIVERY_WINDOW_MS: i64 = 6 * 24 * 3_600_000;
+/// A forward is delivered again at most this many times (a node flipping its epoch gets
+/// no more).
+const MAX_REDELIVERIES: i64 = 3;
+
+/// The other nodes' endpoints this node delivered to since `since` and still holds bodies for.
+pub async fn delivered_endpoints(c: &mut Conn, since: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT delivered_to FROM msg_outbox WHERE delivered_to IS NOT NULL AND delivered_at > $1 \
+         AND state = 'delivered'",
+    )
+    .bind(since)
+    .fetch_all(c)
+    .await
+}
+
+/// Queue again what `endpoint` took since `since` under a mailbox epoch other than `epoch`
+/// (its node was restored from a backup since). Returns how many.
+pub async fn requeue(c: &mut Conn, endpoint: &str, epoch: &str, since: i64, now: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE msg_outbox SET state = 'queued', attempts = 0, next_attempt_at = $4, requeued_at = $4, \
+         updated_at = $4, redeliveries = redeliveries + 1, \
+         last_error = $6 \
+         WHERE delivered_to = $1 AND delivered_epoch <> $2 AND delivered_at > $3 AND state = 'delivered' \
+         AND body <> '' AND redeliveries < $5",
+    )
+    .bind(endpoint)
+    .bind(epoch)
+    .bind(since)
+    .bind(now)
+    .bind(MAX_REDELIVERIES)
+    .bind("the recipient's node was restored from a backup: delivering again")
+    .execute(c)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// The wait before attempt `attempts + 1`: 1 s doubling to at most 10 minutes, with up to

@@ -2,6 +2,9 @@
 //! them to other nodes (or to its own users), accepting messages from other nodes under each
 //! recipient's policy, and keeping them until every device has them.
 
+mod redelivery;
+pub(crate) use redelivery::epoch_in;
+
 use crate::federation::Failure;
 use crate::live::Hub;
 use crate::mailbox::{self, Incoming, Inserted, NewMessage};
@@ -53,6 +56,9 @@ pub struct Settings {
     /// Requests-folder messages one stranger may leave per day, and all strangers together.
     pub requests_per_sender_per_day: i64,
     pub requests_per_day: i64,
+    /// How often the nodes delivered to are asked which copy of their mailboxes they serve
+    /// (a restored node lost what it took after its backup: see `redelivery`).
+    pub peer_check: Duration,
     /// How often a pickup session re-checks its session token and, in live mode, the
     /// queue (a safety net under the wake-ups).
     pub pickup_recheck: Duration,
@@ -74,6 +80,7 @@ impl Default for Settings {
             sender_rate: (20, 100),
             requests_per_sender_per_day: 5,
             requests_per_day: 200,
+            peer_check: Duration::from_secs(600),
             pickup_recheck: Duration::from_secs(5),
             requests_quota_bytes: 16 * 1024 * 1024,
             pickup_sessions_per_device: 4,
@@ -134,6 +141,9 @@ pub struct Messaging {
     /// Open pickup sessions, capped per device and per account.
     pub(crate) sessions: Arc<crate::sessions::Sessions>,
     outbox_ready: Notify,
+    /// Which copy of its mailboxes this node serves (`sichat_core::node::mailbox_epoch`).
+    pub(crate) epoch: String,
+    peer_epochs: redelivery::PeerEpochs,
     /// New forwards go straight to the delivery worker, already leased to it, saving a
     /// claim per message; once [`Self::run_outbox`] runs and while the queue has room.
     dispatch: mpsc::Sender<Entry>,
@@ -183,7 +193,15 @@ impl Messaging {
             settings,
             hub: Arc::new(Hub::default()),
             outbox_ready: Notify::new(),
+            epoch: String::new(),
+            peer_epochs: Default::default(),
         }
+    }
+
+    /// The node's mailbox epoch (`sichat_core::node::mailbox_epoch`), named to other nodes.
+    pub fn with_mailbox_epoch(mut self, epoch: String) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     pub fn accounts(&self) -> &Arc<Accounts> {
@@ -347,6 +365,7 @@ impl Messaging {
     pub async fn run_outbox(self: Arc<Self>) {
         let (done_tx, done_rx) = mpsc::channel::<Outcome>(4096);
         tokio::spawn(self.clone().record_outcomes(done_rx));
+        tokio::spawn(self.clone().run_peer_checks());
         let slots = Arc::new(Semaphore::new(DELIVERY_CONCURRENCY));
         let dispatched = self.dispatched.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut dispatched) = dispatched {
@@ -410,10 +429,11 @@ impl Messaging {
                 tx.commit().await
             }
             .await;
-            if let Err(e) = written {
+            match written {
+                Ok(()) => self.notice_epochs(batch.iter().filter_map(|o| o.delivered.as_ref())).await,
                 // The leases run out and the forwards are tried again; the recipient's node
                 // recognises what it already has.
-                tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes");
+                Err(e) => tracing::warn!(error = %e, count = batch.len(), "cannot record delivery outcomes"),
             }
             batch.clear();
         }
@@ -423,8 +443,12 @@ impl Messaging {
     async fn attempt(&self, entry: &Entry) -> Outcome {
         let now = now_ms();
         let result = self.deliver(entry).await;
+        let mut delivered = None;
         let (state, error) = match result {
-            Ok(()) => (outbox::DELIVERED, None),
+            Ok(to) => {
+                delivered = to;
+                (outbox::DELIVERED, None)
+            }
             Err(Failure::NotAccepted) => (outbox::NOT_ACCEPTED, None),
             Err(Failure::Moved { why, .. }) => (outbox::QUEUED, Some(why)),
             Err(Failure::Permanent(why)) => (outbox::FAILED, Some(why)),
@@ -437,7 +461,13 @@ impl Messaging {
             tracing::info!(id = %entry.id, state, error = %why, "message delivery attempt failed");
         }
         ::metrics::counter!("sichat_message_deliveries_total", "state" => state).increment(1);
-        Outcome { id: entry.id.clone(), state, next_attempt_at: now + outbox::backoff_ms(entry.attempts), error }
+        Outcome {
+            id: entry.id.clone(),
+            state,
+            next_attempt_at: now + outbox::backoff_ms(entry.attempts),
+            error,
+            delivered,
+        }
     }
 
     // ---- receiving ----

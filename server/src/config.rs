@@ -97,6 +97,9 @@ pub struct Config {
     pub msg_requests_per_day: u32,
     /// How often a device's live connection re-checks its session and its queue.
     pub msg_pickup_recheck_secs: u64,
+    /// How often the nodes this one delivered to (in the last 6 days) are asked whether they
+    /// were restored from a backup since; what they lost is delivered again.
+    pub msg_peer_check_secs: u64,
     /// Of `msg_quota_bytes`, what the requests folder (strangers) may hold (at most the
     /// whole quota); requests are dropped first and never make room by dropping the inbox.
     pub msg_requests_quota_bytes: u64,
@@ -145,6 +148,7 @@ impl Default for Config {
             msg_requests_per_sender_per_day: 5,
             msg_requests_per_day: 200,
             msg_pickup_recheck_secs: 5,
+            msg_peer_check_secs: 600,
             msg_requests_quota_bytes: 16 * 1024 * 1024,
             msg_pickup_sessions_per_device: 4,
             msg_pickup_sessions_per_account: 16,
@@ -313,6 +317,7 @@ impl Config {
             requests_per_sender_per_day: i64::from(self.msg_requests_per_sender_per_day),
             requests_per_day: i64::from(self.msg_requests_per_day),
             pickup_recheck: std::time::Duration::from_secs(self.msg_pickup_recheck_secs.max(1)),
+            peer_check: std::time::Duration::from_secs(self.msg_peer_check_secs.max(1)),
             requests_quota_bytes: i64::try_from(self.msg_requests_quota_bytes.min(self.msg_quota_bytes))
                 .unwrap_or(i64::MAX),
             pickup_sessions_per_device: self.msg_pickup_sessions_per_device as usize,

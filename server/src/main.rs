@@ -80,6 +80,13 @@ enum Admin {
         #[arg(long)]
         json: bool,
     },
+    /// After restoring the database by other means (PostgreSQL point-in-time recovery, a
+    /// copied SQLite file): record it, so that the nodes that delivered messages here since
+    /// the state it went back to deliver them again. `restore` does this itself.
+    Restored {
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace the OpenID Provider's signing keys now. The old ones stay published until the
     /// ID tokens they signed expire (about an hour); a running node picks the new ones up
     /// within a minute.
@@ -209,7 +216,24 @@ async fn restore(config: Config, from: PathBuf, yes: bool, json: bool) -> Result
         if let Some(kept) = &restored.kept {
             println!("The database it replaced is kept as {kept}.");
         }
-        println!("Start the node: it brings an older schema up to date.");
+        println!(
+            "Start the node: it brings an older schema up to date, and the nodes that delivered messages here \
+             since the backup deliver them again (up to six days back)."
+        );
+    }
+    Ok(())
+}
+
+/// After the database was restored by other means: a new mailbox epoch.
+async fn restored(config: Config, json: bool) -> Result<()> {
+    let epoch = sichat_server::restore::new_epoch(&config.database_url()).await?;
+    if json {
+        println!("{}", serde_json::json!({ "mailbox_epoch": epoch }));
+    } else {
+        println!(
+            "Recorded the restore. Once the node runs, the nodes that delivered messages here since the state it \
+             went back to deliver them again (up to six days back)."
+        );
     }
     Ok(())
 }
@@ -292,11 +316,14 @@ async fn admin(config: Config, cmd: Admin) -> Result<()> {
     if let Admin::Restore { from, yes, json } = cmd {
         return restore(config, from, yes, json).await;
     }
+    if let Admin::Restored { json } = cmd {
+        return restored(config, json).await;
+    }
     let public_url = config.public_url_for(config.listen);
     let node = Node::open(config, public_url).await?;
     match cmd {
         Admin::ChangeUrl { .. } => bail!("change-url opens the node at its new URL itself"),
-        Admin::Restore { .. } => bail!("restore runs without opening the node"),
+        Admin::Restore { .. } | Admin::Restored { .. } => bail!("this command runs without opening the node"),
         Admin::Invite { quota, label, json } => {
             let created =
                 node.accounts.create_invite(None, CreateInvite { quota, label, expires_in_hours: None }).await?;

@@ -32,6 +32,9 @@ pub struct Restored {
     pub schema: i64,
     /// Where the database it replaced is kept.
     pub kept: Option<String>,
+    /// The new mailbox epoch: other nodes deliver again what they delivered here after the
+    /// backup (up to six days back).
+    pub mailbox_epoch: String,
 }
 
 pub async fn restore(config: &Config, from: &Path) -> Result<Restored> {
@@ -142,7 +145,8 @@ async fn restore_sqlite(url: &str, from: &Path, master: &MasterKey) -> Result<Re
     if let Some(dir) = target.parent() {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
     }
-    Ok(Restored { node_key, schema, kept })
+    let mailbox_epoch = new_epoch(url).await?;
+    Ok(Restored { node_key, schema, kept, mailbox_epoch })
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -210,7 +214,19 @@ async fn restore_postgres(url: &str, from: &Path, master: &MasterKey) -> Result<
     }
     sqlx::query(&format!("ALTER DATABASE \"{scratch}\" RENAME TO \"{name}\"")).execute(&mut admin).await?;
     admin.close().await.ok();
-    Ok(Restored { node_key, schema, kept: Some(old) })
+    let mailbox_epoch = new_epoch(url).await?;
+    Ok(Restored { node_key, schema, kept: Some(old), mailbox_epoch })
+}
+
+/// A new mailbox epoch for the database at `url`, which went back to an earlier state (a
+/// restore, by this command or by other means): the nodes that delivered here after that
+/// state deliver again what it lacks.
+pub async fn new_epoch(url: &str) -> Result<String> {
+    sqlx::any::install_default_drivers();
+    let mut c = AnyConnection::connect(url).await.context("opening the restored database")?;
+    let epoch = sichat_core::node::new_mailbox_epoch(&mut c).await.context("recording the restore")?;
+    c.close().await.ok();
+    Ok(epoch)
 }
 
 fn first_line(bytes: &[u8]) -> String {

@@ -88,15 +88,18 @@ impl Node {
             ));
         let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone(), resolver.clone()));
         let verifier = Arc::new(Verifier::with_resolver(resolver.clone(), issuer.own_contexts()));
-        let messaging = Arc::new(Messaging::new(
-            db.clone(),
-            identity.clone(),
-            accounts.clone(),
-            issuer.clone(),
-            verifier.clone(),
-            resolver.clone(),
-            config.messaging_settings(),
-        ));
+        let messaging = Arc::new(
+            Messaging::new(
+                db.clone(),
+                identity.clone(),
+                accounts.clone(),
+                issuer.clone(),
+                verifier.clone(),
+                resolver.clone(),
+                config.messaging_settings(),
+            )
+            .with_mailbox_epoch(sichat_core::node::mailbox_epoch(&db).await?),
+        );
         let presentations = Arc::new(Presentations::new(db.clone(), accounts.clone(), verifier.clone()));
         let oidc = Arc::new(
             Provider::open(db.clone(), accounts.clone(), master.clone(), verifier.clone(), config.oidc_settings())

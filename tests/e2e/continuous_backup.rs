@@ -143,6 +143,10 @@ async fn postgres_wal_archiving_restores_what_came_after_the_base_backup() {
     }
     drop(c);
     assert_eq!(labels(&db).await, ["before the base backup", "after the base backup"]);
+    // Recorded as a restore: other nodes deliver again what they delivered since.
+    let out = sichatd(&data, &db, &["admin", "restored", "--json"], &[]).await;
+    ok(&out, "sichatd admin restored");
+    assert!(json(&out)["mailbox_epoch"].is_string(), "{}", json(&out));
     let out = sichatd(&data, &db, &["admin", "users", "--json"], &[]).await;
     ok(&out, "sichatd opens the restored database");
     assert!(json(&out).is_array());

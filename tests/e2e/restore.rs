@@ -11,7 +11,11 @@ use sichat_e2e::{json, sichat, sichatd, stderr, storage_tests, Backend, TestApp}
 use std::path::Path;
 use std::process::Output;
 
-storage_tests!(a_backup_restores_and_bad_ones_change_nothing, devices_added_after_a_backup_are_blessed_again);
+storage_tests!(
+    a_backup_restores_and_bad_ones_change_nothing,
+    devices_added_after_a_backup_are_blessed_again,
+    messages_delivered_after_a_backup_come_again,
+);
 
 async fn users(data: &Path, db: &str) -> Vec<String> {
     let out = sichatd(data, db, &["admin", "users", "--json"], &[]).await;
@@ -290,16 +294,99 @@ async fn devices_added_after_a_backup_are_blessed_again(backend: Backend) {
     assert!(!sichat(&tablet, &["device", "list"]).await.status.success());
     app.stop().await;
     if backend == Backend::Postgres {
-        let name = url::Url::parse(&db).expect("url").path().trim_start_matches('/').to_owned();
-        let mut c =
-            <sqlx::PgConnection as sqlx::Connection>::connect(&sichat_e2e::postgres_admin_url()).await.expect("pg");
-        let kept: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
-            .bind(format!("{name}_before_restore%"))
-            .fetch_all(&mut c)
-            .await
-            .expect("kept");
-        for k in kept {
-            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{k}\" WITH (FORCE)")).execute(&mut c).await.expect("drop");
+        drop_kept_databases(&db).await;
+    }
+}
+
+/// Drop the databases `sichatd admin restore` kept of `db`.
+async fn drop_kept_databases(db: &str) {
+    let name = url::Url::parse(db).expect("url").path().trim_start_matches('/').to_owned();
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&sichat_e2e::postgres_admin_url()).await.expect("pg");
+    let kept: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("{name}_before_restore%"))
+        .fetch_all(&mut c)
+        .await
+        .expect("kept");
+    for k in kept {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{k}\" WITH (FORCE)")).execute(&mut c).await.expect("drop");
+    }
+}
+
+/// Other nodes delivered messages to bob after the backup and were told "delivered"; no
+/// device fetched them, so the restore loses them. Each node notices the restored node's new
+/// mailbox epoch and delivers them again: alice's asks (every second here), carol's hears it
+/// in the answer to her next message. What the restored mailbox still had is recognised,
+/// not kept twice.
+async fn messages_delivered_after_a_backup_come_again(backend: Backend) {
+    use crate::messaging::{delivered, inbox, send, texts};
+    let Some(a) = TestApp::spawn_with(backend, |c| c.msg_peer_check_secs = 1).await else { return };
+    let Some(b) = TestApp::spawn(backend).await else { return };
+    let Some(c) = TestApp::spawn(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let bob = b.join("bob", &b.owner_invite).await;
+    let carol = c.join("carol", &c.owner_invite).await;
+    let bob_did = json(&sichat(&bob, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let before = send(&alice, &bob_did, "before the backup", &[]).await;
+    delivered(&alice, &before).await;
+    let (data, db) = (b.node.config.data_dir.clone(), b.node.config.database_url());
+    let backup = a.dir.path().join("backup-of-b");
+    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+    let after = send(&alice, &bob_did, "after the backup", &[]).await;
+    delivered(&alice, &after).await;
+    let carols = send(&carol, &bob_did, "carol after the backup", &[]).await;
+    delivered(&carol, &carols).await;
+
+    let port = url::Url::parse(&b.url).expect("url").port().expect("port");
+    let stopped = b.stop_keeping().await;
+    if backend == Backend::Postgres {
+        end_connections(&db).await;
+    }
+    let out =
+        sichatd(&data, &db, &["admin", "restore", "--yes", "--json", "--from", backup.to_str().expect("path")], &[])
+            .await;
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    assert!(json(&out)["mailbox_epoch"].is_string(), "{}", json(&out));
+    let b = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let nudge = send(&carol, &bob_did, "carol after the restore", &[]).await;
+    delivered(&carol, &nudge).await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let listing = loop {
+        let listing = inbox(&bob, &["--requests"]).await;
+        let got = texts(&listing);
+        if ["after the backup", "carol after the backup"].iter().all(|t| got.iter().any(|g| g == t)) {
+            break listing;
         }
+        assert!(tokio::time::Instant::now() < deadline, "never delivered again: {listing}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let mut all = texts(&listing);
+    all.sort();
+    assert_eq!(
+        all,
+        ["after the backup", "before the backup", "carol after the backup", "carol after the restore"],
+        "each once: {listing}"
+    );
+    delivered(&alice, &after).await;
+    delivered(&carol, &carols).await;
+    let redeliveries: i64 = sqlx::query_scalar("SELECT redeliveries FROM msg_outbox WHERE id = $1")
+        .bind(&after)
+        .fetch_one(a.node.db.pool())
+        .await
+        .expect("outbox");
+    assert_eq!(redeliveries, 1);
+    // A node that is asked again and names the same epoch gets nothing more.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let again: i64 = sqlx::query_scalar("SELECT MAX(redeliveries) FROM msg_outbox")
+        .fetch_one(a.node.db.pool())
+        .await
+        .expect("outbox");
+    assert_eq!(again, 1);
+    b.stop().await;
+    a.stop().await;
+    c.stop().await;
+    if backend == Backend::Postgres {
+        drop_kept_databases(&db).await;
     }
 }
