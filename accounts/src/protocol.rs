@@ -246,9 +246,13 @@ pub enum RootOperation {
     /// [`RootRotation`]s the wallet kept (each signed by the key before), from the key the node
     /// holds to the one signing this request, and every device to keep, re-blessed by it.
     /// Devices the node knows and the request does not name are revoked, as by `rotate_root`.
+    /// For a `did:webvh` account, `did_log` carries the log entries the node lacks (the
+    /// wallet kept the log), and the request the log's next entry, as for any root operation.
     CatchUp {
         rotations: Vec<String>,
         certificates: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        did_log: Vec<String>,
     },
     /// Give the account a portable `did:webvh` DID: `entry` is the first line of its log,
     /// signed by the root key, whose document is the draft the node handed out

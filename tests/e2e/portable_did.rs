@@ -309,8 +309,42 @@ async fn forged_log_entries_change_nothing(backend: Backend) {
     assert_eq!(log_rows(&app).await, 2);
     // Replaying it with the next operation is refused: it is not the next version.
     let other = device_cert(&alice.root, &web, &new_id());
-    refused(alice.root_op(&app, RootOperation::AddDevice { certificate: other }, Some(good)).await, "DID log entry");
+    refused(
+        alice.root_op(&app, RootOperation::AddDevice { certificate: other }, Some(good.clone())).await,
+        "DID log entry",
+    );
     assert_eq!(log_rows(&app).await, 2);
+
+    // Catching up (as after a restore) to a key k2 the root key rotated to: the entries the
+    // node lacks must continue its log, signed by keys it authorised, and leave k2 in control.
+    let k2 = Ed25519KeyPair::generate();
+    let rotation = RootRotation {
+        iss: web.to_string(),
+        prev: alice.root.public().to_multibase(),
+        next: k2.public().to_multibase(),
+        iat: now_secs(),
+    };
+    let rotations = vec![jws::sign(&alice.root, TYP_ROOT_ROTATION, None, &rotation).expect("sign")];
+    let rotated = Raw { root: k2, did: web.clone() };
+    let catch_up = |did_log: Vec<String>| RootOperation::CatchUp {
+        rotations: rotations.clone(),
+        certificates: vec![device_cert(&rotated.root, &web, &new_id())],
+        did_log,
+    };
+    let to_k2 = json!({"updateKeys": [rotated.root.public().to_multibase()]});
+    let current = webvh::verify_log(&webvh_did, &format!("{genesis}\n{good}\n")).await.expect("verifies").document;
+    refused(rotated.root_op(&app, catch_up(Vec::new()), None).await, "carries none of the entries");
+    let by_stranger = webvh::append(&good, current.clone(), to_k2.clone(), &stranger).expect("append").line;
+    refused(rotated.root_op(&app, catch_up(vec![by_stranger]), None).await, "not authorized");
+    refused(rotated.root_op(&app, catch_up(vec![good.clone()]), None).await, "DID log entry");
+    let stays_k1 = webvh::append(&good, current, json!({}), &alice.root).expect("append").line;
+    refused(rotated.root_op(&app, catch_up(vec![stays_k1]), None).await, "not controlled by the key signing");
+    assert_eq!(log_rows(&app).await, 2, "no refused catch-up stored an entry");
+    let root: String = sqlx::query_scalar("SELECT root_key FROM acct_users WHERE name = 'alice'")
+        .fetch_one(app.node.db.pool())
+        .await
+        .expect("root");
+    assert_eq!(root, alice.root.public().to_multibase(), "nor changed the root key");
 }
 
 pub(crate) async fn issue(app: &TestApp, wallet: &std::path::Path, to: &str, format: &str) -> (String, String) {

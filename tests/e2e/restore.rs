@@ -15,6 +15,7 @@ storage_tests!(
     a_backup_restores_and_bad_ones_change_nothing,
     devices_added_after_a_backup_are_blessed_again,
     messages_delivered_after_a_backup_come_again,
+    a_did_webvh_account_catches_up_after_a_restore,
 );
 
 async fn users(data: &Path, db: &str) -> Vec<String> {
@@ -386,6 +387,57 @@ async fn messages_delivered_after_a_backup_come_again(backend: Backend) {
     b.stop().await;
     a.stop().await;
     c.stop().await;
+    if backend == Backend::Postgres {
+        drop_kept_databases(&db).await;
+    }
+}
+
+/// A did:webvh account rotates its root key after the backup: the restored node's log ends
+/// before the rotation. The wallet kept the log; at its next root operation it hands the
+/// node the entries it lost with the rotations, and the log goes on from there.
+async fn a_did_webvh_account_catches_up_after_a_restore(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let (data, db) = (app.node.config.data_dir.clone(), app.node.config.database_url());
+    let alice = app.join("alice", &app.owner_invite).await;
+    let out = sichat(&alice, &["--json", "did", "upgrade"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let webvh = json(&out)["did"].as_str().expect("did").to_owned();
+    let backup = app.dir.path().join("backup");
+    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+    let out = sichat(&alice, &["key", "rotate"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rotated = root_key_of(&app, "alice").await;
+    let log = |app: &TestApp| {
+        let url = format!("{}/users/alice/did.jsonl", app.url);
+        let http = app.http.clone();
+        async move { http.get(url).send().await.expect("GET").text().await.expect("log") }
+    };
+    let entries = |raw: &str| raw.lines().filter(|l| !l.trim().is_empty()).count();
+    let before_restore = log(&app).await;
+
+    let port = url::Url::parse(&app.url).expect("url").port().expect("port");
+    let stopped = app.stop_keeping().await;
+    if backend == Backend::Postgres {
+        end_connections(&db).await;
+    }
+    let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    let app = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    assert_eq!(entries(&log(&app).await), entries(&before_restore) - 1, "the rotation's entry is lost");
+
+    let phone = app.wallet("phone");
+    let out = sichat(&alice, &["device", "add", "--name", "phone", "--out", phone.to_str().expect("path")]).await;
+    assert!(out.status.success(), "after the restore: {}", stderr(&out));
+    assert!(stderr(&out).contains("restored from a backup made before you rotated"), "{}", stderr(&out));
+    assert_eq!(root_key_of(&app, "alice").await, rotated);
+    let raw = log(&app).await;
+    assert!(raw.starts_with(&before_restore), "the lost entries came back as they were signed");
+    assert_eq!(entries(&raw), entries(&before_restore) + 2, "then the catch-up's entry and the phone's");
+    let verified = sichat_core::webvh::verify_log(&webvh, &raw).await.expect("the log verifies");
+    assert!(verified.update_keys.contains(&rotated), "{:?}", verified.update_keys);
+    assert!(sichat(&phone, &["device", "list"]).await.status.success(), "the phone signs in");
+    app.stop().await;
     if backend == Backend::Postgres {
         drop_kept_databases(&db).await;
     }

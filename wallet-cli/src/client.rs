@@ -167,21 +167,22 @@ impl Client {
 
     /// Send a request signed by the root key, over a fresh challenge.
     pub async fn root_operation(&self, wallet: &Wallet, root: &Ed25519KeyPair, op: RootOperation) -> Result<Account> {
-        let op_again = op.clone();
-        let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op).await?;
-        let request = self.signed_root_op(wallet, root, op, did_log_entry).await?;
-        let sent = self.post("/api/v1/root-operations", &SignedRequest { request }).await;
-        match sent {
-            Err(e) if e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "invalid_signature") => {
-                if !wallet.rotations.is_empty() && self.node_root_differs(wallet, root).await {
-                    self.catch_up(wallet, root).await?;
-                    let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op_again).await?;
-                    let request = self.signed_root_op(wallet, root, op_again, did_log_entry).await?;
-                    return self.post("/api/v1/root-operations", &SignedRequest { request }).await;
-                }
-                Err(self.explain_root_mismatch(wallet, root).await.unwrap_or(e))
-            }
-            other => other,
+        let send = |op: RootOperation| async move {
+            let did_log_entry = crate::did_log::next_entry(self, wallet, root, &op).await?;
+            let request = self.signed_root_op(wallet, root, op, did_log_entry).await?;
+            self.post::<Account>("/api/v1/root-operations", &SignedRequest { request }).await
+        };
+        let first = send(op.clone()).await;
+        let Err(e) = first else { return first };
+        // Refused by the node as not signed by its root key, or (did:webvh) a log this key
+        // does not control: a node restored from before a rotation, caught up if it is one.
+        if !wallet.rotations.is_empty() && self.node_root_differs(wallet, root).await {
+            self.catch_up(wallet, root).await?;
+            return send(op).await;
+        }
+        match e.downcast_ref::<ServerError>().is_some_and(|s| s.code == "invalid_signature") {
+            true => Err(self.explain_root_mismatch(wallet, root).await.unwrap_or(e)),
+            false => Err(e),
         }
     }
 
@@ -224,8 +225,10 @@ impl Client {
         }
         let certificates =
             devices.iter().map(|d| crate::device::recertify(wallet, root, d)).collect::<Result<Vec<_>>>()?;
-        let op = RootOperation::CatchUp { rotations: wallet.rotations.clone(), certificates };
-        let request = self.signed_root_op(wallet, root, op, None).await?;
+        // A did:webvh log: the entries the node lost, and the next one over them.
+        let (did_log, entry) = crate::did_log::catch_up(self, wallet, root, &certificates).await?;
+        let op = RootOperation::CatchUp { rotations: wallet.rotations.clone(), certificates, did_log };
+        let request = self.signed_root_op(wallet, root, op, entry).await?;
         let _: Account = self
             .post("/api/v1/root-operations", &SignedRequest { request })
             .await

@@ -107,6 +107,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 history: Default::default(),
                 issued: Vec::new(),
                 blessed: Vec::new(),
+                did_log: Vec::new(),
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

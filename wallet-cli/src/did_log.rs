@@ -5,7 +5,7 @@
 //! only store what the user signed.
 
 use crate::client::Client;
-use crate::wallet::Wallet;
+use crate::wallet::{self, Wallet};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use sichat_accounts::protocol::{DeviceCertificate, MoveDraft, RootOperation, SignedRequest};
@@ -13,6 +13,7 @@ use sichat_core::did::{DidDocument, Relationships};
 use sichat_core::jws;
 use sichat_core::keys::Ed25519KeyPair;
 use sichat_core::webvh::{self, Genesis, WebvhDid};
+use std::path::Path;
 
 /// The account's log as the node serves it, or `None` when it has only a `did:web` DID.
 async fn fetch_log(client: &Client, wallet: &Wallet) -> Result<Option<String>> {
@@ -147,23 +148,7 @@ pub async fn next_entry(
             update_keys.extend(log.update_keys.iter().filter(|k| Some(*k) != old_root.as_ref()).cloned());
             doc.remove_key("root");
             doc.add_key("root", new_root_key.clone(), Relationships { capability: true, ..Default::default() });
-            let kept: Vec<DeviceCertificate> =
-                certificates.iter().filter_map(|c| jws::unverified_payload::<DeviceCertificate>(c).ok()).collect();
-            let prefix = format!("{}#device-", doc.id);
-            let devices: Vec<String> = doc
-                .verification_method
-                .iter()
-                .filter_map(|vm| vm.id.strip_prefix(&prefix))
-                .filter(|rest| !rest.ends_with("-x25519"))
-                .map(str::to_owned)
-                .collect();
-            for id in devices.iter().filter(|id| !kept.iter().any(|c| &c.sub == *id)) {
-                remove_device(&mut doc, id);
-            }
-            // A recovery adds the device recovering (the others were lost with the root key).
-            for cert in kept.iter().filter(|c| !devices.contains(&c.sub)) {
-                add_device(&mut doc, cert);
-            }
+            keep_devices(&mut doc, certificates);
             parameters = json!({ "updateKeys": update_keys });
         }
         RootOperation::SetRecoveryKey { recovery_key, .. } => {
@@ -205,6 +190,97 @@ async fn drop_revoked_devices(client: &Client, wallet: &Wallet, doc: &mut DidDoc
         remove_device(doc, &id);
     }
     Ok(())
+}
+
+/// The devices of `certificates` stay or come in (a recovery adds the device recovering: the
+/// others were lost with the root key); every other device leaves.
+fn keep_devices(doc: &mut DidDocument, certificates: &[String]) {
+    let kept: Vec<DeviceCertificate> =
+        certificates.iter().filter_map(|c| jws::unverified_payload::<DeviceCertificate>(c).ok()).collect();
+    let prefix = format!("{}#device-", doc.id);
+    let devices: Vec<String> = doc
+        .verification_method
+        .iter()
+        .filter_map(|vm| vm.id.strip_prefix(&prefix))
+        .filter(|rest| !rest.ends_with("-x25519"))
+        .map(str::to_owned)
+        .collect();
+    for id in devices.iter().filter(|id| !kept.iter().any(|c| &c.sub == *id)) {
+        remove_device(doc, id);
+    }
+    for cert in kept.iter().filter(|c| !devices.contains(&c.sub)) {
+        add_device(doc, cert);
+    }
+}
+
+/// Keep the account's log as the node serves it now, when this wallet holds the root key
+/// and the log verifies and extends the one it kept: a node restored from an older backup
+/// gets back the entries it lost ([`catch_up`]). Returns the log kept now, if it changed.
+pub async fn keep(dir: &Path, pass: &str, client: &Client, wallet: &Wallet) -> Result<Option<Vec<String>>> {
+    if wallet.root.is_none() {
+        return Ok(None);
+    }
+    let Some(raw) = fetch_log(client, wallet).await? else { return Ok(None) };
+    let lines = entries(&raw);
+    if lines.len() <= wallet.did_log.len() || !lines.starts_with(&wallet.did_log) {
+        return Ok(None);
+    }
+    webvh::verify_log(&last_did(&lines)?, &raw)
+        .await
+        .with_context(|| format!("your DID log on {} does not verify: do not trust this node", client.base()))?;
+    wallet::update(dir, pass, |saved: &mut Wallet| {
+        if lines.starts_with(&saved.did_log) {
+            saved.did_log = lines.clone();
+        }
+        Ok(())
+    })?;
+    Ok(Some(lines))
+}
+
+/// For `catch_up`, on a node restored from a backup older than entries of the log this
+/// wallet kept: those entries, and the log's next one over them, signed by `root`, whose
+/// document keeps the devices of `certificates`. Nothing when the account has no log.
+pub async fn catch_up(
+    client: &Client,
+    wallet: &Wallet,
+    root: &Ed25519KeyPair,
+    certificates: &[String],
+) -> Result<(Vec<String>, Option<String>)> {
+    if wallet.did_log.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let Some(raw) = fetch_log(client, wallet).await? else { return Ok((Vec::new(), None)) };
+    let theirs = entries(&raw);
+    if !wallet.did_log.starts_with(&theirs) {
+        bail!(
+            "your node's DID log is not the start of the one this wallet kept: it cannot be caught up from this \
+             wallet; recover with your recovery kit or friends"
+        );
+    }
+    let kept: String = wallet.did_log.iter().map(|l| format!("{l}\n")).collect();
+    let log = webvh::verify_log(&last_did(&wallet.did_log)?, &kept).await.context("the DID log this wallet kept")?;
+    if !log.update_keys.contains(&root.public().to_multibase()) {
+        bail!("the DID log this wallet kept is not controlled by its root key");
+    }
+    let mut doc: DidDocument = serde_json::from_value(log.document).context("reading your DID document")?;
+    keep_devices(&mut doc, certificates);
+    let last = wallet.did_log.last().map(String::as_str).unwrap_or_default();
+    let entry = webvh::append(last, serde_json::to_value(&doc)?, json!({}), root)?;
+    Ok((wallet.did_log[theirs.len()..].to_vec(), Some(entry.line)))
+}
+
+/// The entries of a log, one per non-empty line.
+fn entries(raw: &str) -> Vec<String> {
+    raw.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+}
+
+/// The DID the last entry of a log names.
+fn last_did(lines: &[String]) -> Result<String> {
+    lines
+        .last()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["state"]["id"].as_str().map(str::to_owned))
+        .ok_or_else(|| anyhow!("your DID log's last entry has no DID"))
 }
 
 /// The public key (multibase) of the document's method `#<fragment>`.

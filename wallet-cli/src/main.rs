@@ -354,6 +354,11 @@ impl Ctx {
                 Err(e) => eprintln!("warning: could not bring your DID log up to date: {e:#}"),
             }
         }
+        match did_log::keep(&self.dir, &pass, &client, &w).await {
+            Ok(Some(kept)) => w.did_log = kept,
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: could not keep a copy of your DID log: {e:#}"),
+        }
         if login.session.renewal_due && w.root.is_some() {
             match device::renew_others(&client, &w, false).await {
                 Ok(renewed) if !self.json => {
@@ -526,6 +531,7 @@ async fn init(
         history: Default::default(),
         issued: Vec::new(),
         blessed: Vec::new(),
+        did_log: Vec::new(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -619,6 +625,7 @@ async fn did_upgrade(ctx: &Ctx) -> Result<()> {
         w.profile.also_known_as.push(did.to_string());
         Ok(())
     })?;
+    did_log::keep(&ctx.dir, &pass, &c, &w).await?;
     ctx.print(&json!({"did": did.to_string(), "also_known_as": w.profile.did}), |_| {
         println!("Your portable DID is {did}");
         println!("Its history is signed by your root key; {} stays valid and names it.", w.profile.did);
@@ -723,6 +730,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         history: w.history.clone(),
         issued: w.issued.clone(),
         blessed: w.blessed.clone(),
+        did_log: w.did_log.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {
@@ -730,6 +738,9 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         return Err(e);
     }
     wallet::commit_pending(&pending, &ctx.dir)?;
+    if let Err(e) = did_log::keep(&ctx.dir, &pass, &c, &updated).await {
+        eprintln!("warning: could not keep a copy of your DID log: {e:#}");
+    }
     let key = new_root.public().to_multibase();
     ctx.print(&json!({"did": w.profile.did, "root_key": key, "devices_recertified": devices.len()}), |_| {
         println!("Rotated the root key of {}; {} device(s) re-blessed.", w.profile.did, devices.len());

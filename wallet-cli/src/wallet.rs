@@ -76,6 +76,8 @@ struct Secrets {
     issued: Vec<KeptCredential>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     blessed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    did_log: Vec<String>,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -186,6 +188,9 @@ pub struct Wallet {
     /// The certificates of the devices this root-key wallet blessed and has not revoked: a
     /// node restored from an older backup gets them back (`catch_up`).
     pub blessed: Vec<String>,
+    /// The account's `did:webvh` log as this root-key wallet last saw it (one entry per
+    /// line): a node restored from an older backup gets back the entries it lost (`catch_up`).
+    pub did_log: Vec<String>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -250,6 +255,7 @@ impl Wallet {
             history: s.history,
             issued: s.issued,
             blessed: s.blessed,
+            did_log: s.did_log,
             profile: file.profile,
         })
     }
@@ -284,6 +290,7 @@ impl Wallet {
             history: self.history.clone(),
             issued: self.issued.clone(),
             blessed: self.blessed.clone(),
+            did_log: self.did_log.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -396,6 +403,7 @@ mod tests {
             history: Default::default(),
             issued: Vec::new(),
             blessed: Vec::new(),
+            did_log: Vec::new(),
         }
     }
 

@@ -167,6 +167,55 @@ impl Accounts {
     }
 }
 
+/// Most log entries a catch-up may bring back at once.
+const MAX_LOST_ENTRIES: usize = 256;
+
+impl Accounts {
+    /// Root operation `catch_up` on a node restored from an older backup: the `did:webvh` log
+    /// entries it lacks, which the wallet kept, each signed by the key the log authorised
+    /// before it, leading to a log `signer` controls. None for an account with no log.
+    pub(super) async fn follow_lost_entries(
+        &self,
+        tx: &mut store::Conn,
+        user_id: &str,
+        lost: &[String],
+        signer: &Ed25519Public,
+        now: i64,
+    ) -> Result<(), AccountError> {
+        let Some(current) = Self::webvh_did(tx, user_id).await? else {
+            return match lost.is_empty() {
+                true => Ok(()),
+                false => Err(AccountError::InvalidRequest("this account has no did:webvh log to catch up".into())),
+            };
+        };
+        if lost.is_empty() {
+            return Err(AccountError::Conflict(
+                "this node's copy of your did:webvh log is older than your root key (it was restored from a \
+                 backup), and the request carries none of the entries it lacks: update sichat, whose wallet keeps \
+                 them, or recover with your recovery kit or friends"
+                    .into(),
+            ));
+        }
+        if lost.len() > MAX_LOST_ENTRIES {
+            return Err(AccountError::InvalidRequest(format!("catch up with at most {MAX_LOST_ENTRIES} log entries")));
+        }
+        let lines = store::did_log(tx, user_id).await?;
+        let raw: String = lines.iter().chain(lost).map(|l| format!("{}\n", l.trim_end())).collect();
+        let log = webvh::verify_log(&current, &raw).await.map_err(bad_entry)?;
+        if log.entries != lines.len() + lost.len() {
+            return Err(bad_entry("they do not continue this node's copy of the log"));
+        }
+        if !log.update_keys.contains(&signer.to_multibase()) {
+            return Err(bad_entry("after them, the log is not controlled by the key signing this request"));
+        }
+        for (i, entry) in lost.iter().enumerate() {
+            store::append_did_log(tx, user_id, (lines.len() + i + 1) as i64, entry.trim_end(), now).await?;
+        }
+        tracing::warn!(entries = lost.len(), "did:webvh log entries lost in a restore brought back");
+        Ok(())
+    }
+}
+
 /// The DID an entry's document names.
 pub(super) fn entry_did(entry: &str) -> Result<String, AccountError> {
     let value: Value = sichat_core::json::from_str_bounded(entry, 16).map_err(|e| bad_entry(e.to_string()))?;

@@ -181,15 +181,8 @@ impl Accounts {
                 revoked =
                     self.replace_root(&mut tx, &user, &root, &did, new_root_key, certificates, false, now).await?;
             }
-            RootOperation::CatchUp { certificates, .. } => {
-                if Self::webvh_did(&mut tx, &user.id).await?.is_some() {
-                    return Err(AccountError::Conflict(
-                        "this node's copy of your did:webvh log is older than your root key (it was restored from \
-                         a backup): the log cannot follow without the entries that were lost; recover with your \
-                         recovery kit or friends"
-                            .into(),
-                    ));
-                }
+            RootOperation::CatchUp { certificates, did_log, .. } => {
+                self.follow_lost_entries(&mut tx, &user.id, did_log, &signer, now).await?;
                 let new_root_key = signer.to_multibase();
                 revoked =
                     self.replace_root(&mut tx, &user, &root, &did, &new_root_key, certificates, true, now).await?;
