@@ -1,9 +1,16 @@
-//! The continuous-backup path README documents for PostgreSQL, drilled: a cluster that
-//! archives its WAL (`archive_mode`, `archive_command`), a base backup (`pg_basebackup`),
-//! sichatd writing after it, the cluster lost, and a new one made from the base backup and
-//! the archive (`restore_command`, `recovery.signal`). What sichatd wrote after the base
-//! backup is there, and sichatd opens the restored database. PostgreSQL's own binaries, run
-//! as the `postgres` user on a port of their own; under `CI=true` a missing one fails.
+//! The continuous-backup paths README documents, drilled.
+//!
+//! PostgreSQL: a cluster that archives its WAL (`archive_mode`, `archive_command`), a base
+//! backup (`pg_basebackup`), sichatd writing after it, the cluster lost, and a new one made
+//! from the base backup and the archive (`restore_command`, `recovery.signal`). What sichatd
+//! wrote after the base backup is there, and sichatd opens the restored database.
+//! PostgreSQL's own binaries, run as the `postgres` user on a port of their own.
+//!
+//! SQLite: Litestream (`SICHAT_LITESTREAM`, installed by `.ci/run`) replicating the node's
+//! database to a file replica while sichatd writes, the database lost, `litestream restore`,
+//! and sichatd opening what came back, the last write included.
+//!
+//! Under `CI=true` a missing tool fails the test.
 
 use sichat_e2e::{json, sichatd, stderr};
 use std::path::{Path, PathBuf};
@@ -52,7 +59,8 @@ fn free_port() -> u16 {
 }
 
 async fn labels(db: &str) -> Vec<String> {
-    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(db).await.expect("connect");
+    sqlx::any::install_default_drivers();
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(db).await.expect("connect");
     sqlx::query_scalar("SELECT label FROM acct_invites WHERE label IS NOT NULL ORDER BY created_at")
         .fetch_all(&mut c)
         .await
@@ -151,4 +159,74 @@ async fn postgres_wal_archiving_restores_what_came_after_the_base_backup() {
     ok(&out, "sichatd opens the restored database");
     assert!(json(&out).is_array());
     ok(&as_postgres(&pg_ctl, &["-D", &s(&restored), "-m", "fast", "-w", "stop"]).await, "stop restored");
+}
+
+#[tokio::test]
+async fn sqlite_litestream_restores_the_writes_it_replicated() {
+    let Some(litestream) = std::env::var_os("SICHAT_LITESTREAM").map(PathBuf::from).filter(|p| p.exists()) else {
+        assert!(!sichat_e2e::in_ci(), "SICHAT_LITESTREAM names no Litestream binary and CI=true");
+        eprintln!("!!!! skipped: no Litestream (SICHAT_LITESTREAM; .ci/run installs it)");
+        return;
+    };
+    let dir = sichat_e2e::TempDir::new("litestream");
+    let data = dir.path().join("node");
+    let file = data.join("sichat.db");
+    let db = sichat_core::db::Db::sqlite_url(&file);
+    let replica = format!("file://{}", dir.path().join("replica").display());
+    let invite = |label: &'static str| {
+        let (data, db) = (data.clone(), db.clone());
+        async move {
+            let out = sichatd(&data, &db, &["admin", "invite", "--quota", "2", "--label", label], &[]).await;
+            ok(&out, label);
+        }
+    };
+    invite("before replication").await;
+    let mut replicating = tokio::process::Command::new(&litestream)
+        .arg("replicate")
+        .arg(&file)
+        .arg(&replica)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("litestream replicate");
+    invite("while replicating").await;
+    // Litestream ships each change within its sync interval (1 s): restore copies until one
+    // holds the last write.
+    let copy = dir.path().join("copy.db");
+    let mut shipped = false;
+    for _ in 0..120 {
+        let _ = std::fs::remove_file(&copy);
+        let out =
+            tokio::process::Command::new(&litestream).arg("restore").arg("-o").arg(&copy).arg(&replica).output().await;
+        if out.is_ok_and(|o| o.status.success())
+            && labels(&sichat_core::db::Db::sqlite_url(&copy)).await.iter().any(|l| l == "while replicating")
+        {
+            shipped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(shipped, "the last write reached the replica");
+    replicating.kill().await.expect("stop litestream");
+
+    // The node's disk is lost; the database comes back from the replica.
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", file.display()));
+    }
+    let out = tokio::process::Command::new(&litestream)
+        .arg("restore")
+        .arg("-o")
+        .arg(&file)
+        .arg(&replica)
+        .output()
+        .await
+        .expect("litestream restore");
+    ok(&out, "litestream restore");
+    let out = sichatd(&data, &db, &["admin", "restored", "--json"], &[]).await;
+    ok(&out, "sichatd admin restored");
+    assert!(json(&out)["mailbox_epoch"].is_string(), "{}", json(&out));
+    let out = sichatd(&data, &db, &["admin", "users", "--json"], &[]).await;
+    ok(&out, "sichatd opens the restored database");
+    assert_eq!(labels(&db).await, ["before replication", "while replicating"]);
 }

@@ -16,6 +16,7 @@ storage_tests!(
     devices_added_after_a_backup_are_blessed_again,
     messages_delivered_after_a_backup_come_again,
     a_did_webvh_account_catches_up_after_a_restore,
+    messages_handed_over_after_a_backup_are_handed_over_again,
 );
 
 async fn users(data: &Path, db: &str) -> Vec<String> {
@@ -438,6 +439,54 @@ async fn a_did_webvh_account_catches_up_after_a_restore(backend: Backend) {
     assert!(verified.update_keys.contains(&rotated), "{:?}", verified.update_keys);
     assert!(sichat(&phone, &["device", "list"]).await.status.success(), "the phone signs in");
     app.stop().await;
+    if backend == Backend::Postgres {
+        drop_kept_databases(&db).await;
+    }
+}
+
+/// Bob hands his node a message after its backup, while carol's node is down; the restore
+/// loses it from the node's outbox. Bob's wallet kept it until delivered: at his next inbox
+/// the node has no trace of it, so the wallet hands it over again, and carol gets it once.
+async fn messages_handed_over_after_a_backup_are_handed_over_again(backend: Backend) {
+    use crate::messaging::{delivered, inbox, send, texts};
+    let Some(b) = TestApp::spawn(backend).await else { return };
+    let Some(c) = TestApp::spawn(backend).await else { return };
+    let bob = b.join("bob", &b.owner_invite).await;
+    let carol = c.join("carol", &c.owner_invite).await;
+    let carol_did = json(&sichat(&carol, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let first = send(&bob, &carol_did, "first", &[]).await;
+    delivered(&bob, &first).await;
+    let (data, db) = (b.node.config.data_dir.clone(), b.node.config.database_url());
+    let backup = b.dir.path().join("backup");
+    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+    let c_port = url::Url::parse(&c.url).expect("url").port().expect("port");
+    let c_stopped = c.stop_keeping().await;
+    let waiting = send(&bob, &carol_did, "while carol's node is down", &[]).await;
+
+    let port = url::Url::parse(&b.url).expect("url").port().expect("port");
+    let stopped = b.stop_keeping().await;
+    if backend == Backend::Postgres {
+        end_connections(&db).await;
+    }
+    let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    let b = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let c = c_stopped.serve_at(format!("127.0.0.1:{c_port}").parse().expect("addr")).await;
+
+    let out = sichat(&bob, &["--json", "message", "inbox"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("handed it over again"), "{}", stderr(&out));
+    delivered(&bob, &waiting).await;
+    let listing = inbox(&carol, &["--requests"]).await;
+    let mut got = texts(&listing);
+    got.sort();
+    assert_eq!(got, ["first", "while carol's node is down"], "each once: {listing}");
+    // Delivered: the wallet lets it go, and asks no more.
+    let out = sichat(&bob, &["--json", "message", "inbox"]).await;
+    assert!(!stderr(&out).contains("handed it over again"), "{}", stderr(&out));
+    b.stop().await;
+    c.stop().await;
     if backend == Backend::Postgres {
         drop_kept_databases(&db).await;
     }

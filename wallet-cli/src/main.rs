@@ -532,6 +532,7 @@ async fn init(
         issued: Vec::new(),
         blessed: Vec::new(),
         did_log: Vec::new(),
+        sent: Vec::new(),
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -731,6 +732,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         issued: w.issued.clone(),
         blessed: w.blessed.clone(),
         did_log: w.did_log.clone(),
+        sent: w.sent.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -33,9 +33,12 @@ use std::io::Read;
 use std::path::PathBuf;
 
 mod inbox;
+mod sent;
 mod watch;
 
 use inbox::{inbox, read};
+use sent::status;
+pub use sent::SentForward;
 use watch::watch;
 
 /// The DIDComm message type of a Sichat text message; its body is `{"text": …}`.
@@ -198,8 +201,13 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     let forward = forward(&forward_id, &to.did, envelope, presentation.as_deref());
     progress(ctx, "Handing it to your node …");
     let mut c = login(ctx, &w, &pass).await?;
+    // Kept until the node has delivered it: a node restored from an older backup gets it again.
+    sent::keep(ctx, &pass, &forward_id, &forward)?;
     let posted: Result<Value> = c.post("/api/v1/messages", &forward).await;
     c.logout().await;
+    if posted.is_err() {
+        sent::forget(ctx, &pass, forward_id.as_str())?;
+    }
     let posted = posted.map_err(|e| {
         explain(
             e,
@@ -348,57 +356,6 @@ pub(crate) fn forward(id: &MessageId, next: &Did, envelope: Value, presentation:
         "to": [],
         "body": {"next": next},
         "attachments": attachments,
-    })
-}
-
-async fn status(ctx: &Ctx, id: &str) -> Result<()> {
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-        bail!("{id:?} is not a message id: use the id `sichat message send` printed");
-    }
-    need_node(&wallet::read_profile(&ctx.dir)?)?;
-    let (w, pass) = ctx.open()?;
-    let mut c = login(ctx, &w, &pass).await?;
-    let got: Result<Value> = c.get(&format!("/api/v1/messages/{id}")).await;
-    c.logout().await;
-    let s = got.map_err(|e| {
-        explain(
-            e,
-            &[
-                ("not_found", "Only messages sent from your account have a status: use the id `message send` printed"),
-                NO_MESSAGING,
-            ],
-        )
-    })?;
-    ctx.print(&s, |s| {
-        let state = s["state"].as_str().unwrap_or("?");
-        println!("{}: {state}", s["id"].as_str().unwrap_or(id));
-        if let Some(to) = s["to"].as_str() {
-            println!("  to:        {to}");
-        }
-        let when = |k: &str| s[k].as_i64().map(date);
-        if let Some(t) = when("created_at") {
-            println!("  sent:      {t}");
-        }
-        if let Some(t) = when("updated_at") {
-            println!("  updated:   {t}");
-        }
-        println!("  attempts:  {}", s["attempts"].as_i64().unwrap_or(0));
-        if let Some(t) = when("next_attempt_at") {
-            println!("  next try:  {t}");
-        }
-        if let Some(e) = s["last_error"].as_str() {
-            println!("  last error: {e}");
-        }
-        println!(
-            "  {}",
-            match state {
-                "queued" => "Your node is still trying to deliver it.",
-                "delivered" => "Their node has it; their devices get it when they connect.",
-                "not_accepted" => "Their node did not accept it (their policy). It will not be retried.",
-                "failed" => "Your node gave up delivering it.",
-                _ => "",
-            }
-        );
     })
 }
 

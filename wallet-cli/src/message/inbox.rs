@@ -16,6 +16,12 @@ pub(super) async fn inbox(ctx: &Ctx, requests: bool, limit: usize) -> Result<()>
         Ok(_) => crate::history::sync_saved(ctx, &pass, &c, None).await,
         Err(_) => Ok(Default::default()),
     };
+    // What this wallet sent and the node has not finished with: handed over again if lost.
+    if fetched.is_ok() {
+        if let Err(e) = super::sent::settle(ctx, &pass, &c, None).await {
+            eprintln!("warning: could not check on the messages you sent: {e:#}");
+        }
+    }
     c.logout().await;
     let fetched = fetched.map_err(|e| explain(e, &[NO_MESSAGING]))?;
     warn_dropped(&fetched.dropped);
