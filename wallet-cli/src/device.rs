@@ -108,7 +108,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 issued: Vec::new(),
                 blessed: Vec::new(),
                 did_log: Vec::new(),
-                sent: Vec::new(),
+                outbox_key: None,
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

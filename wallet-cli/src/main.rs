@@ -532,7 +532,7 @@ async fn init(
         issued: Vec::new(),
         blessed: Vec::new(),
         did_log: Vec::new(),
-        sent: Vec::new(),
+        outbox_key: None,
     };
     let passphrase = ctx.passphrase(true)?;
 
@@ -732,7 +732,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         issued: w.issued.clone(),
         blessed: w.blessed.clone(),
         did_log: w.did_log.clone(),
-        sent: w.sent.clone(),
+        outbox_key: w.outbox_key.clone(),
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

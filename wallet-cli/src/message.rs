@@ -38,7 +38,6 @@ mod watch;
 
 use inbox::{inbox, read};
 use sent::status;
-pub use sent::SentForward;
 use watch::watch;
 
 /// The DIDComm message type of a Sichat text message; its body is `{"text": …}`.
@@ -202,11 +201,11 @@ async fn send(ctx: &Ctx, a: SendArgs) -> Result<()> {
     progress(ctx, "Handing it to your node …");
     let mut c = login(ctx, &w, &pass).await?;
     // Kept until the node has delivered it: a node restored from an older backup gets it again.
-    sent::keep(ctx, &pass, &forward_id, &forward)?;
+    sent::keep(ctx, &pass, &w, &forward_id, &forward)?;
     let posted: Result<Value> = c.post("/api/v1/messages", &forward).await;
     c.logout().await;
     if posted.is_err() {
-        sent::forget(ctx, &pass, forward_id.as_str())?;
+        sent::forget(ctx, forward_id.as_str())?;
     }
     let posted = posted.map_err(|e| {
         explain(

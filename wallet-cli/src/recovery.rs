@@ -307,7 +307,7 @@ async fn recover_account(
         issued: Vec::new(),
         blessed: Vec::new(),
         did_log: Vec::new(),
-        sent: Vec::new(),
+        outbox_key: None,
     };
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
     let pending = w.write_pending(&ctx.dir, pass)?;

@@ -78,8 +78,8 @@ struct Secrets {
     blessed: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     did_log: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    sent: Vec<crate::message::SentForward>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outbox_key: Option<String>,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -193,9 +193,9 @@ pub struct Wallet {
     /// The account's `did:webvh` log as this root-key wallet last saw it (one entry per
     /// line): a node restored from an older backup gets back the entries it lost (`catch_up`).
     pub did_log: Vec<String>,
-    /// Messages handed to the node and not yet delivered: handed over again if the node
-    /// loses them (a restore).
-    pub sent: Vec<crate::message::SentForward>,
+    /// The key sealing the messages handed to the node and not yet delivered, kept each in
+    /// a file of its own beside the wallet (`message/sent.rs`).
+    pub outbox_key: Option<String>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -261,7 +261,7 @@ impl Wallet {
             issued: s.issued,
             blessed: s.blessed,
             did_log: s.did_log,
-            sent: s.sent,
+            outbox_key: s.outbox_key,
             profile: file.profile,
         })
     }
@@ -297,7 +297,7 @@ impl Wallet {
             issued: self.issued.clone(),
             blessed: self.blessed.clone(),
             did_log: self.did_log.clone(),
-            sent: self.sent.clone(),
+            outbox_key: self.outbox_key.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -411,7 +411,7 @@ mod tests {
             issued: Vec::new(),
             blessed: Vec::new(),
             did_log: Vec::new(),
-            sent: Vec::new(),
+            outbox_key: None,
         }
     }
 

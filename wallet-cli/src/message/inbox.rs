@@ -18,7 +18,7 @@ pub(super) async fn inbox(ctx: &Ctx, requests: bool, limit: usize) -> Result<()>
     };
     // What this wallet sent and the node has not finished with: handed over again if lost.
     if fetched.is_ok() {
-        if let Err(e) = super::sent::settle(ctx, &pass, &c, None).await {
+        if let Err(e) = super::sent::settle(ctx, &w, &c, None).await {
             eprintln!("warning: could not check on the messages you sent: {e:#}");
         }
     }
