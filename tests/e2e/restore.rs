@@ -258,26 +258,41 @@ async fn end_connections(db: &str) {
     .expect("end connections");
 }
 
+/// `sichatd admin backup` of `app`'s database to `to`.
+async fn back_up(app: &TestApp, to: &Path) {
+    let (data, db) = (&app.node.config.data_dir, app.node.config.database_url());
+    let out = sichatd(data, &db, &["admin", "backup", to.to_str().expect("path")], &[]).await;
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+}
+
+/// Stop `app`, `sichatd admin restore` `backup` in place of its database (`--json`: what
+/// the restore said), and serve it again at the same address.
+async fn restored(app: TestApp, backup: &Path) -> (TestApp, Value) {
+    let (data, db) = (app.node.config.data_dir.clone(), app.node.config.database_url());
+    let port = url::Url::parse(&app.url).expect("url").port().expect("port");
+    let stopped = app.stop_keeping().await;
+    if db.starts_with("postgres") {
+        end_connections(&db).await;
+    }
+    let out =
+        sichatd(&data, &db, &["admin", "restore", "--yes", "--json", "--from", backup.to_str().expect("path")], &[])
+            .await;
+    assert!(out.status.success(), "restore: {}", stderr(&out));
+    (stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await, json(&out))
+}
+
 /// A restore with no root rotation since the backup: the devices the root-key wallet added
 /// after it are unknown to the node until `sichat device reconcile` blesses them again.
 async fn devices_added_after_a_backup_are_blessed_again(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };
-    let (data, db) = (app.node.config.data_dir.clone(), app.node.config.database_url());
+    let db = app.node.config.database_url();
     let alice = app.join("alice", &app.owner_invite).await;
     let backup = app.dir.path().join("backup");
-    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
-    assert!(out.status.success(), "backup: {}", stderr(&out));
+    back_up(&app, &backup).await;
     let tablet = app.wallet("tablet");
     let out = sichat(&alice, &["device", "add", "--name", "tablet", "--out", tablet.to_str().expect("path")]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let port = url::Url::parse(&app.url).expect("url").port().expect("port");
-    let stopped = app.stop_keeping().await;
-    if backend == Backend::Postgres {
-        end_connections(&db).await;
-    }
-    let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")], &[]).await;
-    assert!(out.status.success(), "restore: {}", stderr(&out));
-    let app = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let (app, _) = restored(app, &backup).await;
     assert!(!sichat(&tablet, &["device", "list"]).await.status.success(), "the restored node does not know it");
 
     let out = sichat(&alice, &["--json", "device", "reconcile"]).await;
@@ -330,26 +345,16 @@ async fn messages_delivered_after_a_backup_come_again(backend: Backend) {
     let bob_did = json(&sichat(&bob, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
     let before = send(&alice, &bob_did, "before the backup", &[]).await;
     delivered(&alice, &before).await;
-    let (data, db) = (b.node.config.data_dir.clone(), b.node.config.database_url());
+    let db = b.node.config.database_url();
     let backup = a.dir.path().join("backup-of-b");
-    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
-    assert!(out.status.success(), "backup: {}", stderr(&out));
+    back_up(&b, &backup).await;
     let after = send(&alice, &bob_did, "after the backup", &[]).await;
     delivered(&alice, &after).await;
     let carols = send(&carol, &bob_did, "carol after the backup", &[]).await;
     delivered(&carol, &carols).await;
 
-    let port = url::Url::parse(&b.url).expect("url").port().expect("port");
-    let stopped = b.stop_keeping().await;
-    if backend == Backend::Postgres {
-        end_connections(&db).await;
-    }
-    let out =
-        sichatd(&data, &db, &["admin", "restore", "--yes", "--json", "--from", backup.to_str().expect("path")], &[])
-            .await;
-    assert!(out.status.success(), "restore: {}", stderr(&out));
-    assert!(json(&out)["mailbox_epoch"].is_string(), "{}", json(&out));
-    let b = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let (b, said) = restored(b, &backup).await;
+    assert!(said["mailbox_epoch"].is_string(), "{said}");
     let nudge = send(&carol, &bob_did, "carol after the restore", &[]).await;
     delivered(&carol, &nudge).await;
 
@@ -398,14 +403,13 @@ async fn messages_delivered_after_a_backup_come_again(backend: Backend) {
 /// node the entries it lost with the rotations, and the log goes on from there.
 async fn a_did_webvh_account_catches_up_after_a_restore(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };
-    let (data, db) = (app.node.config.data_dir.clone(), app.node.config.database_url());
+    let db = app.node.config.database_url();
     let alice = app.join("alice", &app.owner_invite).await;
     let out = sichat(&alice, &["--json", "did", "upgrade"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let webvh = json(&out)["did"].as_str().expect("did").to_owned();
     let backup = app.dir.path().join("backup");
-    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
-    assert!(out.status.success(), "backup: {}", stderr(&out));
+    back_up(&app, &backup).await;
     let out = sichat(&alice, &["key", "rotate"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let rotated = root_key_of(&app, "alice").await;
@@ -417,14 +421,7 @@ async fn a_did_webvh_account_catches_up_after_a_restore(backend: Backend) {
     let entries = |raw: &str| raw.lines().filter(|l| !l.trim().is_empty()).count();
     let before_restore = log(&app).await;
 
-    let port = url::Url::parse(&app.url).expect("url").port().expect("port");
-    let stopped = app.stop_keeping().await;
-    if backend == Backend::Postgres {
-        end_connections(&db).await;
-    }
-    let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")], &[]).await;
-    assert!(out.status.success(), "restore: {}", stderr(&out));
-    let app = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let (app, _) = restored(app, &backup).await;
     assert_eq!(entries(&log(&app).await), entries(&before_restore) - 1, "the rotation's entry is lost");
 
     let phone = app.wallet("phone");
@@ -456,22 +453,14 @@ async fn messages_handed_over_after_a_backup_are_handed_over_again(backend: Back
     let carol_did = json(&sichat(&carol, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
     let first = send(&bob, &carol_did, "first", &[]).await;
     delivered(&bob, &first).await;
-    let (data, db) = (b.node.config.data_dir.clone(), b.node.config.database_url());
+    let db = b.node.config.database_url();
     let backup = b.dir.path().join("backup");
-    let out = sichatd(&data, &db, &["admin", "backup", backup.to_str().expect("path")], &[]).await;
-    assert!(out.status.success(), "backup: {}", stderr(&out));
+    back_up(&b, &backup).await;
     let c_port = url::Url::parse(&c.url).expect("url").port().expect("port");
     let c_stopped = c.stop_keeping().await;
     let waiting = send(&bob, &carol_did, "while carol's node is down", &[]).await;
 
-    let port = url::Url::parse(&b.url).expect("url").port().expect("port");
-    let stopped = b.stop_keeping().await;
-    if backend == Backend::Postgres {
-        end_connections(&db).await;
-    }
-    let out = sichatd(&data, &db, &["admin", "restore", "--yes", "--from", backup.to_str().expect("path")], &[]).await;
-    assert!(out.status.success(), "restore: {}", stderr(&out));
-    let b = stopped.serve_at(format!("127.0.0.1:{port}").parse().expect("addr")).await;
+    let (b, _) = restored(b, &backup).await;
     let c = c_stopped.serve_at(format!("127.0.0.1:{c_port}").parse().expect("addr")).await;
 
     let out = sichat(&bob, &["--json", "message", "inbox"]).await;
