@@ -60,6 +60,10 @@ export SICHAT_RATE_LIMIT_PER_SECOND=1000000 SICHAT_RATE_LIMIT_BURST=1000000
 export SICHAT_MSG_IP_PER_SECOND=1000000 SICHAT_MSG_SEND_PER_SECOND=1000000
 export SICHAT_MSG_NODE_PER_SECOND=1000000 SICHAT_MSG_SENDER_PER_SECOND=1000000
 export SICHAT_MSG_QUOTA_BYTES=$((4 * 1024 * 1024 * 1024))
+# The tool is one client address holding hundreds of connections, and with the cap raised
+# the sending node may have 256 deliveries in flight to the other (the defaults: 64
+# connections per address, 48 deliveries in flight per node).
+export SICHAT_MAX_CONNECTIONS_PER_ADDRESS=100000 SICHAT_MSG_DELIVERIES_PER_NODE=256
 
 # start_node NAME PORT: sets node_pid, and db_args_NAME for admin commands.
 start_node() {

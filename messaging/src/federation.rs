@@ -14,6 +14,36 @@ use sichat_core::ids::now_ms;
 /// `421 recipient_moved` of the one before.
 const MAX_MOVED_HOPS: usize = 3;
 
+type Slots = std::sync::Arc<tokio::sync::Semaphore>;
+
+/// A slot per endpoint for the deliveries in flight to it (`Settings::deliveries_per_node`):
+/// under a receiving node's cap on connections per address (`max_connections_per_address`,
+/// 64 by default), which 256 deliveries at once to one busy peer would trip, each then
+/// reset and retried.
+pub(crate) struct PeerSlots {
+    per_endpoint: usize,
+    all: std::sync::Mutex<std::collections::HashMap<String, Slots>>,
+}
+
+impl PeerSlots {
+    pub(crate) fn new(per_endpoint: usize) -> Self {
+        Self { per_endpoint: per_endpoint.max(1), all: Default::default() }
+    }
+
+    async fn take(&self, endpoint: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = {
+            let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget endpoints nothing is delivering to, so the map stays small.
+            if all.len() > 1024 {
+                all.retain(|_, s| s.available_permits() < self.per_endpoint);
+            }
+            let fresh = || Slots::new(tokio::sync::Semaphore::new(self.per_endpoint));
+            all.entry(endpoint.to_owned()).or_insert_with(fresh).clone()
+        };
+        slots.acquire_owned().await.ok()
+    }
+}
+
 /// Why an attempt failed, and whether to try again.
 pub(crate) enum Failure {
     NotAccepted,
@@ -104,6 +134,7 @@ pub(crate) async fn post(
     sender: &Did,
     body: &[u8],
 ) -> Result<Option<Delivered>, Failure> {
+    let _slot = m.peer_slots.take(endpoint).await;
     let request = OutgoingRequest::delivery(endpoint, sender, body);
     let signed = sign_request(m.node(), &request, now_ms() / 1000).map_err(|e| Failure::Permanent(e.to_string()))?;
     let headers: Vec<(&str, String)> = signed.pairs().iter().map(|(n, v)| (*n, (*v).to_owned())).collect();

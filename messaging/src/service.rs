@@ -56,6 +56,8 @@ pub struct Settings {
     /// Requests-folder messages one stranger may leave per day, and all strangers together.
     pub requests_per_sender_per_day: i64,
     pub requests_per_day: i64,
+    /// Deliveries in flight to one other node at once (under its connection cap).
+    pub deliveries_per_node: usize,
     /// How often the nodes delivered to are asked which copy of their mailboxes they serve
     /// (a restored node lost what it took after its backup: see `redelivery`).
     pub peer_check: Duration,
@@ -81,6 +83,7 @@ impl Default for Settings {
             requests_per_sender_per_day: 5,
             requests_per_day: 200,
             peer_check: Duration::from_secs(600),
+            deliveries_per_node: 48,
             pickup_recheck: Duration::from_secs(5),
             requests_quota_bytes: 16 * 1024 * 1024,
             pickup_sessions_per_device: 4,
@@ -144,6 +147,7 @@ pub struct Messaging {
     /// Which copy of its mailboxes this node serves (`sichat_core::node::mailbox_epoch`).
     pub(crate) epoch: String,
     peer_epochs: redelivery::PeerEpochs,
+    pub(crate) peer_slots: crate::federation::PeerSlots,
     /// New forwards go straight to the delivery worker, already leased to it, saving a
     /// claim per message; once [`Self::run_outbox`] runs and while the queue has room.
     dispatch: mpsc::Sender<Entry>,
@@ -166,6 +170,7 @@ impl Messaging {
     ) -> Self {
         let (dispatch, dispatched) = mpsc::channel(DISPATCH_QUEUE);
         Self {
+            peer_slots: crate::federation::PeerSlots::new(settings.deliveries_per_node),
             dispatch,
             dispatched: std::sync::Mutex::new(Some(dispatched)),
             dispatching: Default::default(),

@@ -39,9 +39,7 @@ impl Client {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| {
-            anyhow!("cannot reach the server at {}: {e}. Is sichatd running, and is the URL right?", self.base)
-        })?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.context("the server's answer was cut short")?;
         if !status.is_success() {
@@ -58,15 +56,17 @@ impl Client {
         serde_json::from_slice(body).with_context(|| format!("unexpected answer from the server ({status})"))
     }
 
+    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
+        anyhow!(Unreachable { server: self.base.clone(), why: e.to_string() })
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
     /// GET a text resource; `None` when the node answers 404.
     pub async fn get_text_if_found(&self, path: &str) -> Result<Option<String>> {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.map_err(|e| {
-            anyhow!("cannot reach the server at {}: {e}. Is sichatd running, and is the URL right?", self.base)
-        })?;
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await.map_err(|e| self.unreachable(e))?;
         match resp.status() {
             reqwest::StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(resp.text().await.context("the server's answer was cut short")?)),
@@ -304,6 +304,26 @@ fn pinned_node(profile: &Profile) -> Result<(String, Ed25519Public)> {
 
 fn device_kid(profile: &Profile) -> String {
     format!("{}#device-{}", profile.did, profile.device_id)
+}
+
+/// The node did not answer at all (down, gone, or no network).
+#[derive(Debug)]
+pub struct Unreachable {
+    pub server: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot reach the server at {}: {}. Is sichatd running, and is the URL right?", self.server, self.why)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Whether `e` is, at heart, a node that did not answer.
+pub fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Unreachable>())
 }
 
 /// An error the server reported, with its stable code.

@@ -60,6 +60,10 @@ pub enum MessageCmd {
         /// Show at most this many of the newest messages.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// List what this wallet holds without asking the node (also what happens, with a
+        /// warning, when the node does not answer).
+        #[arg(long)]
+        offline: bool,
     },
     /// Show one message in full (by the id `inbox` lists; a unique prefix is enough).
     Read {
@@ -97,7 +101,7 @@ pub struct SendArgs {
 pub async fn run(ctx: &Ctx, cmd: MessageCmd) -> Result<()> {
     match cmd {
         MessageCmd::Send(a) => send(ctx, a).await,
-        MessageCmd::Inbox { requests, limit } => inbox(ctx, requests, limit).await,
+        MessageCmd::Inbox { requests, limit, offline } => inbox(ctx, requests, limit, offline).await,
         MessageCmd::Read { id } => read(ctx, &id),
         MessageCmd::Watch => watch(ctx).await,
         MessageCmd::Status { id } => status(ctx, &id).await,
@@ -522,6 +526,7 @@ fn warn_dropped(drops: &[Dropped]) {
 }
 
 /// What `inbox` fetched.
+#[derive(Default)]
 struct Fetched {
     fresh: Vec<StoredMessage>,
     all: Option<Vec<StoredMessage>>,

@@ -4,25 +4,51 @@ use super::*;
 use crate::wallet::Contact;
 use sichat_accounts::protocol::SHARE_MESSAGE_TYPE;
 
-pub(super) async fn inbox(ctx: &Ctx, requests: bool, limit: usize) -> Result<()> {
-    need_node(&wallet::read_profile(&ctx.dir)?)?;
-    let (w, pass) = ctx.open()?;
-    let opener = Opener::new(ctx, &w)?;
-    progress(ctx, "Fetching new messages from your node …");
-    let mut c = login(ctx, &w, &pass).await?;
-    let fetched = fetch_all(ctx, &pass, &opener, &c).await;
-    // What came in is kept on the node too (sealed), and what other devices kept there comes in.
-    let synced = match &fetched {
-        Ok(_) => crate::history::sync_saved(ctx, &pass, &c, None).await,
-        Err(_) => Ok(Default::default()),
-    };
-    // What this wallet sent and the node has not finished with: handed over again if lost.
-    if fetched.is_ok() {
-        if let Err(e) = super::sent::settle(ctx, &w, &c, None).await {
-            eprintln!("warning: could not check on the messages you sent: {e:#}");
-        }
+/// `offline`: list what the wallet holds without asking the node. A node that does not
+/// answer (down, or gone) is the same, with a warning: what the wallet holds needs no node.
+pub(super) async fn inbox(ctx: &Ctx, requests: bool, limit: usize, offline: bool) -> Result<()> {
+    let profile = wallet::read_profile(&ctx.dir)?;
+    if !offline {
+        need_node(&profile)?;
     }
-    c.logout().await;
+    let (w, pass) = ctx.open()?;
+    let online = match offline {
+        true => None,
+        false => {
+            progress(ctx, "Fetching new messages from your node …");
+            match login(ctx, &w, &pass).await {
+                Ok(c) => Some(c),
+                Err(e) if crate::client::unreachable(&e) => {
+                    eprintln!(
+                        "warning: {e:#}\nShowing the messages this wallet holds; new ones wait on your node until \
+                         it is back (`--offline` skips asking)."
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let (fetched, synced) = match online {
+        Some(mut c) => {
+            let opener = Opener::new(ctx, &w)?;
+            let fetched = fetch_all(ctx, &pass, &opener, &c).await;
+            // What came in is kept on the node too (sealed), and what other devices kept there comes in.
+            let synced = match &fetched {
+                Ok(_) => crate::history::sync_saved(ctx, &pass, &c, None).await,
+                Err(_) => Ok(Default::default()),
+            };
+            // What this wallet sent and the node has not finished with: handed over again if lost.
+            if fetched.is_ok() {
+                if let Err(e) = super::sent::settle(ctx, &w, &c, None).await {
+                    eprintln!("warning: could not check on the messages you sent: {e:#}");
+                }
+            }
+            c.logout().await;
+            (fetched, synced)
+        }
+        None => (Ok(Fetched::default()), Ok(Default::default())),
+    };
     let fetched = fetched.map_err(|e| explain(e, &[NO_MESSAGING]))?;
     warn_dropped(&fetched.dropped);
     let all = match synced {
