@@ -213,11 +213,12 @@ fn keep_devices(doc: &mut DidDocument, certificates: &[String]) {
     }
 }
 
-/// Keep the account's log as the node serves it now, when this wallet holds the root key
-/// and the log verifies and extends the one it kept: a node restored from an older backup
+/// Keep the account's log as the node serves it now, when this wallet holds the root key of
+/// a did:webvh account (others ask nothing) and the log verifies and extends the one it kept: a node restored from an older backup
 /// gets back the entries it lost ([`catch_up`]). Returns the log kept now, if it changed.
 pub async fn keep(dir: &Path, pass: &str, client: &Client, wallet: &Wallet) -> Result<Option<Vec<String>>> {
-    if wallet.root.is_none() {
+    let webvh = std::iter::once(&wallet.profile.did).chain(&wallet.profile.also_known_as);
+    if wallet.root.is_none() || !webvh.into_iter().any(|d| d.starts_with("did:webvh:")) {
         return Ok(None);
     }
     let Some(raw) = fetch_log(client, wallet).await? else { return Ok(None) };

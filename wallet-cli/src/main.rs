@@ -616,7 +616,7 @@ async fn did_show(ctx: &Ctx) -> Result<()> {
 }
 
 async fn did_upgrade(ctx: &Ctx) -> Result<()> {
-    let (w, pass) = ctx.open()?;
+    let (mut w, pass) = ctx.open()?;
     let root = need_root(&w)?;
     let mut c = Client::new(w.profile.server.as_deref().ok_or_else(no_server)?)?;
     let Some(did) = did_log::upgrade(&mut c, &w, root).await? else {
@@ -626,6 +626,7 @@ async fn did_upgrade(ctx: &Ctx) -> Result<()> {
         w.profile.also_known_as.push(did.to_string());
         Ok(())
     })?;
+    w.profile.also_known_as.push(did.to_string());
     did_log::keep(&ctx.dir, &pass, &c, &w).await?;
     ctx.print(&json!({"did": did.to_string(), "also_known_as": w.profile.did}), |_| {
         println!("Your portable DID is {did}");
