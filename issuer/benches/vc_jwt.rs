@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
         issuer: "did:web:id.example.org:users:alice",
         type_name: "FriendCredential",
         subject: &subject,
-        schema_url: "https://id.example.org/users/alice/credential-types/FriendCredential/schema.json",
+        schema_url: Some("https://id.example.org/users/alice/credential-types/FriendCredential/schema.json"),
         statuses: &statuses,
         valid_from_ms: 1_790_000_000_000,
         valid_until_ms: None,

@@ -51,7 +51,9 @@ pub struct Draft<'a> {
     pub type_name: &'a str,
     /// The whole `credentialSubject`, `id` included.
     pub subject: &'a Value,
-    pub schema_url: &'a str,
+    /// The JSON Schema of its subject, where one is published (a wallet issuing alone has
+    /// no host to publish one at).
+    pub schema_url: Option<&'a str>,
     pub statuses: &'a [StatusEntry],
     pub valid_from_ms: i64,
     pub valid_until_ms: Option<i64>,
@@ -73,7 +75,9 @@ pub fn build(d: &Draft) -> Value {
         vc.insert("validUntil".into(), json!(rfc3339(until)));
     }
     vc.insert("credentialSubject".into(), d.subject.clone());
-    vc.insert("credentialSchema".into(), json!({"id": d.schema_url, "type": "JsonSchema"}));
+    if let Some(schema) = d.schema_url {
+        vc.insert("credentialSchema".into(), json!({"id": schema, "type": "JsonSchema"}));
+    }
     let statuses: Vec<Value> = d
         .statuses
         .iter()
@@ -114,7 +118,7 @@ mod tests {
             issuer: "did:web:n:users:a",
             type_name: "FriendCredential",
             subject: &subject,
-            schema_url: "https://n/s.json",
+            schema_url: Some("https://n/s.json"),
             statuses: &statuses,
             valid_from_ms: 0,
             valid_until_ms: Some(86_400_000),

@@ -81,7 +81,7 @@ impl Issuer {
                 issuer: node.did().as_str(),
                 type_name: MEMBERSHIP,
                 subject: &subject,
-                schema_url: &schema_url,
+                schema_url: Some(&schema_url),
                 statuses: &statuses,
                 valid_from_ms: now,
                 valid_until_ms: None,

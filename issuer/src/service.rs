@@ -332,7 +332,7 @@ impl Issuer {
             issuer: &issuer_did,
             type_name: &p.t.name,
             subject: &p.subject,
-            schema_url: &schema_url,
+            schema_url: Some(&schema_url),
             statuses: &statuses,
             valid_from_ms: now,
             valid_until_ms: p.req.valid_until,

@@ -1,12 +1,98 @@
 //! The design's hardware configurations (seeds/001, "Model evaluation"), one test per row
-//! as they are built. So far: 1→0, a wallet whose node is gone keeps everything that needs
-//! no node.
+//! as they are built: 0 servers (wallets alone issue, hold, ask for and verify
+//! credentials), and 1→0 (a wallet whose node is gone keeps everything that needs no node).
 
-use crate::holder::give;
+use crate::holder::{did, give};
 use crate::messaging::{delivered, send, texts};
-use sichat_e2e::{json, sichat, stderr, storage_tests, Backend, TestApp};
+use sichat_e2e::{json, sichat, stderr, storage_tests, Backend, TempDir, TestApp, Watch};
 
 storage_tests!(a_wallet_whose_node_is_gone_keeps_what_needs_no_node);
+
+/// 0 servers: two did:key wallets and no node anywhere. Alice issues Bob a credential in
+/// both formats as files; they cannot be revoked, so their validity is bounded. Bob imports
+/// them (and refuses what is altered or about someone else), `sichat verify` accepts them,
+/// and Alice's wallet, as a short-lived OpenID4VP verifier on a loopback port, asks Bob for
+/// one and verifies his presentation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallets_with_no_server_issue_hold_and_verify() {
+    let dir = TempDir::new("zero-servers");
+    let (alice, bob, carol) = (dir.path().join("alice"), dir.path().join("bob"), dir.path().join("carol"));
+    for w in [&alice, &bob, &carol] {
+        let out = sichat(w, &["init"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (alice_did, bob_did) = (did(&alice).await, did(&bob).await);
+    let issue = |format: &'static str, extra: &'static [&'static str]| {
+        let (alice, bob_did) = (alice.clone(), bob_did.clone());
+        async move {
+            let mut args = vec!["--json", "credential", "issue", "--type", "FriendCredential", "--to", &bob_did];
+            args.extend(["--claim", "name=Bob", "--format", format]);
+            args.extend_from_slice(extra);
+            sichat(&alice, &args).await
+        }
+    };
+    // Nothing can revoke them: no suspension, no validity past a year.
+    for extra in [&["--suspendable"][..], &["--valid-days", "400"][..]] {
+        let out = issue("vc+jwt", extra).await;
+        assert!(!out.status.success(), "{extra:?} must be refused");
+        assert!(stderr(&out).contains("cannot be"), "{}", stderr(&out));
+    }
+    let mut files = Vec::new();
+    for format in ["vc+jwt", "ldp_vc"] {
+        let out = issue(format, &[]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let issued = json(&out);
+        assert_eq!(issued["revocable"], false);
+        let days = (issued["valid_until"].as_i64().expect("until") - sichat_core::ids::now_ms()) / 86_400_000;
+        assert!((29..=30).contains(&days), "30 days by default, got {days}");
+        let file = dir.path().join(format!("friend-{}.txt", issued["format"].as_str().expect("format")));
+        std::fs::write(&file, issued["credential"].as_str().expect("credential")).expect("write");
+        files.push(file);
+    }
+    let out = sichat(&alice, &["credential", "revoke", "anything"]).await;
+    assert!(!out.status.success() && stderr(&out).contains("cannot be revoked"), "{}", stderr(&out));
+    let listed = json(&sichat(&alice, &["--json", "credential", "issued"]).await);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+
+    // What is altered, or about someone else, is not taken.
+    let jwt = std::fs::read_to_string(&files[0]).expect("read");
+    let altered = dir.path().join("altered.txt");
+    std::fs::write(&altered, jwt.replacen("eyJ", "eyK", 2)).expect("write");
+    let out = sichat(&bob, &["credential", "import", altered.to_str().expect("path")]).await;
+    assert!(!out.status.success(), "an altered credential must be refused");
+    let di = std::fs::read_to_string(&files[1]).expect("read");
+    std::fs::write(&altered, di.replace("\"Bob\"", "\"Mallory\"")).expect("write");
+    let out = sichat(&bob, &["credential", "import", altered.to_str().expect("path")]).await;
+    assert!(!out.status.success() && stderr(&out).contains("does not verify"), "{}", stderr(&out));
+    let out = sichat(&carol, &["credential", "import", files[0].to_str().expect("path")]).await;
+    assert!(!out.status.success() && stderr(&out).contains("not this wallet"), "{}", stderr(&out));
+    assert_eq!(json(&sichat(&carol, &["--json", "credential", "list"]).await), serde_json::json!([]));
+
+    for file in &files {
+        let out = sichat(&bob, &["--json", "credential", "import", file.to_str().expect("path")]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(json(&out)["issuer"], alice_did.as_str());
+        let out = sichat(&bob, &["--json", "verify", file.to_str().expect("path")]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(json(&out)["valid"], true);
+    }
+    let held = json(&sichat(&bob, &["--json", "credential", "list"]).await);
+    assert_eq!(held.as_array().map(Vec::len), Some(2), "{held}");
+
+    // Alice asks for a FriendCredential she issued; her wallet is the verifier.
+    let mut asking = Watch::run(
+        &alice,
+        &["verifier", "request", "--type", "FriendCredential", "--issuer", &alice_did, "--wait", "120"],
+    );
+    let uri = asking.expect("stderr", "openid4vp://").await.trim().to_owned();
+    let out = sichat(&bob, &["--allow-local-network", "present", &uri, "--yes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    asking.expect("stdout", "VALID: FriendCredential").await;
+    assert!(asking.exited().await.success());
+    // The request is closed: the same answer again finds no one.
+    let out = sichat(&bob, &["--allow-local-network", "present", &uri, "--yes"]).await;
+    assert!(!out.status.success());
+}
 
 /// Alice holds a credential and a message; then her node goes away. Listing and reading
 /// her messages and listing her credentials still work, each saying the node is out of

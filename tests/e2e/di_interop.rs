@@ -155,7 +155,7 @@ async fn credentials_naming_the_old_context_still_verify(backend: Backend) {
         issuer: &did,
         type_name: "FriendCredential",
         subject: &subject,
-        schema_url: "https://example.org/schema.json",
+        schema_url: Some("https://example.org/schema.json"),
         statuses: &[],
         valid_from_ms: now_ms() - 1000,
         valid_until_ms: None,

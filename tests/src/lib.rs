@@ -446,17 +446,22 @@ pub struct Watch {
 
 impl Watch {
     pub fn start(wallet: &Path) -> Self {
+        Self::run(wallet, &["message", "watch"])
+    }
+
+    /// Any long-running `sichat` command (`verifier request` with no node, say).
+    pub fn run(wallet: &Path, args: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(binary("sichat"))
             .arg("--wallet")
             .arg(wallet)
-            .args(["message", "watch"])
+            .args(args)
             .env("SICHAT_PASSPHRASE", PASSPHRASE)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn sichat message watch");
+            .expect("spawn sichat");
         let lines = |pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             tokio::spawn(async move {
@@ -487,7 +492,7 @@ impl Watch {
                     while let Ok(line) = self.err.try_recv() {
                         seen.push(format!("stderr: {line}"));
                     }
-                    panic!("no {needle:?} on {stream} of `sichat message watch`; got: {seen:#?}")
+                    panic!("no {needle:?} on {stream} of `sichat`; got: {seen:#?}")
                 }
             }
         }

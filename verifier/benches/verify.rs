@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
         issuer: &issuer,
         type_name: "FriendCredential",
         subject: &subject,
-        schema_url: "https://id.example.org/schema.json",
+        schema_url: Some("https://id.example.org/schema.json"),
         statuses: &[],
         valid_from_ms: 1_790_000_000_000,
         valid_until_ms: None,

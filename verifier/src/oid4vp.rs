@@ -97,6 +97,53 @@ pub struct Presentations {
     verifier: Arc<Verifier>,
 }
 
+/// What a signed request object (`oauth-authz-req+jwt`) says: the node's verifier and a
+/// wallet verifying on its own (`sichat verifier request` with no node) make the same one.
+pub struct RequestObject<'a> {
+    /// `decentralized_identifier:<DID>`: the request is signed by a key of that DID.
+    pub client_id: &'a str,
+    pub client_name: &'a str,
+    /// Where the wallet posts its answer (`direct_post`).
+    pub response_uri: &'a str,
+    pub nonce: &'a str,
+    pub state: &'a str,
+    pub request: &'a NewRequest,
+}
+
+impl RequestObject<'_> {
+    pub fn claims(&self, now_ms: i64) -> Value {
+        let now = now_ms / 1000;
+        json!({
+            "iss": self.client_id,
+            "aud": "https://self-issued.me/v2",
+            "client_id": self.client_id,
+            "response_type": "vp_token",
+            "response_mode": "direct_post",
+            "response_uri": self.response_uri,
+            "nonce": self.nonce,
+            "state": self.state,
+            "dcql_query": Presentations::dcql(self.request),
+            "client_metadata": {
+                "client_name": self.client_name,
+                "vp_formats_supported": {
+                    "jwt_vc_json": {"alg_values": ["EdDSA", "ES256"]},
+                    "ldp_vc": {
+                        "proof_type_values": ["DataIntegrityProof"],
+                        "cryptosuite_values": ["eddsa-rdfc-2022", "ecdsa-rdfc-2019"]
+                    }
+                }
+            },
+            "iat": now,
+            "exp": now + REQUEST_TTL_MS / 1000,
+        })
+    }
+
+    /// The `openid4vp://` URI a wallet opens: the client id and where to fetch the request.
+    pub fn uri(client_id: &str, request_uri: &str) -> String {
+        format!("openid4vp://?client_id={}&request_uri={}", enc(client_id), enc(request_uri))
+    }
+}
+
 impl Presentations {
     pub fn new(db: Db, accounts: Arc<Accounts>, verifier: Arc<Verifier>) -> Self {
         Self { db, accounts, verifier }
@@ -133,11 +180,7 @@ impl Presentations {
         .execute(self.db.pool())
         .await?;
         let client_id = self.client_id(&me.user_name)?;
-        let request_uri = format!(
-            "openid4vp://?client_id={}&request_uri={}",
-            enc(&client_id),
-            enc(&self.url(&me.user_name, &format!("requests/{id}")))
-        );
+        let request_uri = RequestObject::uri(&client_id, &self.url(&me.user_name, &format!("requests/{id}")));
         let result_url = self.accounts.node().url(&format!("api/v1/verifier/requests/{id}"));
         Ok(RequestCreated { id, request_uri, result_url, expires_at })
     }
@@ -193,31 +236,16 @@ impl Presentations {
             self.accounts.user_did(user_name)?,
             kid.rsplit_once('#').map(|(_, f)| f).unwrap_or_default()
         );
-        let now = now_ms() / 1000;
         let host = self.accounts.node().public_url().host_str().unwrap_or("sichat").to_owned();
-        let claims = json!({
-            "iss": self.client_id(user_name)?,
-            "aud": "https://self-issued.me/v2",
-            "client_id": self.client_id(user_name)?,
-            "response_type": "vp_token",
-            "response_mode": "direct_post",
-            "response_uri": self.url(user_name, &format!("responses/{id}")),
-            "nonce": nonce,
-            "state": id,
-            "dcql_query": Self::dcql(&req),
-            "client_metadata": {
-                "client_name": format!("{user_name} on {host}"),
-                "vp_formats_supported": {
-                    "jwt_vc_json": {"alg_values": ["EdDSA", "ES256"]},
-                    "ldp_vc": {
-                        "proof_type_values": ["DataIntegrityProof"],
-                        "cryptosuite_values": ["eddsa-rdfc-2022", "ecdsa-rdfc-2019"]
-                    }
-                }
-            },
-            "iat": now,
-            "exp": now + REQUEST_TTL_MS / 1000,
-        });
+        let claims = RequestObject {
+            client_id: &self.client_id(user_name)?,
+            client_name: &format!("{user_name} on {host}"),
+            response_uri: &self.url(user_name, &format!("responses/{id}")),
+            nonce: &nonce,
+            state: id,
+            request: &req,
+        }
+        .claims(now_ms());
         jws::sign_with(&key, REQUEST_TYP, Some(&kid), &claims).map_err(|e| VpError::Internal(e.to_string()))
     }
 

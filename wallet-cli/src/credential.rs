@@ -1,4 +1,7 @@
-//! `sichat credential …`: issuing from your node with your issuing key.
+//! `sichat credential …`: issuing from your node with your issuing key, or alone with a
+//! did:key (see [`alone`]); holding, importing and exporting.
+
+mod alone;
 
 use crate::wallet::HeldCredential;
 use crate::{date, Ctx};
@@ -18,7 +21,9 @@ pub enum CredentialCmd {
     /// Credential types you can issue.
     #[command(subcommand)]
     Type(TypeCmd),
-    /// Sign a credential for a holder with your issuing key (held by your node).
+    /// Sign a credential for a holder with your issuing key (held by your node). A did:key
+    /// wallet signs it itself: it has no status list, so it cannot be revoked and lasts at
+    /// most a year (30 days unless --valid-days).
     Issue {
         #[command(flatten)]
         what: WhatToIssue,
@@ -51,6 +56,12 @@ pub enum CredentialCmd {
         /// The PIN, if the offer asks for one.
         #[arg(long)]
         pin: Option<String>,
+    },
+    /// Take in a credential someone gave you as a file (say, from a wallet with no node):
+    /// it is kept if it verifies, is about you and is in force.
+    Import {
+        /// The vc+jwt or Data Integrity credential file, or - for standard input.
+        file: PathBuf,
     },
     /// The credentials this wallet holds, with their status checked live.
     List,
@@ -85,7 +96,7 @@ pub struct WhatToIssue {
     /// A claim: key=text, or key:=JSON (e.g. age:=42). Repeat for more.
     #[arg(long = "claim", value_name = "KEY=VALUE")]
     claims: Vec<String>,
-    /// Days until it expires (default: no expiry).
+    /// Days until it expires (default: no expiry from a node; 30 days from a did:key wallet).
     #[arg(long)]
     valid_days: Option<i64>,
     /// Also give it a suspension entry, so it can be suspended and resumed.
@@ -152,6 +163,7 @@ pub fn parse_claims(items: &[String]) -> Result<Map<String, Value>> {
 pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
     let cmd = match cmd {
         CredentialCmd::Receive { offer, pin } => return receive(ctx, &offer, pin.as_deref()).await,
+        CredentialCmd::Import { file } => return alone::import(ctx, &file).await,
         CredentialCmd::List => return list(ctx, None).await,
         CredentialCmd::Show { id } => return list(ctx, Some(&id)).await,
         CredentialCmd::Export { id, out } => return export(ctx, &id, out).await,
@@ -164,6 +176,17 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
         }
         other => other,
     };
+    if crate::wallet::read_profile(&ctx.dir)?.server.is_none() {
+        return match cmd {
+            CredentialCmd::Issue { what, out } => alone::issue(ctx, what, out).await,
+            CredentialCmd::Issued => alone::issued(ctx),
+            CredentialCmd::Revoke { .. } | CredentialCmd::Suspend { .. } | CredentialCmd::Resume { .. } => bail!(
+                "what a wallet with no node issues has no status list: it cannot be revoked or suspended, it ends \
+                 when it expires"
+            ),
+            _ => Err(crate::no_server()),
+        };
+    }
     let (_, mut c) = ctx.session().await?;
     let result = match cmd {
         CredentialCmd::Type(TypeCmd::List) => {
@@ -241,6 +264,7 @@ pub async fn run(ctx: &Ctx, cmd: CredentialCmd) -> Result<()> {
         CredentialCmd::Suspend { id } => status(ctx, &c, &id, "suspend").await,
         CredentialCmd::Resume { id } => status(ctx, &c, &id, "resume").await,
         CredentialCmd::Receive { .. }
+        | CredentialCmd::Import { .. }
         | CredentialCmd::List
         | CredentialCmd::Show { .. }
         | CredentialCmd::Export { .. }

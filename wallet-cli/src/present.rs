@@ -1,6 +1,8 @@
 //! OpenID4VP: asking for credentials (`sichat verifier …`) and presenting them
 //! (`sichat present`).
 
+mod listen;
+
 use crate::wallet::{HeldCredential, Wallet};
 use crate::{credential::qr, date, Ctx};
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,7 +22,8 @@ use std::io::{BufRead, IsTerminal, Write};
 #[derive(Subcommand)]
 pub enum VerifierCmd {
     /// Ask someone for a credential: prints an openid4vp:// URI (and a QR code) for their
-    /// wallet, and the id to read the result with.
+    /// wallet, and the id to read the result with. A wallet with no node is the verifier
+    /// itself: it serves the request on --listen, waits for the answer and prints the result.
     Request {
         /// The credential type wanted, e.g. FriendCredential.
         #[arg(long = "type")]
@@ -32,6 +35,16 @@ pub enum VerifierCmd {
         /// (e.g. FriendCredential: "a friend of a friend").
         #[arg(long, value_name = "TYPE")]
         trust_holders_of: Option<String>,
+        /// With no node: the address to serve the request on (0.0.0.0:PORT for the LAN).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// With no node: the base URL the holder's wallet reaches --listen at
+        /// [default: http://<the address listened on>].
+        #[arg(long)]
+        url: Option<String>,
+        /// With no node: seconds to wait for the answer (at most 600).
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
     },
     /// The result of a request: pending, verified or rejected, with every check.
     Result {
@@ -56,9 +69,20 @@ pub struct PresentArgs {
 }
 
 pub async fn verifier(ctx: &Ctx, cmd: VerifierCmd) -> Result<()> {
+    if crate::wallet::read_profile(&ctx.dir)?.server.is_none() {
+        return match cmd {
+            VerifierCmd::Request { type_name, issuers, trust_holders_of, listen, url, wait } => {
+                let want = NewRequest { type_name, issuers, holders_of: trust_holders_of };
+                listen::request(ctx, want, listen::Listen { addr: listen, url, wait_secs: wait }).await
+            }
+            VerifierCmd::Result { .. } => {
+                bail!("a wallet with no node prints the result when the answer comes (`sichat verifier request`)")
+            }
+        };
+    }
     let (_, mut c) = ctx.session().await?;
     let result = match cmd {
-        VerifierCmd::Request { type_name, issuers, trust_holders_of } => {
+        VerifierCmd::Request { type_name, issuers, trust_holders_of, .. } => {
             let body = NewRequest { type_name, issuers, holders_of: trust_holders_of };
             let made: Result<RequestCreated> = c.post("/api/v1/verifier/requests", &body).await;
             made.and_then(|r| {
