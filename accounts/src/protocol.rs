@@ -180,6 +180,11 @@ pub struct RegistrationClaims {
     pub root_key: String,
     pub device_certificate: String,
     pub iat: i64,
+    /// The did:key this account started as, for a wallet that worked alone and now joins
+    /// (`sichat join`): its key must be `root_key`, whose signature on this request is the
+    /// proof. The account's documents name it in `alsoKnownAs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_did: Option<String>,
 }
 
 /// What a root-key-signed request asks for.

@@ -301,6 +301,14 @@ impl Accounts {
         if cert.iss != did.as_str() {
             return Err(AccountError::InvalidCertificate(format!("issued for {}, not for {did}", cert.iss)));
         }
+        if let Some(key_did) = &claims.key_did {
+            if *key_did != Did::key(&root).to_string() {
+                return Err(AccountError::InvalidRequest(format!(
+                    "{key_did} is not the did:key of the root key that signed this registration: an account is \
+                     also known as a did:key only when it holds that key"
+                )));
+            }
+        }
 
         let now = now_ms();
         let user_id = new_id();
@@ -344,6 +352,13 @@ impl Accounts {
         )
         .await?;
         self.insert_device(&mut tx, &user_id, &cert, &claims.device_certificate, now).await?;
+        if let Some(key_did) = &claims.key_did {
+            store::set_key_did(&mut tx, &user_id, key_did).await?;
+            store::insert_did_alias(&mut tx, key_did, &user_id).await.map_err(|e| match is_unique_violation(&e) {
+                true => AccountError::Conflict(format!("{key_did} already names an account of this node")),
+                false => e.into(),
+            })?;
+        }
         tx.commit().await?;
         metrics::counter!("sichat_registrations_total").increment(1);
         tracing::info!(user = %name, did = %did, "account registered");

@@ -327,6 +327,7 @@ pub(crate) async fn register(
         root_key: root.public().to_multibase(),
         device_certificate: made[0].cert.clone(),
         iat: now_secs(),
+        key_did: None,
     };
     post(&t, "/api/v1/accounts", &json!({ "request": jws::sign(&root, TYP_REGISTER, None, &claims)? })).await?;
     for d in &made[1..] {

@@ -56,6 +56,7 @@ impl Joiner {
             root_key: self.root.public().to_multibase(),
             device_certificate: self.cert(&did, 3600),
             iat: now_secs(),
+            key_did: None,
         }
     }
 
@@ -134,6 +135,19 @@ async fn registration_rejects_bad_input_without_side_effects(backend: Backend) {
         j.sign(&c)
     };
     cases.push(("stale iat", stale, 400, "invalid_request"));
+    // An account is also known as a did:key only when the did:key is the root key it signs with.
+    let claimed = {
+        let mut c = j.claims(&app, &ch, &invite, "alice");
+        c.key_did = Some(Did::key(&Ed25519KeyPair::generate().public()).to_string());
+        j.sign(&c)
+    };
+    cases.push(("alsoKnownAs a did:key it does not hold", claimed, 400, "invalid_request"));
+    let not_key = {
+        let mut c = j.claims(&app, &ch, &invite, "alice");
+        c.key_did = Some("did:web:evil.example".into());
+        j.sign(&c)
+    };
+    cases.push(("alsoKnownAs another DID method", not_key, 400, "invalid_request"));
     let wrong_typ = jws::sign(&j.root, TYP_ROOT_OP, None, &j.claims(&app, &ch, &invite, "alice")).expect("sign");
     cases.push(("JWS of another type", wrong_typ, 400, "malformed_jws"));
     cases.push(("malformed JWS", "not.a.jws".into(), 400, "malformed_jws"));

@@ -1,12 +1,102 @@
 //! The design's hardware configurations (seeds/001, "Model evaluation"), one test per row
 //! as they are built: 0 servers (wallets alone issue, hold, ask for and verify
-//! credentials), and 1→0 (a wallet whose node is gone keeps everything that needs no node).
+//! credentials), 0→1 (a did:key wallet joins a node, keeping its key and what it holds), and
+//! 1→0 (a wallet whose node is gone keeps everything that needs no node).
 
 use crate::holder::{did, give};
 use crate::messaging::{delivered, send, texts};
-use sichat_e2e::{json, sichat, stderr, storage_tests, Backend, TempDir, TestApp, Watch};
+use sichat_e2e::{json, sichat, stderr, storage_tests, unseal, Backend, TempDir, TestApp, Watch};
+use std::path::{Path, PathBuf};
 
-storage_tests!(a_wallet_whose_node_is_gone_keeps_what_needs_no_node);
+storage_tests!(
+    a_wallet_whose_node_is_gone_keeps_what_needs_no_node,
+    a_did_key_wallet_joins_a_node_keeping_what_it_holds
+);
+
+/// `from`, a wallet with no node, issues `to` a FriendCredential as a file in `dir`.
+async fn issued_alone(from: &Path, to: &str, dir: &Path) -> PathBuf {
+    let out =
+        sichat(from, &["--json", "credential", "issue", "--type", "FriendCredential", "--to", to, "--claim", "name=A"])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = dir.join(format!("to-{}.jwt", sichat_core::ids::new_id()));
+    std::fs::write(&file, json(&out)["credential"].as_str().expect("credential")).expect("write");
+    file
+}
+
+/// 0→1: Alice's wallet worked alone (a did:key holding a credential issued to it and a
+/// contact); she joins Dave's node. Her root key stays, her new DID names the did:key in
+/// `alsoKnownAs` beside that same key as its root, the credential bound to the did:key is
+/// still presented from her wallet and accepted, and messages reach her new DID. A join the
+/// node refuses leaves the wallet as it was; a second join is refused.
+async fn a_did_key_wallet_joins_a_node_keeping_what_it_holds(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let dave = app.join("dave", &app.owner_invite).await;
+    let (alice, bob) = (app.wallet("alice"), app.wallet("bob"));
+    for w in [&alice, &bob] {
+        assert!(sichat(w, &["init"]).await.status.success());
+    }
+    let (key_did, bob_did) = (did(&alice).await, did(&bob).await);
+    let file = issued_alone(&bob, &key_did, app.dir.path()).await;
+    let out = sichat(&alice, &["--json", "credential", "import", file.to_str().expect("path")]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let held = json(&out)["id"].as_str().map(str::to_owned);
+    let out = sichat(&alice, &["contacts", "add", "bob", &bob_did]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root_before = unseal(&alice).root.expect("root").public();
+
+    let join = |invite: String| {
+        let (alice, url) = (alice.clone(), app.url.clone());
+        async move { sichat(&alice, &["--json", "join", "--server", &url, "--invite", &invite, "--name", "alice"]).await }
+    };
+    let out = join("NoSuchInviteCode".into()).await;
+    assert!(!out.status.success(), "an unknown invite is refused");
+    assert_eq!(did(&alice).await, key_did, "a refused join leaves the wallet as it was");
+
+    let out = join(app.invite(&dave, 1).await).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let alice_did = did(&alice).await;
+    assert_eq!(alice_did, app.node.identity.user_did("alice").expect("did").to_string());
+    assert_eq!(json(&out)["also_known_as"], key_did.as_str());
+    assert_eq!(unseal(&alice).root.expect("root").public(), root_before, "the root key stays");
+    let (status, doc) = app.get_json("/users/alice/did.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["alsoKnownAs"].as_array().is_some_and(|a| a.iter().any(|d| d == key_did.as_str())), "{doc}");
+    let root =
+        doc["verificationMethod"].as_array().into_iter().flatten().find(|m| m["id"] == format!("{alice_did}#root"));
+    assert_eq!(
+        root.and_then(|m| m["publicKeyMultibase"].as_str()),
+        key_did.strip_prefix("did:key:"),
+        "the did:key is the new DID's root key: {doc}"
+    );
+    let listed = json(&sichat(&alice, &["--json", "credential", "list"]).await);
+    assert!(
+        listed.as_array().is_some_and(|l| l.iter().any(|c| Some(c["id"].as_str()) == Some(held.as_deref()))),
+        "{listed}"
+    );
+    let contacts = json(&sichat(&alice, &["--json", "contacts", "list"]).await);
+    assert!(contacts.to_string().contains(&bob_did), "{contacts}");
+
+    // The credential bound to the did:key is presented from the joined wallet.
+    let out = sichat(&dave, &["--json", "verifier", "request", "--type", "FriendCredential"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (uri, id) =
+        (json(&out)["request_uri"].as_str().map(str::to_owned), json(&out)["id"].as_str().map(str::to_owned));
+    let out = sichat(&alice, &["present", uri.as_deref().expect("uri"), "--yes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sichat(&dave, &["--json", "verifier", "result", id.as_deref().expect("id"), "--wait", "10"]).await;
+    assert_eq!(json(&out)["status"], "verified", "{}", json(&out));
+
+    let sent = send(&dave, &alice_did, "welcome to the node", &[]).await;
+    delivered(&dave, &sent).await;
+    let out = sichat(&alice, &["--json", "message", "inbox"]).await;
+    assert_eq!(texts(&json(&out)), ["welcome to the node"]);
+
+    let out = join(app.invite(&dave, 1).await).await;
+    assert!(!out.status.success() && stderr(&out).contains("already has an account"), "{}", stderr(&out));
+    // Someone else cannot claim the did:key: the node checks it is the registering root key
+    // (see `bad_input::registration_rejects_bad_input_without_side_effects`).
+}
 
 /// 0 servers: two did:key wallets and no node anywhere. Alice issues Bob a credential in
 /// both formats as files; they cannot be revoked, so their validity is bounded. Bob imports

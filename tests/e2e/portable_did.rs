@@ -145,6 +145,7 @@ impl Raw {
             root_key: root.public().to_multibase(),
             device_certificate: device_cert(&root, &did, &new_id()),
             iat: now_secs(),
+            key_did: None,
         };
         let request = jws::sign(&root, TYP_REGISTER, None, &claims).expect("sign");
         let (status, body) = app.post_json("/api/v1/accounts", &json!({ "request": request })).await;

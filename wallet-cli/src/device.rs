@@ -109,6 +109,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 blessed: Vec::new(),
                 did_log: Vec::new(),
                 outbox_key: None,
+                key_did: None,
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

@@ -9,6 +9,7 @@ mod device;
 mod did_log;
 mod follow;
 mod history;
+mod init;
 mod login;
 mod message;
 mod oidc;
@@ -26,7 +27,7 @@ use serde::Serialize;
 use serde_json::json;
 use sichat_accounts::protocol::*;
 use sichat_core::did::{Did, DidDocument};
-use sichat_core::ids::{new_id, now_ms};
+use sichat_core::ids::now_ms;
 use sichat_core::jws;
 use sichat_core::keys::{Ed25519KeyPair, X25519KeyPair};
 use sichat_core::net::{FetchError, Fetcher, NetPolicy};
@@ -34,7 +35,7 @@ use sichat_core::resolver::Resolver;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wallet::{Profile, Wallet};
+use wallet::Wallet;
 
 pub(crate) const CERT_LIFETIME_SECS: i64 = 365 * 24 * 3600;
 
@@ -85,6 +86,20 @@ enum Command {
         /// A name for this device.
         #[arg(long, default_value = "first device")]
         device_name: String,
+    },
+    /// Give a wallet that works alone (a did:key) an account on a node, keeping its root key,
+    /// credentials, contacts and messages: the new DID names the did:key in `alsoKnownAs`,
+    /// and credentials issued to the did:key still present from this wallet.
+    Join {
+        /// The node's URL.
+        #[arg(long)]
+        server: String,
+        /// The invite code you were given.
+        #[arg(long)]
+        invite: String,
+        /// Your user name on the node (a-z, 0-9, '-'); it becomes part of your DID.
+        #[arg(long)]
+        name: String,
     },
     /// Show who this wallet is.
     Whoami,
@@ -422,7 +437,10 @@ async fn run(cli: Cli) -> Result<()> {
         unlocked_with: std::sync::OnceLock::new(),
     };
     match cli.command {
-        Command::Init { server, invite, name, device_name } => init(&ctx, server, invite, name, device_name).await,
+        Command::Init { server, invite, name, device_name } => {
+            init::init(&ctx, server, invite, name, device_name).await
+        }
+        Command::Join { server, invite, name } => init::join(&ctx, &server, &invite, &name).await,
         Command::Whoami => whoami(&ctx),
         Command::Did(DidCmd::Show) => did_show(&ctx).await,
         Command::Did(DidCmd::Upgrade) => did_upgrade(&ctx).await,
@@ -453,137 +471,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Contacts(cmd) => contacts::run(&ctx, cmd).await,
         Command::Policy(cmd) => policy::run(&ctx, cmd).await,
     }
-}
-
-/// A node being joined by `init`.
-struct Joining {
-    client: Client,
-    server: String,
-    invite: String,
-    node_did: Did,
-    node_key: sichat_core::keys::Ed25519Public,
-}
-
-async fn init(
-    ctx: &Ctx,
-    server: Option<String>,
-    invite: Option<String>,
-    name: Option<String>,
-    device_name: String,
-) -> Result<()> {
-    if wallet::exists(&ctx.dir) {
-        bail!("a wallet already exists in {}: use it, or pass --wallet DIR for another", ctx.dir.display());
-    }
-    let joining = match server {
-        None => None,
-        Some(server) => {
-            let invite = invite.ok_or_else(|| anyhow!("--server needs --invite CODE"))?;
-            let name = name.as_deref().ok_or_else(|| anyhow!("choose a user name with --name NAME (a-z, 0-9, '-')"))?;
-            UserName::parse(name).map_err(|e| anyhow!("{e}"))?;
-            let client = Client::new(&server)?;
-            let (node_doc, node_key) = client.node().await?;
-            let server = server.trim_end_matches('/').to_owned();
-            Some(Joining { client, server, invite, node_did: node_doc.id, node_key })
-        }
-    };
-    let root = Ed25519KeyPair::generate();
-    let sign = Ed25519KeyPair::generate();
-    let agree = X25519KeyPair::generate();
-    let device_id = new_id();
-    // Alone: a did:key. On a node: did:web:<node>:users:<name>.
-    let did = match (&joining, &name) {
-        (Some(j), Some(name)) => j.node_did.web_child(&["users", name])?,
-        _ => Did::key(&root.public()),
-    };
-    let certificate = DeviceCertificate::issue(
-        &root,
-        &did,
-        &device_id,
-        &device_name,
-        &sign.public(),
-        &agree.public(),
-        CERT_LIFETIME_SECS,
-    )?;
-    let profile = Profile {
-        did: did.to_string(),
-        name,
-        server: joining.as_ref().map(|j| j.server.clone()),
-        node_did: joining.as_ref().map(|j| j.node_did.to_string()),
-        node_key: joining.as_ref().map(|j| j.node_key.to_multibase()),
-        device_id,
-        device_name,
-        has_root_key: true,
-        created_at: now_ms(),
-        also_known_as: Vec::new(),
-        recovery_key: None,
-    };
-    let w = Wallet {
-        profile,
-        root: Some(root),
-        device_sign: sign,
-        device_agree: agree,
-        certificate,
-        credentials: Vec::new(),
-        messages: Vec::new(),
-        contacts: Vec::new(),
-        known_keys: Vec::new(),
-        rotations: Vec::new(),
-        history: Default::default(),
-        issued: Vec::new(),
-        blessed: Vec::new(),
-        did_log: Vec::new(),
-        outbox_key: None,
-    };
-    let passphrase = ctx.passphrase(true)?;
-
-    let Some(joining) = joining else {
-        w.save(&ctx.dir, &passphrase)?;
-        return ctx.print(&w.profile, |p| {
-            println!("Made a wallet in {} for {}", ctx.dir.display(), p.did);
-            println!("It works alone. To join a node later, make a new wallet with --server and --invite.");
-        });
-    };
-    // Keep the keys on disk before the node learns of them: an account whose root key
-    // was never saved could not be recovered.
-    let pending = w.write_pending(&ctx.dir, &passphrase)?;
-    let account = match register(&joining.client, &w, &joining.invite).await {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = std::fs::remove_file(&pending);
-            return Err(e);
-        }
-    };
-    wallet::commit_pending(&pending, &ctx.dir)?;
-    let mut w = w;
-    let member = credential::membership(ctx, &mut w, &passphrase).await;
-    if let Err(e) = &member {
-        eprintln!("warning: no MembershipCredential yet ({e:#}); get it later with `sichat credential membership`");
-    }
-    ctx.print(&account, |a| {
-        println!("Welcome, {}! Your wallet is in {}", a.name, ctx.dir.display());
-        if member.is_ok() {
-            println!("  Your node issued you a MembershipCredential (see `sichat credential list`).");
-        }
-        println!("  DID:          {}", a.did);
-        println!("  DID document: {}", a.did_document_url);
-        println!("  Invite quota: {} (see `sichat invite create --help`)", a.quota);
-    })
-}
-
-async fn register(client: &Client, w: &Wallet, invite: &str) -> Result<Account> {
-    let root = need_root(w)?;
-    let ch: Challenge = client.post("/api/v1/challenges", &json!({})).await?;
-    let claims = RegistrationClaims {
-        aud: ch.audience,
-        challenge: ch.challenge,
-        invite: invite.trim().to_owned(),
-        name: w.profile.name.clone().unwrap_or_default(),
-        root_key: root.public().to_multibase(),
-        device_certificate: w.certificate.clone(),
-        iat: now_secs(),
-    };
-    let request = jws::sign(root, TYP_REGISTER, None, &claims)?;
-    client.post("/api/v1/accounts", &SignedRequest { request }).await
 }
 
 fn whoami(ctx: &Ctx) -> Result<()> {
@@ -734,6 +621,15 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         blessed: w.blessed.clone(),
         did_log: w.did_log.clone(),
         outbox_key: w.outbox_key.clone(),
+        // The did:key the account started as is the old root key: credentials bound to it
+        // are still presented with it.
+        key_did: match &w.key_did {
+            Some(k) => Some(Ed25519KeyPair::from_secret(&k.secret())?),
+            None if w.profile.also_known_as.contains(&Did::key(&old_root.public()).to_string()) => {
+                Some(Ed25519KeyPair::from_secret(&old_root.secret())?)
+            }
+            None => None,
+        },
     };
     let pending = updated.write_pending(&ctx.dir, &pass)?;
     if let Err(e) = c.root_operation(&w, old_root, op).await {

@@ -347,6 +347,15 @@ fn holder_of(w: &Wallet, held: &HeldCredential) -> Result<String> {
 /// credential issued to a DID the account had before is presented under that DID, so the
 /// holder binding holds.
 fn holder_key<'w>(w: &'w Wallet, holder: &str) -> Result<(String, &'w Ed25519KeyPair)> {
+    if holder.starts_with("did:key:") {
+        // A did:key is its key: the root key it started as, or kept since a rotation.
+        let key = [w.root.as_ref(), w.key_did.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|k| sichat_core::did::Did::key(&k.public()).as_str() == holder)
+            .ok_or_else(|| anyhow!("credentials issued to {holder} are presented with its key, which this wallet does not hold: present them from the wallet that joined as it"))?;
+        return Ok((format!("{holder}#{}", key.public().to_multibase()), key));
+    }
     match &w.profile.server {
         Some(_) => Ok((format!("{holder}#device-{}", w.profile.device_id), &w.device_sign)),
         None => {

@@ -308,6 +308,7 @@ async fn recover_account(
         blessed: Vec::new(),
         did_log: Vec::new(),
         outbox_key: None,
+        key_did: None,
     };
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
     let pending = w.write_pending(&ctx.dir, pass)?;

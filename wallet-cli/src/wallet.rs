@@ -80,6 +80,8 @@ struct Secrets {
     did_log: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outbox_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_did: Option<String>,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -196,6 +198,9 @@ pub struct Wallet {
     /// The key sealing the messages handed to the node and not yet delivered, kept each in
     /// a file of its own beside the wallet (`message/sent.rs`).
     pub outbox_key: Option<String>,
+    /// The key of the did:key this account started as (`sichat join`), once the root key
+    /// rotated away from it: credentials issued to the did:key are presented with it.
+    pub key_did: Option<Ed25519KeyPair>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -262,6 +267,11 @@ impl Wallet {
             blessed: s.blessed,
             did_log: s.did_log,
             outbox_key: s.outbox_key,
+            key_did: s
+                .key_did
+                .as_deref()
+                .map(|k| decode_secret(k).and_then(|b| Ed25519KeyPair::from_secret(&b)))
+                .transpose()?,
             profile: file.profile,
         })
     }
@@ -298,6 +308,7 @@ impl Wallet {
             blessed: self.blessed.clone(),
             did_log: self.did_log.clone(),
             outbox_key: self.outbox_key.clone(),
+            key_did: self.key_did.as_ref().map(|k| b64url(&k.secret())),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -412,6 +423,7 @@ mod tests {
             blessed: Vec::new(),
             did_log: Vec::new(),
             outbox_key: None,
+            key_did: None,
         }
     }
 

@@ -54,7 +54,8 @@ struct Bundle {
     user: BundleUser,
     /// The account's `did:web` DID on the old node.
     web_did: String,
-    /// DIDs the account had on nodes before the old one.
+    /// DIDs the account had before the old node: the did:key it started as, and those of
+    /// nodes before the old one.
     earlier_dids: Vec<String>,
     did_log: Vec<String>,
     issuing_keys: Vec<BundleKey>,
@@ -705,11 +706,17 @@ impl Accounts {
         Ok(())
     }
 
-    /// DIDs the account had on the nodes it came from (none if it was made here).
+    /// DIDs the account had before: the did:key it started as (`sichat join`), then those it
+    /// had on the nodes it came from.
     pub(super) async fn earlier_dids(c: &mut store::Conn, user_id: &str) -> Result<Vec<String>, AccountError> {
-        let Some(m) = store::finished_move(c, user_id, "in").await? else { return Ok(Vec::new()) };
-        let text = m.old_dids.unwrap_or_default();
-        serde_json::from_str(&text).map_err(|e| AccountError::Internal(format!("acct_moves.old_dids: {e}")))
+        let mut dids: Vec<String> = store::key_did(c, user_id).await?.into_iter().collect();
+        if let Some(m) = store::finished_move(c, user_id, "in").await? {
+            let text = m.old_dids.unwrap_or_default();
+            let moved: Vec<String> =
+                serde_json::from_str(&text).map_err(|e| AccountError::Internal(format!("acct_moves.old_dids: {e}")))?;
+            dids.extend(moved.into_iter().filter(|d| !dids.contains(d)).collect::<Vec<_>>());
+        }
+        Ok(dids)
     }
 
     /// The account that had `did` on the node it came from, by its name here.

@@ -182,6 +182,18 @@ pub async fn insert_did_alias(c: &mut Conn, did: &str, user_id: &str) -> Result<
     Ok(())
 }
 
+/// Record the did:key an account started as (see `RegistrationClaims::key_did`).
+pub async fn set_key_did(c: &mut Conn, user_id: &str, did: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_users SET key_did = $1 WHERE id = $2").bind(did).bind(user_id).execute(c).await?;
+    Ok(())
+}
+
+/// The did:key the account started as, if it joined from a wallet that worked alone.
+pub async fn key_did(c: &mut Conn, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT key_did FROM acct_users WHERE id = $1").bind(user_id).fetch_optional(c).await?;
+    Ok(row.map(|r| r.try_get::<Option<String>, _>("key_did")).transpose()?.flatten())
+}
+
 /// The name of the account (active, or moved on from here) that once had `did` on another
 /// node: callers check the account's status (a moved one is answered `moved`).
 pub async fn name_by_alias(c: &mut Conn, did: &str) -> Result<Option<String>, sqlx::Error> {
