@@ -75,6 +75,13 @@ async fn move_ticket(
     Ok((StatusCode::CREATED, Json(a.move_ticket(&body).await?)))
 }
 
+async fn export_issuing_keys(
+    State(a): State<AppState>,
+    ApiJson(body): ApiJson<SignedRequest>,
+) -> Result<Json<SealedIssuingKeys>, ApiError> {
+    Ok(Json(a.export_issuing_keys(&body.request).await?))
+}
+
 async fn move_export(
     State(a): State<AppState>,
     ApiJson(body): ApiJson<SignedRequest>,
@@ -123,6 +130,7 @@ pub fn router(accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{id}/revoke", post(revoke_device))
         .route("/api/v1/root-operations", post(root_operation))
+        .route("/api/v1/account/issuing-keys", post(export_issuing_keys))
         .route("/api/v1/invites", post(create_invite).get(list_invites))
         .route("/api/v1/invites/{id}", delete(revoke_invite))
         .route("/api/v1/users/{name}", delete(remove_user))

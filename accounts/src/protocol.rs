@@ -26,6 +26,8 @@ pub const TYP_ROOT_OP: &str = "sichat-root-op+jwt";
 pub const TYP_LOGIN_CHALLENGE: &str = "sichat-login-challenge+jwt";
 pub const TYP_LOGIN: &str = "sichat-login+jwt";
 pub const TYP_ROOT_ROTATION: &str = "sichat-root-rotation+jwt";
+/// The account's issuing keys, sealed to the root-key wallet (`sichat export`).
+pub const TYP_ISSUING_KEYS: &str = "sichat-issuing-keys+jwe";
 /// Most rotations one `catch_up` carries.
 pub const MAX_ROTATIONS: usize = 64;
 
@@ -264,6 +266,12 @@ pub enum RootOperation {
     /// (`POST /api/v1/did/draft`).
     UpgradeDid {
         entry: String,
+    },
+    /// Hand the account's issuing keys to the root-key wallet, sealed to `recipient_key` (an
+    /// X25519 JWK the wallet just made), so that it can keep re-signing the status lists of
+    /// what it issued with no node (`sichat export`). Sent to `POST /api/v1/account/issuing-keys`.
+    ExportIssuingKeys {
+        recipient_key: serde_json::Value,
     },
     /// Export the account, sealed to the new node's `recipient_key` (an X25519 JWK), for the
     /// move named by `ticket` to the node at `to` (see [`moves`]).
@@ -545,4 +553,37 @@ pub struct PendingApproval {
     pub redirect_host: Option<String>,
     pub scope: Option<String>,
     pub expires_at: i64,
+}
+
+/// One issuing key, as `POST /api/v1/account/issuing-keys` hands it to the root-key wallet.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedIssuingKey {
+    /// The key's id: its verification method is `#issuing-<id>`.
+    pub id: String,
+    /// `Ed25519` or `P-256`.
+    pub algorithm: String,
+    pub public_key: String,
+    /// The secret key, base64url.
+    pub secret: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for ExportedIssuingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedIssuingKey").field("id", &self.id).field("public_key", &self.public_key).finish()
+    }
+}
+
+impl Drop for ExportedIssuingKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
+    }
+}
+
+/// The answer to `POST /api/v1/account/issuing-keys`: a JWE (`TYP_ISSUING_KEYS`) of the
+/// JSON array of [`ExportedIssuingKey`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SealedIssuingKeys {
+    pub sealed: String,
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 
 mod devices;
 mod did_log;
+mod export;
 mod history;
 mod move_pages;
 mod moves;

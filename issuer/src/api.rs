@@ -29,6 +29,7 @@ pub fn router(issuer: Arc<Issuer>, accounts: Arc<Accounts>) -> Router {
     Router::new()
         .route("/api/v1/issuer/types", get(list_types).post(add_type))
         .route("/api/v1/issuer/credentials", get(issued).post(issue))
+        .route("/api/v1/issuer/published", get(published))
         .route("/api/v1/issuer/credentials/reinstate", post(reinstate))
         .route("/api/v1/issuer/credentials/{id}/{action}", post(set_status))
         .route("/api/v1/issuer/offers", get(offers).post(create_offer))
@@ -77,6 +78,10 @@ async fn reinstate(
     ApiJson(req): ApiJson<crate::reinstate::Reinstate>,
 ) -> Result<Json<Vec<crate::reinstate::Reinstated>>, ApiError> {
     Ok(Json(s.issuer.reinstate(&me, &req).await?))
+}
+
+async fn published(State(s): State<AppState>, me: AuthDevice) -> Result<Json<crate::published::Published>, ApiError> {
+    Ok(Json(s.issuer.published(&me).await?))
 }
 
 async fn issued(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<IssuedRecord>>, ApiError> {

@@ -10,6 +10,7 @@
 //! - [`status`]: Bitstring Status List encoding.
 //! - [`membership`]: the node-issued MembershipCredential and its derived status list.
 //! - [`oid4vci`]: OpenID4VCI 1.0 pre-authorized code flow (offers, token, nonce, credential).
+//! - [`published`]: what the node publishes for an account, for `sichat export`.
 //! - [`service`]: issuing, the issuance log, revocation and suspension, served lists.
 //! - [`api`]: the axum router.
 //!
@@ -23,6 +24,7 @@ mod error;
 pub mod membership;
 pub mod moves;
 pub mod oid4vci;
+pub mod published;
 pub mod reinstate;
 pub mod service;
 pub mod status;

@@ -487,19 +487,14 @@ impl Issuer {
         // Its id is the URL its credentials name: this node's, or, for a list that moved in
         // with its account, the old node's (which redirects here).
         let url = list.published_url.unwrap_or_else(|| self.list_url(&list.name, list_id));
-        let vc = json!({
-            "@context": [credential::VCDM2_CONTEXT],
-            "id": url,
-            "type": ["VerifiableCredential", "BitstringStatusListCredential"],
-            "issuer": kid.split('#').next().unwrap_or_default(),
-            "validFrom": credential::rfc3339(list.updated_at),
-            "credentialSubject": {
-                "id": format!("{url}#list"),
-                "type": "BitstringStatusList",
-                "statusPurpose": list.purpose,
-                "encodedList": Bitstring::from_bytes(list.bits).encode(),
-            }
-        });
+        let issuer = kid.split('#').next().unwrap_or_default();
+        let vc = crate::status::list_credential(
+            &url,
+            issuer,
+            &list.purpose,
+            &Bitstring::from_bytes(list.bits),
+            list.updated_at,
+        );
         let served = ServedList { etag, jwt: credential::sign_vc_jwt(&KeyPair::Ed25519(key), &kid, &vc)? };
         if let Ok(mut cache) = self.lists.lock() {
             cache.insert(list_id.to_owned(), served.clone());

@@ -95,6 +95,25 @@ impl Bitstring {
     }
 }
 
+/// The `BitstringStatusListCredential` a list is served as (signed as `vc+jwt`), at `url`,
+/// by `issuer`, as of `updated_at`: the node serves it, and a wallet whose node is gone
+/// re-signs it on a static host (`sichat site revoke`).
+pub fn list_credential(url: &str, issuer: &str, purpose: &str, bits: &Bitstring, updated_at: i64) -> serde_json::Value {
+    serde_json::json!({
+        "@context": [crate::credential::VCDM2_CONTEXT],
+        "id": url,
+        "type": ["VerifiableCredential", "BitstringStatusListCredential"],
+        "issuer": issuer,
+        "validFrom": crate::credential::rfc3339(updated_at),
+        "credentialSubject": {
+            "id": format!("{url}#list"),
+            "type": "BitstringStatusList",
+            "statusPurpose": purpose,
+            "encodedList": bits.encode(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The design's hardware configurations (seeds/001, "Model evaluation"), one test per row
 //! as they are built: 0 servers (wallets alone issue, hold, ask for and verify
 //! credentials), 0→1 (a did:key wallet joins a node, keeping its key and what it holds), and
-//! 1→0 (a wallet whose node is gone keeps everything that needs no node).
+//! 1→0 (a wallet whose node is gone keeps everything that needs no node; what it issued keeps
+//! verifying from a static site, where it can still revoke).
 
 use crate::holder::{did, give};
 use crate::messaging::{delivered, send, texts};
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 storage_tests!(
     a_wallet_whose_node_is_gone_keeps_what_needs_no_node,
-    a_did_key_wallet_joins_a_node_keeping_what_it_holds
+    a_did_key_wallet_joins_a_node_keeping_what_it_holds,
+    what_you_issued_outlives_your_node_on_a_static_site
 );
 
 /// `from`, a wallet with no node, issues `to` a FriendCredential as a file in `dir`.
@@ -216,4 +218,90 @@ async fn a_wallet_whose_node_is_gone_keeps_what_needs_no_node(backend: Backend) 
     assert!(out.status.success(), "{}", stderr(&out));
     let listed = json(&out);
     assert!(listed.as_array().is_some_and(|l| l.iter().any(|c| c["id"] == credential.as_str())), "{listed}");
+}
+
+/// A static web host (Python's `http.server`) serving `dir` at `addr`, until dropped.
+struct StaticHost(#[allow(dead_code)] tokio::process::Child);
+
+impl StaticHost {
+    async fn serve(dir: &Path, addr: std::net::SocketAddr) -> Self {
+        let child = tokio::process::Command::new("python3")
+            .args(["-m", "http.server", &addr.port().to_string(), "--bind", &addr.ip().to_string(), "--directory"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 -m http.server");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Self(child);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the static host did not listen on {addr}");
+    }
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// 1→0: Alice issued Bob two credentials, then exports and her node goes away. A plain
+/// static web host serves the site the export wrote, at the node's address: Bob's
+/// credentials verify with their status read from it; Alice revokes one by re-signing its
+/// status list with no node, and only that one stops verifying. A site altered behind the
+/// wallet's back is found by `site check`, and `site revoke` will not sign over it.
+async fn what_you_issued_outlives_your_node_on_a_static_site(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = app.join("alice", &app.owner_invite).await;
+    let bob = app.join("bob", &app.invite(&alice, 1).await).await;
+    let kept = give(&alice, &bob, "FriendCredential", &[]).await;
+    let revoked = give(&alice, &bob, "FriendCredential", &[]).await;
+    let files: Vec<PathBuf> = [&kept, &revoked].iter().map(|id| app.dir.path().join(format!("{id}.jwt"))).collect();
+    for (id, file) in [&kept, &revoked].iter().zip(&files) {
+        let out = sichat(&bob, &["credential", "export", id, "--out", file.to_str().expect("path")]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = sichat(&alice, &["--json", "export"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = json(&out);
+    assert_eq!(exported["issued"], 2, "{exported}");
+    let site = PathBuf::from(exported["site"].as_str().expect("site"));
+    assert!(site.join("users/alice/did.json").is_file());
+    let port = app.url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let _gone = app.stop_keeping().await;
+    let _host = StaticHost::serve(&site, addr).await;
+
+    let verify = |file: PathBuf| {
+        let bob = bob.clone();
+        async move { sichat(&bob, &["--json", "verify", file.to_str().expect("path")]).await }
+    };
+    for file in &files {
+        let out = verify(file.clone()).await;
+        assert_eq!(json(&out)["valid"], true, "{}", stdout_of(&out));
+    }
+    let out = sichat(&alice, &["site", "check"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sichat(&alice, &["site", "revoke", &revoked]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = verify(files[1].clone()).await;
+    assert_eq!(out.status.code(), Some(2), "the revoked one: {}", stdout_of(&out));
+    assert!(stdout_of(&out).contains("revoked"), "{}", stdout_of(&out));
+    assert_eq!(json(&verify(files[0].clone()).await)["valid"], true, "the other one still verifies");
+    let out = sichat(&alice, &["site", "check"]).await;
+    assert!(out.status.success(), "a revocation by the wallet is no alteration: {}", stderr(&out));
+
+    // Altered behind the wallet's back: found, and not signed over.
+    let list =
+        std::fs::read_dir(site.join("users/alice/status")).expect("lists").flatten().next().expect("a list").path();
+    let before = std::fs::read_to_string(&list).expect("read");
+    std::fs::write(&list, format!("{before}\n")).expect("write");
+    let out = sichat(&alice, &["--json", "site", "check"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout_of(&out).contains("altered"), "{}", stdout_of(&out));
+    let out = sichat(&alice, &["site", "revoke", &kept]).await;
+    assert!(!out.status.success() && stderr(&out).contains("altered"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&list).expect("read"), format!("{before}\n"), "nothing signed over it");
 }

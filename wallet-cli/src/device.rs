@@ -110,6 +110,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 did_log: Vec::new(),
                 outbox_key: None,
                 key_did: None,
+                exported: None,
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

@@ -110,6 +110,7 @@ pub async fn next_entry(
         op,
         RootOperation::UpgradeDid { .. }
             | RootOperation::MoveOut { .. }
+            | RootOperation::ExportIssuingKeys { .. }
             | RootOperation::MoveDone { .. }
             | RootOperation::MoveCancel { .. }
             | RootOperation::FollowHost { .. }
@@ -157,6 +158,7 @@ pub async fn next_entry(
         }
         RootOperation::UpgradeDid { .. }
         | RootOperation::MoveOut { .. }
+        | RootOperation::ExportIssuingKeys { .. }
         | RootOperation::MoveDone { .. }
         | RootOperation::MoveCancel { .. }
         | RootOperation::FollowHost { .. }

@@ -98,6 +98,7 @@ pub async fn init(
         did_log: Vec::new(),
         outbox_key: None,
         key_did: None,
+        exported: None,
     };
     let passphrase = ctx.passphrase(true)?;
 

@@ -7,6 +7,7 @@ mod contacts;
 mod credential;
 mod device;
 mod did_log;
+mod export;
 mod follow;
 mod history;
 mod init;
@@ -129,6 +130,13 @@ enum Command {
     /// Move your account to another node, keeping your DID, what you issued and hold, and
     /// your devices: `sichat move --to https://new.example --invite CODE`.
     Move(account_move::MoveArgs),
+    /// Before your node goes away: take into this wallet what it needs to go on without it
+    /// (issuing keys, the status of what you issued, your history), and write a static site
+    /// of your DID and status lists for any static web host.
+    Export(export::ExportArgs),
+    /// The static site `sichat export` wrote: check it, or revoke with no node.
+    #[command(subcommand)]
+    Site(export::SiteCmd),
     /// Issue credentials to friends, and revoke them.
     #[command(subcommand)]
     Credential(credential::CredentialCmd),
@@ -459,6 +467,8 @@ async fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Key(KeyCmd::Rotate) => rotate(&ctx).await,
+        Command::Export(args) => export::run(&ctx, args).await,
+        Command::Site(cmd) => export::site(&ctx, cmd).await,
         Command::Credential(cmd) => credential::run(&ctx, cmd).await,
         Command::Verify(args) => verify::run(&ctx, args).await,
         Command::Present(args) => present::present(&ctx, args).await,
@@ -623,6 +633,7 @@ async fn rotate(ctx: &Ctx) -> Result<()> {
         outbox_key: w.outbox_key.clone(),
         // The did:key the account started as is the old root key: credentials bound to it
         // are still presented with it.
+        exported: w.exported.clone(),
         key_did: match &w.key_did {
             Some(k) => Some(Ed25519KeyPair::from_secret(&k.secret())?),
             None if w.profile.also_known_as.contains(&Did::key(&old_root.public()).to_string()) => {

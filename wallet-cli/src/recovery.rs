@@ -309,6 +309,7 @@ async fn recover_account(
         did_log: Vec::new(),
         outbox_key: None,
         key_did: None,
+        exported: None,
     };
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
     let pending = w.write_pending(&ctx.dir, pass)?;

@@ -82,6 +82,8 @@ struct Secrets {
     outbox_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_did: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exported: Option<crate::export::Exported>,
 }
 
 /// The key agreement keys a recipient's DID document listed when last resolved: a
@@ -201,6 +203,8 @@ pub struct Wallet {
     /// The key of the did:key this account started as (`sichat join`), once the root key
     /// rotated away from it: credentials issued to the did:key are presented with it.
     pub key_did: Option<Ed25519KeyPair>,
+    /// What `sichat export` took from the node for a life without it.
+    pub exported: Option<crate::export::Exported>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -267,6 +271,7 @@ impl Wallet {
             blessed: s.blessed,
             did_log: s.did_log,
             outbox_key: s.outbox_key,
+            exported: s.exported,
             key_did: s
                 .key_did
                 .as_deref()
@@ -309,6 +314,7 @@ impl Wallet {
             did_log: self.did_log.clone(),
             outbox_key: self.outbox_key.clone(),
             key_did: self.key_did.as_ref().map(|k| b64url(&k.secret())),
+            exported: self.exported.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secrets)?);
         let file = WalletFile {
@@ -424,6 +430,7 @@ mod tests {
             did_log: Vec::new(),
             outbox_key: None,
             key_did: None,
+            exported: None,
         }
     }
 

@@ -214,6 +214,11 @@ impl Accounts {
             RootOperation::MoveOut { .. } => {
                 return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()))
             }
+            RootOperation::ExportIssuingKeys { .. } => {
+                return Err(AccountError::InvalidRequest(
+                    "an export_issuing_keys is sent to /api/v1/account/issuing-keys".into(),
+                ))
+            }
             RootOperation::MoveCancel { to } => self.move_cancel(&mut tx, &user, to, now).await?,
             RootOperation::FollowHost { did } => {
                 self.follow_host(&mut tx, &user, did, claims.did_log_entry.as_deref(), now).await?
@@ -322,6 +327,7 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::Recover { .. } => "recover",
         RootOperation::UpgradeDid { .. } => "upgrade_did",
         RootOperation::MoveOut { .. } => "move_out",
+        RootOperation::ExportIssuingKeys { .. } => "export_issuing_keys",
         RootOperation::MoveDone { .. } => "move_done",
         RootOperation::FollowHost { .. } => "follow_host",
         RootOperation::MoveCancel { .. } => "move_cancel",
