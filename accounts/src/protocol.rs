@@ -267,6 +267,11 @@ pub enum RootOperation {
     UpgradeDid {
         entry: String,
     },
+    /// Name a standby node (`Some`) or end it (`None`): its DIDComm endpoint follows this
+    /// node's in the account's DID documents, and this node takes what it hands over.
+    SetStandby {
+        standby: Option<StandbyNode>,
+    },
     /// Hand the account's issuing keys to the root-key wallet, sealed to `recipient_key` (an
     /// X25519 JWK the wallet just made), so that it can keep re-signing the status lists of
     /// what it issued with no node (`sichat export`). Sent to `POST /api/v1/account/issuing-keys`.
@@ -586,4 +591,14 @@ impl Drop for ExportedIssuingKey {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SealedIssuingKeys {
     pub sealed: String,
+}
+
+/// A standby node, as `set_standby` names it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyNode {
+    /// The standby node's DID (`did:web`): its node key signs the handovers.
+    pub node_did: String,
+    /// Its DIDComm endpoint, listed after this node's.
+    pub endpoint: String,
 }

@@ -366,6 +366,25 @@ impl Accounts {
         self.account(&user_id).await
     }
 
+    /// Spend an invite on something other than an account (a standby this node keeps for an
+    /// account of another node): used, by no one, its quota gone with it. Returns its id.
+    pub async fn spend_invite(&self, code: &str) -> Result<String, AccountError> {
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let invite = self.usable_invite(&mut tx, code, now).await?;
+        if !store::spend_invite(&mut tx, &invite.id, now).await? {
+            return Err(AccountError::InviteUsed);
+        }
+        tx.commit().await?;
+        Ok(invite.id)
+    }
+
+    /// The standby node (DID, DIDComm endpoint) the account `name` named, if any.
+    pub async fn standby_of(&self, name: &str) -> Result<Option<(String, String)>, AccountError> {
+        let user = store::user_by_name(&mut *self.read_conn().await?, name).await?;
+        Ok(user.filter(|u| u.status == "active").and_then(|u| u.standby))
+    }
+
     /// The open, unexpired invite with this code.
     async fn usable_invite(&self, c: &mut store::Conn, code: &str, now: i64) -> Result<store::InviteRow, AccountError> {
         let invite = store::invite_by_code_hash(c, &token_hash(code)).await?.ok_or(AccountError::InviteNotFound)?;
@@ -524,7 +543,16 @@ impl Accounts {
             },
             _ => self.node.url(DIDCOMM_PATH),
         };
-        Ok(build_document(self.node.user_did(&user.name)?, &user.root_key, &issuing, &devices, didcomm))
+        let mut doc = build_document(self.node.user_did(&user.name)?, &user.root_key, &issuing, &devices, didcomm);
+        // The standby's endpoint comes second: senders try it when this node is down.
+        if let (Some((_, endpoint)), "active") = (&user.standby, user.status.as_str()) {
+            doc.service.push(Service {
+                id: doc.id.url("didcomm-standby"),
+                kind: "DIDCommMessaging".into(),
+                service_endpoint: serde_json::json!({"uri": endpoint, "accept": ["didcomm/v2"]}),
+            });
+        }
+        Ok(doc)
     }
 
     // ---- devices and sessions ----

@@ -18,9 +18,12 @@ pub struct UserRow {
     pub status: String,
     pub invited_by: Option<String>,
     pub created_at: i64,
+    /// The standby node's DID and DIDComm endpoint, when the account has one.
+    pub standby: Option<(String, String)>,
 }
 
 const USER_COLUMNS: &str = "u.id, u.name, u.root_key, u.recovery_key, u.devices_may_revoke, u.quota, u.status, u.created_at, \
+     u.standby_node, u.standby_endpoint, \
      (SELECT p.name FROM acct_invites i JOIN acct_users p ON p.id = i.inviter_id WHERE i.id = u.invite_id) AS invited_by";
 
 fn user_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
@@ -34,6 +37,9 @@ fn user_row(r: &AnyRow) -> Result<UserRow, sqlx::Error> {
         status: r.try_get("status")?,
         invited_by: r.try_get("invited_by")?,
         created_at: r.try_get("created_at")?,
+        standby: r
+            .try_get::<Option<String>, _>("standby_node")?
+            .zip(r.try_get::<Option<String>, _>("standby_endpoint")?),
     })
 }
 
@@ -76,6 +82,17 @@ pub struct NewUser<'a> {
     pub quota: i64,
     pub invite_id: &'a str,
     pub now: i64,
+}
+
+/// Name, or forget, the account's standby node (see [`UserRow::standby`]).
+pub async fn set_standby(c: &mut Conn, user_id: &str, standby: Option<(&str, &str)>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE acct_users SET standby_node = $1, standby_endpoint = $2 WHERE id = $3")
+        .bind(standby.map(|s| s.0))
+        .bind(standby.map(|s| s.1))
+        .bind(user_id)
+        .execute(c)
+        .await?;
+    Ok(())
 }
 
 pub async fn insert_user(c: &mut Conn, u: NewUser<'_>) -> Result<(), sqlx::Error> {
@@ -258,6 +275,16 @@ pub async fn use_invite(c: &mut Conn, id: &str, user_id: &str, now: i64) -> Resu
     .bind(id)
     .execute(c)
     .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Mark an open invite used by no account (see `Accounts::spend_invite`).
+pub async fn spend_invite(c: &mut Conn, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE acct_invites SET status = 'used', used_at = $1 WHERE id = $2 AND status = 'open'")
+        .bind(now)
+        .bind(id)
+        .execute(c)
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 

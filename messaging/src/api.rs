@@ -3,7 +3,8 @@
 
 use crate::policy::Policy;
 use crate::service::Received;
-use crate::Messaging;
+use crate::standby::{EndStandby, NewStandby, StandbyCreated, HANDOVER_SUFFIX};
+use crate::{Messaging, MessagingError};
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRef, State};
@@ -38,7 +39,10 @@ pub fn router(messaging: Arc<Messaging>) -> Router {
         .route("/api/v1/messages/ws", get(pickup))
         .route("/api/v1/messages/policy", get(policy).put(set_policy))
         .route("/api/v1/messages/{id}", get(status))
-        .route(DIDCOMM_PATH, post(deliver).get(epoch));
+        .route(DIDCOMM_PATH, post(deliver).get(epoch))
+        .route(&format!("{DIDCOMM_PATH}{HANDOVER_SUFFIX}"), post(handover))
+        .route("/api/v1/standbys", post(add_standby))
+        .route("/api/v1/standbys/end", post(end_standby));
     sichat_core::http::limit_body(routes, limit).with_state(AppState { messaging })
 }
 
@@ -98,16 +102,50 @@ async fn deliver(
     let at = former.map(|Extension(f)| f.url.to_string());
     let from = crate::federation::authenticate(&s.messaging, at.as_deref(), &method, &uri, &headers, &body).await?;
     // A messaging error answers as its own response (`recipient_moved` says where to).
-    match s.messaging.receive(&from, &body).await {
+    let received = match s.messaging.receive(&from, &body).await {
+        // Not an account here: one this node stands by for, maybe.
+        Err(MessagingError::UnknownRecipient(why)) => {
+            let target = crate::federation::target_of(&s.messaging, at.as_deref(), &uri);
+            match s.messaging.hold(&target, &headers, &body).await {
+                Ok(Some(held)) => Ok(held),
+                Ok(None) => Err(MessagingError::UnknownRecipient(why)),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    Ok(answer(&s.messaging, received))
+}
+
+/// A delivery's answer: taken (with this node's mailbox epoch), or why not.
+fn answer(m: &Messaging, received: Result<Received, MessagingError>) -> Response {
+    match received {
         Ok(Received::Stored) => {
-            Ok((StatusCode::ACCEPTED, Json(json!({"state": "delivered", "epoch": s.messaging.epoch}))).into_response())
+            (StatusCode::ACCEPTED, Json(json!({"state": "delivered", "epoch": m.epoch}))).into_response()
         }
         Ok(Received::Duplicate) => {
-            Ok((StatusCode::OK, Json(json!({"state": "delivered", "duplicate": true, "epoch": s.messaging.epoch})))
-                .into_response())
+            (StatusCode::OK, Json(json!({"state": "delivered", "duplicate": true, "epoch": m.epoch}))).into_response()
         }
-        Err(e) => Ok(e.into_response()),
+        Err(e) => e.into_response(),
     }
+}
+
+/// The account's standby hands over a delivery it kept while this node was down.
+async fn handover(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    answer(&s.messaging, s.messaging.take_handover(&headers, &body).await)
+}
+
+/// Stand by for an account of another node (its root key's grant, and an invite of this node).
+async fn add_standby(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<NewStandby>,
+) -> Result<(StatusCode, Json<StandbyCreated>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.messaging.add_standby(req).await?)))
+}
+
+async fn end_standby(State(s): State<AppState>, ApiJson(req): ApiJson<EndStandby>) -> Result<StatusCode, ApiError> {
+    s.messaging.end_standby(&req.request).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Which copy of its mailboxes this node serves: other nodes ask, and deliver again what it

@@ -80,7 +80,7 @@ impl Messaging {
             let sender = sender.clone();
             async move { post(self, &endpoint, &sender, entry.body.as_bytes()).await }
         };
-        let first = post(self.endpoint_of(&recipient).await?).await;
+        let first = self.post_in_order(&recipient, &post).await;
         let Err(Failure::Moved { why, .. }) = first else { return first };
         // The recipient moved since its document was cached: resolve it afresh. A document
         // that still names a node the account left (it moved on again, A→B→C, and A's copy
@@ -101,6 +101,40 @@ impl Messaging {
                 Err(Failure::Moved { .. }) => return Err(Failure::Temporary(why)),
                 other => return other,
             }
+        }
+    }
+
+    /// Post to the recipient's endpoints in the order its DID document lists them (its node,
+    /// then a standby): the next is tried only when one cannot take it now.
+    async fn post_in_order<F, Fut>(&self, recipient: &Did, post: &F) -> Result<Option<Delivered>, Failure>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Delivered>, Failure>>,
+    {
+        let endpoints = self.endpoints_of(recipient).await?;
+        let own = self.node().url(sichat_accounts::DIDCOMM_PATH);
+        let mut last = Err(Failure::Temporary(format!("{recipient} names no endpoint but this node's")));
+        for endpoint in endpoints.into_iter().filter(|e| *e != own) {
+            match post(endpoint.clone()).await {
+                Err(Failure::Temporary(why)) => {
+                    tracing::debug!(%recipient, %endpoint, %why, "endpoint unavailable; trying the next one listed");
+                    last = Err(Failure::Temporary(why));
+                }
+                other => return other,
+            }
+        }
+        last
+    }
+
+    /// The DIDComm endpoints the recipient's DID document names, in its order.
+    async fn endpoints_of(&self, recipient: &Did) -> Result<Vec<String>, Failure> {
+        let keys = self.resolver().resolve(recipient.as_str()).await.map_err(|e| match no_such_did(&e) {
+            true => Failure::Permanent(format!("no such recipient: {e}")),
+            false => Failure::Temporary(e.to_string()),
+        })?;
+        match keys.didcomm_endpoints.is_empty() {
+            true => Err(Failure::Permanent(format!("{recipient} names no DIDCommMessaging service"))),
+            false => Ok(keys.didcomm_endpoints.clone()),
         }
     }
 
@@ -167,7 +201,13 @@ pub(crate) async fn post(
 /// Remember the nonce of a verified request until its signature expires; false if it was
 /// seen before and has not expired (a replay). Check and insert are one statement, in the
 /// database: the guard holds across restarts and replicas. (`now`, `expires`: seconds.)
-async fn first_time(m: &Messaging, node: &Did, nonce: &str, expires: i64, now: i64) -> Result<bool, MessagingError> {
+pub(crate) async fn first_time(
+    m: &Messaging,
+    node: &Did,
+    nonce: &str,
+    expires: i64,
+    now: i64,
+) -> Result<bool, MessagingError> {
     let (node, nonce) = (node.to_string(), nonce.to_owned());
     let first = m
         .writes
@@ -198,6 +238,16 @@ pub(crate) async fn forget_expired_nonces(c: &mut sqlx::AnyConnection, now: i64)
     Ok(done.rows_affected())
 }
 
+/// The URL a delivery's sender signed: ours (now, or one we had, `at`), never what the Host
+/// header says.
+pub(crate) fn target_of(m: &Messaging, at: Option<&str>, uri: &Uri) -> String {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    match at {
+        Some(former) => format!("{}/{}", former.trim_end_matches('/'), path.trim_start_matches('/')),
+        None => m.node().url(path),
+    }
+}
+
 /// Who sent a delivery: the node whose key signed it, and the user it vouches for. `at`:
 /// the URL this node had before that the request came in at (a sender that resolved an
 /// old DID document), if so.
@@ -216,12 +266,7 @@ pub(crate) async fn authenticate(
             crate::federation_auth::CONTENT_TYPE
         )));
     }
-    // The URL the sender signed is ours (now, or one we had), never what the Host header says.
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let target = match at {
-        Some(former) => format!("{}/{}", former.trim_end_matches('/'), path.trim_start_matches('/')),
-        None => m.node().url(path),
-    };
+    let target = target_of(m, at, uri);
     let request = IncomingRequest { method: method.as_str(), target_uri: &target, headers, body };
     let now = now_ms() / 1000;
     let peer = verify_request(&request, m.resolver(), now).await.map_err(|e| {

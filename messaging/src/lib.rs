@@ -21,6 +21,8 @@
 //! - [`mailbox`] and [`outbox`]: their tables. [`live`]: waking connected devices.
 //! - [`pickup`]: Message Pickup 3.0 over a WebSocket, at most so many per device and account
 //!   ([`sessions`]). [`api`]: the HTTP endpoints.
+//! - [`standby`]: keeping the messages of another node's account while that node is down,
+//!   and handing them over when it is back.
 //! - `federation`: posting to other nodes and authenticating their deliveries, with
 //!   [`federation_auth`] (RFC 9421 signatures by the node key).
 
@@ -43,6 +45,7 @@ pub mod pickup;
 pub mod policy;
 pub mod service;
 pub mod sessions;
+pub mod standby;
 
 pub use envelope::{
     pack_anoncrypt, pack_authcrypt, pack_signed, unpack, AgreementKey, KeyResolver, RecipientKey, SigningKey,

@@ -61,6 +61,9 @@ pub struct Settings {
     /// How often the nodes delivered to are asked which copy of their mailboxes they serve
     /// (a restored node lost what it took after its backup: see `redelivery`).
     pub peer_check: Duration,
+    /// How often a standby hands over what it keeps for accounts of other nodes (see
+    /// `standby`).
+    pub standby_handover: Duration,
     /// How often a pickup session re-checks its session token and, in live mode, the
     /// queue (a safety net under the wake-ups).
     pub pickup_recheck: Duration,
@@ -83,6 +86,7 @@ impl Default for Settings {
             requests_per_sender_per_day: 5,
             requests_per_day: 200,
             peer_check: Duration::from_secs(600),
+            standby_handover: Duration::from_secs(30),
             deliveries_per_node: 48,
             pickup_recheck: Duration::from_secs(5),
             requests_quota_bytes: 16 * 1024 * 1024,
@@ -127,7 +131,7 @@ const LEASE_MS: i64 = 60_000;
 const RECEIVED_MEMORY_MS: i64 = 7 * 24 * 3_600_000;
 
 pub struct Messaging {
-    db: Db,
+    pub(crate) db: Db,
     /// The mailbox's and outbox's hot writes, sharing transactions on SQLite.
     pub(crate) writes: GroupCommit,
     /// Received messages, stored together per batch of `writes`.
@@ -312,7 +316,7 @@ impl Messaging {
     }
 
     /// Check a forward: size, shape, and an encrypted envelope with not too many keys.
-    fn read_forward(&self, body: &[u8]) -> Result<Forward, MessagingError> {
+    pub(crate) fn read_forward(&self, body: &[u8]) -> Result<Forward, MessagingError> {
         let limit = self.settings.max_message_bytes;
         if body.len() > limit {
             return Err(MessagingError::TooLarge { size: body.len(), limit });
@@ -350,7 +354,7 @@ impl Messaging {
     }
 
     /// The user of a portable `did:webvh` DID that lives at this node's `did:web` address.
-    fn local_webvh_name(&self, did: &Did) -> Option<String> {
+    pub(crate) fn local_webvh_name(&self, did: &Did) -> Option<String> {
         let webvh = sichat_core::webvh::WebvhDid::parse(did.as_str()).ok()?;
         self.local_user_name(&webvh.web_did())
     }
@@ -371,6 +375,7 @@ impl Messaging {
         let (done_tx, done_rx) = mpsc::channel::<Outcome>(4096);
         tokio::spawn(self.clone().record_outcomes(done_rx));
         tokio::spawn(self.clone().run_peer_checks());
+        tokio::spawn(self.clone().run_handovers());
         let slots = Arc::new(Semaphore::new(DELIVERY_CONCURRENCY));
         let dispatched = self.dispatched.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut dispatched) = dispatched {

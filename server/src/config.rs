@@ -100,6 +100,9 @@ pub struct Config {
     /// How often the nodes this one delivered to (in the last 6 days) are asked whether they
     /// were restored from a backup since; what they lost is delivered again.
     pub msg_peer_check_secs: u64,
+    /// How often this node, as a standby for accounts of other nodes, hands over what it
+    /// kept for them while their node was down.
+    pub msg_standby_handover_secs: u64,
     /// Deliveries in flight to one other node at once: keep it under that node's
     /// `max_connections_per_address` (64 by default).
     pub msg_deliveries_per_node: u32,
@@ -152,6 +155,7 @@ impl Default for Config {
             msg_requests_per_day: 200,
             msg_pickup_recheck_secs: 5,
             msg_peer_check_secs: 600,
+            msg_standby_handover_secs: 30,
             msg_deliveries_per_node: 48,
             msg_requests_quota_bytes: 16 * 1024 * 1024,
             msg_pickup_sessions_per_device: 4,
@@ -203,6 +207,7 @@ const ENV_KEYS: &[&str] = &[
     "msg_pickup_sessions_per_device",
     "msg_pickup_sessions_per_account",
     "msg_peer_check_secs",
+    "msg_standby_handover_secs",
     "msg_deliveries_per_node",
 ];
 
@@ -324,6 +329,7 @@ impl Config {
             requests_per_day: i64::from(self.msg_requests_per_day),
             pickup_recheck: std::time::Duration::from_secs(self.msg_pickup_recheck_secs.max(1)),
             peer_check: std::time::Duration::from_secs(self.msg_peer_check_secs.max(1)),
+            standby_handover: std::time::Duration::from_secs(self.msg_standby_handover_secs.max(1)),
             deliveries_per_node: self.msg_deliveries_per_node.max(1) as usize,
             requests_quota_bytes: i64::try_from(self.msg_requests_quota_bytes.min(self.msg_quota_bytes))
                 .unwrap_or(i64::MAX),

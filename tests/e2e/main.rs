@@ -40,5 +40,6 @@ mod schema;
 mod signin;
 mod signin_throttle;
 mod social_recovery;
+mod standby;
 mod verifier;
 mod webvh_interop;

@@ -140,6 +140,18 @@ pub async fn next_entry(
             add_device(&mut doc, &cert);
         }
         RootOperation::SyncDidLog => {}
+        RootOperation::SetStandby { standby } => {
+            // As the node writes it: the standby's endpoint after the node's own.
+            let id = doc.id.url("didcomm-standby");
+            doc.service.retain(|s| s.id != id);
+            if let Some(s) = standby {
+                doc.service.push(sichat_core::did::Service {
+                    id,
+                    kind: "DIDCommMessaging".into(),
+                    service_endpoint: json!({"uri": s.endpoint, "accept": ["didcomm/v2"]}),
+                });
+            }
+        }
         RootOperation::RevokeDevice { device_id, .. } => remove_device(&mut doc, device_id),
         RootOperation::RotateRoot { new_root_key, certificates }
         | RootOperation::Recover { new_root_key, certificates } => {

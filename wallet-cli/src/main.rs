@@ -18,6 +18,7 @@ mod pickup;
 mod policy;
 mod present;
 mod recovery;
+mod standby;
 mod verify;
 mod wallet;
 
@@ -130,6 +131,10 @@ enum Command {
     /// Move your account to another node, keeping your DID, what you issued and hold, and
     /// your devices: `sichat move --to https://new.example --invite CODE`.
     Move(account_move::MoveArgs),
+    /// A second node (a friend's) that keeps your messages while your node is down, and
+    /// hands them over when it is back: add, show, remove.
+    #[command(subcommand)]
+    Standby(standby::StandbyCmd),
     /// Before your node goes away: take into this wallet what it needs to go on without it
     /// (issuing keys, the status of what you issued, your history), and write a static site
     /// of your DID and status lists for any static web host.
@@ -468,6 +473,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Key(KeyCmd::Rotate) => rotate(&ctx).await,
         Command::Export(args) => export::run(&ctx, args).await,
+        Command::Standby(cmd) => standby::run(&ctx, cmd).await,
         Command::Site(cmd) => export::site(&ctx, cmd).await,
         Command::Credential(cmd) => credential::run(&ctx, cmd).await,
         Command::Verify(args) => verify::run(&ctx, args).await,

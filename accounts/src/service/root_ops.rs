@@ -214,6 +214,22 @@ impl Accounts {
             RootOperation::MoveOut { .. } => {
                 return Err(AccountError::InvalidRequest("a move_out is sent to /api/v1/moves/export".into()))
             }
+            RootOperation::SetStandby { standby } => {
+                if let Some(s) = standby {
+                    Did::parse(&s.node_did)?;
+                    let url = url::Url::parse(&s.endpoint)
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
+                        .ok_or_else(|| {
+                            AccountError::InvalidRequest("the standby endpoint must be an http(s) URL".into())
+                        })?;
+                    if s.node_did == self.node.did().as_str() || url.origin() == self.node.public_url().origin() {
+                        return Err(AccountError::InvalidRequest("a standby is another node, not this one".into()));
+                    }
+                }
+                let pair = standby.as_ref().map(|s| (s.node_did.as_str(), s.endpoint.as_str()));
+                store::set_standby(&mut tx, &user.id, pair).await?;
+            }
             RootOperation::ExportIssuingKeys { .. } => {
                 return Err(AccountError::InvalidRequest(
                     "an export_issuing_keys is sent to /api/v1/account/issuing-keys".into(),
@@ -328,6 +344,7 @@ fn op_name(op: &RootOperation) -> &'static str {
         RootOperation::UpgradeDid { .. } => "upgrade_did",
         RootOperation::MoveOut { .. } => "move_out",
         RootOperation::ExportIssuingKeys { .. } => "export_issuing_keys",
+        RootOperation::SetStandby { .. } => "set_standby",
         RootOperation::MoveDone { .. } => "move_done",
         RootOperation::FollowHost { .. } => "follow_host",
         RootOperation::MoveCancel { .. } => "move_cancel",

@@ -1,0 +1,154 @@
+//! 1→many and many→1: a standby node keeps an account's messages while its node is down
+//! and hands them over when it is back; removing it is one command.
+
+use crate::messaging::{delivered, inbox, send, texts};
+use serde_json::{json, Value};
+use sichat_core::jws;
+use sichat_e2e::{json as out_json, sichat, stderr, storage_tests, Backend, TestApp};
+use sqlx::Row;
+
+storage_tests!(a_standby_keeps_messages_while_the_node_is_down, a_standby_takes_only_what_the_root_key_granted);
+
+async fn did_document(app: &TestApp, name: &str) -> Value {
+    let (status, doc) = app.get_json(&format!("/users/{name}/did.json")).await;
+    assert_eq!(status, 200, "{doc}");
+    doc
+}
+
+fn didcomm_endpoints(doc: &Value) -> Vec<String> {
+    doc["service"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["type"] == "DIDCommMessaging")
+        .filter_map(|s| s["serviceEndpoint"]["uri"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn held_at(app: &TestApp) -> i64 {
+    let row =
+        sqlx::query("SELECT COUNT(*) AS n FROM msg_standby_held").fetch_one(app.node.db.pool()).await.expect("count");
+    row.try_get("n").expect("n")
+}
+
+/// Alice's node A has Bob's node B as standby. Carol (node C) writes to her while A runs,
+/// then while A is down: that one goes to B, which hands it over once A is back; Alice
+/// gets both, once each. Then Alice removes the standby: her DID document lists A alone,
+/// and B keeps nothing more for her.
+async fn a_standby_keeps_messages_while_the_node_is_down(backend: Backend) {
+    let Some(a) = TestApp::spawn(backend).await else { return };
+    let Some(b) = TestApp::spawn_with(backend, |c| c.msg_standby_handover_secs = 1).await else { return };
+    let Some(c) = TestApp::spawn(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let bob = b.join("bob", &b.owner_invite).await;
+    let carol = c.join("carol", &c.owner_invite).await;
+    let invite = b.invite(&bob, 1).await;
+    let out = sichat(&alice, &["--json", "standby", "add", "--server", &b.url, "--invite", &invite]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let endpoints = didcomm_endpoints(&did_document(&a, "alice").await);
+    assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+    assert!(endpoints[0].starts_with(&a.url) && endpoints[1].starts_with(&b.url), "A first, then B: {endpoints:?}");
+    let alice_did = out_json(&sichat(&alice, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+
+    let first = send(&carol, &alice_did, "while A is up", &[]).await;
+    delivered(&carol, &first).await;
+    let port = a.url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
+    let stopped = a.stop_keeping().await;
+    let second = send(&carol, &alice_did, "while A is down", &[]).await;
+    delivered(&carol, &second).await;
+    assert_eq!(held_at(&b).await, 1, "B keeps it");
+
+    let a = stopped.serve_at(([127, 0, 0, 1], port).into()).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while held_at(&b).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "B never handed it over");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let mut got = texts(&inbox(&alice, &["--requests"]).await);
+    got.sort();
+    assert_eq!(got, ["while A is down", "while A is up"], "each once");
+
+    // many→1.
+    let out = sichat(&alice, &["--json", "standby", "remove"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out_json(&out)["standby_told"], true);
+    assert_eq!(didcomm_endpoints(&did_document(&a, "alice").await).len(), 1);
+    let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM msg_standbys WHERE ended_at IS NULL")
+        .fetch_one(b.node.db.pool())
+        .await
+        .expect("count")
+        .try_get("n")
+        .expect("n");
+    assert_eq!(open, 0, "B stands by for no one");
+    let out = sichat(&alice, &["--json", "standby", "show"]).await;
+    assert_eq!(out_json(&out)["standby"], Value::Null);
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+/// A grant not signed by the account's root key (a device key, a stranger's key, or for
+/// another node) is refused and spends no invite; a handover from a node that is not the
+/// account's standby is refused and stores nothing.
+async fn a_standby_takes_only_what_the_root_key_granted(backend: Backend) {
+    let Some(a) = TestApp::spawn(backend).await else { return };
+    let Some(b) = TestApp::spawn(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let bob = b.join("bob", &b.owner_invite).await;
+    let invite = b.invite(&bob, 1).await;
+    let secrets = sichat_e2e::unseal(&alice);
+    let did = secrets.profile["did"].as_str().expect("did").to_owned();
+    let root = secrets.root.expect("root");
+    let grant = |aud: &str| json!({"iss": did, "aud": aud, "primary": format!("{}/didcomm", a.url), "iat": sichat_accounts::protocol::now_secs()});
+    let b_did = b.node.identity.did().to_string();
+    let stranger = sichat_core::keys::Ed25519KeyPair::generate();
+    let root_kid = format!("{did}#root");
+    let cases = [
+        (
+            "signed by a device key",
+            jws::sign(&secrets.device_sign, "sichat-standby-grant+jwt", Some(&root_kid), &grant(&b_did)),
+        ),
+        ("signed by a stranger", jws::sign(&stranger, "sichat-standby-grant+jwt", Some(&root_kid), &grant(&b_did))),
+        (
+            "naming the device key",
+            jws::sign(&root, "sichat-standby-grant+jwt", Some(&format!("{did}#device-x")), &grant(&b_did)),
+        ),
+        (
+            "for another node",
+            jws::sign(&root, "sichat-standby-grant+jwt", Some(&root_kid), &grant("did:web:other.example")),
+        ),
+        ("of another type", jws::sign(&root, "sichat-standby-end+jwt", Some(&root_kid), &grant(&b_did))),
+    ];
+    for (what, token) in cases {
+        let (status, body) =
+            b.post_json("/api/v1/standbys", &json!({"grant": token.expect("sign"), "invite": invite})).await;
+        assert_eq!(status, 400, "{what}: {body}");
+    }
+    let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM msg_standbys")
+        .fetch_one(b.node.db.pool())
+        .await
+        .expect("count")
+        .try_get("n")
+        .expect("n");
+    assert_eq!(count, 0);
+    // The invite was not spent: the real grant still gets in with it.
+    let out = sichat(&alice, &["--json", "standby", "add", "--server", &b.url, "--invite", &invite]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A handover signed by a node that is not Alice's standby (A itself) is refused.
+    let claims = json!({"iss": a.node.identity.did().to_string(), "to": did, "iat": sichat_accounts::protocol::now_secs(),
+        "target_uri": format!("{}/didcomm", b.url), "received_at": sichat_core::ids::now_ms(), "headers": {},
+        "body_sha256": "not checked before the standby is"});
+    let token = a.node.identity.sign_jws("sichat-standby-handover+jwt", &claims).expect("sign");
+    let answer = reqwest::Client::new()
+        .post(format!("{}/didcomm/handover", a.url))
+        .header("sichat-handover", token)
+        .header("content-type", "application/didcomm-plain+json")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.status().as_u16(), 403, "{}", answer.text().await.unwrap_or_default());
+    a.stop().await;
+    b.stop().await;
+}
