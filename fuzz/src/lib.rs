@@ -311,6 +311,26 @@ pub fn reinstate(data: &[u8]) {
     let _ = sichat_issuer::reinstate::read_kept(&vc, kid, "https://node.example/users/alice/status/");
 }
 
+/// A standby's handover (`POST /didcomm/handover`): the `sichat-handover` JWS on the first
+/// line, the delivery's body after it. Read as the account's node reads it (signed by the
+/// fixture node's key, at [`NOW`]), then the sender's signature it carries; and the first
+/// line as a standby grant or end, as the standby reads them before resolving their DID.
+pub fn standby(data: &[u8]) {
+    use sichat_messaging::standby::{read_handover, StandbyEnd, StandbyGrant};
+    let (head, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(token) = std::str::from_utf8(head) else { return };
+    let token = token.trim();
+    let _ = jws::unverified_payload::<StandbyGrant>(token);
+    let _ = jws::unverified_payload::<StandbyEnd>(token);
+    let key = PublicKey::Ed25519(fixture().node_key.public());
+    let Ok((h, headers)) = read_handover(token, &key, body, NOW * 1000, 30 * 24 * 3_600_000) else { return };
+    let request = IncomingRequest { method: "POST", target_uri: &h.target_uri, headers: &headers, body };
+    let _ = futures_executor::block_on(verify_request(&request, &fixture().node_keys, h.received_at / 1000));
+}
+
 /// Every target by name, as the corpus directories are named.
 pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
@@ -324,4 +344,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("move_messages", move_messages),
     ("recovery_approval", recovery_approval),
     ("reinstate", reinstate),
+    ("standby", standby),
 ];

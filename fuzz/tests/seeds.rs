@@ -1,7 +1,8 @@
 //! Every seed of every fuzz target, run through the same entry point under plain
 //! `cargo test`: none may panic or overflow a stack (either would fail this test binary).
 
-use sichat_fuzz_harness::{oid4vci_proof_nonce, oid4vp_response_report, TARGETS};
+use sichat_fuzz_harness::{oid4vci_proof_nonce, oid4vp_response_report, NOW, TARGETS};
+use sichat_messaging::standby::read_handover;
 use std::path::Path;
 
 fn seed(target: &str, name: &str) -> Vec<u8> {
@@ -60,6 +61,19 @@ fn signed_seeds_pass_the_checks_the_node_makes() {
             *v = token.to_string();
         }
     }
+    let handover = seed("standby", "handover");
+    let split = handover.iter().position(|&b| b == b'\n').expect("a token line");
+    let (token, body) = (std::str::from_utf8(&handover[..split]).expect("UTF-8"), &handover[split + 1..]);
+    let key = sichat_core::p256key::PublicKey::Ed25519(sichat_fuzz_harness::fixture().node_key.public());
+    let read = |t: &str| read_handover(t, &key, body, NOW * 1000, 30 * 24 * 3_600_000);
+    let (h, headers) = read(token).expect("the handover seed reads as the node reads it");
+    assert_eq!(headers.len(), 5, "{h:?}");
+    assert!(read(&broken(token)).is_err(), "a broken signature");
+    let extra = seed("standby", "extra-header");
+    let line = std::str::from_utf8(&extra[..extra.iter().position(|&b| b == b'\n').expect("line")]).expect("UTF-8");
+    let refused = read_handover(line, &key, body, NOW * 1000, 30 * 24 * 3_600_000).expect_err("a header not signed");
+    assert!(refused.to_string().contains("host"), "{refused}");
+
     let tampered = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&fields).finish();
     let (report, answers) = oid4vp_response_report(tampered.as_bytes()).expect("a vp_token");
     assert!(!report.valid);

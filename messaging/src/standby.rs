@@ -251,12 +251,8 @@ impl Messaging {
         let key = keys
             .key_for(&kid, sichat_core::resolver::Relationship::Authentication)
             .map_err(|e| MessagingError::BadSignature(e.to_string()))?;
-        let h: Handover = jws::verify_with(token, &key, TYP_HANDOVER)
-            .map_err(|e| MessagingError::BadSignature(format!("the handover: {e}")))?;
-        if kid.split('#').next() != Some(h.iss.as_str()) {
-            return Err(MessagingError::BadSignature("the handover is not signed by its iss".into()));
-        }
-        self.fresh(h.iat)?;
+        let now = now_ms();
+        let (h, original) = read_handover(token, &key, body, now, self.settings.max_age_ms)?;
         let to = Did::parse(&h.to).map_err(|e| invalid(format!("to: {e}")))?;
         let name = match self.local_user_name(&to).or_else(|| self.local_webvh_name(&to)) {
             Some(name) => name,
@@ -269,22 +265,6 @@ impl Messaging {
         match self.accounts().standby_of(&name).await? {
             Some((node, endpoint)) if node == h.iss && endpoint == h.target_uri => {}
             _ => return Err(MessagingError::NotAccepted),
-        }
-        if b64url(&Sha256::digest(body)) != h.body_sha256 {
-            return Err(invalid("the body is not the one the handover names"));
-        }
-        let now = now_ms();
-        if h.received_at > now + FRESH_SECS * 1000 || h.received_at < now - self.settings.max_age_ms {
-            return Err(invalid("the handover's received_at is out of range"));
-        }
-        let mut original = HeaderMap::new();
-        for (name, value) in &h.headers {
-            if !KEPT_HEADERS.contains(&name.as_str()) {
-                return Err(invalid(format!("a handover keeps no {name} header")));
-            }
-            let value = HeaderValue::from_str(value).map_err(|_| invalid(format!("the {name} header is not text")))?;
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid(format!("bad header {name}")))?;
-            original.insert(header, value);
         }
         let request = IncomingRequest { method: "POST", target_uri: &h.target_uri, headers: &original, body };
         let peer = verify_request(&request, self.resolver(), h.received_at / 1000).await.map_err(|e| {
@@ -368,4 +348,42 @@ impl Messaging {
             }
         }
     }
+}
+
+/// A handover as far as it can be checked with no network: its JWS signed by `key` (the
+/// standby node's, whose DID is its `iss` and `kid`), fresh, the body the one it names,
+/// `received_at` within the messages' lifetime, and the sender's headers (only those a
+/// delivery is signed with), rebuilt for the sender's signature check.
+pub fn read_handover(
+    token: &str,
+    key: &sichat_core::p256key::PublicKey,
+    body: &[u8],
+    now_ms: i64,
+    max_age_ms: i64,
+) -> Result<(Handover, HeaderMap), MessagingError> {
+    let h: Handover = jws::verify_with(token, key, TYP_HANDOVER)
+        .map_err(|e| MessagingError::BadSignature(format!("the handover: {e}")))?;
+    let kid = jws::header_of(token).ok().and_then(|h| h["kid"].as_str().map(str::to_owned)).unwrap_or_default();
+    if kid.split('#').next() != Some(h.iss.as_str()) {
+        return Err(MessagingError::BadSignature("the handover is not signed by its iss".into()));
+    }
+    if (h.iat - now_ms / 1000).abs() > FRESH_SECS {
+        return Err(invalid("the handover is stale or from the future: check the clock"));
+    }
+    if b64url(&Sha256::digest(body)) != h.body_sha256 {
+        return Err(invalid("the body is not the one the handover names"));
+    }
+    if h.received_at > now_ms + FRESH_SECS * 1000 || h.received_at < now_ms - max_age_ms {
+        return Err(invalid("the handover's received_at is out of range"));
+    }
+    let mut original = HeaderMap::new();
+    for (name, value) in &h.headers {
+        if !KEPT_HEADERS.contains(&name.as_str()) {
+            return Err(invalid(format!("a handover keeps no {name} header")));
+        }
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid(format!("bad header {name}")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| invalid(format!("the {name} header is not text")))?;
+        original.insert(header, value);
+    }
+    Ok((h, original))
 }
