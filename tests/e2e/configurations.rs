@@ -247,7 +247,8 @@ fn stdout_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// 1→0: Alice issued Bob two credentials, then exports and her node goes away. A plain
+/// 1→0: Alice issued Bob two credentials and has a message waiting on her node; she exports
+/// (the message comes into her wallet) and her node goes away. A plain
 /// static web host serves the site the export wrote, at the node's address: Bob's
 /// credentials verify with their status read from it; Alice revokes one by re-signing its
 /// status list with no node, and only that one stops verifying. A site altered behind the
@@ -263,10 +264,14 @@ async fn what_you_issued_outlives_your_node_on_a_static_site(backend: Backend) {
         let out = sichat(&bob, &["credential", "export", id, "--out", file.to_str().expect("path")]).await;
         assert!(out.status.success(), "{}", stderr(&out));
     }
+    let alice_did = did(&alice).await;
+    let waiting = send(&bob, &alice_did, "waiting on the node at the export", &[]).await;
+    delivered(&bob, &waiting).await;
     let out = sichat(&alice, &["--json", "export"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let exported = json(&out);
     assert_eq!(exported["issued"], 2, "{exported}");
+    assert_eq!(exported["holds"]["messages_fetched"], 1, "{exported}");
     let site = PathBuf::from(exported["site"].as_str().expect("site"));
     assert!(site.join("users/alice/did.json").is_file());
     let port = app.url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
@@ -284,6 +289,8 @@ async fn what_you_issued_outlives_your_node_on_a_static_site(backend: Backend) {
     }
     let out = sichat(&alice, &["site", "check"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    let out = sichat(&alice, &["--json", "message", "inbox", "--offline"]).await;
+    assert_eq!(texts(&json(&out)), ["waiting on the node at the export"], "what waited is in the wallet");
     let out = sichat(&alice, &["site", "revoke", &revoked]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let out = verify(files[1].clone()).await;

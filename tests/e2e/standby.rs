@@ -68,6 +68,10 @@ async fn a_standby_keeps_messages_while_the_node_is_down(backend: Backend) {
     got.sort();
     assert_eq!(got, ["while A is down", "while A is up"], "each once");
 
+    // A move would leave the standby handing over to a node the account left: refused.
+    let out = sichat(&alice, &["move", "--to", &c.url, "--invite", &c.invite(&carol, 1).await]).await;
+    assert!(!out.status.success() && stderr(&out).contains("standby"), "{}", stderr(&out));
+
     // many→1.
     let out = sichat(&alice, &["--json", "standby", "remove"]).await;
     assert!(out.status.success(), "{}", stderr(&out));

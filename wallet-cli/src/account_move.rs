@@ -57,6 +57,10 @@ pub async fn run(ctx: &Ctx, args: MoveArgs) -> Result<()> {
         });
     }
     let invite = args.invite.clone().unwrap_or_default();
+    // Checked before anything changes (the node refuses it too).
+    if let Some(standby) = crate::standby::listed(&w, &a).await? {
+        bail!("your standby {standby} hands what it keeps to {from}: end it first (sichat standby remove), then move");
+    }
 
     if a.get_text_if_found(&format!("/users/{old_name}/did.jsonl")).await?.is_none() {
         step(ctx, "giving your account a portable DID first (did:webvh)");

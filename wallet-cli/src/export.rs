@@ -102,7 +102,8 @@ async fn export(
             eprintln!("… {s}");
         }
     };
-    step("taking in your history (messages and contacts) from the node");
+    step("taking in the messages waiting for you, and your history (messages and contacts)");
+    let fetched = crate::message::fetch_waiting(ctx, w, pass, c).await?;
     let synced = crate::history::sync_saved(ctx, pass, c, None).await?;
 
     step("your issuing keys, sealed to a key this wallet just made");
@@ -152,7 +153,8 @@ async fn export(
         saved.exported = Some(kept);
         Ok(())
     })?;
-    let holds = json!({"credentials": w.credentials.len(), "messages_from_history": synced.received_messages});
+    let holds = json!({"credentials": w.credentials.len(), "messages_fetched": fetched,
+        "messages_from_history": synced.received_messages});
     Ok((exported, holds))
 }
 

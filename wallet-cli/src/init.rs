@@ -196,10 +196,12 @@ pub async fn join(ctx: &Ctx, server: &str, invite: &str, name: &str) -> Result<(
         }
     };
     wallet::commit_pending(&pending, &ctx.dir)?;
-    let carried = carry_over(ctx, &mut w, &pass).await;
+    let carried = carry_over(ctx, &w, &pass).await;
     if let Err(e) = &carried {
         eprintln!("warning: {e:#}; run `sichat history sync` and `sichat credential list` to try again");
     }
+    // The history sync saved the wallet as it went on: go on from that.
+    let mut w = Wallet::open(&ctx.dir, &pass)?;
     let member = credential::membership(ctx, &mut w, &pass).await;
     if let Err(e) = &member {
         eprintln!("warning: no MembershipCredential yet ({e:#}); get it later with `sichat credential membership`");
@@ -221,7 +223,7 @@ pub async fn join(ctx: &Ctx, server: &str, invite: &str, name: &str) -> Result<(
 
 /// Give the node copies of what the wallet held alone: its credentials, and its messages
 /// and contacts as sealed history.
-async fn carry_over(ctx: &Ctx, w: &mut Wallet, pass: &str) -> Result<()> {
+async fn carry_over(ctx: &Ctx, w: &Wallet, pass: &str) -> Result<()> {
     let mut client = Client::new(w.profile.server.as_deref().ok_or_else(crate::no_server)?)?;
     client.login(w).await?;
     let mut result = Ok(());

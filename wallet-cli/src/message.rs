@@ -33,6 +33,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 mod inbox;
+pub(crate) use inbox::fetch_waiting;
 mod sent;
 mod watch;
 

@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx, cmd: StandbyCmd) -> Result<()> {
 }
 
 /// The standby endpoint the account's DID document on its node lists, if any.
-async fn listed(w: &crate::wallet::Wallet, c: &Client) -> Result<Option<String>> {
+pub(crate) async fn listed(w: &crate::wallet::Wallet, c: &Client) -> Result<Option<String>> {
     let name = w.profile.name.as_deref().ok_or_else(crate::no_server)?;
     let doc: DidDocument = c.get(&format!("/users/{name}/did.json")).await?;
     let id = doc.id.url("didcomm-standby");

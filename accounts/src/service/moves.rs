@@ -513,6 +513,13 @@ impl Accounts {
         if to == origin_of(self.node.public_url().as_str())? {
             return Err(AccountError::InvalidRequest("the account is on this node already".into()));
         }
+        if user.standby.is_some() {
+            return Err(AccountError::Conflict(
+                "the account has a standby node, which hands what it keeps to this node: end it first \
+                 (sichat standby remove), then move"
+                    .into(),
+            ));
+        }
         let recipient = X25519Public::from_jwk(recipient_key)
             .ok_or_else(|| AccountError::InvalidRequest("recipient_key must be a public X25519 JWK".into()))?;
         if let Some(m) = store::move_in_flight(&mut tx, &user.id, now).await? {

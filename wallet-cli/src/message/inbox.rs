@@ -4,6 +4,15 @@ use super::*;
 use crate::wallet::Contact;
 use sichat_accounts::protocol::SHARE_MESSAGE_TYPE;
 
+/// Take in, as `message inbox` does, what waits on the node for this device (for `sichat
+/// export`, before the node goes). Returns how many came.
+pub(crate) async fn fetch_waiting(ctx: &Ctx, w: &Wallet, pass: &str, c: &Client) -> Result<usize> {
+    let opener = Opener::new(ctx, w)?;
+    let fetched = fetch_all(ctx, pass, &opener, c).await.map_err(|e| explain(e, &[NO_MESSAGING]))?;
+    warn_dropped(&fetched.dropped);
+    Ok(fetched.fresh.len())
+}
+
 /// `offline`: list what the wallet holds without asking the node. A node that does not
 /// answer (down, or gone) is the same, with a warning: what the wallet holds needs no node.
 pub(super) async fn inbox(ctx: &Ctx, requests: bool, limit: usize, offline: bool) -> Result<()> {
