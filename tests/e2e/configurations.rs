@@ -291,6 +291,8 @@ async fn what_you_issued_outlives_your_node_on_a_static_site(backend: Backend) {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = sichat(&alice, &["--json", "message", "inbox", "--offline"]).await;
     assert_eq!(texts(&json(&out)), ["waiting on the node at the export"], "what waited is in the wallet");
+    let listed = json(&sichat(&alice, &["--json", "site", "issued"]).await);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
     let out = sichat(&alice, &["site", "revoke", &revoked]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let out = verify(files[1].clone()).await;

@@ -91,26 +91,14 @@ pub(crate) async fn run(ctx: &Ctx, cmd: DeviceCmd) -> Result<()> {
                 DeviceCertificate::issue(root, &did, &id, &name, &sign.public(), &agree.public(), CERT_LIFETIME_SECS)?;
             let profile =
                 Profile { device_id: id.clone(), device_name: name.clone(), has_root_key: false, ..w.profile.clone() };
+            // The new device starts with this wallet's history: what it holds, its messages
+            // and contacts (the node never saw them in clear).
             let new = Wallet {
-                profile,
-                root: None,
-                device_sign: sign,
-                device_agree: agree,
-                certificate: certificate.clone(),
-                // The new device starts with this wallet's history: what it holds, its
-                // messages and contacts (the node never saw them in clear).
                 credentials: w.credentials.clone(),
                 messages: w.messages.clone(),
                 contacts: w.contacts.clone(),
                 known_keys: w.known_keys.clone(),
-                rotations: Vec::new(),
-                history: Default::default(),
-                issued: Vec::new(),
-                blessed: Vec::new(),
-                did_log: Vec::new(),
-                outbox_key: None,
-                key_did: None,
-                exported: None,
+                ..Wallet::fresh(profile, None, sign, agree, certificate.clone())
             };
             let pending = new.write_pending(&out, &pass)?;
             let client = Client::new(&server)?;

@@ -56,12 +56,14 @@ pub enum SiteCmd {
     /// Revoke a credential you issued, with no node: its status list in the site is
     /// re-signed with your exported issuing key. Publish the site again afterwards.
     Revoke {
-        /// The credential's id (see `sichat credential issued` while the node runs, or the
-        /// export's summary).
+        /// The credential's id (`sichat site issued` lists them).
         id: String,
+        /// The site directory [default: where `sichat export` wrote it].
         #[arg(long)]
         site: Option<PathBuf>,
     },
+    /// The credentials you had issued when you exported, with the status this wallet set.
+    Issued,
 }
 
 /// `sichat export`.
@@ -196,7 +198,18 @@ pub async fn site(ctx: &Ctx, cmd: SiteCmd) -> Result<()> {
     match cmd {
         SiteCmd::Check { site } => check(ctx, site),
         SiteCmd::Revoke { id, site } => revoke(ctx, &id, site),
+        SiteCmd::Issued => issued(ctx),
     }
+}
+
+fn issued(ctx: &Ctx) -> Result<()> {
+    let (w, _) = ctx.open()?;
+    let e = exported(&w)?;
+    ctx.print(&e.credentials, |all| {
+        for c in all {
+            println!("{}  {:<20} {:<9} to {}", c.id, c.type_name, c.status, c.subject);
+        }
+    })
 }
 
 fn exported(w: &crate::wallet::Wallet) -> Result<&Exported> {

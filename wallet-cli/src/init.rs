@@ -81,25 +81,7 @@ pub async fn init(
         also_known_as: Vec::new(),
         recovery_key: None,
     };
-    let w = Wallet {
-        profile,
-        root: Some(root),
-        device_sign: sign,
-        device_agree: agree,
-        certificate,
-        credentials: Vec::new(),
-        messages: Vec::new(),
-        contacts: Vec::new(),
-        known_keys: Vec::new(),
-        rotations: Vec::new(),
-        history: Default::default(),
-        issued: Vec::new(),
-        blessed: Vec::new(),
-        did_log: Vec::new(),
-        outbox_key: None,
-        key_did: None,
-        exported: None,
-    };
+    let w = Wallet::fresh(profile, Some(root), sign, agree, certificate);
     let passphrase = ctx.passphrase(true)?;
 
     let Some(joining) = joining else {

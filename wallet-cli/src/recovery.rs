@@ -280,37 +280,20 @@ async fn recover_account(
         &agree.public(),
         CERT_LIFETIME_SECS,
     )?;
-    let w = Wallet {
-        profile: Profile {
-            did: account.did.clone(),
-            name: Some(account.name),
-            server: Some(account.server.clone()),
-            node_did: Some(account.node_did),
-            node_key: Some(account.node_key),
-            device_id: device_id.clone(),
-            device_name,
-            has_root_key: true,
-            created_at: now_ms(),
-            also_known_as: account.also_known_as,
-            recovery_key: Some(recovery.public().to_multibase()),
-        },
-        root: Some(root),
-        device_sign: sign,
-        device_agree: agree,
-        certificate: certificate.clone(),
-        credentials: Vec::new(),
-        messages: Vec::new(),
-        contacts: Vec::new(),
-        known_keys: Vec::new(),
-        rotations: Vec::new(),
-        history: Default::default(),
-        issued: Vec::new(),
-        blessed: Vec::new(),
-        did_log: Vec::new(),
-        outbox_key: None,
-        key_did: None,
-        exported: None,
+    let profile = Profile {
+        did: account.did.clone(),
+        name: Some(account.name),
+        server: Some(account.server.clone()),
+        node_did: Some(account.node_did),
+        node_key: Some(account.node_key),
+        device_id: device_id.clone(),
+        device_name,
+        has_root_key: true,
+        created_at: now_ms(),
+        also_known_as: account.also_known_as,
+        recovery_key: Some(recovery.public().to_multibase()),
     };
+    let w = Wallet::fresh(profile, Some(root), sign, agree, certificate.clone());
     // The new keys are on disk before the node hears of them: a crash cannot lose them.
     let pending = w.write_pending(&ctx.dir, pass)?;
     let new_root_key = w.root.as_ref().map(|r| r.public().to_multibase()).unwrap_or_default();

@@ -281,6 +281,35 @@ impl Wallet {
         })
     }
 
+    /// A wallet holding only its keys and certificate: nothing received, sent or issued yet.
+    pub fn fresh(
+        profile: Profile,
+        root: Option<Ed25519KeyPair>,
+        device_sign: Ed25519KeyPair,
+        device_agree: X25519KeyPair,
+        certificate: String,
+    ) -> Self {
+        Self {
+            profile,
+            root,
+            device_sign,
+            device_agree,
+            certificate,
+            credentials: Vec::new(),
+            messages: Vec::new(),
+            contacts: Vec::new(),
+            known_keys: Vec::new(),
+            rotations: Vec::new(),
+            history: Default::default(),
+            issued: Vec::new(),
+            blessed: Vec::new(),
+            did_log: Vec::new(),
+            outbox_key: None,
+            key_did: None,
+            exported: None,
+        }
+    }
+
     /// Seal and write atomically to `dir/wallet.json` (`0600`, directory `0700`).
     pub fn save(&self, dir: &Path, passphrase: &str) -> Result<()> {
         let tmp = self.write_pending(dir, passphrase)?;
@@ -401,37 +430,20 @@ mod tests {
     }
 
     fn wallet() -> Wallet {
-        Wallet {
-            profile: Profile {
-                did: "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK".into(),
-                name: None,
-                server: None,
-                node_did: None,
-                node_key: None,
-                device_id: "d1".into(),
-                device_name: "test".into(),
-                has_root_key: false,
-                created_at: 0,
-                also_known_as: Vec::new(),
-                recovery_key: None,
-            },
-            root: None,
-            device_sign: Ed25519KeyPair::generate(),
-            device_agree: X25519KeyPair::generate(),
-            certificate: "cert".into(),
-            credentials: Vec::new(),
-            messages: Vec::new(),
-            contacts: Vec::new(),
-            known_keys: Vec::new(),
-            rotations: Vec::new(),
-            history: Default::default(),
-            issued: Vec::new(),
-            blessed: Vec::new(),
-            did_log: Vec::new(),
-            outbox_key: None,
-            key_did: None,
-            exported: None,
-        }
+        let profile = Profile {
+            did: "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK".into(),
+            name: None,
+            server: None,
+            node_did: None,
+            node_key: None,
+            device_id: "d1".into(),
+            device_name: "test".into(),
+            has_root_key: false,
+            created_at: 0,
+            also_known_as: Vec::new(),
+            recovery_key: None,
+        };
+        Wallet::fresh(profile, None, Ed25519KeyPair::generate(), X25519KeyPair::generate(), "cert".into())
     }
 
     #[test]

@@ -10,16 +10,14 @@ use sichat_core::jwe;
 use sichat_core::keys::X25519Public;
 
 impl Accounts {
-    /// Root operation `export_issuing_keys`.
-    pub async fn export_issuing_keys(&self, request: &str) -> Result<SealedIssuingKeys, AccountError> {
-        let RootOp { mut tx, user, claims, .. } = self.begin_root_op(request).await?;
-        let RootOperation::ExportIssuingKeys { recipient_key } = &claims.op else {
-            return Err(AccountError::InvalidRequest("this endpoint takes only an export_issuing_keys".into()));
-        };
-        let recipient = X25519Public::from_jwk(recipient_key)
-            .ok_or_else(|| AccountError::InvalidRequest("recipient_key must be a public X25519 JWK".into()))?;
+    /// Every issuing key of the account, opened (for the wallet, or a move's bundle).
+    pub(super) async fn opened_issuing_keys(
+        &self,
+        c: &mut store::Conn,
+        user_id: &str,
+    ) -> Result<Vec<ExportedIssuingKey>, AccountError> {
         let mut keys = Vec::new();
-        for k in store::all_issuing_keys(&mut tx, &user.id).await? {
+        for k in store::all_issuing_keys(c, user_id).await? {
             let secret = self.master.open(&k.sealed_secret, &format!("acct_issuing_keys:{}", k.id))?;
             keys.push(ExportedIssuingKey {
                 id: k.id,
@@ -29,6 +27,18 @@ impl Accounts {
                 created_at: k.created_at,
             });
         }
+        Ok(keys)
+    }
+
+    /// Root operation `export_issuing_keys`.
+    pub async fn export_issuing_keys(&self, request: &str) -> Result<SealedIssuingKeys, AccountError> {
+        let RootOp { mut tx, user, claims, .. } = self.begin_root_op(request).await?;
+        let RootOperation::ExportIssuingKeys { recipient_key } = &claims.op else {
+            return Err(AccountError::InvalidRequest("this endpoint takes only an export_issuing_keys".into()));
+        };
+        let recipient = X25519Public::from_jwk(recipient_key)
+            .ok_or_else(|| AccountError::InvalidRequest("recipient_key must be a public X25519 JWK".into()))?;
+        let keys = self.opened_issuing_keys(&mut tx, &user.id).await?;
         // The challenge the request used is spent.
         tx.commit().await?;
         let plain =

@@ -13,12 +13,11 @@ use super::*;
 use crate::hooks::{Arrival, ImportError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sichat_core::ids::{b64url, b64url_decode};
+use sichat_core::ids::b64url_decode;
 use sichat_core::jwe;
 use sichat_core::keys::{X25519KeyPair, X25519Public};
 use sichat_core::webvh::{self, WebvhDid};
 use std::collections::BTreeMap;
-use zeroize::Zeroize;
 
 /// An account that moved away from this node.
 #[derive(Debug, Clone)]
@@ -95,22 +94,8 @@ impl BundleUser {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BundleKey {
-    id: String,
-    algorithm: String,
-    public_key: String,
-    /// The secret key, base64url.
-    secret: String,
-    created_at: i64,
-}
-
-impl Drop for BundleKey {
-    fn drop(&mut self) {
-        self.secret.zeroize();
-    }
-}
+/// An issuing key in a bundle: as `sichat export` gets it (the same fields), zeroized on drop.
+type BundleKey = ExportedIssuingKey;
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -534,17 +519,7 @@ impl Accounts {
                 "this account's DID is bound to this node: run `sichat did upgrade` first".into(),
             ));
         };
-        let mut issuing_keys = Vec::new();
-        for k in store::all_issuing_keys(&mut tx, &user.id).await? {
-            let secret = self.master.open(&k.sealed_secret, &format!("acct_issuing_keys:{}", k.id))?;
-            issuing_keys.push(BundleKey {
-                id: k.id,
-                algorithm: k.algorithm,
-                public_key: k.public_key,
-                secret: b64url(&secret),
-                created_at: k.created_at,
-            });
-        }
+        let issuing_keys = self.opened_issuing_keys(&mut tx, &user.id).await?;
         let devices = store::active_devices(&mut tx, &user.id)
             .await?
             .into_iter()
