@@ -35,6 +35,8 @@ pub struct Exported {
     pub credentials: Vec<StatusPlace>,
     /// Each file of the site (its path under the origin) and its SHA-256, as last written.
     pub files: Vec<(String, String)>,
+    /// Who could message the account (its node's policy), as it was.
+    pub policy: sichat_messaging::policy::Policy,
 }
 
 #[derive(Args)]
@@ -108,6 +110,10 @@ async fn export(
     let fetched = crate::message::fetch_waiting(ctx, w, pass, c).await?;
     let synced = crate::history::sync_saved(ctx, pass, c, None).await?;
 
+    step("your credentials kept on the node (received on other devices), and your message policy");
+    let on_node: Vec<crate::wallet::HeldCredential> = c.get("/api/v1/holder/credentials").await?;
+    let policy: sichat_messaging::policy::Policy = c.get("/api/v1/messages/policy").await?;
+
     step("your issuing keys, sealed to a key this wallet just made");
     let ephemeral = X25519KeyPair::generate();
     let op = RootOperation::ExportIssuingKeys { recipient_key: ephemeral.public().to_jwk() };
@@ -149,13 +155,16 @@ async fn export(
         lists: published.lists,
         credentials: published.credentials,
         files,
+        policy,
     };
     let kept = exported.clone();
-    crate::wallet::update(&ctx.dir, pass, |saved| {
+    let held = crate::wallet::update(&ctx.dir, pass, |saved| {
+        let missing: Vec<_> = on_node.into_iter().filter(|r| !saved.credentials.iter().any(|l| l.id == r.id)).collect();
+        saved.credentials.extend(missing);
         saved.exported = Some(kept);
-        Ok(())
+        Ok(saved.credentials.len())
     })?;
-    let holds = json!({"credentials": w.credentials.len(), "messages_fetched": fetched,
+    let holds = json!({"credentials": held, "messages_fetched": fetched,
         "messages_from_history": synced.received_messages});
     Ok((exported, holds))
 }
