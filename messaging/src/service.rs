@@ -354,6 +354,18 @@ impl Messaging {
     }
 
     /// The user of a portable `did:webvh` DID that lives at this node's `did:web` address.
+    /// The name of the account here that `did` is: a user's DID (did:web or did:webvh), or
+    /// a DID the account had before (another node it moved from, the did:key it joined as).
+    pub(crate) async fn recipient_name(&self, did: &Did) -> Result<String, MessagingError> {
+        if let Some(name) = self.local_user_name(did).or_else(|| self.local_webvh_name(did)) {
+            return Ok(name);
+        }
+        self.accounts
+            .name_by_alias(did.as_str())
+            .await?
+            .ok_or_else(|| MessagingError::UnknownRecipient(format!("{did} is not hosted on this node")))
+    }
+
     pub(crate) fn local_webvh_name(&self, did: &Did) -> Option<String> {
         let webvh = sichat_core::webvh::WebvhDid::parse(did.as_str()).ok()?;
         self.local_user_name(&webvh.web_did())
@@ -486,13 +498,7 @@ impl Messaging {
     /// It is committed before this returns.
     pub async fn receive(&self, from: &Vouched, body: &[u8]) -> Result<Received, MessagingError> {
         let forward = self.read_forward(body)?;
-        let name = match self.local_user_name(&forward.next).or_else(|| self.local_webvh_name(&forward.next)) {
-            Some(name) => name,
-            // A DID the account had on the node it moved here from.
-            None => self.accounts.name_by_alias(forward.next.as_str()).await?.ok_or_else(|| {
-                MessagingError::UnknownRecipient(format!("{} is not hosted on this node", forward.next))
-            })?,
-        };
+        let name = self.recipient_name(&forward.next).await?;
         let Some(Recipient { user_id, devices, policy, moving }) = self.recipient(&name).await? else {
             if let Some(away) = self.accounts.moved_away(&name).await?.filter(|a| a.answering) {
                 return Err(MessagingError::RecipientMoved {

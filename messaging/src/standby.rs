@@ -254,14 +254,7 @@ impl Messaging {
         let now = now_ms();
         let (h, original) = read_handover(token, &key, body, now, self.settings.max_age_ms)?;
         let to = Did::parse(&h.to).map_err(|e| invalid(format!("to: {e}")))?;
-        let name = match self.local_user_name(&to).or_else(|| self.local_webvh_name(&to)) {
-            Some(name) => name,
-            None => self
-                .accounts()
-                .name_by_alias(to.as_str())
-                .await?
-                .ok_or_else(|| MessagingError::UnknownRecipient(format!("{to} is not hosted on this node")))?,
-        };
+        let name = self.recipient_name(&to).await?;
         match self.accounts().standby_of(&name).await? {
             Some((node, endpoint)) if node == h.iss && endpoint == h.target_uri => {}
             _ => return Err(MessagingError::NotAccepted),
