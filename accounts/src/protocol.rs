@@ -601,4 +601,8 @@ pub struct StandbyNode {
     pub node_did: String,
     /// Its DIDComm endpoint, listed after this node's.
     pub endpoint: String,
+    /// Its did:webvh watcher, which the log's `watchers` parameter names (same origin as
+    /// `endpoint`): it mirrors the log and the status lists for verifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watcher: Option<String>,
 }

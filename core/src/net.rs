@@ -62,6 +62,16 @@ pub enum FetchError {
 pub struct Detail(pub String);
 
 impl FetchError {
+    /// The server could not be reached, or answered that it cannot serve now (5xx, 429):
+    /// where a copy elsewhere may stand in.
+    pub fn no_answer(&self) -> bool {
+        match self {
+            FetchError::Unreachable { .. } => true,
+            FetchError::Status { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
+
     fn unreachable(url: &str, e: &dyn std::error::Error) -> Self {
         let detail = error_chain(e);
         tracing::info!(url, detail, "fetch failed");

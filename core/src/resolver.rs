@@ -4,6 +4,11 @@
 //!
 //! Documents from other implementations are read leniently: keys as `publicKeyMultibase`
 //! or `publicKeyJwk`, relationships as absolute or relative references or embedded methods.
+//!
+//! A `did:webvh` log names its watchers (did:webvh §3.7.9): nodes that mirror it. When the
+//! DID's host cannot be reached, the log is taken from a watcher the last verified version
+//! named, verified the same way, and only if it is not older than that version. Its
+//! DID-relative resources (status lists) are found there too ([`Resolver::mirrors`]).
 
 use crate::did::Did;
 use crate::ids::b64url_decode;
@@ -250,16 +255,40 @@ fn method_x25519(vm: &Value) -> Option<X25519Public> {
     vm.get("publicKeyJwk").and_then(X25519Public::from_jwk)
 }
 
-/// Resolves DIDs, caching documents for [`DOC_TTL`].
+/// What the last verified log of a `did:webvh` said of its mirrors.
+#[derive(Clone, Debug)]
+struct Watched {
+    watchers: Vec<String>,
+    entries: usize,
+}
+
+/// Resolves DIDs, caching documents for [`DOC_TTL`] (or [`Resolver::with_ttl`]).
 pub struct Resolver {
     fetcher: Arc<Fetcher>,
     origins: Vec<url::Url>,
+    ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, Arc<Keys>)>>,
+    watched: Mutex<HashMap<String, Watched>>,
 }
+
+/// Most `did:webvh` DIDs whose watchers are remembered.
+const MAX_WATCHED: usize = 4096;
 
 impl Resolver {
     pub fn new(fetcher: Arc<Fetcher>) -> Self {
-        Self { fetcher, origins: Vec::new(), cache: Mutex::new(HashMap::new()) }
+        Self {
+            fetcher,
+            origins: Vec::new(),
+            ttl: DOC_TTL,
+            cache: Mutex::new(HashMap::new()),
+            watched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a resolved document is used before it is fetched again.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// Origins whose scheme is known (a node's own public URL, a wallet's node): their
@@ -284,7 +313,7 @@ impl Resolver {
 
     pub async fn resolve(&self, did: &str) -> Result<Arc<Keys>, ResolveError> {
         if let Some((at, keys)) = self.cache.lock().ok().and_then(|c| c.get(did).cloned()) {
-            if at.elapsed() < DOC_TTL {
+            if at.elapsed() < self.ttl {
                 return Ok(keys);
             }
         }
@@ -315,12 +344,20 @@ impl Resolver {
     /// A moved DID resolves to its new document; its own method ids still name the keys.
     async fn webvh(&self, did: &str) -> Result<Keys, ResolveError> {
         let url = self.webvh_log_url(did)?;
-        let body = self.fetcher.get_limited(&url, "text/jsonl, application/jsonl", webvh::MAX_LOG_BYTES).await?;
-        let raw = std::str::from_utf8(&body)
-            .map_err(|_| ResolveError::InvalidLog { did: did.into(), why: "the log is not UTF-8".into() })?;
-        let log = webvh::verify_log(did, raw)
-            .await
-            .map_err(|e| ResolveError::InvalidLog { did: did.into(), why: e.to_string() })?;
+        let log = match self.verified_log(did, &url).await {
+            Ok((log, _)) => log,
+            Err(ResolveError::Fetch(e)) if e.no_answer() => match self.log_from_watchers(did).await {
+                Some(log) => log,
+                None => return Err(ResolveError::Fetch(e)),
+            },
+            Err(e) => return Err(e),
+        };
+        if let Ok(mut w) = self.watched.lock() {
+            if w.len() >= MAX_WATCHED && !w.contains_key(did) {
+                w.clear();
+            }
+            w.insert(did.to_owned(), Watched { watchers: log.watchers.clone(), entries: log.entries });
+        }
         if log.deactivated {
             return Err(ResolveError::Unresolvable { did: did.into(), why: "the DID is deactivated".into() });
         }
@@ -332,12 +369,63 @@ impl Resolver {
         Ok(keys)
     }
 
+    /// Fetch the log at `url` and verify all of it for `did`; with its text.
+    pub async fn verified_log(&self, did: &str, url: &str) -> Result<(webvh::VerifiedLog, String), ResolveError> {
+        let body = self.fetcher.get_limited(url, "text/jsonl, application/jsonl", webvh::MAX_LOG_BYTES).await?;
+        let raw = String::from_utf8(body.to_vec())
+            .map_err(|_| ResolveError::InvalidLog { did: did.into(), why: "the log is not UTF-8".into() })?;
+        let log = webvh::verify_log(did, &raw)
+            .await
+            .map_err(|e| ResolveError::InvalidLog { did: did.into(), why: e.to_string() })?;
+        Ok((log, raw))
+    }
+
+    /// The DID's host gave no answer: its log from a watcher the last verified version
+    /// named, if one holds a copy that verifies and is not older.
+    async fn log_from_watchers(&self, did: &str) -> Option<webvh::VerifiedLog> {
+        let known = self.watched.lock().ok()?.get(did).cloned()?;
+        let scid = WebvhDid::parse(did).ok()?.scid().to_owned();
+        for watcher in &known.watchers {
+            let url = format!("{}/log?scid={scid}", watcher.trim_end_matches('/'));
+            match self.verified_log(did, &url).await {
+                Ok((log, _)) if log.entries >= known.entries => {
+                    tracing::info!(%did, %watcher, "the DID's host is down: its log came from a watcher");
+                    return Some(log);
+                }
+                Ok(_) => tracing::warn!(%did, %watcher, "a watcher holds an older log than was seen: not used"),
+                Err(e) => tracing::warn!(%did, %watcher, error = %e, "a watcher's copy of the log was not used"),
+            }
+        }
+        None
+    }
+
+    /// Where else `url`, a resource under `did`'s host and path (a status list), may be
+    /// fetched: at the watchers the DID's last verified log named (`<watcher>/resource`).
+    pub fn mirrors(&self, did: &str, url: &str) -> Vec<String> {
+        let Some(known) = self.watched.lock().ok().and_then(|w| w.get(did).cloned()) else { return Vec::new() };
+        let (Ok(base), Ok(parsed)) = (self.webvh_base_url(did), WebvhDid::parse(did)) else { return Vec::new() };
+        let Some(path) = url.strip_prefix(&base).filter(|p| !p.is_empty()) else { return Vec::new() };
+        let path: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        known
+            .watchers
+            .iter()
+            .map(|w| format!("{}/resource?scid={}&path={path}", w.trim_end_matches('/'), parsed.scid()))
+            .collect()
+    }
+
     /// Where a `did:webvh` log is: the `did:web` URL of the same host and path, with
     /// `did.jsonl` for `did.json`.
     pub fn webvh_log_url(&self, did: &str) -> Result<String, ResolveError> {
         let parsed = WebvhDid::parse(did).map_err(|_| ResolveError::Invalid(did.into()))?;
         let web = did_web_url_for(&parsed.web_did(), self.fetcher.policy().allow_local, &self.origins)?;
         Ok(format!("{}l", web))
+    }
+
+    /// The URL a `did:webvh` DID's relative resources are under (`https://host/path/`).
+    pub fn webvh_base_url(&self, did: &str) -> Result<String, ResolveError> {
+        let log = self.webvh_log_url(did)?;
+        let base = log.trim_end_matches("did.jsonl");
+        Ok(base.strip_suffix(".well-known/").unwrap_or(base).to_owned())
     }
 }
 
@@ -506,6 +594,34 @@ mod tests {
         let keys = did_key(&xdid).unwrap();
         assert!(keys.methods.is_empty());
         assert_eq!(keys.agreement_key(&format!("{xdid}#{}", x.to_multibase())).unwrap(), x);
+    }
+
+    /// Resources under a did:webvh's URL are found at the watchers its last verified log
+    /// named; nothing else is.
+    #[test]
+    fn mirrors_of_a_webvh_resource() {
+        let resolver = Resolver::new(Arc::new(Fetcher::new(crate::net::NetPolicy { allow_local: false }).unwrap()));
+        let did = "did:webvh:QmQWnpdiyt8toEjCmmnb3hGQgxTob6ymny5eZHCsmZB78p:example.org:users:alice";
+        assert_eq!(resolver.webvh_base_url(did).unwrap(), "https://example.org/users/alice/");
+        assert_eq!(
+            resolver.webvh_base_url("did:webvh:QmQWnpdiyt8toEjCmmnb3hGQgxTob6ymny5eZHCsmZB78p:example.org").unwrap(),
+            "https://example.org/"
+        );
+        let list = "https://example.org/users/alice/status/l1";
+        assert!(resolver.mirrors(did, list).is_empty(), "no log seen: no watcher known");
+        resolver.watched.lock().unwrap().insert(
+            did.into(),
+            Watched { watchers: vec!["https://standby.example/webvh-watcher/".into()], entries: 2 },
+        );
+        assert_eq!(
+            resolver.mirrors(did, list),
+            ["https://standby.example/webvh-watcher/resource?scid=QmQWnpdiyt8toEjCmmnb3hGQgxTob6ymny5eZHCsmZB78p&path=status%2Fl1"]
+        );
+        assert!(resolver.mirrors(did, "https://example.org/users/bob/status/l1").is_empty(), "another DID's");
+        assert!(resolver.mirrors(did, "https://evil.example/users/alice/status/l1").is_empty(), "another host");
+        assert!(resolver
+            .mirrors("did:webvh:QmQWnpdiyt8toEjCmmnb3hGQgxTob6ymny5eZHCsmZB78q:example.org:users:alice", list)
+            .is_empty());
     }
 
     #[test]

@@ -369,6 +369,8 @@ pub struct VerifiedLog {
     pub next_key_hashes: Vec<String>,
     /// The `ttl` parameter in force, in seconds.
     pub ttl: Option<u64>,
+    /// The `watchers` in force: URLs of did:webvh watchers that mirror the log.
+    pub watchers: Vec<String>,
     /// Number of entries.
     pub entries: usize,
 }
@@ -413,6 +415,11 @@ pub async fn verify_log(did: &str, raw: &str) -> Result<VerifiedLog, WebvhError>
             .await
             .map_err(|e| WebvhError::InvalidLog(plain(&e.to_string())))?;
         let entries = state.log_entries().len();
+        let watchers = state
+            .log_entries()
+            .last()
+            .and_then(|e| e.validated_parameters.watchers.as_deref().cloned())
+            .unwrap_or_default();
         // Parameters not repeated in an entry keep their earlier value: the latest of each.
         let (mut update_keys, mut next_key_hashes, mut ttl) = (Vec::new(), Vec::new(), None);
         for e in state.log_entries() {
@@ -437,6 +444,7 @@ pub async fn verify_log(did: &str, raw: &str) -> Result<VerifiedLog, WebvhError>
             update_keys,
             next_key_hashes,
             ttl,
+            watchers,
             entries,
         })
     };

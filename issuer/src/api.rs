@@ -39,6 +39,7 @@ pub fn router(issuer: Arc<Issuer>, accounts: Arc<Accounts>) -> Router {
         .route("/users/{name}/oid4vci/token", post(token))
         .route("/users/{name}/oid4vci/nonce", post(nonce))
         .route("/users/{name}/oid4vci/credential", post(credential))
+        .route("/users/{name}/resources", get(resources))
         .route("/users/{name}/status/{list}", get(status_list))
         .route("/api/v1/membership", get(membership))
         .route("/status/{list}", get(membership_status_list))
@@ -131,6 +132,13 @@ async fn context(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn membership_schema(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     Ok(([(header::CONTENT_TYPE, "application/schema+json")], Json(s.issuer.membership_schema()?)))
+}
+
+async fn resources(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<crate::published::Resources>, ApiError> {
+    Ok(Json(s.issuer.resources(&name).await?))
 }
 
 /// A user's status list.

@@ -42,7 +42,43 @@ pub struct Published {
     pub context: String,
 }
 
+/// `GET /users/{name}/resources`: what the account publishes here, public as each of them
+/// is. A standby node mirrors them from it, for verifiers while this node is down.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Resources {
+    /// The URLs of its status lists.
+    pub status_lists: Vec<String>,
+    /// The URLs of its credential types' JSON Schemas.
+    pub schemas: Vec<String>,
+}
+
 impl Issuer {
+    pub async fn resources(&self, user_name: &str) -> Result<Resources, IssuerError> {
+        let user_id = self
+            .accounts
+            .active_user_id(user_name)
+            .await?
+            .ok_or_else(|| IssuerError::NotFound(format!("no account {user_name} here")))?;
+        let node = self.accounts.node();
+        let status_lists = store::lists_of(&mut *self.db.read().await?, &user_id)
+            .await?
+            .into_iter()
+            .map(|l| l.published_url.unwrap_or_else(|| list_url(node, user_name, &l.id)))
+            .collect();
+        Ok(Resources { status_lists, schemas: self.schema_urls(&user_id, user_name).await? })
+    }
+
+    async fn schema_urls(&self, user_id: &str, user_name: &str) -> Result<Vec<String>, IssuerError> {
+        let base = user_base_url(self.accounts.node(), user_name);
+        Ok(self
+            .types(user_id)
+            .await?
+            .into_iter()
+            .filter(|t| t.name != crate::membership::MEMBERSHIP)
+            .map(|t| format!("{base}/credential-types/{}/schema.json", t.name))
+            .collect())
+    }
+
     pub async fn published(&self, me: &AuthDevice) -> Result<Published, IssuerError> {
         let node = self.accounts.node();
         let mut conn = self.db.read().await?;
@@ -69,14 +105,7 @@ impl Issuer {
             })
             .collect();
         drop(conn);
-        let base = user_base_url(node, &me.user_name);
-        let schemas = self
-            .types(&me.user_id)
-            .await?
-            .into_iter()
-            .filter(|t| t.name != crate::membership::MEMBERSHIP)
-            .map(|t| format!("{base}/credential-types/{}/schema.json", t.name))
-            .collect();
+        let schemas = self.schema_urls(&me.user_id, &me.user_name).await?;
         Ok(Published { lists, credentials, schemas, context: node.url(crate::credential::CONTEXT_PATH) })
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::policy::Policy;
 use crate::service::Received;
+use crate::standby::mirror::WATCHER_PATH;
 use crate::standby::{EndStandby, NewStandby, StandbyCreated, HANDOVER_SUFFIX};
 use crate::{Messaging, MessagingError};
 use axum::body::Bytes;
@@ -14,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::json;
 use sichat_accounts::{Accounts, AuthDevice, DIDCOMM_PATH};
-use sichat_core::http::{Api, ApiError, ApiJson, ApiPath};
+use sichat_core::http::{Api, ApiError, ApiJson, ApiPath, ApiQuery};
 use sichat_core::node::FormerUrl;
 use std::sync::Arc;
 
@@ -42,7 +43,9 @@ pub fn router(messaging: Arc<Messaging>) -> Router {
         .route(DIDCOMM_PATH, post(deliver).get(epoch))
         .route(&format!("{DIDCOMM_PATH}{HANDOVER_SUFFIX}"), post(handover))
         .route("/api/v1/standbys", post(add_standby))
-        .route("/api/v1/standbys/end", post(end_standby));
+        .route("/api/v1/standbys/end", post(end_standby))
+        .route(&format!("/{WATCHER_PATH}/log"), get(watcher_log).post(watcher_notified))
+        .route(&format!("/{WATCHER_PATH}/resource"), get(watcher_resource));
     sichat_core::http::limit_body(routes, limit).with_state(AppState { messaging })
 }
 
@@ -146,6 +149,41 @@ async fn add_standby(
 async fn end_standby(State(s): State<AppState>, ApiJson(req): ApiJson<EndStandby>) -> Result<StatusCode, ApiError> {
     s.messaging.end_standby(&req.request).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct ScidQuery {
+    scid: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ResourceQuery {
+    scid: String,
+    path: String,
+}
+
+#[derive(serde::Deserialize)]
+struct DidQuery {
+    did: String,
+}
+
+/// The did:webvh watcher API (`standby::mirror`): a DID log this node mirrors.
+async fn watcher_log(State(s): State<AppState>, ApiQuery(q): ApiQuery<ScidQuery>) -> Result<Response, ApiError> {
+    let log = s.messaging.mirrored_log(&q.scid).await?;
+    Ok(([(header::CONTENT_TYPE, "text/jsonl"), (header::CACHE_CONTROL, "no-cache")], log).into_response())
+}
+
+async fn watcher_resource(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<ResourceQuery>,
+) -> Result<Response, ApiError> {
+    let (content_type, body) = s.messaging.mirrored_resource(&q.scid, &q.path).await?;
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache".to_owned())], body).into_response())
+}
+
+async fn watcher_notified(State(s): State<AppState>, ApiQuery(q): ApiQuery<DidQuery>) -> Result<Response, ApiError> {
+    s.messaging.watcher_notified(&q.did).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({}))).into_response())
 }
 
 /// Which copy of its mailboxes this node serves: other nodes ask, and deliver again what it

@@ -12,7 +12,9 @@
 //!   the sender's node's own signature as of when this node took it, and stores it as if it
 //!   had been delivered there: this node can delay a message, never forge one. Held
 //!   deliveries go when that node took them, or refused them for good.
+//! - It mirrors the account's DID log and status lists as a did:webvh watcher ([`mirror`]).
 
+pub mod mirror;
 mod store;
 
 use crate::federation_auth::{verify_request, IncomingRequest};
@@ -76,6 +78,8 @@ pub struct StandbyCreated {
     pub dids: Vec<String>,
     pub node_did: String,
     pub endpoint: String,
+    /// Its did:webvh watcher, for the log's `watchers` parameter.
+    pub watcher: String,
 }
 
 /// `POST /api/v1/standbys/end`.
@@ -180,6 +184,7 @@ impl Messaging {
             dids,
             node_did: self.node().did().to_string(),
             endpoint: self.node().url(sichat_accounts::DIDCOMM_PATH),
+            watcher: self.watcher_url(),
         })
     }
 
@@ -278,6 +283,9 @@ impl Messaging {
             tokio::time::sleep(self.settings.standby_handover).await;
             if let Err(e) = self.hand_over_due().await {
                 tracing::warn!(error = %e, "standby handover round failed");
+            }
+            if let Err(e) = self.refresh_mirrors().await {
+                tracing::warn!(error = %e, "standby mirror round failed");
             }
         }
     }

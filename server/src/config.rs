@@ -63,6 +63,8 @@ pub struct Config {
     /// resolving DIDs and fetching status lists. Default: only when the node's own public
     /// URL is on loopback (a development node).
     pub allow_local_network: Option<bool>,
+    /// How long a resolved DID document is used before it is fetched again.
+    pub did_cache_secs: u64,
     /// Who may register OpenID clients: `open` (default), `off`, `invite-only` (initial
     /// access tokens from `sichatd admin client-token`) or `allow-list`.
     pub oidc_registration: RegistrationPolicy,
@@ -138,6 +140,7 @@ impl Default for Config {
             moved_account_days: 180,
             owner_quota: 50,
             allow_local_network: None,
+            did_cache_secs: 300,
             oidc_registration: RegistrationPolicy::Open,
             oidc_allowed_hosts: Vec::new(),
             oidc_subject_type: "pairwise".into(),
@@ -187,6 +190,7 @@ const ENV_KEYS: &[&str] = &[
     "moved_account_days",
     "owner_quota",
     "allow_local_network",
+    "did_cache_secs",
     "oidc_registration",
     "oidc_allowed_hosts",
     "oidc_subject_type",

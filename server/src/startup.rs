@@ -82,10 +82,13 @@ impl Node {
         }
         // The node's own DIDs are fetched with its public URL's scheme: HTTPS for a node at
         // https://localhost:8443, not a plain HTTP guessed for loopback.
-        let resolver =
-            Arc::new(Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?)).with_origins(
-                std::iter::once(public_url.clone()).chain(identity.former().iter().map(|f| f.url.clone())),
-            ));
+        let resolver = Arc::new(
+            Resolver::new(Arc::new(Fetcher::new(NetPolicy { allow_local })?))
+                .with_origins(
+                    std::iter::once(public_url.clone()).chain(identity.former().iter().map(|f| f.url.clone())),
+                )
+                .with_ttl(std::time::Duration::from_secs(config.did_cache_secs)),
+        );
         let issuer = Arc::new(Issuer::new(db.clone(), accounts.clone(), resolver.clone()));
         let verifier = Arc::new(Verifier::with_resolver(resolver.clone(), issuer.own_contexts()));
         let messaging = Arc::new(

@@ -7,7 +7,11 @@ use sichat_core::jws;
 use sichat_e2e::{json as out_json, sichat, stderr, storage_tests, Backend, TestApp};
 use sqlx::Row;
 
-storage_tests!(a_standby_keeps_messages_while_the_node_is_down, a_standby_takes_only_what_the_root_key_granted);
+storage_tests!(
+    a_standby_keeps_messages_while_the_node_is_down,
+    a_standby_takes_only_what_the_root_key_granted,
+    a_standby_mirrors_what_verifies_the_account
+);
 
 async fn did_document(app: &TestApp, name: &str) -> Value {
     let (status, doc) = app.get_json(&format!("/users/{name}/did.json")).await;
@@ -155,4 +159,101 @@ async fn a_standby_takes_only_what_the_root_key_granted(backend: Backend) {
     assert_eq!(answer.status().as_u16(), 403, "{}", answer.text().await.unwrap_or_default());
     a.stop().await;
     b.stop().await;
+}
+
+async fn get_text(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect("get");
+    (r.status().as_u16(), r.text().await.expect("text"))
+}
+
+async fn set_mirrored_log(b: &TestApp, scid: &str, log: &str) {
+    sqlx::query("UPDATE msg_standby_mirror SET log = $1 WHERE scid = $2")
+        .bind(log)
+        .bind(scid)
+        .execute(b.node.db.pool())
+        .await
+        .expect("update");
+}
+
+/// Alice (on A, with a did:webvh) names B as her standby: her log names B as its watcher,
+/// and B mirrors the log and her status lists. Node C, which resolved her DID while A ran
+/// and keeps no document (`did_cache_secs = 0`), still verifies what she issued while A is
+/// down, status and all, from B; a verifier that never saw her log cannot. A copy at B that
+/// was altered, or is older than what C saw, is not used.
+async fn a_standby_mirrors_what_verifies_the_account(backend: Backend) {
+    let Some(a) = TestApp::spawn(backend).await else { return };
+    let Some(b) = TestApp::spawn_with(backend, |c| c.msg_standby_handover_secs = 1).await else { return };
+    let Some(c) = TestApp::spawn_with(backend, |c| c.did_cache_secs = 0).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let bob = b.join("bob", &b.owner_invite).await;
+    let out = sichat(&alice, &["--json", "did", "upgrade"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let webvh = out_json(&out)["did"].as_str().expect("did").to_owned();
+    let scid = webvh.split(':').nth(2).expect("scid").to_owned();
+    let invite = b.invite(&bob, 1).await;
+    let out = sichat(&alice, &["--json", "standby", "add", "--server", &b.url, "--invite", &invite]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, log) = get_text(&format!("{}/users/alice/did.jsonl", a.url)).await;
+    assert_eq!(status, 200);
+    let last: Value = serde_json::from_str(log.lines().last().expect("entry")).expect("json");
+    assert_eq!(last["parameters"]["watchers"], json!([format!("{}/webvh-watcher", b.url)]), "{last}");
+
+    let bob_did = out_json(&sichat(&bob, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    let (_, credential) = crate::portable_did::issue(&a, &alice, &bob_did, "vc+jwt").await;
+    let vc: Value = jws::unverified_payload(&credential).expect("payload");
+    let list = vc["credentialStatus"][0]["statusListCredential"].as_str().expect("list").to_owned();
+    let path = list.strip_prefix(&format!("{}/users/alice/", a.url)).expect("under the DID").to_owned();
+
+    // B mirrors the log and the list.
+    let watcher = format!("{}/webvh-watcher", b.url);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s1, mirrored) = get_text(&format!("{watcher}/log?scid={scid}")).await;
+        let (s2, _) = get_text(&format!("{watcher}/resource?scid={scid}&path={path}")).await;
+        if s1 == 200 && s2 == 200 && mirrored.trim() == log.trim() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "B never mirrored the log and the list ({s1}, {s2})");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let verdict = |app: &TestApp| {
+        let verifier = app.node.verifier.clone();
+        let credential = credential.clone();
+        async move { verifier.verify(&credential, &sichat_verifier::Options::default()).await }
+    };
+    let report = verdict(&c).await;
+    assert!(report.valid, "while A runs: {report:?}");
+
+    let file = c.dir.path().join("credential.jwt");
+    std::fs::write(&file, &credential).expect("write");
+    let _gone = a.stop_keeping().await;
+    let report = verdict(&c).await;
+    assert!(report.valid, "with A down, from B: {report:?}");
+    assert!(format!("{report:?}").contains("no status set"), "its status was read: {report:?}");
+    // A verifier that never resolved Alice's DID has nothing to find B by.
+    let out = sichat(&bob, &["--json", "verify", file.to_str().expect("path")]).await;
+    assert!(!out.status.success(), "a fresh verifier cannot know the watcher");
+
+    // Altered at B, or rolled back to an older version: not used.
+    let altered = log.replacen("#root", "#r00t", 1);
+    set_mirrored_log(&b, &scid, &altered).await;
+    assert!(!verdict(&c).await.valid, "an altered copy is refused");
+    let older: String = log.lines().take(log.lines().count() - 1).map(|l| format!("{l}\n")).collect();
+    set_mirrored_log(&b, &scid, &older).await;
+    assert!(!verdict(&c).await.valid, "an older copy is refused");
+    set_mirrored_log(&b, &scid, &log).await;
+    assert!(verdict(&c).await.valid, "the true copy again");
+
+    // The watcher API refuses what it does not mirror.
+    assert_eq!(get_text(&format!("{watcher}/log?scid=QmNotMirrored")).await.0, 404);
+    assert_eq!(get_text(&format!("{watcher}/log")).await.0, 400);
+    assert_eq!(get_text(&format!("{watcher}/resource?scid={scid}&path=status/none")).await.0, 404);
+    let notified = reqwest::Client::new()
+        .post(format!("{watcher}/log?did=did:webvh:QmNotMirrored:example.com"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(notified.status().as_u16(), 404);
+    b.stop().await;
+    c.stop().await;
 }

@@ -287,7 +287,7 @@ impl Verifier {
         match vc.get("credentialSchema") {
             None => r.skip("schema", "the credential names no credentialSchema"),
             Some(schemas) => {
-                let s = self.check_schema(schemas, &vc).await;
+                let s = self.check_schema(schemas, &vc, &issuer).await;
                 r.record("schema", s);
             }
         }
@@ -477,7 +477,7 @@ impl Verifier {
     }
 
     async fn status_list(&self, url: &str, issuer: &str, purpose: &str, opts: &Options) -> Result<Bitstring, String> {
-        let body = self.fetcher().get(url, "application/vc+jwt").await.map_err(|e| e.to_string())?;
+        let body = self.issuer_resource(url, issuer, "application/vc+jwt").await?;
         let text = std::str::from_utf8(&body).map_err(|_| "not text".to_string())?;
         let format = if text.trim_start().starts_with('{') { LDP_VC } else { VC_JWT };
         let (list, header) = decode(format, text)?;
@@ -506,8 +506,29 @@ impl Verifier {
         Bitstring::decode(encoded, 16 * LIST_SIZE / 8).map_err(|e| e.to_string())
     }
 
+    /// A resource the issuer publishes under its DID (a status list, a schema) at `url`, or,
+    /// when its host gives no answer, from a watcher of the issuer's `did:webvh`. What it
+    /// holds is checked the same way wherever it came from.
+    async fn issuer_resource(&self, url: &str, issuer: &str, accept: &str) -> Result<Arc<Vec<u8>>, String> {
+        let first = match self.fetcher().get(url, accept).await {
+            Ok(body) => return Ok(body),
+            Err(e) if e.no_answer() => e,
+            Err(e) => return Err(e.to_string()),
+        };
+        for mirror in self.resolver.mirrors(issuer, url) {
+            match self.fetcher().get(&mirror, accept).await {
+                Ok(body) => {
+                    tracing::info!(%url, %mirror, "the issuer's host is down: read from a watcher");
+                    return Ok(body);
+                }
+                Err(e) => tracing::warn!(%mirror, error = %e, "a watcher's copy was not used"),
+            }
+        }
+        Err(first.to_string())
+    }
+
     /// Each `JsonSchema` the credential names, fetched and applied to the whole credential.
-    async fn check_schema(&self, schemas: &Value, vc: &Value) -> Result<String, String> {
+    async fn check_schema(&self, schemas: &Value, vc: &Value, issuer: &str) -> Result<String, String> {
         let schemas: Vec<&Value> = match schemas {
             Value::Array(a) => a.iter().collect(),
             one => vec![one],
@@ -518,7 +539,8 @@ impl Verifier {
             if s.get("type").and_then(Value::as_str) != Some("JsonSchema") {
                 return Err(format!("credentialSchema {id} is of an unsupported type"));
             }
-            let schema = self.fetcher().get_json(id).await.map_err(|e| e.to_string())?;
+            let body = self.issuer_resource(id, issuer, "application/schema+json, application/json").await?;
+            let schema: Value = serde_json::from_slice(&body).map_err(|e| format!("{id} is not JSON: {e}"))?;
             let validator = jsonschema::options()
                 .should_validate_formats(true)
                 .build(&schema)

@@ -151,6 +151,12 @@ pub async fn next_entry(
                     service_endpoint: json!({"uri": s.endpoint, "accept": ["didcomm/v2"]}),
                 });
             }
+            // The standby is the log's watcher: it mirrors it for verifiers.
+            match standby.as_ref().and_then(|s| s.watcher.as_ref()) {
+                Some(watcher) => parameters = json!({"watchers": [watcher]}),
+                None if !log.watchers.is_empty() => parameters = json!({"watchers": []}),
+                None => {}
+            }
         }
         RootOperation::RevokeDevice { device_id, .. } => remove_device(&mut doc, device_id),
         RootOperation::RotateRoot { new_root_key, certificates }

@@ -74,7 +74,11 @@ async fn add(ctx: &Ctx, w: &crate::wallet::Wallet, c: &Client, server: &str, inv
         anyhow::bail!("{server} answered for {}, not for its own DID {}", created.node_did, standby_doc.id);
     }
     let op = RootOperation::SetStandby {
-        standby: Some(StandbyNode { node_did: created.node_did.clone(), endpoint: created.endpoint.clone() }),
+        standby: Some(StandbyNode {
+            node_did: created.node_did.clone(),
+            endpoint: created.endpoint.clone(),
+            watcher: Some(created.watcher.clone()),
+        }),
     };
     if let Err(e) = c.root_operation(w, root, op).await {
         // Your node did not take it: the standby would wait for nothing.
@@ -85,6 +89,8 @@ async fn add(ctx: &Ctx, w: &crate::wallet::Wallet, c: &Client, server: &str, inv
         println!("{} now stands by for you ({}).", server, created.node_did);
         println!("Your DID document lists its endpoint after your node's: while your node is down,");
         println!("senders deliver there, and it hands everything over when your node is back.");
+        println!("It mirrors your DID log and status lists ({}), so what you issued", created.watcher);
+        println!("keeps verifying for verifiers that resolved your DID before.");
     })
 }
 

@@ -226,6 +226,12 @@ impl Accounts {
                     if s.node_did == self.node.did().as_str() || url.origin() == self.node.public_url().origin() {
                         return Err(AccountError::InvalidRequest("a standby is another node, not this one".into()));
                     }
+                    let watcher = s.watcher.as_deref().map(url::Url::parse);
+                    if watcher.is_some_and(|w| w.map_or(true, |w| w.origin() != url.origin())) {
+                        return Err(AccountError::InvalidRequest(
+                            "the standby's watcher must be a URL of the standby node".into(),
+                        ));
+                    }
                 }
                 let pair = standby.as_ref().map(|s| (s.node_did.as_str(), s.endpoint.as_str()));
                 store::set_standby(&mut tx, &user.id, pair).await?;

@@ -169,3 +169,108 @@ pub async fn drop_expired(c: &mut Conn, before: i64) -> Result<u64, sqlx::Error>
     let done = sqlx::query("DELETE FROM msg_standby_held WHERE received_at < $1").bind(before).execute(c).await?;
     Ok(done.rows_affected())
 }
+
+// ---- the mirror (this node as a did:webvh watcher) ----
+
+/// The `did:webvh` DIDs of the accounts this node stands by for, with their account.
+pub async fn mirrored_dids(c: &mut Conn) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT did, account FROM msg_standbys WHERE ended_at IS NULL AND did LIKE 'did:webvh:%' ORDER BY did",
+    )
+    .fetch_all(c)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get("did")?, r.try_get("account")?))).collect()
+}
+
+/// Whether `did` is one this node mirrors (an account it stands by for).
+pub async fn mirrors_did(c: &mut Conn, did: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT account FROM msg_standbys WHERE did = $1 AND ended_at IS NULL")
+        .bind(did)
+        .fetch_optional(c)
+        .await?;
+    row.map(|r| r.try_get("account")).transpose()
+}
+
+/// Entries in the log mirrored under `scid`, if any.
+pub async fn mirror_entries(c: &mut Conn, scid: &str) -> Result<Option<i64>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT entries FROM msg_standby_mirror WHERE scid = $1").bind(scid).fetch_optional(c).await?;
+    row.map(|r| r.try_get("entries")).transpose()
+}
+
+pub struct MirroredLog<'a> {
+    pub scid: &'a str,
+    pub did: &'a str,
+    pub account: &'a str,
+    pub log: &'a str,
+    pub entries: i64,
+    pub now: i64,
+}
+
+pub async fn put_mirror(c: &mut Conn, m: MirroredLog<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO msg_standby_mirror (scid, did, account, log, entries, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (scid) DO UPDATE SET did = excluded.did, account = excluded.account, log = excluded.log, \
+         entries = excluded.entries, updated_at = excluded.updated_at",
+    )
+    .bind(m.scid)
+    .bind(m.did)
+    .bind(m.account)
+    .bind(m.log)
+    .bind(m.entries)
+    .bind(m.now)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn mirrored_log(c: &mut Conn, scid: &str) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT log FROM msg_standby_mirror WHERE scid = $1").bind(scid).fetch_optional(c).await?;
+    row.map(|r| r.try_get("log")).transpose()
+}
+
+pub async fn put_mirror_file(
+    c: &mut Conn,
+    scid: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO msg_standby_mirror_files (scid, path, content_type, body, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (scid, path) DO UPDATE SET content_type = excluded.content_type, body = excluded.body, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(scid)
+    .bind(path)
+    .bind(content_type)
+    .bind(body)
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// A mirrored resource: its content type and body.
+pub async fn mirrored_file(c: &mut Conn, scid: &str, path: &str) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+    let row = sqlx::query("SELECT content_type, body FROM msg_standby_mirror_files WHERE scid = $1 AND path = $2")
+        .bind(scid)
+        .bind(path)
+        .fetch_optional(c)
+        .await?;
+    row.map(|r| Ok((r.try_get("content_type")?, r.try_get("body")?))).transpose()
+}
+
+/// Forget what is mirrored for accounts this node no longer stands by for.
+pub async fn forget_unmirrored(c: &mut Conn) -> Result<(), sqlx::Error> {
+    let gone =
+        "NOT EXISTS (SELECT 1 FROM msg_standbys s WHERE s.account = msg_standby_mirror.account AND s.ended_at IS NULL)";
+    sqlx::query(&format!(
+        "DELETE FROM msg_standby_mirror_files WHERE scid IN (SELECT scid FROM msg_standby_mirror WHERE {gone})"
+    ))
+    .execute(&mut *c)
+    .await?;
+    sqlx::query(&format!("DELETE FROM msg_standby_mirror WHERE {gone}")).execute(c).await?;
+    Ok(())
+}
