@@ -1,7 +1,7 @@
 //! 1→many and many→1: a standby node keeps an account's messages while its node is down
 //! and hands them over when it is back; removing it is one command.
 
-use crate::messaging::{delivered, inbox, send, texts};
+use crate::messaging::{delivered, inbox, send, settled, texts};
 use serde_json::{json, Value};
 use sichat_core::jws;
 use sichat_e2e::{json as out_json, sichat, stderr, storage_tests, Backend, TestApp};
@@ -10,7 +10,8 @@ use sqlx::Row;
 storage_tests!(
     a_standby_keeps_messages_while_the_node_is_down,
     a_standby_takes_only_what_the_root_key_granted,
-    a_standby_mirrors_what_verifies_the_account
+    a_standby_mirrors_what_verifies_the_account,
+    a_full_standby_refuses_and_the_sender_keeps_the_message
 );
 
 async fn did_document(app: &TestApp, name: &str) -> Value {
@@ -254,6 +255,61 @@ async fn a_standby_mirrors_what_verifies_the_account(backend: Backend) {
         .await
         .expect("post");
     assert_eq!(notified.status().as_u16(), 404);
+    b.stop().await;
+    c.stop().await;
+}
+
+/// B stands by for Alice within B's quota (`msg_quota_bytes`, 8 KiB here). With A down, a
+/// small message is held; a larger one than B may keep for her is refused (429), and
+/// Carol's node keeps it and tries again: once A is back it is delivered there, and B
+/// hands over the first. Nothing is lost.
+async fn a_full_standby_refuses_and_the_sender_keeps_the_message(backend: Backend) {
+    let Some(a) = TestApp::spawn(backend).await else { return };
+    let Some(b) = TestApp::spawn_with(backend, |c| {
+        c.msg_standby_handover_secs = 1;
+        c.msg_quota_bytes = 8 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let Some(c) = TestApp::spawn(backend).await else { return };
+    let alice = a.join("alice", &a.owner_invite).await;
+    let bob = b.join("bob", &b.owner_invite).await;
+    let carol = c.join("carol", &c.owner_invite).await;
+    let invite = b.invite(&bob, 1).await;
+    let out = sichat(&alice, &["--json", "standby", "add", "--server", &b.url, "--invite", &invite]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let alice_did = out_json(&sichat(&alice, &["--json", "whoami"]).await)["did"].as_str().expect("did").to_owned();
+    // Carol's wallet reads Alice's DID document once while A runs (a DID names one host).
+    let first = send(&carol, &alice_did, "hello", &[]).await;
+    delivered(&carol, &first).await;
+    let port = a.url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
+    let stopped = a.stop_keeping().await;
+
+    let small = send(&carol, &alice_did, "small", &[]).await;
+    delivered(&carol, &small).await;
+    assert_eq!(held_at(&b).await, 1);
+    let large_text = "x".repeat(9 * 1024);
+    let large = send(&carol, &alice_did, &large_text, &[]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let out = sichat(&carol, &["--json", "message", "status", &large]).await;
+    let status = out_json(&out);
+    assert_eq!(status["state"], "queued", "the sender keeps what the standby refused: {status}");
+    assert_eq!(held_at(&b).await, 1, "B keeps no more than its quota");
+
+    let a = stopped.serve_at(([127, 0, 0, 1], port).into()).await;
+    let status = settled(&carol, &large).await;
+    assert_eq!(status["state"], "delivered", "{status}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while held_at(&b).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "B never handed over");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let mut got = texts(&inbox(&alice, &["--requests"]).await);
+    got.sort();
+    assert_eq!(got, ["hello".to_owned(), "small".to_owned(), large_text], "each once");
+    a.stop().await;
     b.stop().await;
     c.stop().await;
 }
