@@ -8,7 +8,7 @@ use crate::signin::{self, Signin};
 use crate::OidcError;
 use axum::body::Bytes;
 use axum::extract::{FromRef, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Form, Json, Router};
@@ -20,6 +20,7 @@ use sichat_core::http::{ApiError, ApiJson, ApiPath, ApiQuery, ClientAddr};
 use sichat_core::ids::random_token;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tower_http::cors::{Any, CorsLayer};
 
 pub(crate) const SESSION_COOKIE: &str = "sichat_op";
 pub(crate) const CSRF_COOKIE: &str = "sichat_csrf";
@@ -42,19 +43,32 @@ impl FromRef<AppState> for Arc<Accounts> {
 pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
     let signin = Arc::new(Signin::new(op.clone(), accounts.clone()));
     let document = Bytes::from(op.discovery().to_string());
-    Router::new()
+    // What a browser app (a public client with PKCE) calls from its own origin: CORS for
+    // any origin, without credentials. Pages and cookie endpoints get none, so a browser
+    // keeps other origins out of them.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("dpop")])
+        .expose_headers([header::WWW_AUTHENTICATE])
+        .max_age(std::time::Duration::from_secs(86_400));
+    let cross_origin = Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/.well-known/webfinger", get(webfinger))
         .route("/oidc/jwks", get(jwks))
+        .route("/oidc/token", post(token))
+        .route("/oidc/userinfo", get(userinfo).post(userinfo))
+        .route("/oidc/revoke", post(revoke))
+        .route("/oidc/introspect", post(introspect))
+        .layer(cors);
+    Router::new()
+        .merge(cross_origin)
         .route("/oidc/register", post(register))
         .route("/oidc/register/{id}", get(read_client))
         .route("/oidc/authorize", get(authorize))
         .route("/oidc/login", post(login))
         .route("/oidc/consent", get(consent_page).post(consent))
-        .route("/oidc/token", post(token))
-        .route("/oidc/userinfo", get(userinfo).post(userinfo))
-        .route("/oidc/revoke", post(revoke))
-        .route("/oidc/introspect", post(introspect))
         .route("/oidc/logout", get(logout).post(logout_form))
         .route("/api/v1/password", put(set_password))
         .route("/api/v1/oidc/consents", get(list_consents))
@@ -271,7 +285,7 @@ async fn authorize(
         Err(e) => return internal_page(e),
     };
     let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
-    if !client.metadata.redirect_uris.contains(&redirect_uri) {
+    if !client.allows_redirect(&redirect_uri) {
         return error_page(
             StatusCode::BAD_REQUEST,
             "Wrong return address",

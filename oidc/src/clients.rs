@@ -96,14 +96,28 @@ impl Client {
         self.metadata.client_name.as_deref().unwrap_or(&self.id)
     }
 
-    /// The pairwise sector: the host every redirect URI shares.
+    /// The pairwise sector: the host every redirect URI shares (a native app's scheme for
+    /// its private-use URIs; loopback only where there is nothing else).
     pub fn sector(&self) -> String {
-        let from_document = is_document_url(&self.id).then_some(&self.id);
-        from_document
-            .or(self.metadata.redirect_uris.first())
-            .and_then(|u| Url::parse(u).ok())
-            .and_then(|u| u.host_str().map(str::to_owned))
+        if is_document_url(&self.id) {
+            return Url::parse(&self.id).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        }
+        let receivers: Vec<(String, bool)> = self.metadata.redirect_uris.iter().filter_map(|u| receiver(u)).collect();
+        receivers
+            .iter()
+            .find(|(_, loopback)| !loopback)
+            .or(receivers.first())
+            .map(|(r, _)| r.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether `redirect_uri` is one this client registered ([`redirect_matches`]).
+    pub fn allows_redirect(&self, redirect_uri: &str) -> bool {
+        self.metadata.redirect_uris.iter().any(|r| redirect_matches(r, redirect_uri))
+    }
+
+    pub fn is_native(&self) -> bool {
+        self.metadata.application_type.as_deref() == Some("native")
     }
 
     pub fn is_public(&self) -> bool {
@@ -130,15 +144,14 @@ fn bad_metadata(why: impl Into<String>) -> OidcError {
     OidcError::bad("invalid_client_metadata", why)
 }
 
-/// A redirect URI we accept: absolute, no fragment, and https unless on loopback.
-pub fn check_redirect_uri(uri: &str) -> Result<(), OidcError> {
+/// A redirect URI we accept: absolute, no fragment, no wildcard; `https`, or `http` on
+/// loopback; and for native apps (RFC 8252 §7.1) a private-use scheme, which must be a
+/// reverse domain name (`com.example.app:/callback`).
+pub fn check_redirect_uri(uri: &str, native: bool) -> Result<(), OidcError> {
     let bad = |why: &str| OidcError::bad("invalid_redirect_uri", format!("{uri}: {why}"));
     let u = Url::parse(uri).map_err(|_| bad("not an absolute URL"))?;
     if u.fragment().is_some() {
         return Err(bad("must not have a fragment"));
-    }
-    if u.host().is_none() {
-        return Err(bad("has no host"));
     }
     // Redirect URIs match exactly: a pattern would never match, and a client that registers
     // one must learn that now, not at its first sign-in.
@@ -146,10 +159,27 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), OidcError> {
         return Err(bad("wildcards are not supported: register each exact URI"));
     }
     match u.scheme() {
+        "https" | "http" if u.host().is_none() => Err(bad("has no host")),
         "https" => Ok(()),
         "http" if is_loopback(&u) => Ok(()),
-        _ => Err(bad("must be https (http only on loopback)")),
+        "http" => Err(bad("must be https (http only on loopback)")),
+        scheme if native && is_private_use_scheme(scheme) => Ok(()),
+        _ if native => Err(bad(
+            "a native app's own scheme must be a reverse domain name it controls, like com.example.app (RFC 8252 §7.1)",
+        )),
+        _ => Err(bad("must be https (http only on loopback; private-use schemes for application_type native)")),
     }
+}
+
+/// A private-use URI scheme as RFC 8252 §7.1 asks: a reverse domain name, never a scheme
+/// browsers give a meaning of their own.
+fn is_private_use_scheme(scheme: &str) -> bool {
+    const RESERVED: &[&str] = &["javascript", "data", "file", "blob", "about", "vbscript", "ws", "wss", "ftp"];
+    scheme.contains('.')
+        && !scheme.starts_with('.')
+        && !scheme.ends_with('.')
+        && !scheme.split('.').any(str::is_empty)
+        && !RESERVED.contains(&scheme)
 }
 
 fn is_loopback(u: &Url) -> bool {
@@ -158,6 +188,39 @@ fn is_loopback(u: &Url) -> bool {
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
         Some(Host::Domain(d)) => d == "localhost",
         None => false,
+    }
+}
+
+/// Whether a redirect URI `asked` in a request is the registered `registered`: the same
+/// string, or, for a loopback IP redirect (`http://127.0.0.1/…`, `http://[::1]/…`), the same
+/// but for the port, which RFC 8252 §7.3 says must be free (the app listens where it can).
+pub fn redirect_matches(registered: &str, asked: &str) -> bool {
+    if registered == asked {
+        return true;
+    }
+    let (Ok(r), Ok(a)) = (Url::parse(registered), Url::parse(asked)) else { return false };
+    let loopback_ip = match r.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    loopback_ip
+        && r.scheme() == "http"
+        && a.scheme() == "http"
+        && r.host() == a.host()
+        && r.path() == a.path()
+        && r.query() == a.query()
+        && a.fragment().is_none()
+        && a.username().is_empty()
+        && a.password().is_none()
+}
+
+/// What a redirect URI says of who receives it: its host, or a private-use scheme.
+fn receiver(uri: &str) -> Option<(String, bool)> {
+    let u = Url::parse(uri).ok()?;
+    match u.host_str() {
+        Some(h) => Some((h.to_owned(), is_loopback(&u))),
+        None => Some((u.scheme().to_owned(), false)),
     }
 }
 
@@ -241,12 +304,14 @@ fn validate(m: &Metadata) -> Result<(), OidcError> {
     if m.redirect_uris.len() > 16 || m.post_logout_redirect_uris.len() > 16 {
         return Err(bad_metadata("at most 16 redirect URIs"));
     }
+    let native = m.application_type.as_deref() == Some("native");
     for u in m.redirect_uris.iter().chain(&m.post_logout_redirect_uris) {
-        check_redirect_uri(u)?;
+        check_redirect_uri(u, native)?;
     }
-    let hosts: std::collections::HashSet<_> =
-        m.redirect_uris.iter().filter_map(|u| Url::parse(u).ok()?.host_str().map(str::to_owned)).collect();
-    if m.subject_type == "pairwise" && hosts.len() > 1 {
+    // Loopback redirects are the user's own machine, not a sector of their own.
+    let receivers: std::collections::HashSet<_> =
+        m.redirect_uris.iter().filter_map(|u| receiver(u)).filter(|(_, loopback)| !loopback).collect();
+    if m.subject_type == "pairwise" && receivers.len() > 1 {
         return Err(bad_metadata("pairwise subjects need every redirect URI on one host"));
     }
     if !["pairwise", "public"].contains(&m.subject_type.as_str()) {
@@ -652,6 +717,38 @@ impl ClientCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_ip_redirects_match_on_any_port_and_nothing_else() {
+        let registered = "http://127.0.0.1/cb?x=1";
+        assert!(redirect_matches(registered, "http://127.0.0.1:53211/cb?x=1"));
+        assert!(redirect_matches("http://[::1]:8080/cb", "http://[::1]:1/cb"));
+        for other in [
+            "http://127.0.0.1:53211/cb",
+            "http://127.0.0.1:53211/cb?x=2",
+            "http://127.0.0.2:53211/cb?x=1",
+            "http://localhost:53211/cb?x=1",
+            "https://127.0.0.1:53211/cb?x=1",
+            "http://u:p@127.0.0.1:53211/cb?x=1",
+            "http://127.0.0.1:53211/cb?x=1#f",
+        ] {
+            assert!(!redirect_matches(registered, other), "{other}");
+        }
+        // Only loopback IPs: a localhost or https redirect matches exactly.
+        assert!(!redirect_matches("http://localhost:8080/cb", "http://localhost:8081/cb"));
+        assert!(!redirect_matches("https://app.example/cb", "https://app.example:444/cb"));
+        assert!(redirect_matches("com.example.app:/cb", "com.example.app:/cb"));
+    }
+
+    #[test]
+    fn private_use_schemes_only_for_native_apps_and_as_reverse_domains() {
+        assert!(check_redirect_uri("com.example.app:/cb", true).is_ok());
+        assert!(check_redirect_uri("com.example.app:/cb", false).is_err());
+        for bad in ["myapp:/cb", "javascript:alert(1)", "data:text/html,x", ".com.example:/cb", "com..example:/cb"] {
+            assert!(check_redirect_uri(bad, true).is_err(), "{bad}");
+        }
+        assert!(check_redirect_uri("http://example.com/cb", true).is_err(), "plain http off loopback");
+    }
 
     fn client(id: &str, name: &str) -> Client {
         let metadata = serde_json::from_value(serde_json::json!({"client_name": name})).expect("metadata");

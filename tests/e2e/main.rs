@@ -27,6 +27,7 @@ mod messaging;
 mod node_url_change;
 mod oid4vci;
 mod oidc;
+mod oidc_apps;
 mod oidc_clients;
 mod oidc_interop;
 mod oidc_logout;
