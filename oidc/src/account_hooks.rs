@@ -55,6 +55,7 @@ impl AccountHooks for OidcAccountHooks {
                 "oidc_passkey_links",
                 "oidc_subject_pins",
                 "oidc_subject_secrets",
+                "oidc_device_grants",
             ],
             removal.user_id,
         ))
@@ -89,6 +90,10 @@ impl AccountHooks for OidcAccountHooks {
                 .bind(sign_out.user_id)
                 .execute(&mut *c)
                 .await?;
+            sqlx::query("DELETE FROM oidc_device_grants WHERE user_id = $1 AND status = 'approved'")
+                .bind(sign_out.user_id)
+                .execute(&mut *c)
+                .await?;
             Ok(())
         })
     }
@@ -112,6 +117,10 @@ impl AccountHooks for OidcAccountHooks {
     /// The new node signs the user in from now on: every token, code, browser session and
     /// consent here ends. The subject secret stays (this node signs nothing more with it).
     fn account_moved<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> HookFuture<'a> {
-        Box::pin(delete_rows(c, &["oidc_tokens", "oidc_codes", "oidc_sessions", "oidc_consents"], user_id))
+        Box::pin(delete_rows(
+            c,
+            &["oidc_tokens", "oidc_codes", "oidc_sessions", "oidc_consents", "oidc_device_grants"],
+            user_id,
+        ))
     }
 }

@@ -61,6 +61,7 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .route("/oidc/userinfo", get(userinfo).post(userinfo))
         .route("/oidc/revoke", post(revoke))
         .route("/oidc/introspect", post(introspect))
+        .route("/oidc/device_authorization", post(device_authorization))
         .layer(cors);
     Router::new()
         .merge(cross_origin)
@@ -74,7 +75,8 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .route("/api/v1/oidc/consents", get(list_consents))
         .route("/api/v1/oidc/consents/{client_id}", delete(revoke_consent))
         .with_state(AppState { op, accounts, signin: signin.clone(), discovery: document })
-        .merge(crate::signin::router(signin))
+        .merge(crate::signin::router(signin.clone()))
+        .merge(crate::device::router(signin))
 }
 
 // ---- responses ----
@@ -423,7 +425,10 @@ async fn consent_page(State(s): State<AppState>, headers: HeaderMap, ApiQuery(q)
         }
         Err(e) => return internal_page(e),
     };
-    let host = url::Url::parse(&pending.params.redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned));
+    let host = match &pending.params.device {
+        Some(d) => Some(format!("the device showing {}", d.user_code)),
+        None => url::Url::parse(&pending.params.redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned)),
+    };
     let evidence = match s.op.evidence(&session.user_id, &pending.params.scope).await {
         Ok(e) => e,
         Err(e) => return internal_page(e),
@@ -466,6 +471,9 @@ async fn consent(
         }
         Err(e) => return internal_page(e),
     };
+    if pending.params.device.is_some() {
+        return crate::device::decided(&s.op, &pending, &session, f.decision == "allow").await;
+    }
     let p = &pending.params;
     let _ = s.op.finish_request(&pending.id).await;
     match f.decision.as_str() {
@@ -530,6 +538,18 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> 
         Err(e) => return client_error(e, &headers),
     };
     match s.op.token(&client, &form).await {
+        Ok(v) => no_store(v),
+        Err(e) => oauth_error(e),
+    }
+}
+
+/// RFC 8628 §3.1: a device asks for a user code.
+async fn device_authorization(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
+    let (client, form) = match client_and_form(&s, &headers, form).await {
+        Ok(x) => x,
+        Err(e) => return client_error(e, &headers),
+    };
+    match s.op.device_authorization(&client, &form).await {
         Ok(v) => no_store(v),
         Err(e) => oauth_error(e),
     }

@@ -66,7 +66,7 @@ pub struct Approvals {
 }
 
 /// 40 random bits as `XXXX-XXXX` (each byte's low 5 bits: uniform over 32 symbols).
-fn new_code() -> String {
+pub(crate) fn new_code() -> String {
     let bytes = random_bytes::<8>();
     let chars: String = bytes.iter().map(|b| ALPHABET[usize::from(b & 31)] as char).collect();
     format!("{}-{}", &chars[..4], &chars[4..])
@@ -229,6 +229,11 @@ impl Approvals {
         .fetch_optional(self.op.db().pool())
         .await?;
         let Some(row) = row else {
+            // A device's user code (RFC 8628) is approved the same way.
+            if let Some(device) = self.op.pending_device(&code).await? {
+                self.refund(ip).await?;
+                return self.device_shown(&device).await;
+            }
             self.note_failure(ip);
             return Err(unknown_code());
         };
@@ -310,8 +315,7 @@ impl Approvals {
             .fetch_optional(self.op.db().pool())
             .await?;
         let Some(row) = row else {
-            self.note_failure(ip);
-            return Err(unknown_code());
+            return self.approve_device(&code, &claims.challenge, &user_id, &device_id, ip).await;
         };
         if row.try_get::<Option<i64>, _>("approved_at")?.is_some() {
             return Err(refused(
@@ -349,6 +353,76 @@ impl Approvals {
         metrics::counter!("sichat_oidc_approvals_total").increment(1);
         tracing::info!(device = %device_id, "sign-in approved by a wallet");
         Ok(shown)
+    }
+
+    /// What the wallet shows for a device's code: the device's client and what it asks.
+    async fn device_shown(&self, device: &crate::provider::DeviceGrant) -> Result<PendingApproval, OidcError> {
+        let client = self.op.client(&device.client_id).await?.ok_or_else(unknown_code)?;
+        Ok(PendingApproval {
+            code: device.user_code.clone(),
+            challenge: device.challenge.clone(),
+            node: self.op.issuer().to_owned(),
+            site: Some(format!("{} (a device)", client.name())),
+            redirect_host: None,
+            scope: Some(device.scope.clone()),
+            expires_at: device.expires_at,
+        })
+    }
+
+    /// The wallet approved a device's user code: the device may redeem its grant.
+    async fn approve_device(
+        &self,
+        code: &str,
+        challenge: &str,
+        user_id: &str,
+        device_id: &str,
+        ip: &str,
+    ) -> Result<PendingApproval, OidcError> {
+        let Some(device) = self.op.pending_device(code).await? else {
+            self.note_failure(ip);
+            return Err(unknown_code());
+        };
+        if device.challenge != challenge {
+            self.note_failure(ip);
+            return Err(refused(
+                StatusCode::UNAUTHORIZED,
+                "invalid_approval",
+                "the challenge does not match this code's",
+            ));
+        }
+        self.refund(ip).await?;
+        let shown = self.device_shown(&device).await?;
+        let how = crate::amr::SignIn::WalletApproval.stored();
+        if !self.op.approve_device(&device.id, user_id, now_ms(), Some(&how)).await? {
+            return Err(refused(StatusCode::CONFLICT, "already_used", "this code was already approved or refused"));
+        }
+        self.op.consent(user_id, &device.client_id, &device.scope).await?;
+        tracing::info!(device = %device_id, "a device's sign-in approved by a wallet");
+        Ok(shown)
+    }
+
+    /// A device's user code typed on `/oidc/device`, counted against `ip` like any code.
+    pub async fn device(&self, code: &str, ip: &str) -> Result<crate::provider::DeviceGrant, OidcError> {
+        self.throttled_here(ip)?;
+        let Some(code) = normalize_code(code) else {
+            self.note_failure(ip);
+            return Err(OidcError::bad("invalid_code", "a code is 8 letters and digits, like ABCD-1234"));
+        };
+        self.take_guess(ip).await?;
+        match self.op.pending_device(&code).await? {
+            Some(device) => {
+                self.refund(ip).await?;
+                Ok(device)
+            }
+            None => {
+                self.note_failure(ip);
+                Err(refused(
+                    StatusCode::NOT_FOUND,
+                    "unknown_code",
+                    "no device is waiting for this code: check the code on the device, or start again there",
+                ))
+            }
+        }
     }
 
     /// Where the approval behind a browser's handle stands.

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use url::{Host, Url};
 
 pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
-pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+pub const GRANT_TYPES: &[&str] =
+    &["authorization_code", "refresh_token", "client_credentials", crate::provider::DEVICE_CODE_GRANT];
 
 /// The metadata a client registers, as stored and served back.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,9 +10,12 @@
 //!   clients identified by a metadata document URL.
 //! - [`claims`]: claims backed by the user's credentials, verified when released.
 //! - [`provider`]: sign-in, sessions and consent, with one submodule per endpoint area:
-//!   `authorize`, `token` (also revocation and introspection), `userinfo`, `logout`.
+//!   `authorize`, `token` (also revocation and introspection), `device`, `userinfo`, `logout`.
 //! - [`pages`]: the server-rendered consent and error pages.
-//! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`).
+//! - [`approval`]: sign-in approved by a wallet's device key (`sichat login approve`), also
+//!   for a device's user code.
+//! - [`device`]: `/oidc/device`, where a user approves a device (RFC 8628); the grant
+//!   itself is the provider's `device` submodule.
 //! - [`passkeys`]: passkeys (WebAuthn) and their one-time registration links.
 //! - [`signin`], [`signin_pages`]: the sign-in page's other ways in, and the account page.
 //! - [`subjects`]: pairwise `sub` values, from a secret of each account's own.
@@ -28,6 +31,7 @@ pub mod api;
 pub mod approval;
 pub mod claims;
 pub mod clients;
+pub mod device;
 mod error;
 pub mod keys;
 pub mod moves;

@@ -31,9 +31,12 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 mod authorize;
+mod device;
 mod logout;
 mod token;
 mod userinfo;
+
+pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
 
 /// Every scope we grant; `membership`, `friends` and `email` bring claims backed by credentials.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "membership", "friends"];
@@ -58,6 +61,16 @@ pub struct AuthParams {
     pub prompt: Option<String>,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// A device authorization grant the user is approving (no redirect: the device polls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceRequest>,
+}
+
+/// The device grant behind an authorization request, and the code its screen shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRequest {
+    pub id: String,
+    pub user_code: String,
 }
 
 /// A pending request, as the pages see it.
@@ -292,6 +305,7 @@ impl Provider {
             "revocation_endpoint": self.url("oidc/revoke"),
             "introspection_endpoint": self.url("oidc/introspect"),
             "end_session_endpoint": self.url("oidc/logout"),
+            "device_authorization_endpoint": self.url("oidc/device_authorization"),
             "scopes_supported": SCOPES,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
@@ -639,6 +653,7 @@ impl Provider {
             "DELETE FROM oidc_approvals WHERE expires_at <= $1",
             "DELETE FROM oidc_webauthn_ceremonies WHERE expires_at <= $1",
             "DELETE FROM oidc_passkey_links WHERE expires_at <= $1",
+            "DELETE FROM oidc_device_grants WHERE expires_at <= $1",
         ] {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }

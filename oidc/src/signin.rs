@@ -198,6 +198,7 @@ pub(crate) async fn signed_in(op: &Provider, pending: Option<&Pending>, user_id:
                     see_other(&url)
                 }
                 Ok(_) => see_other(&format!("/oidc/consent?request={}", p.id)),
+                Err(e) if p.params.device.is_some() => internal_page(e),
                 Err(e) => see_other(&op.error_redirect(&p.params, &e)),
             }
         }

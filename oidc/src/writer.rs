@@ -50,8 +50,19 @@ pub struct CodeRow {
 /// still unused (and, for a refresh token, unrevoked). This guard is what makes codes and
 /// refresh tokens single-use under concurrency.
 pub enum Spend {
-    Code { hash: String, at: i64 },
-    Refresh { hash: String, at: i64 },
+    Code {
+        hash: String,
+        at: i64,
+    },
+    Refresh {
+        hash: String,
+        at: i64,
+    },
+    /// An approved device grant (RFC 8628), redeemed once.
+    Device {
+        id: String,
+        at: i64,
+    },
 }
 
 /// One atomic write.
@@ -204,6 +215,14 @@ async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Err
                 )
                 .bind(at)
                 .bind(hash)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+                Some(Spend::Device { id, at }) => sqlx::query(
+                    "UPDATE oidc_device_grants SET status = 'used', used_at = $1 WHERE id = $2 AND status = 'approved'",
+                )
+                .bind(at)
+                .bind(id)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected(),

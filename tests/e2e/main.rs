@@ -29,6 +29,7 @@ mod oid4vci;
 mod oidc;
 mod oidc_apps;
 mod oidc_clients;
+mod oidc_device;
 mod oidc_interop;
 mod oidc_logout;
 mod pickup_end;

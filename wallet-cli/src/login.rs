@@ -18,12 +18,14 @@ pub enum LoginCmd {
     /// Approve a sign-in on your node's sign-in page (or account page) with this device's
     /// key. The page shows a code and a QR code of it; the page goes on by itself once you
     /// approve. Shows which site asks and where its answer goes, and asks before signing.
+    /// Also approves a device (a TV, a command line) that shows a code to enter at your
+    /// node's /oidc/device page (the OAuth device grant, RFC 8628).
     Approve(ApproveArgs),
 }
 
 #[derive(Args)]
 pub struct ApproveArgs {
-    /// The code the page shows (ABCD-1234), or the URL in its QR code.
+    /// The code the sign-in page or a device shows (ABCD-1234), or the URL in its QR code.
     code: String,
     /// Do not ask for confirmation (for scripts). Only use it for a sign-in you started.
     #[arg(long)]
@@ -49,7 +51,8 @@ pub enum PasskeyCmd {
     },
 }
 
-/// A code from the page or the URL in its QR code. A URL must point at this wallet's node.
+/// A code from the page or the URL in its QR code, or a device's user code (RFC 8628) or
+/// its `verification_uri_complete`. A URL must point at this wallet's node.
 fn code_of(input: &str, server: &str) -> Result<String> {
     let input = input.trim();
     let Ok(u) = url::Url::parse(input) else { return Ok(input.to_owned()) };
@@ -64,10 +67,11 @@ fn code_of(input: &str, server: &str) -> Result<String> {
             ours.origin().ascii_serialization()
         );
     }
+    // A sign-in page's QR code (`/oidc/approve?code=`) or a device's (`/oidc/device?user_code=`).
     u.query_pairs()
-        .find(|(k, _)| k == "code")
+        .find(|(k, _)| k == "code" || k == "user_code")
         .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| anyhow!("this URL holds no sign-in code (?code=…)"))
+        .ok_or_else(|| anyhow!("this URL holds no sign-in code (?code=… or ?user_code=…)"))
 }
 
 pub(crate) fn confirm(question: &str) -> Result<bool> {

@@ -82,6 +82,7 @@ impl Provider {
             prompt,
             max_age,
             login_hint: get("login_hint"),
+            device: None,
         })
     }
 
@@ -138,6 +139,11 @@ impl Provider {
             });
         }
         let Some(s) = session else { return Ok(Next::Login) };
+        // A device is approved on its own consent page, naming its code, every time: a code
+        // typed from someone else's screen must not pass unseen (RFC 8628 §5.4).
+        if p.device.is_some() {
+            return Ok(Next::Consent);
+        }
         let consented = self.consented(&s.user_id, &client.id, &p.scope).await?;
         if !consented || prompt.contains(&"consent") {
             return Ok(match none {

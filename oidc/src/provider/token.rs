@@ -172,7 +172,7 @@ impl Provider {
 
     /// Access token, ID token and (with `offline_access`) refresh token, for a user's grant,
     /// stored in one write with the spending of the code or refresh token redeemed.
-    async fn token_response(
+    pub(super) async fn token_response(
         &self,
         spend: Spend,
         client: &Client,
@@ -243,6 +243,7 @@ impl Provider {
             "authorization_code" => self.code_grant(client, form).await,
             "refresh_token" => self.refresh_grant(client, form).await,
             "client_credentials" => self.client_credentials(client, form).await,
+            DEVICE_CODE_GRANT => self.device_grant(client, form).await,
             "" => Err(OidcError::bad("invalid_request", "grant_type is required")),
             other => Err(OidcError::bad("unsupported_grant_type", format!("{other} is not supported"))),
         };
