@@ -56,6 +56,8 @@ impl AccountHooks for OidcAccountHooks {
                 "oidc_subject_pins",
                 "oidc_subject_secrets",
                 "oidc_device_grants",
+                "oidc_session_clients",
+                "oidc_logout_notices",
             ],
             removal.user_id,
         ))
@@ -76,6 +78,10 @@ impl AccountHooks for OidcAccountHooks {
     /// (refresh and access), as are codes not yet exchanged.
     fn signed_out_everywhere<'a>(&'a self, c: &'a mut AnyConnection, sign_out: SignOut<'a>) -> HookFuture<'a> {
         Box::pin(async move {
+            // The sites those sessions signed in to are told (back channel), with this
+            // transaction: nothing is lost if the node stops before it sends.
+            let ended = crate::provider::sessions_of(c, sign_out.user_id, sign_out.keep_browser_session).await?;
+            crate::provider::notify_sessions(c, &ended, now_ms()).await?;
             sqlx::query("DELETE FROM oidc_sessions WHERE user_id = $1 AND token_hash <> $2")
                 .bind(sign_out.user_id)
                 .bind(sign_out.keep_browser_session.unwrap_or(""))
@@ -119,7 +125,14 @@ impl AccountHooks for OidcAccountHooks {
     fn account_moved<'a>(&'a self, c: &'a mut AnyConnection, user_id: &'a str) -> HookFuture<'a> {
         Box::pin(delete_rows(
             c,
-            &["oidc_tokens", "oidc_codes", "oidc_sessions", "oidc_consents", "oidc_device_grants"],
+            &[
+                "oidc_tokens",
+                "oidc_codes",
+                "oidc_sessions",
+                "oidc_consents",
+                "oidc_device_grants",
+                "oidc_session_clients",
+            ],
             user_id,
         ))
     }

@@ -104,13 +104,28 @@ fn no_store(v: Value) -> Response {
 /// An HTML page with the security headers; forms may post to this origin and, as the
 /// redirect after a post, to `client_origin`.
 pub(crate) fn html(status: StatusCode, body: String, client_origin: Option<&str>) -> Response {
+    html_framing(status, body, client_origin, &[])
+}
+
+/// [`html`], whose page may also load `frames` (front-channel logout URLs) in iframes.
+pub(crate) fn html_framing(
+    status: StatusCode,
+    body: String,
+    client_origin: Option<&str>,
+    frames: &[String],
+) -> Response {
     let form_action = match client_origin {
         Some(o) => format!("'self' {o}"),
         None => "'self'".into(),
     };
+    let frame_src: Vec<String> = frames.iter().filter_map(|f| origin_of(f)).collect();
+    let frame_src = match frame_src.is_empty() {
+        true => String::new(),
+        false => format!("frame-src {}; ", frame_src.join(" ")),
+    };
     let csp = format!(
         "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; \
-         form-action {form_action}; \
+         {frame_src}form-action {form_action}; \
          frame-ancestors 'none'; base-uri 'none'"
     );
     let mut r = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
@@ -659,12 +674,14 @@ async fn end_session(s: &AppState, headers: &HeaderMap, q: HashMap<String, Strin
             return r;
         }
     }
-    if let Some(t) = &session_token {
-        if let Err(e) = s.op.end_session(t).await {
-            return internal_page(e);
-        }
-    }
-    let mut r = match plan.redirect {
+    let frames = match &session_token {
+        Some(t) => match s.op.end_session(t).await {
+            Ok(f) => f,
+            Err(e) => return internal_page(e),
+        },
+        None => Vec::new(),
+    };
+    let next = match plan.redirect {
         Some(uri) => {
             let mut u = match url::Url::parse(&uri) {
                 Ok(u) => u,
@@ -675,9 +692,14 @@ async fn end_session(s: &AppState, headers: &HeaderMap, q: HashMap<String, Strin
             if let Some(state) = q.get("state") {
                 u.query_pairs_mut().append_pair("state", state);
             }
-            see_other(u.as_str())
+            Some(u.to_string())
         }
-        None => html(StatusCode::OK, pages::signed_out(), None),
+        None => None,
+    };
+    // Sites with a front channel are loaded on the signed-out page before going on.
+    let mut r = match (next, frames.is_empty()) {
+        (Some(next), true) => see_other(&next),
+        (next, _) => html_framing(StatusCode::OK, pages::signed_out_of(&frames, next.as_deref()), None, &frames),
     };
     set_cookie(&mut r, &s.op, SESSION_COOKIE, "", 0);
     r

@@ -66,6 +66,19 @@ pub struct Metadata {
     /// Always honoured: every ID token carries `auth_time`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_auth_time: Option<bool>,
+    /// Where logout tokens are posted (Back-Channel Logout 1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_uri: Option<String>,
+    /// Always honoured: a logout token carries the `sid` whenever the sign-in had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_session_required: Option<bool>,
+    /// Loaded in an iframe of the signed-out page, with `iss` and `sid` (Front-Channel
+    /// Logout 1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontchannel_logout_uri: Option<String>,
+    /// Always honoured: `iss` and `sid` are always sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontchannel_logout_session_required: Option<bool>,
 }
 
 fn default_auth_method() -> String {
@@ -261,10 +274,6 @@ const UNSUPPORTED_METADATA: &[&str] = &[
     "default_max_age",
     "default_acr_values",
     "initiate_login_uri",
-    "frontchannel_logout_uri",
-    "frontchannel_logout_session_required",
-    "backchannel_logout_uri",
-    "backchannel_logout_session_required",
     "authorization_signed_response_alg",
     "authorization_encrypted_response_alg",
     "authorization_encrypted_response_enc",
@@ -354,6 +363,22 @@ fn validate(m: &Metadata) -> Result<(), OidcError> {
         }
         _ => {}
     }
+    if let Some(uri) = &m.backchannel_logout_uri {
+        let u = Url::parse(uri).map_err(|_| bad_metadata("backchannel_logout_uri is not a URL"))?;
+        if (u.scheme() != "https" && !is_loopback(&u)) || u.fragment().is_some() || uri.len() > 2048 {
+            return Err(bad_metadata("backchannel_logout_uri must be https (http only on loopback), with no fragment"));
+        }
+    }
+    if let Some(uri) = &m.frontchannel_logout_uri {
+        // Front-Channel Logout §2: the same scheme, host and port as a redirect URI.
+        let u = Url::parse(uri).map_err(|_| bad_metadata("frontchannel_logout_uri is not a URL"))?;
+        let same_origin = m.redirect_uris.iter().filter_map(|r| Url::parse(r).ok()).any(|r| r.origin() == u.origin());
+        if !same_origin || !matches!(u.scheme(), "https" | "http") || u.fragment().is_some() || uri.len() > 2048 {
+            return Err(bad_metadata(
+                "frontchannel_logout_uri must share the scheme, host and port of a redirect URI, with no fragment",
+            ));
+        }
+    }
     let informational = [&m.client_uri, &m.logo_uri, &m.policy_uri, &m.tos_uri, &m.software_id, &m.software_version];
     let contacts = m.contacts.iter().flatten();
     if informational.into_iter().flatten().chain(contacts).any(|v| v.len() > 2048) {
@@ -401,7 +426,12 @@ impl Registration {
                 "client registration is off on this node; ask its owner to register your client",
             )),
             RegistrationPolicy::AllowList => {
-                let uris = m.redirect_uris.iter().chain(&m.post_logout_redirect_uris).chain(&m.jwks_uri);
+                let uris = m
+                    .redirect_uris
+                    .iter()
+                    .chain(&m.post_logout_redirect_uris)
+                    .chain(&m.jwks_uri)
+                    .chain(&m.backchannel_logout_uri);
                 for u in uris {
                     let host = Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
                     if !host.as_ref().is_some_and(|h| self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(h))) {

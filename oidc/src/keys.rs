@@ -39,8 +39,13 @@ pub struct SigningKey {
 impl SigningKey {
     /// A compact JWS (`typ: JWT`) over `claims`.
     pub fn sign(&self, claims: &Value) -> Result<String, OidcError> {
+        self.sign_typed(claims, "JWT")
+    }
+
+    /// Signed with an explicit `typ` (`logout+jwt` for a logout token).
+    pub fn sign_typed(&self, claims: &Value, typ: &str) -> Result<String, OidcError> {
         let mut header = JwsHeader::new();
-        header.set_token_type("JWT");
+        header.set_token_type(typ);
         header.set_key_id(&self.kid);
         let body = serde_json::to_vec(claims).map_err(OidcError::internal)?;
         josekit::jws::serialize_compact(&body, &header, &*self.signer).map_err(OidcError::internal)

@@ -177,7 +177,22 @@ pub fn logout_cancelled(issuer: &str) -> String {
 }
 
 pub fn signed_out() -> String {
-    page("Signed out", "<h1>You are signed out</h1><p>You can close this page.</p>")
+    signed_out_of(&[], None)
+}
+
+/// The signed-out page, loading each site's front-channel logout URL in a hidden iframe
+/// (Front-Channel Logout 1.0), then going on to `next`, if any.
+pub fn signed_out_of(frames: &[String], next: Option<&str>) -> String {
+    let frames: String =
+        frames.iter().map(|f| format!("<iframe src=\"{}\" title=\"signing out\" hidden></iframe>", esc(f))).collect();
+    let (refresh, link) = match next {
+        Some(n) => (
+            format!("<meta http-equiv=\"refresh\" content=\"2;url={}\">", esc(n)),
+            format!("<p><a href=\"{}\">Continue</a></p>", esc(n)),
+        ),
+        None => (String::new(), String::new()),
+    };
+    page("Signed out", &format!("{refresh}<h1>You are signed out</h1><p>You can close this page.</p>{link}{frames}"))
 }
 
 #[cfg(test)]

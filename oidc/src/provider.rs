@@ -33,10 +33,12 @@ use tokio::sync::Semaphore;
 mod authorize;
 mod device;
 mod logout;
+mod logout_channels;
 mod token;
 mod userinfo;
 
 pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
+pub(crate) use logout_channels::{notify_sessions, sessions_of};
 
 /// Every scope we grant; `membership`, `friends` and `email` bring claims backed by credentials.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "membership", "friends"];
@@ -90,6 +92,16 @@ pub struct BrowserSession {
     /// How the user signed in: `amr` values as stored (space-separated); `None` for
     /// sessions from before they were recorded.
     pub amr: Option<String>,
+    /// The session cookie's hash, as stored.
+    pub session_hash: String,
+    /// Its OpenID Connect session id, in the ID tokens it gives ([`sid_of`]).
+    pub sid: String,
+}
+
+/// A browser session's `sid`: derived from its stored hash, so it names the session
+/// without revealing the cookie, and needs no column of its own.
+pub fn sid_of(session_hash: &str) -> String {
+    b64url(&Sha256::digest(format!("sichat-sid:{session_hash}").as_bytes())[..18])
 }
 
 /// Where an authorization request goes next.
@@ -110,6 +122,8 @@ struct Grant<'a> {
     auth_time: Option<i64>,
     /// How the user signed in (stored `amr`).
     amr: Option<&'a str>,
+    /// The browser session's `sid`, if the grant came from one.
+    sid: Option<&'a str>,
 }
 
 /// How the node runs its provider (from the server's configuration).
@@ -139,6 +153,8 @@ pub struct Provider {
     writer: Writer,
     /// Clients read in the last few seconds.
     clients: ClientCache,
+    /// Rung when back-channel logout notices were written.
+    logouts_due: tokio::sync::Notify,
 }
 
 /// OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane.
@@ -268,6 +284,7 @@ impl Provider {
             subjects,
             hashing: Semaphore::new(2),
             clients: ClientCache::default(),
+            logouts_due: tokio::sync::Notify::new(),
         })
     }
 
@@ -305,6 +322,10 @@ impl Provider {
             "revocation_endpoint": self.url("oidc/revoke"),
             "introspection_endpoint": self.url("oidc/introspect"),
             "end_session_endpoint": self.url("oidc/logout"),
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
+            "frontchannel_logout_supported": true,
+            "frontchannel_logout_session_supported": true,
             "device_authorization_endpoint": self.url("oidc/device_authorization"),
             "scopes_supported": SCOPES,
             "response_types_supported": ["code"],
@@ -510,11 +531,12 @@ impl Provider {
     }
 
     pub async fn session(&self, token: &str) -> Result<Option<BrowserSession>, OidcError> {
+        let session_hash = token_hash(token);
         let row = sqlx::query(
             "SELECT s.user_id, s.auth_time, s.amr, u.name FROM oidc_sessions s JOIN acct_users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
         )
-        .bind(token_hash(token))
+        .bind(&session_hash)
         .bind(now_ms())
         .fetch_optional(self.db.pool())
         .await?;
@@ -524,17 +546,11 @@ impl Provider {
                 user_name: r.try_get("name")?,
                 auth_time: r.try_get("auth_time")?,
                 amr: r.try_get("amr")?,
+                sid: sid_of(&session_hash),
+                session_hash,
             })
         })
         .transpose()
-    }
-
-    pub async fn end_session(&self, token: &str) -> Result<(), OidcError> {
-        sqlx::query("DELETE FROM oidc_sessions WHERE token_hash = $1")
-            .bind(token_hash(token))
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
     }
 
     // ---- consent ----
@@ -620,7 +636,11 @@ impl Provider {
         .bind(client_id)
         .execute(&mut *tx)
         .await?;
+        if gone > 0 {
+            self.notify_consent_withdrawn(&mut tx, user_id, client_id).await?;
+        }
         tx.commit().await?;
+        self.logouts_written();
         Ok(gone > 0)
     }
 
@@ -654,6 +674,8 @@ impl Provider {
             "DELETE FROM oidc_webauthn_ceremonies WHERE expires_at <= $1",
             "DELETE FROM oidc_passkey_links WHERE expires_at <= $1",
             "DELETE FROM oidc_device_grants WHERE expires_at <= $1",
+            "DELETE FROM oidc_session_clients WHERE session_hash NOT IN (SELECT token_hash FROM oidc_sessions) \
+             AND created_at <= $1",
         ] {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }

@@ -530,12 +530,22 @@ async fn signout(State(St(s)): State<St>, headers: HeaderMap, Form(f): Form<Csrf
     if let Err(e) = checked(&s.op, &headers, "", &f.csrf).await {
         return failed_page(&e);
     }
-    if let Some(t) = cookie(&headers, SESSION_COOKIE) {
-        if let Err(e) = s.op.end_session(&t).await {
-            return internal_page(e);
-        }
-    }
-    let mut r = see_other("/account");
+    let frames = match cookie(&headers, SESSION_COOKIE) {
+        Some(t) => match s.op.end_session(&t).await {
+            Ok(f) => f,
+            Err(e) => return internal_page(e),
+        },
+        None => Vec::new(),
+    };
+    let mut r = match frames.is_empty() {
+        true => see_other("/account"),
+        false => crate::api::html_framing(
+            StatusCode::OK,
+            crate::pages::signed_out_of(&frames, Some("/account")),
+            None,
+            &frames,
+        ),
+    };
     set_cookie(&mut r, &s.op, SESSION_COOKIE, "", 0);
     r
 }
@@ -549,7 +559,10 @@ async fn signout_everywhere(State(St(s)): State<St>, headers: HeaderMap, Form(f)
     };
     let keep = cookie(&headers, SESSION_COOKIE).map(|t| token_hash(&t));
     match s.accounts.sign_out_everywhere(&session.user_id, keep.as_deref()).await {
-        Ok(()) => see_other("/account?done=signed-out"),
+        Ok(()) => {
+            s.op.logouts_written();
+            see_other("/account?done=signed-out")
+        }
         Err(e) => internal_page(OidcError::from(e)),
     }
 }

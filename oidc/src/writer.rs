@@ -12,8 +12,8 @@ use sqlx::{Any, AnyConnection};
 use std::sync::Arc;
 
 /// Columns of a token row, each a parameter of the `INSERT`.
-const TOKEN_COLUMNS: usize = 11;
-/// Rows per multi-row `INSERT` (704 parameters, under SQLite's oldest limit of 999).
+const TOKEN_COLUMNS: usize = 12;
+/// Rows per multi-row `INSERT` (768 parameters, under SQLite's oldest limit of 999).
 const ROWS_PER_INSERT: usize = 64;
 
 /// A row of `oidc_tokens`.
@@ -28,6 +28,8 @@ pub struct TokenRow {
     pub auth_time: Option<i64>,
     /// How the user signed in (stored `amr`), for a user's refresh token.
     pub amr: Option<String>,
+    /// The browser session's `sid`, for the ID tokens of later refreshes.
+    pub sid: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -43,6 +45,9 @@ pub struct CodeRow {
     pub code_challenge: String,
     pub auth_time: i64,
     pub amr: Option<String>,
+    /// The browser session it was issued in (its hash and `sid`): the site is listed as
+    /// signed in from that session, for logout.
+    pub session: Option<(String, String)>,
     pub expires_at: i64,
 }
 
@@ -149,7 +154,7 @@ where
 {
     let mut sql = String::from(
         "INSERT INTO oidc_tokens (token_hash, kind, client_id, user_id, scope, family, code_hash, auth_time, \
-         amr, created_at, expires_at) VALUES ",
+         amr, sid, created_at, expires_at) VALUES ",
     );
     for i in 0..rows.len() {
         sql.push_str(if i == 0 { "(" } else { ", (" });
@@ -171,6 +176,7 @@ where
             .bind(&t.code_hash)
             .bind(t.auth_time)
             .bind(&t.amr)
+            .bind(&t.sid)
             .bind(t.created_at)
             .bind(t.expires_at);
     }
@@ -181,9 +187,13 @@ where
 async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Error> {
     match w {
         Write::Code(c) => {
+            let (session_hash, sid) = match &c.session {
+                Some((hash, sid)) => (Some(hash.as_str()), Some(sid.as_str())),
+                None => (None, None),
+            };
             sqlx::query(
                 "INSERT INTO oidc_codes (code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, \
-                 auth_time, amr, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 auth_time, amr, sid, session_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&c.code_hash)
             .bind(&c.client_id)
@@ -194,9 +204,24 @@ async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Err
             .bind(&c.code_challenge)
             .bind(c.auth_time)
             .bind(&c.amr)
+            .bind(sid)
+            .bind(session_hash)
             .bind(c.expires_at)
             .execute(&mut *conn)
             .await?;
+            if let (Some(hash), Some(sid)) = (session_hash, sid) {
+                sqlx::query(
+                    "INSERT INTO oidc_session_clients (session_hash, client_id, sid, user_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_hash, client_id) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(&c.client_id)
+                .bind(sid)
+                .bind(&c.user_id)
+                .bind(c.expires_at)
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         Write::Tokens { spend, tokens } => {
             let spent = match spend {

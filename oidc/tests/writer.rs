@@ -20,6 +20,7 @@ fn token(hash: &str, kind: &'static str) -> TokenRow {
         code_hash: None,
         auth_time: None,
         amr: None,
+        sid: None,
         created_at: now,
         expires_at: now + 60_000,
     }

@@ -21,6 +21,7 @@ pub async fn serve(
     let app = app::router(&node, &limiters);
     let housekeeping = tokio::spawn(housekeeping(node.clone(), limiters));
     let outbox = tokio::spawn(node.messaging.clone().run_outbox());
+    let logouts = tokio::spawn(node.oidc.clone().run_logouts());
     let listener_task = tokio::spawn(sichat_messaging::live::listen(node.db.clone(), node.messaging.hub()));
     let limits = ConnLimits::from_config(&node.config);
     conn::serve_connections(listener, app, limits, node.config.trusted_proxies(), shutdown).await;
@@ -31,6 +32,7 @@ pub async fn serve(
     }
     housekeeping.abort();
     outbox.abort();
+    logouts.abort();
     listener_task.abort();
     node.db.close().await;
     Ok(())

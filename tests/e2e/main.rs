@@ -32,6 +32,7 @@ mod oidc_clients;
 mod oidc_device;
 mod oidc_interop;
 mod oidc_logout;
+mod oidc_logout_channels;
 mod pickup_end;
 mod portable_did;
 mod process;

@@ -806,7 +806,7 @@ async fn jwks_max_age(app: &TestApp) -> i64 {
         .unwrap_or_else(|| panic!("a max-age in {cache:?}"))
 }
 
-async fn jwks(app: &TestApp) -> Value {
+pub(crate) async fn jwks(app: &TestApp) -> Value {
     let (status, jwks) = app.get_json("/oidc/jwks").await;
     assert_eq!(status, 200, "{jwks}");
     jwks
@@ -832,7 +832,7 @@ fn key_by_kid<'a>(jwks: &'a Value, kid: &str) -> Option<&'a Value> {
 
 /// The header and claims of a compact JWS, after josekit checked its signature with the
 /// JWKS key its `kid` names.
-fn verify_jws(jwks: &Value, token: &str) -> (Value, Value) {
+pub(crate) fn verify_jws(jwks: &Value, token: &str) -> (Value, Value) {
     let (header, _) = sichat_core::jws::unverified_parts(token).expect("a compact JWS");
     let kid = header["kid"].as_str().unwrap_or_else(|| panic!("no kid in {header}"));
     let key = key_by_kid(jwks, kid).unwrap_or_else(|| panic!("kid {kid} is not in the JWKS {jwks}"));

@@ -123,7 +123,9 @@ async fn registration_refuses_what_it_cannot_honour(backend: Backend) {
         ("id_token_encrypted_response_alg", json!("RSA-OAEP-256")),
         ("userinfo_signed_response_alg", json!("RS256")),
         ("default_max_age", json!(300)),
-        ("backchannel_logout_uri", json!("https://rp.example/logout")),
+        // Logout channels are supported, but not to plain http, nor front-channel to
+        // another origin than a redirect URI's.
+        ("backchannel_logout_uri", json!("http://rp.example/logout")),
         ("frontchannel_logout_uri", json!("https://rp.example/logout")),
         ("request_uris", json!(["https://rp.example/r"])),
         ("sector_identifier_uri", json!("https://rp.example/sector.json")),

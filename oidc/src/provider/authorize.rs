@@ -203,6 +203,7 @@ impl Provider {
             code_challenge: p.code_challenge.clone(),
             auth_time: s.auth_time,
             amr: s.amr.clone(),
+            session: Some((s.session_hash.clone(), s.sid.clone())),
             expires_at: now_ms() + CODE_TTL_MS,
         };
         self.writer.write(Write::Code(row)).await?;

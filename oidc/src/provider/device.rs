@@ -214,6 +214,7 @@ impl Provider {
             code_hash: None,
             auth_time: row.try_get("auth_time")?,
             amr: amr.as_deref(),
+            sid: None,
         };
         self.token_response(Spend::Device { id: id.clone(), at: now }, client, &grant, None).await
     }

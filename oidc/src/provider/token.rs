@@ -162,8 +162,9 @@ impl Provider {
             family: g.family.to_owned(),
             code_hash: g.code_hash.map(str::to_owned),
             auth_time: g.auth_time,
-            // Only a refresh token needs it (for the ID tokens of later refreshes).
+            // Only a refresh token needs them (for the ID tokens of later refreshes).
             amr: g.amr.filter(|_| kind == "refresh").map(str::to_owned),
+            sid: g.sid.filter(|_| kind == "refresh").map(str::to_owned),
             created_at: now,
             expires_at: now + ttl,
         };
@@ -216,6 +217,9 @@ impl Provider {
         if !amr.is_empty() {
             claims["amr"] = json!(amr);
         }
+        if let Some(sid) = g.sid {
+            claims["sid"] = json!(sid);
+        }
         if let Some(map) = claims.as_object_mut() {
             map.extend(self.backed_claims(user_id, scope).await?);
         }
@@ -261,7 +265,7 @@ impl Provider {
         let hash = token_hash(code);
         let now = now_ms();
         let row = sqlx::query(
-            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, expires_at, \
+            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, sid, expires_at, \
              used_at FROM oidc_codes WHERE code_hash = $1",
         )
         .bind(&hash)
@@ -298,6 +302,7 @@ impl Provider {
         let nonce: Option<String> = row.try_get("nonce")?;
         let auth_time: i64 = row.try_get("auth_time")?;
         let amr: Option<String> = row.try_get("amr")?;
+        let sid: Option<String> = row.try_get("sid")?;
         let grant = Grant {
             user_id: Some(&user_id),
             scope: &scope,
@@ -305,6 +310,7 @@ impl Provider {
             code_hash: Some(&hash),
             auth_time: Some(auth_time),
             amr: amr.as_deref(),
+            sid: sid.as_deref(),
         };
         let spend = Spend::Code { hash: hash.clone(), at: now };
         self.token_response(spend, client, &grant, nonce.as_deref()).await
@@ -316,7 +322,7 @@ impl Provider {
         let hash = token_key(token);
         let now = now_ms();
         let row = sqlx::query(
-            "SELECT client_id, user_id, scope, family, auth_time, amr, expires_at, used_at, revoked_at FROM oidc_tokens \
+            "SELECT client_id, user_id, scope, family, auth_time, amr, sid, expires_at, used_at, revoked_at FROM oidc_tokens \
              WHERE token_hash = $1 AND kind = 'refresh'",
         )
         .bind(&hash)
@@ -358,6 +364,7 @@ impl Provider {
         };
         let auth_time: Option<i64> = row.try_get("auth_time")?;
         let amr: Option<String> = row.try_get("amr")?;
+        let sid: Option<String> = row.try_get("sid")?;
         let grant = Grant {
             user_id: Some(&user_id),
             scope: &scope,
@@ -365,6 +372,7 @@ impl Provider {
             code_hash: None,
             auth_time,
             amr: amr.as_deref(),
+            sid: sid.as_deref(),
         };
         // Spending it is guarded (unused, unrevoked): rotation stays single-use under
         // concurrency.
@@ -383,8 +391,15 @@ impl Provider {
         }
         // Time-ordered, like the token's key: a batch of grants appends to the family index.
         let family = new_id();
-        let grant =
-            Grant { user_id: None, scope: &asked, family: &family, code_hash: None, auth_time: None, amr: None };
+        let grant = Grant {
+            user_id: None,
+            scope: &asked,
+            family: &family,
+            code_hash: None,
+            auth_time: None,
+            amr: None,
+            sid: None,
+        };
         let (access, row) = Self::new_token("access", client, &grant);
         self.writer.write(Write::Tokens { spend: None, tokens: vec![row] }).await?;
         self.mark_used(client).await?;

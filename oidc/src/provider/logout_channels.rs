@@ -1,0 +1,245 @@
+//! Telling sites a user signed out: OpenID Connect Back-Channel Logout 1.0 and Front-Channel
+//! Logout 1.0.
+//!
+//! Each browser session has a `sid` ([`sid_of`]) that its ID tokens carry, and the sites it
+//! signed in to are listed (`oidc_session_clients`, written with each code). When the
+//! session ends at the node (`/oidc/logout`, the account page's sign-out), when the user
+//! signs out everywhere, or when they withdraw a site's consent, a logout notice per site
+//! goes into `oidc_logout_notices` in the same transaction; [`Provider::run_logouts`] posts
+//! each as a signed logout token (`typ` `logout+jwt`) to the site's
+//! `backchannel_logout_uri`, retrying with back-off, so a notice survives a restart. Sites
+//! with a `frontchannel_logout_uri` are loaded in iframes of the signed-out page.
+
+use super::*;
+use sqlx::AnyConnection;
+
+/// The `events` member of a logout token.
+const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// Notices sent per round, and how often a round runs when nothing wakes it.
+const BATCH: i64 = 50;
+const ROUND: std::time::Duration = std::time::Duration::from_secs(5);
+/// Attempts before a notice is dropped (the last about a day after the first).
+const MAX_ATTEMPTS: i64 = 12;
+const LOGOUT_TOKEN_TTL_SECS: i64 = 120;
+
+/// Notices for the sites the browser sessions `sessions` signed in to, and those sessions'
+/// site lists gone. In the caller's transaction.
+pub(crate) async fn notify_sessions(c: &mut AnyConnection, sessions: &[String], now: i64) -> Result<(), sqlx::Error> {
+    for session in sessions {
+        let rows = sqlx::query("SELECT client_id, sid, user_id FROM oidc_session_clients WHERE session_hash = $1")
+            .bind(session)
+            .fetch_all(&mut *c)
+            .await?;
+        for r in rows {
+            let client_id: String = r.try_get("client_id")?;
+            let sid: String = r.try_get("sid")?;
+            let user_id: String = r.try_get("user_id")?;
+            insert_notice(c, &client_id, &user_id, Some(&sid), now).await?;
+        }
+        sqlx::query("DELETE FROM oidc_session_clients WHERE session_hash = $1").bind(session).execute(&mut *c).await?;
+    }
+    Ok(())
+}
+
+async fn insert_notice(
+    c: &mut AnyConnection,
+    client_id: &str,
+    user_id: &str,
+    sid: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO oidc_logout_notices (id, client_id, user_id, sid, created_at, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(new_id())
+    .bind(client_id)
+    .bind(user_id)
+    .bind(sid)
+    .bind(now)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// The browser sessions of `user_id`, but `keep`.
+pub(crate) async fn sessions_of(
+    c: &mut AnyConnection,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT token_hash FROM oidc_sessions WHERE user_id = $1 AND token_hash <> $2")
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
+        .fetch_all(c)
+        .await
+}
+
+impl Provider {
+    /// End the browser session of cookie `token`: the sites it signed in to are told (back
+    /// channel), and the front-channel logout URLs of those that asked for one are returned
+    /// for the signed-out page to load.
+    pub async fn end_session(&self, token: &str) -> Result<Vec<String>, OidcError> {
+        let hash = token_hash(token);
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let sites: Vec<(String, String)> =
+            sqlx::query("SELECT client_id, sid FROM oidc_session_clients WHERE session_hash = $1")
+                .bind(&hash)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get("client_id")?, r.try_get("sid")?)))
+                .collect::<Result<_, _>>()?;
+        notify_sessions(&mut tx, std::slice::from_ref(&hash), now).await?;
+        sqlx::query("DELETE FROM oidc_sessions WHERE token_hash = $1").bind(&hash).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.logouts_due.notify_one();
+        let mut frames = Vec::new();
+        for (client_id, sid) in sites {
+            let Some(client) = self.client(&client_id).await? else { continue };
+            if let Some(uri) = &client.metadata.frontchannel_logout_uri {
+                if let Ok(mut u) = url::Url::parse(uri) {
+                    u.query_pairs_mut().append_pair("iss", &self.issuer).append_pair("sid", &sid);
+                    frames.push(u.to_string());
+                }
+            }
+        }
+        Ok(frames)
+    }
+
+    /// A user withdrew `client_id`'s consent: it is told for each session it had, or once
+    /// with no `sid`.
+    pub(super) async fn notify_consent_withdrawn(
+        &self,
+        c: &mut AnyConnection,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<(), OidcError> {
+        let now = now_ms();
+        let sids: Vec<String> =
+            sqlx::query_scalar("SELECT sid FROM oidc_session_clients WHERE user_id = $1 AND client_id = $2")
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_all(&mut *c)
+                .await?;
+        if sids.is_empty() {
+            insert_notice(c, client_id, user_id, None, now).await?;
+        }
+        for sid in &sids {
+            insert_notice(c, client_id, user_id, Some(sid), now).await?;
+        }
+        sqlx::query("DELETE FROM oidc_session_clients WHERE user_id = $1 AND client_id = $2")
+            .bind(user_id)
+            .bind(client_id)
+            .execute(&mut *c)
+            .await?;
+        Ok(())
+    }
+
+    /// Wake the sender: notices were written.
+    pub fn logouts_written(&self) {
+        self.logouts_due.notify_one();
+    }
+
+    /// Deliver logout notices, forever: on every wake-up, else every few seconds.
+    pub async fn run_logouts(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.send_due_logouts().await {
+                tracing::warn!(error = %e, "back-channel logout round failed");
+            }
+            let _ = tokio::time::timeout(ROUND, self.logouts_due.notified()).await;
+        }
+    }
+
+    async fn send_due_logouts(&self) -> Result<(), OidcError> {
+        let now = now_ms();
+        let due = sqlx::query(
+            "SELECT id, client_id, user_id, sid, attempts FROM oidc_logout_notices WHERE next_attempt_at <= $1 \
+             ORDER BY next_attempt_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(BATCH)
+        .fetch_all(self.db.pool())
+        .await?;
+        for r in due {
+            let id: String = r.try_get("id")?;
+            let attempts: i64 = r.try_get("attempts")?;
+            let sid: Option<String> = r.try_get("sid")?;
+            let outcome = self
+                .send_logout(&r.try_get::<String, _>("client_id")?, &r.try_get::<String, _>("user_id")?, sid.as_deref())
+                .await;
+            let ok = if outcome.is_ok() { "true" } else { "false" };
+            match outcome {
+                Ok(()) => {
+                    sqlx::query("DELETE FROM oidc_logout_notices WHERE id = $1")
+                        .bind(&id)
+                        .execute(self.db.pool())
+                        .await?;
+                }
+                Err(why) if attempts + 1 >= MAX_ATTEMPTS => {
+                    tracing::warn!(notice = %id, %why, "a site never took its back-channel logout: dropped");
+                    sqlx::query("DELETE FROM oidc_logout_notices WHERE id = $1")
+                        .bind(&id)
+                        .execute(self.db.pool())
+                        .await?;
+                }
+                Err(why) => {
+                    let backoff = 2_000i64.saturating_mul(1 << attempts.clamp(0, 15)).min(4 * 3_600_000);
+                    sqlx::query(
+                        "UPDATE oidc_logout_notices SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 \
+                         WHERE id = $3",
+                    )
+                    .bind(now_ms() + backoff)
+                    .bind(why.chars().take(300).collect::<String>())
+                    .bind(&id)
+                    .execute(self.db.pool())
+                    .await?;
+                }
+            }
+            metrics::counter!("sichat_oidc_backchannel_logouts_total", "ok" => ok).increment(1);
+        }
+        Ok(())
+    }
+
+    /// One logout token to one site. `Ok` also when there is nothing to tell (the site or
+    /// the user is gone, or the site has no back channel).
+    async fn send_logout(&self, client_id: &str, user_id: &str, sid: Option<&str>) -> Result<(), String> {
+        let Some(client) = self.client(client_id).await.map_err(|e| e.to_string())? else { return Ok(()) };
+        let Some(uri) = client.metadata.backchannel_logout_uri.clone() else { return Ok(()) };
+        if self.accounts.account(user_id).await.is_err() {
+            return Ok(());
+        }
+        let token = self.logout_token(&client, user_id, sid).await.map_err(|e| e.to_string())?;
+        let body =
+            format!("logout_token={}", url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>());
+        let headers = [("content-type", "application/x-www-form-urlencoded".to_owned())];
+        let (status, _) = self.fetcher.post(&uri, &headers, body.into_bytes()).await.map_err(|e| e.to_string())?;
+        match status {
+            200..=299 => {
+                tracing::info!(client = %client.id, "back-channel logout delivered");
+                Ok(())
+            }
+            other => Err(format!("HTTP {other}")),
+        }
+    }
+
+    /// A logout token (Back-Channel Logout §2.4), signed like the client's ID tokens.
+    pub async fn logout_token(&self, client: &Client, user_id: &str, sid: Option<&str>) -> Result<String, OidcError> {
+        let now = now_ms() / 1000;
+        let mut claims = json!({
+            "iss": self.issuer,
+            "aud": client.id,
+            "iat": now,
+            "exp": now + LOGOUT_TOKEN_TTL_SECS,
+            "jti": random_token(),
+            "sub": self.subject(client, user_id).await?,
+            "events": { LOGOUT_EVENT: {} },
+        });
+        if let Some(sid) = sid {
+            claims["sid"] = json!(sid);
+        }
+        let keys = self.keys();
+        keys.signer(&client.metadata.id_token_signed_response_alg)?.sign_typed(&claims, "logout+jwt")
+    }
+}
