@@ -88,6 +88,9 @@ fn oauth_error(e: OidcError) -> Response {
     if e.status == StatusCode::UNAUTHORIZED {
         let challenge = match e.code {
             "invalid_client" => "Basic realm=\"sichat\"".to_owned(),
+            "invalid_dpop_proof" => {
+                format!("DPoP error=\"invalid_dpop_proof\", algs=\"{}\"", crate::provider::DPOP_ALGS.join(" "))
+            }
             code => format!("Bearer error=\"{code}\""),
         };
         if let Ok(v) = HeaderValue::from_str(&challenge) {
@@ -255,6 +258,13 @@ async fn register(State(s): State<AppState>, headers: HeaderMap, body: axum::bod
         }
         Err(e) => oauth_error(e),
     }
+}
+
+/// The `Authorization` header's scheme (lower case) and credentials.
+fn authorization(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    Some((scheme.to_ascii_lowercase(), token.trim().to_owned()))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -547,12 +557,30 @@ async fn client_and_form(
     Ok((client, form))
 }
 
+/// The request's one `DPoP` header, if any (RFC 9449 §4.3: never more than one).
+fn dpop_header(headers: &HeaderMap) -> Result<Option<String>, OidcError> {
+    let mut all = headers.get_all("dpop").iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(OidcError::bad("invalid_dpop_proof", "send one DPoP header, not several"));
+    }
+    first
+        .map(|v| {
+            v.to_str().map(str::to_owned).map_err(|_| OidcError::bad("invalid_dpop_proof", "the proof is not text"))
+        })
+        .transpose()
+}
+
 async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
     let (client, form) = match client_and_form(&s, &headers, form).await {
         Ok(x) => x,
         Err(e) => return client_error(e, &headers),
     };
-    match s.op.token(&client, &form).await {
+    let dpop = match dpop_header(&headers) {
+        Ok(d) => d,
+        Err(e) => return oauth_error(e),
+    };
+    match s.op.token(&client, &form, dpop.as_deref()).await {
         Ok(v) => no_store(v),
         Err(e) => oauth_error(e),
     }
@@ -570,15 +598,32 @@ async fn device_authorization(State(s): State<AppState>, headers: HeaderMap, for
     }
 }
 
-async fn userinfo(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return oauth_error(OidcError::new(
+async fn userinfo(State(s): State<AppState>, method: Method, headers: HeaderMap) -> Response {
+    let missing = || {
+        oauth_error(OidcError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
-            "send the access token as a Bearer token",
-        ));
+            "send the access token in the Authorization header, as Bearer (or DPoP, with a proof)",
+        ))
     };
-    match s.op.userinfo(&token).await {
+    let Some((scheme, token)) = authorization(&headers) else { return missing() };
+    let proof = match dpop_header(&headers) {
+        Ok(p) => p,
+        Err(e) => return oauth_error(OidcError::new(StatusCode::UNAUTHORIZED, e.code, e.description)),
+    };
+    let presented = match (scheme.as_str(), proof.as_deref()) {
+        ("bearer", _) => crate::provider::Presented::Bearer(&token),
+        ("dpop", Some(p)) => crate::provider::Presented::Dpop(&token, p),
+        ("dpop", None) => {
+            return oauth_error(OidcError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_dpop_proof",
+                "a DPoP token needs a DPoP proof header",
+            ))
+        }
+        _ => return missing(),
+    };
+    match s.op.userinfo(presented, method.as_str()).await {
         Ok(v) => no_store(v),
         Err(e) => oauth_error(e),
     }

@@ -79,6 +79,9 @@ pub struct Metadata {
     /// Always honoured: `iss` and `sid` are always sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frontchannel_logout_session_required: Option<bool>,
+    /// Every token request must carry a DPoP proof (RFC 9449 §5.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_bound_access_tokens: Option<bool>,
 }
 
 fn default_auth_method() -> String {
@@ -286,7 +289,6 @@ const UNSUPPORTED_METADATA: &[&str] = &[
     "tls_client_auth_san_uri",
     "tls_client_auth_san_ip",
     "tls_client_auth_san_email",
-    "dpop_bound_access_tokens",
     "require_pushed_authorization_requests",
     "software_statement",
 ];

@@ -32,13 +32,16 @@ use tokio::sync::Semaphore;
 
 mod authorize;
 mod device;
+mod dpop;
 mod logout;
 mod logout_channels;
 mod token;
 mod userinfo;
 
 pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
+pub use dpop::{thumbprint, ProofFor, DPOP_ALGS};
 pub(crate) use logout_channels::{notify_sessions, sessions_of};
+pub use userinfo::{Access, Presented};
 
 /// Every scope we grant; `membership`, `friends` and `email` bring claims backed by credentials.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "membership", "friends"];
@@ -124,6 +127,8 @@ struct Grant<'a> {
     amr: Option<&'a str>,
     /// The browser session's `sid`, if the grant came from one.
     sid: Option<&'a str>,
+    /// The DPoP key the tokens are bound to (its thumbprint), if the request proved one.
+    jkt: Option<&'a str>,
 }
 
 /// How the node runs its provider (from the server's configuration).
@@ -341,6 +346,7 @@ impl Provider {
             "revocation_endpoint_auth_methods_supported": clients::AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": clients::AUTH_METHODS,
             "code_challenge_methods_supported": ["S256"],
+            "dpop_signing_alg_values_supported": DPOP_ALGS,
             "claims_supported": [
                 "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "amr", "name", "preferred_username",
                 "email", "email_verified", "sichat_membership", "sichat_friend_of"
@@ -674,6 +680,7 @@ impl Provider {
             "DELETE FROM oidc_webauthn_ceremonies WHERE expires_at <= $1",
             "DELETE FROM oidc_passkey_links WHERE expires_at <= $1",
             "DELETE FROM oidc_device_grants WHERE expires_at <= $1",
+            "DELETE FROM oidc_dpop_proofs WHERE expires_at <= $1",
             "DELETE FROM oidc_session_clients WHERE session_hash NOT IN (SELECT token_hash FROM oidc_sessions) \
              AND created_at <= $1",
         ] {

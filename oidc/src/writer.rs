@@ -12,8 +12,8 @@ use sqlx::{Any, AnyConnection};
 use std::sync::Arc;
 
 /// Columns of a token row, each a parameter of the `INSERT`.
-const TOKEN_COLUMNS: usize = 12;
-/// Rows per multi-row `INSERT` (768 parameters, under SQLite's oldest limit of 999).
+const TOKEN_COLUMNS: usize = 13;
+/// Rows per multi-row `INSERT` (832 parameters, under SQLite's oldest limit of 999).
 const ROWS_PER_INSERT: usize = 64;
 
 /// A row of `oidc_tokens`.
@@ -30,6 +30,8 @@ pub struct TokenRow {
     pub amr: Option<String>,
     /// The browser session's `sid`, for the ID tokens of later refreshes.
     pub sid: Option<String>,
+    /// The DPoP key thumbprint the token is bound to.
+    pub jkt: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -154,7 +156,7 @@ where
 {
     let mut sql = String::from(
         "INSERT INTO oidc_tokens (token_hash, kind, client_id, user_id, scope, family, code_hash, auth_time, \
-         amr, sid, created_at, expires_at) VALUES ",
+         amr, sid, jkt, created_at, expires_at) VALUES ",
     );
     for i in 0..rows.len() {
         sql.push_str(if i == 0 { "(" } else { ", (" });
@@ -177,6 +179,7 @@ where
             .bind(t.auth_time)
             .bind(&t.amr)
             .bind(&t.sid)
+            .bind(&t.jkt)
             .bind(t.created_at)
             .bind(t.expires_at);
     }

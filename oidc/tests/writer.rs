@@ -21,6 +21,7 @@ fn token(hash: &str, kind: &'static str) -> TokenRow {
         auth_time: None,
         amr: None,
         sid: None,
+        jkt: None,
         created_at: now,
         expires_at: now + 60_000,
     }

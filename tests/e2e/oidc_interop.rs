@@ -129,7 +129,7 @@ async fn registration_refuses_what_it_cannot_honour(backend: Backend) {
         ("frontchannel_logout_uri", json!("https://rp.example/logout")),
         ("request_uris", json!(["https://rp.example/r"])),
         ("sector_identifier_uri", json!("https://rp.example/sector.json")),
-        ("dpop_bound_access_tokens", json!(true)),
+        ("dpop_bound_access_tokens", json!("yes")),
         ("software_statement", json!("eyJhbGciOiJub25lIn0.e30.")),
         ("application_type", json!("desktop")),
     ] {

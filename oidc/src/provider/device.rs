@@ -158,6 +158,7 @@ impl Provider {
         &self,
         client: &Client,
         form: &HashMap<String, String>,
+        jkt: Option<&str>,
     ) -> Result<Value, OidcError> {
         let code =
             form.get("device_code").ok_or_else(|| OidcError::bad("invalid_request", "device_code is required"))?;
@@ -215,6 +216,7 @@ impl Provider {
             auth_time: row.try_get("auth_time")?,
             amr: amr.as_deref(),
             sid: None,
+            jkt,
         };
         self.token_response(Spend::Device { id: id.clone(), at: now }, client, &grant, None).await
     }

@@ -165,6 +165,9 @@ impl Provider {
             // Only a refresh token needs them (for the ID tokens of later refreshes).
             amr: g.amr.filter(|_| kind == "refresh").map(str::to_owned),
             sid: g.sid.filter(|_| kind == "refresh").map(str::to_owned),
+            // A public client's refresh token is bound too; a confidential client's is
+            // already bound by its authentication (RFC 9449 §5).
+            jkt: g.jkt.filter(|_| kind == "access" || client.is_public()).map(str::to_owned),
             created_at: now,
             expires_at: now + ttl,
         };
@@ -227,7 +230,7 @@ impl Provider {
         let key = keys.signer(&client.metadata.id_token_signed_response_alg)?;
         let mut out = json!({
             "access_token": access,
-            "token_type": "Bearer",
+            "token_type": if g.jkt.is_some() { "DPoP" } else { "Bearer" },
             "expires_in": ACCESS_TTL_MS / 1000,
             "scope": scope,
             "id_token": key.sign(&claims)?,
@@ -238,16 +241,33 @@ impl Provider {
         Ok(out)
     }
 
-    pub async fn token(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+    /// `POST /oidc/token`, with the request's `DPoP` proof if it sent one.
+    pub async fn token(
+        &self,
+        client: &Client,
+        form: &HashMap<String, String>,
+        dpop: Option<&str>,
+    ) -> Result<Value, OidcError> {
         let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
         if !client.metadata.grant_types.iter().any(|g| g == grant) && !grant.is_empty() {
             return Err(OidcError::bad("unauthorized_client", format!("this client may not use {grant}")));
         }
+        let jkt = match dpop {
+            Some(proof) => {
+                let url = self.url("oidc/token");
+                Some(self.check_dpop(proof, ProofFor { method: "POST", url: &url, access_token: None }).await?)
+            }
+            None if client.metadata.dpop_bound_access_tokens == Some(true) => {
+                return Err(dpop::invalid_proof("this client registered dpop_bound_access_tokens: send a DPoP proof"))
+            }
+            None => None,
+        };
+        let jkt = jkt.as_deref();
         let result = match grant {
-            "authorization_code" => self.code_grant(client, form).await,
-            "refresh_token" => self.refresh_grant(client, form).await,
-            "client_credentials" => self.client_credentials(client, form).await,
-            DEVICE_CODE_GRANT => self.device_grant(client, form).await,
+            "authorization_code" => self.code_grant(client, form, jkt).await,
+            "refresh_token" => self.refresh_grant(client, form, jkt).await,
+            "client_credentials" => self.client_credentials(client, form, jkt).await,
+            DEVICE_CODE_GRANT => self.device_grant(client, form, jkt).await,
             "" => Err(OidcError::bad("invalid_request", "grant_type is required")),
             other => Err(OidcError::bad("unsupported_grant_type", format!("{other} is not supported"))),
         };
@@ -258,7 +278,12 @@ impl Provider {
         result
     }
 
-    async fn code_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+    async fn code_grant(
+        &self,
+        client: &Client,
+        form: &HashMap<String, String>,
+        jkt: Option<&str>,
+    ) -> Result<Value, OidcError> {
         let code = form.get("code").ok_or_else(|| OidcError::bad("invalid_request", "code is required"))?;
         let verifier =
             form.get("code_verifier").ok_or_else(|| OidcError::bad("invalid_request", "code_verifier is required"))?;
@@ -311,18 +336,25 @@ impl Provider {
             auth_time: Some(auth_time),
             amr: amr.as_deref(),
             sid: sid.as_deref(),
+            jkt,
         };
         let spend = Spend::Code { hash: hash.clone(), at: now };
         self.token_response(spend, client, &grant, nonce.as_deref()).await
     }
 
-    async fn refresh_grant(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+    async fn refresh_grant(
+        &self,
+        client: &Client,
+        form: &HashMap<String, String>,
+        jkt: Option<&str>,
+    ) -> Result<Value, OidcError> {
         let token =
             form.get("refresh_token").ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
         let hash = token_key(token);
         let now = now_ms();
         let row = sqlx::query(
-            "SELECT client_id, user_id, scope, family, auth_time, amr, sid, expires_at, used_at, revoked_at FROM oidc_tokens \
+            "SELECT client_id, user_id, scope, family, auth_time, amr, sid, jkt, expires_at, used_at, revoked_at \
+             FROM oidc_tokens \
              WHERE token_hash = $1 AND kind = 'refresh'",
         )
         .bind(&hash)
@@ -341,6 +373,13 @@ impl Provider {
         }
         if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() || row.try_get::<i64, _>("expires_at")? <= now {
             return Err(invalid_grant("the refresh token is revoked or expired"));
+        }
+        // A bound refresh token is redeemed only with a proof of its key.
+        let bound: Option<String> = row.try_get("jkt")?;
+        if let Some(bound) = &bound {
+            if jkt != Some(bound.as_str()) {
+                return Err(dpop::invalid_proof("this refresh token is bound to a DPoP key: prove that key"));
+            }
         }
         let user_id: Option<String> = row.try_get("user_id")?;
         let user_id = user_id.ok_or_else(|| invalid_grant("not a user's refresh token"))?;
@@ -373,13 +412,19 @@ impl Provider {
             auth_time,
             amr: amr.as_deref(),
             sid: sid.as_deref(),
+            jkt,
         };
         // Spending it is guarded (unused, unrevoked): rotation stays single-use under
         // concurrency.
         self.token_response(Spend::Refresh { hash, at: now }, client, &grant, None).await
     }
 
-    async fn client_credentials(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+    async fn client_credentials(
+        &self,
+        client: &Client,
+        form: &HashMap<String, String>,
+        jkt: Option<&str>,
+    ) -> Result<Value, OidcError> {
         if client.is_public() {
             return Err(OidcError::bad("unauthorized_client", "client_credentials needs a confidential client"));
         }
@@ -399,11 +444,15 @@ impl Provider {
             auth_time: None,
             amr: None,
             sid: None,
+            jkt,
         };
         let (access, row) = Self::new_token("access", client, &grant);
         self.writer.write(Write::Tokens { spend: None, tokens: vec![row] }).await?;
         self.mark_used(client).await?;
-        Ok(json!({"access_token": access, "token_type": "Bearer", "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}))
+        let token_type = if jkt.is_some() { "DPoP" } else { "Bearer" };
+        Ok(
+            json!({"access_token": access, "token_type": token_type, "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}),
+        )
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), OidcError> {
@@ -440,7 +489,7 @@ impl Provider {
     /// RFC 7662: what a token of this client is, if it is live.
     pub async fn introspect(&self, client: &Client, token: &str) -> Result<Value, OidcError> {
         let row = sqlx::query(
-            "SELECT kind, client_id, user_id, scope, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1 \
+            "SELECT kind, client_id, user_id, scope, jkt, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1 \
              AND revoked_at IS NULL AND used_at IS NULL AND expires_at > $2",
         )
         .bind(token_key(token))
@@ -463,6 +512,12 @@ impl Provider {
         });
         if let Some(u) = user_id {
             out["sub"] = json!(self.subject(client, &u).await?);
+        }
+        if let Some(jkt) = row.try_get::<Option<String>, _>("jkt")? {
+            if out["token_type"] == "Bearer" {
+                out["token_type"] = json!("DPoP");
+            }
+            out["cnf"] = json!({"jkt": jkt});
         }
         Ok(out)
     }

@@ -3,23 +3,57 @@
 use super::*;
 
 impl Provider {
-    /// A live access token: its user, client and scope.
-    pub async fn access(&self, token: &str) -> Result<Option<(Option<String>, String, String)>, OidcError> {
+    /// A live access token: its user, client, scope and DPoP key.
+    pub async fn access(&self, token: &str) -> Result<Option<Access>, OidcError> {
         let row = sqlx::query(
-            "SELECT user_id, client_id, scope FROM oidc_tokens WHERE token_hash = $1 AND kind = 'access' \
+            "SELECT user_id, client_id, scope, jkt FROM oidc_tokens WHERE token_hash = $1 AND kind = 'access' \
              AND revoked_at IS NULL AND expires_at > $2",
         )
         .bind(token_key(token))
         .bind(now_ms())
         .fetch_optional(&mut *self.db.read().await?)
         .await?;
-        row.map(|r| Ok((r.try_get("user_id")?, r.try_get("client_id")?, r.try_get("scope")?))).transpose()
+        row.map(|r| {
+            Ok(Access {
+                user_id: r.try_get("user_id")?,
+                client_id: r.try_get("client_id")?,
+                scope: r.try_get("scope")?,
+                jkt: r.try_get("jkt")?,
+            })
+        })
+        .transpose()
     }
 
-    pub async fn userinfo(&self, token: &str) -> Result<Value, OidcError> {
+    /// `/oidc/userinfo` for `presented` (the token as `Bearer`, or as `DPoP` with a proof).
+    pub async fn userinfo(&self, presented: Presented<'_>, method: &str) -> Result<Value, OidcError> {
         let denied = |why: &str| OidcError::new(StatusCode::UNAUTHORIZED, "invalid_token", why);
-        let (user_id, client_id, scope) =
-            self.access(token).await?.ok_or_else(|| denied("unknown, expired or revoked access token"))?;
+        let (token, proof) = match presented {
+            Presented::Bearer(t) => (t, None),
+            Presented::Dpop(t, proof) => (t, Some(proof)),
+        };
+        let access = self.access(token).await?.ok_or_else(|| denied("unknown, expired or revoked access token"))?;
+        match (&access.jkt, proof) {
+            (None, None) => {}
+            (None, Some(_)) => return Err(denied("this access token is not bound to a DPoP key: send it as Bearer")),
+            (Some(_), None) => {
+                return Err(denied("this access token is bound to a DPoP key: send it as DPoP, with a proof"))
+            }
+            (Some(bound), Some(proof)) => {
+                let url = self.url("oidc/userinfo");
+                let proven = self
+                    .check_dpop(proof, ProofFor { method, url: &url, access_token: Some(token) })
+                    .await
+                    .map_err(|e| OidcError::new(StatusCode::UNAUTHORIZED, e.code, e.description))?;
+                if &proven != bound {
+                    return Err(OidcError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_dpop_proof",
+                        "the proof is not by the key the token is bound to",
+                    ));
+                }
+            }
+        }
+        let Access { user_id, client_id, scope, .. } = access;
         let user_id = user_id.ok_or_else(|| denied("this token is not a user's"))?;
         if !scope_set(&scope).contains(&"openid") {
             return Err(OidcError::new(StatusCode::FORBIDDEN, "insufficient_scope", "the token lacks openid"));
@@ -36,4 +70,19 @@ impl Provider {
         }
         Ok(out)
     }
+}
+
+/// A live access token.
+pub struct Access {
+    pub user_id: Option<String>,
+    pub client_id: String,
+    pub scope: String,
+    pub jkt: Option<String>,
+}
+
+/// How a request presents its access token.
+pub enum Presented<'a> {
+    Bearer(&'a str),
+    /// `Authorization: DPoP <token>` and the `DPoP` proof.
+    Dpop(&'a str, &'a str),
 }
