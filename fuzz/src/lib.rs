@@ -331,6 +331,23 @@ pub fn standby(data: &[u8]) {
     let _ = futures_executor::block_on(verify_request(&request, &fixture().node_keys, h.received_at / 1000));
 }
 
+/// The URL DPoP proof seeds were made for (`htu`), with `htm` POST and `iat` [`NOW`].
+pub const DPOP_HTU: &str = "https://node.example/oidc/token";
+
+/// A DPoP proof (the `DPoP` header of the token endpoint and UserInfo), read as the node
+/// reads it before it records the `jti`.
+pub fn dpop(data: &[u8]) {
+    let _ = dpop_jkt(data);
+}
+
+/// [`dpop`]'s verdict: the key's thumbprint, or why the proof is refused.
+pub fn dpop_jkt(data: &[u8]) -> Result<String, String> {
+    use sichat_oidc::provider::{read_proof, ProofFor};
+    let t = text(data).ok_or("not text")?.trim();
+    let f = ProofFor { method: "POST", url: DPOP_HTU, access_token: None };
+    read_proof(t, &f, NOW).map(|p| p.jkt).map_err(|e| e.description)
+}
+
 /// Every target by name, as the corpus directories are named.
 pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
@@ -345,4 +362,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("recovery_approval", recovery_approval),
     ("reinstate", reinstate),
     ("standby", standby),
+    ("dpop", dpop),
 ];

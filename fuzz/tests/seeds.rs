@@ -79,3 +79,17 @@ fn signed_seeds_pass_the_checks_the_node_makes() {
     assert!(!report.valid);
     assert!(answers.is_err(), "a presentation whose signature fails answers nothing");
 }
+
+/// The DPoP target reaches every check: its signed seed passes them all, and a broken
+/// signature, a private key in the header, `alg` none or a forged RSA key fail.
+#[test]
+fn dpop_seeds_reach_the_checks() {
+    use sichat_fuzz_harness::dpop_jkt;
+    let proof = String::from_utf8(seed("dpop", "proof")).expect("text");
+    assert!(dpop_jkt(proof.as_bytes()).is_ok(), "{:?}", dpop_jkt(proof.as_bytes()));
+    let refused = |data: &[u8]| dpop_jkt(data).expect_err("refused");
+    assert!(refused(broken(proof.trim()).as_bytes()).contains("signature"));
+    assert!(refused(&seed("dpop", "private-jwk")).contains("public key"));
+    assert!(dpop_jkt(&seed("dpop", "alg-none")).is_err());
+    assert!(dpop_jkt(&seed("dpop", "rsa-huge-jwk")).is_err());
+}

@@ -39,7 +39,7 @@ mod token;
 mod userinfo;
 
 pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
-pub use dpop::{thumbprint, ProofFor, DPOP_ALGS};
+pub use dpop::{read_proof, thumbprint, Proof, ProofFor, DPOP_ALGS};
 pub(crate) use logout_channels::{notify_sessions, sessions_of};
 pub use userinfo::{Access, Presented};
 

@@ -50,66 +50,80 @@ fn bare_url(url: &str) -> Option<String> {
     Some(u.to_string())
 }
 
+/// A proof that checked out: its key's thumbprint, `jti` and `iat`.
+#[derive(Debug)]
+pub struct Proof {
+    pub jkt: String,
+    pub jti: String,
+    pub iat: i64,
+}
+
+/// Everything a proof must be for `f` at `now` (seconds) that needs no storage: type,
+/// algorithm, public key, signature, `htm`, `htu`, `iat`, `jti` and `ath`.
+pub fn read_proof(proof: &str, f: &ProofFor<'_>, now: i64) -> Result<Proof, OidcError> {
+    if proof.len() > MAX_PROOF_BYTES {
+        return Err(invalid_proof("the proof is too large"));
+    }
+    let (header, claims) =
+        sichat_core::jws::unverified_parts(proof).map_err(|_| invalid_proof("not a compact JWS with JSON parts"))?;
+    if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+        return Err(invalid_proof("typ must be dpop+jwt"));
+    }
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    if !DPOP_ALGS.contains(&alg) {
+        return Err(invalid_proof(format!("alg must be one of {}", DPOP_ALGS.join(", "))));
+    }
+    let jwk = header.get("jwk").and_then(Value::as_object).ok_or_else(|| invalid_proof("the header has no jwk"))?;
+    if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|k| jwk.contains_key(*k)) {
+        return Err(invalid_proof("the jwk must be a public key"));
+    }
+    let key = josekit::jwk::Jwk::from_map(jwk.clone()).map_err(|e| invalid_proof(format!("the jwk: {e}")))?;
+    let verifier = keys::verifier_for(alg, &key).map_err(|e| invalid_proof(format!("the jwk: {e}")))?;
+    josekit::jws::deserialize_compact(proof, &*verifier)
+        .map_err(|_| invalid_proof("the signature does not verify with the jwk"))?;
+    if claims.get("htm").and_then(Value::as_str) != Some(f.method) {
+        return Err(invalid_proof(format!("htm must be {}", f.method)));
+    }
+    let htu = claims.get("htu").and_then(Value::as_str).and_then(bare_url);
+    if htu.is_none() || htu != bare_url(f.url) {
+        return Err(invalid_proof(format!("htu must be {}", f.url)));
+    }
+    let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| invalid_proof("iat is missing"))?;
+    if iat > now + SKEW_SECS || iat < now - MAX_AGE_SECS {
+        return Err(invalid_proof("iat is too far from now: check the clock"));
+    }
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or_else(|| invalid_proof("jti is missing or too long"))?;
+    if let Some(token) = f.access_token {
+        let ath = b64url(&Sha256::digest(token.as_bytes()));
+        if claims.get("ath").and_then(Value::as_str) != Some(ath.as_str()) {
+            return Err(invalid_proof("ath must be the access token's SHA-256"));
+        }
+    }
+    let jkt = thumbprint(jwk).map_err(invalid_proof)?;
+    Ok(Proof { jkt, jti: jti.to_owned(), iat })
+}
+
 impl Provider {
     /// Check a DPoP proof for `f`; the thumbprint of its key. Each proof counts once.
     pub async fn check_dpop(&self, proof: &str, f: ProofFor<'_>) -> Result<String, OidcError> {
-        if proof.len() > MAX_PROOF_BYTES {
-            return Err(invalid_proof("the proof is too large"));
-        }
-        let (header, claims) = sichat_core::jws::unverified_parts(proof)
-            .map_err(|_| invalid_proof("not a compact JWS with JSON parts"))?;
-        if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
-            return Err(invalid_proof("typ must be dpop+jwt"));
-        }
-        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-        if !DPOP_ALGS.contains(&alg) {
-            return Err(invalid_proof(format!("alg must be one of {}", DPOP_ALGS.join(", "))));
-        }
-        let jwk = header.get("jwk").and_then(Value::as_object).ok_or_else(|| invalid_proof("the header has no jwk"))?;
-        if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|k| jwk.contains_key(*k)) {
-            return Err(invalid_proof("the jwk must be a public key"));
-        }
-        let key = josekit::jwk::Jwk::from_map(jwk.clone()).map_err(|e| invalid_proof(format!("the jwk: {e}")))?;
-        let verifier = keys::verifier_for(alg, &key).map_err(|e| invalid_proof(format!("the jwk: {e}")))?;
-        josekit::jws::deserialize_compact(proof, &*verifier)
-            .map_err(|_| invalid_proof("the signature does not verify with the jwk"))?;
-        if claims.get("htm").and_then(Value::as_str) != Some(f.method) {
-            return Err(invalid_proof(format!("htm must be {}", f.method)));
-        }
-        let htu = claims.get("htu").and_then(Value::as_str).and_then(bare_url);
-        if htu.is_none() || htu != bare_url(f.url) {
-            return Err(invalid_proof(format!("htu must be {}", f.url)));
-        }
-        let now = now_ms() / 1000;
-        let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| invalid_proof("iat is missing"))?;
-        if iat > now + SKEW_SECS || iat < now - MAX_AGE_SECS {
-            return Err(invalid_proof("iat is too far from now: check the clock"));
-        }
-        let jti = claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .filter(|j| !j.is_empty() && j.len() <= 256)
-            .ok_or_else(|| invalid_proof("jti is missing or too long"))?;
-        if let Some(token) = f.access_token {
-            let ath = b64url(&Sha256::digest(token.as_bytes()));
-            if claims.get("ath").and_then(Value::as_str) != Some(ath.as_str()) {
-                return Err(invalid_proof("ath must be the access token's SHA-256"));
-            }
-        }
-        let jkt = thumbprint(jwk).map_err(invalid_proof)?;
+        let p = read_proof(proof, &f, now_ms() / 1000)?;
         let fresh = sqlx::query(
             "INSERT INTO oidc_dpop_proofs (jkt, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (jkt, jti) DO NOTHING",
         )
-        .bind(&jkt)
-        .bind(jti)
-        .bind((iat + SKEW_SECS + MAX_AGE_SECS) * 1000)
+        .bind(&p.jkt)
+        .bind(&p.jti)
+        .bind((p.iat + SKEW_SECS + MAX_AGE_SECS) * 1000)
         .execute(self.db.pool())
         .await?;
         if fresh.rows_affected() != 1 {
             metrics::counter!("sichat_oidc_dpop_replays_total").increment(1);
             return Err(invalid_proof("this proof was already used (jti replay)"));
         }
-        Ok(jkt)
+        Ok(p.jkt)
     }
 }
 
