@@ -62,12 +62,14 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .route("/oidc/revoke", post(revoke))
         .route("/oidc/introspect", post(introspect))
         .route("/oidc/device_authorization", post(device_authorization))
+        .route("/oidc/par", post(par))
         .layer(cors);
     Router::new()
         .merge(cross_origin)
         .route("/oidc/register", post(register))
         .route("/oidc/register/{id}", get(read_client))
         .route("/oidc/authorize", get(authorize))
+        .route("/oidc/static/form_post.js", get(form_post_script))
         .route("/oidc/login", post(login))
         .route("/oidc/consent", get(consent_page).post(consent))
         .route("/oidc/logout", get(logout).post(logout_form))
@@ -161,6 +163,29 @@ pub(crate) fn see_other(location: &str) -> Response {
         }
         Err(_) => error_page(StatusCode::BAD_REQUEST, "Bad redirect", "the redirect URL is not valid"),
     }
+}
+
+/// The answer to the client: a redirect to `url` (the redirect URI with the answer in its
+/// query), or for `response_mode=form_post` a page whose form the browser posts there.
+pub(crate) fn to_client(p: &crate::provider::AuthParams, url: &str) -> Response {
+    if p.response_mode.as_deref() != Some("form_post") {
+        return see_other(url);
+    }
+    let Ok(full) = url::Url::parse(url) else { return see_other(url) };
+    let own: Vec<(String, String)> =
+        url::Url::parse(&p.redirect_uri).map(|u| u.query_pairs().into_owned().collect()).unwrap_or_default();
+    let mut fields: Vec<(String, String)> = full.query_pairs().into_owned().collect();
+    for pair in &own {
+        if let Some(i) = fields.iter().position(|f| f == pair) {
+            fields.remove(i);
+        }
+    }
+    html(StatusCode::OK, pages::form_post(&p.redirect_uri, &fields), origin_of(&p.redirect_uri).as_deref())
+}
+
+async fn form_post_script() -> Response {
+    let headers = [(header::CONTENT_TYPE, "text/javascript"), (header::CACHE_CONTROL, "public, max-age=86400")];
+    (headers, "document.forms[0].submit();\n").into_response()
 }
 
 pub(crate) fn origin_of(uri: &str) -> Option<String> {
@@ -311,6 +336,26 @@ async fn authorize(
         }
         Err(e) => return internal_page(e),
     };
+    // A pushed request (PAR) or a request object: only what it holds counts.
+    let opened = match q.get("request_uri").filter(|u| !u.is_empty()) {
+        Some(uri) => s.op.pushed(&client.id, uri).await,
+        None if client.metadata.require_pushed_authorization_requests == Some(true) => Err(OidcError::bad(
+            "invalid_request",
+            "this site registered that it pushes its sign-in requests first (PAR), and sent one directly",
+        )),
+        None => s.op.request_params(&client, &q).await,
+    };
+    let q = match opened {
+        Ok(q) => q,
+        Err(e) if e.status.is_server_error() => return internal_page(e),
+        Err(e) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "The site sent a bad sign-in request",
+                &format!("{}: {}. You were not sent back to the site.", e.code, e.description),
+            )
+        }
+    };
     let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
     if !client.allows_redirect(&redirect_uri) {
         return error_page(
@@ -341,7 +386,7 @@ async fn authorize(
         Err(e) => return internal_page(e),
     };
     match next {
-        Next::Redirect(url) => see_other(&url),
+        Next::Redirect(url) => to_client(&params, &url),
         step => {
             let (id, csrf) = match s.op.save_request(&params).await {
                 Ok(x) => x,
@@ -507,11 +552,11 @@ async fn consent(
                 return internal_page(e);
             }
             match s.op.issue_code(p, &pending.client, &session).await {
-                Ok(code) => see_other(&s.op.redirect_url(&p.redirect_uri, p.state.as_deref(), &[("code", &code)])),
-                Err(e) => see_other(&s.op.error_redirect(p, &e)),
+                Ok(code) => to_client(p, &s.op.redirect_url(&p.redirect_uri, p.state.as_deref(), &[("code", &code)])),
+                Err(e) => to_client(p, &s.op.error_redirect(p, &e)),
             }
         }
-        _ => see_other(&s.op.error_redirect(p, &OidcError::bad("access_denied", "the user denied the request"))),
+        _ => to_client(p, &s.op.error_redirect(p, &OidcError::bad("access_denied", "the user denied the request"))),
     }
 }
 
@@ -582,6 +627,18 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> 
     };
     match s.op.token(&client, &form, dpop.as_deref()).await {
         Ok(v) => no_store(v),
+        Err(e) => oauth_error(e),
+    }
+}
+
+/// RFC 9126: a client pushes its authorization request.
+async fn par(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
+    let (client, form) = match client_and_form(&s, &headers, form).await {
+        Ok(x) => x,
+        Err(e) => return client_error(e, &headers),
+    };
+    match s.op.push_request(&client, &form).await {
+        Ok(v) => (StatusCode::CREATED, no_store(v)).into_response(),
         Err(e) => oauth_error(e),
     }
 }

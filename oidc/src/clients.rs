@@ -82,6 +82,15 @@ pub struct Metadata {
     /// Every token request must carry a DPoP proof (RFC 9449 §5.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_bound_access_tokens: Option<bool>,
+    /// Sign-in only through `/oidc/par` (RFC 9126 §6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_pushed_authorization_requests: Option<bool>,
+    /// The only algorithm its request objects may use (RFC 9101).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_object_signing_alg: Option<String>,
+    /// Every authorization request must be a signed request object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signed_request_object: Option<bool>,
 }
 
 fn default_auth_method() -> String {
@@ -269,11 +278,9 @@ const UNSUPPORTED_METADATA: &[&str] = &[
     "userinfo_signed_response_alg",
     "userinfo_encrypted_response_alg",
     "userinfo_encrypted_response_enc",
-    "request_object_signing_alg",
     "request_object_encryption_alg",
     "request_object_encryption_enc",
     "request_uris",
-    "require_signed_request_object",
     "default_max_age",
     "default_acr_values",
     "initiate_login_uri",
@@ -289,7 +296,6 @@ const UNSUPPORTED_METADATA: &[&str] = &[
     "tls_client_auth_san_uri",
     "tls_client_auth_san_ip",
     "tls_client_auth_san_email",
-    "require_pushed_authorization_requests",
     "software_statement",
 ];
 
@@ -347,6 +353,16 @@ fn validate(m: &Metadata) -> Result<(), OidcError> {
             crate::keys::ALGS.join(", ")
         )));
     }
+    if m.request_object_signing_alg.as_deref().is_some_and(|a| !crate::keys::ALGS.contains(&a)) {
+        return Err(bad_metadata(format!(
+            "request_object_signing_alg must be one of {}",
+            crate::keys::ALGS.join(", ")
+        )));
+    }
+    let signs_requests = m.request_object_signing_alg.is_some() || m.require_signed_request_object == Some(true);
+    if signs_requests && m.jwks.is_none() && m.jwks_uri.is_none() {
+        return Err(bad_metadata("signed request objects need the client's keys: register jwks or jwks_uri"));
+    }
     if m.token_endpoint_auth_signing_alg.as_deref().is_some_and(|a| !crate::keys::ALGS.contains(&a)) {
         return Err(bad_metadata(format!(
             "token_endpoint_auth_signing_alg must be one of {}",
@@ -357,7 +373,10 @@ fn validate(m: &Metadata) -> Result<(), OidcError> {
         ("private_key_jwt", Some(_), Some(_)) => return Err(bad_metadata("send jwks or jwks_uri, not both")),
         ("private_key_jwt", None, None) => return Err(bad_metadata("private_key_jwt needs jwks or jwks_uri")),
         ("private_key_jwt", Some(jwks), None) => check_jwks(jwks)?,
-        ("private_key_jwt", None, Some(uri)) => {
+        // Keys for request objects too, whatever the client authenticates with.
+        (_, Some(_), Some(_)) => return Err(bad_metadata("send jwks or jwks_uri, not both")),
+        (_, Some(jwks), None) => check_jwks(jwks)?,
+        (_, None, Some(uri)) => {
             let u = Url::parse(uri).map_err(|_| bad_metadata("jwks_uri is not a URL"))?;
             if u.scheme() != "https" && !is_loopback(&u) {
                 return Err(bad_metadata("jwks_uri must be https"));

@@ -176,6 +176,23 @@ pub fn logout_cancelled(issuer: &str) -> String {
     )
 }
 
+/// The Form Post Response Mode page: the answer's fields, posted to the client by a script
+/// of this origin (or by hand, with no script).
+pub fn form_post(action: &str, fields: &[(String, String)]) -> String {
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(k), esc(v)))
+        .collect();
+    page(
+        "Signing you in",
+        &format!(
+            "<form method=\"post\" action=\"{}\">{inputs}<noscript><button type=\"submit\">Continue</button></noscript>\
+             </form><script src=\"/oidc/static/form_post.js\"></script>",
+            esc(action)
+        ),
+    )
+}
+
 pub fn signed_out() -> String {
     signed_out_of(&[], None)
 }

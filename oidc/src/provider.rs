@@ -35,12 +35,14 @@ mod device;
 mod dpop;
 mod logout;
 mod logout_channels;
+mod par;
 mod token;
 mod userinfo;
 
 pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
 pub use dpop::{read_proof, thumbprint, Proof, ProofFor, DPOP_ALGS};
 pub(crate) use logout_channels::{notify_sessions, sessions_of};
+pub use par::REQUEST_URI_PREFIX;
 pub use userinfo::{Access, Presented};
 
 /// Every scope we grant; `membership`, `friends` and `email` bring claims backed by credentials.
@@ -66,6 +68,10 @@ pub struct AuthParams {
     pub prompt: Option<String>,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// `form_post` (OAuth 2.0 Form Post Response Mode): the answer is posted by the
+    /// browser, not put in the redirect's query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_mode: Option<String>,
     /// A device authorization grant the user is approving (no redirect: the device polls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceRequest>,
@@ -334,7 +340,10 @@ impl Provider {
             "device_authorization_endpoint": self.url("oidc/device_authorization"),
             "scopes_supported": SCOPES,
             "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
+            "response_modes_supported": ["query", "form_post"],
+            "pushed_authorization_request_endpoint": self.url("oidc/par"),
+            "require_pushed_authorization_requests": false,
+            "request_object_signing_alg_values_supported": keys::ALGS,
             "grant_types_supported": clients::GRANT_TYPES,
             "subject_types_supported": ["pairwise", "public"],
             "id_token_signing_alg_values_supported": keys::ALGS,
@@ -353,7 +362,7 @@ impl Provider {
             ],
             "prompt_values_supported": ["none", "login", "consent"],
             "claims_parameter_supported": true,
-            "request_parameter_supported": false,
+            "request_parameter_supported": true,
             "request_uri_parameter_supported": false,
             "authorization_response_iss_parameter_supported": true,
         })
@@ -681,6 +690,7 @@ impl Provider {
             "DELETE FROM oidc_passkey_links WHERE expires_at <= $1",
             "DELETE FROM oidc_device_grants WHERE expires_at <= $1",
             "DELETE FROM oidc_dpop_proofs WHERE expires_at <= $1",
+            "DELETE FROM oidc_pushed_requests WHERE expires_at <= $1",
             "DELETE FROM oidc_session_clients WHERE session_hash NOT IN (SELECT token_hash FROM oidc_sessions) \
              AND created_at <= $1",
         ] {

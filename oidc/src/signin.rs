@@ -195,11 +195,11 @@ pub(crate) async fn signed_in(op: &Provider, pending: Option<&Pending>, user_id:
             match op.next_step(&p.params, &p.client, Some(&session), true).await {
                 Ok(Next::Redirect(url)) => {
                     let _ = op.finish_request(&p.id).await;
-                    see_other(&url)
+                    crate::api::to_client(&p.params, &url)
                 }
                 Ok(_) => see_other(&format!("/oidc/consent?request={}", p.id)),
                 Err(e) if p.params.device.is_some() => internal_page(e),
-                Err(e) => see_other(&op.error_redirect(&p.params, &e)),
+                Err(e) => crate::api::to_client(&p.params, &op.error_redirect(&p.params, &e)),
             }
         }
     };

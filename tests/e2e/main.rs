@@ -34,6 +34,7 @@ mod oidc_dpop;
 mod oidc_interop;
 mod oidc_logout;
 mod oidc_logout_channels;
+mod oidc_par;
 mod pickup_end;
 mod portable_did;
 mod process;

@@ -10,8 +10,9 @@ impl Provider {
     /// here go back to the client.
     pub fn check_request(client: &Client, q: &HashMap<String, String>) -> Result<AuthParams, OidcError> {
         let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+        // Request objects and pushed requests are opened before (`par`).
         if get("request").is_some() || get("request_uri").is_some() {
-            return Err(OidcError::bad("request_not_supported", "request objects are not supported"));
+            return Err(OidcError::bad("invalid_request", "a request object or request_uri inside a request"));
         }
         if get("response_type").as_deref() != Some("code") {
             return Err(OidcError::bad("unsupported_response_type", "response_type must be code"));
@@ -19,8 +20,9 @@ impl Provider {
         if !client.metadata.grant_types.iter().any(|g| g == "authorization_code") {
             return Err(OidcError::bad("unauthorized_client", "this client may not use the code flow"));
         }
-        if get("response_mode").is_some_and(|m| m != "query") {
-            return Err(OidcError::bad("invalid_request", "response_mode must be query"));
+        let response_mode = get("response_mode");
+        if response_mode.as_deref().is_some_and(|m| m != "query" && m != "form_post") {
+            return Err(OidcError::bad("invalid_request", "response_mode must be query or form_post"));
         }
         let mut scope = get("scope").unwrap_or_default();
         if let Some(claims) = get("claims") {
@@ -82,6 +84,7 @@ impl Provider {
             prompt,
             max_age,
             login_hint: get("login_hint"),
+            response_mode: response_mode.filter(|m| m == "form_post"),
             device: None,
         })
     }

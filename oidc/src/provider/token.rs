@@ -56,6 +56,42 @@ impl Provider {
         Ok(client)
     }
 
+    /// Check that one of `client`'s registered keys (`jwks` or `jwks_uri`) signed the JWS
+    /// `token` (whose header is `header`), with `alg` if the client registered one.
+    pub(super) async fn verify_by_client(
+        &self,
+        client: &Client,
+        token: &str,
+        header: &Value,
+        registered_alg: Option<&str>,
+    ) -> Result<(), String> {
+        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+        if !keys::ALGS.contains(&alg) || registered_alg.is_some_and(|a| a != alg) {
+            return Err(format!("alg {alg} is not accepted for this client"));
+        }
+        let jwks = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
+            (Some(j), _) => j.clone(),
+            (None, Some(uri)) => self.fetcher.get_json(uri).await.map_err(|e| format!("jwks_uri: {e}"))?,
+            (None, None) => return Err("the client has no registered keys".into()),
+        };
+        let kid = header.get("kid").and_then(Value::as_str);
+        let candidates: Vec<&Value> = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .map(|keys| keys.iter().filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid).collect())
+            .unwrap_or_default();
+        let verified = candidates.iter().any(|k| {
+            let Some(jwk) = k.as_object().and_then(|m| josekit::jwk::Jwk::from_map(m.clone()).ok()) else {
+                return false;
+            };
+            keys::verifier_for(alg, &jwk).is_ok_and(|v| josekit::jws::deserialize_compact(token, &*v).is_ok())
+        });
+        match verified {
+            true => Ok(()),
+            false => Err("the signature does not match any of the client's keys".into()),
+        }
+    }
+
     /// `private_key_jwt` (RFC 7523 §2.2, OIDC Core §9): a JWT signed by one of the client's
     /// registered keys, for this provider, short-lived, and used once.
     async fn client_by_assertion(&self, assertion: &str, posted_id: Option<&str>) -> Result<Arc<Client>, OidcError> {
@@ -76,32 +112,9 @@ impl Provider {
                 client.metadata.token_endpoint_auth_method
             )));
         }
-        let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
-        if !keys::ALGS.contains(&alg)
-            || client.metadata.token_endpoint_auth_signing_alg.as_deref().is_some_and(|a| a != alg)
-        {
-            return Err(bad(&format!("alg {alg} is not accepted for this client")));
-        }
-        let jwks = match (&client.metadata.jwks, &client.metadata.jwks_uri) {
-            (Some(j), _) => j.clone(),
-            (None, Some(uri)) => self.fetcher.get_json(uri).await.map_err(|e| bad(&format!("jwks_uri: {e}")))?,
-            (None, None) => return Err(bad("the client has no keys")),
-        };
-        let kid = header.get("kid").and_then(Value::as_str);
-        let candidates: Vec<&Value> = jwks
-            .get("keys")
-            .and_then(Value::as_array)
-            .map(|keys| keys.iter().filter(|k| kid.is_none() || k.get("kid").and_then(Value::as_str) == kid).collect())
-            .unwrap_or_default();
-        let verified = candidates.iter().any(|k| {
-            let Some(jwk) = k.as_object().and_then(|m| josekit::jwk::Jwk::from_map(m.clone()).ok()) else {
-                return false;
-            };
-            keys::verifier_for(alg, &jwk).is_ok_and(|v| josekit::jws::deserialize_compact(assertion, &*v).is_ok())
-        });
-        if !verified {
-            return Err(bad("the signature does not match any of the client's keys"));
-        }
+        self.verify_by_client(&client, assertion, &header, client.metadata.token_endpoint_auth_signing_alg.as_deref())
+            .await
+            .map_err(|why| bad(&why))?;
         let audiences: Vec<&str> = match claims.get("aud") {
             Some(Value::String(a)) => vec![a.as_str()],
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
