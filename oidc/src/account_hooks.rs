@@ -58,6 +58,7 @@ impl AccountHooks for OidcAccountHooks {
                 "oidc_device_grants",
                 "oidc_session_clients",
                 "oidc_logout_notices",
+                "oidc_signin_events",
             ],
             removal.user_id,
         ))

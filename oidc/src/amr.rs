@@ -66,6 +66,18 @@ impl SignIn {
     }
 }
 
+/// How a user signed in, in words, from `amr` values.
+pub fn describe(amr: &[String]) -> String {
+    let has = |v: &str| amr.iter().any(|a| a == v);
+    match () {
+        _ if has("pwd") => "password".into(),
+        _ if has("mca") => "wallet approval".into(),
+        _ if has("hwk") || has("user") => "passkey".into(),
+        _ if amr.is_empty() => "-".into(),
+        _ => amr.join(" "),
+    }
+}
+
 /// The `amr` claim from a stored value; empty (no claim) for rows from before it was kept.
 pub fn from_stored(stored: Option<&str>) -> Vec<String> {
     stored.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()

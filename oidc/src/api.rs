@@ -75,6 +75,7 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .route("/oidc/logout", get(logout).post(logout_form))
         .route("/api/v1/password", put(set_password))
         .route("/api/v1/oidc/consents", get(list_consents))
+        .route("/api/v1/oidc/activity", get(activity))
         .route("/api/v1/oidc/consents/{client_id}", delete(revoke_consent))
         .with_state(AppState { op, accounts, signin: signin.clone(), discovery: document })
         .merge(crate::signin::router(signin.clone()))
@@ -464,7 +465,7 @@ async fn login(
         async move { signin::login_page(signin, pending, username, Some(&why), status).await }
     };
     match s.op.check_password(f.username.trim(), &f.password, peer).await {
-        Ok(Some(user_id)) => signin::signed_in(&s.op, Some(&pending), &user_id, SignIn::Password).await,
+        Ok(Some(user_id)) => signin::signed_in(&s.op, Some(&pending), &user_id, SignIn::Password, peer).await,
         Ok(None) => retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.".into()).await,
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => retry(e.status, e.description).await,
         Err(e) => internal_page(e),
@@ -821,6 +822,14 @@ async fn set_password(
 ) -> Result<StatusCode, ApiError> {
     s.op.set_password(&me.user_id, &b.password).await.map_err(api_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The account's latest sign-ins (`sichat oidc activity`).
+async fn activity(
+    State(s): State<AppState>,
+    me: AuthDevice,
+) -> Result<Json<Vec<crate::provider::SignInEvent>>, ApiError> {
+    Ok(Json(s.op.activity(&me.user_id, 100).await.map_err(api_error)?))
 }
 
 async fn list_consents(State(s): State<AppState>, me: AuthDevice) -> Result<Json<Vec<Value>>, ApiError> {

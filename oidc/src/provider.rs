@@ -30,6 +30,7 @@ use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+mod activity;
 mod authorize;
 mod device;
 mod dpop;
@@ -39,6 +40,7 @@ mod par;
 mod token;
 mod userinfo;
 
+pub use activity::SignInEvent;
 pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
 pub use dpop::{read_proof, thumbprint, Proof, ProofFor, DPOP_ALGS};
 pub(crate) use logout_channels::{notify_sessions, sessions_of};
@@ -105,6 +107,8 @@ pub struct BrowserSession {
     pub session_hash: String,
     /// Its OpenID Connect session id, in the ID tokens it gives ([`sid_of`]).
     pub sid: String,
+    /// Where it signed in from (`None` for sessions from before it was kept).
+    pub address: Option<String>,
 }
 
 /// A browser session's `sid`: derived from its stored hash, so it names the session
@@ -473,6 +477,7 @@ impl Provider {
         }
         tracing::warn!(event = "signin_failed", account = name, %addr, known = user_id.is_some(), "password sign-in failed");
         metrics::counter!("sichat_oidc_login_failures_total").increment(1);
+        metrics::counter!("sichat_oidc_signin_failures_total", "method" => "password").increment(1);
         Ok(None)
     }
 
@@ -527,20 +532,26 @@ impl Provider {
         Ok(())
     }
 
-    /// A browser session for a user who just signed in `how`; its token (the cookie).
-    pub async fn start_session(&self, user_id: &str, how: SignIn) -> Result<String, OidcError> {
+    /// A browser session for a user who just signed in `how` from `address`; its token
+    /// (the cookie). The sign-in is recorded for the user to see.
+    pub async fn start_session(&self, user_id: &str, how: SignIn, address: &str) -> Result<String, OidcError> {
         let token = random_token();
         let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO oidc_sessions (token_hash, user_id, auth_time, amr, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO oidc_sessions (token_hash, user_id, auth_time, amr, address, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_hash(&token))
         .bind(user_id)
         .bind(now)
         .bind(how.stored())
+        .bind(address)
         .bind(now + SESSION_TTL_MS)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
+        activity::record(&mut *tx, user_id, None, Some(&how.stored()), Some(address), now).await?;
+        tx.commit().await?;
         metrics::counter!("sichat_oidc_logins_total").increment(1);
         Ok(token)
     }
@@ -548,7 +559,8 @@ impl Provider {
     pub async fn session(&self, token: &str) -> Result<Option<BrowserSession>, OidcError> {
         let session_hash = token_hash(token);
         let row = sqlx::query(
-            "SELECT s.user_id, s.auth_time, s.amr, u.name FROM oidc_sessions s JOIN acct_users u ON u.id = s.user_id \
+            "SELECT s.user_id, s.auth_time, s.amr, s.address, u.name FROM oidc_sessions s \
+             JOIN acct_users u ON u.id = s.user_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
         )
         .bind(&session_hash)
@@ -561,6 +573,7 @@ impl Provider {
                 user_name: r.try_get("name")?,
                 auth_time: r.try_get("auth_time")?,
                 amr: r.try_get("amr")?,
+                address: r.try_get("address")?,
                 sid: sid_of(&session_hash),
                 session_hash,
             })
@@ -696,6 +709,11 @@ impl Provider {
         ] {
             n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
         }
+        n += sqlx::query("DELETE FROM oidc_signin_events WHERE at <= $1")
+            .bind(now - activity::KEEP_MS)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
         n += self.throttle.purge().await?;
         n += sqlx::query("DELETE FROM oidc_approval_failures WHERE window_start <= $1")
             .bind(now - crate::approval::FAILURE_WINDOW_MS)

@@ -179,8 +179,14 @@ async fn retry(s: &Signin, pending: Option<&Pending>, csrf: &str, username: &str
 
 /// A user is signed in (`how` becomes the session's `amr`): a session cookie, then on to
 /// consent, the site or the account page.
-pub(crate) async fn signed_in(op: &Provider, pending: Option<&Pending>, user_id: &str, how: SignIn) -> Response {
-    let token = match op.start_session(user_id, how).await {
+pub(crate) async fn signed_in(
+    op: &Provider,
+    pending: Option<&Pending>,
+    user_id: &str,
+    how: SignIn,
+    address: std::net::IpAddr,
+) -> Response {
+    let token = match op.start_session(user_id, how, &address.to_string()).await {
         Ok(t) => t,
         Err(e) => return internal_page(e),
     };
@@ -277,6 +283,7 @@ struct PasskeyLoginForm {
 
 async fn passkey_login(
     State(St(s)): State<St>,
+    ClientAddr(peer): ClientAddr,
     headers: HeaderMap,
     form: Result<Form<PasskeyLoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -292,8 +299,11 @@ async fn passkey_login(
         Err(e) => Err(OidcError::bad("invalid_request", format!("the browser's passkey answer is malformed: {e}"))),
     };
     match result {
-        Ok((user_id, how)) => signed_in(&s.op, pending.as_ref(), &user_id, how).await,
-        Err(e) => retry(&s, pending.as_ref(), &f.csrf, "", &e).await,
+        Ok((user_id, how)) => signed_in(&s.op, pending.as_ref(), &user_id, how, peer).await,
+        Err(e) => {
+            metrics::counter!("sichat_oidc_signin_failures_total", "method" => "passkey").increment(1);
+            retry(&s, pending.as_ref(), &f.csrf, "", &e).await
+        }
     }
 }
 
@@ -328,6 +338,7 @@ struct ContinueForm {
 
 async fn approval_continue(
     State(St(s)): State<St>,
+    ClientAddr(peer): ClientAddr,
     headers: HeaderMap,
     form: Result<Form<ContinueForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -339,7 +350,7 @@ async fn approval_continue(
         Err(e) => return failed_page(&e),
     };
     match s.approvals.take(&f.approval, pending.as_ref().map(|p| p.id.as_str()), &f.csrf).await {
-        Ok(a) => signed_in(&s.op, pending.as_ref(), &a.user_id, SignIn::WalletApproval).await,
+        Ok(a) => signed_in(&s.op, pending.as_ref(), &a.user_id, SignIn::WalletApproval, peer).await,
         Err(e) => retry(&s, pending.as_ref(), &f.csrf, "", &e).await,
     }
 }
@@ -455,6 +466,10 @@ async fn account(State(St(s)): State<St>, headers: HeaderMap, ApiQuery(q): ApiQu
         false => None,
     };
     let did = s.accounts.user_did(&session.user_name).map(|d| d.to_string()).unwrap_or_default();
+    let activity = match s.op.activity(&session.user_id, 20).await {
+        Ok(a) => a,
+        Err(e) => return internal_page(e),
+    };
     let notice = match q.done.as_str() {
         "revoked" => Some("Consent withdrawn: the site must ask again, and its tokens no longer work."),
         "added" => Some("Passkey added."),
@@ -469,6 +484,7 @@ async fn account(State(St(s)): State<St>, headers: HeaderMap, ApiQuery(q): ApiQu
         csrf: &csrf,
         consents: &consents,
         passkeys: passkeys.as_deref(),
+        activity: &activity,
         notice,
     };
     let mut r = html(StatusCode::OK, signin_pages::account(&view), None);
@@ -496,7 +512,7 @@ async fn account_login(
         return failed_page(&e);
     }
     match s.op.check_password(f.username.trim(), &f.password, peer).await {
-        Ok(Some(user_id)) => signed_in(&s.op, None, &user_id, SignIn::Password).await,
+        Ok(Some(user_id)) => signed_in(&s.op, None, &user_id, SignIn::Password, peer).await,
         Ok(None) => {
             let e = OidcError::new(StatusCode::UNAUTHORIZED, "access_denied", "Wrong user name or password.");
             retry(&s, None, &f.csrf, &f.username, &e).await

@@ -28,6 +28,34 @@ fn date(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms / 1000).map(|t| t.date().to_string()).unwrap_or_default()
 }
 
+/// Date and time (UTC, to the minute).
+fn when(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .map(|t| format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute()))
+        .unwrap_or_default()
+}
+
+/// The sign-ins table of the account page.
+fn activity(events: &[crate::provider::SignInEvent]) -> String {
+    if events.is_empty() {
+        return "<p class=\"muted\">No sign-ins recorded yet.</p>".to_owned();
+    }
+    let rows: String = events
+        .iter()
+        .map(|e| {
+            let site = e.site.as_deref().map(esc).unwrap_or_else(|| "this node's pages".to_owned());
+            let method = crate::amr::describe(&e.method);
+            format!(
+                "<tr><td>{}</td><td>{site}</td><td>{}</td><td>{}</td></tr>",
+                esc(&when(e.at)),
+                esc(&method),
+                esc(e.address.as_deref().unwrap_or("-"))
+            )
+        })
+        .collect();
+    format!("<table id=\"activity\"><tr><th>When</th><th>Where</th><th>How</th><th>From</th></tr>{rows}</table>")
+}
+
 /// The QR code of `data` as inline SVG (no XML declaration), or nothing if it will not fit.
 pub fn qr_svg(data: &str) -> String {
     match qrcode::QrCode::new(data.as_bytes()) {
@@ -133,6 +161,8 @@ pub struct AccountView<'a> {
     /// As `Provider::consents` returns them.
     pub consents: &'a [Value],
     pub passkeys: Option<&'a [PasskeyInfo]>,
+    /// The latest sign-ins, newest first.
+    pub activity: &'a [crate::provider::SignInEvent],
     pub notice: Option<&'a str>,
 }
 
@@ -214,6 +244,7 @@ pub fn account(v: &AccountView<'_>) -> String {
              <p class=\"muted\"><code>{did}</code></p>\
              <section><h2>Sites you allowed</h2>{sites}</section>\
              <section><h2>Passkeys</h2>{passkeys}</section>\
+             <section><h2>Recent sign-ins</h2>{activity}</section>\
              <section><form method=\"post\" action=\"/account/signout\">{csrf}<button type=\"submit\">Sign out</button></form>\
              <form method=\"post\" action=\"/account/signout-everywhere\">{csrf}\
              <button type=\"submit\" id=\"signout-everywhere\">Sign out everywhere else</button>\
@@ -222,6 +253,7 @@ pub fn account(v: &AccountView<'_>) -> String {
             user = esc(v.user),
             node = esc(v.node),
             did = esc(v.did),
+            activity = activity(v.activity),
         ),
     )
 }

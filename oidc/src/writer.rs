@@ -50,6 +50,8 @@ pub struct CodeRow {
     /// The browser session it was issued in (its hash and `sid`): the site is listed as
     /// signed in from that session, for logout.
     pub session: Option<(String, String)>,
+    /// Where the session signed in from: recorded with the sign-in to the site.
+    pub address: Option<String>,
     pub expires_at: i64,
 }
 
@@ -210,6 +212,17 @@ async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Err
             .bind(sid)
             .bind(session_hash)
             .bind(c.expires_at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO oidc_signin_events (id, user_id, client_id, method, address, at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(sichat_core::ids::new_id())
+            .bind(&c.user_id)
+            .bind(&c.client_id)
+            .bind(&c.amr)
+            .bind(&c.address)
+            .bind(sichat_core::ids::now_ms())
             .execute(&mut *conn)
             .await?;
             if let (Some(hash), Some(sid)) = (session_hash, sid) {

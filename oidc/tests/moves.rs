@@ -462,7 +462,7 @@ async fn moving_and_removing_end_what_the_account_held(backend: Backend) {
     let rp = a.client("rp.example", false).await;
     for user in [&alice, &bob] {
         a.provider.consent(user, &rp.id, "openid").await.expect("consent");
-        a.provider.start_session(user, SignIn::Password).await.expect("session");
+        a.provider.start_session(user, SignIn::Password, "127.0.0.1").await.expect("session");
         a.sub(&rp, user).await;
     }
     sqlx::query("INSERT INTO oidc_subject_pins (user_id, sector, sub) VALUES ($1, 'old.example', 'x')")

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 storage_tests!(
     cors_for_browser_apps_never_for_pages,
     native_apps_use_their_own_scheme_or_loopback_on_any_port,
-    authorization_server_metadata
+    authorization_server_metadata,
+    sign_ins_are_listed_for_the_user
 );
 
 const ORIGIN: &str = "https://app.example";
@@ -209,5 +210,51 @@ async fn authorization_server_metadata(backend: Backend) {
         assert!(metadata[field].is_string(), "{field}");
     }
     assert_eq!(metadata["code_challenge_methods_supported"], json!(["S256"]));
+    app.stop().await;
+}
+
+/// Alice signs in to a site with her password: `sichat oidc activity` and her account page
+/// list the sign-in to the node's page and the one to the site, with how and from where. A
+/// wrong password is counted in `/metrics` by method.
+async fn sign_ins_are_listed_for_the_user(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let alice = alice_with_password(&app).await;
+    let body = json!({"client_name": "Activity Site", "redirect_uris": [crate::oidc::REDIRECT]});
+    let (status, reg) = register_raw(&app, &body, None).await;
+    assert_eq!(status, 201, "{reg}");
+    let rp = raw_rp(&app, &reg).await;
+    let (url, _, _, _) = begin(&rp, &[], &[]);
+    let mut browser = crate::oidc::Browser::new();
+    crate::oidc_clients::sign_in_with(&mut browser, &app, &url, "alice", "Activity Site").await;
+
+    let out = sichat_e2e::sichat(&alice, &["--json", "oidc", "activity"]).await;
+    assert!(out.status.success(), "{}", sichat_e2e::stderr(&out));
+    let events = sichat_e2e::json(&out);
+    let events = events.as_array().expect("a list");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["site"], "Activity Site", "newest first: {events:?}");
+    assert_eq!(events[1]["site"], Value::Null, "the node's own sign-in page");
+    for e in events {
+        assert_eq!(e["method"], json!(["pwd"]), "{e}");
+        assert_eq!(e["address"], "127.0.0.1", "{e}");
+    }
+    let page = browser.get(&format!("{}/account", app.url)).await;
+    assert!(page.body.contains("Recent sign-ins") && page.body.contains("Activity Site"), "{}", page.body);
+    assert!(page.body.contains("password"), "{}", page.body);
+
+    let mut stranger = crate::oidc::Browser::new();
+    let login = stranger.get(url.as_str()).await;
+    let form = [
+        ("request", crate::oidc::hidden(&login.body, "request")),
+        ("csrf", crate::oidc::hidden(&login.body, "csrf")),
+        ("username", "alice".to_owned()),
+        ("password", "not her password".to_owned()),
+    ];
+    assert_eq!(stranger.post(&format!("{}/oidc/login", app.url), &form).await.status, 401);
+    let metrics =
+        app.http.get(format!("{}/metrics", app.url)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("sichat_oidc_signin_failures_total{method=\"password\"}"), "{metrics}");
+    let out = sichat_e2e::sichat(&alice, &["--json", "oidc", "activity"]).await;
+    assert_eq!(sichat_e2e::json(&out).as_array().map(Vec::len), Some(2), "a failed sign-in is no sign-in");
     app.stop().await;
 }

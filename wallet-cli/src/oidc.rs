@@ -29,6 +29,9 @@ pub enum OidcCmd {
     /// Sign out everywhere: end every browser session on your node's pages and every token
     /// sites hold for you (a new password does this too). Sites must sign you in again.
     SignOutEverywhere,
+    /// Your latest sign-ins: to your node's pages and to each site (or device), when, how
+    /// and from which address. Look here for a sign-in you did not make.
+    Activity,
 }
 
 #[derive(Subcommand)]
@@ -94,10 +97,34 @@ async fn sign_out_everywhere(ctx: &Ctx) -> Result<()> {
     })
 }
 
+async fn activity(ctx: &Ctx) -> Result<()> {
+    let mut c = session(ctx).await?;
+    let list: Result<Value> = c.get("/api/v1/oidc/activity").await;
+    c.logout().await;
+    ctx.print(&list?, |items| {
+        let items = items.as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            println!("No sign-ins recorded yet.");
+        }
+        for i in items {
+            let at = i["at"].as_i64().and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok());
+            let at = at.map(|t| format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute())).unwrap_or_default();
+            let how: Vec<&str> = i["method"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!(
+                "{at}  {}  [{}]  from {}",
+                i["site"].as_str().unwrap_or("your node's pages"),
+                how.join(" "),
+                i["address"].as_str().unwrap_or("-")
+            );
+        }
+    })
+}
+
 pub async fn oidc(ctx: &Ctx, cmd: OidcCmd) -> Result<()> {
     let cmd = match cmd {
         OidcCmd::Consents(cmd) => cmd,
         OidcCmd::SignOutEverywhere => return sign_out_everywhere(ctx).await,
+        OidcCmd::Activity => return activity(ctx).await,
     };
     let mut c = session(ctx).await?;
     let result = match cmd {

@@ -207,6 +207,7 @@ impl Provider {
             auth_time: s.auth_time,
             amr: s.amr.clone(),
             session: Some((s.session_hash.clone(), s.sid.clone())),
+            address: s.address.clone(),
             expires_at: now_ms() + CODE_TTL_MS,
         };
         self.writer.write(Write::Code(row)).await?;

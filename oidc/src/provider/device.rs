@@ -140,7 +140,16 @@ impl Provider {
         .execute(self.db.pool())
         .await?;
         metrics::counter!("sichat_oidc_device_decisions_total", "decision" => "approved").increment(1);
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let client_id: Option<String> = sqlx::query_scalar("SELECT client_id FROM oidc_device_grants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        let mut c = self.db.pool().acquire().await?;
+        super::activity::record(&mut *c, user_id, client_id.as_deref(), amr, None, now_ms()).await?;
+        Ok(true)
     }
 
     pub async fn deny_device(&self, id: &str) -> Result<(), OidcError> {
