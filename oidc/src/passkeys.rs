@@ -1,5 +1,8 @@
 //! Passkeys (WebAuthn, through `webauthn-rs`): registration from the account page or a
-//! one-time link made by `sichat passkey add`, and sign-in by user name then passkey.
+//! one-time link made by `sichat passkey add`, and sign-in by user name then passkey, or
+//! with no name at all: passkeys are made discoverable (`residentKey: preferred`, the user
+//! handle is the account's id), so the browser offers them in the user name field's
+//! autofill (conditional mediation) or when asked with no name.
 //!
 //! The relying party id is the host of the node's public URL (WebAuthn refuses IP
 //! addresses, so a node reached by IP has no passkeys). Ceremony state stays on the node,
@@ -17,9 +20,11 @@ use sichat_core::ids::{b64url, new_id, now_ms, random_token, token_hash};
 use sqlx::Row;
 use std::sync::Arc;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid, Webauthn, WebauthnBuilder,
+    CreationChallengeResponse, DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
+    Webauthn, WebauthnBuilder,
 };
+use webauthn_rs_proto::ResidentKeyRequirement;
 
 const CEREMONY_TTL_MS: i64 = 2 * 60_000;
 /// How long a link from `sichat passkey add` may be used.
@@ -161,8 +166,14 @@ impl Passkeys {
         Ok(id)
     }
 
-    /// Take a ceremony's state once: it is gone afterwards, whatever happens next.
-    async fn take_ceremony(&self, id: &str, kind: &str, bound_to: &str) -> Result<(String, String), OidcError> {
+    /// Take a ceremony's state once: it is gone afterwards, whatever happens next. Its kind
+    /// (one of `kinds`), user id and state.
+    async fn take_ceremony(
+        &self,
+        id: &str,
+        kinds: &[&str],
+        bound_to: &str,
+    ) -> Result<(String, String, String), OidcError> {
         let row = sqlx::query(
             "DELETE FROM oidc_webauthn_ceremonies WHERE id_hash = $1 AND expires_at > $2 \
              RETURNING kind, user_id, bound_to, state",
@@ -172,14 +183,15 @@ impl Passkeys {
         .fetch_optional(self.db.pool())
         .await?
         .ok_or_else(|| OidcError::bad("invalid_request", "this passkey request has expired or was used: try again"))?;
-        if row.try_get::<String, _>("kind")? != kind || row.try_get::<String, _>("bound_to")? != bound_to {
+        let kind: String = row.try_get("kind")?;
+        if !kinds.contains(&kind.as_str()) || row.try_get::<String, _>("bound_to")? != bound_to {
             return Err(OidcError::new(
                 StatusCode::FORBIDDEN,
                 "access_denied",
                 "this passkey request belongs to another page",
             ));
         }
-        Ok((row.try_get("user_id")?, row.try_get("state")?))
+        Ok((kind, row.try_get("user_id")?, row.try_get("state")?))
     }
 
     /// Begin registering a passkey for a user: WebAuthn creation options for the browser,
@@ -201,9 +213,14 @@ impl Passkeys {
             Ok(did) => did.to_string(),
             Err(_) => user_name.to_owned(),
         };
-        let (options, state) = webauthn
+        let (mut options, state) = webauthn
             .start_passkey_registration(uuid, user_name, &display, Some(exclude))
             .map_err(OidcError::internal)?;
+        // Discoverable, so that signing in needs no user name (the user handle is the
+        // account's id, which `finish_authentication` reads back).
+        if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
+            selection.resident_key = Some(ResidentKeyRequirement::Preferred);
+        }
         let id = self.save_ceremony("register", user_id, bound_to, &state).await?;
         Ok((id, options))
     }
@@ -220,7 +237,7 @@ impl Passkeys {
     ) -> Result<(String, PasskeyInfo), OidcError> {
         let webauthn = self.webauthn()?;
         let name = check_name(name)?;
-        let (user_id, state) = self.take_ceremony(ceremony, "register", bound_to).await?;
+        let (_, user_id, state) = self.take_ceremony(ceremony, &["register"], bound_to).await?;
         let state: PasskeyRegistration = serde_json::from_str(&state).map_err(OidcError::internal)?;
         let passkey = webauthn.finish_passkey_registration(credential, &state).map_err(rejected)?;
         if let Some(token) = link {
@@ -281,6 +298,44 @@ impl Passkeys {
         Ok((id, options))
     }
 
+    /// Begin a sign-in with no user name: the browser offers the discoverable passkeys it
+    /// holds for this node (in the user name field's autofill, or when asked).
+    pub async fn start_discoverable(&self, bound_to: &str) -> Result<(String, RequestChallengeResponse), OidcError> {
+        let webauthn = self.webauthn()?;
+        let (options, state) = webauthn.start_discoverable_authentication().map_err(OidcError::internal)?;
+        let id = random_token();
+        sqlx::query(
+            "INSERT INTO oidc_discoverable_ceremonies (id_hash, bound_to, state, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash(&id))
+        .bind(bound_to)
+        .bind(serde_json::to_string(&state).map_err(OidcError::internal)?)
+        .bind(now_ms() + CEREMONY_TTL_MS)
+        .execute(self.db.pool())
+        .await?;
+        Ok((id, options))
+    }
+
+    /// Take a no-name ceremony once, if `id` is one: its state.
+    async fn take_discoverable(&self, id: &str, bound_to: &str) -> Result<Option<String>, OidcError> {
+        let row = sqlx::query(
+            "DELETE FROM oidc_discoverable_ceremonies WHERE id_hash = $1 AND expires_at > $2 RETURNING bound_to, state",
+        )
+        .bind(token_hash(id))
+        .bind(now_ms())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<String, _>("bound_to")? != bound_to {
+            return Err(OidcError::new(
+                StatusCode::FORBIDDEN,
+                "access_denied",
+                "this passkey request belongs to another page",
+            ));
+        }
+        Ok(Some(row.try_get("state")?))
+    }
+
     /// Finish a passkey sign-in: the user it signs in, and how (the authenticator's flags).
     pub async fn finish_authentication(
         &self,
@@ -289,9 +344,29 @@ impl Passkeys {
         credential: &PublicKeyCredential,
     ) -> Result<(String, SignIn), OidcError> {
         let webauthn = self.webauthn()?;
-        let (user_id, state) = self.take_ceremony(ceremony, "authenticate", bound_to).await?;
-        let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(OidcError::internal)?;
-        let result = webauthn.finish_passkey_authentication(credential, &state).map_err(rejected)?;
+        let (user_id, result) = match self.take_discoverable(ceremony, bound_to).await? {
+            Some(state) => {
+                // The passkey names its account by the user handle it was made with.
+                let (uuid, _) = webauthn.identify_discoverable_authentication(credential).map_err(rejected)?;
+                let user_id = uuid.to_string();
+                let active = self.accounts.account(&user_id).await.is_ok();
+                let keys: Vec<DiscoverableKey> = match active {
+                    true => self.stored(&user_id).await?.iter().map(|(_, pk)| DiscoverableKey::from(pk)).collect(),
+                    false => Vec::new(),
+                };
+                if keys.is_empty() {
+                    return Err(rejected("it is not registered for an account of this node"));
+                }
+                let state: DiscoverableAuthentication = serde_json::from_str(&state).map_err(OidcError::internal)?;
+                let result = webauthn.finish_discoverable_authentication(credential, state, &keys).map_err(rejected)?;
+                (user_id, result)
+            }
+            None => {
+                let (_, user_id, state) = self.take_ceremony(ceremony, &["authenticate"], bound_to).await?;
+                let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(OidcError::internal)?;
+                (user_id, webauthn.finish_passkey_authentication(credential, &state).map_err(rejected)?)
+            }
+        };
         for (id, mut pk) in self.stored(&user_id).await? {
             if let Some(changed) = pk.update_credential(&result) {
                 let mut q = sqlx::query("UPDATE oidc_passkeys SET last_used_at = $1, passkey = $2 WHERE id = $3")

@@ -704,6 +704,7 @@ impl Provider {
             "DELETE FROM oidc_device_grants WHERE expires_at <= $1",
             "DELETE FROM oidc_dpop_proofs WHERE expires_at <= $1",
             "DELETE FROM oidc_pushed_requests WHERE expires_at <= $1",
+            "DELETE FROM oidc_discoverable_ceremonies WHERE expires_at <= $1",
             "DELETE FROM oidc_session_clients WHERE session_hash NOT IN (SELECT token_hash FROM oidc_sessions) \
              AND created_at <= $1",
         ] {

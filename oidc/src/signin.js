@@ -53,44 +53,66 @@
     }
   }
 
-  // Sign in with a passkey: user name first, then the authenticator.
+  // Sign in with a passkey: with the user name typed, that account's passkeys; with none,
+  // any passkey of this node the browser holds (discoverable). On load, where the browser
+  // can, the passkeys are offered in the user name field's autofill (conditional UI).
   var signIn = document.getElementById("passkey-signin");
+  var pending = null;
+
+  async function passkeySignIn(name, conditional) {
+    var form = document.getElementById("passkey-form");
+    var got = await postJson(signIn.dataset.options, {
+      request: field(form, "request"),
+      csrf: field(form, "csrf"),
+      username: name,
+    });
+    var pk = got.options.publicKey;
+    pk.challenge = toBuf(pk.challenge);
+    (pk.allowCredentials || []).forEach(function (c) { c.id = toBuf(c.id); });
+    var ask = { publicKey: pk };
+    if (conditional) {
+      pending = new AbortController();
+      ask.mediation = "conditional";
+      ask.signal = pending.signal;
+    }
+    var cred = await navigator.credentials.get(ask);
+    var r = cred.response;
+    set(form, "ceremony", got.ceremony);
+    set(form, "credential", JSON.stringify({
+      id: cred.id,
+      rawId: toB64u(cred.rawId),
+      type: cred.type,
+      response: {
+        authenticatorData: toB64u(r.authenticatorData),
+        clientDataJSON: toB64u(r.clientDataJSON),
+        signature: toB64u(r.signature),
+        userHandle: r.userHandle ? toB64u(r.userHandle) : null,
+      },
+      extensions: {},
+    }));
+    form.submit();
+  }
+
   if (signIn) {
     signIn.addEventListener("click", async function () {
-      var form = document.getElementById("passkey-form");
       try {
         needWebAuthn();
+        // One WebAuthn request at a time: the autofill one gives way.
+        if (pending) pending.abort();
         var user = document.getElementById("username");
-        var name = user ? user.value.trim() : "";
-        if (!name) throw new Error("type your user name first");
-        var got = await postJson(signIn.dataset.options, {
-          request: field(form, "request"),
-          csrf: field(form, "csrf"),
-          username: name,
-        });
-        var pk = got.options.publicKey;
-        pk.challenge = toBuf(pk.challenge);
-        (pk.allowCredentials || []).forEach(function (c) { c.id = toBuf(c.id); });
-        var cred = await navigator.credentials.get({ publicKey: pk });
-        var r = cred.response;
-        set(form, "ceremony", got.ceremony);
-        set(form, "credential", JSON.stringify({
-          id: cred.id,
-          rawId: toB64u(cred.rawId),
-          type: cred.type,
-          response: {
-            authenticatorData: toB64u(r.authenticatorData),
-            clientDataJSON: toB64u(r.clientDataJSON),
-            signature: toB64u(r.signature),
-            userHandle: r.userHandle ? toB64u(r.userHandle) : null,
-          },
-          extensions: {},
-        }));
-        form.submit();
+        await passkeySignIn(user ? user.value.trim() : "", false);
       } catch (e) {
         fail("Passkey sign-in failed: " + e.message);
       }
     });
+    if (window.PublicKeyCredential && PublicKeyCredential.isConditionalMediationAvailable) {
+      PublicKeyCredential.isConditionalMediationAvailable().then(function (yes) {
+        if (!yes) return;
+        passkeySignIn("", true).catch(function (e) {
+          if (e && e.name !== "AbortError") fail("Passkey sign-in failed: " + e.message);
+        });
+      });
+    }
   }
 
   // Add a passkey, from the account page or a `sichat passkey add` link.

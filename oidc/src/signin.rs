@@ -268,7 +268,12 @@ async fn passkey_options(
 ) -> Result<Response, ApiError> {
     let pending = checked(&s.op, &headers, &b.request, &b.csrf).await.map_err(api_error)?;
     let bound = bound_to(pending.as_ref(), &b.csrf);
-    let (ceremony, options) = s.passkeys.start_authentication(&b.username, &bound).await.map_err(api_error)?;
+    // No user name: any passkey of this node the browser holds (discoverable credentials).
+    let started = match b.username.trim() {
+        "" => s.passkeys.start_discoverable(&bound).await,
+        name => s.passkeys.start_authentication(name, &bound).await,
+    };
+    let (ceremony, options) = started.map_err(api_error)?;
     Ok(no_store(json!({"ceremony": ceremony, "options": options})))
 }
 

@@ -93,7 +93,8 @@ fn methods(f: &SignInForms<'_>) -> String {
     );
     if f.passkeys {
         out.push_str(&format!(
-            "<section><h2>Passkey</h2><p class=\"muted\">Type your user name above, then:</p>\
+            "<section><h2>Passkey</h2><p class=\"muted\">Pick your passkey in the user name field's suggestions, \
+             or:</p>\
              <form id=\"passkey-form\" method=\"post\" action=\"/oidc/passkey/login\">{keep}\
              {ceremony}{credential}\
              <button type=\"button\" id=\"passkey-signin\" data-options=\"/oidc/passkey/options\">Sign in with a passkey</button>\

@@ -1,5 +1,6 @@
 //! A real browser: headless Chromium driven over WebDriver (`chromedriver`, `fantoccini`).
-//! Password, passkey (Chromium's virtual authenticator) and wallet-approval sign-ins, each
+//! Password, passkey (Chromium's virtual authenticator; by name, and discoverable with no
+//! name) and wallet-approval sign-ins, each
 //! ending at a loopback relying party whose code the `openidconnect` crate exchanges.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `apt-get install chromium chromium-driver`).
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 storage_tests!(
     browser_password_consent_code,
     browser_passkey_register_then_sign_in,
+    browser_passkey_with_no_name,
     browser_wallet_approval,
     browser_logout_asks_naming_the_site,
 );
@@ -62,7 +64,9 @@ async fn browser_passkey_register_then_sign_in(backend: Backend) {
     let alice = alice_with_password(&app).await;
     let _one = ONE_BROWSER.lock().await;
     let Some(chrome) = Chrome::start().await else { return };
-    chrome.virtual_authenticator().await;
+    // Credentials it cannot keep as discoverable: signing in takes the user name (with
+    // discoverable ones, the sign-in page's autofill request would answer first).
+    chrome.virtual_authenticator(false).await;
     let mut rp = Rp::start(&app).await;
 
     // Register from the account page, signed in with the password there.
@@ -99,6 +103,43 @@ async fn browser_passkey_register_then_sign_in(backend: Backend) {
     chrome.wait_text("Consent withdrawn").await;
     let out = sichat(&alice, &["--json", "oidc", "consents", "list"]).await;
     assert_eq!(json(&out), json!([]), "revoked on the page, gone for the wallet");
+    chrome.quit().await;
+    app.stop().await;
+}
+
+/// With an authenticator that keeps discoverable credentials, the passkey names the account
+/// itself: the sign-in page offers it in the user name field's autofill (conditional UI; the
+/// virtual authenticator picks it as a user would), with no name typed. Alice signs out of
+/// her account page and is signed back in that way; the site she then signs in to gets an
+/// ID token saying a passkey was used.
+async fn browser_passkey_with_no_name(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let _alice = alice_with_password(&app).await;
+    let _one = ONE_BROWSER.lock().await;
+    let Some(chrome) = Chrome::start().await else { return };
+    chrome.virtual_authenticator(true).await;
+    let mut rp = Rp::start(&app).await;
+    chrome.c.goto(&format!("{}/account", app.url)).await.expect("account page");
+    chrome.fill("#username", "alice").await;
+    chrome.fill("#password", PASSWORD).await;
+    chrome.click("form[action='/account/login'] button[type=submit]").await;
+    chrome.fill("#passkey-name", "phone").await;
+    chrome.click("#passkey-add").await;
+    chrome.wait_text("Passkey added.").await;
+
+    chrome.click("form[action='/account/signout'] button").await;
+    // The signed-out page's autofill request is answered with the discoverable passkey.
+    chrome.wait_text("Signed in as <strong id=\"user\">alice</strong>").await;
+    let activity = chrome.text("#activity").await;
+    assert!(activity.contains("passkey"), "signed back in by passkey: {activity}");
+
+    let (url, state, nonce, pkce) = rp.begin();
+    chrome.c.goto(&url).await.expect("open the authorization URL");
+    chrome.click("button[name=decision][value=allow]").await;
+    let code = rp.code(&state).await;
+    let (claims, amr) = rp.exchange(code, pkce, &nonce).await;
+    assert_eq!(claims.preferred_username().map(|u| u.as_str()), Some("alice"));
+    assert_eq!(amr, ["hwk", "user", "mfa"], "the session's passkey sign-in");
     chrome.quit().await;
     app.stop().await;
 }
@@ -228,9 +269,10 @@ impl Chrome {
     }
 
     /// Chromium's virtual authenticator (WebDriver WebAuthn extension): a platform
-    /// authenticator with resident keys and user verification that always says yes.
-    async fn virtual_authenticator(&self) {
-        self.c.issue_cmd(AddVirtualAuthenticator).await.expect("add a virtual authenticator");
+    /// authenticator with user verification that always says yes, keeping discoverable
+    /// credentials (resident keys) when `resident`.
+    async fn virtual_authenticator(&self, resident: bool) {
+        self.c.issue_cmd(AddVirtualAuthenticator { resident }).await.expect("add a virtual authenticator");
     }
 
     async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
@@ -279,7 +321,10 @@ impl Chrome {
 }
 
 #[derive(Debug)]
-struct AddVirtualAuthenticator;
+struct AddVirtualAuthenticator {
+    /// Whether it can keep discoverable credentials (resident keys).
+    resident: bool,
+}
 
 impl WebDriverCompatibleCommand for AddVirtualAuthenticator {
     fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
@@ -290,7 +335,7 @@ impl WebDriverCompatibleCommand for AddVirtualAuthenticator {
         let body = json!({
             "protocol": "ctap2",
             "transport": "internal",
-            "hasResidentKey": true,
+            "hasResidentKey": self.resident,
             "hasUserVerification": true,
             "isUserVerified": true,
             "isUserConsenting": true,
