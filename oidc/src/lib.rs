@@ -21,7 +21,9 @@
 //! - [`subjects`]: pairwise `sub` values, from a secret of each account's own.
 //! - [`throttle`]: the password sign-in throttle, per account and address, in the database.
 //! - [`writer`]: codes and tokens written durably, group-committed on SQLite.
-//! - [`api`]: the axum router.
+//! - [`api`]: the axum router; the endpoints clients call with their own credentials
+//!   (token, UserInfo, revocation, introspection, PAR, device authorization) in
+//!   `api/client_calls.rs`.
 //!
 //! Tables: `oidc_*`.
 

@@ -550,7 +550,7 @@ impl Provider {
         .bind(now + SESSION_TTL_MS)
         .execute(&mut *tx)
         .await?;
-        activity::record(&mut *tx, user_id, None, Some(&how.stored()), Some(address), now).await?;
+        activity::record(&mut tx, user_id, None, Some(&how.stored()), Some(address), now).await?;
         tx.commit().await?;
         metrics::counter!("sichat_oidc_logins_total").increment(1);
         Ok(token)

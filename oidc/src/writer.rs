@@ -76,7 +76,7 @@ pub enum Spend {
 
 /// One atomic write.
 pub enum Write {
-    Code(CodeRow),
+    Code(Box<CodeRow>),
     /// Tokens, stored only if `spend` (when there is one) succeeds.
     Tokens {
         spend: Option<Spend>,

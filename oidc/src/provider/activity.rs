@@ -61,10 +61,7 @@ impl Provider {
                 let name = meta
                     .and_then(|m| serde_json::from_str::<Value>(&m).ok())
                     .and_then(|m| m.get("client_name").and_then(Value::as_str).map(str::to_owned));
-                let site = match &client_id {
-                    Some(id) => Some(name.unwrap_or_else(|| id.clone())),
-                    None => None,
-                };
+                let site = client_id.as_ref().map(|id| name.unwrap_or_else(|| id.clone()));
                 let method: Option<String> = r.try_get("method")?;
                 Ok(SignInEvent {
                     at: r.try_get("at")?,

@@ -210,7 +210,7 @@ impl Provider {
             address: s.address.clone(),
             expires_at: now_ms() + CODE_TTL_MS,
         };
-        self.writer.write(Write::Code(row)).await?;
+        self.writer.write(Write::Code(Box::new(row))).await?;
         self.mark_used(client).await?;
         Ok(code)
     }

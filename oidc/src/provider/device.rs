@@ -148,7 +148,7 @@ impl Provider {
             .fetch_optional(self.db.pool())
             .await?;
         let mut c = self.db.pool().acquire().await?;
-        super::activity::record(&mut *c, user_id, client_id.as_deref(), amr, None, now_ms()).await?;
+        super::activity::record(&mut c, user_id, client_id.as_deref(), amr, None, now_ms()).await?;
         Ok(true)
     }
 
