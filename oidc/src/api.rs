@@ -381,18 +381,30 @@ async fn authorize(
             )
         }
     };
-    let session = match browser_session(&s.op, &headers).await {
+    start_request(&s.signin, &headers, params, client).await
+}
+
+/// A checked request's first step for this browser: back to the client at once, or saved
+/// and on to the sign-in page or the consent page (`/oidc/authorize`, `/oidc/device`).
+pub(crate) async fn start_request(
+    signin: &Signin,
+    headers: &HeaderMap,
+    params: crate::provider::AuthParams,
+    client: Arc<clients::Client>,
+) -> Response {
+    let op = &signin.op;
+    let session = match browser_session(op, headers).await {
         Ok(x) => x,
         Err(e) => return internal_page(e),
     };
-    let next = match s.op.next_step(&params, &client, session.as_ref(), false).await {
+    let next = match op.next_step(&params, &client, session.as_ref(), false).await {
         Ok(n) => n,
         Err(e) => return internal_page(e),
     };
     match next {
         Next::Redirect(url) => to_client(&params, &url),
         step => {
-            let (id, csrf) = match s.op.save_request(&params).await {
+            let (id, csrf) = match op.save_request(&params).await {
                 Ok(x) => x,
                 Err(e) => return internal_page(e),
             };
@@ -401,11 +413,11 @@ async fn authorize(
                 Next::Login => {
                     let hint = params.login_hint.clone().unwrap_or_default();
                     let pending = Pending { id, csrf, params, client };
-                    signin::login_page(&s.signin, &pending, &hint, None, StatusCode::OK).await
+                    signin::login_page(signin, &pending, &hint, None, StatusCode::OK).await
                 }
                 _ => {
                     let mut r = see_other(&format!("/oidc/consent?request={id}"));
-                    set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
+                    set_cookie(&mut r, op, CSRF_COOKIE, &csrf, 600);
                     r
                 }
             }

@@ -4,10 +4,10 @@
 //! a consent page naming the device's client and the code, whose answer approves or refuses
 //! the device ([`crate::provider`]'s `device` submodule holds the grant itself).
 
-use crate::api::{browser_session, cookie, error_page, html, internal_page, see_other, set_cookie, CSRF_COOKIE};
+use crate::api::{cookie, error_page, html, internal_page, set_cookie, CSRF_COOKIE};
 use crate::pages::{esc, page};
-use crate::provider::{Next, Pending, Provider};
-use crate::signin::{self, Signin};
+use crate::provider::{Pending, Provider};
+use crate::signin::Signin;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -94,27 +94,7 @@ async fn code_entered(
         }
         Err(e) => return internal_page(e),
     };
-    let params = Provider::device_request(&device);
-    let session = match browser_session(&s.op, &headers).await {
-        Ok(x) => x,
-        Err(e) => return internal_page(e),
-    };
-    let (id, csrf) = match s.op.save_request(&params).await {
-        Ok(x) => x,
-        Err(e) => return internal_page(e),
-    };
-    match s.op.next_step(&params, &client, session.as_ref(), false).await {
-        Ok(Next::Login) => {
-            let pending = Pending { id, csrf, params, client };
-            signin::login_page(&s, &pending, "", None, StatusCode::OK).await
-        }
-        Ok(_) => {
-            let mut r = see_other(&format!("/oidc/consent?request={id}"));
-            set_cookie(&mut r, &s.op, CSRF_COOKIE, &csrf, 600);
-            r
-        }
-        Err(e) => internal_page(e),
-    }
+    crate::api::start_request(&s, &headers, Provider::device_request(&device), client).await
 }
 
 /// The consent page's answer for a device: approve it for the signed-in user, or refuse it.
