@@ -32,6 +32,7 @@ const provider = new Provider(issuer, {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: { enabled: true },
   },
   pkce: { required: () => true },
   // Sichat rotates every refresh token; so does the peer here, to measure the same work.

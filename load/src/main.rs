@@ -11,7 +11,7 @@
 //!   `direct_post` response verified with DID, signature, status and holder checks, result
 //!   read back as `verified`).
 //! - `--scenario oidc-discovery | oidc-client-credentials | oidc-introspect | oidc-refresh |
-//!   oidc-login`: the OpenID Provider (see [`oidc`]). On a Sichat node the tool gives its
+//!   oidc-dpop-refresh | oidc-login`: the OpenID Provider (see [`oidc`]). On a Sichat node the tool gives its
 //!   account a password and registers a client; against another provider (`--issuer` with
 //!   `--client-id` and `--client-secret`, e.g. the npm `oidc-provider` of `load/peer/`) it
 //!   needs no invite.
@@ -60,7 +60,7 @@ pub(crate) struct Args {
     /// What each loop does.
     #[arg(long, value_parser = [
         "logins", "issuance", "presentations", "oidc-discovery", "oidc-client-credentials",
-        "oidc-introspect", "oidc-refresh", "oidc-login", "messaging", "messaging-fill",
+        "oidc-introspect", "oidc-refresh", "oidc-dpop-refresh", "oidc-login", "messaging", "messaging-fill",
     ], default_value = "logins")]
     scenario: String,
     /// messaging*: the recipient's node (the sender's is --server), on loopback.

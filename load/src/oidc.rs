@@ -29,6 +29,9 @@ pub enum Scenario {
     Introspect,
     /// A refresh-token grant, rotating: each loop carries its own chain.
     Refresh,
+    /// The same with a DPoP proof (RFC 9449) by the loop's own P-256 key: the access token
+    /// comes back bound to it (`token_type` DPoP).
+    DpopRefresh,
     /// A full authorization-code login for a signed-in browser: authorize (the session
     /// cookie, consent remembered), the code redeemed with PKCE, the ID token checked.
     Login,
@@ -41,6 +44,7 @@ impl Scenario {
             "oidc-client-credentials" => Self::ClientCredentials,
             "oidc-introspect" => Self::Introspect,
             "oidc-refresh" => Self::Refresh,
+            "oidc-dpop-refresh" => Self::DpopRefresh,
             "oidc-login" => Self::Login,
             _ => return None,
         })
@@ -121,6 +125,19 @@ pub struct Op {
 #[derive(Default)]
 pub struct Loop {
     refresh: Option<String>,
+    /// The loop's DPoP key (private JWK, public JWK), for `oidc-dpop-refresh`.
+    dpop: Option<(josekit::jwk::Jwk, josekit::jwk::Jwk)>,
+}
+
+/// A DPoP proof for a POST to `url` by `key` (private, public).
+fn dpop_proof(key: &(josekit::jwk::Jwk, josekit::jwk::Jwk), url: &str) -> Result<String> {
+    let mut header = josekit::jws::JwsHeader::new();
+    header.set_token_type("dpop+jwt");
+    header.set_jwk(key.1.clone());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let claims = json!({"jti": random_token(), "htm": "POST", "htu": url, "iat": now});
+    let signer = josekit::jws::ES256.signer_from_jwk(&key.0)?;
+    Ok(josekit::jws::serialize_compact(claims.to_string().as_bytes(), &header, &signer)?)
 }
 
 fn check_status(what: &str, r: &Response, want: StatusCode) -> Result<()> {
@@ -207,11 +224,15 @@ impl Op {
             Scenario::Login => {
                 self.sign_in().await?;
             }
-            Scenario::Refresh => {
+            Scenario::Refresh | Scenario::DpopRefresh => {
                 // Through the cookie jar: with prompt=consent every login meets a new form.
                 for l in &mut state {
                     let tokens = self.login_with("openid offline_access", Some("consent")).await?;
                     l.refresh = Some(tokens["refresh_token"].as_str().context("a refresh token")?.to_owned());
+                    if scenario == Scenario::DpopRefresh {
+                        let pair = josekit::jws::ES256.generate_key_pair()?;
+                        l.dpop = Some((pair.to_jwk_private_key(), pair.to_jwk_public_key()));
+                    }
                 }
             }
         }
@@ -232,7 +253,7 @@ impl Op {
             Scenario::Discovery => self.discovery().await,
             Scenario::ClientCredentials => self.client_credentials().await.map(|_| ()),
             Scenario::Introspect => self.introspect().await,
-            Scenario::Refresh => self.refresh(l).await,
+            Scenario::Refresh | Scenario::DpopRefresh => self.refresh(l).await,
             Scenario::Login => self.login_with("openid", None).await.map(|_| ()),
         }
     }
@@ -253,10 +274,22 @@ impl Op {
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value> {
-        let r = self.http.post(&self.token_endpoint).header(AUTHORIZATION, &self.basic).form(form).send().await?;
-        let v: Value = json_ok("token", r).await?;
+        self.token_with(form, None).await
+    }
+
+    /// A token request, with a DPoP proof if given (then the token must be DPoP-bound).
+    async fn token_with(&self, form: &[(&str, &str)], proof: Option<String>) -> Result<Value> {
+        let mut req = self.http.post(&self.token_endpoint).header(AUTHORIZATION, &self.basic).form(form);
+        let want = match proof {
+            Some(p) => {
+                req = req.header("DPoP", p);
+                "dpop"
+            }
+            None => "bearer",
+        };
+        let v: Value = json_ok("token", req.send().await?).await?;
         ensure!(v["access_token"].as_str().is_some_and(|t| !t.is_empty()), "token: no access_token in {v}");
-        ensure!(v["token_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")), "token: token_type {v}");
+        ensure!(v["token_type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(want)), "token: token_type {v}");
         ensure!(v["expires_in"].as_i64().is_some_and(|e| e > 0), "token: expires_in {v}");
         Ok(v)
     }
@@ -281,7 +314,8 @@ impl Op {
 
     async fn refresh(&self, l: &mut Loop) -> Result<()> {
         let token = l.refresh.take().context("this loop's refresh chain broke")?;
-        let v = self.token(&[("grant_type", "refresh_token"), ("refresh_token", &token)]).await?;
+        let proof = l.dpop.as_ref().map(|k| dpop_proof(k, &self.token_endpoint)).transpose()?;
+        let v = self.token_with(&[("grant_type", "refresh_token"), ("refresh_token", &token)], proof).await?;
         let next = v["refresh_token"].as_str().context("refresh: no rotated refresh_token")?;
         ensure!(next != token, "refresh: the refresh token did not rotate");
         l.refresh = Some(next.to_owned());
