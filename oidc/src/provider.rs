@@ -40,6 +40,7 @@ mod par;
 mod token;
 mod userinfo;
 
+pub(crate) use activity::record as record_sign_in;
 pub use activity::SignInEvent;
 pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
 pub use dpop::{read_proof, thumbprint, Proof, ProofFor, DPOP_ALGS};

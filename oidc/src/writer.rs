@@ -214,17 +214,9 @@ async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Err
             .bind(c.expires_at)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
-                "INSERT INTO oidc_signin_events (id, user_id, client_id, method, address, at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(sichat_core::ids::new_id())
-            .bind(&c.user_id)
-            .bind(&c.client_id)
-            .bind(&c.amr)
-            .bind(&c.address)
-            .bind(sichat_core::ids::now_ms())
-            .execute(&mut *conn)
-            .await?;
+            let (user, client, method, address) =
+                (&c.user_id, Some(c.client_id.as_str()), c.amr.as_deref(), c.address.as_deref());
+            crate::provider::record_sign_in(conn, user, client, method, address, sichat_core::ids::now_ms()).await?;
             if let (Some(hash), Some(sid)) = (session_hash, sid) {
                 sqlx::query(
                     "INSERT INTO oidc_session_clients (session_hash, client_id, sid, user_id, created_at) \

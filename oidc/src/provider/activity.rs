@@ -21,7 +21,8 @@ pub struct SignInEvent {
     pub address: Option<String>,
 }
 
-pub(super) async fn record(
+/// Record one sign-in (in the caller's transaction).
+pub(crate) async fn record(
     c: &mut AnyConnection,
     user_id: &str,
     client_id: Option<&str>,
