@@ -348,6 +348,16 @@ pub fn dpop_jkt(data: &[u8]) -> Result<String, String> {
     read_proof(t, &f, NOW).map(|p| p.jkt).map_err(|e| e.description)
 }
 
+/// A form posted to an endpoint a client calls (`/oidc/token`, `/oidc/revoke`,
+/// `/oidc/introspect`, `/oidc/par`, `/oidc/device_authorization`), read as each reads it.
+pub fn client_form(data: &[u8]) {
+    use sichat_oidc::wire::{AuthorizationParams, ClientForm, DeviceAuthorizationRequest, TokenParam, TokenRequest};
+    let _ = ClientForm::<TokenRequest>::parse(data);
+    let _ = ClientForm::<TokenParam>::parse(data);
+    let _ = ClientForm::<AuthorizationParams>::parse(data);
+    let _ = ClientForm::<DeviceAuthorizationRequest>::parse(data);
+}
+
 /// Every target by name, as the corpus directories are named.
 pub const TARGETS: &[(&str, Target)] = &[
     ("jws", jws),
@@ -363,4 +373,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("reinstate", reinstate),
     ("standby", standby),
     ("dpop", dpop),
+    ("client_form", client_form),
 ];

@@ -93,3 +93,15 @@ fn dpop_seeds_reach_the_checks() {
     assert!(dpop_jkt(&seed("dpop", "alg-none")).is_err());
     assert!(dpop_jkt(&seed("dpop", "rsa-huge-jwk")).is_err());
 }
+
+/// The form seeds reach the typed requests: a whole code grant reads, a repeated
+/// parameter is refused.
+#[test]
+fn client_form_seeds_reach_the_typed_requests() {
+    use sichat_oidc::wire::{ClientForm, TokenRequest};
+    let grant = ClientForm::<TokenRequest>::parse(&seed("client_form", "code-grant")).expect("a code grant");
+    assert_eq!(grant.params.redirect_uri.as_deref(), Some("https://rp.example/cb"));
+    assert_eq!(grant.auth.client_id.as_deref(), Some("c1"));
+    let repeated = ClientForm::<TokenRequest>::parse(&seed("client_form", "repeated")).err().expect("refused");
+    assert!(repeated.description.contains("repeated"), "{}", repeated.description);
+}

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use tower_http::cors::{Any, CorsLayer};
 
 mod client_calls;
-use client_calls::{device_authorization, introspect, par, revoke, token, userinfo, FormMap};
+mod errors;
+use client_calls::{device_authorization, introspect, par, revoke, token, userinfo};
+pub(crate) use errors::{ErrorPage, OAuthJson};
 
 pub(crate) const SESSION_COOKIE: &str = "sichat_op";
 pub(crate) const CSRF_COOKIE: &str = "sichat_csrf";
@@ -87,26 +89,7 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
 
 // ---- responses ----
 
-/// An OAuth error as JSON, never cached.
-fn oauth_error(e: OidcError) -> Response {
-    let mut r = (e.status, Json(json!({"error": e.code, "error_description": e.description}))).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if e.status == StatusCode::UNAUTHORIZED {
-        let challenge = match e.code {
-            "invalid_client" => "Basic realm=\"sichat\"".to_owned(),
-            "invalid_dpop_proof" => {
-                format!("DPoP error=\"invalid_dpop_proof\", algs=\"{}\"", crate::provider::DPOP_ALGS.join(" "))
-            }
-            code => format!("Bearer error=\"{code}\""),
-        };
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-    }
-    r
-}
-
-fn no_store(v: Value) -> Response {
+fn no_store(v: impl serde::Serialize) -> Response {
     ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(v)).into_response()
 }
 
@@ -149,12 +132,12 @@ pub(crate) fn html_framing(
     r
 }
 
-pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    html(status, pages::error(title, message), None)
+pub(crate) fn error_page(status: StatusCode, title: &'static str, message: &str) -> Response {
+    ErrorPage::new(status, title, message).into_response()
 }
 
 pub(crate) fn internal_page(e: OidcError) -> Response {
-    error_page(e.status, "Something went wrong", &e.description)
+    ErrorPage::from(e).into_response()
 }
 
 pub(crate) fn see_other(location: &str) -> Response {
@@ -269,24 +252,21 @@ async fn webfinger(State(s): State<AppState>, ApiQuery(q): ApiQuery<WebFingerQue
         )
             .into_response(),
         Ok(None) => not_found(),
-        Err(e) => oauth_error(OidcError::from(e)),
+        Err(e) => OAuthJson(OidcError::from(e)).into_response(),
     }
 }
 
 // ---- registration ----
 
-async fn register(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let Ok(body) = sichat_core::json::from_slice_bounded::<Value>(&body, sichat_core::json::MAX_DEPTH) else {
-        return oauth_error(OidcError::bad("invalid_client_metadata", "the body is not JSON (or nests too deep)"));
-    };
-    match s.op.register(body, bearer(&headers).as_deref()).await {
-        Ok(r) => {
-            let mut resp = (StatusCode::CREATED, Json(r)).into_response();
-            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
-        }
-        Err(e) => oauth_error(e),
-    }
+async fn register(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, OAuthJson> {
+    let body = sichat_core::json::from_slice_bounded::<Value>(&body, sichat_core::json::MAX_DEPTH)
+        .map_err(|_| OidcError::bad("invalid_client_metadata", "the body is not JSON (or nests too deep)"))?;
+    let registered = s.op.register(body, bearer(&headers).as_deref()).await?;
+    Ok((StatusCode::CREATED, no_store(registered)).into_response())
 }
 
 /// The `Authorization` header's scheme (lower case) and credentials.
@@ -302,23 +282,19 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
-async fn read_client(State(s): State<AppState>, ApiPath(id): ApiPath<String>, headers: HeaderMap) -> Response {
-    let Some(token) = bearer(&headers) else {
-        return oauth_error(OidcError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "the registration access token is required",
-        ));
-    };
-    match clients::read(s.op.db(), &id, &token).await {
-        Ok(m) => {
-            let mut v = serde_json::to_value(m).unwrap_or_default();
-            v["client_id"] = json!(id);
-            v["registration_client_uri"] = json!(s.op.url(&format!("oidc/register/{id}")));
-            no_store(v)
-        }
-        Err(e) => oauth_error(e),
-    }
+async fn read_client(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthJson> {
+    let token = bearer(&headers).ok_or_else(|| {
+        OidcError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the registration access token is required")
+    })?;
+    let metadata = clients::read(s.op.db(), &id, &token).await?;
+    let mut v = serde_json::to_value(metadata).map_err(OidcError::internal)?;
+    v["client_id"] = json!(id);
+    v["registration_client_uri"] = json!(s.op.url(&format!("oidc/register/{id}")));
+    Ok(no_store(v))
 }
 
 // ---- authorization ----
@@ -586,7 +562,11 @@ async fn logout(
     end_session(&s, &headers, q).await
 }
 
-async fn logout_form(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
+async fn logout_form(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
+) -> Response {
     match form {
         Ok(Form(f)) => end_session(&s, &headers, f).await,
         Err(_) => error_page(StatusCode::BAD_REQUEST, "Bad request", "The logout request is not a form."),

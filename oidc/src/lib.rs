@@ -21,6 +21,7 @@
 //! - [`subjects`]: pairwise `sub` values, from a secret of each account's own.
 //! - [`throttle`]: the password sign-in throttle, per account and address, in the database.
 //! - [`writer`]: codes and tokens written durably, group-committed on SQLite.
+//! - [`wire`]: the typed forms and answers of the endpoints clients call.
 //! - [`api`]: the axum router; the endpoints clients call with their own credentials
 //!   (token, UserInfo, revocation, introspection, PAR, device authorization) in
 //!   `api/client_calls.rs`.
@@ -44,6 +45,7 @@ pub mod signin;
 pub mod signin_pages;
 pub mod subjects;
 pub mod throttle;
+pub mod wire;
 pub mod writer;
 
 pub use error::OidcError;

@@ -10,7 +10,11 @@ use crate::clients::{self, Client, ClientCache};
 use crate::keys::{self, KeySet};
 use crate::subjects::Subjects;
 use crate::throttle::PasswordThrottle;
-use crate::writer::{CodeRow, Outcome, Spend, TokenRow, Write, Writer};
+use crate::wire::{
+    AuthorizationParams, ClientAuth, Confirmation, DeviceAuthorization, DeviceAuthorizationRequest, Introspection,
+    PushedRequest, TokenRequest, TokenResponse, TokenType,
+};
+use crate::writer::{CodeRow, Outcome, ProofRow, Spend, TokenRow, Write, Writer};
 use crate::OidcError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::StatusCode;
@@ -138,8 +142,16 @@ struct Grant<'a> {
     amr: Option<&'a str>,
     /// The browser session's `sid`, if the grant came from one.
     sid: Option<&'a str>,
-    /// The DPoP key the tokens are bound to (its thumbprint), if the request proved one.
-    jkt: Option<&'a str>,
+    /// The request's DPoP proof, if it sent one: the tokens are bound to its key, and its
+    /// `jti` is recorded in the grant's own write.
+    proof: Option<&'a Proof>,
+}
+
+impl Grant<'_> {
+    /// The thumbprint of the DPoP key the tokens are bound to.
+    fn jkt(&self) -> Option<&str> {
+        self.proof.map(|p| p.jkt.as_str())
+    }
 }
 
 /// How the node runs its provider (from the server's configuration).

@@ -74,12 +74,21 @@ pub enum Spend {
     },
 }
 
+/// A DPoP proof's `jti` (RFC 9449 §11.1), kept until the proof is too old to be accepted.
+pub struct ProofRow {
+    pub jkt: String,
+    pub jti: String,
+    pub expires_at: i64,
+}
+
 /// One atomic write.
 pub enum Write {
     Code(Box<CodeRow>),
-    /// Tokens, stored only if `spend` (when there is one) succeeds.
+    /// Tokens, stored only if the DPoP proof (when there is one) was not used before and
+    /// `spend` (when there is one) succeeds.
     Tokens {
         spend: Option<Spend>,
+        proof: Option<ProofRow>,
         tokens: Vec<TokenRow>,
     },
 }
@@ -90,6 +99,8 @@ pub enum Outcome {
     Written,
     /// The code or refresh token was already spent (or revoked): nothing was written.
     AlreadySpent,
+    /// The DPoP proof's `jti` was already recorded: nothing was written.
+    ProofReplayed,
 }
 
 /// Where the provider's codes and tokens are written.
@@ -108,13 +119,13 @@ impl Writer {
     /// Write `w` durably: returns once it is committed.
     pub async fn write(&self, w: Write) -> Result<Outcome, OidcError> {
         match w {
-            Write::Tokens { spend: None, tokens } if tokens.is_empty() => Ok(Outcome::Written),
-            Write::Tokens { spend: None, tokens } if self.db.backend() == Backend::Postgres => {
+            Write::Tokens { spend: None, proof: None, tokens } if tokens.is_empty() => Ok(Outcome::Written),
+            Write::Tokens { spend: None, proof: None, tokens } if self.db.backend() == Backend::Postgres => {
                 // One INSERT is atomic by itself: no BEGIN and COMMIT round trips.
                 insert_tokens(self.db.pool(), &tokens.iter().collect::<Vec<_>>()).await?;
                 Ok(Outcome::Written)
             }
-            Write::Tokens { spend: None, tokens } => {
+            Write::Tokens { spend: None, proof: None, tokens } => {
                 self.writes.write_grouped(&self.plain, Arc::new(tokens)).await?;
                 Ok(Outcome::Written)
             }
@@ -189,6 +200,22 @@ where
     Ok(())
 }
 
+/// Record a DPoP proof's `jti`; false if it was already recorded.
+pub(crate) async fn record_proof<'e, E>(exec: E, p: &ProofRow) -> Result<bool, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let fresh = sqlx::query(
+        "INSERT INTO oidc_dpop_proofs (jkt, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (jkt, jti) DO NOTHING",
+    )
+    .bind(&p.jkt)
+    .bind(&p.jti)
+    .bind(p.expires_at)
+    .execute(exec)
+    .await?;
+    Ok(fresh.rows_affected() == 1)
+}
+
 async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Error> {
     match w {
         Write::Code(c) => {
@@ -231,7 +258,12 @@ async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Err
                 .await?;
             }
         }
-        Write::Tokens { spend, tokens } => {
+        Write::Tokens { spend, proof, tokens } => {
+            if let Some(p) = proof {
+                if !record_proof(&mut *conn, p).await? {
+                    return Ok(Outcome::ProofReplayed);
+                }
+            }
             let spent = match spend {
                 None => 1,
                 Some(Spend::Code { hash, at }) => {

@@ -1,10 +1,10 @@
 //! The token writer under concurrency, on both backends: every acknowledged write is
 //! stored, a failed write takes nobody else's down with it, and a code or refresh token
-//! is spent exactly once however many grants race for it.
+//! is spent exactly once however many grants race for it, and a DPoP proof counts once.
 
 use sichat_core::db::Db;
 use sichat_core::ids::{new_id, now_ms};
-use sichat_oidc::writer::{Outcome, Spend, TokenRow, Write, Writer};
+use sichat_oidc::writer::{Outcome, ProofRow, Spend, TokenRow, Write, Writer};
 use sqlx::{Connection, Executor, PgConnection};
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ async fn exercise(db: Db) {
     let writes = (0..200).map(|i| {
         let w = writer.clone();
         tokio::spawn(async move {
-            w.write(Write::Tokens { spend: None, tokens: vec![token(&format!("t{i}"), "access")] }).await
+            w.write(Write::Tokens { spend: None, proof: None, tokens: vec![token(&format!("t{i}"), "access")] }).await
         })
     });
     for w in writes.collect::<Vec<_>>() {
@@ -56,19 +56,29 @@ async fn exercise(db: Db) {
     let writes = (0..50).map(|i| {
         let w = writer.clone();
         let hash = if i == 25 { "t0".to_owned() } else { format!("u{i}") };
-        tokio::spawn(async move { w.write(Write::Tokens { spend: None, tokens: vec![token(&hash, "access")] }).await })
+        tokio::spawn(async move {
+            w.write(Write::Tokens { spend: None, proof: None, tokens: vec![token(&hash, "access")] }).await
+        })
     });
     let results: Vec<_> = futures_join(writes.collect()).await;
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1, "only the duplicate fails");
     assert_eq!(count(&db).await, 249);
 
     // A refresh token raced for by 32 grants is spent once; only the winner's tokens exist.
-    writer.write(Write::Tokens { spend: None, tokens: vec![token("r0", "refresh")] }).await.expect("refresh token");
+    writer
+        .write(Write::Tokens { spend: None, proof: None, tokens: vec![token("r0", "refresh")] })
+        .await
+        .expect("refresh token");
     let grants = (0..32).map(|i| {
         let w = writer.clone();
         tokio::spawn(async move {
             let spend = Spend::Refresh { hash: "r0".into(), at: now_ms() };
-            w.write(Write::Tokens { spend: Some(spend), tokens: vec![token(&format!("r1-{i}"), "refresh")] }).await
+            w.write(Write::Tokens {
+                spend: Some(spend),
+                proof: None,
+                tokens: vec![token(&format!("r1-{i}"), "refresh")],
+            })
+            .await
         })
     });
     let outcomes: Vec<Outcome> =
@@ -79,6 +89,32 @@ async fn exercise(db: Db) {
         .await
         .expect("count");
     assert_eq!(children, 1, "the losers' tokens were not stored");
+
+    // One DPoP proof sent with 16 grants at once: one is written; the others write nothing,
+    // not even the spending of their (distinct, unspent) refresh tokens.
+    for i in 0..16 {
+        let row = token(&format!("p0-{i}"), "refresh");
+        writer.write(Write::Tokens { spend: None, proof: None, tokens: vec![row] }).await.expect("refresh token");
+    }
+    let grants = (0..16).map(|i| {
+        let w = writer.clone();
+        tokio::spawn(async move {
+            let spend = Spend::Refresh { hash: format!("p0-{i}"), at: now_ms() };
+            let proof = ProofRow { jkt: "k".into(), jti: "same".into(), expires_at: now_ms() + 60_000 };
+            let tokens = vec![token(&format!("p1-{i}"), "access")];
+            w.write(Write::Tokens { spend: Some(spend), proof: Some(proof), tokens }).await
+        })
+    });
+    let outcomes: Vec<Outcome> =
+        futures_join(grants.collect()).await.into_iter().map(|r| r.expect("no error, just replayed")).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Written).count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == Outcome::ProofReplayed).count(), 15, "{outcomes:?}");
+    let spent: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM oidc_tokens WHERE token_hash LIKE 'p0-%' AND used_at IS NOT NULL")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+    assert_eq!(spent, 1, "only the written grant spent its refresh token");
 }
 
 async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

@@ -131,7 +131,8 @@ async fn dpop_binds_tokens_to_the_clients_key(backend: Backend) {
     let answer = token_request(&app, &form, &[&one, &one]).await;
     assert!(refused(&answer), "two DPoP headers: {answer:?}");
 
-    let (status, tokens) = token_request(&app, &form, &[&key.proof("POST", &token_url, None)]).await;
+    let first = key.proof("POST", &token_url, None);
+    let (status, tokens) = token_request(&app, &form, &[&first]).await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["token_type"], "DPoP");
     let access = tokens["access_token"].as_str().expect("access").to_owned();
@@ -178,6 +179,9 @@ async fn dpop_binds_tokens_to_the_clients_key(backend: Backend) {
         [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", client_id.as_str())];
     assert!(refused(&token_request(&app, &form, &[]).await), "no proof");
     assert!(refused(&token_request(&app, &form, &[&other.proof("POST", &token_url, None)]).await), "another key");
+    // The code's proof again: its jti was recorded with the code's tokens. The refresh token
+    // is not spent by the refused attempt.
+    assert!(refused(&token_request(&app, &form, &[&first]).await), "a replayed proof");
     let (status, again) = token_request(&app, &form, &[&key.proof("POST", &token_url, None)]).await;
     assert_eq!(status, 200, "the same key: {again}");
     assert_eq!(again["token_type"], "DPoP");
@@ -201,9 +205,10 @@ async fn clients_that_registered_dpop_must_prove(backend: Backend) {
         [("grant_type", "client_credentials"), ("scope", "inventory"), ("client_id", id), ("client_secret", secret)];
     assert!(refused(&token_request(&app, &form, &[]).await));
     let key = DpopKey::new();
-    let (status, tokens) =
-        token_request(&app, &form, &[&key.proof("POST", &format!("{}/oidc/token", app.url), None)]).await;
+    let proof = key.proof("POST", &format!("{}/oidc/token", app.url), None);
+    let (status, tokens) = token_request(&app, &form, &[&proof]).await;
     assert_eq!(status, 200, "{tokens}");
     assert_eq!(tokens["token_type"], "DPoP");
+    assert!(refused(&token_request(&app, &form, &[&proof]).await), "a replayed proof");
     app.stop().await;
 }

@@ -1,7 +1,13 @@
 //! The endpoints a client calls with its own credentials: token, UserInfo, revocation,
-//! introspection, pushed authorization requests and device authorization.
+//! introspection, pushed authorization requests and device authorization. Each answers
+//! JSON; its errors are [`OAuthJson`].
 
 use super::*;
+use crate::wire::{
+    check_form_type, AuthorizationParams, ClientAuth, ClientForm, DeviceAuthorizationRequest, TokenParam, TokenRequest,
+};
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
 
 fn basic_auth(headers: &HeaderMap) -> Result<Option<(String, String)>, OidcError> {
     let Some(v) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
@@ -15,32 +21,35 @@ fn basic_auth(headers: &HeaderMap) -> Result<Option<(String, String)>, OidcError
     Ok(Some((decode(id).ok_or_else(bad)?, decode(secret).ok_or_else(bad)?)))
 }
 
-pub(super) type FormMap = Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>;
+/// A client's form as the extractor of its endpoint: a form body within the body limit.
+pub(super) struct Posted<T>(ClientForm<T>);
 
-/// An error of an endpoint that authenticates clients. A failed client authentication is a
-/// `401` with a `WWW-Authenticate` challenge only when the client used the `Authorization`
-/// header (RFC 6749 §5.2); otherwise a `400`, whose JSON body RP libraries show.
-fn client_error(e: OidcError, headers: &HeaderMap) -> Response {
-    let mut e = e;
-    if e.code == "invalid_client" && !headers.contains_key(header::AUTHORIZATION) {
-        e.status = StatusCode::BAD_REQUEST;
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Posted<T> {
+    type Rejection = OAuthJson;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthJson> {
+        check_form_type(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+        let body = Bytes::from_request(req, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                OidcError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large")
+            }
+            _ => OidcError::bad("invalid_request", format!("the body could not be read: {e}")),
+        })?;
+        Ok(Self(ClientForm::parse(&body)?))
     }
-    oauth_error(e)
 }
 
-async fn client_and_form(
-    s: &AppState,
-    headers: &HeaderMap,
-    form: FormMap,
-) -> Result<(Arc<clients::Client>, HashMap<String, String>), OidcError> {
-    let Form(form) = form.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            OidcError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is too large")
+/// The client a request authenticates as. A failed client authentication is a `401` with
+/// a `WWW-Authenticate` challenge only when the client used the `Authorization` header
+/// (RFC 6749 §5.2); otherwise a `400`, whose JSON body RP libraries show.
+async fn client(s: &AppState, headers: &HeaderMap, auth: &ClientAuth) -> Result<Arc<clients::Client>, OAuthJson> {
+    let found = async { s.op.authenticate_client(basic_auth(headers)?, auth).await };
+    found.await.map_err(|mut e| {
+        if e.code == "invalid_client" && !headers.contains_key(header::AUTHORIZATION) {
+            e.status = StatusCode::BAD_REQUEST;
         }
-        _ => OidcError::bad("invalid_request", format!("the body must be a form: {e}")),
-    })?;
-    let client = s.op.authenticate_client(basic_auth(headers)?, &form).await?;
-    Ok((client, form))
+        OAuthJson(e)
+    })
 }
 
 /// The request's one `DPoP` header, if any (RFC 9449 §4.3: never more than one).
@@ -57,100 +66,73 @@ fn dpop_header(headers: &HeaderMap) -> Result<Option<String>, OidcError> {
         .transpose()
 }
 
-pub(super) async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
-    let (client, form) = match client_and_form(&s, &headers, form).await {
-        Ok(x) => x,
-        Err(e) => return client_error(e, &headers),
-    };
-    let dpop = match dpop_header(&headers) {
-        Ok(d) => d,
-        Err(e) => return oauth_error(e),
-    };
-    match s.op.token(&client, &form, dpop.as_deref()).await {
-        Ok(v) => no_store(v),
-        Err(e) => oauth_error(e),
-    }
+pub(super) async fn token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Posted(form): Posted<TokenRequest>,
+) -> Result<Response, OAuthJson> {
+    let client = client(&s, &headers, &form.auth).await?;
+    let dpop = dpop_header(&headers)?;
+    Ok(no_store(s.op.token(&client, &form.params, dpop.as_deref()).await?))
 }
 
 /// RFC 9126: a client pushes its authorization request.
-pub(super) async fn par(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
-    let (client, form) = match client_and_form(&s, &headers, form).await {
-        Ok(x) => x,
-        Err(e) => return client_error(e, &headers),
-    };
-    match s.op.push_request(&client, &form).await {
-        Ok(v) => (StatusCode::CREATED, no_store(v)).into_response(),
-        Err(e) => oauth_error(e),
-    }
+pub(super) async fn par(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Posted(form): Posted<AuthorizationParams>,
+) -> Result<Response, OAuthJson> {
+    let client = client(&s, &headers, &form.auth).await?;
+    Ok((StatusCode::CREATED, no_store(s.op.push_request(&client, &form.params).await?)).into_response())
 }
 
 /// RFC 8628 §3.1: a device asks for a user code.
-pub(super) async fn device_authorization(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
-    let (client, form) = match client_and_form(&s, &headers, form).await {
-        Ok(x) => x,
-        Err(e) => return client_error(e, &headers),
-    };
-    match s.op.device_authorization(&client, &form).await {
-        Ok(v) => no_store(v),
-        Err(e) => oauth_error(e),
-    }
+pub(super) async fn device_authorization(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Posted(form): Posted<DeviceAuthorizationRequest>,
+) -> Result<Response, OAuthJson> {
+    let client = client(&s, &headers, &form.auth).await?;
+    Ok(no_store(s.op.device_authorization(&client, &form.params).await?))
 }
 
-pub(super) async fn userinfo(State(s): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    let missing = || {
-        oauth_error(OidcError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "send the access token in the Authorization header, as Bearer (or DPoP, with a proof)",
-        ))
-    };
-    let Some((scheme, token)) = authorization(&headers) else { return missing() };
-    let proof = match dpop_header(&headers) {
-        Ok(p) => p,
-        Err(e) => return oauth_error(OidcError::new(StatusCode::UNAUTHORIZED, e.code, e.description)),
-    };
+pub(super) async fn userinfo(
+    State(s): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, OAuthJson> {
+    let unauthorized = |code, why: &str| OAuthJson(OidcError::new(StatusCode::UNAUTHORIZED, code, why));
+    let missing = "send the access token in the Authorization header, as Bearer (or DPoP, with a proof)";
+    let Some((scheme, token)) = authorization(&headers) else { return Err(unauthorized("invalid_token", missing)) };
+    let proof = dpop_header(&headers).map_err(|e| unauthorized(e.code, &e.description))?;
     let presented = match (scheme.as_str(), proof.as_deref()) {
         ("bearer", _) => crate::provider::Presented::Bearer(&token),
         ("dpop", Some(p)) => crate::provider::Presented::Dpop(&token, p),
-        ("dpop", None) => {
-            return oauth_error(OidcError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_dpop_proof",
-                "a DPoP token needs a DPoP proof header",
-            ))
-        }
-        _ => return missing(),
+        ("dpop", None) => return Err(unauthorized("invalid_dpop_proof", "a DPoP token needs a DPoP proof header")),
+        _ => return Err(unauthorized("invalid_token", missing)),
     };
-    match s.op.userinfo(presented, method.as_str()).await {
-        Ok(v) => no_store(v),
-        Err(e) => oauth_error(e),
-    }
+    Ok(no_store(s.op.userinfo(presented, method.as_str()).await?))
 }
 
-pub(super) async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
-    let (client, form) = match client_and_form(&s, &headers, form).await {
-        Ok(x) => x,
-        Err(e) => return client_error(e, &headers),
-    };
-    let Some(t) = form.get("token") else {
-        return oauth_error(OidcError::bad("invalid_request", "token is required"));
-    };
-    match s.op.revoke(&client, t).await {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => oauth_error(e),
-    }
+fn required_token(p: &TokenParam) -> Result<&str, OidcError> {
+    p.token.as_deref().ok_or_else(|| OidcError::bad("invalid_request", "token is required"))
 }
 
-pub(super) async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormMap) -> Response {
-    let (client, form) = match client_and_form(&s, &headers, form).await {
-        Ok(x) => x,
-        Err(e) => return client_error(e, &headers),
-    };
-    let Some(t) = form.get("token") else {
-        return oauth_error(OidcError::bad("invalid_request", "token is required"));
-    };
-    match s.op.introspect(&client, t).await {
-        Ok(v) => no_store(v),
-        Err(e) => oauth_error(e),
-    }
+pub(super) async fn revoke(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Posted(form): Posted<TokenParam>,
+) -> Result<Response, OAuthJson> {
+    let client = client(&s, &headers, &form.auth).await?;
+    s.op.revoke(&client, required_token(&form.params)?).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub(super) async fn introspect(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Posted(form): Posted<TokenParam>,
+) -> Result<Response, OAuthJson> {
+    let client = client(&s, &headers, &form.auth).await?;
+    Ok(no_store(s.op.introspect(&client, required_token(&form.params)?).await?))
 }

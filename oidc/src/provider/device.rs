@@ -32,15 +32,15 @@ impl Provider {
     pub async fn device_authorization(
         &self,
         client: &Client,
-        form: &HashMap<String, String>,
-    ) -> Result<Value, OidcError> {
+        form: &DeviceAuthorizationRequest,
+    ) -> Result<DeviceAuthorization, OidcError> {
         if !client.metadata.grant_types.iter().any(|g| g == DEVICE_CODE_GRANT) {
             return Err(OidcError::bad(
                 "unauthorized_client",
                 format!("this client did not register {DEVICE_CODE_GRANT}"),
             ));
         }
-        let asked = form.get("scope").map(String::as_str).unwrap_or("openid");
+        let asked = form.scope.as_deref().unwrap_or("openid");
         let scopes = scope_set(asked);
         if !scopes.contains(&"openid") {
             return Err(OidcError::bad("invalid_scope", "scope must include openid"));
@@ -70,14 +70,14 @@ impl Provider {
             match inserted {
                 Ok(_) => {
                     let verification_uri = self.url("oidc/device");
-                    return Ok(json!({
-                        "device_code": device_code,
-                        "user_code": user_code,
-                        "verification_uri": verification_uri,
-                        "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
-                        "expires_in": DEVICE_TTL_MS / 1000,
-                        "interval": INTERVAL_MS / 1000,
-                    }));
+                    return Ok(DeviceAuthorization {
+                        verification_uri_complete: format!("{verification_uri}?user_code={user_code}"),
+                        device_code,
+                        user_code,
+                        verification_uri,
+                        expires_in: DEVICE_TTL_MS / 1000,
+                        interval: INTERVAL_MS / 1000,
+                    });
                 }
                 Err(e) if sichat_core::db::is_unique_violation(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -166,11 +166,11 @@ impl Provider {
     pub(super) async fn device_grant(
         &self,
         client: &Client,
-        form: &HashMap<String, String>,
-        jkt: Option<&str>,
-    ) -> Result<Value, OidcError> {
+        form: &TokenRequest,
+        proof: Option<&Proof>,
+    ) -> Result<TokenResponse, OidcError> {
         let code =
-            form.get("device_code").ok_or_else(|| OidcError::bad("invalid_request", "device_code is required"))?;
+            form.device_code.as_deref().ok_or_else(|| OidcError::bad("invalid_request", "device_code is required"))?;
         let now = now_ms();
         let row = sqlx::query(
             "SELECT id, client_id, scope, status, user_id, auth_time, amr, interval_ms, last_polled_at, expires_at \
@@ -225,7 +225,7 @@ impl Provider {
             auth_time: row.try_get("auth_time")?,
             amr: amr.as_deref(),
             sid: None,
-            jkt,
+            proof,
         };
         self.token_response(Spend::Device { id: id.clone(), at: now }, client, &grant, None).await
     }

@@ -5,8 +5,9 @@
 //! key's thumbprint (`jkt`, RFC 7638); `token_type` is then `DPoP`. Such an access token is
 //! accepted only as `Authorization: DPoP <token>` with a fresh proof of the same key that
 //! names the request (`htm`, `htu`) and the token (`ath`). Each proof's `jti` is kept until
-//! the proof would be too old anyway, so a proof is used once. A client that registered
-//! `dpop_bound_access_tokens` must send proofs.
+//! the proof would be too old anyway, so a proof is used once: at the token endpoint in the
+//! grant's own write (no commit of its own), at UserInfo by [`Provider::check_dpop`]. A
+//! client that registered `dpop_bound_access_tokens` must send proofs.
 
 use super::*;
 
@@ -26,6 +27,12 @@ pub struct ProofFor<'a> {
 
 pub(crate) fn invalid_proof(why: impl Into<String>) -> OidcError {
     OidcError::bad("invalid_dpop_proof", why)
+}
+
+/// A proof whose `jti` was already recorded.
+pub(crate) fn replayed() -> OidcError {
+    metrics::counter!("sichat_oidc_dpop_replays_total").increment(1);
+    invalid_proof("this proof was already used (jti replay)")
 }
 
 /// The JWK SHA-256 thumbprint (RFC 7638) of a public key: its required members, sorted,
@@ -56,6 +63,17 @@ pub struct Proof {
     pub jkt: String,
     pub jti: String,
     pub iat: i64,
+}
+
+impl Proof {
+    /// The row that records its `jti` until it would be refused as too old anyway.
+    pub(crate) fn row(&self) -> ProofRow {
+        ProofRow {
+            jkt: self.jkt.clone(),
+            jti: self.jti.clone(),
+            expires_at: (self.iat + SKEW_SECS + MAX_AGE_SECS) * 1000,
+        }
+    }
 }
 
 /// Everything a proof must be for `f` at `now` (seconds) that needs no storage: type,
@@ -111,17 +129,8 @@ impl Provider {
     /// Check a DPoP proof for `f`; the thumbprint of its key. Each proof counts once.
     pub async fn check_dpop(&self, proof: &str, f: ProofFor<'_>) -> Result<String, OidcError> {
         let p = read_proof(proof, &f, now_ms() / 1000)?;
-        let fresh = sqlx::query(
-            "INSERT INTO oidc_dpop_proofs (jkt, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT (jkt, jti) DO NOTHING",
-        )
-        .bind(&p.jkt)
-        .bind(&p.jti)
-        .bind((p.iat + SKEW_SECS + MAX_AGE_SECS) * 1000)
-        .execute(self.db.pool())
-        .await?;
-        if fresh.rows_affected() != 1 {
-            metrics::counter!("sichat_oidc_dpop_replays_total").increment(1);
-            return Err(invalid_proof("this proof was already used (jti replay)"));
+        if !crate::writer::record_proof(self.db.pool(), &p.row()).await? {
+            return Err(replayed());
         }
         Ok(p.jkt)
     }

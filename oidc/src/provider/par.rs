@@ -68,7 +68,7 @@ impl Provider {
     }
 
     /// `POST /oidc/par` for an authenticated client: the `request_uri` to sign in with.
-    pub async fn push_request(&self, client: &Client, form: &HashMap<String, String>) -> Result<Value, OidcError> {
+    pub async fn push_request(&self, client: &Client, form: &AuthorizationParams) -> Result<PushedRequest, OidcError> {
         if form.contains_key("request_uri") {
             return Err(OidcError::bad("invalid_request", "a pushed request cannot itself name a request_uri"));
         }
@@ -91,7 +91,7 @@ impl Provider {
         .bind(now_ms() + PUSHED_TTL_MS)
         .execute(self.db.pool())
         .await?;
-        Ok(json!({"request_uri": format!("{REQUEST_URI_PREFIX}{id}"), "expires_in": PUSHED_TTL_MS / 1000}))
+        Ok(PushedRequest { request_uri: format!("{REQUEST_URI_PREFIX}{id}"), expires_in: PUSHED_TTL_MS / 1000 })
     }
 
     /// What `client_id` pushed as `request_uri`: once, within its lifetime.

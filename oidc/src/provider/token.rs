@@ -8,21 +8,22 @@ impl Provider {
     pub async fn authenticate_client(
         &self,
         basic: Option<(String, String)>,
-        form: &HashMap<String, String>,
+        form: &ClientAuth,
     ) -> Result<Arc<Client>, OidcError> {
-        if let Some(kind) = form.get("client_assertion_type") {
-            if basic.is_some() || form.contains_key("client_secret") {
+        if let Some(kind) = &form.client_assertion_type {
+            if basic.is_some() || form.client_secret.is_some() {
                 return Err(OidcError::bad("invalid_request", "use one client authentication method, not two"));
             }
             if kind != JWT_BEARER {
                 return Err(OidcError::invalid_client(format!("client_assertion_type must be {JWT_BEARER}")));
             }
             let assertion = form
-                .get("client_assertion")
+                .client_assertion
+                .as_deref()
                 .ok_or_else(|| OidcError::invalid_client("client_assertion is required"))?;
-            return self.client_by_assertion(assertion, form.get("client_id").map(String::as_str)).await;
+            return self.client_by_assertion(assertion, form.client_id.as_deref()).await;
         }
-        let posted = (form.get("client_id").cloned(), form.get("client_secret").cloned());
+        let posted = (form.client_id.clone(), form.client_secret.clone());
         let (id, secret) = match (basic, posted) {
             (Some(_), (_, Some(_))) => {
                 return Err(OidcError::bad("invalid_request", "use one client authentication method, not two"))
@@ -180,7 +181,7 @@ impl Provider {
             sid: g.sid.filter(|_| kind == "refresh").map(str::to_owned),
             // A public client's refresh token is bound too; a confidential client's is
             // already bound by its authentication (RFC 9449 §5).
-            jkt: g.jkt.filter(|_| kind == "access" || client.is_public()).map(str::to_owned),
+            jkt: g.jkt().filter(|_| kind == "access" || client.is_public()).map(str::to_owned),
             created_at: now,
             expires_at: now + ttl,
         };
@@ -195,7 +196,7 @@ impl Provider {
         client: &Client,
         g: &Grant<'_>,
         nonce: Option<&str>,
-    ) -> Result<Value, OidcError> {
+    ) -> Result<TokenResponse, OidcError> {
         let (user_id, scope) = (g.user_id.unwrap_or_default(), g.scope);
         let auth_time = g.auth_time.unwrap_or_else(now_ms);
         let (access, access_row) = Self::new_token("access", client, g);
@@ -211,8 +212,11 @@ impl Provider {
             }
             false => None,
         };
-        if self.writer.write(Write::Tokens { spend: Some(spend), tokens: rows }).await? == Outcome::AlreadySpent {
-            return Err(invalid_grant("the code or refresh token was already used"));
+        let proof = g.proof.map(Proof::row);
+        match self.writer.write(Write::Tokens { spend: Some(spend), proof, tokens: rows }).await? {
+            Outcome::Written => {}
+            Outcome::AlreadySpent => return Err(invalid_grant("the code or refresh token was already used")),
+            Outcome::ProofReplayed => return Err(dpop::replayed()),
         }
         let sub = self.subject(client, user_id).await?;
         let now = now_ms() / 1000;
@@ -241,46 +245,45 @@ impl Provider {
         }
         let keys = self.keys();
         let key = keys.signer(&client.metadata.id_token_signed_response_alg)?;
-        let mut out = json!({
-            "access_token": access,
-            "token_type": if g.jkt.is_some() { "DPoP" } else { "Bearer" },
-            "expires_in": ACCESS_TTL_MS / 1000,
-            "scope": scope,
-            "id_token": key.sign(&claims)?,
-        });
-        if let Some(r) = refresh {
-            out["refresh_token"] = json!(r);
-        }
-        Ok(out)
+        Ok(TokenResponse {
+            access_token: access,
+            token_type: TokenType::bound(g.proof.is_some()),
+            expires_in: ACCESS_TTL_MS / 1000,
+            scope: scope.to_owned(),
+            id_token: Some(key.sign(&claims)?),
+            refresh_token: refresh,
+        })
     }
 
     /// `POST /oidc/token`, with the request's `DPoP` proof if it sent one.
     pub async fn token(
         &self,
         client: &Client,
-        form: &HashMap<String, String>,
+        form: &TokenRequest,
         dpop: Option<&str>,
-    ) -> Result<Value, OidcError> {
-        let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
+    ) -> Result<TokenResponse, OidcError> {
+        let grant = form.grant_type.as_deref().unwrap_or_default();
         if !client.metadata.grant_types.iter().any(|g| g == grant) && !grant.is_empty() {
             return Err(OidcError::bad("unauthorized_client", format!("this client may not use {grant}")));
         }
-        let jkt = match dpop {
+        // The proof is checked here; its `jti` is recorded with the grant's tokens, in the
+        // same commit (a replay then changes nothing).
+        let proof = match dpop {
             Some(proof) => {
                 let url = self.url("oidc/token");
-                Some(self.check_dpop(proof, ProofFor { method: "POST", url: &url, access_token: None }).await?)
+                Some(read_proof(proof, &ProofFor { method: "POST", url: &url, access_token: None }, now_ms() / 1000)?)
             }
             None if client.metadata.dpop_bound_access_tokens == Some(true) => {
                 return Err(dpop::invalid_proof("this client registered dpop_bound_access_tokens: send a DPoP proof"))
             }
             None => None,
         };
-        let jkt = jkt.as_deref();
+        let proof = proof.as_ref();
         let result = match grant {
-            "authorization_code" => self.code_grant(client, form, jkt).await,
-            "refresh_token" => self.refresh_grant(client, form, jkt).await,
-            "client_credentials" => self.client_credentials(client, form, jkt).await,
-            DEVICE_CODE_GRANT => self.device_grant(client, form, jkt).await,
+            "authorization_code" => self.code_grant(client, form, proof).await,
+            "refresh_token" => self.refresh_grant(client, form, proof).await,
+            "client_credentials" => self.client_credentials(client, form, proof).await,
+            DEVICE_CODE_GRANT => self.device_grant(client, form, proof).await,
             "" => Err(OidcError::bad("invalid_request", "grant_type is required")),
             other => Err(OidcError::bad("unsupported_grant_type", format!("{other} is not supported"))),
         };
@@ -294,12 +297,12 @@ impl Provider {
     async fn code_grant(
         &self,
         client: &Client,
-        form: &HashMap<String, String>,
-        jkt: Option<&str>,
-    ) -> Result<Value, OidcError> {
-        let code = form.get("code").ok_or_else(|| OidcError::bad("invalid_request", "code is required"))?;
-        let verifier =
-            form.get("code_verifier").ok_or_else(|| OidcError::bad("invalid_request", "code_verifier is required"))?;
+        form: &TokenRequest,
+        proof: Option<&Proof>,
+    ) -> Result<TokenResponse, OidcError> {
+        let code = form.code.as_deref().ok_or_else(|| OidcError::bad("invalid_request", "code is required"))?;
+        let verifier = (form.code_verifier.as_deref())
+            .ok_or_else(|| OidcError::bad("invalid_request", "code_verifier is required"))?;
         let hash = token_hash(code);
         let now = now_ms();
         let row = sqlx::query(
@@ -320,16 +323,17 @@ impl Provider {
         }
         // A failed redemption spends the code all the same.
         let refuse = |why: &'static str| {
-            let spend = Write::Tokens { spend: Some(Spend::Code { hash: hash.clone(), at: now }), tokens: vec![] };
+            let spend = Spend::Code { hash: hash.clone(), at: now };
+            let spend = Write::Tokens { spend: Some(spend), proof: None, tokens: vec![] };
             async move {
                 self.writer.write(spend).await?;
-                Err::<Value, _>(invalid_grant(why))
+                Err::<TokenResponse, _>(invalid_grant(why))
             }
         };
         if row.try_get::<i64, _>("expires_at")? <= now {
             return refuse("the code has expired").await;
         }
-        if form.get("redirect_uri") != Some(&row.try_get::<String, _>("redirect_uri")?) {
+        if form.redirect_uri.as_ref() != Some(&row.try_get::<String, _>("redirect_uri")?) {
             return refuse("redirect_uri does not match the authorization request").await;
         }
         if !is_pkce_value(verifier) || s256(verifier) != row.try_get::<String, _>("code_challenge")? {
@@ -349,7 +353,7 @@ impl Provider {
             auth_time: Some(auth_time),
             amr: amr.as_deref(),
             sid: sid.as_deref(),
-            jkt,
+            proof,
         };
         let spend = Spend::Code { hash: hash.clone(), at: now };
         self.token_response(spend, client, &grant, nonce.as_deref()).await
@@ -358,11 +362,11 @@ impl Provider {
     async fn refresh_grant(
         &self,
         client: &Client,
-        form: &HashMap<String, String>,
-        jkt: Option<&str>,
-    ) -> Result<Value, OidcError> {
-        let token =
-            form.get("refresh_token").ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
+        form: &TokenRequest,
+        proof: Option<&Proof>,
+    ) -> Result<TokenResponse, OidcError> {
+        let token = (form.refresh_token.as_deref())
+            .ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
         let hash = token_key(token);
         let now = now_ms();
         let row = sqlx::query(
@@ -390,7 +394,7 @@ impl Provider {
         // A bound refresh token is redeemed only with a proof of its key.
         let bound: Option<String> = row.try_get("jkt")?;
         if let Some(bound) = &bound {
-            if jkt != Some(bound.as_str()) {
+            if proof.map(|p| p.jkt.as_str()) != Some(bound.as_str()) {
                 return Err(dpop::invalid_proof("this refresh token is bound to a DPoP key: prove that key"));
             }
         }
@@ -400,7 +404,7 @@ impl Provider {
             return Err(invalid_grant("the account is gone"));
         }
         let granted: String = row.try_get("scope")?;
-        let scope = match form.get("scope") {
+        let scope = match &form.scope {
             None => granted.clone(),
             Some(asked) => {
                 let g = scope_set(&granted);
@@ -425,7 +429,7 @@ impl Provider {
             auth_time,
             amr: amr.as_deref(),
             sid: sid.as_deref(),
-            jkt,
+            proof,
         };
         // Spending it is guarded (unused, unrevoked): rotation stays single-use under
         // concurrency.
@@ -435,13 +439,13 @@ impl Provider {
     async fn client_credentials(
         &self,
         client: &Client,
-        form: &HashMap<String, String>,
-        jkt: Option<&str>,
-    ) -> Result<Value, OidcError> {
+        form: &TokenRequest,
+        proof: Option<&Proof>,
+    ) -> Result<TokenResponse, OidcError> {
         if client.is_public() {
             return Err(OidcError::bad("unauthorized_client", "client_credentials needs a confidential client"));
         }
-        let asked = form.get("scope").cloned().unwrap_or_default();
+        let asked = form.scope.clone().unwrap_or_default();
         let allowed = client.metadata.scope.clone().unwrap_or_default();
         let allowed = scope_set(&allowed);
         if let Some(s) = scope_set(&asked).iter().find(|s| !allowed.contains(s)) {
@@ -457,15 +461,22 @@ impl Provider {
             auth_time: None,
             amr: None,
             sid: None,
-            jkt,
+            proof,
         };
         let (access, row) = Self::new_token("access", client, &grant);
-        self.writer.write(Write::Tokens { spend: None, tokens: vec![row] }).await?;
+        let write = Write::Tokens { spend: None, proof: proof.map(Proof::row), tokens: vec![row] };
+        if self.writer.write(write).await? == Outcome::ProofReplayed {
+            return Err(dpop::replayed());
+        }
         self.mark_used(client).await?;
-        let token_type = if jkt.is_some() { "DPoP" } else { "Bearer" };
-        Ok(
-            json!({"access_token": access, "token_type": token_type, "expires_in": ACCESS_TTL_MS / 1000, "scope": asked}),
-        )
+        Ok(TokenResponse {
+            access_token: access,
+            token_type: TokenType::bound(proof.is_some()),
+            expires_in: ACCESS_TTL_MS / 1000,
+            scope: asked,
+            id_token: None,
+            refresh_token: None,
+        })
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), OidcError> {
@@ -500,7 +511,7 @@ impl Provider {
     }
 
     /// RFC 7662: what a token of this client is, if it is live.
-    pub async fn introspect(&self, client: &Client, token: &str) -> Result<Value, OidcError> {
+    pub async fn introspect(&self, client: &Client, token: &str) -> Result<Introspection, OidcError> {
         let row = sqlx::query(
             "SELECT kind, client_id, user_id, scope, jkt, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1 \
              AND revoked_at IS NULL AND used_at IS NULL AND expires_at > $2",
@@ -509,29 +520,31 @@ impl Provider {
         .bind(now_ms())
         .fetch_optional(&mut *self.db.read().await?)
         .await?;
-        let Some(row) = row else { return Ok(json!({"active": false})) };
+        let Some(row) = row else { return Ok(Introspection::default()) };
         if row.try_get::<String, _>("client_id")? != client.id {
-            return Ok(json!({"active": false}));
+            return Ok(Introspection::default());
         }
         let user_id: Option<String> = row.try_get("user_id")?;
-        let mut out = json!({
-            "active": true,
-            "scope": row.try_get::<String, _>("scope")?,
-            "client_id": client.id,
-            "token_type": if row.try_get::<String, _>("kind")? == "refresh" { "refresh_token" } else { "Bearer" },
-            "iat": row.try_get::<i64, _>("created_at")? / 1000,
-            "exp": row.try_get::<i64, _>("expires_at")? / 1000,
-            "iss": self.issuer,
-        });
-        if let Some(u) = user_id {
-            out["sub"] = json!(self.subject(client, &u).await?);
-        }
-        if let Some(jkt) = row.try_get::<Option<String>, _>("jkt")? {
-            if out["token_type"] == "Bearer" {
-                out["token_type"] = json!("DPoP");
-            }
-            out["cnf"] = json!({"jkt": jkt});
-        }
-        Ok(out)
+        let jkt: Option<String> = row.try_get("jkt")?;
+        let token_type = match (row.try_get::<String, _>("kind")?.as_str(), &jkt) {
+            ("refresh", _) => "refresh_token",
+            (_, Some(_)) => "DPoP",
+            _ => "Bearer",
+        };
+        let sub = match user_id {
+            Some(u) => Some(self.subject(client, &u).await?),
+            None => None,
+        };
+        Ok(Introspection {
+            active: true,
+            scope: Some(row.try_get("scope")?),
+            client_id: Some(client.id.clone()),
+            token_type: Some(token_type),
+            iat: Some(row.try_get::<i64, _>("created_at")? / 1000),
+            exp: Some(row.try_get::<i64, _>("expires_at")? / 1000),
+            iss: Some(self.issuer.clone()),
+            sub,
+            cnf: jkt.map(|jkt| Confirmation { jkt }),
+        })
     }
 }
