@@ -32,11 +32,11 @@ storage_tests!(
     browser_logout_asks_naming_the_site,
 );
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// One Chromium at a time: the machine has two cores.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn browser_password_consent_code(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else { return };
@@ -205,7 +205,7 @@ async fn browser_logout_asks_naming_the_site(backend: Backend) {
     app.stop().await;
 }
 
-async fn alice_with_password(app: &TestApp) -> PathBuf {
+pub(crate) async fn alice_with_password(app: &TestApp) -> PathBuf {
     let alice = app.join("alice", &app.owner_invite).await;
     let env = [("SICHAT_NEW_PASSWORD", PASSWORD), ("SICHAT_PASSPHRASE", sichat_e2e::PASSPHRASE)];
     let out = sichat_env(&alice, &["password", "set"], &env).await;
@@ -223,13 +223,13 @@ fn find(names: &[&str]) -> Option<PathBuf> {
 }
 
 /// Headless Chromium behind a `chromedriver` of its own on a free port.
-struct Chrome {
-    c: Client,
+pub(crate) struct Chrome {
+    pub(crate) c: Client,
     _driver: tokio::process::Child,
 }
 
 impl Chrome {
-    async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         let (Some(chromium), Some(driver)) = (find(&["chromium", "chromium-browser"]), find(&["chromedriver"])) else {
             let why = "chromium or chromedriver is not installed (apt-get install chromium chromium-driver)";
             if in_ci() {
@@ -275,7 +275,7 @@ impl Chrome {
         self.c.issue_cmd(AddVirtualAuthenticator { resident }).await.expect("add a virtual authenticator");
     }
 
-    async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
         let found = self.c.wait().at_most(WAIT).for_element(Locator::Css(css)).await;
         match found {
             Ok(e) => e,
@@ -287,17 +287,17 @@ impl Chrome {
         }
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let e = self.wait_for(css).await;
         e.clear().await.expect("clear");
         e.send_keys(text).await.expect("type");
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.wait_for(css).await.click().await.expect("click");
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.wait_for(css).await.text().await.expect("text")
     }
 
@@ -315,7 +315,7 @@ impl Chrome {
         }
     }
 
-    async fn quit(self) {
+    pub(crate) async fn quit(self) {
         let _ = self.c.close().await;
     }
 }

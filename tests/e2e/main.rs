@@ -8,6 +8,7 @@ mod account_move_twice;
 mod accounts;
 mod bad_input;
 mod browser;
+mod browser_spa;
 mod configurations;
 mod connections;
 mod continuous_backup;
