@@ -1,10 +1,13 @@
 // The peer of BENCHMARKS.md's OpenID Provider figures: the npm `oidc-provider`, in memory
 // (its default adapter), with one confidential client that may use the code flow, refresh
-// tokens and client_credentials, and with introspection and revocation on.
+// tokens, client_credentials and the device grant (RFC 8628), and with introspection,
+// revocation, DPoP and the device flow on.
 //
 // A load test measures a signed-in browser, not password hashing, so the interaction is
 // automatic: the first authorization signs in `load-user` and grants what the client asks;
-// later ones ride on the session cookie and the remembered grant, like Sichat's.
+// later ones ride on the session cookie and the remembered grant, like Sichat's. A device's
+// user code is typed at /device and confirmed on the confirm page that shows it (the
+// counterpart of Sichat's consent page for a device), in the browser of the tool's loop.
 //
 //   npm --prefix load/peer ci && node load/peer/oidc-provider.mjs   # PORT=3000 by default
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -19,7 +22,12 @@ const provider = new Provider(issuer, {
     {
       client_id: process.env.CLIENT_ID ?? 'load',
       client_secret: process.env.CLIENT_SECRET ?? 'load-secret',
-      grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+      grant_types: [
+        'authorization_code',
+        'refresh_token',
+        'client_credentials',
+        'urn:ietf:params:oauth:grant-type:device_code',
+      ],
       response_types: ['code'],
       redirect_uris: [process.env.REDIRECT_URI ?? 'http://127.0.0.1:9/cb'],
       token_endpoint_auth_method: 'client_secret_basic',
@@ -33,6 +41,7 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     revocation: { enabled: true },
     dPoP: { enabled: true },
+    deviceFlow: { enabled: true },
   },
   pkce: { required: () => true },
   // Sichat rotates every refresh token; so does the peer here, to measure the same work.

@@ -11,10 +11,10 @@
 //!   `direct_post` response verified with DID, signature, status and holder checks, result
 //!   read back as `verified`).
 //! - `--scenario oidc-discovery | oidc-client-credentials | oidc-introspect | oidc-refresh |
-//!   oidc-dpop-refresh | oidc-login`: the OpenID Provider (see [`oidc`]). On a Sichat node the tool gives its
-//!   account a password and registers a client; against another provider (`--issuer` with
-//!   `--client-id` and `--client-secret`, e.g. the npm `oidc-provider` of `load/peer/`) it
-//!   needs no invite.
+//!   oidc-dpop-refresh | oidc-login | oidc-device`: the OpenID Provider (see [`oidc`]). On a
+//!   Sichat node the tool gives its account a password and registers a client; against
+//!   another provider (`--issuer` with `--client-id` and `--client-secret`, e.g. the npm
+//!   `oidc-provider` of `load/peer/`) it needs no invite.
 //! - `--scenario messaging | messaging-fill`: messages end to end between two nodes, from a
 //!   sender's device on `--server` to a recipient's device on `--recipient-server` (see
 //!   [`messaging`]).
@@ -60,7 +60,8 @@ pub(crate) struct Args {
     /// What each loop does.
     #[arg(long, value_parser = [
         "logins", "issuance", "presentations", "oidc-discovery", "oidc-client-credentials",
-        "oidc-introspect", "oidc-refresh", "oidc-dpop-refresh", "oidc-login", "messaging", "messaging-fill",
+        "oidc-introspect", "oidc-refresh", "oidc-dpop-refresh", "oidc-login", "oidc-device", "messaging",
+        "messaging-fill",
     ], default_value = "logins")]
     scenario: String,
     /// messaging*: the recipient's node (the sender's is --server), on loopback.
@@ -89,7 +90,8 @@ pub(crate) struct Args {
     #[arg(long, requires_all = ["client_id", "client_secret"])]
     issuer: Option<String>,
     /// oidc-*: a confidential client (client_secret_basic) of --issuer that may use the
-    /// code flow, refresh tokens and client_credentials.
+    /// code flow, refresh tokens and client_credentials (and the device grant, for
+    /// oidc-device).
     #[arg(long, requires = "issuer")]
     client_id: Option<String>,
     #[arg(long, requires = "issuer")]

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sichat_core::ids::{b64url, random_token};
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use url::Url;
 
@@ -35,6 +36,11 @@ pub enum Scenario {
     /// A full authorization-code login for a signed-in browser: authorize (the session
     /// cookie, consent remembered), the code redeemed with PKCE, the ID token checked.
     Login,
+    /// A full device authorization grant (RFC 8628): the device asks for a user code, the
+    /// loop's signed-in browser types it in and approves it (the provider's code form, then
+    /// its confirmation: Sichat's consent page naming the code, oidc-provider's confirm
+    /// page), and the device polls once for its tokens, the ID token checked.
+    Device,
 }
 
 impl Scenario {
@@ -46,6 +52,7 @@ impl Scenario {
             "oidc-refresh" => Self::Refresh,
             "oidc-dpop-refresh" => Self::DpopRefresh,
             "oidc-login" => Self::Login,
+            "oidc-device" => Self::Device,
             _ => return None,
         })
     }
@@ -68,6 +75,9 @@ pub struct User {
 /// The password the tool sets for its load account on a Sichat node.
 const PASSWORD: &str = "load tool password, long enough";
 
+/// The grant type a device polls the token endpoint with (RFC 8628 §3.4).
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
 /// On a Sichat node: give the account behind `session` a password and register a client
 /// that may use every grant.
 pub async fn set_up_on_node(
@@ -89,7 +99,7 @@ pub async fn set_up_on_node(
         .json(&json!({
             "redirect_uris": [redirect_uri],
             "client_name": "sichat-load",
-            "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+            "grant_types": ["authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT],
             "token_endpoint_auth_method": "client_secret_basic",
         }))
         .send()
@@ -109,12 +119,14 @@ pub struct Op {
     authorization_endpoint: String,
     token_endpoint: String,
     introspection_endpoint: String,
+    /// RFC 8628's endpoint, where the provider has one.
+    device_authorization_endpoint: Option<String>,
     client: ClientCredentials,
     basic: String,
     user: Option<User>,
     keys: HashMap<String, RsassaJwsVerifier>,
     /// The browser's cookies (name → value), set while signing in.
-    cookies: Mutex<BTreeMap<String, String>>,
+    cookies: Mutex<Jar>,
     /// The `Cookie` header of the signed-in browser.
     cookie: String,
     /// A live access token of the client, for introspection.
@@ -127,6 +139,40 @@ pub struct Loop {
     refresh: Option<String>,
     /// The loop's DPoP key (private JWK, public JWK), for `oidc-dpop-refresh`.
     dpop: Option<(josekit::jwk::Jwk, josekit::jwk::Jwk)>,
+    /// The loop's own signed-in browser (its cookies), for `oidc-device`.
+    browser: Jar,
+    /// That browser's connections, from a loopback address of its own.
+    browser_http: Option<reqwest::Client>,
+}
+
+/// A browser's cookies, name → value (paths and expiry ignored: one provider, loopback).
+type Jar = BTreeMap<String, String>;
+
+/// The `Cookie` header for `jar`.
+fn cookie_header(jar: &Jar) -> String {
+    jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+}
+
+/// Keep what `r` sets in `jar` (an empty value deletes).
+fn absorb_cookies(jar: &mut Jar, r: &Response) {
+    for c in r.headers().get_all(SET_COOKIE) {
+        let Some((name, value)) = c.to_str().ok().and_then(|c| c.split(';').next()).and_then(|c| c.split_once('='))
+        else {
+            continue;
+        };
+        match value.is_empty() {
+            true => jar.remove(name.trim()),
+            false => jar.insert(name.trim().to_owned(), value.to_owned()),
+        };
+    }
+}
+
+/// Send `req` as the browser holding `jar`, keeping the cookies the answer sets.
+async fn send_in(jar: &mut Jar, req: reqwest::RequestBuilder) -> Result<Response> {
+    let req = if jar.is_empty() { req } else { req.header(COOKIE, cookie_header(jar)) };
+    let r = req.send().await?;
+    absorb_cookies(jar, &r);
+    Ok(r)
 }
 
 /// A DPoP proof for a POST to `url` by `key` (private, public).
@@ -169,6 +215,14 @@ fn field(html: &str, name: &str) -> Option<String> {
     Some(v[..v.find('"')?].to_owned())
 }
 
+/// The `action` of the first form in `html`.
+fn form_action(html: &str) -> Option<String> {
+    let at = html.find("<form")?;
+    let tag = &html[at..at + html[at..].find('>')?];
+    let v = tag.split("action=\"").nth(1)?;
+    Some(v[..v.find('"')?].replace("&amp;", "&"))
+}
+
 impl Op {
     /// Discover the provider, fetch its keys, and remember the client.
     pub async fn connect(issuer: &str, client: ClientCredentials, user: Option<User>, pool: usize) -> Result<Self> {
@@ -198,6 +252,7 @@ impl Op {
             authorization_endpoint: endpoint("authorization_endpoint")?,
             token_endpoint: endpoint("token_endpoint")?,
             introspection_endpoint: endpoint("introspection_endpoint")?,
+            device_authorization_endpoint: endpoint("device_authorization_endpoint").ok(),
             http,
             issuer,
             discovery_url,
@@ -224,6 +279,38 @@ impl Op {
             Scenario::Login => {
                 self.sign_in().await?;
             }
+            Scenario::Device => {
+                ensure!(self.device_authorization_endpoint.is_some(), "no device_authorization_endpoint in discovery");
+                // A browser per loop: its own cookies, and its own address (127.1.0.1,
+                // 127.1.0.2, …: Linux routes all of 127/8 to loopback), as the users of many
+                // devices have: Sichat counts every code typed at `/oidc/device` against the
+                // address's guesses, even right ones while they are looked up, and refuses an
+                // address with more than 10 at once.
+                // oidc-provider keeps a device form's `xsrf` in the browser's session, so
+                // there each browser signs in by itself (its automatic interaction). On a
+                // Sichat node, where the tool signs in with a password, they share the
+                // session of one sign-in, as `oidc-login`'s loops do: one password hash in
+                // the set-up, not one per loop; each still keeps its own CSRF cookies.
+                let mut first: Option<Jar> = None;
+                for (i, l) in state.iter_mut().enumerate() {
+                    l.browser = match &first {
+                        Some(jar) if self.user.is_some() => jar.clone(),
+                        _ => {
+                            let jar = self.cookies.get_mut().map_err(|_| anyhow::anyhow!("cookie jar poisoned"))?;
+                            jar.clear();
+                            self.login_with("openid", None).await.context("signing in a loop's browser")?;
+                            std::mem::take(self.cookies.get_mut().map_err(|_| anyhow::anyhow!("cookie jar poisoned"))?)
+                        }
+                    };
+                    first.get_or_insert_with(|| l.browser.clone());
+                    let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 1)) + u32::try_from(i)?);
+                    let http = reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .local_address(IpAddr::V4(addr))
+                        .build()?;
+                    l.browser_http = Some(http);
+                }
+            }
             Scenario::Refresh | Scenario::DpopRefresh => {
                 // Through the cookie jar: with prompt=consent every login meets a new form.
                 for l in &mut state {
@@ -244,7 +331,7 @@ impl Op {
     async fn sign_in(&mut self) -> Result<()> {
         self.login_with("openid", None).await?;
         let jar = self.cookies.lock().map_err(|_| anyhow::anyhow!("cookie jar poisoned"))?;
-        self.cookie = jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        self.cookie = cookie_header(&jar);
         Ok(())
     }
 
@@ -255,6 +342,7 @@ impl Op {
             Scenario::Introspect => self.introspect().await,
             Scenario::Refresh | Scenario::DpopRefresh => self.refresh(l).await,
             Scenario::Login => self.login_with("openid", None).await.map(|_| ()),
+            Scenario::Device => self.device(l).await,
         }
     }
 
@@ -357,13 +445,102 @@ impl Op {
                 ("redirect_uri", &self.client.redirect_uri),
             ])
             .await?;
-        self.check_id_token(&tokens, &nonce)?;
+        self.check_id_token(&tokens, Some(&nonce))?;
         Ok(tokens)
     }
 
-    /// The ID token: signed by a key of the JWKS, for this issuer, client and nonce, not
-    /// expired, and bound to the access token by `at_hash` when it has one.
-    fn check_id_token(&self, tokens: &Value, nonce: &str) -> Result<()> {
+    /// One device authorization grant: the device's request, the user's approval in the
+    /// loop's browser, then one token poll, which must bring the tokens (no `slow_down`: it is
+    /// the code's first poll).
+    async fn device(&self, l: &mut Loop) -> Result<()> {
+        let endpoint = self.device_authorization_endpoint.as_deref().context("no device_authorization_endpoint")?;
+        let r = self.http.post(endpoint).header(AUTHORIZATION, &self.basic).form(&[("scope", "openid")]).send().await?;
+        let v: Value = json_ok("device authorization", r).await?;
+        let text = |k: &str| {
+            v[k].as_str().filter(|s| !s.is_empty()).with_context(|| format!("device authorization: no {k} in {v}"))
+        };
+        let (device_code, user_code) = (text("device_code")?, text("user_code")?);
+        let verification_uri =
+            Url::parse(text("verification_uri")?).context("device authorization: verification_uri")?;
+        ensure!(v["expires_in"].as_i64().is_some_and(|e| e > 0), "device authorization: expires_in in {v}");
+        // OPTIONAL (RFC 8628 §3.2; 5 s when absent): oidc-provider leaves it out.
+        ensure!(
+            v.get("interval").is_none_or(|i| i.as_i64().is_some_and(|i| i > 0)),
+            "device authorization: interval in {v}"
+        );
+        let browser = l.browser_http.as_ref().unwrap_or(&self.http);
+        self.approve_device(browser, verification_uri, user_code, &mut l.browser).await?;
+        let tokens = self.token(&[("grant_type", DEVICE_CODE_GRANT), ("device_code", device_code)]).await?;
+        self.check_id_token(&tokens, None)
+    }
+
+    /// The user at `verification_uri` in the browser holding `jar`: the code typed in the
+    /// provider's form, then its confirmation (Sichat's consent page, which names the code;
+    /// oidc-provider's confirm form, and its interactions if it has any to show), up to the
+    /// provider's closing page.
+    async fn approve_device(
+        &self,
+        http: &reqwest::Client,
+        verification_uri: Url,
+        user_code: &str,
+        jar: &mut Jar,
+    ) -> Result<()> {
+        let mut at = verification_uri;
+        let mut r = send_in(jar, http.get(at.clone())).await?;
+        let mut entered = false;
+        for _ in 0..12 {
+            if r.status().is_redirection() {
+                let loc = r.headers().get(LOCATION).and_then(|v| v.to_str().ok()).context("redirect: no Location")?;
+                at = at.join(loc)?;
+                r = send_in(jar, http.get(at.clone())).await?;
+                continue;
+            }
+            let status = r.status();
+            let html = r.text().await?;
+            ensure!(status == StatusCode::OK, "device approval: {status} at {at}");
+            let form: Vec<(&str, String)> = if html.contains("name=\"confirm\"") {
+                // oidc-provider's confirmation: the code again, with its xsrf and confirm=yes.
+                let shown = field(&html, "user_code").context("user_code field")?;
+                ensure!(shown == user_code, "device approval: the confirm page shows {shown}, not {user_code}");
+                vec![
+                    ("xsrf", field(&html, "xsrf").context("xsrf field")?),
+                    ("user_code", shown),
+                    ("confirm", field(&html, "confirm").context("confirm field")?),
+                ]
+            } else if html.contains("name=\"user_code\"") {
+                // The code form (Sichat's `csrf`, cookie-bound; oidc-provider's `xsrf`,
+                // session-bound). Shown again after the code was sent: the code was refused.
+                ensure!(!entered, "device approval: the code form came back at {at}");
+                entered = true;
+                let csrf = ["csrf", "xsrf"]
+                    .into_iter()
+                    .find_map(|k| field(&html, k).map(|v| (k, v)))
+                    .context("device approval: no CSRF field in the code form")?;
+                vec![csrf, ("user_code", user_code.to_owned())]
+            } else if html.contains("action=\"/oidc/consent\"") {
+                // Sichat asks every time, naming the code.
+                ensure!(html.contains(user_code), "device approval: the consent page does not name the code");
+                vec![
+                    ("request", field(&html, "request").context("request field")?),
+                    ("csrf", field(&html, "csrf").context("csrf field")?),
+                    ("decision", "allow".into()),
+                ]
+            } else if entered && (html.contains("Device signed in") || html.contains("Sign-in Success")) {
+                return Ok(());
+            } else {
+                bail!("device approval: a page the tool cannot fill in at {at}");
+            };
+            let post = at.join(&form_action(&html).context("device approval: a form without action")?)?;
+            r = send_in(jar, http.post(post.clone()).form(&form)).await?;
+            at = post;
+        }
+        bail!("device approval: too many steps")
+    }
+
+    /// The ID token: signed by a key of the JWKS, for this issuer, client and nonce (none
+    /// for a device grant, which sends none), not expired, and bound to the access token by
+    /// `at_hash` when it has one.
+    fn check_id_token(&self, tokens: &Value, nonce: Option<&str>) -> Result<()> {
         let jwt = tokens["id_token"].as_str().context("no id_token")?;
         let header = jwt.split('.').next().and_then(sichat_core::ids::b64url_decode).context("id_token header")?;
         let header: Value = serde_json::from_slice(&header)?;
@@ -379,7 +556,10 @@ impl Op {
             _ => false,
         };
         ensure!(aud_ok, "id_token aud {}", claims["aud"]);
-        ensure!(claims["nonce"] == nonce, "id_token nonce");
+        match nonce {
+            Some(n) => ensure!(claims["nonce"] == n, "id_token nonce"),
+            None => ensure!(claims.get("nonce").is_none(), "id_token nonce {} unasked", claims["nonce"]),
+        }
         ensure!(claims["sub"].as_str().is_some_and(|s| !s.is_empty()), "id_token sub");
         let now = sichat_core::ids::now_ms() / 1000;
         ensure!(claims["exp"].as_i64().is_some_and(|e| e > now), "id_token expired");
@@ -444,23 +624,10 @@ impl Op {
         if !self.cookie.is_empty() {
             return Ok(req.header(COOKIE, &self.cookie).send().await?);
         }
-        let header = {
-            let jar = self.cookies.lock().map_err(|_| anyhow::anyhow!("cookie jar poisoned"))?;
-            jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
-        };
+        let header = cookie_header(&*self.cookies.lock().map_err(|_| anyhow::anyhow!("cookie jar poisoned"))?);
         let req = if header.is_empty() { req } else { req.header(COOKIE, header) };
         let r = req.send().await?;
-        let mut jar = self.cookies.lock().map_err(|_| anyhow::anyhow!("cookie jar poisoned"))?;
-        for c in r.headers().get_all(SET_COOKIE) {
-            let Some((name, value)) = c.to_str().ok().and_then(|c| c.split(';').next()).and_then(|c| c.split_once('='))
-            else {
-                continue;
-            };
-            match value.is_empty() {
-                true => jar.remove(name.trim()),
-                false => jar.insert(name.trim().to_owned(), value.to_owned()),
-            };
-        }
+        absorb_cookies(&mut *self.cookies.lock().map_err(|_| anyhow::anyhow!("cookie jar poisoned"))?, &r);
         Ok(r)
     }
 }
@@ -473,5 +640,21 @@ mod tests {
         assert_eq!(super::field(html, "request").as_deref(), Some("abc"));
         assert_eq!(super::field(html, "csrf").as_deref(), Some("x-y"));
         assert_eq!(super::field(html, "missing"), None);
+    }
+
+    #[test]
+    fn reads_form_actions() {
+        let html = r#"<p>x</p><form id="op.deviceInputForm" novalidate method="post" action="http://localhost:3000/device">
+  <input type="hidden" name="xsrf" value="abc"/>
+  <input
+    type="text" name="user_code" placeholder="Enter code" autofocus></input></form>"#;
+        assert_eq!(super::form_action(html).as_deref(), Some("http://localhost:3000/device"));
+        assert_eq!(super::field(html, "xsrf").as_deref(), Some("abc"));
+        assert_eq!(super::field(html, "user_code"), None);
+        assert_eq!(
+            super::form_action("<form method=\"post\" action=\"/a?b=1&amp;c=2\">").as_deref(),
+            Some("/a?b=1&c=2")
+        );
+        assert_eq!(super::form_action("<p>no form</p>"), None);
     }
 }
