@@ -189,7 +189,9 @@ impl Approvals {
         .fetch_one(self.op.db().pool())
         .await?;
         if failures > i64::from(MAX_CODE_FAILURES) {
-            self.note_failure(ip);
+            // Refused before it was tried: it is no failure, so its count goes back (else
+            // right codes typed at once behind one address would lock it out for good).
+            self.refund(ip).await?;
             return Err(Self::too_many());
         }
         Ok(())

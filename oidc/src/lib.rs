@@ -20,6 +20,8 @@
 //! - [`signin`], [`signin_pages`]: the sign-in page's other ways in, and the account page.
 //! - [`subjects`]: pairwise `sub` values, from a secret of each account's own.
 //! - [`throttle`]: the password sign-in throttle, per account and address, in the database.
+//! - `store`: the provider's SQL, one submodule per table group (codes, tokens, requests,
+//!   sessions, consents, device grants, logout notices, sign-in events, …).
 //! - [`writer`]: codes and tokens written durably, group-committed on SQLite.
 //! - [`wire`]: the typed forms and answers of the endpoints clients call.
 //! - [`api`]: the axum router; the endpoints clients call with their own credentials
@@ -43,6 +45,7 @@ pub mod passkeys;
 pub mod provider;
 pub mod signin;
 pub mod signin_pages;
+pub(crate) mod store;
 pub mod subjects;
 pub mod throttle;
 pub mod wire;

@@ -8,6 +8,7 @@ use crate::amr::SignIn;
 use crate::clients::Registration;
 use crate::clients::{self, Client, ClientCache};
 use crate::keys::{self, KeySet};
+use crate::store;
 use crate::subjects::Subjects;
 use crate::throttle::PasswordThrottle;
 use crate::wire::{
@@ -27,7 +28,6 @@ use sichat_core::ids::{b64url, b64url_decode, new_id, now_ms, random_bytes, rand
 use sichat_core::net::Fetcher;
 use sichat_core::seal::MasterKey;
 use sichat_verifier::Verifier;
-use sqlx::Row;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -258,10 +258,7 @@ fn invalid_grant(why: impl Into<String>) -> OidcError {
 async fn pairwise_salt(db: &Db, master: &MasterKey) -> Result<Vec<u8>, OidcError> {
     const NAME: &str = "oidc_pairwise_salt_sealed";
     let read = || async {
-        let sealed: Option<String> = sqlx::query_scalar("SELECT value FROM node_settings WHERE name = $1")
-            .bind(NAME)
-            .fetch_optional(db.pool())
-            .await?;
+        let sealed = store::settings::value(db, NAME).await?;
         let Some(sealed) = sealed else { return Ok::<_, OidcError>(None) };
         let bytes = b64url_decode(&sealed).ok_or_else(|| OidcError::internal("the pairwise salt is not base64url"))?;
         Ok(Some(master.open(&bytes, NAME)?.to_vec()))
@@ -270,19 +267,10 @@ async fn pairwise_salt(db: &Db, master: &MasterKey) -> Result<Vec<u8>, OidcError
         return Ok(salt);
     }
     // Nodes before sealing kept it in clear; keep its value so subjects do not change.
-    let clear: Option<String> = sqlx::query_scalar("SELECT value FROM node_settings WHERE name = 'oidc_pairwise_salt'")
-        .fetch_optional(db.pool())
-        .await?;
+    let clear = store::settings::clear_pairwise_salt(db).await?;
     let salt = clear.map(String::into_bytes).unwrap_or_else(|| b64url(&random_bytes::<32>()).into_bytes());
-    let mut tx = db.pool().begin().await?;
     // A replica starting at the same time may win the insert; everyone then reads its value.
-    sqlx::query("INSERT INTO node_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(NAME)
-        .bind(b64url(&master.seal(&salt, NAME)))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM node_settings WHERE name = 'oidc_pairwise_salt'").execute(&mut *tx).await?;
-    tx.commit().await?;
+    store::settings::store_sealed_pairwise_salt(db, NAME, &b64url(&master.seal(&salt, NAME))).await?;
     read().await?.ok_or_else(|| OidcError::internal("the pairwise salt was not stored"))
 }
 
@@ -474,13 +462,8 @@ impl Provider {
             return Err(throttled.error());
         }
         let user_id = self.accounts.active_user_id(name).await?;
-        let hash: Option<String> = match &user_id {
-            Some(id) => {
-                sqlx::query_scalar("SELECT hash FROM oidc_passwords WHERE user_id = $1")
-                    .bind(id)
-                    .fetch_optional(self.db.pool())
-                    .await?
-            }
+        let hash = match &user_id {
+            Some(id) => store::passwords::hash(&self.db, id).await?,
             None => None,
         };
         let ok = self.verify_hash(hash, password.to_owned()).await?;
@@ -532,13 +515,7 @@ impl Provider {
         .map_err(OidcError::internal)??;
         let now = now_ms();
         let mut tx = self.db.pool().begin().await?;
-        sqlx::query("DELETE FROM oidc_passwords WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO oidc_passwords (user_id, hash, updated_at) VALUES ($1, $2, $3)")
-            .bind(user_id)
-            .bind(hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        store::passwords::replace(&mut tx, user_id, &hash, now).await?;
         // Whoever knew the old password may hold a session or tokens: they all end with it.
         self.accounts.sign_out_everywhere_on(&mut tx, user_id, None).await?;
         tx.commit().await?;
@@ -551,18 +528,15 @@ impl Provider {
         let token = random_token();
         let now = now_ms();
         let mut tx = self.db.pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO oidc_sessions (token_hash, user_id, auth_time, amr, address, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(token_hash(&token))
-        .bind(user_id)
-        .bind(now)
-        .bind(how.stored())
-        .bind(address)
-        .bind(now + SESSION_TTL_MS)
-        .execute(&mut *tx)
-        .await?;
+        let session = store::sessions::NewSession {
+            token_hash: &token_hash(&token),
+            user_id,
+            auth_time: now,
+            amr: &how.stored(),
+            address,
+            expires_at: now + SESSION_TTL_MS,
+        };
+        store::sessions::insert(&mut tx, &session).await?;
         activity::record(&mut tx, user_id, None, Some(&how.stored()), Some(address), now).await?;
         tx.commit().await?;
         metrics::counter!("sichat_oidc_logins_total").increment(1);
@@ -571,39 +545,22 @@ impl Provider {
 
     pub async fn session(&self, token: &str) -> Result<Option<BrowserSession>, OidcError> {
         let session_hash = token_hash(token);
-        let row = sqlx::query(
-            "SELECT s.user_id, s.auth_time, s.amr, s.address, u.name FROM oidc_sessions s \
-             JOIN acct_users u ON u.id = s.user_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.status = 'active'",
-        )
-        .bind(&session_hash)
-        .bind(now_ms())
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.map(|r| {
-            Ok(BrowserSession {
-                user_id: r.try_get("user_id")?,
-                user_name: r.try_get("name")?,
-                auth_time: r.try_get("auth_time")?,
-                amr: r.try_get("amr")?,
-                address: r.try_get("address")?,
-                sid: sid_of(&session_hash),
-                session_hash,
-            })
-        })
-        .transpose()
+        let row = store::sessions::live(&self.db, &session_hash, now_ms()).await?;
+        Ok(row.map(|r| BrowserSession {
+            user_id: r.user_id,
+            user_name: r.name,
+            auth_time: r.auth_time,
+            amr: r.amr,
+            address: r.address,
+            sid: sid_of(&session_hash),
+            session_hash,
+        }))
     }
 
     // ---- consent ----
 
     async fn consented(&self, user_id: &str, client_id: &str, scope: &str) -> Result<bool, OidcError> {
-        let given: Option<String> =
-            sqlx::query_scalar("SELECT scope FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
-                .bind(user_id)
-                .bind(client_id)
-                .fetch_optional(self.db.pool())
-                .await?;
-        let given = given.unwrap_or_default();
+        let given = store::consents::scope(&self.db, user_id, client_id).await?.unwrap_or_default();
         let given = scope_set(&given);
         Ok(scope_set(scope).iter().all(|s| given.contains(s)))
     }
@@ -611,78 +568,45 @@ impl Provider {
     /// Remember consent to `scope` (added to what was given before).
     pub async fn consent(&self, user_id: &str, client_id: &str, scope: &str) -> Result<(), OidcError> {
         let mut tx = self.db.pool().begin().await?;
-        let before: Option<String> =
-            sqlx::query_scalar("SELECT scope FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
-                .bind(user_id)
-                .bind(client_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let before = store::consents::scope_on(&mut tx, user_id, client_id).await?;
         let mut all = scope_set(before.as_deref().unwrap_or_default());
         all.extend(scope_set(scope));
         all.sort_unstable();
         all.dedup();
-        sqlx::query("DELETE FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
-            .bind(user_id)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO oidc_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(user_id)
-            .bind(client_id)
-            .bind(all.join(" "))
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        store::consents::replace(&mut tx, user_id, client_id, &all.join(" "), now_ms()).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// The sites a user has consented to.
     pub async fn consents(&self, user_id: &str) -> Result<Vec<Value>, OidcError> {
-        let rows = sqlx::query(
-            "SELECT c.client_id, c.scope, c.created_at, k.metadata FROM oidc_consents c \
-             JOIN oidc_clients k ON k.id = c.client_id WHERE c.user_id = $1 ORDER BY c.created_at DESC",
-        )
-        .bind(user_id)
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter()
+        let rows = store::consents::of_user(&self.db, user_id).await?;
+        Ok(rows
+            .into_iter()
             .map(|r| {
-                let meta: Value = serde_json::from_str(&r.try_get::<String, _>("metadata")?).unwrap_or_default();
-                Ok(json!({
-                    "client_id": r.try_get::<String, _>("client_id")?,
+                let meta: Value = serde_json::from_str(&r.metadata).unwrap_or_default();
+                json!({
+                    "client_id": r.client_id,
                     "client_name": meta.get("client_name"),
                     "redirect_uris": meta.get("redirect_uris"),
-                    "scope": r.try_get::<String, _>("scope")?,
-                    "created_at": r.try_get::<i64, _>("created_at")?,
-                }))
+                    "scope": r.scope,
+                    "created_at": r.created_at,
+                })
             })
-            .collect()
+            .collect())
     }
 
     /// Withdraw consent: the site must ask again, and its tokens for this user end.
     pub async fn revoke_consent(&self, user_id: &str, client_id: &str) -> Result<bool, OidcError> {
         let mut tx = self.db.pool().begin().await?;
-        let gone = sqlx::query("DELETE FROM oidc_consents WHERE user_id = $1 AND client_id = $2")
-            .bind(user_id)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query(
-            "UPDATE oidc_tokens SET revoked_at = $1 WHERE user_id = $2 AND client_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now_ms())
-        .bind(user_id)
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await?;
-        if gone > 0 {
+        let gone = store::consents::delete(&mut tx, user_id, client_id).await?;
+        store::tokens::revoke_of_client(&mut tx, user_id, client_id, now_ms()).await?;
+        if gone {
             self.notify_consent_withdrawn(&mut tx, user_id, client_id).await?;
         }
         tx.commit().await?;
         self.logouts_written();
-        Ok(gone > 0)
+        Ok(gone)
     }
 
     /// The credentials that back the claims `scope` asks for, verified now.
@@ -703,37 +627,10 @@ impl Provider {
     /// and registered clients that never completed a flow.
     pub async fn purge_expired(&self) -> Result<u64, OidcError> {
         let now = now_ms();
-        let mut n = 0;
-        for sql in [
-            "DELETE FROM oidc_requests WHERE expires_at <= $1",
-            "DELETE FROM oidc_codes WHERE expires_at <= $1",
-            "DELETE FROM oidc_sessions WHERE expires_at <= $1",
-            "DELETE FROM oidc_tokens WHERE expires_at <= $1",
-            "DELETE FROM oidc_client_assertions WHERE expires_at <= $1",
-            "DELETE FROM oidc_registration_tokens WHERE expires_at <= $1",
-            "DELETE FROM oidc_approvals WHERE expires_at <= $1",
-            "DELETE FROM oidc_webauthn_ceremonies WHERE expires_at <= $1",
-            "DELETE FROM oidc_passkey_links WHERE expires_at <= $1",
-            "DELETE FROM oidc_device_grants WHERE expires_at <= $1",
-            "DELETE FROM oidc_dpop_proofs WHERE expires_at <= $1",
-            "DELETE FROM oidc_pushed_requests WHERE expires_at <= $1",
-            "DELETE FROM oidc_discoverable_ceremonies WHERE expires_at <= $1",
-            "DELETE FROM oidc_session_clients WHERE session_hash NOT IN (SELECT token_hash FROM oidc_sessions) \
-             AND created_at <= $1",
-        ] {
-            n += sqlx::query(sql).bind(now).execute(self.db.pool()).await?.rows_affected();
-        }
-        n += sqlx::query("DELETE FROM oidc_signin_events WHERE at <= $1")
-            .bind(now - activity::KEEP_MS)
-            .execute(self.db.pool())
-            .await?
-            .rows_affected();
+        let mut n = store::purge::expired(&self.db, now).await?;
+        n += store::activity::purge(&self.db, now - activity::KEEP_MS).await?;
         n += self.throttle.purge().await?;
-        n += sqlx::query("DELETE FROM oidc_approval_failures WHERE window_start <= $1")
-            .bind(now - crate::approval::FAILURE_WINDOW_MS)
-            .execute(self.db.pool())
-            .await?
-            .rows_affected();
+        n += store::purge::approval_failures(&self.db, now - crate::approval::FAILURE_WINDOW_MS).await?;
         n += clients::purge_unused(&self.db, now - clients::UNUSED_CLIENT_TTL_MS).await?;
         Ok(n)
     }

@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use sichat_e2e::{sichat, stderr, storage_tests, Backend, TestApp};
 use std::time::Duration;
 
-storage_tests!(a_tv_signs_in_approved_by_the_wallet, a_device_approved_or_refused_on_the_page);
+storage_tests!(
+    a_tv_signs_in_approved_by_the_wallet,
+    a_device_approved_or_refused_on_the_page,
+    right_codes_at_once_never_lock_an_address_out
+);
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -219,5 +223,38 @@ async fn a_device_approved_or_refused_on_the_page(backend: Backend) {
         .expect("post");
     let answer: Value = r.json().await.expect("json");
     assert_eq!(answer["error"], "unauthorized_client", "{answer}");
+    app.stop().await;
+}
+
+/// Many users behind one address (a NAT) type right codes at once: each takes a guess from
+/// the address's limit until its code is found. Those refused while the limit was full are
+/// no failures: once the others are found, the address is not locked out.
+async fn right_codes_at_once_never_lock_an_address_out(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let client_id = tv_client(&app, "Lobby Screen").await;
+    let (_, answer) = device_authorization(&app, &client_id, "openid").await;
+    let code = answer["user_code"].as_str().expect("user_code").to_owned();
+    let ip = "198.51.100.9";
+    let approvals = sichat_oidc::approval::Approvals::new(app.node.oidc.clone(), app.node.accounts.clone());
+    // Ten right codes in flight hold the whole limit...
+    sqlx::query("INSERT INTO oidc_approval_failures (address, failures, window_start) VALUES ($1, 10, $2)")
+        .bind(ip)
+        .bind(sichat_core::ids::now_ms())
+        .execute(app.node.db.pool())
+        .await
+        .expect("in flight");
+    // ...so these are refused meanwhile,
+    for _ in 0..12 {
+        let refused = approvals.device(&code, ip).await.err().map(|e| e.code);
+        assert_eq!(refused, Some("too_many_attempts"));
+    }
+    // and once the ten are found and handed back, a right code goes through.
+    sqlx::query("UPDATE oidc_approval_failures SET failures = failures - 10 WHERE address = $1")
+        .bind(ip)
+        .execute(app.node.db.pool())
+        .await
+        .expect("found");
+    let found = approvals.device(&code, ip).await;
+    assert!(found.is_ok(), "{:?}", found.err());
     app.stop().await;
 }

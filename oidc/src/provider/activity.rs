@@ -3,7 +3,6 @@
 //! activity` (`GET /api/v1/oidc/activity`). Kept 90 days.
 
 use super::*;
-use sqlx::AnyConnection;
 
 /// How long events are kept.
 pub const KEEP_MS: i64 = 90 * 24 * 3_600_000;
@@ -21,57 +20,29 @@ pub struct SignInEvent {
     pub address: Option<String>,
 }
 
-/// Record one sign-in (in the caller's transaction).
-pub(crate) async fn record(
-    c: &mut AnyConnection,
-    user_id: &str,
-    client_id: Option<&str>,
-    method: Option<&str>,
-    address: Option<&str>,
-    at: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO oidc_signin_events (id, user_id, client_id, method, address, at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(new_id())
-    .bind(user_id)
-    .bind(client_id)
-    .bind(method)
-    .bind(address)
-    .bind(at)
-    .execute(c)
-    .await?;
-    Ok(())
-}
+/// Record one sign-in (in the caller's transaction): [`store::activity::record`].
+pub(crate) use crate::store::activity::record;
 
 impl Provider {
     /// The user's latest sign-ins, newest first.
     pub async fn activity(&self, user_id: &str, limit: i64) -> Result<Vec<SignInEvent>, OidcError> {
-        let rows = sqlx::query(
-            "SELECT e.at, e.client_id, e.method, e.address, k.metadata FROM oidc_signin_events e \
-             LEFT JOIN oidc_clients k ON k.id = e.client_id WHERE e.user_id = $1 ORDER BY e.at DESC LIMIT $2",
-        )
-        .bind(user_id)
-        .bind(limit.clamp(1, 500))
-        .fetch_all(&mut *self.db.read().await?)
-        .await?;
-        rows.iter()
+        let rows = store::activity::latest(&self.db, user_id, limit.clamp(1, 500)).await?;
+        Ok(rows
+            .into_iter()
             .map(|r| {
-                let client_id: Option<String> = r.try_get("client_id")?;
-                let meta: Option<String> = r.try_get("metadata")?;
-                let name = meta
+                let name = r
+                    .metadata
                     .and_then(|m| serde_json::from_str::<Value>(&m).ok())
                     .and_then(|m| m.get("client_name").and_then(Value::as_str).map(str::to_owned));
-                let site = client_id.as_ref().map(|id| name.unwrap_or_else(|| id.clone()));
-                let method: Option<String> = r.try_get("method")?;
-                Ok(SignInEvent {
-                    at: r.try_get("at")?,
+                let site = r.client_id.as_ref().map(|id| name.unwrap_or_else(|| id.clone()));
+                SignInEvent {
+                    at: r.at,
                     site,
-                    client_id,
-                    method: crate::amr::from_stored(method.as_deref()),
-                    address: r.try_get("address")?,
-                })
+                    client_id: r.client_id,
+                    method: crate::amr::from_stored(r.method.as_deref()),
+                    address: r.address,
+                }
             })
-            .collect()
+            .collect())
     }
 }

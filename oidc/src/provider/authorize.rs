@@ -162,32 +162,20 @@ impl Provider {
 
     pub async fn save_request(&self, p: &AuthParams) -> Result<(String, String), OidcError> {
         let (id, csrf) = (random_token(), random_token());
-        sqlx::query("INSERT INTO oidc_requests (id, client_id, params, csrf, expires_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&id)
-            .bind(&p.client_id)
-            .bind(serde_json::to_string(p).map_err(OidcError::internal)?)
-            .bind(&csrf)
-            .bind(now_ms() + REQUEST_TTL_MS)
-            .execute(self.db.pool())
-            .await?;
+        let params = serde_json::to_string(p).map_err(OidcError::internal)?;
+        store::requests::insert(&self.db, &id, &p.client_id, &params, &csrf, now_ms() + REQUEST_TTL_MS).await?;
         Ok((id, csrf))
     }
 
     pub async fn pending(&self, id: &str) -> Result<Option<Pending>, OidcError> {
-        let row = sqlx::query("SELECT params, csrf FROM oidc_requests WHERE id = $1 AND expires_at > $2")
-            .bind(id)
-            .bind(now_ms())
-            .fetch_optional(self.db.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let params: AuthParams =
-            serde_json::from_str(&row.try_get::<String, _>("params")?).map_err(OidcError::internal)?;
+        let Some(row) = store::requests::waiting(&self.db, id, now_ms()).await? else { return Ok(None) };
+        let params: AuthParams = serde_json::from_str(&row.params).map_err(OidcError::internal)?;
         let Some(client) = self.client(&params.client_id).await? else { return Ok(None) };
-        Ok(Some(Pending { id: id.to_owned(), csrf: row.try_get("csrf")?, params, client }))
+        Ok(Some(Pending { id: id.to_owned(), csrf: row.csrf, params, client }))
     }
 
     pub async fn finish_request(&self, id: &str) -> Result<(), OidcError> {
-        sqlx::query("DELETE FROM oidc_requests WHERE id = $1").bind(id).execute(self.db.pool()).await?;
+        store::requests::delete(&self.db, id).await?;
         Ok(())
     }
 

@@ -52,23 +52,19 @@ impl Provider {
         let now = now_ms();
         for _ in 0..3 {
             let user_code = crate::approval::new_code();
-            let inserted = sqlx::query(
-                "INSERT INTO oidc_device_grants (id, device_code_hash, user_code, challenge, client_id, scope, status, \
-                 interval_ms, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
-            )
-            .bind(new_id())
-            .bind(token_hash(&device_code))
-            .bind(&user_code)
-            .bind(random_token())
-            .bind(&client.id)
-            .bind(scope.join(" "))
-            .bind(INTERVAL_MS)
-            .bind(now)
-            .bind(now + DEVICE_TTL_MS)
-            .execute(self.db.pool())
-            .await;
-            match inserted {
-                Ok(_) => {
+            let grant = store::device::NewGrant {
+                id: &new_id(),
+                device_code_hash: &token_hash(&device_code),
+                user_code: &user_code,
+                challenge: &random_token(),
+                client_id: &client.id,
+                scope: &scope.join(" "),
+                interval_ms: INTERVAL_MS,
+                created_at: now,
+                expires_at: now + DEVICE_TTL_MS,
+            };
+            match store::device::insert(&self.db, &grant).await {
+                Ok(()) => {
                     let verification_uri = self.url("oidc/device");
                     return Ok(DeviceAuthorization {
                         verification_uri_complete: format!("{verification_uri}?user_code={user_code}"),
@@ -88,25 +84,15 @@ impl Provider {
 
     /// The grant waiting for `user_code` (canonical form), if it is pending and live.
     pub async fn pending_device(&self, user_code: &str) -> Result<Option<DeviceGrant>, OidcError> {
-        let row = sqlx::query(
-            "SELECT id, user_code, challenge, client_id, scope, expires_at FROM oidc_device_grants \
-             WHERE user_code = $1 AND status = 'pending' AND expires_at > $2",
-        )
-        .bind(user_code)
-        .bind(now_ms())
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.map(|r| {
-            Ok(DeviceGrant {
-                id: r.try_get("id")?,
-                user_code: r.try_get("user_code")?,
-                challenge: r.try_get("challenge")?,
-                client_id: r.try_get("client_id")?,
-                scope: r.try_get("scope")?,
-                expires_at: r.try_get("expires_at")?,
-            })
-        })
-        .transpose()
+        let row = store::device::pending(&self.db, user_code, now_ms()).await?;
+        Ok(row.map(|r| DeviceGrant {
+            id: r.id,
+            user_code: r.user_code,
+            challenge: r.challenge,
+            client_id: r.client_id,
+            scope: r.scope,
+            expires_at: r.expires_at,
+        }))
     }
 
     /// The authorization request a device grant becomes for the sign-in and consent pages.
@@ -128,35 +114,19 @@ impl Provider {
         auth_time: i64,
         amr: Option<&str>,
     ) -> Result<bool, OidcError> {
-        let done = sqlx::query(
-            "UPDATE oidc_device_grants SET status = 'approved', user_id = $1, auth_time = $2, amr = $3 \
-             WHERE id = $4 AND status = 'pending' AND expires_at > $5",
-        )
-        .bind(user_id)
-        .bind(auth_time)
-        .bind(amr)
-        .bind(id)
-        .bind(now_ms())
-        .execute(self.db.pool())
-        .await?;
+        let done = store::device::approve(&self.db, id, user_id, auth_time, amr, now_ms()).await?;
         metrics::counter!("sichat_oidc_device_decisions_total", "decision" => "approved").increment(1);
-        if done.rows_affected() != 1 {
+        if !done {
             return Ok(false);
         }
-        let client_id: Option<String> = sqlx::query_scalar("SELECT client_id FROM oidc_device_grants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let client_id = store::device::client_of(&self.db, id).await?;
         let mut c = self.db.pool().acquire().await?;
         super::activity::record(&mut c, user_id, client_id.as_deref(), amr, None, now_ms()).await?;
         Ok(true)
     }
 
     pub async fn deny_device(&self, id: &str) -> Result<(), OidcError> {
-        sqlx::query("UPDATE oidc_device_grants SET status = 'denied' WHERE id = $1 AND status = 'pending'")
-            .bind(id)
-            .execute(self.db.pool())
-            .await?;
+        store::device::deny(&self.db, id).await?;
         metrics::counter!("sichat_oidc_device_decisions_total", "decision" => "denied").increment(1);
         Ok(())
     }
@@ -172,58 +142,43 @@ impl Provider {
         let code =
             form.device_code.as_deref().ok_or_else(|| OidcError::bad("invalid_request", "device_code is required"))?;
         let now = now_ms();
-        let row = sqlx::query(
-            "SELECT id, client_id, scope, status, user_id, auth_time, amr, interval_ms, last_polled_at, expires_at \
-             FROM oidc_device_grants WHERE device_code_hash = $1",
-        )
-        .bind(token_hash(code))
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| invalid_grant("unknown device_code"))?;
-        if row.try_get::<String, _>("client_id")? != client.id {
+        let row = store::device::by_device_code(&self.db, &token_hash(code))
+            .await?
+            .ok_or_else(|| invalid_grant("unknown device_code"))?;
+        if row.client_id != client.id {
             return Err(invalid_grant("the device_code was issued to another client"));
         }
-        let id: String = row.try_get("id")?;
-        let status: String = row.try_get("status")?;
+        let (id, status) = (&row.id, row.status.as_str());
         if status == "used" {
             return Err(invalid_grant("the device_code was already redeemed"));
         }
-        if row.try_get::<i64, _>("expires_at")? <= now {
+        if row.expires_at <= now {
             return Err(OidcError::bad("expired_token", "the device_code has expired: start again"));
         }
         // A poll sooner than the interval slows the device down for good (RFC 8628 §3.5).
-        let interval: i64 = row.try_get("interval_ms")?;
-        let last: Option<i64> = row.try_get("last_polled_at")?;
-        let too_soon = last.is_some_and(|l| now - l < interval);
+        let interval = row.interval_ms;
+        let too_soon = row.last_polled_at.is_some_and(|l| now - l < interval);
         let new_interval = if too_soon { interval + INTERVAL_MS } else { interval };
-        sqlx::query("UPDATE oidc_device_grants SET last_polled_at = $1, interval_ms = $2 WHERE id = $3")
-            .bind(now)
-            .bind(new_interval)
-            .bind(&id)
-            .execute(self.db.pool())
-            .await?;
+        store::device::polled(&self.db, id, now, new_interval).await?;
         if too_soon {
             return Err(OidcError::bad("slow_down", format!("poll at most every {} seconds", new_interval / 1000)));
         }
-        match status.as_str() {
+        match status {
             "pending" => return Err(OidcError::bad("authorization_pending", "the user has not approved the code yet")),
             "denied" => return Err(OidcError::bad("access_denied", "the user refused the device")),
             _ => {}
         }
-        let user_id: Option<String> = row.try_get("user_id")?;
-        let user_id = user_id.ok_or_else(|| invalid_grant("the grant names no user"))?;
-        if self.accounts.account(&user_id).await.is_err() {
+        let user_id = row.user_id.as_deref().ok_or_else(|| invalid_grant("the grant names no user"))?;
+        if self.accounts.account(user_id).await.is_err() {
             return Err(invalid_grant("the account is gone"));
         }
-        let scope: String = row.try_get("scope")?;
-        let amr: Option<String> = row.try_get("amr")?;
         let grant = Grant {
-            user_id: Some(&user_id),
-            scope: &scope,
-            family: &id,
+            user_id: Some(user_id),
+            scope: &row.scope,
+            family: id,
             code_hash: None,
-            auth_time: row.try_get("auth_time")?,
-            amr: amr.as_deref(),
+            auth_time: row.auth_time,
+            amr: row.amr.as_deref(),
             sid: None,
             proof,
         };

@@ -26,54 +26,16 @@ const LOGOUT_TOKEN_TTL_SECS: i64 = 120;
 /// site lists gone. In the caller's transaction.
 pub(crate) async fn notify_sessions(c: &mut AnyConnection, sessions: &[String], now: i64) -> Result<(), sqlx::Error> {
     for session in sessions {
-        let rows = sqlx::query("SELECT client_id, sid, user_id FROM oidc_session_clients WHERE session_hash = $1")
-            .bind(session)
-            .fetch_all(&mut *c)
-            .await?;
-        for r in rows {
-            let client_id: String = r.try_get("client_id")?;
-            let sid: String = r.try_get("sid")?;
-            let user_id: String = r.try_get("user_id")?;
-            insert_notice(c, &client_id, &user_id, Some(&sid), now).await?;
+        for site in store::sessions::sites_with_user(c, session).await? {
+            store::logouts::insert(c, &site.client_id, &site.user_id, Some(&site.sid), now).await?;
         }
-        sqlx::query("DELETE FROM oidc_session_clients WHERE session_hash = $1").bind(session).execute(&mut *c).await?;
+        store::sessions::forget_sites(c, session).await?;
     }
     Ok(())
 }
 
-async fn insert_notice(
-    c: &mut AnyConnection,
-    client_id: &str,
-    user_id: &str,
-    sid: Option<&str>,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO oidc_logout_notices (id, client_id, user_id, sid, created_at, next_attempt_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
-    )
-    .bind(new_id())
-    .bind(client_id)
-    .bind(user_id)
-    .bind(sid)
-    .bind(now)
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
-/// The browser sessions of `user_id`, but `keep`.
-pub(crate) async fn sessions_of(
-    c: &mut AnyConnection,
-    user_id: &str,
-    keep: Option<&str>,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT token_hash FROM oidc_sessions WHERE user_id = $1 AND token_hash <> $2")
-        .bind(user_id)
-        .bind(keep.unwrap_or(""))
-        .fetch_all(c)
-        .await
-}
+/// The browser sessions of `user_id`, but `keep`: [`store::sessions::of_user`].
+pub(crate) use crate::store::sessions::of_user as sessions_of;
 
 impl Provider {
     /// End the browser session of cookie `token`: the sites it signed in to are told (back
@@ -83,20 +45,13 @@ impl Provider {
         let hash = token_hash(token);
         let now = now_ms();
         let mut tx = self.db.pool().begin().await?;
-        let sites: Vec<(String, String)> =
-            sqlx::query("SELECT client_id, sid FROM oidc_session_clients WHERE session_hash = $1")
-                .bind(&hash)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| Ok::<_, sqlx::Error>((r.try_get("client_id")?, r.try_get("sid")?)))
-                .collect::<Result<_, _>>()?;
+        let sites = store::sessions::sites(&mut tx, &hash).await?;
         notify_sessions(&mut tx, std::slice::from_ref(&hash), now).await?;
-        sqlx::query("DELETE FROM oidc_sessions WHERE token_hash = $1").bind(&hash).execute(&mut *tx).await?;
+        store::sessions::delete(&mut tx, &hash).await?;
         tx.commit().await?;
         self.logouts_due.notify_one();
         let mut frames = Vec::new();
-        for (client_id, sid) in sites {
+        for store::sessions::Site { client_id, sid } in sites {
             let Some(client) = self.client(&client_id).await? else { continue };
             if let Some(uri) = &client.metadata.frontchannel_logout_uri {
                 if let Ok(mut u) = url::Url::parse(uri) {
@@ -117,23 +72,14 @@ impl Provider {
         client_id: &str,
     ) -> Result<(), OidcError> {
         let now = now_ms();
-        let sids: Vec<String> =
-            sqlx::query_scalar("SELECT sid FROM oidc_session_clients WHERE user_id = $1 AND client_id = $2")
-                .bind(user_id)
-                .bind(client_id)
-                .fetch_all(&mut *c)
-                .await?;
+        let sids = store::sessions::sids_at(c, user_id, client_id).await?;
         if sids.is_empty() {
-            insert_notice(c, client_id, user_id, None, now).await?;
+            store::logouts::insert(c, client_id, user_id, None, now).await?;
         }
         for sid in &sids {
-            insert_notice(c, client_id, user_id, Some(sid), now).await?;
+            store::logouts::insert(c, client_id, user_id, Some(sid), now).await?;
         }
-        sqlx::query("DELETE FROM oidc_session_clients WHERE user_id = $1 AND client_id = $2")
-            .bind(user_id)
-            .bind(client_id)
-            .execute(&mut *c)
-            .await?;
+        store::sessions::forget_site(c, user_id, client_id).await?;
         Ok(())
     }
 
@@ -154,47 +100,20 @@ impl Provider {
 
     async fn send_due_logouts(&self) -> Result<(), OidcError> {
         let now = now_ms();
-        let due = sqlx::query(
-            "SELECT id, client_id, user_id, sid, attempts FROM oidc_logout_notices WHERE next_attempt_at <= $1 \
-             ORDER BY next_attempt_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(BATCH)
-        .fetch_all(self.db.pool())
-        .await?;
-        for r in due {
-            let id: String = r.try_get("id")?;
-            let attempts: i64 = r.try_get("attempts")?;
-            let sid: Option<String> = r.try_get("sid")?;
-            let outcome = self
-                .send_logout(&r.try_get::<String, _>("client_id")?, &r.try_get::<String, _>("user_id")?, sid.as_deref())
-                .await;
+        let due = store::logouts::due(&self.db, now, BATCH).await?;
+        for store::logouts::Notice { id, client_id, user_id, sid, attempts } in due {
+            let outcome = self.send_logout(&client_id, &user_id, sid.as_deref()).await;
             let ok = if outcome.is_ok() { "true" } else { "false" };
             match outcome {
-                Ok(()) => {
-                    sqlx::query("DELETE FROM oidc_logout_notices WHERE id = $1")
-                        .bind(&id)
-                        .execute(self.db.pool())
-                        .await?;
-                }
+                Ok(()) => store::logouts::delete(&self.db, &id).await?,
                 Err(why) if attempts + 1 >= MAX_ATTEMPTS => {
                     tracing::warn!(notice = %id, %why, "a site never took its back-channel logout: dropped");
-                    sqlx::query("DELETE FROM oidc_logout_notices WHERE id = $1")
-                        .bind(&id)
-                        .execute(self.db.pool())
-                        .await?;
+                    store::logouts::delete(&self.db, &id).await?;
                 }
                 Err(why) => {
                     let backoff = 2_000i64.saturating_mul(1 << attempts.clamp(0, 15)).min(4 * 3_600_000);
-                    sqlx::query(
-                        "UPDATE oidc_logout_notices SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 \
-                         WHERE id = $3",
-                    )
-                    .bind(now_ms() + backoff)
-                    .bind(why.chars().take(300).collect::<String>())
-                    .bind(&id)
-                    .execute(self.db.pool())
-                    .await?;
+                    let why: String = why.chars().take(300).collect();
+                    store::logouts::retry_at(&self.db, &id, now_ms() + backoff, &why).await?;
                 }
             }
             metrics::counter!("sichat_oidc_backchannel_logouts_total", "ok" => ok).increment(1);

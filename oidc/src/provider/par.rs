@@ -82,15 +82,8 @@ impl Provider {
         }
         Self::check_request(client, &params)?;
         let id = random_token();
-        sqlx::query(
-            "INSERT INTO oidc_pushed_requests (id_hash, client_id, params, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash(&id))
-        .bind(&client.id)
-        .bind(serde_json::to_string(&params).map_err(OidcError::internal)?)
-        .bind(now_ms() + PUSHED_TTL_MS)
-        .execute(self.db.pool())
-        .await?;
+        let json = serde_json::to_string(&params).map_err(OidcError::internal)?;
+        store::requests::insert_pushed(&self.db, &token_hash(&id), &client.id, &json, now_ms() + PUSHED_TTL_MS).await?;
         Ok(PushedRequest { request_uri: format!("{REQUEST_URI_PREFIX}{id}"), expires_in: PUSHED_TTL_MS / 1000 })
     }
 
@@ -105,22 +98,10 @@ impl Provider {
         let id = request_uri.strip_prefix(REQUEST_URI_PREFIX).ok_or_else(gone)?;
         let hash = token_hash(id);
         let now = now_ms();
-        let taken = sqlx::query(
-            "UPDATE oidc_pushed_requests SET used_at = $1 WHERE id_hash = $2 AND client_id = $3 AND used_at IS NULL \
-             AND expires_at > $1",
-        )
-        .bind(now)
-        .bind(&hash)
-        .bind(client_id)
-        .execute(self.db.pool())
-        .await?;
-        if taken.rows_affected() != 1 {
+        if !store::requests::take_pushed(&self.db, &hash, client_id, now).await? {
             return Err(gone());
         }
-        let params: String = sqlx::query_scalar("SELECT params FROM oidc_pushed_requests WHERE id_hash = $1")
-            .bind(&hash)
-            .fetch_one(self.db.pool())
-            .await?;
+        let params = store::requests::pushed_params(&self.db, &hash).await?;
         serde_json::from_str(&params).map_err(OidcError::internal)
     }
 }

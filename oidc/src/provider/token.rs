@@ -138,16 +138,7 @@ impl Provider {
         }
         let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256);
         let jti = jti.ok_or_else(|| bad("jti is missing or too long"))?;
-        let fresh = sqlx::query(
-            "INSERT INTO oidc_client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (client_id, jti) DO NOTHING",
-        )
-        .bind(&client.id)
-        .bind(jti)
-        .bind(exp)
-        .execute(self.db.pool())
-        .await?;
-        if fresh.rows_affected() != 1 {
+        if !store::assertions::record(&self.db, &client.id, jti, exp).await? {
             return Err(bad("it was already used (jti replay)"));
         }
         Ok(client)
@@ -305,18 +296,12 @@ impl Provider {
             .ok_or_else(|| OidcError::bad("invalid_request", "code_verifier is required"))?;
         let hash = token_hash(code);
         let now = now_ms();
-        let row = sqlx::query(
-            "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, sid, expires_at, \
-             used_at FROM oidc_codes WHERE code_hash = $1",
-        )
-        .bind(&hash)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| invalid_grant("unknown authorization code"))?;
-        if row.try_get::<String, _>("client_id")? != client.id {
+        let row =
+            store::codes::find(&self.db, &hash).await?.ok_or_else(|| invalid_grant("unknown authorization code"))?;
+        if row.client_id != client.id {
             return Err(invalid_grant("the code was issued to another client"));
         }
-        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+        if row.used_at.is_some() {
             // A replayed code: everything issued from it ends (RFC 6749 §4.1.2).
             self.revoke_family(&hash).await?;
             return Err(invalid_grant("the code was already used; its tokens are revoked"));
@@ -330,33 +315,27 @@ impl Provider {
                 Err::<TokenResponse, _>(invalid_grant(why))
             }
         };
-        if row.try_get::<i64, _>("expires_at")? <= now {
+        if row.expires_at <= now {
             return refuse("the code has expired").await;
         }
-        if form.redirect_uri.as_ref() != Some(&row.try_get::<String, _>("redirect_uri")?) {
+        if form.redirect_uri.as_ref() != Some(&row.redirect_uri) {
             return refuse("redirect_uri does not match the authorization request").await;
         }
-        if !is_pkce_value(verifier) || s256(verifier) != row.try_get::<String, _>("code_challenge")? {
+        if !is_pkce_value(verifier) || s256(verifier) != row.code_challenge {
             return refuse("code_verifier does not match the code_challenge").await;
         }
-        let user_id: String = row.try_get("user_id")?;
-        let scope: String = row.try_get("scope")?;
-        let nonce: Option<String> = row.try_get("nonce")?;
-        let auth_time: i64 = row.try_get("auth_time")?;
-        let amr: Option<String> = row.try_get("amr")?;
-        let sid: Option<String> = row.try_get("sid")?;
         let grant = Grant {
-            user_id: Some(&user_id),
-            scope: &scope,
+            user_id: Some(&row.user_id),
+            scope: &row.scope,
             family: &hash,
             code_hash: Some(&hash),
-            auth_time: Some(auth_time),
-            amr: amr.as_deref(),
-            sid: sid.as_deref(),
+            auth_time: Some(row.auth_time),
+            amr: row.amr.as_deref(),
+            sid: row.sid.as_deref(),
             proof,
         };
         let spend = Spend::Code { hash: hash.clone(), at: now };
-        self.token_response(spend, client, &grant, nonce.as_deref()).await
+        self.token_response(spend, client, &grant, row.nonce.as_deref()).await
     }
 
     async fn refresh_grant(
@@ -369,45 +348,36 @@ impl Provider {
             .ok_or_else(|| OidcError::bad("invalid_request", "refresh_token is required"))?;
         let hash = token_key(token);
         let now = now_ms();
-        let row = sqlx::query(
-            "SELECT client_id, user_id, scope, family, auth_time, amr, sid, jkt, expires_at, used_at, revoked_at \
-             FROM oidc_tokens \
-             WHERE token_hash = $1 AND kind = 'refresh'",
-        )
-        .bind(&hash)
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or_else(|| invalid_grant("unknown refresh token"))?;
-        if row.try_get::<String, _>("client_id")? != client.id {
+        let row =
+            store::tokens::refresh(&self.db, &hash).await?.ok_or_else(|| invalid_grant("unknown refresh token"))?;
+        if row.client_id != client.id {
             return Err(invalid_grant("the refresh token was issued to another client"));
         }
-        let family: String = row.try_get("family")?;
-        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+        let family = &row.family;
+        if row.used_at.is_some() {
             // A rotated token came back: someone holds a copy. End the whole family.
-            self.revoke_family(&family).await?;
+            self.revoke_family(family).await?;
             metrics::counter!("sichat_oidc_refresh_reuse_total").increment(1);
             return Err(invalid_grant("the refresh token was already used; its family is revoked"));
         }
-        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() || row.try_get::<i64, _>("expires_at")? <= now {
+        if row.revoked_at.is_some() || row.expires_at <= now {
             return Err(invalid_grant("the refresh token is revoked or expired"));
         }
         // A bound refresh token is redeemed only with a proof of its key.
-        let bound: Option<String> = row.try_get("jkt")?;
-        if let Some(bound) = &bound {
+        if let Some(bound) = &row.jkt {
             if proof.map(|p| p.jkt.as_str()) != Some(bound.as_str()) {
                 return Err(dpop::invalid_proof("this refresh token is bound to a DPoP key: prove that key"));
             }
         }
-        let user_id: Option<String> = row.try_get("user_id")?;
-        let user_id = user_id.ok_or_else(|| invalid_grant("not a user's refresh token"))?;
-        if self.accounts.account(&user_id).await.is_err() {
+        let user_id = row.user_id.as_deref().ok_or_else(|| invalid_grant("not a user's refresh token"))?;
+        if self.accounts.account(user_id).await.is_err() {
             return Err(invalid_grant("the account is gone"));
         }
-        let granted: String = row.try_get("scope")?;
+        let granted = &row.scope;
         let scope = match &form.scope {
             None => granted.clone(),
             Some(asked) => {
-                let g = scope_set(&granted);
+                let g = scope_set(granted);
                 if scope_set(asked).iter().any(|s| !g.contains(s)) {
                     return Err(OidcError::bad("invalid_scope", "a refresh cannot widen the granted scope"));
                 }
@@ -418,17 +388,14 @@ impl Provider {
                 asked.join(" ")
             }
         };
-        let auth_time: Option<i64> = row.try_get("auth_time")?;
-        let amr: Option<String> = row.try_get("amr")?;
-        let sid: Option<String> = row.try_get("sid")?;
         let grant = Grant {
-            user_id: Some(&user_id),
+            user_id: Some(user_id),
             scope: &scope,
-            family: &family,
+            family,
             code_hash: None,
-            auth_time,
-            amr: amr.as_deref(),
-            sid: sid.as_deref(),
+            auth_time: row.auth_time,
+            amr: row.amr.as_deref(),
+            sid: row.sid.as_deref(),
             proof,
         };
         // Spending it is guarded (unused, unrevoked): rotation stays single-use under
@@ -480,53 +447,33 @@ impl Provider {
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), OidcError> {
-        sqlx::query("UPDATE oidc_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(family)
-            .execute(self.db.pool())
-            .await?;
+        store::tokens::revoke_family(&self.db, family, now_ms()).await?;
         Ok(())
     }
 
     /// RFC 7009: revoke a token of this client. Unknown tokens are not an error.
     pub async fn revoke(&self, client: &Client, token: &str) -> Result<(), OidcError> {
         let key = token_key(token);
-        let row = sqlx::query("SELECT kind, family, client_id FROM oidc_tokens WHERE token_hash = $1")
-            .bind(&key)
-            .fetch_optional(self.db.pool())
-            .await?;
-        let Some(row) = row else { return Ok(()) };
-        if row.try_get::<String, _>("client_id")? != client.id {
+        let Some(row) = store::tokens::revocable(&self.db, &key).await? else { return Ok(()) };
+        if row.client_id != client.id {
             return Ok(());
         }
-        if row.try_get::<String, _>("kind")? == "refresh" {
-            return self.revoke_family(&row.try_get::<String, _>("family")?).await;
+        if row.kind == "refresh" {
+            return self.revoke_family(&row.family).await;
         }
-        sqlx::query("UPDATE oidc_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(&key)
-            .execute(self.db.pool())
-            .await?;
+        store::tokens::revoke(&self.db, &key, now_ms()).await?;
         Ok(())
     }
 
     /// RFC 7662: what a token of this client is, if it is live.
     pub async fn introspect(&self, client: &Client, token: &str) -> Result<Introspection, OidcError> {
-        let row = sqlx::query(
-            "SELECT kind, client_id, user_id, scope, jkt, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1 \
-             AND revoked_at IS NULL AND used_at IS NULL AND expires_at > $2",
-        )
-        .bind(token_key(token))
-        .bind(now_ms())
-        .fetch_optional(&mut *self.db.read().await?)
-        .await?;
+        let row = store::tokens::live(&self.db, &token_key(token), now_ms()).await?;
         let Some(row) = row else { return Ok(Introspection::default()) };
-        if row.try_get::<String, _>("client_id")? != client.id {
+        if row.client_id != client.id {
             return Ok(Introspection::default());
         }
-        let user_id: Option<String> = row.try_get("user_id")?;
-        let jkt: Option<String> = row.try_get("jkt")?;
-        let token_type = match (row.try_get::<String, _>("kind")?.as_str(), &jkt) {
+        let store::tokens::Live { kind, user_id, scope, jkt, created_at, expires_at, .. } = row;
+        let token_type = match (kind.as_str(), &jkt) {
             ("refresh", _) => "refresh_token",
             (_, Some(_)) => "DPoP",
             _ => "Bearer",
@@ -537,11 +484,11 @@ impl Provider {
         };
         Ok(Introspection {
             active: true,
-            scope: Some(row.try_get("scope")?),
+            scope: Some(scope),
             client_id: Some(client.id.clone()),
             token_type: Some(token_type),
-            iat: Some(row.try_get::<i64, _>("created_at")? / 1000),
-            exp: Some(row.try_get::<i64, _>("expires_at")? / 1000),
+            iat: Some(created_at / 1000),
+            exp: Some(expires_at / 1000),
             iss: Some(self.issuer.clone()),
             sub,
             cnf: jkt.map(|jkt| Confirmation { jkt }),

@@ -5,23 +5,8 @@ use super::*;
 impl Provider {
     /// A live access token: its user, client, scope and DPoP key.
     pub async fn access(&self, token: &str) -> Result<Option<Access>, OidcError> {
-        let row = sqlx::query(
-            "SELECT user_id, client_id, scope, jkt FROM oidc_tokens WHERE token_hash = $1 AND kind = 'access' \
-             AND revoked_at IS NULL AND expires_at > $2",
-        )
-        .bind(token_key(token))
-        .bind(now_ms())
-        .fetch_optional(&mut *self.db.read().await?)
-        .await?;
-        row.map(|r| {
-            Ok(Access {
-                user_id: r.try_get("user_id")?,
-                client_id: r.try_get("client_id")?,
-                scope: r.try_get("scope")?,
-                jkt: r.try_get("jkt")?,
-            })
-        })
-        .transpose()
+        let row = store::tokens::live_access(&self.db, &token_key(token), now_ms()).await?;
+        Ok(row.map(|r| Access { user_id: r.user_id, client_id: r.client_id, scope: r.scope, jkt: r.jkt }))
     }
 
     /// `/oidc/userinfo` for `presented` (the token as `Bearer`, or as `DPoP` with a proof).
