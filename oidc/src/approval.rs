@@ -8,7 +8,10 @@
 //! continuing twice, is refused. Unknown codes count as failures per client address, so
 //! codes cannot be guessed in their lifetime: in the database (`oidc_approval_failures`),
 //! checked and counted in one statement, so replicas share the limit; a per-process count
-//! in front spares the database when one process alone has seen enough.
+//! in front spares the database when one process alone has seen enough. Each code typed
+//! takes its guess in a transaction that also looks the code up: a found code rolls it
+//! back (no write at all), a wrong one commits it, and concurrent guesses from one address
+//! wait for each other, so none passes the limit.
 
 use crate::provider::Provider;
 use crate::OidcError;
@@ -18,7 +21,7 @@ use sichat_accounts::{AccountError, Accounts};
 use sichat_core::ids::{now_ms, random_bytes, random_token, token_hash};
 use sichat_core::jws;
 use sichat_core::p256key::PublicKey;
-use sqlx::Row;
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +35,30 @@ const MAX_CODE_FAILURES: u32 = 10;
 pub(crate) const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
 /// Crockford's base32: no I, L, O or U, so a code survives being read aloud.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A guess at a code, taken from its address's limit and not yet decided.
+struct Guess {
+    tx: Transaction<'static, Any>,
+}
+
+impl Guess {
+    /// Where the code is looked up: the guess's own transaction.
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// The code was found: the guess does not count, and nothing was written.
+    async fn found(self) -> Result<(), OidcError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    /// A real code, but not usable (already used, expired): the guess counts.
+    async fn kept(self) -> Result<(), OidcError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
 
 /// A new approval, as the sign-in page shows it.
 pub struct Started {
@@ -169,10 +196,11 @@ impl Approvals {
 
     /// Take one guess for `ip` from the limit every process shares: counted as a failure in
     /// the database, in the same statement that checks the limit, so concurrent guesses on
-    /// any number of replicas cannot pass it. A guess that finds its code is handed back
-    /// with [`Self::refund`].
-    async fn take_guess(&self, ip: &str) -> Result<(), OidcError> {
+    /// any number of replicas cannot pass it. The code is looked up on the guess's
+    /// connection; [`Guess::found`] hands the guess back, [`Self::missed`] keeps it.
+    async fn take_guess(&self, ip: &str) -> Result<Guess, OidcError> {
         self.throttled_here(ip)?;
+        let mut tx = self.op.db().pool().begin().await?;
         let now = now_ms();
         let failures: i64 = sqlx::query_scalar(
             "INSERT INTO oidc_approval_failures (address, failures, window_start) VALUES ($1, 1, $2) \
@@ -186,23 +214,21 @@ impl Approvals {
         .bind(ip)
         .bind(now)
         .bind(now - FAILURE_WINDOW_MS)
-        .fetch_one(self.op.db().pool())
+        .fetch_one(&mut *tx)
         .await?;
         if failures > i64::from(MAX_CODE_FAILURES) {
-            // Refused before it was tried: it is no failure, so its count goes back (else
-            // right codes typed at once behind one address would lock it out for good).
-            self.refund(ip).await?;
+            // Refused before it was tried: no failure, nothing written (else right codes
+            // typed at once behind one address would lock it out for good).
+            tx.rollback().await?;
             return Err(Self::too_many());
         }
-        Ok(())
+        Ok(Guess { tx })
     }
 
-    /// The guess found its code: it does not count.
-    async fn refund(&self, ip: &str) -> Result<(), OidcError> {
-        sqlx::query("UPDATE oidc_approval_failures SET failures = failures - 1 WHERE address = $1 AND failures > 0")
-            .bind(ip)
-            .execute(self.op.db().pool())
-            .await?;
+    /// The guess found no code (or a wrong one): it counts.
+    async fn missed(&self, guess: Guess, ip: &str) -> Result<(), OidcError> {
+        guess.tx.commit().await?;
+        self.note_failure(ip);
         Ok(())
     }
 
@@ -221,25 +247,25 @@ impl Approvals {
             self.note_failure(ip);
             return Err(OidcError::bad("invalid_code", "a code is 8 letters and digits, like ABCD-1234"));
         };
-        self.take_guess(ip).await?;
+        let mut guess = self.take_guess(ip).await?;
         let row = sqlx::query(
             "SELECT challenge, request_id, expires_at FROM oidc_approvals \
              WHERE code = $1 AND expires_at > $2 AND approved_at IS NULL",
         )
         .bind(&code)
         .bind(now_ms())
-        .fetch_optional(self.op.db().pool())
+        .fetch_optional(guess.conn())
         .await?;
         let Some(row) = row else {
             // A device's user code (RFC 8628) is approved the same way.
-            if let Some(device) = self.op.pending_device(&code).await? {
-                self.refund(ip).await?;
+            if let Some(device) = Provider::pending_device(guess.conn(), &code).await? {
+                guess.found().await?;
                 return self.device_shown(&device).await;
             }
-            self.note_failure(ip);
+            self.missed(guess, ip).await?;
             return Err(unknown_code());
         };
-        self.refund(ip).await?;
+        guess.found().await?;
         let request_id: Option<String> = row.try_get("request_id")?;
         let mut out = PendingApproval {
             code,
@@ -310,16 +336,17 @@ impl Approvals {
             self.note_failure(ip);
             return Err(OidcError::bad("invalid_code", "the approval's code is not a sign-in code"));
         };
-        self.take_guess(ip).await?;
+        let mut guess = self.take_guess(ip).await?;
         let now = now_ms();
         let row = sqlx::query("SELECT challenge, expires_at, approved_at FROM oidc_approvals WHERE code = $1")
             .bind(&code)
-            .fetch_optional(self.op.db().pool())
+            .fetch_optional(guess.conn())
             .await?;
         let Some(row) = row else {
-            return self.approve_device(&code, &claims.challenge, &user_id, &device_id, ip).await;
+            return self.approve_device(guess, &code, &claims.challenge, &user_id, &device_id, ip).await;
         };
         if row.try_get::<Option<i64>, _>("approved_at")?.is_some() {
+            guess.kept().await?;
             return Err(refused(
                 StatusCode::CONFLICT,
                 "already_used",
@@ -327,6 +354,7 @@ impl Approvals {
             ));
         }
         if row.try_get::<i64, _>("expires_at")? <= now {
+            guess.kept().await?;
             return Err(refused(
                 StatusCode::GONE,
                 "expired_code",
@@ -334,10 +362,10 @@ impl Approvals {
             ));
         }
         if row.try_get::<String, _>("challenge")? != claims.challenge {
-            self.note_failure(ip);
+            self.missed(guess, ip).await?;
             return Err(invalid("the challenge does not match this code's".into()));
         }
-        self.refund(ip).await?;
+        guess.found().await?;
         let shown = self.pending(&code, ip).await?;
         let done = sqlx::query(
             "UPDATE oidc_approvals SET approved_at = $1, user_id = $2, device_id = $3 \
@@ -374,31 +402,39 @@ impl Approvals {
     /// The wallet approved a device's user code: the device may redeem its grant.
     async fn approve_device(
         &self,
+        mut guess: Guess,
         code: &str,
         challenge: &str,
         user_id: &str,
         device_id: &str,
         ip: &str,
     ) -> Result<PendingApproval, OidcError> {
-        let Some(device) = self.op.pending_device(code).await? else {
-            self.note_failure(ip);
+        let Some(device) = Provider::pending_device(guess.conn(), code).await? else {
+            self.missed(guess, ip).await?;
             return Err(unknown_code());
         };
         if device.challenge != challenge {
-            self.note_failure(ip);
+            self.missed(guess, ip).await?;
             return Err(refused(
                 StatusCode::UNAUTHORIZED,
                 "invalid_approval",
                 "the challenge does not match this code's",
             ));
         }
-        self.refund(ip).await?;
+        guess.found().await?;
         let shown = self.device_shown(&device).await?;
         let how = crate::amr::SignIn::WalletApproval.stored();
-        if !self.op.approve_device(&device.id, user_id, now_ms(), Some(&how)).await? {
+        let approval = crate::provider::DeviceApproval {
+            id: &device.id,
+            user_id,
+            auth_time: now_ms(),
+            amr: Some(&how),
+            scope: &device.scope,
+            request: None,
+        };
+        if !self.op.approve_device(&approval).await? {
             return Err(refused(StatusCode::CONFLICT, "already_used", "this code was already approved or refused"));
         }
-        self.op.consent(user_id, &device.client_id, &device.scope).await?;
         tracing::info!(device = %device_id, "a device's sign-in approved by a wallet");
         Ok(shown)
     }
@@ -410,14 +446,14 @@ impl Approvals {
             self.note_failure(ip);
             return Err(OidcError::bad("invalid_code", "a code is 8 letters and digits, like ABCD-1234"));
         };
-        self.take_guess(ip).await?;
-        match self.op.pending_device(&code).await? {
+        let mut guess = self.take_guess(ip).await?;
+        match Provider::pending_device(guess.conn(), &code).await? {
             Some(device) => {
-                self.refund(ip).await?;
+                guess.found().await?;
                 Ok(device)
             }
             None => {
-                self.note_failure(ip);
+                self.missed(guess, ip).await?;
                 Err(refused(
                     StatusCode::NOT_FOUND,
                     "unknown_code",

@@ -107,8 +107,8 @@ pub(crate) async fn decided(
     let Some(device) = &pending.params.device else {
         return internal_page(crate::OidcError::internal("not a device request"));
     };
-    let _ = op.finish_request(&pending.id).await;
     if !allow {
+        let _ = op.finish_request(&pending.id).await;
         if let Err(e) = op.deny_device(&device.id).await {
             return internal_page(e);
         }
@@ -121,10 +121,15 @@ pub(crate) async fn decided(
             None,
         );
     }
-    if let Err(e) = op.consent(&session.user_id, &pending.params.client_id, &pending.params.scope).await {
-        return internal_page(e);
-    }
-    match op.approve_device(&device.id, &session.user_id, session.auth_time, session.amr.as_deref()).await {
+    let approval = crate::provider::DeviceApproval {
+        id: &device.id,
+        user_id: &session.user_id,
+        auth_time: session.auth_time,
+        amr: session.amr.as_deref(),
+        scope: &pending.params.scope,
+        request: Some(&pending.id),
+    };
+    match op.approve_device(&approval).await {
         Ok(true) => html(
             StatusCode::OK,
             page(

@@ -46,7 +46,7 @@ mod userinfo;
 
 pub(crate) use activity::record as record_sign_in;
 pub use activity::SignInEvent;
-pub use device::{DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
+pub use device::{DeviceApproval, DeviceGrant, DEVICE_CODE_GRANT, DEVICE_TTL_MS};
 pub use dpop::{read_proof, thumbprint, Proof, ProofFor, DPOP_ALGS};
 pub(crate) use logout_channels::{notify_sessions, sessions_of};
 pub use par::REQUEST_URI_PREFIX;
@@ -82,6 +82,10 @@ pub struct AuthParams {
     /// A device authorization grant the user is approving (no redirect: the device polls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceRequest>,
+    /// The DPoP key (its thumbprint) the code is bound to (RFC 9449 §10): `dpop_jkt`, or the
+    /// key of a DPoP proof sent with the pushed request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// The device grant behind an authorization request, and the code its screen shows.
@@ -568,13 +572,24 @@ impl Provider {
     /// Remember consent to `scope` (added to what was given before).
     pub async fn consent(&self, user_id: &str, client_id: &str, scope: &str) -> Result<(), OidcError> {
         let mut tx = self.db.pool().begin().await?;
-        let before = store::consents::scope_on(&mut tx, user_id, client_id).await?;
+        Self::consent_on(&mut tx, user_id, client_id, scope).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Self::consent`] in the caller's transaction: `scope` added to what the user granted.
+    async fn consent_on(
+        c: &mut sqlx::AnyConnection,
+        user_id: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(), OidcError> {
+        let before = store::consents::scope_on(c, user_id, client_id).await?;
         let mut all = scope_set(before.as_deref().unwrap_or_default());
         all.extend(scope_set(scope));
         all.sort_unstable();
         all.dedup();
-        store::consents::replace(&mut tx, user_id, client_id, &all.join(" "), now_ms()).await?;
-        tx.commit().await?;
+        store::consents::replace(c, user_id, client_id, &all.join(" "), now_ms()).await?;
         Ok(())
     }
 

@@ -52,6 +52,8 @@ pub struct CodeRow {
     pub session: Option<(String, String)>,
     /// Where the session signed in from: recorded with the sign-in to the site.
     pub address: Option<String>,
+    /// The DPoP key the code is bound to (RFC 9449 §10).
+    pub dpop_jkt: Option<String>,
     pub expires_at: i64,
 }
 
@@ -225,7 +227,8 @@ async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Err
             };
             sqlx::query(
                 "INSERT INTO oidc_codes (code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, \
-                 auth_time, amr, sid, session_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 auth_time, amr, sid, session_hash, dpop_jkt, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&c.code_hash)
             .bind(&c.client_id)
@@ -238,6 +241,7 @@ async fn apply(conn: &mut AnyConnection, w: &Write) -> Result<Outcome, sqlx::Err
             .bind(&c.amr)
             .bind(sid)
             .bind(session_hash)
+            .bind(&c.dpop_jkt)
             .bind(c.expires_at)
             .execute(&mut *conn)
             .await?;

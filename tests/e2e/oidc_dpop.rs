@@ -11,8 +11,13 @@ use josekit::jws::{JwsHeader, ES256};
 use serde_json::{json, Map, Value};
 use sichat_core::ids::{b64url, now_ms, random_token};
 use sichat_e2e::{storage_tests, Backend, TestApp};
+use url::Url;
 
-storage_tests!(dpop_binds_tokens_to_the_clients_key, clients_that_registered_dpop_must_prove);
+storage_tests!(
+    dpop_binds_tokens_to_the_clients_key,
+    clients_that_registered_dpop_must_prove,
+    codes_bound_to_a_key_by_dpop_jkt_or_a_pushed_proof
+);
 
 /// A client's DPoP key.
 struct DpopKey {
@@ -211,4 +216,107 @@ async fn clients_that_registered_dpop_must_prove(backend: Backend) {
     assert_eq!(tokens["token_type"], "DPoP");
     assert!(refused(&token_request(&app, &form, &[&proof]).await), "a replayed proof");
     app.stop().await;
+}
+
+/// RFC 9449 §10: an authorization request names the key its code is bound to, as
+/// `dpop_jkt` or, pushed (PAR), by a DPoP proof at `/oidc/par`. The code is then redeemed
+/// only with a proof of that key: none, or another key's, spends it for nothing.
+async fn codes_bound_to_a_key_by_dpop_jkt_or_a_pushed_proof(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let _alice = alice_with_password(&app).await;
+    let body = json!({
+        "client_name": "Bound App",
+        "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code"],
+    });
+    let (_, reg) = register_raw(&app, &body, None).await;
+    let client_id = reg["client_id"].as_str().expect("id").to_owned();
+    let rp = raw_rp(&app, &reg).await;
+    let token_url = format!("{}/oidc/token", app.url);
+    let (key, other) = (DpopKey::new(), DpopKey::new());
+
+    // A malformed dpop_jkt is the client's error, shown on the page.
+    let (url, _, _, _) = begin(&rp, &["profile"], &[("dpop_jkt", "not a thumbprint")]);
+    let page = app.http.get(url.as_str()).send().await.expect("authorize");
+    assert_eq!(page.status(), 400);
+    assert!(page.text().await.expect("page").contains("dpop_jkt"));
+
+    // A code bound by dpop_jkt, for a new sign-in each time.
+    let bound_code = |extra: Vec<(&'static str, String)>| {
+        let (app, rp, client_id) = (&app, &rp, client_id.clone());
+        async move {
+            let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (url, csrf, _, pkce) = begin(rp, &["profile"], &extra);
+            let (back, _) = sign_in(app, &url, "alice", "Bound App").await;
+            let code = code_from(app, &back, &csrf).secret().clone();
+            vec![
+                ("grant_type", "authorization_code".to_owned()),
+                ("code", code),
+                ("redirect_uri", REDIRECT.to_owned()),
+                ("code_verifier", pkce.secret().clone()),
+                ("client_id", client_id),
+            ]
+        }
+    };
+    for (what, proof) in [("no proof", None), ("another key", Some(other.proof("POST", &token_url, None)))] {
+        let form = bound_code(vec![("dpop_jkt", key.jkt())]).await;
+        let proofs: Vec<&str> = proof.iter().map(String::as_str).collect();
+        let (status, answer) = token_request(&app, &pairs(&form), &proofs).await;
+        assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_grant")), "{what}: {answer}");
+        // The code is spent: the right key cannot use it afterwards either.
+        let (status, _) = token_request(&app, &pairs(&form), &[&key.proof("POST", &token_url, None)]).await;
+        assert_eq!(status, 400, "{what}: the code was spent");
+    }
+    let form = bound_code(vec![("dpop_jkt", key.jkt())]).await;
+    let (status, tokens) = token_request(&app, &pairs(&form), &[&key.proof("POST", &token_url, None)]).await;
+    assert_eq!((status, tokens["token_type"].as_str()), (200, Some("DPoP")), "{tokens}");
+
+    // Pushed with a proof: the pushed request is bound to the proof's key; a dpop_jkt that
+    // names another key is refused.
+    let par_url = format!("{}/oidc/par", app.url);
+    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+    let pushed = |proof: String, extra: Option<(&'static str, String)>| {
+        let mut form = vec![
+            ("client_id", client_id.clone()),
+            ("response_type", "code".to_owned()),
+            ("scope", "openid profile".to_owned()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_challenge", challenge.as_str().to_owned()),
+            ("code_challenge_method", "S256".to_owned()),
+            ("state", "s1".to_owned()),
+        ];
+        form.extend(extra);
+        let req = app.http.post(&par_url).header("DPoP", proof).form(&form);
+        async move {
+            let r = req.send().await.expect("par");
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, answer) = pushed(key.proof("POST", &par_url, None), Some(("dpop_jkt", other.jkt()))).await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_dpop_proof")), "{answer}");
+    let (status, answer) = pushed(key.proof("POST", &token_url, None), None).await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_dpop_proof")), "htu of another endpoint");
+    let (status, answer) = pushed(key.proof("POST", &par_url, None), None).await;
+    assert_eq!(status, 201, "{answer}");
+    let mut url = Url::parse(&format!("{}/oidc/authorize", app.url)).expect("url");
+    url.query_pairs_mut()
+        .append_pair("client_id", &client_id)
+        .append_pair("request_uri", answer["request_uri"].as_str().expect("request_uri"));
+    let (back, _) = sign_in(&app, &url, "alice", "Bound App").await;
+    let code = back.query_pairs().find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()).expect("code");
+    let form = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code),
+        ("redirect_uri", REDIRECT.to_owned()),
+        ("code_verifier", verifier.secret().clone()),
+        ("client_id", client_id.clone()),
+    ];
+    let (status, answer) = token_request(&app, &pairs(&form), &[&other.proof("POST", &token_url, None)]).await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_grant")), "{answer}");
+    app.stop().await;
+}
+
+fn pairs<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    form.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }

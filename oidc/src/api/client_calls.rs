@@ -83,7 +83,9 @@ pub(super) async fn par(
     Posted(form): Posted<AuthorizationParams>,
 ) -> Result<Response, OAuthJson> {
     let client = client(&s, &headers, &form.auth).await?;
-    Ok((StatusCode::CREATED, no_store(s.op.push_request(&client, &form.params).await?)).into_response())
+    let dpop = dpop_header(&headers)?;
+    let pushed = s.op.push_request(&client, &form.params, dpop.as_deref()).await?;
+    Ok((StatusCode::CREATED, no_store(pushed)).into_response())
 }
 
 /// RFC 8628 §3.1: a device asks for a user code.

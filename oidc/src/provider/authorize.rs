@@ -70,6 +70,10 @@ impl Provider {
                     .ok_or_else(|| OidcError::bad("invalid_request", "max_age must be a non-negative integer"))?,
             ),
         };
+        let dpop_jkt = get("dpop_jkt");
+        if dpop_jkt.as_deref().is_some_and(|j| j.len() != 43 || b64url_decode(j).is_none()) {
+            return Err(OidcError::bad("invalid_request", "dpop_jkt must be a JWK SHA-256 thumbprint, base64url"));
+        }
         let too_long = |k: &str| get(k).is_some_and(|v| v.len() > 512);
         if ["state", "nonce", "login_hint"].iter().any(|k| too_long(k)) {
             return Err(OidcError::bad("invalid_request", "state, nonce and login_hint are limited to 512 bytes"));
@@ -86,6 +90,7 @@ impl Provider {
             login_hint: get("login_hint"),
             response_mode: response_mode.filter(|m| m == "form_post"),
             device: None,
+            dpop_jkt,
         })
     }
 
@@ -175,7 +180,8 @@ impl Provider {
     }
 
     pub async fn finish_request(&self, id: &str) -> Result<(), OidcError> {
-        store::requests::delete(&self.db, id).await?;
+        let mut c = self.db.pool().acquire().await?;
+        store::requests::delete(&mut c, id).await?;
         Ok(())
     }
 
@@ -196,6 +202,7 @@ impl Provider {
             amr: s.amr.clone(),
             session: Some((s.session_hash.clone(), s.sid.clone())),
             address: s.address.clone(),
+            dpop_jkt: p.dpop_jkt.clone(),
             expires_at: now_ms() + CODE_TTL_MS,
         };
         self.writer.write(Write::Code(Box::new(row))).await?;

@@ -27,6 +27,20 @@ pub struct DeviceGrant {
     pub expires_at: i64,
 }
 
+/// A user's approval of a device grant.
+pub struct DeviceApproval<'a> {
+    /// The grant.
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub auth_time: i64,
+    /// How the user signed in (stored `amr`).
+    pub amr: Option<&'a str>,
+    /// What the device asked for, consented to.
+    pub scope: &'a str,
+    /// The pending authorization request of the pages, ended with the approval.
+    pub request: Option<&'a str>,
+}
+
 impl Provider {
     /// `POST /oidc/device_authorization` for an authenticated client.
     pub async fn device_authorization(
@@ -82,9 +96,13 @@ impl Provider {
         Err(OidcError::internal("could not draw a free user code"))
     }
 
-    /// The grant waiting for `user_code` (canonical form), if it is pending and live.
-    pub async fn pending_device(&self, user_code: &str) -> Result<Option<DeviceGrant>, OidcError> {
-        let row = store::device::pending(&self.db, user_code, now_ms()).await?;
+    /// The grant waiting for `user_code` (canonical form), if it is pending and live: read
+    /// on `c`, the connection of the guess at the code ([`crate::approval`]).
+    pub async fn pending_device(
+        c: &mut sqlx::AnyConnection,
+        user_code: &str,
+    ) -> Result<Option<DeviceGrant>, OidcError> {
+        let row = store::device::pending(c, user_code, now_ms()).await?;
         Ok(row.map(|r| DeviceGrant {
             id: r.id,
             user_code: r.user_code,
@@ -105,23 +123,23 @@ impl Provider {
         }
     }
 
-    /// The user approved the device: it may redeem its code once. False when the grant is
-    /// no longer pending (approved or denied already, or expired).
-    pub async fn approve_device(
-        &self,
-        id: &str,
-        user_id: &str,
-        auth_time: i64,
-        amr: Option<&str>,
-    ) -> Result<bool, OidcError> {
-        let done = store::device::approve(&self.db, id, user_id, auth_time, amr, now_ms()).await?;
-        metrics::counter!("sichat_oidc_device_decisions_total", "decision" => "approved").increment(1);
-        if !done {
+    /// The user approved the device: it may redeem its code once, its client keeps the
+    /// consent, the sign-in is listed, and the pending request the pages made (if any)
+    /// ends, all in one transaction. False when the grant is no longer pending (approved or
+    /// denied already, or expired): then nothing changes.
+    pub async fn approve_device(&self, a: &DeviceApproval<'_>) -> Result<bool, OidcError> {
+        let now = now_ms();
+        let mut tx = self.db.pool().begin().await?;
+        let Some(client_id) = store::device::approve(&mut tx, a.id, a.user_id, a.auth_time, a.amr, now).await? else {
             return Ok(false);
+        };
+        Self::consent_on(&mut tx, a.user_id, &client_id, a.scope).await?;
+        if let Some(request) = a.request {
+            store::requests::delete(&mut tx, request).await?;
         }
-        let client_id = store::device::client_of(&self.db, id).await?;
-        let mut c = self.db.pool().acquire().await?;
-        super::activity::record(&mut c, user_id, client_id.as_deref(), amr, None, now_ms()).await?;
+        super::activity::record(&mut tx, a.user_id, Some(&client_id), a.amr, None, now).await?;
+        tx.commit().await?;
+        metrics::counter!("sichat_oidc_device_decisions_total", "decision" => "approved").increment(1);
         Ok(true)
     }
 
@@ -159,7 +177,11 @@ impl Provider {
         let interval = row.interval_ms;
         let too_soon = row.last_polled_at.is_some_and(|l| now - l < interval);
         let new_interval = if too_soon { interval + INTERVAL_MS } else { interval };
-        store::device::polled(&self.db, id, now, new_interval).await?;
+        // An approved grant polled in time is spent below, in the tokens' own transaction:
+        // no poll to remember.
+        if too_soon || status != "approved" {
+            store::device::polled(&self.db, id, now, new_interval).await?;
+        }
         if too_soon {
             return Err(OidcError::bad("slow_down", format!("poll at most every {} seconds", new_interval / 1000)));
         }

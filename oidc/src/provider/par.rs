@@ -68,7 +68,14 @@ impl Provider {
     }
 
     /// `POST /oidc/par` for an authenticated client: the `request_uri` to sign in with.
-    pub async fn push_request(&self, client: &Client, form: &AuthorizationParams) -> Result<PushedRequest, OidcError> {
+    /// A DPoP proof sent with it binds the code to the proof's key (RFC 9449 §10.1), as
+    /// `dpop_jkt` does; both must then name the same key.
+    pub async fn push_request(
+        &self,
+        client: &Client,
+        form: &AuthorizationParams,
+        dpop: Option<&str>,
+    ) -> Result<PushedRequest, OidcError> {
         if form.contains_key("request_uri") {
             return Err(OidcError::bad("invalid_request", "a pushed request cannot itself name a request_uri"));
         }
@@ -79,6 +86,14 @@ impl Provider {
         let redirect_uri = params.get("redirect_uri").map(String::as_str).unwrap_or_default();
         if !client.allows_redirect(redirect_uri) {
             return Err(OidcError::bad("invalid_request", "redirect_uri is not one this client registered"));
+        }
+        if let Some(proof) = dpop {
+            let url = self.url("oidc/par");
+            let jkt = self.check_dpop(proof, ProofFor { method: "POST", url: &url, access_token: None }).await?;
+            if params.get("dpop_jkt").is_some_and(|named| *named != jkt) {
+                return Err(dpop::invalid_proof("dpop_jkt names another key than the DPoP proof's"));
+            }
+            params.insert("dpop_jkt".into(), jkt);
         }
         Self::check_request(client, &params)?;
         let id = random_token();

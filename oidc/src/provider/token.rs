@@ -324,6 +324,9 @@ impl Provider {
         if !is_pkce_value(verifier) || s256(verifier) != row.code_challenge {
             return refuse("code_verifier does not match the code_challenge").await;
         }
+        if row.dpop_jkt.as_deref().is_some_and(|bound| proof.map(|p| p.jkt.as_str()) != Some(bound)) {
+            return refuse("the code is bound to a DPoP key (dpop_jkt): prove that key").await;
+        }
         let grant = Grant {
             user_id: Some(&row.user_id),
             scope: &row.scope,

@@ -16,6 +16,8 @@ pub(crate) struct Code {
     pub auth_time: i64,
     pub amr: Option<String>,
     pub sid: Option<String>,
+    /// The DPoP key the code is bound to (RFC 9449 §10), if the request named one.
+    pub dpop_jkt: Option<String>,
     pub expires_at: i64,
     pub used_at: Option<i64>,
 }
@@ -23,8 +25,8 @@ pub(crate) struct Code {
 /// The code stored under `code_hash`, used or not.
 pub(crate) async fn find(db: &Db, code_hash: &str) -> Result<Option<Code>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, sid, expires_at, \
-         used_at FROM oidc_codes WHERE code_hash = $1",
+        "SELECT client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, sid, dpop_jkt, \
+         expires_at, used_at FROM oidc_codes WHERE code_hash = $1",
     )
     .bind(code_hash)
     .fetch_optional(db.pool())
@@ -40,6 +42,7 @@ pub(crate) async fn find(db: &Db, code_hash: &str) -> Result<Option<Code>, sqlx:
             auth_time: r.try_get("auth_time")?,
             amr: r.try_get("amr")?,
             sid: r.try_get("sid")?,
+            dpop_jkt: r.try_get("dpop_jkt")?,
             expires_at: r.try_get("expires_at")?,
             used_at: r.try_get("used_at")?,
         })

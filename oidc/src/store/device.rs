@@ -3,7 +3,7 @@
 //! [`crate::writer`].
 
 use sichat_core::db::Db;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// A new grant, pending its user.
 #[derive(Debug)]
@@ -51,15 +51,16 @@ pub(crate) struct Pending {
     pub expires_at: i64,
 }
 
-/// The grant of `user_code` if it is pending and live at `now`.
-pub(crate) async fn pending(db: &Db, user_code: &str, now: i64) -> Result<Option<Pending>, sqlx::Error> {
+/// The grant of `user_code` if it is pending and live at `now` (on `c`: the connection of a
+/// guess at a code, see [`crate::approval`]).
+pub(crate) async fn pending(c: &mut AnyConnection, user_code: &str, now: i64) -> Result<Option<Pending>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, user_code, challenge, client_id, scope, expires_at FROM oidc_device_grants \
          WHERE user_code = $1 AND status = 'pending' AND expires_at > $2",
     )
     .bind(user_code)
     .bind(now)
-    .fetch_optional(db.pool())
+    .fetch_optional(c)
     .await?;
     row.map(|r| {
         Ok(Pending {
@@ -74,36 +75,27 @@ pub(crate) async fn pending(db: &Db, user_code: &str, now: i64) -> Result<Option
     .transpose()
 }
 
-/// Approve the grant `id` for `user_id` if it is still pending and live at `now`; false
-/// when it is not.
+/// Approve the grant `id` for `user_id` if it is still pending and live at `now`: its
+/// client; none when it is not.
 pub(crate) async fn approve(
-    db: &Db,
+    c: &mut AnyConnection,
     id: &str,
     user_id: &str,
     auth_time: i64,
     amr: Option<&str>,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE oidc_device_grants SET status = 'approved', user_id = $1, auth_time = $2, amr = $3 \
-         WHERE id = $4 AND status = 'pending' AND expires_at > $5",
+         WHERE id = $4 AND status = 'pending' AND expires_at > $5 RETURNING client_id",
     )
     .bind(user_id)
     .bind(auth_time)
     .bind(amr)
     .bind(id)
     .bind(now)
-    .execute(db.pool())
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// The client of the grant `id`.
-pub(crate) async fn client_of(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT client_id FROM oidc_device_grants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await
+    .fetch_optional(c)
+    .await
 }
 
 /// Deny the grant `id` if it is still pending.

@@ -3,7 +3,7 @@
 //! `request_uri`, used once).
 
 use sichat_core::db::Db;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 /// Keep an authorization request (`params` as JSON) until `expires_at`.
 pub(crate) async fn insert(
@@ -44,8 +44,8 @@ pub(crate) async fn waiting(db: &Db, id: &str, now: i64) -> Result<Option<Waitin
 }
 
 /// The request `id` is done with.
-pub(crate) async fn delete(db: &Db, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM oidc_requests WHERE id = $1").bind(id).execute(db.pool()).await?;
+pub(crate) async fn delete(c: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM oidc_requests WHERE id = $1").bind(id).execute(c).await?;
     Ok(())
 }
 
