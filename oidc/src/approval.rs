@@ -425,14 +425,14 @@ impl Approvals {
         let shown = self.device_shown(&device).await?;
         let how = crate::amr::SignIn::WalletApproval.stored();
         let approval = crate::provider::DeviceApproval {
-            id: &device.id,
-            user_id,
+            id: device.id.clone(),
+            user_id: user_id.to_owned(),
             auth_time: now_ms(),
-            amr: Some(&how),
-            scope: &device.scope,
+            amr: Some(how),
+            scope: device.scope.clone(),
             request: None,
         };
-        if !self.op.approve_device(&approval).await? {
+        if !self.op.approve_device(approval).await? {
             return Err(refused(StatusCode::CONFLICT, "already_used", "this code was already approved or refused"));
         }
         tracing::info!(device = %device_id, "a device's sign-in approved by a wallet");

@@ -122,14 +122,14 @@ pub(crate) async fn decided(
         );
     }
     let approval = crate::provider::DeviceApproval {
-        id: &device.id,
-        user_id: &session.user_id,
+        id: device.id.clone(),
+        user_id: session.user_id.clone(),
         auth_time: session.auth_time,
-        amr: session.amr.as_deref(),
-        scope: &pending.params.scope,
-        request: Some(&pending.id),
+        amr: session.amr.clone(),
+        scope: pending.params.scope.clone(),
+        request: Some(pending.id.clone()),
     };
-    match op.approve_device(&approval).await {
+    match op.approve_device(approval).await {
         Ok(true) => html(
             StatusCode::OK,
             page(

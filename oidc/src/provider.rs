@@ -221,7 +221,7 @@ pub(crate) fn check_password_hash(hash: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn scope_set(scope: &str) -> Vec<&str> {
+pub(crate) fn scope_set(scope: &str) -> Vec<&str> {
     let mut v: Vec<&str> = scope.split_whitespace().collect();
     v.sort_unstable();
     v.dedup();
@@ -577,19 +577,14 @@ impl Provider {
         Ok(())
     }
 
-    /// [`Self::consent`] in the caller's transaction: `scope` added to what the user granted.
+    /// [`Self::consent`] in the caller's transaction.
     async fn consent_on(
         c: &mut sqlx::AnyConnection,
         user_id: &str,
         client_id: &str,
         scope: &str,
     ) -> Result<(), OidcError> {
-        let before = store::consents::scope_on(c, user_id, client_id).await?;
-        let mut all = scope_set(before.as_deref().unwrap_or_default());
-        all.extend(scope_set(scope));
-        all.sort_unstable();
-        all.dedup();
-        store::consents::replace(c, user_id, client_id, &all.join(" "), now_ms()).await?;
+        store::consents::add(c, user_id, client_id, scope, now_ms()).await?;
         Ok(())
     }
 

@@ -118,6 +118,17 @@ impl Writer {
         Self { writes: GroupCommit::new(db.clone(), "oidc"), db, plain: Arc::new(PlainTokens) }
     }
 
+    /// Run `write` in the shared transaction (on SQLite; its own on PostgreSQL) and return
+    /// its answer once committed: for the other writes of a hot flow. It must be
+    /// repeatable (it runs again, alone, if its batch fails), and its errors are its own.
+    pub async fn commit<T, F>(&self, write: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> Fn(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + Sync + 'static,
+    {
+        self.writes.write(write).await
+    }
+
     /// Write `w` durably: returns once it is committed.
     pub async fn write(&self, w: Write) -> Result<Outcome, OidcError> {
         match w {

@@ -297,8 +297,17 @@ impl Chrome {
         self.wait_for(css).await.click().await.expect("click");
     }
 
+    /// The element's text; again if the page was replaced under it (a stale element: the
+    /// passkey autofill may sign in and reload the page at any moment).
     pub(crate) async fn text(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.expect("text")
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match self.wait_for(css).await.text().await {
+                Ok(t) => return t,
+                Err(e) if tokio::time::Instant::now() > deadline => panic!("text of {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     async fn wait_text(&self, needle: &str) {

@@ -167,8 +167,19 @@ impl Provider {
 
     pub async fn save_request(&self, p: &AuthParams) -> Result<(String, String), OidcError> {
         let (id, csrf) = (random_token(), random_token());
-        let params = serde_json::to_string(p).map_err(OidcError::internal)?;
-        store::requests::insert(&self.db, &id, &p.client_id, &params, &csrf, now_ms() + REQUEST_TTL_MS).await?;
+        let row = Arc::new(store::requests::NewRequest {
+            id: id.clone(),
+            client_id: p.client_id.clone(),
+            params: serde_json::to_string(p).map_err(OidcError::internal)?,
+            csrf: csrf.clone(),
+            expires_at: now_ms() + REQUEST_TTL_MS,
+        });
+        self.writer
+            .commit(move |c| {
+                let row = row.clone();
+                Box::pin(async move { store::requests::insert(c, &row).await })
+            })
+            .await?;
         Ok((id, csrf))
     }
 

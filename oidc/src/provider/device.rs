@@ -28,17 +28,18 @@ pub struct DeviceGrant {
 }
 
 /// A user's approval of a device grant.
-pub struct DeviceApproval<'a> {
+#[derive(Debug, Clone)]
+pub struct DeviceApproval {
     /// The grant.
-    pub id: &'a str,
-    pub user_id: &'a str,
+    pub id: String,
+    pub user_id: String,
     pub auth_time: i64,
     /// How the user signed in (stored `amr`).
-    pub amr: Option<&'a str>,
+    pub amr: Option<String>,
     /// What the device asked for, consented to.
-    pub scope: &'a str,
+    pub scope: String,
     /// The pending authorization request of the pages, ended with the approval.
-    pub request: Option<&'a str>,
+    pub request: Option<String>,
 }
 
 impl Provider {
@@ -66,18 +67,25 @@ impl Provider {
         let now = now_ms();
         for _ in 0..3 {
             let user_code = crate::approval::new_code();
-            let grant = store::device::NewGrant {
-                id: &new_id(),
-                device_code_hash: &token_hash(&device_code),
-                user_code: &user_code,
-                challenge: &random_token(),
-                client_id: &client.id,
-                scope: &scope.join(" "),
+            let grant = Arc::new(store::device::NewGrant {
+                id: new_id(),
+                device_code_hash: token_hash(&device_code),
+                user_code: user_code.clone(),
+                challenge: random_token(),
+                client_id: client.id.clone(),
+                scope: scope.join(" "),
                 interval_ms: INTERVAL_MS,
                 created_at: now,
                 expires_at: now + DEVICE_TTL_MS,
-            };
-            match store::device::insert(&self.db, &grant).await {
+            });
+            let inserted = self
+                .writer
+                .commit(move |c| {
+                    let grant = grant.clone();
+                    Box::pin(async move { store::device::insert(c, &grant).await })
+                })
+                .await;
+            match inserted {
                 Ok(()) => {
                     let verification_uri = self.url("oidc/device");
                     return Ok(DeviceAuthorization {
@@ -127,20 +135,19 @@ impl Provider {
     /// consent, the sign-in is listed, and the pending request the pages made (if any)
     /// ends, all in one transaction. False when the grant is no longer pending (approved or
     /// denied already, or expired): then nothing changes.
-    pub async fn approve_device(&self, a: &DeviceApproval<'_>) -> Result<bool, OidcError> {
-        let now = now_ms();
-        let mut tx = self.db.pool().begin().await?;
-        let Some(client_id) = store::device::approve(&mut tx, a.id, a.user_id, a.auth_time, a.amr, now).await? else {
-            return Ok(false);
-        };
-        Self::consent_on(&mut tx, a.user_id, &client_id, a.scope).await?;
-        if let Some(request) = a.request {
-            store::requests::delete(&mut tx, request).await?;
+    pub async fn approve_device(&self, a: DeviceApproval) -> Result<bool, OidcError> {
+        let a = Arc::new(a);
+        let done = self
+            .writer
+            .commit(move |c| {
+                let a = a.clone();
+                Box::pin(async move { approve_in(c, &a, now_ms()).await })
+            })
+            .await?;
+        if done {
+            metrics::counter!("sichat_oidc_device_decisions_total", "decision" => "approved").increment(1);
         }
-        super::activity::record(&mut tx, a.user_id, Some(&client_id), a.amr, None, now).await?;
-        tx.commit().await?;
-        metrics::counter!("sichat_oidc_device_decisions_total", "decision" => "approved").increment(1);
-        Ok(true)
+        Ok(done)
     }
 
     pub async fn deny_device(&self, id: &str) -> Result<(), OidcError> {
@@ -206,4 +213,16 @@ impl Provider {
         };
         self.token_response(Spend::Device { id: id.clone(), at: now }, client, &grant, None).await
     }
+}
+
+/// [`Provider::approve_device`]'s writes, in the caller's transaction.
+async fn approve_in(c: &mut sqlx::AnyConnection, a: &DeviceApproval, now: i64) -> Result<bool, sqlx::Error> {
+    let approved = store::device::approve(c, &a.id, &a.user_id, a.auth_time, a.amr.as_deref(), now).await?;
+    let Some(client_id) = approved else { return Ok(false) };
+    store::consents::add(c, &a.user_id, &client_id, &a.scope, now).await?;
+    if let Some(request) = &a.request {
+        store::requests::delete(c, request).await?;
+    }
+    store::activity::record(c, &a.user_id, Some(&client_id), a.amr.as_deref(), None, now).await?;
+    Ok(true)
 }

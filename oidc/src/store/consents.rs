@@ -29,6 +29,24 @@ pub(crate) async fn scope_on(
     select_scope(c, user_id, client_id).await
 }
 
+/// Add `scope` to what `user_id` granted `client_id`, at `now` (in the caller's
+/// transaction).
+pub(crate) async fn add(
+    c: &mut AnyConnection,
+    user_id: &str,
+    client_id: &str,
+    scope: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    use crate::provider::scope_set;
+    let before = scope_on(c, user_id, client_id).await?;
+    let mut all = scope_set(before.as_deref().unwrap_or_default());
+    all.extend(scope_set(scope));
+    all.sort_unstable();
+    all.dedup();
+    replace(c, user_id, client_id, &all.join(" "), now).await
+}
+
 /// Set the consent of `user_id` to `client_id` to `scope`, given at `now` (in the caller's
 /// transaction).
 pub(crate) async fn replace(

@@ -7,13 +7,13 @@ use sqlx::{AnyConnection, Row};
 
 /// A new grant, pending its user.
 #[derive(Debug)]
-pub(crate) struct NewGrant<'a> {
-    pub id: &'a str,
-    pub device_code_hash: &'a str,
-    pub user_code: &'a str,
-    pub challenge: &'a str,
-    pub client_id: &'a str,
-    pub scope: &'a str,
+pub(crate) struct NewGrant {
+    pub id: String,
+    pub device_code_hash: String,
+    pub user_code: String,
+    pub challenge: String,
+    pub client_id: String,
+    pub scope: String,
     pub interval_ms: i64,
     pub created_at: i64,
     pub expires_at: i64,
@@ -21,21 +21,21 @@ pub(crate) struct NewGrant<'a> {
 
 /// Store a new pending grant. A unique violation means its user code is taken: the caller
 /// draws another ([`sichat_core::db::is_unique_violation`]).
-pub(crate) async fn insert(db: &Db, g: &NewGrant<'_>) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert(c: &mut AnyConnection, g: &NewGrant) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO oidc_device_grants (id, device_code_hash, user_code, challenge, client_id, scope, status, \
          interval_ms, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
     )
-    .bind(g.id)
-    .bind(g.device_code_hash)
-    .bind(g.user_code)
-    .bind(g.challenge)
-    .bind(g.client_id)
-    .bind(g.scope)
+    .bind(&g.id)
+    .bind(&g.device_code_hash)
+    .bind(&g.user_code)
+    .bind(&g.challenge)
+    .bind(&g.client_id)
+    .bind(&g.scope)
     .bind(g.interval_ms)
     .bind(g.created_at)
     .bind(g.expires_at)
-    .execute(db.pool())
+    .execute(c)
     .await?;
     Ok(())
 }

@@ -5,22 +5,24 @@
 use sichat_core::db::Db;
 use sqlx::{AnyConnection, Row};
 
-/// Keep an authorization request (`params` as JSON) until `expires_at`.
-pub(crate) async fn insert(
-    db: &Db,
-    id: &str,
-    client_id: &str,
-    params: &str,
-    csrf: &str,
-    expires_at: i64,
-) -> Result<(), sqlx::Error> {
+/// An authorization request to keep (`params` as JSON) until `expires_at`.
+#[derive(Debug)]
+pub(crate) struct NewRequest {
+    pub id: String,
+    pub client_id: String,
+    pub params: String,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+pub(crate) async fn insert(c: &mut AnyConnection, r: &NewRequest) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO oidc_requests (id, client_id, params, csrf, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(client_id)
-        .bind(params)
-        .bind(csrf)
-        .bind(expires_at)
-        .execute(db.pool())
+        .bind(&r.id)
+        .bind(&r.client_id)
+        .bind(&r.params)
+        .bind(&r.csrf)
+        .bind(r.expires_at)
+        .execute(c)
         .await?;
     Ok(())
 }
