@@ -36,6 +36,7 @@ mod oidc_interop;
 mod oidc_logout;
 mod oidc_logout_channels;
 mod oidc_par;
+mod oidc_registration;
 mod pickup_end;
 mod portable_did;
 mod process;
