@@ -110,15 +110,7 @@ impl Provider {
         c: &mut sqlx::AnyConnection,
         user_code: &str,
     ) -> Result<Option<DeviceGrant>, OidcError> {
-        let row = store::device::pending(c, user_code, now_ms()).await?;
-        Ok(row.map(|r| DeviceGrant {
-            id: r.id,
-            user_code: r.user_code,
-            challenge: r.challenge,
-            client_id: r.client_id,
-            scope: r.scope,
-            expires_at: r.expires_at,
-        }))
+        Ok(store::device::pending(c, user_code, now_ms()).await?)
     }
 
     /// The authorization request a device grant becomes for the sign-in and consent pages.

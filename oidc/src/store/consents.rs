@@ -21,11 +21,7 @@ pub(crate) async fn scope(db: &Db, user_id: &str, client_id: &str) -> Result<Opt
 }
 
 /// [`scope`], in the caller's transaction.
-pub(crate) async fn scope_on(
-    c: &mut AnyConnection,
-    user_id: &str,
-    client_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+async fn scope_on(c: &mut AnyConnection, user_id: &str, client_id: &str) -> Result<Option<String>, sqlx::Error> {
     select_scope(c, user_id, client_id).await
 }
 
@@ -49,7 +45,7 @@ pub(crate) async fn add(
 
 /// Set the consent of `user_id` to `client_id` to `scope`, given at `now` (in the caller's
 /// transaction).
-pub(crate) async fn replace(
+async fn replace(
     c: &mut AnyConnection,
     user_id: &str,
     client_id: &str,

@@ -2,6 +2,7 @@
 //! through the user's decision and the device's polls. They are spent (redeemed) by
 //! [`crate::writer`].
 
+use crate::provider::DeviceGrant;
 use sichat_core::db::Db;
 use sqlx::{AnyConnection, Row};
 
@@ -40,20 +41,13 @@ pub(crate) async fn insert(c: &mut AnyConnection, g: &NewGrant) -> Result<(), sq
     Ok(())
 }
 
-/// A grant waiting for its user.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub id: String,
-    pub user_code: String,
-    pub challenge: String,
-    pub client_id: String,
-    pub scope: String,
-    pub expires_at: i64,
-}
-
 /// The grant of `user_code` if it is pending and live at `now` (on `c`: the connection of a
 /// guess at a code, see [`crate::approval`]).
-pub(crate) async fn pending(c: &mut AnyConnection, user_code: &str, now: i64) -> Result<Option<Pending>, sqlx::Error> {
+pub(crate) async fn pending(
+    c: &mut AnyConnection,
+    user_code: &str,
+    now: i64,
+) -> Result<Option<DeviceGrant>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, user_code, challenge, client_id, scope, expires_at FROM oidc_device_grants \
          WHERE user_code = $1 AND status = 'pending' AND expires_at > $2",
@@ -63,7 +57,7 @@ pub(crate) async fn pending(c: &mut AnyConnection, user_code: &str, now: i64) ->
     .fetch_optional(c)
     .await?;
     row.map(|r| {
-        Ok(Pending {
+        Ok(DeviceGrant {
             id: r.try_get("id")?,
             user_code: r.try_get("user_code")?,
             challenge: r.try_get("challenge")?,
