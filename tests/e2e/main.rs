@@ -32,6 +32,7 @@ mod oidc_apps;
 mod oidc_clients;
 mod oidc_device;
 mod oidc_dpop;
+mod oidc_independent;
 mod oidc_interop;
 mod oidc_logout;
 mod oidc_logout_channels;
