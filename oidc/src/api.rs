@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, options, post, put};
 use axum::{Form, Json, Router};
 use base64::Engine;
 use serde::Deserialize;
@@ -57,11 +57,16 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("dpop")])
         .expose_headers([header::WWW_AUTHENTICATE])
         .max_age(std::time::Duration::from_secs(86_400));
+    // The metadata documents and the JWKS are the same for every origin: they carry their
+    // `Access-Control-Allow-Origin: *` themselves, and the layer only answers their
+    // preflights (on every request it cost discovery a fifth of its CPU).
+    let preflight = || options(|| async { StatusCode::NO_CONTENT }).layer(cors.clone());
+    let public_documents = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery).merge(preflight()))
+        .route("/.well-known/oauth-authorization-server", get(discovery).merge(preflight()))
+        .route("/oidc/jwks", get(jwks).merge(preflight()));
     let cross_origin = Router::new()
-        .route("/.well-known/openid-configuration", get(discovery))
-        .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/.well-known/webfinger", get(webfinger))
-        .route("/oidc/jwks", get(jwks))
         .route("/oidc/token", post(token))
         .route("/oidc/userinfo", get(userinfo).post(userinfo))
         .route("/oidc/revoke", post(revoke))
@@ -70,6 +75,7 @@ pub fn router(op: Arc<Provider>, accounts: Arc<Accounts>) -> Router {
         .route("/oidc/par", post(par))
         .layer(cors);
     Router::new()
+        .merge(public_documents)
         .merge(cross_origin)
         .route("/oidc/register", post(register))
         .route("/oidc/register/{id}", get(read_client))
@@ -212,13 +218,18 @@ pub(crate) async fn browser_session(
 // ---- discovery and keys ----
 
 async fn discovery(State(s): State<AppState>) -> Response {
-    let headers = [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "public, max-age=300")];
+    let headers = [
+        (header::CONTENT_TYPE, "application/json"),
+        (header::CACHE_CONTROL, "public, max-age=300"),
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+    ];
     (headers, s.discovery).into_response()
 }
 
 async fn jwks(State(s): State<AppState>) -> Response {
     let cache = format!("public, max-age={}", crate::keys::JWKS_MAX_AGE_SECS);
-    ([(header::CACHE_CONTROL, cache)], Json(s.op.jwks())).into_response()
+    let headers = [(header::CACHE_CONTROL, cache), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_owned())];
+    (headers, Json(s.op.jwks())).into_response()
 }
 
 #[derive(Deserialize)]
