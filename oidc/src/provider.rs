@@ -572,19 +572,8 @@ impl Provider {
     /// Remember consent to `scope` (added to what was given before).
     pub async fn consent(&self, user_id: &str, client_id: &str, scope: &str) -> Result<(), OidcError> {
         let mut tx = self.db.pool().begin().await?;
-        Self::consent_on(&mut tx, user_id, client_id, scope).await?;
+        store::consents::add(&mut tx, user_id, client_id, scope, now_ms()).await?;
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// [`Self::consent`] in the caller's transaction.
-    async fn consent_on(
-        c: &mut sqlx::AnyConnection,
-        user_id: &str,
-        client_id: &str,
-        scope: &str,
-    ) -> Result<(), OidcError> {
-        store::consents::add(c, user_id, client_id, scope, now_ms()).await?;
         Ok(())
     }
 
